@@ -1,0 +1,224 @@
+"""The ASGI application: the only code that sees ASGI messages.
+
+For each request: match the raw path, read the body (bounded by `max_body_bytes`), hand it to the
+least-busy live worker as a `request` envelope, and relay what comes back:
+
+    head + body           -> one HTTP response
+    head + chunk* + end   -> 200 application/vnd.amazon.eventstream, chunked, one frame per send
+    error before the head -> an AWS error response (X-Amzn-ErrorType, JSON message)
+    error after the head  -> an exception frame, then the end of the stream (never a quiet close)
+
+No provider logic lives here, and the body is not parsed: the worker parses it once. Every
+response carries `x-amzn-RequestId`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import trio
+
+from finops.shared import envelope, errors, eventstream
+from finops.shared.config import Config
+
+from . import routes
+from .dispatch import WorkerPool
+
+log = logging.getLogger("finops.frontend")
+
+EVENTSTREAM = b"application/vnd.amazon.eventstream"
+
+
+class App:
+    def __init__(self, cfg: Config, pool: WorkerPool):
+        self.cfg = cfg
+        self.pool = pool
+        self.draining = False
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    # --- one request ---------------------------------------------------------------------
+    async def http(self, scope, receive, send):
+        rid = str(uuid.uuid4())
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        if raw_path in (b"/health", b"/bedrock/health") and scope["method"] == "GET":
+            return await self.health(rid, send)
+        try:
+            route = routes.match(scope["method"], raw_path)
+        except errors.GatewayError as e:
+            extra = [(b"allow", b"POST")] if e.status == 405 else []
+            return await send_error(send, rid, e, extra)
+        try:
+            body = await read_body(scope, receive, self.cfg.server.max_body_bytes)
+        except errors.GatewayError as e:
+            return await send_error(send, rid, e, [(b"connection", b"close")])
+        except ClientGone:
+            return
+        worker = self.pool.choose()
+        if worker is None:
+            return await send_error(send, rid, errors.unavailable(
+                "No gateway worker is available right now; retry shortly."))
+        hdr = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        pending = self.pool.open(rid, worker)
+        done = False
+        try:
+            await self.pool.send(worker, envelope.request(
+                rid, route.op, route.model_id, body, hdr, self.pool.reply_endpoint,
+                self.cfg.server.stream_window, self.cfg.server.request_timeout_seconds))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope)
+                done = await self.relay(rid, route, pending, send)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.pool.close(pending)
+            if not done:
+                self.pool.send_nowait(worker, envelope.cancel(rid))
+
+    async def relay(self, rid: str, route: routes.Route, pending, send) -> bool:
+        """Relay the worker's replies to the client. True when the request finished normally."""
+        timeout = self.cfg.server.request_timeout_seconds
+        recv = pending.recv_ch
+        with trio.move_on_after(timeout) as scope:
+            env = await recv.receive()
+        if scope.cancelled_caught:
+            await send_error(send, rid, errors.model_timeout(
+                f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))
+            return False
+        if env["k"] == envelope.ERROR:
+            await send_error(send, rid, errors.GatewayError.from_wire(env["err"]))
+            return True
+        if env["k"] != envelope.HEAD or (bad := pending.seq.check(env)):
+            log.error("request %s: expected head, got %s", rid, env.get("k"))
+            await send_error(send, rid, errors.internal())
+            return False
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in env["hdr"]]
+        headers.append((b"x-amzn-requestid", rid.encode()))
+        if not env["stream"]:
+            with trio.move_on_after(timeout):
+                nxt = await recv.receive()
+                if nxt["k"] == envelope.BODY and not pending.seq.check(nxt):
+                    headers.append((b"content-length", str(len(nxt["data"])).encode()))
+                    await send({"type": "http.response.start", "status": env["status"], "headers": headers})
+                    await send({"type": "http.response.body", "body": nxt["data"]})
+                    return True
+                if nxt["k"] == envelope.ERROR:
+                    await send_error(send, rid, errors.GatewayError.from_wire(nxt["err"]))
+                    return True
+            await send_error(send, rid, errors.internal())
+            return False
+        return await self.relay_stream(rid, route, pending, env["status"], headers, send)
+
+    async def relay_stream(self, rid, route, pending, status, headers, send) -> bool:
+        invoke = route.op == routes.INVOKE_STREAM
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        window = self.cfg.server.stream_window
+        grant_at = max(1, window // 2)
+        consumed = 0
+        worker = pending.worker
+        recv = pending.recv_ch
+        idle = self.cfg.server.request_timeout_seconds
+        err: errors.GatewayError | None = None
+        while True:
+            with trio.move_on_after(idle) as scope:
+                env = await recv.receive()
+            if scope.cancelled_caught:
+                err = errors.model_timeout(f"The model sent nothing for {idle:.0f}s mid-stream.")
+                break
+            kind = env["k"]
+            if not env.get("local") and (bad := pending.seq.check(env)):
+                log.error("request %s: %s", rid, bad)
+                err = errors.internal("The gateway lost part of this stream internally; retry the request.")
+                break
+            if kind == envelope.CHUNK:
+                await send({"type": "http.response.body",
+                            "body": eventstream.event_frame(env["et"], env["data"]), "more_body": True})
+                consumed += 1
+                if consumed >= grant_at:
+                    self.pool.send_nowait(worker, envelope.credit(rid, consumed))
+                    consumed = 0
+            elif kind == envelope.END:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return True
+            elif kind == envelope.ERROR:
+                err = errors.GatewayError.from_wire(env["err"])
+                break
+            else:
+                err = errors.internal()
+                break
+        member = err.stream_member(invoke)
+        frame = eventstream.exception_frame(member, err.stream_payload(member))
+        await send({"type": "http.response.body", "body": frame, "more_body": False})
+        return True
+
+    async def health(self, rid, send):
+        live = len(self.pool.live_workers())
+        ok = live > 0 and not self.draining
+        body = json.dumps({"status": "ok" if ok else "unavailable", "workers_live": live,
+                           "draining": self.draining}).encode()
+        await send({"type": "http.response.start", "status": 200 if ok else 503,
+                    "headers": [(b"content-type", b"application/json"), (b"x-amzn-requestid", rid.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def read_body(scope, receive, limit: int) -> bytes:
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                n = int(v)
+            except ValueError:
+                raise errors.validation("Content-Length: not a number") from None
+            if n > limit:
+                raise too_large(n, limit)
+            break
+    chunks = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        data = msg.get("body", b"")
+        if data:
+            size += len(data)
+            if size > limit:
+                raise too_large(size, limit)
+            chunks.append(data)
+        if not msg.get("more_body"):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def too_large(size: int, limit: int) -> errors.GatewayError:
+    return errors.GatewayError(
+        "ValidationException",
+        f"body: {size} bytes is over the gateway's limit of {limit} bytes (server.max_body_bytes).", 413)
+
+
+async def watch_disconnect(receive, cancel_scope: trio.CancelScope) -> None:
+    """Cancel the request when the client goes away (ASGI http.disconnect)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            cancel_scope.cancel()
+            return
+
+
+async def send_error(send, rid: str, err: errors.GatewayError, extra_headers=()) -> None:
+    headers = err.http_headers(rid)
+    headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": err.http_body()})

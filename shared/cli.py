@@ -1,0 +1,55 @@
+"""The `finops` command.
+
+    finops serve [--config PATH] [--host H] [--port P] [--workers N] [--frontends N]
+    finops check-config [--config PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import config as configmod
+from .logs import setup_logging
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="finops", description="FinOps: a Bedrock Runtime-compatible AI gateway")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("serve", help="start the gateway (every process, supervised)")
+    sp.add_argument("--config", help="TOML config file (default: FINOPS_CONFIG, else embedded defaults)")
+    sp.add_argument("--host", help="listen address (overrides the file)")
+    sp.add_argument("--port", type=int, help="listen port (overrides the file)")
+    sp.add_argument("--workers", type=int, help="worker processes (overrides the file)")
+    sp.add_argument("--frontends", type=int, help="frontend processes (overrides the file)")
+    cp = sub.add_parser("check-config", help="validate a config file and print the effective settings")
+    cp.add_argument("--config")
+    args = ap.parse_args(argv)
+
+    try:
+        cfg = configmod.load(args.config, host=getattr(args, "host", None), port=getattr(args, "port", None))
+        if getattr(args, "workers", None):
+            configmod._positive("--workers", args.workers)
+            cfg.server.workers = args.workers
+        if getattr(args, "frontends", None):
+            configmod._positive("--frontends", args.frontends)
+            cfg.server.frontends = args.frontends
+    except configmod.ConfigError as e:
+        print(f"finops: config error: {e}", file=sys.stderr)
+        return 2
+
+    if args.cmd == "check-config":
+        s = cfg.server
+        print(f"config: {cfg.source}\nlisten: {s.host}:{s.port}  frontends={s.frontends} workers={s.workers}\n"
+              f"data_dir: {s.data_dir}\nproviders: {', '.join(f'{n} ({p.kind})' for n, p in cfg.providers.items())}\n"
+              f"routes: {len(cfg.routes)}; default: {cfg.default_route.provider if cfg.default_route else 'none'}")
+        return 0
+
+    setup_logging("supervisor")
+    from .supervisor import Supervisor
+    os.makedirs(cfg.server.data_dir, exist_ok=True)
+    return Supervisor(cfg, args.config).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The one configuration model: every default, limit and deadline, with units.
+
+Sources, later wins: embedded defaults < TOML file (`--config PATH` or `FINOPS_CONFIG`) <
+environment (`FINOPS_HOST`, `FINOPS_PORT`, `FINOPS_DATA_DIR`, `FINOPS_WORKERS`,
+`FINOPS_FRONTENDS`) < command-line flags. `${VAR}` in any string of the file is replaced by
+the environment variable VAR (`${VAR:-default}` gives a default); a missing variable is an
+error that names the key. Unknown keys are errors too, so a typo never silently does nothing.
+
+Without a file, the built-in `mock` provider serves every modelId on 127.0.0.1:8080.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+SECONDS = 1.0
+MILLISECONDS = 0.001
+MIB = 1024 * 1024
+
+PROVIDER_KINDS = ("mock", "bedrock")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and says what is wrong."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    frontends: int = 1                       # HTTP processes sharing the port (SO_REUSEPORT)
+    workers: int = 2                         # actor processes doing the provider work
+    data_dir: str = ""                       # state; default $XDG_DATA_HOME/finops or ~/.local/share/finops
+    max_body_bytes: int = 20 * MIB           # request bodies above this get 413 ValidationException
+    transport: str = "ipc"                   # "ipc" (unix sockets in the run dir) or "tcp" (loopback)
+    drain_seconds: float = 10 * SECONDS      # SIGTERM: how long in-flight requests may take to finish
+    request_timeout_seconds: float = 600 * SECONDS  # frontend's total deadline for one request
+    stream_window: int = 32                  # chunks a worker may send ahead of the client (credit)
+    heartbeat_seconds: float = 0.5 * SECONDS  # frontend pings each worker this often
+    worker_dead_after_seconds: float = 3 * SECONDS  # no pong for this long: worker counted dead
+    worker_concurrency: int = 1000           # requests one worker runs at once; past it: 503
+
+
+@dataclass(slots=True)
+class KeyConfig:
+    weight: float = 1.0
+    api_key: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    session_token: str = ""
+
+
+@dataclass(slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str = ""
+    region: str = "us-east-1"
+    keys: list[KeyConfig] = field(default_factory=list)
+    connect_timeout_seconds: float = 10 * SECONDS
+    read_timeout_seconds: float = 300 * SECONDS   # time to first byte and idle between chunks
+    # mock only
+    latency_ms: float = 0.0          # before the first byte
+    chunks: int = 5                  # text deltas in a stream
+    chunk_delay_ms: float = 0.0      # between stream deltas
+
+
+@dataclass(slots=True)
+class RouteConfig:
+    models: list[str]
+    provider: str
+    model: str = ""                  # upstream model id; "" keeps the requested one
+    _regex: re.Pattern | None = None
+
+    def matches(self, model_id: str) -> bool:
+        if self._regex is None:
+            self._regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.models))
+        return self._regex.match(model_id) is not None
+
+
+@dataclass(slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    routes: list[RouteConfig] = field(default_factory=list)
+    default_route: RouteConfig | None = None
+    source: str = "embedded defaults"
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.server.data_dir, "run")
+
+    def route_for(self, model_id: str) -> RouteConfig | None:
+        for r in self.routes:
+            if r.matches(model_id):
+                return r
+        return self.default_route
+
+
+EMBEDDED_DEFAULTS = {
+    "providers": {"mock": {"kind": "mock"}},
+    "default_route": {"provider": "mock"},
+}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value, where: str, env):
+    if isinstance(value, str):
+        def sub(m):
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set "
+                              f"(set it, or write ${{{name}:-default}})")
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}", env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _typed(cls, raw: dict, where: str, **fixed):
+    """Build dataclass `cls` from `raw`, checking names and types; errors name the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(raw).__name__}")
+    fields = {f.name: f for f in cls.__dataclass_fields__.values() if not f.name.startswith("_")}
+    kwargs = dict(fixed)
+    for key, value in raw.items():
+        f = fields.get(key)
+        if f is None or key in fixed:
+            known = ", ".join(sorted(k for k in fields if k not in fixed))
+            raise ConfigError(f"{where}.{key}: unknown key (known keys: {known})")
+        want = f.type if isinstance(f.type, str) else f.type.__name__
+        ok = {"str": isinstance(value, str),
+              "int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "bool": isinstance(value, bool)}.get(want, True)
+        if not ok:
+            raise ConfigError(f"{where}.{key}: expected {want}, got {type(value).__name__} {value!r}")
+        kwargs[key] = float(value) if want == "float" else value
+    return cls(**kwargs)
+
+
+def _positive(where: str, value, minimum=1):
+    if value < minimum:
+        raise ConfigError(f"{where}: must be >= {minimum}, got {value}")
+
+
+def build(raw: dict, source: str, env=None) -> Config:
+    env = os.environ if env is None else env
+    raw = _expand(raw, "config", env)
+    unknown = set(raw) - {"server", "providers", "routes", "default_route"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table "
+                          "(known: server, providers, routes, default_route)")
+    server = _typed(ServerConfig, raw.get("server", {}), "server")
+    for k in ("port",):
+        if not 0 <= getattr(server, k) <= 65535:
+            raise ConfigError(f"server.{k}: must be 0..65535, got {getattr(server, k)}")
+    for k in ("frontends", "workers", "stream_window", "worker_concurrency"):
+        _positive(f"server.{k}", getattr(server, k))
+    if server.transport not in ("ipc", "tcp"):
+        raise ConfigError(f"server.transport: must be \"ipc\" or \"tcp\", got {server.transport!r}")
+    if server.max_body_bytes < 1024:
+        raise ConfigError(f"server.max_body_bytes: must be >= 1024, got {server.max_body_bytes}")
+
+    providers: dict[str, ProviderConfig] = {}
+    praw = raw.get("providers", {})
+    if not isinstance(praw, dict):
+        raise ConfigError("providers: expected a table of [providers.NAME] tables")
+    for name, p in praw.items():
+        where = f"providers.{name}"
+        if not isinstance(p, dict):
+            raise ConfigError(f"{where}: expected a table")
+        p = dict(p)
+        keys_raw = p.pop("keys", [])
+        if not isinstance(keys_raw, list):
+            raise ConfigError(f"{where}.keys: expected a list of tables like {{api_key = \"${{VAR}}\", weight = 1}}")
+        kind = p.get("kind")
+        if kind not in PROVIDER_KINDS:
+            raise ConfigError(f"{where}.kind: must be one of {', '.join(PROVIDER_KINDS)}, got {kind!r}")
+        pc = _typed(ProviderConfig, p, where, name=name)
+        pc.keys = [_typed(KeyConfig, k, f"{where}.keys[{i}]") for i, k in enumerate(keys_raw)]
+        for i, k in enumerate(pc.keys):
+            if k.weight <= 0:
+                raise ConfigError(f"{where}.keys[{i}].weight: must be > 0, got {k.weight}")
+            if kind == "bedrock" and not (k.access_key_id and k.secret_access_key):
+                raise ConfigError(f"{where}.keys[{i}]: a bedrock key needs access_key_id and secret_access_key")
+        if pc.base_url and not pc.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url: must start with http:// or https://, got {pc.base_url!r}")
+        providers[name] = pc
+
+    def route(r, where):
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: expected a table")
+        rc = _typed(RouteConfig, r, where, **({"models": ["*"]} if "models" not in r else {}))
+        if not isinstance(rc.models, list) or not rc.models or not all(isinstance(m, str) for m in rc.models):
+            raise ConfigError(f"{where}.models: expected a non-empty list of globs like [\"anthropic.*\"]")
+        if rc.provider not in providers:
+            raise ConfigError(f"{where}.provider: no provider named {rc.provider!r} "
+                              f"(configured: {', '.join(providers) or 'none'})")
+        return rc
+
+    if "routes" in raw and not isinstance(raw["routes"], list):
+        raise ConfigError("routes: expected an array of tables ([[routes]])")
+    for i, r in enumerate(raw.get("routes", [])):
+        if isinstance(r, dict) and "models" not in r:
+            raise ConfigError(f"routes[{i}].models: missing (a list of modelId globs)")
+        if isinstance(r, dict) and "provider" not in r:
+            raise ConfigError(f"routes[{i}].provider: missing (the name of a [providers.NAME] table)")
+    routes = [route(r, f"routes[{i}]") for i, r in enumerate(raw.get("routes", []))]
+    default_route = None
+    if "default_route" in raw:
+        if "provider" not in raw["default_route"]:
+            raise ConfigError("default_route.provider: missing")
+        default_route = route(raw["default_route"], "default_route")
+    return Config(server=server, providers=providers, routes=routes, default_route=default_route,
+                  source=source)
+
+
+def default_data_dir(env) -> str:
+    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "finops")
+
+
+def load(path: str | None = None, *, host: str | None = None, port: int | None = None,
+         env=None) -> Config:
+    """Load the configuration from `path` (or FINOPS_CONFIG, or the embedded defaults)."""
+    env = os.environ if env is None else env
+    path = path or env.get("FINOPS_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
+        cfg = build(raw, os.path.abspath(path), env)
+    else:
+        cfg = build(EMBEDDED_DEFAULTS, "embedded defaults", env)
+    s = cfg.server
+    for var, attr, conv in (("FINOPS_HOST", "host", str), ("FINOPS_PORT", "port", int),
+                            ("FINOPS_DATA_DIR", "data_dir", str), ("FINOPS_WORKERS", "workers", int),
+                            ("FINOPS_FRONTENDS", "frontends", int)):
+        if env.get(var):
+            try:
+                setattr(s, attr, conv(env[var]))
+            except ValueError:
+                raise ConfigError(f"{var}: expected {conv.__name__}, got {env[var]!r}") from None
+    if host is not None:
+        s.host = host
+    if port is not None:
+        s.port = port
+    s.data_dir = os.path.abspath(s.data_dir or default_data_dir(env))
+    return cfg

@@ -1,0 +1,145 @@
+"""`finops serve`: start, watch and restart every process; drain on SIGTERM.
+
+Processes (each a `python -m` module, so the Procfile can start the same ones without us):
+
+    worker   ×server.workers     python -m finops.workers
+    frontend ×server.frontends   python -m finops.frontend
+
+Workers start first; frontends find them through the run directory. A process that exits is
+restarted with exponential backoff (0.1 s doubling to 5 s; reset once it has run 30 s). The
+frontends notice a dead worker on their own (its connection drops), so requests in flight on it
+fail fast with a retryable 503 or an exception frame.
+
+SIGTERM or SIGINT: frontends get SIGTERM first and drain (no new connections; in-flight requests
+get `server.drain_seconds`), then workers get SIGTERM and finish what is left; whatever is still
+running after the drain time plus a grace period is killed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from .config import Config
+
+log = logging.getLogger("finops.supervisor")
+
+BACKOFF_START = 0.1
+BACKOFF_MAX = 5.0
+HEALTHY_AFTER = 30.0
+KILL_GRACE = 3.0
+
+
+class Child:
+    def __init__(self, kind: str, index: int, argv: list[str]):
+        self.kind = kind
+        self.index = index
+        self.argv = argv
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        self.backoff = BACKOFF_START
+        self.restart_at = 0.0
+        self.restarts = 0
+
+    def __repr__(self) -> str:
+        pid = self.proc.pid if self.proc else None
+        return f"<{self.kind}#{self.index} pid={pid} restarts={self.restarts}>"
+
+    def start(self, env: dict) -> None:
+        self.proc = subprocess.Popen(self.argv, env=env)
+        self.started = time.monotonic()
+        log.info("started %s#%d pid %d", self.kind, self.index, self.proc.pid)
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, config_path: str | None):
+        self.cfg = cfg
+        self.env = dict(os.environ)
+        if config_path:
+            self.env["FINOPS_CONFIG"] = os.path.abspath(config_path)
+        s = cfg.server
+        # The children load the same file; these make them see the same effective values.
+        self.env.update(FINOPS_HOST=s.host, FINOPS_PORT=str(s.port), FINOPS_DATA_DIR=s.data_dir,
+                        FINOPS_WORKERS=str(s.workers), FINOPS_FRONTENDS=str(s.frontends))
+        py = sys.executable
+        self.workers = [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)]
+        self.frontends = [Child("frontend", i, [py, "-m", "finops.frontend"]) for i in range(s.frontends)]
+        self.stopping = False
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        os.makedirs(self.cfg.run_dir, exist_ok=True)
+        for c in self.workers + self.frontends:
+            c.start(self.env)
+        announced = False
+        while not self.stopping:
+            now = time.monotonic()
+            for c in self.workers + self.frontends:
+                code = c.proc.poll() if c.proc else None
+                if c.proc is not None and code is not None:
+                    log.warning("%s#%d (pid %d) exited with %s; restarting in %.1fs",
+                                c.kind, c.index, c.proc.pid, code, c.backoff)
+                    if c.kind == "frontend" and code in (1, 2) and now - c.started < 2:
+                        log.error("frontend cannot start (exit %d); see its error above. Stopping.", code)
+                        self.stopping = True
+                        break
+                    c.proc = None
+                    c.restart_at = now + c.backoff
+                    c.backoff = min(c.backoff * 2, BACKOFF_MAX)
+                    c.restarts += 1
+                elif c.proc is None and now >= c.restart_at:
+                    c.start(self.env)
+                elif c.proc is not None and now - c.started > HEALTHY_AFTER:
+                    c.backoff = BACKOFF_START
+            if not announced and self._healthy():
+                announced = True
+                s = self.cfg.server
+                print(f"FinOps gateway ready: http://{s.host}:{s.port}/bedrock "
+                      f"({s.frontends} frontend, {s.workers} workers; config: {self.cfg.source})",
+                      flush=True)
+            time.sleep(0.05 if not announced else 0.2)
+        return self.shutdown()
+
+    def _healthy(self) -> bool:
+        s = self.cfg.server
+        host = "127.0.0.1" if s.host in ("0.0.0.0", "") else ("[::1]" if s.host == "::" else s.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        try:
+            with urllib.request.urlopen(f"http://{host}:{s.port}/health", timeout=0.5) as r:
+                return r.status == 200
+        except Exception:
+            return False
+
+    def shutdown(self) -> int:
+        drain = self.cfg.server.drain_seconds
+        log.info("stopping: draining frontends (up to %.0fs)", drain)
+        self._stop(self.frontends, drain + KILL_GRACE)
+        self._stop(self.workers, drain + KILL_GRACE)
+        log.info("stopped")
+        return 0
+
+    @staticmethod
+    def _stop(children: list[Child], timeout: float) -> None:
+        live = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+        for p in live:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for p in live:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in time; killing it", p.pid)
+                p.kill()
+                p.wait()

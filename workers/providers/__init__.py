@@ -1,0 +1,16 @@
+"""Providers, one module each, behind the interface in `base.py`."""
+from __future__ import annotations
+
+from finops.shared.config import ProviderConfig
+
+from .base import Provider
+
+
+def build_provider(cfg: ProviderConfig) -> Provider:
+    if cfg.kind == "mock":
+        from .mock import MockProvider
+        return MockProvider(cfg)
+    if cfg.kind == "bedrock":
+        from .bedrock import BedrockProvider
+        return BedrockProvider(cfg)
+    raise ValueError(f"providers.{cfg.name}.kind: unknown provider kind {cfg.kind!r}")

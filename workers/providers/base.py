@@ -1,0 +1,69 @@
+"""The provider interface. Each provider is one module translating the canonical model.
+
+A provider implements the canonical calls:
+
+    chat(call, req) -> ChatResponse
+    chat_stream(call, req) -> async iterator of StreamEvent (ConverseStream order)
+    count_tokens(call, req) -> int
+    embed(call, req) -> EmbedResponse
+
+and the pipeline renders the answer in whatever format the client asked for (Converse, or the
+model family's native InvokeModel body). A provider that speaks Bedrock itself sets
+`native_bedrock = True` and implements `relay(call, body, reply)` instead: the client's bytes go
+upstream unchanged (re-signed), and the answer comes back unchanged.
+
+Failures are raised as `GatewayError` with the AWS code a Bedrock user would expect; a provider
+maps its own library's exceptions at its edge (see `upstream.py`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from finops.shared import errors
+from finops.shared.config import ProviderConfig
+
+
+@dataclass(slots=True)
+class Call:
+    """Per-request context a provider may read. Nothing in it is a secret of the client's."""
+    rid: str
+    op: str                     # converse | converse-stream | invoke | invoke-with-response-stream | count-tokens
+    model_id: str               # as the client asked
+    upstream_model: str         # what the provider is asked for (route `model`, else model_id)
+    headers: dict = field(default_factory=dict)  # the client's request headers, lower-case names
+    virtual_key: str = ""
+    env: str = ""
+    started: float = 0.0        # monotonic time the worker received the request
+
+
+class Provider:
+    kind = "abstract"
+    native_bedrock = False
+
+    def __init__(self, cfg: ProviderConfig):
+        self.cfg = cfg
+        self.name = cfg.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    def unsupported(self, what: str) -> errors.GatewayError:
+        return errors.validation(f"provider {self.name!r} ({self.kind}) does not support {what}.")
+
+    async def chat(self, call: Call, req):
+        raise self.unsupported("chat")
+
+    def chat_stream(self, call: Call, req):
+        raise self.unsupported("streaming")
+
+    async def count_tokens(self, call: Call, req) -> int:
+        raise self.unsupported("CountTokens")
+
+    async def embed(self, call: Call, req):
+        raise self.unsupported("embeddings")
+
+    async def relay(self, call: Call, body: bytes, reply) -> None:
+        raise self.unsupported("native Bedrock relay")
+
+    async def aclose(self) -> None:
+        pass

@@ -1,0 +1,167 @@
+"""The `bedrock` provider: real AWS Bedrock Runtime, or any Bedrock-compatible endpoint.
+
+The client's request body goes upstream byte for byte; the gateway signs it again with SigV4
+using the provider's own configured credentials (botocore's signer), never the client's. All
+five operations and both stream kinds are relayed faithfully:
+
+- a non-streaming answer: status, body and the Bedrock response headers, as received;
+- a stream: upstream frames are decoded and each event is passed on (the frontend re-frames
+  it), so an upstream exception frame reaches the client as the same exception member;
+- an upstream error response: the same AWS error code, status and message.
+
+Keys: `keys = [{access_key_id, secret_access_key, session_token?, weight}]`, chosen by weight.
+"""
+from __future__ import annotations
+
+import json
+import random
+from urllib.parse import quote
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from finops.shared import errors, eventstream
+from finops.shared.config import ProviderConfig
+
+from .. import upstream
+from .base import Call, Provider
+
+# Response headers of Bedrock worth passing on (lower-case).
+PASS_HEADERS = ("content-type", "x-amzn-bedrock-content-type", "x-amzn-bedrock-performanceconfig-latency",
+                "x-amzn-bedrock-service-tier", "x-amzn-bedrock-input-token-count",
+                "x-amzn-bedrock-output-token-count", "x-amzn-bedrock-invocation-latency",
+                "x-amzn-bedrock-cache-read-input-token-count", "x-amzn-bedrock-cache-write-input-token-count")
+# Request headers of the client that carry operation parameters (section 1.3).
+FORWARD_HEADERS = ("content-type", "accept", "x-amzn-bedrock-accept", "x-amzn-bedrock-trace",
+                   "x-amzn-bedrock-guardrailidentifier", "x-amzn-bedrock-guardrailversion",
+                   "x-amzn-bedrock-performanceconfig-latency", "x-amzn-bedrock-service-tier",
+                   "x-amzn-bedrock-request-metadata", "x-amzn-bedrock-projectidentifier")
+STREAM_OPS = ("converse-stream", "invoke-with-response-stream")
+
+
+def parse_upstream_error(status: int, headers, body: bytes) -> errors.GatewayError:
+    """An upstream error response -> the same AWS error (code from header, `code` or `__type`)."""
+    try:
+        doc = json.loads(body) if body else {}
+        if not isinstance(doc, dict):
+            doc = {}
+    except ValueError:
+        doc = {}
+    code = headers.get("x-amzn-errortype") or doc.get("code") or doc.get("Code") or doc.get("__type") or ""
+    code = code.split(":", 1)[0].rsplit("#", 1)[-1]
+    message = doc.get("message") or doc.get("Message") or ""
+    if not code:
+        code = ("ThrottlingException" if status == 429 else "ServiceUnavailableException" if status in (502, 503, 504)
+                else "InternalServerException" if status >= 500 else "ValidationException")
+    if not message:
+        message = f"upstream Bedrock answered HTTP {status} without a message"
+    extra = {k: doc[k] for k in ("originalStatusCode", "resourceName", "originalMessage") if k in doc}
+    retry_after = headers.get("x-amz-retry-after")
+    return errors.GatewayError(code, message, status, extra=extra,
+                               retry_after_ms=int(retry_after) if retry_after and retry_after.isdigit() else None)
+
+
+def exception_from_frame(frame: eventstream.Frame) -> errors.GatewayError:
+    """An upstream in-stream exception frame -> GatewayError of the same member."""
+    try:
+        doc = json.loads(frame.payload) if frame.payload else {}
+    except ValueError:
+        doc = {}
+    if frame.message_type == "error":
+        code = str(frame.headers.get(":error-code", "InternalServerException"))
+        return errors.GatewayError(code, str(frame.headers.get(":error-message", "")), 500)
+    member = frame.exception_type or "internalServerException"
+    code = member[:1].upper() + member[1:]
+    extra = {k: doc[k] for k in ("originalStatusCode", "originalMessage") if k in doc}
+    return errors.GatewayError(code, doc.get("message") or doc.get("Message") or member, extra=extra)
+
+
+class BedrockProvider(Provider):
+    kind = "bedrock"
+    native_bedrock = True
+
+    def __init__(self, cfg: ProviderConfig):
+        super().__init__(cfg)
+        self.base_url = (cfg.base_url or f"https://bedrock-runtime.{cfg.region}.amazonaws.com").rstrip("/")
+        self.credentials = [Credentials(k.access_key_id, k.secret_access_key, k.session_token or None)
+                            for k in cfg.keys]
+        self.weights = [k.weight for k in cfg.keys]
+        self.client = upstream.open_client(cfg)
+        self._rng = random.Random()
+
+    def pick_credentials(self) -> Credentials:
+        if not self.credentials:
+            raise errors.GatewayError(
+                "AccessDeniedException",
+                f"provider {self.name!r} (bedrock) has no keys; add keys = [{{access_key_id = \"${{AWS_ACCESS_KEY_ID}}\", "
+                "secret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"}] to its config.", 403)
+        if len(self.credentials) == 1:
+            return self.credentials[0]
+        return self._rng.choices(self.credentials, self.weights)[0]
+
+    def signed_request(self, call: Call, body: bytes) -> tuple[str, dict]:
+        url = f"{self.base_url}/model/{quote(call.upstream_model, safe='')}/{call.op}"
+        headers = {k: call.headers[k] for k in FORWARD_HEADERS if k in call.headers}
+        if call.op not in ("invoke", "invoke-with-response-stream"):
+            headers["content-type"] = "application/json"
+        req = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        SigV4Auth(self.pick_credentials(), "bedrock", self.cfg.region).add_auth(req)
+        return url, dict(req.headers.items())
+
+    async def relay(self, call: Call, body: bytes, reply) -> None:
+        url, headers = self.signed_request(call, body)
+        with upstream.mapped_errors(self.cfg, url):
+            if call.op not in STREAM_OPS:
+                resp = await self.client.post(url, content=body, headers=headers)
+                if resp.status_code != 200:
+                    raise parse_upstream_error(resp.status_code, resp.headers, resp.content)
+                await reply.head(200, pass_headers(resp.headers), stream=False)
+                await reply.body(resp.content)
+                return
+            async with self.client.stream("POST", url, content=body, headers=headers) as resp:
+                if resp.status_code != 200:
+                    raise parse_upstream_error(resp.status_code, resp.headers, await resp.aread())
+                await self._relay_stream(resp, reply)
+
+    async def _relay_stream(self, resp, reply) -> None:
+        decoder = eventstream.FrameDecoder()
+        usage: dict = {}
+        async for data in resp.aiter_raw():
+            try:
+                decoder.receive_data(data)
+                frames = list(decoder.frames())
+            except eventstream.EventStreamError as e:
+                raise errors.GatewayError(
+                    "ModelStreamErrorException", f"upstream Bedrock sent a corrupt event stream: {e}",
+                    extra={"originalStatusCode": 502}) from None
+            for frame in frames:
+                if frame.message_type != "event":
+                    raise exception_from_frame(frame)
+                if not reply.head_sent:
+                    await reply.head(200, pass_headers(resp.headers), stream=True)
+                if frame.event_type == "metadata":
+                    usage = _usage_from_metadata(frame.payload)
+                await reply.chunk(frame.event_type or "", frame.payload)
+        if decoder.pending:
+            raise errors.GatewayError(
+                "ModelStreamErrorException", "upstream Bedrock closed the stream in the middle of an event.",
+                extra={"originalStatusCode": 502})
+        if not reply.head_sent:
+            await reply.head(200, pass_headers(resp.headers), stream=True)
+        await reply.end(usage)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def pass_headers(headers) -> list:
+    return [[k, headers[k]] for k in PASS_HEADERS if k in headers]
+
+
+def _usage_from_metadata(payload: bytes) -> dict:
+    try:
+        u = json.loads(payload).get("usage", {})
+        return {"in": u.get("inputTokens", 0), "out": u.get("outputTokens", 0)}
+    except (ValueError, AttributeError):
+        return {}

@@ -1,0 +1,143 @@
+"""The built-in `mock` provider: deterministic answers for users, demos and the load harness.
+
+- The answer contains the last user message's text verbatim.
+- A stream carries the answer in `chunks` text deltas (provider option, default 5).
+- Usage is a deterministic estimate (about 4 characters per token), never zero.
+- When the user text contains the name of the first tool of `toolConfig`, the answer is a short
+  text block plus a toolUse of that tool (stopReason `tool_use`), with an input built from the
+  tool's JSON schema.
+- `maxTokens` truncates the answer (stopReason `max_tokens`); a stop sequence found in the answer
+  cuts it there (stopReason `stop_sequence`).
+- `latency_ms` waits before the first byte; `chunk_delay_ms` waits between stream deltas.
+
+It is not a stand-in for testing real providers: those are tested against fake upstreams that
+answer with the real providers' documented shapes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import trio
+
+from finops.shared.model import (ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent,
+                                 Usage, estimate_tokens, request_tokens)
+
+from .base import Call, Provider
+
+
+def _value_for(schema: dict, text: str):
+    t = schema.get("type")
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    if t == "string":
+        return text[:64] or "mock"
+    if t == "integer":
+        return 1
+    if t == "number":
+        return 1.0
+    if t == "boolean":
+        return True
+    if t == "array":
+        return [_value_for(schema.get("items", {"type": "string"}), text)]
+    if t == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        req = schema.get("required", list(props))
+        return {k: _value_for(props[k], text) for k in req if k in props}
+    return "mock"
+
+
+class MockProvider(Provider):
+    kind = "mock"
+
+    def answer(self, call: Call, req: ChatRequest) -> ChatResponse:
+        text = req.last_user_text()
+        usage = Usage(input_tokens=request_tokens(req))
+        tool = self.tool_to_call(req, text)
+        if tool is not None:
+            tool_id = "tooluse_" + hashlib.sha1(f"{call.model_id}|{text}".encode()).hexdigest()[:20]
+            intro = f"Calling {tool.name}."
+            content = [{"text": intro},
+                       {"toolUse": {"toolUseId": tool_id, "name": tool.name,
+                                    "input": _value_for(tool.input_schema, text)}}]
+            usage.output_tokens = estimate_tokens(intro) + estimate_tokens(json.dumps(content[1]["toolUse"]["input"]))
+            return ChatResponse(content, "tool_use", usage, model=call.upstream_model)
+        answer = f"FinOps mock ({call.upstream_model}) received: {text}"
+        stop, stop_seq = "end_turn", None
+        for s in req.stop_sequences:
+            i = answer.find(s, 1)
+            if i > 0:
+                answer, stop, stop_seq = answer[:i], "stop_sequence", s
+                break
+        if req.max_tokens is not None and estimate_tokens(answer) > req.max_tokens:
+            answer, stop = answer[:req.max_tokens * 4], "max_tokens"
+        usage.output_tokens = max(1, estimate_tokens(answer))
+        return ChatResponse([{"text": answer}], stop, usage, model=call.upstream_model, stop_sequence=stop_seq)
+
+    @staticmethod
+    def tool_to_call(req: ChatRequest, text: str):
+        """The first tool when the text names it; the forced tool under toolChoice any/tool."""
+        if not req.tools:
+            return None
+        choice = req.tool_choice or {}
+        if "tool" in choice:
+            return next((t for t in req.tools if t.name == choice["tool"].get("name")), req.tools[0])
+        if "any" in choice or req.tools[0].name in text:
+            return req.tools[0]
+        return None
+
+    async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
+        if self.cfg.latency_ms:
+            await trio.sleep(self.cfg.latency_ms / 1000)
+        resp = self.answer(call, req)
+        resp.latency_ms = int(self.cfg.latency_ms)
+        return resp
+
+    async def chat_stream(self, call: Call, req: ChatRequest):
+        if self.cfg.latency_ms:
+            await trio.sleep(self.cfg.latency_ms / 1000)
+        resp = self.answer(call, req)
+        delay = self.cfg.chunk_delay_ms / 1000
+        yield StreamEvent("message_start", data={"role": "assistant"})
+        for index, block in enumerate(resp.content):
+            if "text" in block:
+                for piece in split_even(block["text"], max(1, self.cfg.chunks)):
+                    yield StreamEvent("block_delta", index, {"text": piece})
+                    if delay:
+                        await trio.sleep(delay)
+            elif "toolUse" in block:
+                tu = block["toolUse"]
+                yield StreamEvent("block_start", index, {"toolUse": {"toolUseId": tu["toolUseId"], "name": tu["name"]}})
+                doc = json.dumps(tu["input"])
+                for piece in split_even(doc, 2):
+                    yield StreamEvent("block_delta", index, {"toolUse": {"input": piece}})
+            yield StreamEvent("block_stop", index)
+        yield StreamEvent("message_stop", data={"stopReason": resp.stop_reason})
+        yield StreamEvent("metadata", data={"usage": resp.usage, "latencyMs": int(self.cfg.latency_ms)})
+
+    async def count_tokens(self, call: Call, req: ChatRequest) -> int:
+        return request_tokens(req)
+
+    async def embed(self, call: Call, req: EmbedRequest) -> EmbedResponse:
+        dims = req.dimensions or 1024
+        out = []
+        for t in req.texts:
+            seed = hashlib.sha256(t.encode()).digest()
+            raw = [(seed[i % 32] - 128) / 128 for i in range(dims)]
+            norm = sum(x * x for x in raw) ** 0.5 or 1.0
+            out.append([x / norm for x in raw])
+        return EmbedResponse(out, sum(estimate_tokens(t) for t in req.texts))
+
+
+def split_even(text: str, n: int) -> list[str]:
+    """Split into at most n non-empty pieces of near-equal length (joined, they give `text`)."""
+    if not text:
+        return [""]
+    n = min(n, len(text))
+    size, extra = divmod(len(text), n)
+    out, i = [], 0
+    for k in range(n):
+        j = i + size + (1 if k < extra else 0)
+        out.append(text[i:j])
+        i = j
+    return out

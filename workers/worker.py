@@ -1,0 +1,178 @@
+"""Worker process: an actor that runs many requests at once under trio.
+
+It binds a ROUTER socket, announces its endpoint in the run directory, and handles envelopes:
+
+    request  -> a new task running `pipeline.handle()`, under its own cancel scope
+    credit   -> more stream credit for that request
+    cancel   -> cancel that request's scope (the upstream call stops; its cost is settled)
+    ping     -> pong to the sender's reply endpoint
+
+Replies go out on one PUSH socket per frontend reply endpoint. SIGTERM: the worker withdraws
+its announcement (no new requests come), lets in-flight requests finish for up to
+`server.drain_seconds`, then exits.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from finops.shared import config as configmod
+from finops.shared import envelope, errors, transport
+from finops.shared.logs import setup_logging
+from finops.shared.transport import zmq
+
+from .pipeline import Pipeline
+from .reply import Reply
+
+log = logging.getLogger("finops.worker")
+
+
+class WorkerActor:
+    def __init__(self, cfg: configmod.Config):
+        self.cfg = cfg
+        self.wid = str(os.getpid())
+        self.pipeline = Pipeline(cfg)
+        self.replies: dict[str, transport.AsyncSocket] = {}
+        self.inflight: dict[str, tuple[trio.CancelScope, Reply]] = {}
+        self.accepting = True
+        self._idle = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerActor pid={self.wid} inflight={len(self.inflight)}>"
+
+    def reply_socket(self, endpoint: str) -> transport.AsyncSocket:
+        s = self.replies.get(endpoint)
+        if s is None:
+            sock = transport.make_socket(zmq.PUSH)
+            sock.connect(endpoint)
+            s = self.replies[endpoint] = transport.AsyncSocket(sock)
+        return s
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        s = self.cfg.server
+        router = transport.make_socket(zmq.ROUTER)
+        endpoint = transport.bind(router, transport.endpoint_for("worker", self.cfg.run_dir, s.transport))
+        rsock = transport.AsyncSocket(router)
+        announced = transport.announce(self.cfg.run_dir, "worker", endpoint)
+        log.info("worker ready at %s", endpoint)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._signals, announced)
+                nursery.start_soon(self._flush_log)
+                task_status.started(endpoint)
+                while True:
+                    try:
+                        parts = await rsock.recv_multipart()
+                    except trio.ClosedResourceError:
+                        break
+                    self._on_message(parts[-1])
+                    for parts in self._drain_router(rsock):
+                        self._on_message(parts[-1])
+        finally:
+            transport.withdraw(announced)
+            rsock.close()
+            for sock in self.replies.values():
+                sock.close()
+            if endpoint.startswith("ipc://"):
+                try:
+                    os.unlink(endpoint[6:])
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _drain_router(rsock):
+        out = []
+        try:
+            while len(out) < 256:
+                out.append(rsock.sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+        return out
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            env = envelope.decode(data)
+        except envelope.EnvelopeError as e:
+            log.error("dropping message: %s", e)
+            return
+        kind = env["k"]
+        if kind == envelope.REQUEST:
+            self._nursery.start_soon(self._run_request, env)
+        elif kind == envelope.CREDIT:
+            item = self.inflight.get(env["id"])
+            if item is not None:
+                item[1].grant(int(env["grant"]))
+        elif kind == envelope.CANCEL:
+            item = self.inflight.get(env["id"])
+            if item is not None:
+                item[0].cancel()
+        elif kind == envelope.PING:
+            if self.accepting:
+                self.reply_socket(env["reply"]).send_nowait(
+                    envelope.pong(self.wid, env.get("t", 0.0), len(self.inflight)))
+
+    async def _run_request(self, env: dict) -> None:
+        rid = env["id"]
+        sock = self.reply_socket(env["reply"])
+        reply = Reply(rid, sock, int(env.get("window", 16)), float(env.get("deadline", 600)))
+        if len(self.inflight) >= self.cfg.server.worker_concurrency:
+            await reply.error(errors.unavailable(
+                f"This gateway worker is at its limit of {self.cfg.server.worker_concurrency} requests "
+                "in flight (server.worker_concurrency); retry shortly."))
+            return
+        scope = trio.CancelScope()
+        self.inflight[rid] = (scope, reply)
+        try:
+            with scope:
+                await self.pipeline.handle(env, reply)
+        except Exception:
+            log.exception("request %s failed", rid)
+            if not reply.done:
+                with trio.move_on_after(1):
+                    await reply.error(errors.internal())
+        finally:
+            del self.inflight[rid]
+            if not self.inflight:
+                self._idle.set()
+
+    async def _flush_log(self) -> None:
+        while True:
+            await trio.sleep(0.5)
+            self.pipeline.requestlog.flush()
+
+    async def _signals(self, announced: str) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                break
+        self.accepting = False
+        transport.withdraw(announced)
+        drain = self.cfg.server.drain_seconds
+        log.info("draining %d requests (up to %.0fs)", len(self.inflight), drain)
+        with trio.move_on_after(drain):
+            while self.inflight:
+                self._idle = trio.Event()
+                await self._idle.wait()
+        await self.pipeline.aclose()
+        self._nursery.cancel_scope.cancel()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m finops.workers", description="FinOps worker actor")
+    ap.add_argument("--config")
+    args = ap.parse_args(argv)
+    setup_logging("worker")
+    try:
+        cfg = configmod.load(args.config)
+    except configmod.ConfigError as e:
+        print(f"finops worker: config error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    trio.run(WorkerActor(cfg).serve)
+    return 0
