@@ -218,7 +218,9 @@ async def watch_disconnect(receive, cancel_scope: trio.CancelScope) -> None:
 
 
 async def send_error(send, rid: str, err: errors.GatewayError, extra_headers=()) -> None:
+    body = err.http_body()
     headers = err.http_headers(rid)
+    headers.append((b"content-length", str(len(body)).encode()))
     headers.extend(extra_headers)
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": err.http_body()})
+    await send({"type": "http.response.body", "body": body})

@@ -169,7 +169,7 @@ def decode_headers(data: bytes | memoryview) -> dict[str, object]:
         i += 1
         if i + nlen + 1 > end:
             raise InvalidHeader("header name runs past the end of the headers block")
-        name = bytes(mv[i:i + nlen]).decode("utf-8")
+        name = _utf8(mv[i:i + nlen], "header name")
         i += nlen
         htype = mv[i]
         i += 1
@@ -191,7 +191,7 @@ def decode_headers(data: bytes | memoryview) -> dict[str, object]:
             if i + vlen > end:
                 raise InvalidHeader(f"header {name!r} value runs past the end")
             raw = bytes(mv[i:i + vlen])
-            value = raw.decode("utf-8") if htype == 7 else raw
+            value = _utf8(raw, f"header {name!r} value") if htype == 7 else raw
             i += vlen
         elif htype == 9:
             if i + 16 > end:

@@ -108,7 +108,7 @@ class Gateway:
 
     def child_pids(self, kind: str) -> list[int]:
         """pids of this gateway's `finops.workers` or `finops.frontend` processes."""
-        out = subprocess.run(["pgrep", "-s", str(os.getpgid(self.proc.pid)), "-f", f"-m finops.{kind}"],
+        out = subprocess.run(["pgrep", "-s", str(os.getpgid(self.proc.pid)), "-f", f"python.* -m finops\\.{kind}"],
                              capture_output=True, text=True).stdout
         return [int(x) for x in out.split()]
 
