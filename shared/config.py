@@ -138,6 +138,12 @@ def _typed(cls, raw: dict, where: str, **fixed):
             known = ", ".join(sorted(k for k in fields if k not in fixed))
             raise ConfigError(f"{where}.{key}: unknown key (known keys: {known})")
         want = f.type if isinstance(f.type, str) else f.type.__name__
+        if want in ("int", "float") and isinstance(value, str):
+            # numbers may come from ${VAR} expansion, which always yields a string
+            try:
+                value = int(value) if want == "int" else float(value)
+            except ValueError:
+                raise ConfigError(f"{where}.{key}: expected {want}, got {value!r}") from None
         ok = {"str": isinstance(value, str),
               "int": isinstance(value, int) and not isinstance(value, bool),
               "float": isinstance(value, (int, float)) and not isinstance(value, bool),

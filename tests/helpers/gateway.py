@@ -107,10 +107,24 @@ class Gateway:
             return f.read().decode("utf-8", "replace")
 
     def child_pids(self, kind: str) -> list[int]:
-        """pids of this gateway's `finops.workers` or `finops.frontend` processes."""
-        out = subprocess.run(["pgrep", "-s", str(os.getpgid(self.proc.pid)), "-f", f"python.* -m finops\\.{kind}"],
-                             capture_output=True, text=True).stdout
-        return [int(x) for x in out.split()]
+        """pids of this gateway's `finops.workers` or `finops.frontend` processes (by cmdline and
+        by the FINOPS_DATA_DIR in their environment, so other gateways are not counted)."""
+        want = f"FINOPS_DATA_DIR={self.data_dir}".encode()
+        pids = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                if argv[1:3] != [b"-m", f"finops.{kind}".encode()]:
+                    continue
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    if want in f.read().split(b"\0"):
+                        pids.append(int(d))
+            except (OSError, IndexError):
+                continue
+        return pids
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
