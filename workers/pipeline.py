@@ -20,6 +20,8 @@ import logging
 import time
 from contextlib import aclosing
 
+import trio
+
 from finops.shared import errors
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, StreamEvent
@@ -87,7 +89,11 @@ class Pipeline:
         except errors.GatewayError as e:
             outcome = e.code
             await reply.error(e)
+        except trio.TooSlowError:
+            outcome = "client_gone"     # no stream credit for the idle timeout
         finally:
+            if outcome == "ok" and not reply.done:
+                outcome = "cancelled"   # the client went away; the frontend cancelled us
             self.requestlog.record(call, provider_name, outcome, usage, reply)
 
     async def dispatch(self, call: Call, provider, body: bytes, reply: Reply):

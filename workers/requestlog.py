@@ -34,7 +34,7 @@ class RequestLog:
         self._buf.append(json.dumps({
             "id": call.rid, "time": round(time.time(), 3), "op": call.op, "model": call.model_id,
             "provider": provider, "upstream_model": call.upstream_model, "vk": call.virtual_key,
-            "env": call.env, "outcome": outcome, "stream": reply.stream,
+            "env": call.env, "outcome": outcome, "stream": reply.stream, "messages_sent": reply.n,
             "latency_ms": round((now - call.started) * 1000, 2), "usage": usage,
             "user_agent": call.headers.get("user-agent", "")[:200]}, separators=(",", ":")))
         if len(self._buf) >= FLUSH_LINES or now - self._last_flush >= FLUSH_SECONDS:

@@ -98,3 +98,44 @@ def test_sigterm_drains_in_flight_streams(tmp_path):
         assert gw.proc.wait(20) == 0
     finally:
         gw.stop()
+
+
+BIG = """
+[providers.mock]
+kind = "mock"
+chunks = 2000
+
+[default_route]
+provider = "mock"
+"""
+
+
+def test_slow_reader_holds_the_worker_back_and_disconnect_cancels(tmp_path):
+    """A client that stops reading makes the worker stop producing (credit), and its disconnect
+    cancels the request instead of letting it run to the end."""
+    import json
+    import socket
+
+    from tests.helpers.gateway import request_log
+
+    with Gateway(tmp_path, BIG, workers=1) as gw:
+        text = "z" * (16 * 1024 * 1024)   # a 16 MB answer in 2000 chunks of 8 KB
+        body = json.dumps({"messages": [{"role": "user", "content": [{"text": text}]}]}).encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(b"POST /bedrock/model/m/converse-stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        s.recv(1024)            # the head and the first frames arrive...
+        time.sleep(2.0)         # ...then the client stops reading
+        s.close()
+        deadline = time.monotonic() + 10
+        rows = []
+        while time.monotonic() < deadline and not rows:
+            rows = [r for r in request_log(gw.data_dir) if r["op"] == "converse-stream"]
+            time.sleep(0.1)
+        assert rows, "the request never ended"
+        assert rows[0]["outcome"] == "cancelled"
+        assert rows[0]["messages_sent"] < 600, rows[0]   # window + socket buffers, not the 2000 chunks
+        # the worker is fine afterwards
+        assert gw.client().converse(modelId="m", messages=[{"role": "user", "content": [{"text": "ok"}]}])

@@ -1,0 +1,62 @@
+"""Stream flow control on the worker side: a Reply sends at most `window` chunks ahead of credit."""
+from __future__ import annotations
+
+import pytest
+import trio
+
+from finops.shared import envelope, errors
+from finops.workers.reply import Reply, ReplyClosed
+
+
+class RecordingSocket:
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, data):
+        self.sent.append(envelope.decode(data))
+
+
+async def test_chunks_stop_at_window_until_credit_arrives():
+    sock = RecordingSocket()
+    reply = Reply("r1", sock, window=4, idle_timeout=30)
+    await reply.head(200, [], stream=True)
+    produced = 0
+
+    async def producer():
+        nonlocal produced
+        for i in range(10):
+            await reply.chunk("contentBlockDelta", b"{}")
+            produced += 1
+
+    async with trio.open_nursery() as n:
+        n.start_soon(producer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert produced == 4                      # blocked: no credit left
+        reply.grant(3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert produced == 7
+        reply.grant(10)
+    assert produced == 10
+    kinds = [e["k"] for e in sock.sent]
+    assert kinds == ["head"] + ["chunk"] * 10
+    assert [e["n"] for e in sock.sent] == list(range(11))   # sequence numbers in order
+
+
+async def test_no_credit_for_idle_timeout_gives_up(autojump_clock):
+    reply = Reply("r2", RecordingSocket(), window=1, idle_timeout=5)
+    await reply.head(200, [], stream=True)
+    await reply.chunk("x", b"{}")
+    with pytest.raises(trio.TooSlowError):
+        await reply.chunk("x", b"{}")
+    assert trio.current_time() >= 5
+
+
+async def test_error_after_end_is_ignored_and_sending_after_end_refused():
+    sock = RecordingSocket()
+    reply = Reply("r3", sock, window=2, idle_timeout=5)
+    await reply.head(200, [], stream=True)
+    await reply.end({"in": 1})
+    await reply.error(errors.internal())
+    assert [e["k"] for e in sock.sent] == ["head", "end"]
+    with pytest.raises(ReplyClosed):
+        await reply.chunk("x", b"{}")

@@ -1,0 +1,71 @@
+"""Amazon Titan Text (Lite, Express, Premier). Pure.
+
+bedrock-protocol.md 6.4. Request ``{"inputText", "textGenerationConfig": {"temperature", "topP",
+"maxTokenCount", "stopSequences"}}``, prompt often "User: ...\\nBot:". Answer ``{"inputTextTokenCount",
+"results": [{"tokenCount", "outputText", "completionReason"}]}``; stream chunks ``{"outputText",
+"index", "totalOutputTextTokenCount", "completionReason", "inputTextTokenCount"}``.
+"""
+from __future__ import annotations
+
+from finops.shared.model import ChatRequest, ChatResponse, Usage
+
+from ..converse import want_dict, want_int, want_num, want_str_list
+from ._common import Family, StreamEncoder, leftovers, text_blocks
+from .prompts import parse_prompt
+
+_REASONS = {"max_tokens": "LENGTH", "stop_sequence": "STOP_CRITERIA_MET",
+            "content_filtered": "CONTENT_FILTERED", "guardrail_intervened": "CONTENT_FILTERED"}
+
+
+def _reason(stop: str) -> str:
+    return _REASONS.get(stop, "FINISH")
+
+
+class TitanText(Family):
+    name = "titan-text"
+
+    def parse_request(self, body: dict) -> ChatRequest:
+        want_dict(body, "body")
+        system, messages = parse_prompt(body.get("inputText"), "inputText", words="userbot")
+        req = ChatRequest(messages=messages, system=system)
+        cfg = body.get("textGenerationConfig")
+        if cfg is not None:
+            p = "textGenerationConfig"
+            want_dict(cfg, p)
+            if cfg.get("maxTokenCount") is not None:
+                req.max_tokens = want_int(cfg["maxTokenCount"], f"{p}.maxTokenCount", lo=1)
+            if cfg.get("temperature") is not None:
+                req.temperature = want_num(cfg["temperature"], f"{p}.temperature", lo=0, hi=1)
+            if cfg.get("topP") is not None:
+                req.top_p = want_num(cfg["topP"], f"{p}.topP", lo=0, hi=1)
+            if cfg.get("stopSequences") is not None:
+                req.stop_sequences = want_str_list(cfg["stopSequences"], f"{p}.stopSequences")
+        req.extra = leftovers(body, {"inputText", "textGenerationConfig"})
+        return req
+
+    def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
+        return {"inputTextTokenCount": resp.usage.input_tokens,
+                "results": [{"tokenCount": resp.usage.output_tokens, "outputText": text_blocks(resp.content),
+                             "completionReason": _reason(resp.stop_reason)}]}
+
+
+class _Encoder(StreamEncoder):
+    __slots__ = ()
+
+    def _input_count(self):
+        if self.first:
+            self.first = False
+            return self.input_tokens or 0
+        return None
+
+    def on_text(self, index: int, text: str) -> list[dict]:
+        return [{"outputText": text, "index": 0, "totalOutputTextTokenCount": None,
+                 "completionReason": None, "inputTextTokenCount": self._input_count()}]
+
+    def on_final(self, usage: Usage) -> list[dict]:
+        return [{"outputText": "", "index": 0, "totalOutputTextTokenCount": usage.output_tokens,
+                 "completionReason": _reason(self.stop), "inputTextTokenCount": self._input_count()}]
+
+
+TitanText.encoder = _Encoder
+TITAN_TEXT = TitanText()
