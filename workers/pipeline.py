@@ -100,8 +100,7 @@ class Pipeline:
         op = call.op
         if provider.native_bedrock:
             self.validate_native(op, body)
-            await provider.relay(call, body, reply)
-            return None
+            return await provider.relay(call, body, reply)
         if op == "converse":
             req = converse.parse_request(parse_json(body))
             resp = await provider.chat(call, req)

@@ -116,13 +116,14 @@ class BedrockProvider(Provider):
                 resp = await self.client.post(url, content=body, headers=headers)
                 if resp.status_code != 200:
                     raise parse_upstream_error(resp.status_code, resp.headers, resp.content)
+                usage = usage_of(call.op, resp)
                 await reply.head(200, pass_headers(resp.headers), stream=False)
                 await reply.body(resp.content)
-                return
+                return usage
             async with self.client.stream("POST", url, content=body, headers=headers) as resp:
                 if resp.status_code != 200:
                     raise parse_upstream_error(resp.status_code, resp.headers, await resp.aread())
-                await self._relay_stream(resp, reply)
+                return await self._relay_stream(resp, reply)
 
     async def _relay_stream(self, resp, reply) -> None:
         decoder = eventstream.FrameDecoder()
@@ -150,9 +151,35 @@ class BedrockProvider(Provider):
         if not reply.head_sent:
             await reply.head(200, pass_headers(resp.headers), stream=True)
         await reply.end(usage)
+        return usage
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def usage_of(op: str, resp) -> dict:
+    """Token usage of a non-streaming answer; a JSON operation's body must be JSON."""
+    if op in ("converse", "count-tokens"):
+        try:
+            doc = json.loads(resp.content)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            raise errors.GatewayError(
+                "InternalServerException", "upstream Bedrock answered 200 with a body that is not a JSON object; "
+                "the answer was not passed on.") from None
+        if op == "count-tokens":
+            return {"in": doc.get("inputTokens", 0)}
+        u = doc.get("usage") or {}
+        return {"in": u.get("inputTokens", 0), "out": u.get("outputTokens", 0),
+                "cr": u.get("cacheReadInputTokens", 0), "cw": u.get("cacheWriteInputTokens", 0)}
+    h = resp.headers
+    return {"in": _int(h.get("x-amzn-bedrock-input-token-count")),
+            "out": _int(h.get("x-amzn-bedrock-output-token-count"))}
+
+
+def _int(value) -> int:
+    return int(value) if value and value.isdigit() else 0
 
 
 def pass_headers(headers) -> list:
