@@ -7,22 +7,25 @@ formats we speak, with blobs as raw bytes instead of base64:
 
     {"text": str}
     {"image": {"format": "png"|"jpeg"|"gif"|"webp", "bytes": b"..."}}
-    {"document": {"format": str, "name": str, "bytes": b"..."} }     (or "text": str for text sources)
+    {"document": {"format": str, "name": str, "bytes": b"...", "context"?: str}}  (or "text": str for text sources)
     {"toolUse": {"toolUseId": str, "name": str, "input": <json>}}
     {"toolResult": {"toolUseId": str, "content": [{"text": str} | {"json": <json>} | {"image": ...}],
                     "status": "success"|"error"}}
-    {"reasoningContent": {"text": str, "signature": str|None}}
+    {"reasoningContent": {"text": str, "signature": str|None}} | {"reasoningContent": {"redactedContent": bytes}}
+
+`ChatRequest.tool_choice` is {"auto": {}}, {"any": {}}, {"tool": {"name": str}} or {"none": {}}
+(the Anthropic, Mistral and OpenAI-style bodies can say "none"; Converse cannot).
 
 Stream events (`StreamEvent.kind`) mirror ConverseStream, which every other stream format can be
 rendered from:
 
-    message_start   data={"role": "assistant"}
+    message_start   data={"role": "assistant", "usage"?: Usage (input estimate)}
     block_start     index, data={"toolUse": {"toolUseId", "name"}}      (tool blocks only)
     block_delta     index, data={"text": str} | {"toolUse": {"input": str fragment}}
                            | {"reasoningContent": {"text"|"signature": str}}
     block_stop      index
     message_stop    data={"stopReason": str}
-    metadata        data={"usage": Usage, "latencyMs": int}
+    metadata        data={"usage": Usage, "latencyMs": int, "firstByteLatencyMs"?: int}
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import trio
 
 from finops.shared import errors
 from finops.shared.config import Config
-from finops.shared.model import EmbedRequest, StreamEvent
+from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
 from .bedrock import converse, families
 from .providers import build_provider
@@ -102,11 +102,13 @@ class Pipeline:
             self.validate_native(op, body)
             return await provider.relay(call, body, reply)
         if op == "converse":
-            req = converse.parse_request(parse_json(body))
+            doc = parse_json(body)
+            req = converse.parse_request(doc)
             resp = await provider.chat(call, req)
             resp.latency_ms = resp.latency_ms or self.elapsed_ms(call)
             await reply.head(200, [["content-type", JSON]], stream=False)
-            await reply.body(dumps(converse.render_response(resp)))
+            await reply.body(dumps(converse.render_response(
+                resp, response_field_paths=doc.get("additionalModelResponseFieldPaths"))))
             return resp.usage.to_wire()
         if op == "converse-stream":
             req = converse.parse_request(parse_json(body))
@@ -119,7 +121,7 @@ class Pipeline:
             req = family.parse_request(doc)
             if isinstance(req, EmbedRequest):
                 resp = await provider.embed(call, req)
-                out = family.render_embed_response(resp)
+                out = family.render_embed_response(resp, req=req, model_id=call.model_id)
                 in_tok, out_tok = resp.input_tokens, 0
             else:
                 resp = await provider.chat(call, req)
@@ -139,7 +141,7 @@ class Pipeline:
             if not getattr(family, "streams", True):
                 raise errors.validation(f"modelId {call.model_id!r}: the model is unsupported for streaming.")
             req = family.parse_request(doc)
-            encoder = family.stream_encoder(call.model_id)
+            encoder = family.stream_encoder(call.model_id, input_tokens=request_tokens(req), response_id=call.rid)
             return await self.stream(call, provider.chat_stream(call, req), reply,
                                      [["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]],
                                      lambda ev: invoke_frames(encoder, ev))

@@ -13,7 +13,7 @@ import re
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
 from ..converse import (TOOL_NAME, check_image_bytes, check_tool_blocks_need_config, decode_b64, fail,
-                        b64, want_bool, want_dict, want_enum, want_int, want_list, want_str)
+                        b64, want_bool, want_dict, want_enum, want_list, want_str)
 from ._common import (Family, StreamEncoder, base_model_id, leftovers, make_id, take_sampling,
                       text_blocks)
 from .prompts import parse_prompt
