@@ -61,3 +61,14 @@ def test_env_expansion_and_port_override(tmp_path):
     with Gateway(tmp_path, cfg) as gw:
         events = list(gw.client().converse_stream(modelId="x", messages=MSG)["stream"])
         assert sum(1 for e in events if "contentBlockDelta" in e) == 3
+
+
+def test_model_without_route_is_resource_not_found(tmp_path):
+    cfg = '[providers.m]\nkind = "mock"\n[[routes]]\nmodels = ["anthropic.*"]\nprovider = "m"\n'
+    with Gateway(tmp_path, cfg) as gw:
+        c = gw.client()
+        assert c.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=MSG)["stopReason"] == "end_turn"
+        with pytest.raises(c.exceptions.ResourceNotFoundException, match="meta.llama3-8b-instruct-v1:0"):
+            c.converse(modelId="meta.llama3-8b-instruct-v1:0", messages=MSG)
+        with pytest.raises(c.exceptions.ResourceNotFoundException, match="routes"):
+            c.invoke_model_with_response_stream(modelId="meta.llama3-8b-instruct-v1:0", body=b'{"prompt": "x"}')

@@ -61,6 +61,23 @@ def test_worker_killed_mid_stream_ends_with_exception_frame_and_is_replaced(slow
     assert "a slow story" in r["output"]["message"]["content"][0]["text"]
 
 
+def test_worker_killed_before_the_head_is_a_retryable_503(tmp_path):
+    cfg = SLOW.replace('chunk_delay_ms = 50', 'chunk_delay_ms = 50\nlatency_ms = 3000')
+    with Gateway(tmp_path, cfg, workers=1) as gw:
+        client = gw.client()
+        pids = gw.child_pids("workers")
+        threading.Timer(0.5, lambda: [os.kill(p, signal.SIGKILL) for p in pids]).start()
+        t0 = time.monotonic()
+        with pytest.raises(client.exceptions.ServiceUnavailableException) as e:
+            client.converse(modelId="m", messages=MSG)
+        assert time.monotonic() - t0 < 2.5            # noticed at once, not after the 3 s answer
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        gw.wait_ready(timeout=15)
+        # with the SDK's default retries, the same call rides over a restart
+        retrying = gw.client(retries={"mode": "standard", "max_attempts": 3})
+        assert retrying.converse(modelId="m", messages=MSG)["stopReason"] == "end_turn"
+
+
 def test_body_over_limit_is_413_validation(slow_gateway):
     r = httpx.post(slow_gateway.endpoint + "/model/m/converse", content=b"x" * 5000)
     assert r.status_code == 413
