@@ -28,6 +28,7 @@ from .dispatch import WorkerPool
 log = logging.getLogger("finops.frontend")
 
 EVENTSTREAM = b"application/vnd.amazon.eventstream"
+MAX_FRAMES_PER_WRITE = 64   # frames already queued that go out in one HTTP chunk
 
 
 class App:
@@ -120,42 +121,59 @@ class App:
         return await self.relay_stream(rid, route, pending, env["status"], headers, send)
 
     async def relay_stream(self, rid, route, pending, status, headers, send) -> bool:
+        """Relay stream chunks as event-stream frames.
+
+        Each frame is written as soon as it is here. Frames that are already queued when the
+        client's socket is free are written together in one HTTP chunk: nothing is held back to
+        wait for more, and a busy gateway saves a write per frame.
+        """
         invoke = route.op == routes.INVOKE_STREAM
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        window = self.cfg.server.stream_window
-        grant_at = max(1, window // 2)
+        grant_at = max(1, self.cfg.server.stream_window // 2)
         consumed = 0
         worker = pending.worker
         recv = pending.recv_ch
         idle = self.cfg.server.request_timeout_seconds
-        err: errors.GatewayError | None = None
+        event_frame = eventstream.event_frame
         while True:
             with trio.move_on_after(idle) as scope:
                 env = await recv.receive()
             if scope.cancelled_caught:
                 err = errors.model_timeout(f"The model sent nothing for {idle:.0f}s mid-stream.")
                 break
-            kind = env["k"]
-            if not env.get("local") and (bad := pending.seq.check(env)):
-                log.error("request %s: %s", rid, bad)
-                err = errors.internal("The gateway lost part of this stream internally; retry the request.")
-                break
-            if kind == envelope.CHUNK:
-                await send({"type": "http.response.body",
-                            "body": eventstream.event_frame(env["et"], env["data"]), "more_body": True})
-                consumed += 1
-                if consumed >= grant_at:
-                    self.pool.send_nowait(worker, envelope.credit(rid, consumed))
-                    consumed = 0
-            elif kind == envelope.END:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            out = []
+            err = None
+            finished = False
+            while True:
+                kind = env["k"]
+                if not env.get("local") and (bad := pending.seq.check(env)):
+                    log.error("request %s: %s", rid, bad)
+                    err = errors.internal("The gateway lost part of this stream internally; retry the request.")
+                elif kind == envelope.CHUNK:
+                    out.append(event_frame(env["et"], env["data"]))
+                    consumed += 1
+                elif kind == envelope.END:
+                    finished = True
+                elif kind == envelope.ERROR:
+                    err = errors.GatewayError.from_wire(env["err"])
+                else:
+                    err = errors.internal()
+                if finished or err is not None or len(out) >= MAX_FRAMES_PER_WRITE:
+                    break
+                try:
+                    env = recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            if err is not None:
+                member = err.stream_member(invoke)
+                out.append(eventstream.exception_frame(member, err.stream_payload(member)))
+                finished = True
+            await send({"type": "http.response.body", "body": b"".join(out), "more_body": not finished})
+            if finished:
                 return True
-            elif kind == envelope.ERROR:
-                err = errors.GatewayError.from_wire(env["err"])
-                break
-            else:
-                err = errors.internal()
-                break
+            if consumed >= grant_at:
+                self.pool.send_nowait(worker, envelope.credit(rid, consumed))
+                consumed = 0
         member = err.stream_member(invoke)
         frame = eventstream.exception_frame(member, err.stream_payload(member))
         await send({"type": "http.response.body", "body": frame, "more_body": False})

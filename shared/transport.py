@@ -93,9 +93,9 @@ class AsyncSocket:
         """Send without waiting; False when the socket's queue is full or it has no peer."""
         try:
             if isinstance(data, list):
-                self.sock.send_multipart(data, zmq.NOBLOCK, copy=False)
+                self.sock.send_multipart(data, zmq.NOBLOCK)
             else:
-                self.sock.send(data, zmq.NOBLOCK, copy=False)
+                self.sock.send(data, zmq.NOBLOCK)
             return True
         except zmq.Again:
             return False
