@@ -29,6 +29,7 @@ log = logging.getLogger("finops.frontend")
 
 EVENTSTREAM = b"application/vnd.amazon.eventstream"
 MAX_FRAMES_PER_WRITE = 64   # frames already queued that go out in one HTTP chunk
+WATCH_DISCONNECT_AFTER = 0.05  # seconds a non-streaming answer may take before we watch for disconnect
 
 
 class App:
@@ -72,26 +73,37 @@ class App:
                 "No gateway worker is available right now; retry shortly."))
         hdr = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         pending = self.pool.open(rid, worker)
-        done = False
         try:
             await self.pool.send(worker, envelope.request(
                 rid, route.op, route.model_id, body, hdr, self.pool.reply_endpoint,
                 self.cfg.server.stream_window, self.cfg.server.request_timeout_seconds))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope)
-                done = await self.relay(rid, route, pending, send)
-                nursery.cancel_scope.cancel()
+            first = None
+            if route.op not in routes.STREAMING:
+                # Most non-streaming answers are back within milliseconds: relay those without a
+                # disconnect watcher (a task per request). A slower one gets the watcher, so a
+                # client that gives up cancels the upstream call.
+                with trio.move_on_after(WATCH_DISCONNECT_AFTER):
+                    first = await pending.recv_ch.receive()
+            if first is not None:
+                await self.relay(rid, route, pending, send, first)
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope)
+                    await self.relay(rid, route, pending, send)
+                    nursery.cancel_scope.cancel()
         finally:
             self.pool.close(pending)
-            if not done:
+            if not pending.finished:
                 self.pool.send_nowait(worker, envelope.cancel(rid))
 
-    async def relay(self, rid: str, route: routes.Route, pending, send) -> bool:
-        """Relay the worker's replies to the client. True when the request finished normally."""
+    async def relay(self, rid: str, route: routes.Route, pending, send, env=None) -> bool:
+        """Relay the worker's replies (`env`: the first, if already received) to the client.
+        True when the request finished normally."""
         timeout = self.cfg.server.request_timeout_seconds
         recv = pending.recv_ch
         with trio.move_on_after(timeout) as scope:
-            env = await recv.receive()
+            if env is None:
+                env = await recv.receive()
         if scope.cancelled_caught:
             await send_error(send, rid, errors.model_timeout(
                 f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))

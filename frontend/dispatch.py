@@ -27,6 +27,7 @@ from finops.shared.transport import zmq
 log = logging.getLogger("finops.frontend.dispatch")
 
 DISCOVERY_INTERVAL = 0.2   # seconds between run-directory scans for new workers
+FINAL_KINDS = frozenset({envelope.BODY, envelope.END, envelope.ERROR})
 
 
 class Worker:
@@ -51,13 +52,14 @@ class Worker:
 
 class Pending:
     """One request in flight: where its replies go and which worker has it."""
-    __slots__ = ("rid", "worker", "send_ch", "recv_ch", "seq")
+    __slots__ = ("rid", "worker", "send_ch", "recv_ch", "seq", "finished")
 
     def __init__(self, rid: str, worker: Worker, window: int):
         self.rid = rid
         self.worker = worker
         self.send_ch, self.recv_ch = trio.open_memory_channel(window + 4)
         self.seq = envelope.SequenceChecker()
+        self.finished = False   # the worker sent its last reply (or is gone): no cancel needed
 
 
 class WorkerPool:
@@ -108,6 +110,7 @@ class WorkerPool:
         for rid in list(w.inflight):
             p = self.pending.get(rid)
             if p is not None:
+                p.finished = True
                 try:
                     p.send_ch.send_nowait({"k": envelope.ERROR, "id": rid, "err": err, "local": True})
                 except trio.WouldBlock:
@@ -221,6 +224,8 @@ class WorkerPool:
                 p = self.pending.get(env["id"])
                 if p is None:
                     continue  # the request already ended (client gone, or timed out)
+                if kind in FINAL_KINDS:
+                    p.finished = True
                 try:
                     p.send_ch.send_nowait(env)
                 except trio.WouldBlock:

@@ -156,3 +156,26 @@ def test_slow_reader_holds_the_worker_back_and_disconnect_cancels(tmp_path):
         assert rows[0]["messages_sent"] < 600, rows[0]   # window + socket buffers, not the 2000 chunks
         # the worker is fine afterwards
         assert gw.client().converse(modelId="m", messages=[{"role": "user", "content": [{"text": "ok"}]}])
+
+
+def test_client_gone_cancels_a_slow_non_streaming_request(tmp_path):
+    import json
+    import socket
+
+    from tests.helpers.gateway import request_log
+
+    cfg = '[providers.m]\nkind = "mock"\nlatency_ms = 5000\n[default_route]\nprovider = "m"\n'
+    with Gateway(tmp_path, cfg, workers=1) as gw:
+        body = json.dumps({"messages": MSG}).encode()
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"POST /bedrock/model/m/converse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)
+        s.close()
+        deadline = time.monotonic() + 4
+        rows = []
+        while time.monotonic() < deadline and not rows:
+            rows = request_log(gw.data_dir)
+            time.sleep(0.1)
+        assert rows and rows[0]["outcome"] == "cancelled", rows
+        assert rows[0]["latency_ms"] < 4000       # stopped, not run to the 5 s answer
