@@ -87,7 +87,7 @@ class BedrockProvider(Provider):
         self.credentials = [Credentials(k.access_key_id, k.secret_access_key, k.session_token or None)
                             for k in cfg.keys]
         self.weights = [k.weight for k in cfg.keys]
-        self.client = upstream.open_client(cfg)
+        self.client = upstream.UpstreamClient(cfg)
         self._rng = random.Random()
 
     def pick_credentials(self) -> Credentials:
@@ -100,30 +100,29 @@ class BedrockProvider(Provider):
             return self.credentials[0]
         return self._rng.choices(self.credentials, self.weights)[0]
 
-    def signed_request(self, call: Call, body: bytes) -> tuple[str, dict]:
+    def signed_request(self, call: Call, body: bytes) -> tuple[str, list]:
         url = f"{self.base_url}/model/{quote(call.upstream_model, safe='')}/{call.op}"
         headers = {k: call.headers[k] for k in FORWARD_HEADERS if k in call.headers}
         if call.op not in ("invoke", "invoke-with-response-stream"):
             headers["content-type"] = "application/json"
         req = AWSRequest(method="POST", url=url, data=body, headers=headers)
         SigV4Auth(self.pick_credentials(), "bedrock", self.cfg.region).add_auth(req)
-        return url, dict(req.headers.items())
+        return url, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
 
-    async def relay(self, call: Call, body: bytes, reply) -> None:
+    async def relay(self, call: Call, body: bytes, reply):
         url, headers = self.signed_request(call, body)
-        with upstream.mapped_errors(self.cfg, url):
-            if call.op not in STREAM_OPS:
-                resp = await self.client.post(url, content=body, headers=headers)
-                if resp.status_code != 200:
-                    raise parse_upstream_error(resp.status_code, resp.headers, resp.content)
-                usage = usage_of(call.op, resp)
-                await reply.head(200, pass_headers(resp.headers), stream=False)
-                await reply.body(resp.content)
-                return usage
-            async with self.client.stream("POST", url, content=body, headers=headers) as resp:
-                if resp.status_code != 200:
-                    raise parse_upstream_error(resp.status_code, resp.headers, await resp.aread())
-                return await self._relay_stream(resp, reply)
+        if call.op not in STREAM_OPS:
+            resp = await self.client.post(url, headers, body)
+            if resp.status_code != 200:
+                raise parse_upstream_error(resp.status_code, resp.headers, resp.content)
+            usage = usage_of(call.op, resp)
+            await reply.head(200, pass_headers(resp.headers), stream=False)
+            await reply.body(resp.content)
+            return usage
+        async with self.client.stream(url, headers, body) as resp:
+            if resp.status_code != 200:
+                raise parse_upstream_error(resp.status_code, resp.headers, await resp.aread())
+            return await self._relay_stream(resp, reply)
 
     async def _relay_stream(self, resp, reply) -> None:
         decoder = eventstream.FrameDecoder()
