@@ -17,6 +17,7 @@ import time
 from finops.shared.config import Config
 
 FLUSH_LINES = 256
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 FLUSH_SECONDS = 0.5
 
 
@@ -31,12 +32,12 @@ class RequestLog:
 
     def record(self, call, provider: str, outcome: str, usage: dict, reply) -> None:
         now = time.monotonic()
-        self._buf.append(json.dumps({
+        self._buf.append(_dumps({
             "id": call.rid, "time": round(time.time(), 3), "op": call.op, "model": call.model_id,
             "provider": provider, "upstream_model": call.upstream_model, "vk": call.virtual_key,
             "env": call.env, "outcome": outcome, "stream": reply.stream, "messages_sent": reply.n,
             "latency_ms": round((now - call.started) * 1000, 2), "usage": usage,
-            "user_agent": call.headers.get("user-agent", "")[:200]}, separators=(",", ":")))
+            "user_agent": call.headers.get("user-agent", "")[:200]}))
         if len(self._buf) >= FLUSH_LINES or now - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 

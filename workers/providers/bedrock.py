@@ -77,6 +77,29 @@ def exception_from_frame(frame: eventstream.Frame) -> errors.GatewayError:
     return errors.GatewayError(code, doc.get("message") or doc.get("Message") or member, extra=extra)
 
 
+class CachedKeySigV4Auth(SigV4Auth):
+    """botocore's SigV4 signer, with the derived signing key kept for the day.
+
+    botocore derives the key (four HMACs) on every request; it only changes with the date, the
+    region and the secret, so one instance per credential keeps it. Everything else, canonical
+    request included, is botocore's own code.
+    """
+
+    def __init__(self, credentials, service_name, region_name):
+        super().__init__(credentials, service_name, region_name)
+        self._day = ""
+        self._key = b""
+
+    def signature(self, string_to_sign, request):
+        day = request.context["timestamp"][0:8]
+        if day != self._day:
+            k = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
+            for part in (self._region_name, self._service_name, "aws4_request"):
+                k = self._sign(k, part)
+            self._day, self._key = day, k
+        return self._sign(self._key, string_to_sign, hex=True)
+
+
 class BedrockProvider(Provider):
     kind = "bedrock"
     native_bedrock = True
@@ -84,21 +107,22 @@ class BedrockProvider(Provider):
     def __init__(self, cfg: ProviderConfig):
         super().__init__(cfg)
         self.base_url = (cfg.base_url or f"https://bedrock-runtime.{cfg.region}.amazonaws.com").rstrip("/")
-        self.credentials = [Credentials(k.access_key_id, k.secret_access_key, k.session_token or None)
-                            for k in cfg.keys]
+        self.signers = [CachedKeySigV4Auth(Credentials(k.access_key_id, k.secret_access_key,
+                                                       k.session_token or None), "bedrock", cfg.region)
+                        for k in cfg.keys]
         self.weights = [k.weight for k in cfg.keys]
         self.client = upstream.UpstreamClient(cfg)
         self._rng = random.Random()
 
-    def pick_credentials(self) -> Credentials:
-        if not self.credentials:
+    def pick_signer(self) -> CachedKeySigV4Auth:
+        if not self.signers:
             raise errors.GatewayError(
                 "AccessDeniedException",
                 f"provider {self.name!r} (bedrock) has no keys; add keys = [{{access_key_id = \"${{AWS_ACCESS_KEY_ID}}\", "
                 "secret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"}] to its config.", 403)
-        if len(self.credentials) == 1:
-            return self.credentials[0]
-        return self._rng.choices(self.credentials, self.weights)[0]
+        if len(self.signers) == 1:
+            return self.signers[0]
+        return self._rng.choices(self.signers, self.weights)[0]
 
     def signed_request(self, call: Call, body: bytes) -> tuple[str, list]:
         url = f"{self.base_url}/model/{quote(call.upstream_model, safe='')}/{call.op}"
@@ -106,7 +130,7 @@ class BedrockProvider(Provider):
         if call.op not in ("invoke", "invoke-with-response-stream"):
             headers["content-type"] = "application/json"
         req = AWSRequest(method="POST", url=url, data=body, headers=headers)
-        SigV4Auth(self.pick_credentials(), "bedrock", self.cfg.region).add_auth(req)
+        self.pick_signer().add_auth(req)
         return url, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
 
     async def relay(self, call: Call, body: bytes, reply):
