@@ -63,7 +63,7 @@ class Gateway:
         self.endpoint = self.url + "/bedrock"
 
     def env(self) -> dict:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")}  # no leaks from the shell
         env.update(FINOPS_DATA_DIR=self.data_dir, FINOPS_PORT=str(self.port), FINOPS_HOST="127.0.0.1",
                    FINOPS_WORKERS=str(self.workers), FINOPS_FRONTENDS=str(self.frontends),
                    PATH=BIN + os.pathsep + env.get("PATH", ""))
