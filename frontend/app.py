@@ -162,8 +162,9 @@ class App:
                     log.error("request %s: %s", rid, bad)
                     err = errors.internal("The gateway lost part of this stream internally; retry the request.")
                 elif kind == envelope.CHUNK:
-                    out.append(event_frame(env["et"], env["data"]))
-                    consumed += 1
+                    for et, data in env["ev"]:
+                        out.append(event_frame(et, data))
+                    consumed += len(env["ev"])
                 elif kind == envelope.END:
                     finished = True
                 elif kind == envelope.ERROR:

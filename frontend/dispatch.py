@@ -71,6 +71,7 @@ class WorkerPool:
         self._pull: transport.AsyncSocket | None = None
         self._ready = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._turn = 0
         self._forgotten: dict[int, float] = {}  # pid -> monotonic time until which it is ignored
 
     def __repr__(self) -> str:
@@ -82,9 +83,16 @@ class WorkerPool:
         return [w for w in self.workers.values() if w.live and not w.dead]
 
     def choose(self) -> Worker | None:
-        """The live worker with the fewest requests in flight from this frontend."""
+        """The live worker with the fewest requests in flight from this frontend; ties go round
+        robin, so a client with one connection still spreads over the pool."""
+        workers = list(self.workers.values())
+        n = len(workers)
+        if not n:
+            return None
+        self._turn = (self._turn + 1) % n
         best = None
-        for w in self.workers.values():
+        for i in range(n):
+            w = workers[(self._turn + i) % n]
             if w.live and not w.dead and (best is None or len(w.inflight) < len(best.inflight)):
                 best = w
         return best

@@ -45,6 +45,7 @@ def hypercorn_config(cfg: configmod.Config) -> HyperConfig:
     hc = HyperConfig()
     hc.graceful_timeout = cfg.server.drain_seconds
     hc.keep_alive_timeout = 75          # longer than typical client pool idle times
+    hc.keep_alive_max_requests = 1_000_000  # hypercorn's 1000 makes SDK pools reconnect needlessly
     hc.include_server_header = False
     hc.include_date_header = True
     hc.accesslog = None

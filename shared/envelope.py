@@ -15,7 +15,8 @@ and kind-specific fields:
              window (initial stream credit), deadline (seconds the frontend will wait)
     head     status, hdr (list of [name, value] pairs), stream (bool)
     body     data (bin): the whole body of a non-streaming answer; follows its head
-    chunk    et (event type, e.g. "contentBlockDelta"), data (bin, the event's JSON payload)
+    chunk    ev: [[event type, payload], ...], one or more stream events in order (e.g.
+             ["contentBlockDelta", b'{"delta":...}']); each counts against the stream credit
     end      usage (dict), meta (dict)
     error    err (GatewayError.to_wire())
     credit   grant (int): the worker may send that many more chunks
@@ -81,8 +82,9 @@ def body(rid: str, n: int, data: bytes) -> bytes:
     return encode(BODY, rid, n=n, data=data)
 
 
-def chunk(rid: str, n: int, event_type: str, data: bytes) -> bytes:
-    return encode(CHUNK, rid, n=n, et=event_type, data=data)
+def chunk(rid: str, n: int, events: list) -> bytes:
+    """Stream events [(event_type, payload bytes), ...] that go out in this order."""
+    return encode(CHUNK, rid, n=n, ev=events)
 
 
 def end(rid: str, n: int, usage: dict | None = None, meta: dict | None = None) -> bytes:

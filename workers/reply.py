@@ -54,14 +54,22 @@ class Reply:
         self.done = True
 
     async def chunk(self, event_type: str, data: bytes) -> None:
-        while self.credit <= 0:
-            self._credit_event = trio.Event()
-            with trio.move_on_after(self.idle_timeout) as scope:
-                await self._credit_event.wait()
-            if scope.cancelled_caught:
-                raise trio.TooSlowError(f"no stream credit for {self.idle_timeout:.0f}s; client presumed gone")
-        self.credit -= 1
-        await self._send(envelope.chunk(self.rid, self.n, event_type, data))
+        await self.chunks([(event_type, data)])
+
+    async def chunks(self, events: list) -> None:
+        """Send stream events [(event_type, payload)], as few envelopes as the credit allows."""
+        i = 0
+        while i < len(events):
+            while self.credit <= 0:
+                self._credit_event = trio.Event()
+                with trio.move_on_after(self.idle_timeout) as scope:
+                    await self._credit_event.wait()
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError(f"no stream credit for {self.idle_timeout:.0f}s; client presumed gone")
+            batch = events[i:i + self.credit]
+            self.credit -= len(batch)
+            i += len(batch)
+            await self._send(envelope.chunk(self.rid, self.n, batch))
 
     async def end(self, usage: dict | None = None, meta: dict | None = None) -> None:
         await self._send(envelope.end(self.rid, self.n, usage, meta))

@@ -34,8 +34,8 @@ BUILDERS = {
         lambda: env.body("r-1", 1, RAW_BODY),
         {"k": "body", "id": "r-1", "n": 1, "data": RAW_BODY}),
     "chunk": (
-        lambda: env.chunk("r-1", 7, "contentBlockDelta", JSON_BODY),
-        {"k": "chunk", "id": "r-1", "n": 7, "et": "contentBlockDelta", "data": JSON_BODY}),
+        lambda: env.chunk("r-1", 7, [("contentBlockDelta", JSON_BODY), ("contentBlockStop", b"{}")]),
+        {"k": "chunk", "id": "r-1", "n": 7, "ev": [["contentBlockDelta", JSON_BODY], ["contentBlockStop", b"{}"]]}),
     "end": (
         lambda: env.end("r-1", 8, {"inputTokens": 3, "outputTokens": 5}, {"latencyMs": 12}),
         {"k": "end", "id": "r-1", "n": 8, "usage": {"inputTokens": 3, "outputTokens": 5},
@@ -77,9 +77,10 @@ def test_bytes_fields_stay_bytes_and_strings_stay_strings():
     r = decode(env.request("r", "InvokeModel", "m", JSON_BODY, {}, "ep", 1, 1.0))
     assert type(r["body"]) is bytes and r["body"] == JSON_BODY
     assert type(r["op"]) is str and type(r["id"]) is str
-    c = decode(env.chunk("r", 1, "chunk", b""))
-    assert type(c["data"]) is bytes and c["data"] == b""
-    assert type(c["et"]) is str
+    c = decode(env.chunk("r", 1, [("chunk", b"")]))
+    (et, data), = c["ev"]
+    assert type(data) is bytes and data == b""
+    assert type(et) is str
     b = decode(env.body("r", 1, bytearray(b"\x00\x01")))
     assert type(b["data"]) is bytes and b["data"] == b"\x00\x01"
 
@@ -97,8 +98,8 @@ def test_encode_fixes_version_kind_and_id():
 
 
 def test_unicode_survives():
-    d = decode(env.chunk("r\u00e9", 1, "\u2603", "\U0001f600".encode()))
-    assert d["id"] == "r\u00e9" and d["et"] == "\u2603" and d["data"].decode() == "\U0001f600"
+    d = decode(env.chunk("r\u00e9", 1, [("\u2603", "\U0001f600".encode())]))
+    assert d["id"] == "r\u00e9" and d["ev"][0][0] == "\u2603" and d["ev"][0][1].decode() == "\U0001f600"
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def test_decode_accepts_unknown_extra_fields():
 
 def _stream(rid: str = "r", chunks: int = 3) -> list[dict]:
     out = [env.head(rid, 200, [], True)]
-    out += [env.chunk(rid, i, "contentBlockDelta", b"{}") for i in range(1, chunks + 1)]
+    out += [env.chunk(rid, i, [("contentBlockDelta", b"{}")]) for i in range(1, chunks + 1)]
     out.append(env.end(rid, chunks + 1))
     return [decode(b) for b in out]
 

@@ -60,3 +60,20 @@ async def test_error_after_end_is_ignored_and_sending_after_end_refused():
     assert [e["k"] for e in sock.sent] == ["head", "end"]
     with pytest.raises(ReplyClosed):
         await reply.chunk("x", b"{}")
+
+
+async def test_a_batch_is_split_to_fit_the_credit():
+    sock = RecordingSocket()
+    reply = Reply("r4", sock, window=4, idle_timeout=30)
+    await reply.head(200, [], stream=True)
+    events = [("contentBlockDelta", str(i).encode()) for i in range(10)]
+    async with trio.open_nursery() as n:
+        n.start_soon(reply.chunks, events)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [len(e["ev"]) for e in sock.sent[1:]] == [4]      # only the credit's worth went out
+        reply.grant(5)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [len(e["ev"]) for e in sock.sent[1:]] == [4, 5]
+        reply.grant(1)
+    sent = [data for e in sock.sent[1:] for _, data in e["ev"]]
+    assert sent == [d for _, d in events]                         # all of them, in order

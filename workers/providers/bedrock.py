@@ -159,14 +159,21 @@ class BedrockProvider(Provider):
                 raise errors.GatewayError(
                     "ModelStreamErrorException", f"upstream Bedrock sent a corrupt event stream: {e}",
                     extra={"originalStatusCode": 502}) from None
+            events = []
+            failure = None
             for frame in frames:
                 if frame.message_type != "event":
-                    raise exception_from_frame(frame)
-                if not reply.head_sent:
-                    await reply.head(200, pass_headers(resp.headers), stream=True)
+                    failure = exception_from_frame(frame)
+                    break
                 if frame.event_type == "metadata":
                     usage = _usage_from_metadata(frame.payload)
-                await reply.chunk(frame.event_type or "", frame.payload)
+                events.append((frame.event_type or "", frame.payload))
+            if events:
+                if not reply.head_sent:
+                    await reply.head(200, pass_headers(resp.headers), stream=True)
+                await reply.chunks(events)     # the frames of one read travel together
+            if failure is not None:
+                raise failure
         if decoder.pending:
             raise errors.GatewayError(
                 "ModelStreamErrorException", "upstream Bedrock closed the stream in the middle of an event.",
