@@ -121,12 +121,13 @@ class AsyncSocket:
             except zmq.Again:
                 await self._wait(zmq.POLLIN)
 
-    def recv_batch_nowait(self, limit: int = 256) -> list[bytes]:
+    def recv_batch_nowait(self, limit: int = 256, multipart: bool = False) -> list:
         """Everything already queued (up to `limit` messages), without waiting."""
         out = []
+        recv = self.sock.recv_multipart if multipart else self.sock.recv
         try:
             while len(out) < limit:
-                out.append(self.sock.recv(zmq.NOBLOCK))
+                out.append(recv(zmq.NOBLOCK))
         except zmq.Again:
             pass
         return out

@@ -73,7 +73,7 @@ class WorkerActor:
                     except trio.ClosedResourceError:
                         break
                     self._on_message(parts[-1])
-                    for parts in self._drain_router(rsock):
+                    for parts in rsock.recv_batch_nowait(multipart=True):
                         self._on_message(parts[-1])
         finally:
             transport.withdraw(announced)
@@ -85,16 +85,6 @@ class WorkerActor:
                     os.unlink(endpoint[6:])
                 except OSError:
                     pass
-
-    @staticmethod
-    def _drain_router(rsock):
-        out = []
-        try:
-            while len(out) < 256:
-                out.append(rsock.sock.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            pass
-        return out
 
     def _on_message(self, data: bytes) -> None:
         try:
