@@ -1,97 +1,252 @@
-"""The only HTTP client code: one connection pool per provider per worker, phase deadlines, and the
-one boundary where transport failures become AWS-shaped errors.
+"""The only HTTP client code: keep-alive connections to upstreams, phase deadlines, and the one
+boundary where transport failures become AWS-shaped errors.
 
-It uses httpcore, the connection engine under httpx, directly: on the request path httpx's
-request/response models, cookie and auth layers cost about 0.3 to 0.6 ms of CPU per call on this
-machine (measured with scripts/bench.py, bedrock relay against the nginx fake), which is most of
-our per-request budget, and we need none of them. Connections are kept alive and reused (HTTP/1.1).
+Why not httpx or httpcore here: on the request path httpx's models cost about 0.5 ms of CPU per
+call on this machine, and httpcore's pool scans every pooled connection, with a readability
+syscall each, on every request, so its cost grows with concurrency (measured with
+scripts/bench.py: worker CPU 1.3 ms/req at 16 connections, 2.0 at 64). This client is h11 (the
+same HTTP/1.1 engine httpcore drives) over trio streams, with an O(1) pool: a LIFO stack of idle
+connections per origin.
 
-`UpstreamClient.post()` returns a whole `UpstreamResponse`; `UpstreamClient.stream()` is an async
-context manager whose response is read with `aiter_raw()`. `mapped_errors()` turns httpcore's
-exceptions into `GatewayError`s whose message names the provider and what to check.
+Theory of operation
+-------------------
+`UpstreamClient.stream(url, headers, body)` is an async context manager yielding an
+`UpstreamResponse` once the status line and headers are in; its body is read with `aiter_raw()`
+(or `aread()`). `post()` reads the whole body. On exit a connection whose exchange completed
+cleanly goes back on the idle stack; any other is closed.
+
+A connection taken from the idle stack may have been closed by the server meanwhile. If sending
+the request or reading the response head fails on such a reused connection before any response
+byte arrived, the server never handled the request, so it is sent once more on a new connection.
+Idle connections older than `KEEPALIVE_EXPIRY` are dropped instead of reused.
+
+Deadlines: connect (`connect_timeout_seconds`, TLS handshake included), and read
+(`read_timeout_seconds`) for the response head and again for each body read, so a stalled stream
+fails between chunks too.
 """
 from __future__ import annotations
 
-from contextlib import asynccontextmanager, contextmanager
+import ssl
+import time
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
-import httpcore
+import h11
+import trio
 
 from finops.shared import errors
 from finops.shared.config import ProviderConfig
 
-MAX_CONNECTIONS = 1000
-MAX_KEEPALIVE = 256
-KEEPALIVE_EXPIRY = 60.0   # seconds an idle upstream connection is kept
+MAX_IDLE_PER_ORIGIN = 256
+KEEPALIVE_EXPIRY = 55.0      # seconds; under the 60 s idle timeout common to AWS and nginx
+READ_SIZE = 65536
+
+
+class _Failure(Exception):
+    """Internal: a transport failure, classified for `_map()`."""
+
+    def __init__(self, kind: str, detail: str, retryable_on_reuse: bool = False):
+        super().__init__(detail)
+        self.kind = kind
+        self.retryable_on_reuse = retryable_on_reuse
+
+
+class Connection:
+    __slots__ = ("stream", "h11", "idle_since")
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = 0.0
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
 
 class UpstreamResponse:
-    __slots__ = ("status_code", "headers", "content", "_stream")
+    __slots__ = ("status_code", "headers", "content", "_body")
 
-    def __init__(self, status: int, headers: list, content: bytes = b"", stream=None):
+    def __init__(self, status: int, headers: dict, body=None):
         self.status_code = status
-        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
-        self.content = content
-        self._stream = stream
+        self.headers = headers
+        self.content = b""
+        self._body = body
 
     async def aiter_raw(self):
-        async for data in self._stream:
+        async for data in self._body:
             yield data
 
     async def aread(self) -> bytes:
-        if self._stream is not None:
-            self.content = b"".join([d async for d in self._stream])
+        self.content = b"".join([d async for d in self._body])
         return self.content
 
 
 class UpstreamClient:
     def __init__(self, cfg: ProviderConfig):
         self.cfg = cfg
-        self.timeouts = {"connect": cfg.connect_timeout_seconds, "read": cfg.read_timeout_seconds,
-                         "write": cfg.read_timeout_seconds, "pool": cfg.connect_timeout_seconds}
-        self.pool = httpcore.AsyncConnectionPool(max_connections=MAX_CONNECTIONS,
-                                                 max_keepalive_connections=MAX_KEEPALIVE,
-                                                 keepalive_expiry=KEEPALIVE_EXPIRY)
+        self.idle: dict[tuple, list[Connection]] = {}
+        self._ssl: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
-        return f"<UpstreamClient {self.cfg.name!r} {self.pool!r}>"
+        return f"<UpstreamClient {self.cfg.name!r} idle={sum(map(len, self.idle.values()))}>"
 
     async def post(self, url: str, headers: list, body: bytes) -> UpstreamResponse:
-        with mapped_errors(self.cfg, url):
-            r = await self.pool.request("POST", url, headers=headers, content=body,
-                                        extensions={"timeout": self.timeouts})
-        return UpstreamResponse(r.status, r.headers, r.content)
+        async with self.stream(url, headers, body) as resp:
+            await resp.aread()
+        return resp
 
     @asynccontextmanager
     async def stream(self, url: str, headers: list, body: bytes):
-        with mapped_errors(self.cfg, url):
-            async with self.pool.stream("POST", url, headers=headers, content=body,
-                                        extensions={"timeout": self.timeouts}) as r:
-                yield UpstreamResponse(r.status, r.headers, stream=r.aiter_stream())
+        u = urlsplit(url)
+        https = u.scheme == "https"
+        origin = (u.scheme, u.hostname, u.port or (443 if https else 80))
+        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        host = u.netloc.rsplit("@", 1)[-1]
+        hdrs = [(k, v) for k, v in headers if k.lower() != b"host"]
+        hdrs.insert(0, (b"host", host.encode()))
+        hdrs.append((b"content-length", str(len(body)).encode()))
+        where = f"provider {self.cfg.name!r} ({self.cfg.kind}) at {url}"
+        conn = None
+        try:
+            for attempt in (1, 2):
+                conn, reused = await self._acquire(origin, where)
+                try:
+                    status, resp_headers = await self._exchange(conn, target, hdrs, body)
+                    break
+                except _Failure as f:
+                    await conn.aclose()
+                    conn = None
+                    if not (reused and f.retryable_on_reuse and attempt == 1):
+                        raise
+            resp = UpstreamResponse(status, resp_headers, self._body(conn))
+            yield resp
+            if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+                conn.h11.start_next_cycle()
+                if self._release(origin, conn):
+                    conn = None
+        except _Failure as f:
+            raise _map(f, self.cfg, where) from None
+        finally:
+            if conn is not None:
+                await conn.aclose()
+
+    # --- pieces ----------------------------------------------------------------------------
+    async def _acquire(self, origin: tuple, where: str) -> tuple[Connection, bool]:
+        stack = self.idle.get(origin)
+        now = time.monotonic()
+        while stack:
+            conn = stack.pop()
+            if now - conn.idle_since < KEEPALIVE_EXPIRY:
+                return conn, True
+            await conn.aclose()
+        return await self._connect(origin), False
+
+    def _release(self, origin: tuple, conn: Connection) -> bool:
+        """Keep `conn` for reuse; False when the origin already has enough idle connections."""
+        stack = self.idle.setdefault(origin, [])
+        if len(stack) >= MAX_IDLE_PER_ORIGIN:
+            return False
+        conn.idle_since = time.monotonic()
+        stack.append(conn)
+        return True
+
+    async def _connect(self, origin: tuple) -> Connection:
+        scheme, host, port = origin
+        try:
+            with trio.fail_after(self.cfg.connect_timeout_seconds):
+                stream = await trio.open_tcp_stream(host, port)
+                if scheme == "https":
+                    if self._ssl is None:
+                        self._ssl = ssl.create_default_context()
+                    stream = trio.SSLStream(stream, self._ssl, server_hostname=host, https_compatible=True)
+                    await stream.do_handshake()
+        except trio.TooSlowError:
+            raise _Failure("connect_timeout", f"connect took over {self.cfg.connect_timeout_seconds:g}s") from None
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as e:
+            raise _Failure("connect", str(e) or type(e).__name__) from None
+        return Connection(stream)
+
+    async def _exchange(self, conn: Connection, target: str, headers: list, body: bytes):
+        h = conn.h11
+        try:
+            data = h.send(h11.Request(method="POST", target=target, headers=headers))
+            data += h.send(h11.Data(data=body)) + h.send(h11.EndOfMessage())
+            await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            raise _Failure("io", f"sending failed ({e or type(e).__name__})", retryable_on_reuse=True) from None
+        got_bytes = False
+        with trio.move_on_after(self.cfg.read_timeout_seconds) as scope:
+            while True:
+                try:
+                    ev = h.next_event()
+                except h11.RemoteProtocolError as e:
+                    raise _Failure("protocol", f"invalid HTTP response ({e})") from None
+                if ev is h11.NEED_DATA:
+                    try:
+                        chunk = await conn.stream.receive_some(READ_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                        raise _Failure("io", f"reading failed ({e or type(e).__name__})",
+                                       retryable_on_reuse=not got_bytes) from None
+                    if not chunk and not got_bytes:
+                        raise _Failure("io", "the server closed the connection before answering",
+                                       retryable_on_reuse=True)
+                    got_bytes = got_bytes or bool(chunk)
+                    h.receive_data(chunk)
+                elif isinstance(ev, h11.Response):
+                    return ev.status_code, {k.decode("latin-1").lower(): v.decode("latin-1")
+                                            for k, v in ev.headers}
+                elif isinstance(ev, h11.InformationalResponse):
+                    continue
+                elif isinstance(ev, h11.ConnectionClosed):
+                    raise _Failure("io", "the server closed the connection before answering",
+                                   retryable_on_reuse=not got_bytes)
+        if scope.cancelled_caught:
+            raise _Failure("read_timeout", "no response head in time")
+
+    async def _body(self, conn: Connection):
+        h = conn.h11
+        while True:
+            try:
+                ev = h.next_event()
+            except h11.RemoteProtocolError as e:
+                raise _Failure("protocol", f"invalid HTTP body ({e})") from None
+            if ev is h11.NEED_DATA:
+                with trio.move_on_after(self.cfg.read_timeout_seconds) as scope:
+                    try:
+                        chunk = await conn.stream.receive_some(READ_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                        raise _Failure("io", f"reading the body failed ({e or type(e).__name__})") from None
+                if scope.cancelled_caught:
+                    raise _Failure("read_timeout", "the body stalled")
+                try:
+                    h.receive_data(chunk)
+                except h11.RemoteProtocolError as e:
+                    raise _Failure("protocol", f"invalid HTTP body ({e})") from None
+            elif isinstance(ev, h11.Data):
+                yield bytes(ev.data)
+            elif isinstance(ev, h11.EndOfMessage):
+                return
+            elif isinstance(ev, h11.ConnectionClosed):
+                raise _Failure("io", "the connection closed before the body ended")
 
     async def aclose(self) -> None:
-        await self.pool.aclose()
+        for stack in self.idle.values():
+            for conn in stack:
+                await conn.aclose()
+        self.idle.clear()
 
 
-@contextmanager
-def mapped_errors(cfg: ProviderConfig, url: str):
-    """Turn transport failures into AWS errors a Bedrock client understands (and its SDK retries)."""
-    where = f"provider {cfg.name!r} ({cfg.kind}) at {url}"
-    try:
-        yield
-    except httpcore.ConnectTimeout:
-        raise errors.unavailable(f"{where}: connect timed out after {cfg.connect_timeout_seconds:.0f}s "
-                                 "(connect_timeout_seconds).") from None
-    except httpcore.PoolTimeout:
-        raise errors.unavailable(f"{where}: no upstream connection free in time; retry.") from None
-    except httpcore.ReadTimeout:
-        raise errors.model_timeout(f"{where}: no answer within {cfg.read_timeout_seconds:.0f}s "
-                                   "(read_timeout_seconds).") from None
-    except httpcore.ConnectError as e:
-        raise errors.unavailable(f"{where}: cannot connect ({e or type(e).__name__}). "
-                                 "Check base_url and that the upstream is up.") from None
-    except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError, httpcore.WriteTimeout) as e:
-        raise errors.unavailable(f"{where}: the connection failed mid-request ({e or type(e).__name__}).") from None
-    except (httpcore.UnsupportedProtocol, httpcore.LocalProtocolError) as e:
-        raise errors.validation(f"{where}: cannot send this request ({e}); check base_url.") from None
-    except httpcore.NetworkError as e:
-        raise errors.unavailable(f"{where}: upstream request failed ({type(e).__name__}: {e}).") from None
+def _map(f: _Failure, cfg: ProviderConfig, where: str) -> errors.GatewayError:
+    """The one place transport failures become AWS errors (and so SDK retry decisions)."""
+    if f.kind == "connect_timeout":
+        return errors.unavailable(f"{where}: {f} (connect_timeout_seconds).")
+    if f.kind == "connect":
+        return errors.unavailable(f"{where}: cannot connect ({f}). Check base_url and that the upstream is up.")
+    if f.kind == "read_timeout":
+        return errors.model_timeout(f"{where}: {f}: no answer within {cfg.read_timeout_seconds:g}s "
+                                    "(read_timeout_seconds).")
+    return errors.unavailable(f"{where}: the connection failed mid-request: {f}.")
