@@ -21,8 +21,8 @@ byte arrived, the server never handled the request, so it is sent once more on a
 Idle connections older than `KEEPALIVE_EXPIRY` are dropped instead of reused.
 
 Deadlines: connect (`connect_timeout_seconds`, TLS handshake included), and read
-(`read_timeout_seconds`) for the response head and again for each body read, so a stalled stream
-fails between chunks too.
+(`read_timeout_seconds`) for every read from the socket, head and body alike, so a silent upstream
+fails before its first byte and a stalled stream fails between chunks.
 """
 from __future__ import annotations
 
@@ -52,12 +52,13 @@ class _Failure(Exception):
 
 
 class Connection:
-    __slots__ = ("stream", "h11", "idle_since")
+    __slots__ = ("stream", "h11", "idle_since", "received")
 
     def __init__(self, stream):
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+        self.received = False   # any response byte on the current exchange
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -178,60 +179,52 @@ class UpstreamClient:
             await conn.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise _Failure("io", f"sending failed ({e or type(e).__name__})", retryable_on_reuse=True) from None
-        got_bytes = False
-        with trio.move_on_after(self.cfg.read_timeout_seconds) as scope:
-            while True:
-                try:
-                    ev = h.next_event()
-                except h11.RemoteProtocolError as e:
-                    raise _Failure("protocol", f"invalid HTTP response ({e})") from None
-                if ev is h11.NEED_DATA:
-                    try:
-                        chunk = await conn.stream.receive_some(READ_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                        raise _Failure("io", f"reading failed ({e or type(e).__name__})",
-                                       retryable_on_reuse=not got_bytes) from None
-                    if not chunk and not got_bytes:
-                        raise _Failure("io", "the server closed the connection before answering",
-                                       retryable_on_reuse=True)
-                    got_bytes = got_bytes or bool(chunk)
-                    h.receive_data(chunk)
-                elif isinstance(ev, h11.Response):
-                    return ev.status_code, {k.decode("latin-1").lower(): v.decode("latin-1")
-                                            for k, v in ev.headers}
-                elif isinstance(ev, h11.InformationalResponse):
-                    continue
-                elif isinstance(ev, h11.ConnectionClosed):
-                    raise _Failure("io", "the server closed the connection before answering",
-                                   retryable_on_reuse=not got_bytes)
-        if scope.cancelled_caught:
-            raise _Failure("read_timeout", "no response head in time")
+        conn.received = False
+        while True:
+            ev = await self._next_event(conn, "response head")
+            if isinstance(ev, h11.Response):
+                return ev.status_code, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
+            if isinstance(ev, h11.ConnectionClosed):
+                raise _Failure("io", "the server closed the connection before answering",
+                               retryable_on_reuse=not conn.received)
+            # InformationalResponse (1xx): keep reading
 
     async def _body(self, conn: Connection):
-        h = conn.h11
         while True:
-            try:
-                ev = h.next_event()
-            except h11.RemoteProtocolError as e:
-                raise _Failure("protocol", f"invalid HTTP body ({e})") from None
-            if ev is h11.NEED_DATA:
-                with trio.move_on_after(self.cfg.read_timeout_seconds) as scope:
-                    try:
-                        chunk = await conn.stream.receive_some(READ_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                        raise _Failure("io", f"reading the body failed ({e or type(e).__name__})") from None
-                if scope.cancelled_caught:
-                    raise _Failure("read_timeout", "the body stalled")
-                try:
-                    h.receive_data(chunk)
-                except h11.RemoteProtocolError as e:
-                    raise _Failure("protocol", f"invalid HTTP body ({e})") from None
-            elif isinstance(ev, h11.Data):
+            ev = await self._next_event(conn, "body")
+            if isinstance(ev, h11.Data):
                 yield bytes(ev.data)
             elif isinstance(ev, h11.EndOfMessage):
                 return
             elif isinstance(ev, h11.ConnectionClosed):
                 raise _Failure("io", "the connection closed before the body ended")
+
+    async def _next_event(self, conn: Connection, what: str):
+        """The next h11 event, reading from the socket under the read deadline as needed.
+        A failure before any response byte on this exchange is marked retryable on reuse."""
+        h = conn.h11
+        while True:
+            try:
+                ev = h.next_event()
+            except h11.RemoteProtocolError as e:
+                raise _Failure("protocol", f"invalid HTTP {what} ({e})") from None
+            if ev is not h11.NEED_DATA:
+                return ev
+            with trio.move_on_after(self.cfg.read_timeout_seconds) as scope:
+                try:
+                    chunk = await conn.stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    raise _Failure("io", f"reading the {what} failed ({e or type(e).__name__})",
+                                   retryable_on_reuse=not conn.received) from None
+            if scope.cancelled_caught:
+                raise _Failure("read_timeout", f"the {what} did not arrive in time")
+            if not chunk and not conn.received:
+                raise _Failure("io", "the server closed the connection before answering", retryable_on_reuse=True)
+            conn.received = conn.received or bool(chunk)
+            try:
+                h.receive_data(chunk)
+            except h11.RemoteProtocolError as e:
+                raise _Failure("protocol", f"invalid HTTP {what} ({e})") from None
 
     async def aclose(self) -> None:
         for stack in self.idle.values():
