@@ -32,7 +32,7 @@ FINAL_KINDS = frozenset({envelope.BODY, envelope.END, envelope.ERROR})
 
 class Worker:
     __slots__ = ("pid", "endpoint", "sock", "monitor", "live", "dead", "last_pong", "inflight",
-                 "connected")
+                 "connected", "draining")
 
     def __init__(self, pid: int, endpoint: str, sock: transport.AsyncSocket, monitor):
         self.pid = pid
@@ -42,11 +42,13 @@ class Worker:
         self.live = False
         self.dead = False
         self.connected = False
+        self.draining = False   # withdrew its announcement: finishing its requests, takes no new ones
         self.last_pong = 0.0
         self.inflight: set[str] = set()
 
     def __repr__(self) -> str:
-        state = "dead" if self.dead else "live" if self.live else "pending"
+        state = ("dead" if self.dead else "draining" if self.draining else "live" if self.live
+                 else "pending")
         return f"<Worker pid={self.pid} {state} inflight={len(self.inflight)}>"
 
 
@@ -79,7 +81,7 @@ class WorkerPool:
 
     # --- decisions (sync) ------------------------------------------------------------------
     def live_workers(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.live and not w.dead]
+        return [w for w in self.workers.values() if w.live and not w.dead and not w.draining]
 
     def choose(self) -> Worker | None:
         """The live worker with the fewest requests in flight from this frontend.
@@ -91,7 +93,7 @@ class WorkerPool:
         """
         best = None
         for w in self.workers.values():
-            if w.live and not w.dead and (best is None or len(w.inflight) < len(best.inflight)):
+            if w.live and not (w.dead or w.draining) and (best is None or len(w.inflight) < len(best.inflight)):
                 best = w
         return best
 
@@ -109,18 +111,17 @@ class WorkerPool:
         if w.dead:
             return
         w.dead = True
-        log.warning("worker %d is gone (%s); failing its %d requests in flight", w.pid, reason, len(w.inflight))
+        unfinished = [p for p in (self.pending.get(rid) for rid in w.inflight) if p is not None and not p.finished]
+        log.warning("worker %d is gone (%s); failing its %d unfinished requests", w.pid, reason, len(unfinished))
         err = errors.unavailable(
             "The gateway worker handling this request stopped before finishing it. "
             "Retry the request; the gateway restarts failed workers.").to_wire()
-        for rid in list(w.inflight):
-            p = self.pending.get(rid)
-            if p is not None:
-                p.finished = True
-                try:
-                    p.send_ch.send_nowait({"k": envelope.ERROR, "id": rid, "err": err, "local": True})
-                except trio.WouldBlock:
-                    pass
+        for p in unfinished:
+            p.finished = True
+            try:
+                p.send_ch.send_nowait({"k": envelope.ERROR, "id": p.rid, "err": err, "local": True})
+            except trio.WouldBlock:
+                pass
         w.inflight.clear()
         self.workers.pop(w.pid, None)
         w.sock.close()
@@ -174,7 +175,12 @@ class WorkerPool:
                     self._connect(pid, endpoint)
             for pid, w in list(self.workers.items()):
                 if pid not in found:
-                    self.mark_dead(w, "process exited")
+                    if transport.pid_alive(pid):
+                        # withdrawn but running: it is draining (SIGTERM). Its requests in flight
+                        # go on; its connection dropping will mark it dead when it exits.
+                        w.draining = True
+                    else:
+                        self.mark_dead(w, "process exited")
             await trio.sleep(DISCOVERY_INTERVAL)
 
     def _connect(self, pid: int, endpoint: str) -> None:

@@ -61,12 +61,14 @@ async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
     stop = trio.Event()
 
     async def on_signal():
+        # Held open until the process ends: a repeated SIGTERM (honcho sends one to every process
+        # when any exits) is ignored instead of killing the drain.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
-                log.info("draining (up to %.0fs for requests in flight)", cfg.server.drain_seconds)
-                app.draining = True
-                stop.set()
-                return
+                if not stop.is_set():
+                    log.info("draining (up to %.0fs for requests in flight)", cfg.server.drain_seconds)
+                    app.draining = True
+                    stop.set()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)

@@ -132,15 +132,16 @@ class AsyncSocket:
             pass
         return out
 
-    def close(self) -> None:
-        """Close the socket; a task waiting on it gets trio.ClosedResourceError."""
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; a task waiting on it gets trio.ClosedResourceError. With
+        `linger_ms`, messages still queued get that long to go out (zmq LINGER)."""
         if not self.closed:
             self.closed = True
             try:
                 trio.lowlevel.notify_closing(self._fd)
             except RuntimeError:  # not inside trio (shutdown paths)
                 pass
-            self.sock.close(linger=0)
+            self.sock.close(linger=linger_ms)
 
 
 # --- the worker registry (files in the run directory) --------------------------------------

@@ -31,6 +31,8 @@ from .reply import Reply
 
 log = logging.getLogger("finops.worker")
 
+REPLY_LINGER_MS = 2000   # at exit, queued replies get this long to reach their frontend
+
 
 class WorkerActor:
     def __init__(self, cfg: configmod.Config):
@@ -39,8 +41,8 @@ class WorkerActor:
         self.pipeline = Pipeline(cfg)
         self.replies: dict[str, transport.AsyncSocket] = {}
         self.inflight: dict[str, tuple[trio.CancelScope, Reply]] = {}
-        self.accepting = True
         self._idle = trio.Event()
+        self._draining = False
         self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
@@ -79,7 +81,7 @@ class WorkerActor:
             transport.withdraw(announced)
             rsock.close()
             for sock in self.replies.values():
-                sock.close()
+                sock.close(linger_ms=REPLY_LINGER_MS)   # the last replies of a drain still go out
             if endpoint.startswith("ipc://"):
                 try:
                     os.unlink(endpoint[6:])
@@ -104,9 +106,9 @@ class WorkerActor:
             if item is not None:
                 item[0].cancel()
         elif kind == envelope.PING:
-            if self.accepting:
-                self.reply_socket(env["reply"]).send_nowait(
-                    envelope.pong(self.wid, env.get("t", 0.0), len(self.inflight)))
+            # answered while draining too, so frontends do not take a draining worker for hung
+            self.reply_socket(env["reply"]).send_nowait(
+                envelope.pong(self.wid, env.get("t", 0.0), len(self.inflight)))
 
     async def _run_request(self, env: dict) -> None:
         rid = env["id"]
@@ -138,10 +140,18 @@ class WorkerActor:
             self.pipeline.requestlog.flush()
 
     async def _signals(self, announced: str) -> None:
+        # Every signal is consumed here for the life of the process: the first starts the drain,
+        # repeats (honcho and process managers signal every process when one exits) are ignored.
+        # A signal left unconsumed would be re-raised when the receiver closes, killing us.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
-                break
-        self.accepting = False
+                if self._draining:
+                    log.info("already draining")
+                    continue
+                self._draining = True
+                self._nursery.start_soon(self._drain, announced)
+
+    async def _drain(self, announced: str) -> None:
         transport.withdraw(announced)
         drain = self.cfg.server.drain_seconds
         log.info("draining %d requests (up to %.0fs)", len(self.inflight), drain)

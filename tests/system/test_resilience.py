@@ -179,3 +179,32 @@ def test_client_gone_cancels_a_slow_non_streaming_request(tmp_path):
             time.sleep(0.1)
         assert rows and rows[0]["outcome"] == "cancelled", rows
         assert rows[0]["latency_ms"] < 4000       # stopped, not run to the 5 s answer
+
+
+def test_sigterm_to_every_process_at_once_still_drains(tmp_path):
+    """honcho, systemd and Ctrl-C signal all processes together; workers must not drop their
+    streams, and frontends must not take a draining worker for a dead one."""
+    gw = Gateway(tmp_path, SLOW, workers=2, honcho=True).start()
+    try:
+        client = gw.client()
+        result = {}
+
+        def consume():
+            try:
+                result["events"] = list(client.converse_stream(modelId="m", messages=MSG)["stream"])
+            except Exception as e:  # surfaced in the assertion below
+                result["error"] = e
+
+        t = threading.Thread(target=consume)
+        t.start()
+        time.sleep(0.4)
+        for pid in gw.child_pids("workers") + gw.child_pids("frontend"):
+            os.kill(pid, signal.SIGTERM)
+        t.join(20)
+        assert "error" not in result, result.get("error")
+        names = [next(iter(e)) for e in result["events"]]
+        assert names[-2:] == ["messageStop", "metadata"]
+        text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in result["events"] if "contentBlockDelta" in e)
+        assert text.endswith("a slow story")
+    finally:
+        gw.stop()
