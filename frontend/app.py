@@ -96,25 +96,21 @@ class App:
             if not pending.finished:
                 self.pool.send_nowait(worker, envelope.cancel(rid))
 
-    async def relay(self, rid: str, route: routes.Route, pending, send, env=None) -> bool:
-        """Relay the worker's replies (`env`: the first, if already received) to the client.
-        True when the request finished normally."""
+    async def relay(self, rid: str, route: routes.Route, pending, send, env=None) -> None:
+        """Relay the worker's replies (`env`: the first, if already received) to the client."""
         timeout = self.cfg.server.request_timeout_seconds
         recv = pending.recv_ch
         with trio.move_on_after(timeout) as scope:
             if env is None:
                 env = await recv.receive()
         if scope.cancelled_caught:
-            await send_error(send, rid, errors.model_timeout(
+            return await send_error(send, rid, errors.model_timeout(
                 f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))
-            return False
         if env["k"] == envelope.ERROR:
-            await send_error(send, rid, errors.GatewayError.from_wire(env["err"]))
-            return True
-        if env["k"] != envelope.HEAD or (bad := pending.seq.check(env)):
+            return await send_error(send, rid, errors.GatewayError.from_wire(env["err"]))
+        if env["k"] != envelope.HEAD or pending.seq.check(env):
             log.error("request %s: expected head, got %s", rid, env.get("k"))
-            await send_error(send, rid, errors.internal())
-            return False
+            return await send_error(send, rid, errors.internal())
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in env["hdr"]]
         headers.append((b"x-amzn-requestid", rid.encode()))
         if not env["stream"]:
@@ -123,17 +119,14 @@ class App:
                 if nxt["k"] == envelope.BODY and not pending.seq.check(nxt):
                     headers.append((b"content-length", str(len(nxt["data"])).encode()))
                     await send({"type": "http.response.start", "status": env["status"], "headers": headers})
-                    await send({"type": "http.response.body", "body": nxt["data"]})
-                    return True
+                    return await send({"type": "http.response.body", "body": nxt["data"]})
                 if nxt["k"] == envelope.ERROR:
-                    await send_error(send, rid, errors.GatewayError.from_wire(nxt["err"]))
-                    return True
-            await send_error(send, rid, errors.internal())
-            return False
-        return await self.relay_stream(rid, route, pending, env["status"], headers, send)
+                    return await send_error(send, rid, errors.GatewayError.from_wire(nxt["err"]))
+            return await send_error(send, rid, errors.internal())
+        await self.relay_stream(rid, route, pending, env["status"], headers, send)
 
-    async def relay_stream(self, rid, route, pending, status, headers, send) -> bool:
-        """Relay stream chunks as event-stream frames.
+    async def relay_stream(self, rid, route, pending, status, headers, send) -> None:
+        """Relay stream chunks as event-stream frames; a failure ends it with an exception frame.
 
         Each frame is written as soon as it is here. Frames that are already queued when the
         client's socket is free are written together in one HTTP chunk: nothing is held back to
@@ -148,15 +141,14 @@ class App:
         idle = self.cfg.server.request_timeout_seconds
         event_frame = eventstream.event_frame
         while True:
+            out = []
+            err = None
+            finished = False
             with trio.move_on_after(idle) as scope:
                 env = await recv.receive()
             if scope.cancelled_caught:
                 err = errors.model_timeout(f"The model sent nothing for {idle:.0f}s mid-stream.")
-                break
-            out = []
-            err = None
-            finished = False
-            while True:
+            while err is None:
                 kind = env["k"]
                 if not env.get("local") and (bad := pending.seq.check(env)):
                     log.error("request %s: %s", rid, bad)
@@ -183,14 +175,10 @@ class App:
                 finished = True
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": not finished})
             if finished:
-                return True
+                return
             if consumed >= grant_at:
                 self.pool.send_nowait(worker, envelope.credit(rid, consumed))
                 consumed = 0
-        member = err.stream_member(invoke)
-        frame = eventstream.exception_frame(member, err.stream_payload(member))
-        await send({"type": "http.response.body", "body": frame, "more_body": False})
-        return True
 
     async def health(self, rid, send):
         live = len(self.pool.live_workers())

@@ -71,7 +71,6 @@ class WorkerPool:
         self.pending: dict[str, Pending] = {}
         self.reply_endpoint = ""
         self._pull: transport.AsyncSocket | None = None
-        self._ready = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._forgotten: dict[int, float] = {}  # pid -> monotonic time until which it is ignored
 
@@ -125,8 +124,7 @@ class WorkerPool:
         w.inflight.clear()
         self.workers.pop(w.pid, None)
         w.sock.close()
-        if w.monitor is not None:
-            w.monitor.close()
+        w.monitor.close()
 
     # --- I/O ---------------------------------------------------------------------------------
     async def send(self, w: Worker, data: bytes) -> None:
@@ -135,9 +133,6 @@ class WorkerPool:
     def send_nowait(self, w: Worker, data: bytes) -> None:
         if not w.dead:
             w.sock.send_nowait(data)
-
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         s = self.cfg.server
@@ -155,8 +150,7 @@ class WorkerPool:
             self._pull.close()
             for w in list(self.workers.values()):
                 w.sock.close()
-                if w.monitor is not None:
-                    w.monitor.close()
+                w.monitor.close()
             if self.reply_endpoint.startswith("ipc://"):
                 try:
                     os.unlink(self.reply_endpoint[6:])
@@ -256,4 +250,3 @@ class WorkerPool:
         if not w.live:
             w.live = True
             log.info("worker %d is live", pid)
-            self._ready.set()

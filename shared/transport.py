@@ -92,10 +92,7 @@ class AsyncSocket:
     def send_nowait(self, data) -> bool:
         """Send without waiting; False when the socket's queue is full or it has no peer."""
         try:
-            if isinstance(data, list):
-                self.sock.send_multipart(data, zmq.NOBLOCK)
-            else:
-                self.sock.send(data, zmq.NOBLOCK)
+            self.sock.send(data, zmq.NOBLOCK)
             return True
         except zmq.Again:
             return False

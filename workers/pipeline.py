@@ -175,8 +175,7 @@ class Pipeline:
                     ev.data.setdefault("firstByteLatencyMs", first_ms)
                     if not ev.data.get("latencyMs"):
                         ev.data["latencyMs"] = self.elapsed_ms(call)
-                for et, payload in frames_of(ev):
-                    await reply.chunk(et, payload)
+                await reply.chunks(frames_of(ev))
         if first_ms is None:
             raise errors.GatewayError("ModelErrorException", "the provider returned an empty stream.",
                                       extra={"originalStatusCode": 502})
@@ -207,7 +206,7 @@ class Pipeline:
 
 def converse_frames(ev: StreamEvent):
     et, payload = converse.stream_payload(ev)
-    return ((et, dumps(payload)),)
+    return [(et, dumps(payload))]
 
 
 def invoke_frames(encoder, ev: StreamEvent):

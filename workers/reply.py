@@ -1,6 +1,6 @@
 """The worker's side of one request's replies: sequence numbers, stream credit, cancel.
 
-`Reply` is what a pipeline writes to: `head()`, then `body()` or `chunk()`s, then `end()`; or
+`Reply` is what a pipeline writes to: `head()`, then `body()` or `chunks()`, then `end()`; or
 `error()` at any point. Chunks wait for credit: the frontend grants credit as the client's socket
 drains, so a slow reader makes the worker stop pulling from the upstream instead of buffering the
 whole stream in memory. If no credit arrives for `idle_timeout` seconds the client is taken to be
@@ -52,9 +52,6 @@ class Reply:
     async def body(self, data: bytes) -> None:
         await self._send(envelope.body(self.rid, self.n, data))
         self.done = True
-
-    async def chunk(self, event_type: str, data: bytes) -> None:
-        await self.chunks([(event_type, data)])
 
     async def chunks(self, events: list) -> None:
         """Send stream events [(event_type, payload)], as few envelopes as the credit allows."""

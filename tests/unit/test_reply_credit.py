@@ -25,7 +25,7 @@ async def test_chunks_stop_at_window_until_credit_arrives():
     async def producer():
         nonlocal produced
         for i in range(10):
-            await reply.chunk("contentBlockDelta", b"{}")
+            await reply.chunks([("contentBlockDelta", b"{}")])
             produced += 1
 
     async with trio.open_nursery() as n:
@@ -45,9 +45,9 @@ async def test_chunks_stop_at_window_until_credit_arrives():
 async def test_no_credit_for_idle_timeout_gives_up(autojump_clock):
     reply = Reply("r2", RecordingSocket(), window=1, idle_timeout=5)
     await reply.head(200, [], stream=True)
-    await reply.chunk("x", b"{}")
+    await reply.chunks([("x", b"{}")])
     with pytest.raises(trio.TooSlowError):
-        await reply.chunk("x", b"{}")
+        await reply.chunks([("x", b"{}")])
     assert trio.current_time() >= 5
 
 
@@ -59,7 +59,7 @@ async def test_error_after_end_is_ignored_and_sending_after_end_refused():
     await reply.error(errors.internal())
     assert [e["k"] for e in sock.sent] == ["head", "end"]
     with pytest.raises(ReplyClosed):
-        await reply.chunk("x", b"{}")
+        await reply.chunks([("x", b"{}")])
 
 
 async def test_a_batch_is_split_to_fit_the_credit():
