@@ -18,8 +18,10 @@ Method (the same as /work/shared/peers.md, so the figures compare with LiteLLM's
   discarded warm-up per target and route. wrk is a closed loop: past saturation, latency is queueing
   (connections / rps); compare by rps and CPU per request there.
 - Targets, all measured in one run: `direct` (wrk -> nginx, no gateway), `bedrock` (the gateway's
-  bedrock provider relaying to the nginx fake, SigV4 re-signing included) and `mock` (the built-in
-  mock provider, `chunks = 20`: the gateway's cost with no upstream at all).
+  bedrock provider relaying to the nginx fake, SigV4 re-signing included), `mock` (the built-in
+  mock provider, `chunks = 20`: the gateway's cost with no upstream at all) and `openai` (the
+  openai provider: the same Bedrock requests translated to Chat Completions and back, against
+  nginx answering /v1/chat/completions with the same text as JSON or as 20 SSE deltas).
 - Gateway CPU: utime+stime from /proc/<pid>/stat of `finops serve` and all its descendants
   (plus children it reaped), before and after each run, divided by completed requests; also split
   by role (frontend, workers). Foreign CPU: machine busy time (/proc/stat) minus the gateway,
@@ -83,7 +85,7 @@ ROUTES = {  # route -> (request body file, fake's response body file)
     "converse-stream": ("request-converse.json", None),
     "invoke": ("request-invoke.json", "response-invoke.json"),
 }
-SCENARIOS = ("bedrock", "mock")
+SCENARIOS = ("bedrock", "mock", "openai")
 TARGETS = {"added_p50_ms_at_1": 1.5, "cpu_ms_per_req": 2.0, "max_rps": 800.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STREAM_DELTAS = 20
@@ -425,6 +427,27 @@ def stream_events() -> list[tuple[str, bytes]]:
     return ev
 
 
+def openai_sse() -> bytes:
+    """The same answer as an OpenAI Chat Completions stream: role chunk, 20 content deltas, the
+    finish_reason chunk, the usage chunk (stream_options.include_usage) and [DONE]."""
+    words = ANSWER.split(" ")
+    per = -(-len(words) // STREAM_DELTAS)
+    pieces = [" ".join(words[i * per:(i + 1) * per]) + " " for i in range(STREAM_DELTAS)]
+    base = {"id": "chatcmpl-bench0000000000000000000002", "object": "chat.completion.chunk",
+            "created": 1764230400, "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_bench"}
+
+    def chunk(delta, finish=None, usage=None, choices=True):
+        d = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+                 if choices else [], usage=usage)
+        return b"data: " + json.dumps(d, separators=(",", ":")).encode() + b"\n\n"
+
+    out = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    out += [chunk({"content": t}) for t in pieces]
+    out += [chunk({}, "stop"), chunk(None, usage={"prompt_tokens": 25, "completion_tokens": 42, "total_tokens": 67},
+                                     choices=False), b"data: [DONE]\n\n"]
+    return b"".join(out)
+
+
 # --- the fake upstream ----------------------------------------------------------------------
 
 class FakeUpstream:
@@ -441,9 +464,11 @@ class FakeUpstream:
         os.makedirs(bodies, exist_ok=True)
         self.bodies = {"converse": read_body("response-converse.json"),
                        "invoke": read_body("response-invoke.json"),
-                       "converse-stream": b"".join(eventstream.event_frame(t, b) for t, b in stream_events())}
+                       "converse-stream": b"".join(eventstream.event_frame(t, b) for t, b in stream_events()),
+                       "openai": read_body("response-openai.json"),
+                       "openai-stream": openai_sse()}
         for route, name in (("converse", "converse.json"), ("converse-stream", "converse-stream.bin"),
-                            ("invoke", "invoke.json")):
+                            ("invoke", "invoke.json"), ("openai", "openai.json"), ("openai-stream", "openai.sse")):
             with open(os.path.join(bodies, name), "wb") as f:
                 f.write(self.bodies[route])
         user = ""
@@ -515,6 +540,10 @@ class Gateway:
                              "region = \"us-east-1\"\n"
                              "keys = [{access_key_id = \"AKIDBENCH\", secret_access_key = \"benchsecret\"}]\n"
                              "\n[default_route]\nprovider = \"fake\"\n")
+        if self.scenario == "openai":
+            return server + (f"\n[providers.fake]\nkind = \"openai\"\nbase_url = \"{self.fake.url}/v1\"\n"
+                             "keys = [{api_key = \"sk-bench\"}]\n"
+                             "\n[default_route]\nprovider = \"fake\"\nmodel = \"gpt-4o-mini\"\n")
         return server + (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
                          "\n[default_route]\nprovider = \"m\"\n")
 
@@ -617,12 +646,12 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
         want = ["messageStart"] + ["contentBlockDelta"] * STREAM_DELTAS + ["contentBlockStop", "messageStop", "metadata"]
         if kinds != want:
             raise BenchError(f"{where}: stream events {kinds}, expected {want}")
-        if target != "mock":
+        if target not in ("mock", "openai"):
             got = [(f.event_type, f.payload) for f in frames]
             if got != stream_events():
                 raise BenchError(f"{where}: stream payloads differ from the fake's")
         return
-    if target == "mock":
+    if target in ("mock", "openai"):
         doc = json.loads(body)
         ok = ("output" in doc) if route == "converse" else ("content" in doc)
         if not ok:

@@ -20,7 +20,10 @@ SECONDS = 1.0
 MILLISECONDS = 0.001
 MIB = 1024 * 1024
 
-PROVIDER_KINDS = ("mock", "bedrock")
+PROVIDER_KINDS = ("mock", "bedrock", "openai", "anthropic", "mistral")
+# base_url when a provider table leaves it out
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
+                     "mistral": "https://api.mistral.ai/v1"}
 
 
 class ConfigError(ValueError):
@@ -62,6 +65,16 @@ class ProviderConfig:
     keys: list[KeyConfig] = field(default_factory=list)
     connect_timeout_seconds: float = 10 * SECONDS
     read_timeout_seconds: float = 300 * SECONDS   # time to first byte and idle between chunks
+    headers: dict = field(default_factory=dict)   # extra request headers (e.g. OpenAI-Organization)
+    passthrough_fields: list = field(default_factory=list)  # additionalModelRequestFields keys sent as they are
+    # openai only
+    max_tokens_field: str = ""       # "max_completion_tokens" | "max_tokens"; "" = by base_url (see README)
+    stream_usage: bool = True        # ask for usage in streams (stream_options.include_usage)
+    azure_api_version: str = ""      # set: Azure OpenAI (deployment path, api-version, api-key header)
+    azure_deployment: str = ""       # Azure deployment name; "" = the upstream model name
+    # anthropic only
+    anthropic_version: str = "2023-06-01"
+    default_max_tokens: int = 4096   # Anthropic requires max_tokens; sent when the request has none
     # mock only
     latency_ms: float = 0.0          # before the first byte
     chunks: int = 5                  # text deltas in a stream
@@ -94,6 +107,12 @@ class Config:
         return os.path.join(self.server.data_dir, "run")
 
     def route_for(self, model_id: str) -> RouteConfig | None:
+        """The route serving `model_id`: `PROVIDER/MODEL` names a configured provider directly
+        (and wins over globs); else the first [[routes]] entry whose glob matches; else the
+        [default_route]."""
+        name, slash, model = model_id.partition("/")
+        if slash and model and name in self.providers:
+            return RouteConfig(models=[model_id], provider=name, model=model)
         for r in self.routes:
             if r.matches(model_id):
                 return r
@@ -147,7 +166,9 @@ def _typed(cls, raw: dict, where: str, **fixed):
         ok = {"str": isinstance(value, str),
               "int": isinstance(value, int) and not isinstance(value, bool),
               "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-              "bool": isinstance(value, bool)}.get(want, True)
+              "bool": isinstance(value, bool),
+              "dict": isinstance(value, dict),
+              "list": isinstance(value, list)}.get(want, True)
         if not ok:
             raise ConfigError(f"{where}.{key}: expected {want}, got {type(value).__name__} {value!r}")
         kwargs[key] = float(value) if want == "float" else value
@@ -199,6 +220,25 @@ def build(raw: dict, source: str, env=None) -> Config:
                 raise ConfigError(f"{where}.keys[{i}].weight: must be > 0, got {k.weight}")
             if kind == "bedrock" and not (k.access_key_id and k.secret_access_key):
                 raise ConfigError(f"{where}.keys[{i}]: a bedrock key needs access_key_id and secret_access_key")
+            if kind in ("openai", "anthropic", "mistral") and not k.api_key:
+                raise ConfigError(f"{where}.keys[{i}].api_key: missing or empty (write api_key = \"${{VAR}}\")")
+        if kind in ("anthropic", "mistral") and not pc.keys:
+            raise ConfigError(f"{where}.keys: a {kind} provider needs at least one key, "
+                              f"like keys = [{{api_key = \"${{{kind.upper()}_API_KEY}}\"}}]")
+        if kind in DEFAULT_BASE_URLS and not pc.base_url:
+            if kind == "openai" and pc.azure_api_version:
+                raise ConfigError(f"{where}.base_url: required for Azure OpenAI "
+                                  "(https://RESOURCE.openai.azure.com)")
+            pc.base_url = DEFAULT_BASE_URLS[kind]
+        pc.base_url = pc.base_url.rstrip("/")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in pc.headers.items()):
+            raise ConfigError(f"{where}.headers: expected a table of strings, like {{\"OpenAI-Organization\" = \"org-...\"}}")
+        if not all(isinstance(f, str) for f in pc.passthrough_fields):
+            raise ConfigError(f"{where}.passthrough_fields: expected a list of field names")
+        if pc.max_tokens_field not in ("", "max_tokens", "max_completion_tokens"):
+            raise ConfigError(f"{where}.max_tokens_field: must be \"max_tokens\" or \"max_completion_tokens\", "
+                              f"got {pc.max_tokens_field!r}")
+        _positive(f"{where}.default_max_tokens", pc.default_max_tokens)
         if pc.base_url and not pc.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.base_url: must start with http:// or https://, got {pc.base_url!r}")
         providers[name] = pc

@@ -30,6 +30,7 @@ from .bedrock import converse, families
 from .providers import build_provider
 from .providers.base import Call
 from .reply import Reply
+from .translate import provider_errors
 from .requestlog import RequestLog
 
 log = logging.getLogger("finops.pipeline")
@@ -82,7 +83,7 @@ class Pipeline:
                     f"modelId {call.model_id!r}: no route serves it. Add a [[routes]] entry whose "
                     "models glob matches it, or a [default_route], to the gateway config.")
             provider = self.providers[route.provider]
-            provider_name = provider.name
+            provider_name = call.provider = provider.name
             if route.model:
                 call.upstream_model = route.model
             usage = await self.dispatch(call, provider, env["body"], reply) or {}
@@ -119,6 +120,8 @@ class Pipeline:
             self.check_accept(call.headers.get("accept"), "accept")
             family = families.family_for(call.model_id, doc)
             req = family.parse_request(doc)
+            if family.name == provider.native_family:
+                return await self.invoke_native(call, provider, doc, reply)
             if isinstance(req, EmbedRequest):
                 resp = await provider.embed(call, req)
                 out = family.render_embed_response(resp, req=req, model_id=call.model_id)
@@ -141,6 +144,13 @@ class Pipeline:
             if not getattr(family, "streams", True):
                 raise errors.validation(f"modelId {call.model_id!r}: the model is unsupported for streaming.")
             req = family.parse_request(doc)
+            if family.name == provider.native_family:
+                tracker = provider.native_tracker()
+                return await self.stream(call, provider.invoke_native_stream(call, doc, tracker), reply,
+                                         [["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]],
+                                         lambda d: native_frames(call, d, tracker, self.elapsed_ms),
+                                         usage_of=lambda: tracker.usage.to_wire(),
+                                         complete=lambda: tracker.done)
             encoder = family.stream_encoder(call.model_id, input_tokens=request_tokens(req), response_id=call.rid)
             return await self.stream(call, provider.chat_stream(call, req), reply,
                                      [["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]],
@@ -159,28 +169,50 @@ class Pipeline:
             return {"in": n}
         raise errors.validation(f"unknown operation {op!r}")
 
-    async def stream(self, call: Call, events, reply: Reply, headers: list, frames_of):
+    async def stream(self, call: Call, events, reply: Reply, headers: list, frames_of, *,
+                     usage_of=None, complete=None):
         """Relay a provider's event stream. The head waits for the first event, so a provider
-        that fails before answering gives a plain (retryable) HTTP error, not a broken stream."""
+        that fails before answering gives a plain (retryable) HTTP error, not a broken stream.
+        `events` yields canonical StreamEvents, or native dicts when `usage_of` (the usage at the
+        end) and `complete` (whether the provider finished the answer) say what they carried."""
         usage: dict = {}
-        first_ms = None
         async with aclosing(events) as agen:
             async for ev in agen:
-                if first_ms is None:
-                    first_ms = self.elapsed_ms(call)
+                if call.first_byte_ms is None:
+                    call.first_byte_ms = self.elapsed_ms(call)
                     await reply.head(200, headers, stream=True)
-                if ev.kind == "metadata":
+                if usage_of is None and ev.kind == "metadata":
                     u = ev.data.get("usage")
                     usage = u.to_wire() if u is not None else {}
-                    ev.data.setdefault("firstByteLatencyMs", first_ms)
+                    ev.data.setdefault("firstByteLatencyMs", call.first_byte_ms)
                     if not ev.data.get("latencyMs"):
                         ev.data["latencyMs"] = self.elapsed_ms(call)
                 await reply.chunks(frames_of(ev))
-        if first_ms is None:
+        if call.first_byte_ms is None:
             raise errors.GatewayError("ModelErrorException", "the provider returned an empty stream.",
                                       extra={"originalStatusCode": 502})
+        if complete is not None and not complete():
+            raise provider_errors.cut_stream(call.provider, "the provider's stream ended without its end event")
+        if usage_of is not None:
+            usage = usage_of()
         await reply.end(usage)
         return usage
+
+    async def invoke_native(self, call: Call, provider, doc: dict, reply: Reply) -> dict:
+        """A family body to the provider whose API it is: the answer goes back as it came."""
+        out = await provider.invoke_native(call, doc)
+        u = provider.native_usage(out)
+        await reply.head(200, [["content-type", JSON],
+                               ["x-amzn-bedrock-input-token-count", str(u.input_tokens)],
+                               ["x-amzn-bedrock-output-token-count", str(u.output_tokens)],
+                               ["x-amzn-bedrock-invocation-latency", str(self.elapsed_ms(call))]]
+                         + ([["x-amzn-bedrock-cache-read-input-token-count", str(u.cache_read_tokens)]]
+                            if u.cache_read_tokens else [])
+                         + ([["x-amzn-bedrock-cache-write-input-token-count", str(u.cache_write_tokens)]]
+                            if u.cache_write_tokens else []),
+                         stream=False)
+        await reply.body(dumps(out))
+        return u.to_wire()
 
     @staticmethod
     def check_accept(accept: str | None, name: str) -> None:
@@ -207,6 +239,19 @@ class Pipeline:
 def converse_frames(ev: StreamEvent):
     et, payload = converse.stream_payload(ev)
     return [(et, dumps(payload))]
+
+
+def native_frames(call: Call, d: dict, tracker, elapsed_ms):
+    """A native stream event passed through as an InvokeModelWithResponseStream chunk; the last
+    one (message_stop) gets the invocation metrics Bedrock adds. Keep-alive pings are dropped
+    (Bedrock does not send them)."""
+    if d.get("type") == "ping":
+        return []
+    if d.get("type") == "message_stop":
+        d = dict(d)
+        d[families.METRICS_KEY] = families.invocation_metrics(
+            {"usage": tracker.usage, "latencyMs": elapsed_ms(call), "firstByteLatencyMs": call.first_byte_ms})
+    return [("chunk", dumps({"bytes": base64.b64encode(dumps(d)).decode()}))]
 
 
 def invoke_frames(encoder, ev: StreamEvent):

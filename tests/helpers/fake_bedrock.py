@@ -173,6 +173,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True   # no delayed-ACK stalls on keep-alive connections
     protocol_version = "HTTP/1.1"
     server_version = "FakeBedrock/1.0"
     sys_version = ""

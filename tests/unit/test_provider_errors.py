@@ -43,6 +43,12 @@ def test_openai_quota_is_not_throttling():
     assert e.code == "ServiceQuotaExceededException" and e.status == 400 and not e.retryable
 
 
+def test_anthropic_credit_balance_is_quota():
+    body = json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message":
+                       "Your credit balance is too low to access the Anthropic API."}}).encode()
+    assert pe.from_http("a", 400, {}, body, ()).code == "ServiceQuotaExceededException"
+
+
 def test_auth_failure_never_leaks_the_key_configured_or_masked():
     body = openai_err(f"Incorrect API key provided: {KEY}. You can find your API key at https://x.", code="invalid_api_key")
     e = pe.from_http("openai", 401, {}, body, (KEY,))

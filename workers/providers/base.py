@@ -12,6 +12,11 @@ model family's native InvokeModel body). A provider that speaks Bedrock itself s
 `native_bedrock = True` and implements `relay(call, body, reply)` instead: the client's bytes go
 upstream unchanged (re-signed), and the answer comes back unchanged.
 
+A provider whose own API is one model family's native InvokeModel format (anthropic: the Claude
+Messages body) names it in `native_family` and implements `invoke_native(call, doc) -> dict` and
+`invoke_native_stream(call, doc, tracker)` (native event dicts): such bodies are passed through
+instead of translated, so nothing is lost.
+
 Failures are raised as `GatewayError` with the AWS code a Bedrock user would expect; a provider
 maps its own library's exceptions at its edge (see `upstream.py`).
 """
@@ -34,11 +39,14 @@ class Call:
     virtual_key: str = ""
     env: str = ""
     started: float = 0.0        # monotonic time the worker received the request
+    provider: str = ""          # name of the provider serving it
+    first_byte_ms: int | None = None  # streams: when the first event was ready for the client
 
 
 class Provider:
     kind = "abstract"
     native_bedrock = False
+    native_family: str | None = None
 
     def __init__(self, cfg: ProviderConfig):
         self.cfg = cfg

@@ -8,7 +8,8 @@ One table for every non-Bedrock provider (openai, anthropic, mistral). The READM
     400, 413, 422 (bad request)             ValidationException (400)          no
     408                                     ModelTimeoutException (408)        no
     429 rate limit                          ThrottlingException (429)          yes   x-amz-retry-after from Retry-After
-    429 quota / billing exhausted           ServiceQuotaExceededException (400) no
+    400/402/403/429 quota or credit gone    ServiceQuotaExceededException (400) no   (OpenAI insufficient_quota,
+                                                                                   Anthropic "credit balance is too low")
     500                                     ModelErrorException (424)          no    originalStatusCode=500
     502, 503, 504, 529 (overloaded)         ServiceUnavailableException (503)  yes
     other 5xx                               ModelErrorException (424)          no    originalStatusCode
@@ -64,9 +65,17 @@ def _error_object(body: bytes) -> tuple[dict, bool]:
 
 def _text(err: dict, body: bytes, is_json: bool) -> str:
     msg = err.get("message")
+    if isinstance(msg, (dict, list)):      # Mistral 422: {"message": {"detail": [...]}}
+        msg = json.dumps(msg, separators=(",", ":"))
     if not isinstance(msg, str) or not msg:
         msg = "" if is_json else body[:200].decode("utf-8", "replace").strip()
     return msg[:MAX_MESSAGE]
+
+
+def _is_quota(kind: str, detail: str) -> bool:
+    d = detail.lower()
+    return (any(c in kind for c in _QUOTA_CODES) or "exceeded your current quota" in d
+            or "credit balance is too low" in d)
 
 
 def retry_after_ms(headers: dict) -> int | None:
@@ -93,6 +102,10 @@ def from_http(provider: str, status: int, headers: dict, body: bytes, secrets=()
     kind = " ".join(str(err.get(k) or "") for k in ("type", "code")).lower()
     said = f": {detail}" if detail else ""
     where = f"provider {provider!r} answered HTTP {status}"
+    if status in (400, 402, 403, 429) and _is_quota(kind, detail):
+        return errors.GatewayError("ServiceQuotaExceededException",
+                                   f"{where}{said}. The provider account's quota or credit is exhausted; "
+                                   "the gateway operator must top it up or route to another key.")
     if status in (401, 403):
         return errors.GatewayError(
             "AccessDeniedException",
@@ -104,9 +117,6 @@ def from_http(provider: str, status: int, headers: dict, body: bytes, secrets=()
     if status == 408:
         return errors.model_timeout(f"{where}: the model did not answer in time{said}.")
     if status == 429:
-        if any(c in kind for c in _QUOTA_CODES) or "quota" in detail.lower() and "exceeded your current" in detail.lower():
-            return errors.GatewayError("ServiceQuotaExceededException",
-                                       f"{where}{said}. The provider account's quota is exhausted.")
         return errors.throttled(f"{where}: rate limited{said}. Retry later.", retry_after_ms(headers))
     if status in (502, 503, 504, 529):
         e = errors.unavailable(f"{where}: the provider is unavailable or overloaded{said}. Retry later.")
@@ -115,7 +125,7 @@ def from_http(provider: str, status: int, headers: dict, body: bytes, secrets=()
     if status >= 500:
         return errors.GatewayError("ModelErrorException", f"{where}: the model failed{said}.",
                                    extra={"originalStatusCode": status})
-    if status in (400, 413, 422) or 400 <= status < 500:
+    if 400 <= status < 500:
         return errors.validation(f"{where}{said}")
     return errors.GatewayError("ModelErrorException", f"{where}{said}", extra={"originalStatusCode": status})
 

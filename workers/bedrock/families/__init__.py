@@ -35,7 +35,7 @@ from __future__ import annotations
 from finops.shared.model import ChatRequest, EmbedRequest
 
 from ..converse import fail
-from ._common import Family, StreamEncoder, base_model_id, invocation_metrics, model_id_candidates
+from ._common import METRICS_KEY, Family, StreamEncoder, base_model_id, invocation_metrics, model_id_candidates
 from .ai21 import JAMBA, JURASSIC
 from .anthropic import MESSAGES as ANTHROPIC_MESSAGES, TEXT as ANTHROPIC_TEXT
 from .cohere import COMMAND, COMMAND_R
@@ -46,7 +46,7 @@ from .nova import NOVA
 from .openai_like import GENERIC as OPENAI_CHAT
 from .titan import TITAN_TEXT
 
-__all__ = ["Family", "StreamEncoder", "FAMILIES", "family_for", "base_model_id", "invocation_metrics",
+__all__ = ["METRICS_KEY", "Family", "StreamEncoder", "FAMILIES", "family_for", "base_model_id", "invocation_metrics",
            "parse_invoke_request"]
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (

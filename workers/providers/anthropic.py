@@ -1,0 +1,86 @@
+"""The `anthropic` provider: Anthropic's Messages API.
+
+    POST {base_url}/v1/messages                 x-api-key: KEY, anthropic-version: V
+    POST {base_url}/v1/messages/count_tokens    (CountTokens)
+
+Converse requests and every model family's InvokeModel body are translated through the
+canonical model (`translate/anthropic_messages.py`). A Claude Messages body sent to InvokeModel
+is the Messages API already: it goes upstream as it is (model set, `anthropic_version` dropped,
+`anthropic_beta` moved to the `anthropic-beta` header), and the answer comes back as it is, so
+nothing the client sent or the model said is lost in translation.
+"""
+from __future__ import annotations
+
+from contextlib import aclosing
+
+from finops.shared.config import KeyConfig
+from finops.shared.model import ChatRequest
+
+from ..translate import anthropic_messages, provider_errors
+from .base import Call
+from .json_api import JSONAPIProvider
+
+# Fields /v1/messages/count_tokens accepts (Anthropic API reference).
+COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+
+
+class AnthropicProvider(JSONAPIProvider):
+    kind = "anthropic"
+    translator = anthropic_messages
+    done_marker = None
+    native_family = "anthropic-messages"
+
+    def dialect(self):
+        return anthropic_messages.AnthropicDialect(provider=self.name,
+                                                   default_max_tokens=self.cfg.default_max_tokens,
+                                                   passthrough_fields=frozenset(self.cfg.passthrough_fields))
+
+    def endpoint(self, model: str) -> str:
+        return f"{self.cfg.base_url}/v1/messages"
+
+    def auth(self, key: KeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+        h = [(b"anthropic-version", self.cfg.anthropic_version.encode())]
+        if key is not None:
+            h.append((b"x-api-key", key.api_key.encode()))
+        beta = anthropic_messages.beta_header(req) if req is not None else None
+        if beta:
+            h.append((b"anthropic-beta", beta.encode()))
+        return h
+
+    async def count_tokens(self, call: Call, req: ChatRequest) -> int:
+        body = anthropic_messages.build_request(req, call.upstream_model, stream=False, dialect=self._dialect)
+        body = {k: v for k, v in body.items() if k in COUNT_FIELDS}
+        doc = await self.post_json(f"{self.cfg.base_url}/v1/messages/count_tokens", self.headers(req), body)
+        n = doc.get("input_tokens")
+        if not isinstance(n, int):
+            raise provider_errors.bad_body(self.name, 200, self.encode(doc),
+                                                              "a count_tokens answer without input_tokens")
+        return n
+
+    # --- Claude bodies, passed through -----------------------------------------------------
+    def native_headers(self, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+        h = self.headers(None)
+        h += [(k.encode(), v.encode()) for k, v in extra]
+        return h
+
+    def native_usage(self, doc: dict):
+        return anthropic_messages.native_usage(doc)
+
+    def native_tracker(self):
+        return anthropic_messages.NativeStreamTracker(self.name)
+
+    async def invoke_native(self, call: Call, doc: dict) -> dict:
+        body, extra = anthropic_messages.native_request(doc, call.upstream_model, stream=False)
+        return await self.post_json(self.endpoint(call.upstream_model), self.native_headers(extra), body)
+
+    async def invoke_native_stream(self, call: Call, doc: dict, tracker):
+        """Native Messages stream events (data dicts, "type" = event name), fed to `tracker`."""
+        body, extra = anthropic_messages.native_request(doc, call.upstream_model, stream=True)
+        async with self.open_stream(self.endpoint(call.upstream_model), self.native_headers(extra), body) as events:
+            if isinstance(events, dict):
+                raise provider_errors.bad_body(
+                    self.name, 200, self.encode(events), "a JSON answer to a streaming request")
+            async with aclosing(events):
+                async for name, data in events:
+                    tracker.feed(name, data)
+                    yield data

@@ -1,0 +1,180 @@
+"""What the JSON-over-HTTP providers (openai, anthropic, mistral) share: keys, one POST, one SSE
+stream, and the error boundary. The wire formats live in `workers/translate/`; this module is
+the I/O around them.
+
+A subclass names its translator module and says how to address and authenticate a request:
+
+    translator          module with build_request / parse_response / StreamDecoder
+    dialect()           the translator's dialect object for this provider's config
+    endpoint(model)     the chat URL for an upstream model name
+    auth(key, req)      the headers that carry the chosen key (and per-request headers)
+
+Every failure leaves here as a GatewayError with the AWS code a Bedrock client expects
+(`translate/provider_errors.py` for provider answers, `upstream.py` for transport failures), with
+the provider's keys redacted from any message.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from contextlib import aclosing
+
+from finops.shared.config import KeyConfig, ProviderConfig
+from finops.shared.model import ChatRequest, ChatResponse, request_tokens
+
+from .. import upstream
+from ..bedrock.converse import response_to_events
+from ..translate import provider_errors
+from ..translate.sse import SSEDecoder, SSEError
+from .base import Call, Provider
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+USER_AGENT = b"finops-gateway/0.1"
+MAX_ERROR_BODY = 64 * 1024
+
+
+class JSONAPIProvider(Provider):
+    translator = None            # set by subclasses
+    done_marker = "[DONE]"       # an SSE data value that ends the stream (OpenAI style); None: end of body
+
+    def __init__(self, cfg: ProviderConfig):
+        super().__init__(cfg)
+        self.client = upstream.UpstreamClient(cfg)
+        self.secrets = tuple(k.api_key for k in cfg.keys if k.api_key)
+        self._weights = [k.weight for k in cfg.keys]
+        self._dialect = self.dialect()
+
+    # --- what subclasses say ---------------------------------------------------------------
+    def dialect(self):
+        raise NotImplementedError
+
+    def endpoint(self, model: str) -> str:
+        raise NotImplementedError
+
+    def auth(self, key: KeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+        raise NotImplementedError
+
+    # --- the canonical calls ---------------------------------------------------------------
+    async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
+        body = self.translator.build_request(req, call.upstream_model, stream=False, dialect=self._dialect)
+        doc = await self.post_json(self.endpoint(call.upstream_model), self.headers(req), body)
+        resp = self.translator.parse_response(doc, provider=self.name)
+        if not resp.usage.input_tokens:      # a server that reports no usage: our estimate
+            resp.usage.input_tokens = request_tokens(req)
+        resp.latency_ms = int((time.monotonic() - call.started) * 1000)
+        return resp
+
+    async def chat_stream(self, call: Call, req: ChatRequest):
+        body = self.translator.build_request(req, call.upstream_model, stream=True, dialect=self._dialect)
+        decoder = self.translator.StreamDecoder(self.name, request_tokens(req))
+        async with self.open_stream(self.endpoint(call.upstream_model), self.headers(req), body) as events:
+            if isinstance(events, dict):
+                # the server ignored "stream": true and answered JSON: replay it as a stream
+                for ev in response_to_events(self.translator.parse_response(events, provider=self.name)):
+                    yield ev
+                return
+            async with aclosing(events):
+                async for name, data in events:
+                    for ev in decoder.feed(name, data):
+                        yield ev
+        for ev in decoder.finish():
+            yield ev
+
+    async def count_tokens(self, call: Call, req: ChatRequest) -> int:
+        return request_tokens(req)
+
+    # --- I/O -------------------------------------------------------------------------------
+    def pick_key(self) -> KeyConfig | None:
+        keys = self.cfg.keys
+        if not keys:
+            return None
+        if len(keys) == 1:
+            return keys[0]
+        return random.choices(keys, self._weights)[0]
+
+    def headers(self, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+        h = [(b"content-type", b"application/json"), (b"user-agent", USER_AGENT)]
+        h += self.auth(self.pick_key(), req)
+        h += [(k.encode(), v.encode()) for k, v in self.cfg.headers.items()]
+        return h
+
+    def encode(self, body: dict) -> bytes:
+        return _dumps(body).encode()
+
+    async def post_json(self, url: str, headers: list, body: dict) -> dict:
+        resp = await self.client.post(url, headers + [(b"accept", b"application/json")], self.encode(body))
+        if resp.status_code >= 400:
+            raise provider_errors.from_http(self.name, resp.status_code, resp.headers, resp.content, self.secrets)
+        return self.json_of(resp.status_code, resp.content)
+
+    def json_of(self, status: int, content: bytes) -> dict:
+        try:
+            doc = json.loads(content)
+        except ValueError:
+            raise provider_errors.bad_body(self.name, status, content, "a body that is not JSON") from None
+        if not isinstance(doc, dict):
+            raise provider_errors.bad_body(self.name, status, content, "JSON that is not an object")
+        return doc
+
+    def open_stream(self, url: str, headers: list, body: dict):
+        return _SSEStream(self, url, headers + [(b"accept", b"text/event-stream")], self.encode(body))
+
+
+class _SSEStream:
+    """`async with` -> an async iterator of (event name, parsed data dict), or the parsed JSON
+    dict when the server answered without streaming. HTTP errors raise before anything is
+    yielded, so the pipeline can still answer a plain (retryable) HTTP error."""
+
+    def __init__(self, provider: JSONAPIProvider, url: str, headers: list, body: bytes):
+        self.p = provider
+        self.cm = provider.client.stream(url, headers, body)
+
+    async def __aenter__(self):
+        resp = await self.cm.__aenter__()
+        try:
+            ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+            if resp.status_code >= 400:
+                body = await _read_limited(resp)
+                raise provider_errors.from_http(self.p.name, resp.status_code, resp.headers, body, self.p.secrets)
+            if ctype == "application/json":
+                return self.p.json_of(resp.status_code, await _read_limited(resp, 64 * 1024 * 1024))
+            if ctype != "text/event-stream":
+                body = await _read_limited(resp)
+                raise provider_errors.bad_body(self.p.name, resp.status_code, body,
+                                               f"content-type {ctype or 'none'!r} instead of an event stream")
+        except BaseException as e:
+            await self.cm.__aexit__(type(e), e, e.__traceback__)
+            raise
+        return self._events(resp)
+
+    async def __aexit__(self, *exc):
+        return await self.cm.__aexit__(*exc)
+
+    async def _events(self, resp):
+        sse = SSEDecoder()
+        name = self.p.name
+        async for chunk in resp.aiter_raw():
+            try:
+                parsed = sse.feed(chunk)
+            except SSEError as e:
+                raise provider_errors.cut_stream(name, f"the body is not an event stream: {e}") from None
+            for event, data in parsed:
+                if data == self.p.done_marker:
+                    return
+                try:
+                    doc = json.loads(data)
+                except ValueError:
+                    raise provider_errors.cut_stream(name, f"an event that is not JSON: {data[:80]!r}") from None
+                if not isinstance(doc, dict):
+                    raise provider_errors.cut_stream(name, f"an event that is not a JSON object: {data[:80]!r}")
+                yield event, doc
+
+
+async def _read_limited(resp, limit: int = MAX_ERROR_BODY) -> bytes:
+    out = bytearray()
+    async for chunk in resp.aiter_raw():
+        out += chunk
+        if len(out) > limit:
+            break
+    return bytes(out[:limit])
