@@ -230,7 +230,6 @@ def test_reasoning_blocks():
         {"reasoningContent": {"redactedContent": b"\x00\x01secret"}},
         {"text": "a"}])]))["messages"][1]["content"]
     assert out == [{"type": "thinking", "thinking": "think", "signature": "sig"},
-                   {"type": "thinking", "thinking": "unsigned"},
                    {"type": "redacted_thinking", "data": b64(b"\x00\x01secret")},
                    {"type": "text", "text": "a"}]
 
@@ -792,8 +791,11 @@ def test_property_request_round_trips_through_the_family(req, stream):
     bedrock = {k: v for k, v in body.items() if k not in ("model", "stream")}
     bedrock["anthropic_version"] = ANTHROPIC_VERSION
     back = MESSAGES.parse_request(bedrock)
-    assert [(m.role, m.content) for m in back.messages] == [
-        (m.role, [as_family_reads(b) for b in m.content]) for m in req.messages]
+    def unsigned(b):   # reasoning another provider produced: Anthropic refuses it, so it is not sent
+        r = b.get("reasoningContent")
+        return r is not None and r.get("redactedContent") is None and not r.get("signature")
+    want = [(m.role, [as_family_reads(b) for b in m.content if not unsigned(b)]) for m in req.messages]
+    assert [(m.role, m.content) for m in back.messages] == [w for w in want if w[1]]
     assert back.system == req.system
     assert back.tools == req.tools and back.tool_choice == req.tool_choice
     assert back.max_tokens == (req.max_tokens or D.default_max_tokens)
@@ -938,3 +940,14 @@ def test_property_stream_round_trips_through_the_family_encoder(stream, event_li
     assert (usage.input_tokens, usage.output_tokens) == (resp.usage.input_tokens, resp.usage.output_tokens)
     assert tracker.done and tracker.usage.output_tokens == resp.usage.output_tokens
     assert tracker.stop_reason == am.STOP_TO_ANTHROPIC[resp.stop_reason]
+
+
+def test_unsigned_reasoning_from_another_provider_is_dropped():
+    req = ChatRequest(messages=[
+        Message("user", [{"text": "q"}]),
+        Message("assistant", [{"reasoningContent": {"text": "thought elsewhere", "signature": None}}]),
+        Message("assistant", [{"reasoningContent": {"text": "mine", "signature": "sig"}}, {"text": "a"}]),
+        Message("user", [{"text": "more"}])])
+    body = am.build_request(req, "claude", stream=False, dialect=am.AnthropicDialect(provider="p"))
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][1]["content"][0] == {"type": "thinking", "thinking": "mine", "signature": "sig"}

@@ -44,8 +44,9 @@ Request (canonical -> Anthropic)
                                                                    text blocks)
         content {"json"}                  {"type":"text","text": compact JSON}
         content {"image"} / {"document"}  as above
-    {"reasoningContent":{text,signature}}  {"type":"thinking","thinking","signature"}   (no signature key when None;
-                                         Anthropic then refuses the block, which is the truth: it cannot be verified)
+    {"reasoningContent":{text,signature}}  {"type":"thinking","thinking","signature"}; without a signature (reasoning
+                                         another provider produced) the block is dropped, since Anthropic
+                                         refuses unsigned thinking, and a message left empty is dropped too
     {"reasoningContent":{redactedContent}} {"type":"redacted_thinking","data": b64}
 Messages keep their roles and block order, one Anthropic message per canonical message (several
 tool calls of one turn stay in one message). Tool-use ids are sent as they are.
@@ -236,9 +237,15 @@ def _block(b: dict, path: str, provider: str) -> dict:
                "send text, image, document, toolUse, toolResult or reasoningContent")
 
 
+def _unsigned_reasoning(b: dict) -> bool:
+    r = b.get("reasoningContent")
+    return r is not None and r.get("redactedContent") is None and not r.get("signature")
+
+
 def _message(m: Message, i: int, provider: str) -> dict:
     return {"role": m.role,
-            "content": [_block(b, f"messages[{i}].content[{j}]", provider) for j, b in enumerate(m.content)]}
+            "content": [_block(b, f"messages[{i}].content[{j}]", provider) for j, b in enumerate(m.content)
+                        if not _unsigned_reasoning(b)]}
 
 
 def _tool(t: Tool) -> dict:
@@ -287,7 +294,7 @@ def build_request(req: ChatRequest, model: str, *, stream: bool, dialect: Anthro
     system = [{"type": "text", "text": s} for s in req.system if s]
     if system:
         body["system"] = system
-    body["messages"] = [_message(m, i, p) for i, m in enumerate(req.messages)]
+    body["messages"] = [msg for msg in (_message(m, i, p) for i, m in enumerate(req.messages)) if msg["content"]]
     for k in ("temperature", "top_p", "top_k"):
         if getattr(req, k) is not None:
             body[k] = getattr(req, k)
