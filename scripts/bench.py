@@ -1097,7 +1097,7 @@ def parse_args(argv=None):
     ap.add_argument("--routes", type=csv, default=["converse", "converse-stream"],
                     help=f"comma-separated, of {', '.join(ROUTES)} (default converse,converse-stream)")
     ap.add_argument("--scenarios", type=csv, default=list(SCENARIOS),
-                    help="gateway scenarios: bedrock (nginx fake upstream), mock (no upstream) (default both)")
+                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream) (default all three)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in peers.md)")

@@ -173,21 +173,27 @@ class Pipeline:
                      usage_of=None, complete=None):
         """Relay a provider's event stream. The head waits for the first event, so a provider
         that fails before answering gives a plain (retryable) HTTP error, not a broken stream.
-        `events` yields canonical StreamEvents, or native dicts when `usage_of` (the usage at the
-        end) and `complete` (whether the provider finished the answer) say what they carried."""
+        `events` yields lists (what one upstream read produced, sent as one message) of canonical
+        StreamEvents, or of native dicts when `usage_of` (the usage at the end) and `complete`
+        (whether the provider finished the answer) say what they carried."""
         usage: dict = {}
         async with aclosing(events) as agen:
-            async for ev in agen:
+            async for batch in agen:
+                if not batch:
+                    continue
                 if call.first_byte_ms is None:
                     call.first_byte_ms = self.elapsed_ms(call)
                     await reply.head(200, headers, stream=True)
-                if usage_of is None and ev.kind == "metadata":
-                    u = ev.data.get("usage")
-                    usage = u.to_wire() if u is not None else {}
-                    ev.data.setdefault("firstByteLatencyMs", call.first_byte_ms)
-                    if not ev.data.get("latencyMs"):
-                        ev.data["latencyMs"] = self.elapsed_ms(call)
-                await reply.chunks(frames_of(ev))
+                frames = []
+                for ev in batch:
+                    if usage_of is None and ev.kind == "metadata":
+                        u = ev.data.get("usage")
+                        usage = u.to_wire() if u is not None else {}
+                        ev.data.setdefault("firstByteLatencyMs", call.first_byte_ms)
+                        if not ev.data.get("latencyMs"):
+                            ev.data["latencyMs"] = self.elapsed_ms(call)
+                    frames += frames_of(ev)
+                await reply.chunks(frames)
         if call.first_byte_ms is None:
             raise errors.GatewayError("ModelErrorException", "the provider returned an empty stream.",
                                       extra={"originalStatusCode": 502})

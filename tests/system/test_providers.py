@@ -454,3 +454,23 @@ def test_request_log_names_provider_and_upstream_model(client, gw):
         time.sleep(0.1)
     assert rows[-1]["provider"] == "openai" and rows[-1]["outcome"] == "ok"
     assert rows[-1]["upstream_model"] == "gpt-4o-mini"
+
+
+def test_stream_that_is_not_sse_is_a_model_error_before_the_head(client, fakes):
+    fakes["mistral"].script("*", {"garbage": True})
+    with pytest.raises(ClientError) as ei:
+        client.converse_stream(modelId=SERVED["mistral"][0], messages=user("x"))
+    assert ei.value.response["Error"]["Code"] == "ModelErrorException"
+    assert "event stream" in ei.value.response["Error"]["Message"]
+
+
+def test_stalled_stream_times_out_with_an_exception_event(client, fakes):
+    fakes["openai"].script("*", {"event_delay": 2.0})     # read_timeout_seconds is 1.5 here
+    resp = client.converse_stream(modelId=SERVED["openai"][0], messages=user("slow one"))
+    t0 = time.monotonic()
+    with pytest.raises(EventStreamError) as ei:
+        for _ in resp["stream"]:
+            pass
+    assert ei.value.response["Error"]["Code"] == "modelStreamErrorException"
+    assert "read_timeout_seconds" in ei.value.response["Error"]["Message"]
+    assert time.monotonic() - t0 < 6

@@ -74,13 +74,15 @@ class AnthropicProvider(JSONAPIProvider):
         return await self.post_json(self.endpoint(call.upstream_model), self.native_headers(extra), body)
 
     async def invoke_native_stream(self, call: Call, doc: dict, tracker):
-        """Native Messages stream events (data dicts, "type" = event name), fed to `tracker`."""
+        """Native Messages stream events (data dicts, "type" = event name), a list per upstream
+        read, each fed to `tracker`."""
         body, extra = anthropic_messages.native_request(doc, call.upstream_model, stream=True)
         async with self.open_stream(self.endpoint(call.upstream_model), self.native_headers(extra), body) as events:
             if isinstance(events, dict):
                 raise provider_errors.bad_body(
                     self.name, 200, self.encode(events), "a JSON answer to a streaming request")
             async with aclosing(events):
-                async for name, data in events:
-                    tracker.feed(name, data)
-                    yield data
+                async for read in events:
+                    for name, data in read:
+                        tracker.feed(name, data)
+                    yield [data for _, data in read]

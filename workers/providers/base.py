@@ -3,7 +3,9 @@
 A provider implements the canonical calls:
 
     chat(call, req) -> ChatResponse
-    chat_stream(call, req) -> async iterator of StreamEvent (ConverseStream order)
+    chat_stream(call, req) -> async iterator of lists of StreamEvent (ConverseStream order); each
+                              list is what one upstream read produced, so it travels to the
+                              client as one message
     count_tokens(call, req) -> int
     embed(call, req) -> EmbedResponse
 

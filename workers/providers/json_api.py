@@ -71,15 +71,14 @@ class JSONAPIProvider(Provider):
         async with self.open_stream(self.endpoint(call.upstream_model), self.headers(req), body) as events:
             if isinstance(events, dict):
                 # the server ignored "stream": true and answered JSON: replay it as a stream
-                for ev in response_to_events(self.translator.parse_response(events, provider=self.name)):
-                    yield ev
+                yield response_to_events(self.translator.parse_response(events, provider=self.name))
                 return
             async with aclosing(events):
-                async for name, data in events:
-                    for ev in decoder.feed(name, data):
-                        yield ev
-        for ev in decoder.finish():
-            yield ev
+                async for read in events:
+                    batch = [ev for name, data in read for ev in decoder.feed(name, data)]
+                    if batch:
+                        yield batch
+        yield decoder.finish()
 
     async def count_tokens(self, call: Call, req: ChatRequest) -> int:
         return request_tokens(req)
@@ -122,8 +121,8 @@ class JSONAPIProvider(Provider):
 
 
 class _SSEStream:
-    """`async with` -> an async iterator of (event name, parsed data dict), or the parsed JSON
-    dict when the server answered without streaming. HTTP errors raise before anything is
+    """`async with` -> an async iterator of lists of (event name, parsed data dict), one list per
+    read from the socket, or the parsed JSON dict when the server answered without streaming. HTTP errors raise before anything is
     yielded, so the pipeline can still answer a plain (retryable) HTTP error."""
 
     def __init__(self, provider: JSONAPIProvider, url: str, headers: list, body: bytes):
@@ -154,13 +153,19 @@ class _SSEStream:
     async def _events(self, resp):
         sse = SSEDecoder()
         name = self.p.name
+        seen, head = 0, b""
         async for chunk in resp.aiter_raw():
+            if not seen and len(head) < 200:
+                head += chunk[:200]
             try:
                 parsed = sse.feed(chunk)
             except SSEError as e:
                 raise provider_errors.cut_stream(name, f"the body is not an event stream: {e}") from None
+            read = []
             for event, data in parsed:
                 if data == self.p.done_marker:
+                    if read:
+                        yield read
                     return
                 try:
                     doc = json.loads(data)
@@ -168,7 +173,12 @@ class _SSEStream:
                     raise provider_errors.cut_stream(name, f"an event that is not JSON: {data[:80]!r}") from None
                 if not isinstance(doc, dict):
                     raise provider_errors.cut_stream(name, f"an event that is not a JSON object: {data[:80]!r}")
-                yield event, doc
+                read.append((event, doc))
+            seen += len(parsed)
+            if read:
+                yield read
+        if not seen:
+            raise provider_errors.bad_body(name, resp.status_code, head, "a body that is not an event stream")
 
 
 async def _read_limited(resp, limit: int = MAX_ERROR_BODY) -> bytes:

@@ -98,22 +98,25 @@ class MockProvider(Provider):
             await trio.sleep(self.cfg.latency_ms / 1000)
         resp = self.answer(call, req)
         delay = self.cfg.chunk_delay_ms / 1000
-        yield StreamEvent("message_start", data={"role": "assistant"})
+        batch = [StreamEvent("message_start", data={"role": "assistant"})]
         for index, block in enumerate(resp.content):
             if "text" in block:
                 for piece in split_even(block["text"], max(1, self.cfg.chunks)):
-                    yield StreamEvent("block_delta", index, {"text": piece})
-                    if delay:
+                    batch.append(StreamEvent("block_delta", index, {"text": piece}))
+                    if delay:   # paced: each delta is its own message, as from a slow model
+                        yield batch
+                        batch = []
                         await trio.sleep(delay)
             elif "toolUse" in block:
                 tu = block["toolUse"]
-                yield StreamEvent("block_start", index, {"toolUse": {"toolUseId": tu["toolUseId"], "name": tu["name"]}})
+                batch.append(StreamEvent("block_start", index, {"toolUse": {"toolUseId": tu["toolUseId"], "name": tu["name"]}}))
                 doc = json.dumps(tu["input"])
                 for piece in split_even(doc, 2):
-                    yield StreamEvent("block_delta", index, {"toolUse": {"input": piece}})
-            yield StreamEvent("block_stop", index)
-        yield StreamEvent("message_stop", data={"stopReason": resp.stop_reason})
-        yield StreamEvent("metadata", data={"usage": resp.usage, "latencyMs": int(self.cfg.latency_ms)})
+                    batch.append(StreamEvent("block_delta", index, {"toolUse": {"input": piece}}))
+            batch.append(StreamEvent("block_stop", index))
+        batch.append(StreamEvent("message_stop", data={"stopReason": resp.stop_reason}))
+        batch.append(StreamEvent("metadata", data={"usage": resp.usage, "latencyMs": int(self.cfg.latency_ms)}))
+        yield batch
 
     async def count_tokens(self, call: Call, req: ChatRequest) -> int:
         return request_tokens(req)
