@@ -73,12 +73,20 @@ class JSONAPIProvider(Provider):
                 # the server ignored "stream": true and answered JSON: replay it as a stream
                 yield response_to_events(self.translator.parse_response(events, provider=self.name))
                 return
+            finished = False
             async with aclosing(events):
                 async for read in events:
-                    batch = [ev for name, data in read for ev in decoder.feed(name, data)]
+                    batch = []
+                    for item in read:
+                        if item is DONE:
+                            batch += decoder.finish()
+                            finished = True
+                        else:
+                            batch += decoder.feed(*item)
                     if batch:
                         yield batch
-        yield decoder.finish()
+        if not finished:
+            yield decoder.finish()
 
     async def count_tokens(self, call: Call, req: ChatRequest) -> int:
         return request_tokens(req)
@@ -120,9 +128,14 @@ class JSONAPIProvider(Provider):
         return _SSEStream(self, url, headers + [(b"accept", b"text/event-stream")], self.encode(body))
 
 
+DONE = ("done", None)   # in a read's list: the provider's end marker arrived ([DONE])
+
+
 class _SSEStream:
     """`async with` -> an async iterator of lists of (event name, parsed data dict), one list per
-    read from the socket, or the parsed JSON dict when the server answered without streaming. HTTP errors raise before anything is
+    read from the socket, or the parsed JSON dict when the server answered without streaming.
+    The provider's end marker appears as `DONE`; the body is still read to its end after it, so
+    the connection goes back to the pool. HTTP errors raise before anything is
     yielded, so the pipeline can still answer a plain (retryable) HTTP error."""
 
     def __init__(self, provider: JSONAPIProvider, url: str, headers: list, body: bytes):
@@ -153,8 +166,10 @@ class _SSEStream:
     async def _events(self, resp):
         sse = SSEDecoder()
         name = self.p.name
-        seen, head = 0, b""
+        seen, head, done = 0, b"", False
         async for chunk in resp.aiter_raw():
+            if done:            # read to the end of the body, so the connection can be reused
+                continue
             if not seen and len(head) < 200:
                 head += chunk[:200]
             try:
@@ -164,9 +179,9 @@ class _SSEStream:
             read = []
             for event, data in parsed:
                 if data == self.p.done_marker:
-                    if read:
-                        yield read
-                    return
+                    done = True
+                    read.append(DONE)
+                    break
                 try:
                     doc = json.loads(data)
                 except ValueError:
