@@ -13,6 +13,7 @@ response carries `x-amzn-RequestId`.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import uuid
@@ -25,6 +26,8 @@ from finops.shared.config import Config
 from . import routes
 from .dispatch import WorkerPool
 
+ADMIN_PREFIX = b"/admin/"
+ADMIN = "admin"             # envelope op of an admin API request (workers/governance/admin.py)
 log = logging.getLogger("finops.frontend")
 
 EVENTSTREAM = b"application/vnd.amazon.eventstream"
@@ -57,7 +60,11 @@ class App:
         if raw_path in (b"/health", b"/bedrock/health") and scope["method"] == "GET":
             return await self.health(rid, send)
         try:
-            route = routes.match(scope["method"], raw_path)
+            if raw_path.startswith(ADMIN_PREFIX):
+                route = routes.Route(ADMIN, "")
+                self.check_admin(scope)
+            else:
+                route = routes.match(scope["method"], raw_path)
         except errors.GatewayError as e:
             extra = [(b"allow", b"POST")] if e.status == 405 else []
             return await send_error(send, rid, e, extra)
@@ -72,11 +79,14 @@ class App:
             return await send_error(send, rid, errors.unavailable(
                 "No gateway worker is available right now; retry shortly."))
         hdr = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if route.op == ADMIN:
+            hdr[":method"] = scope["method"]
         pending = self.pool.open(rid, worker)
         try:
             await self.pool.send(worker, envelope.request(
                 rid, route.op, route.model_id, body, hdr, self.pool.reply_endpoint,
-                self.cfg.server.stream_window, self.cfg.server.request_timeout_seconds))
+                self.cfg.server.stream_window, self.cfg.server.request_timeout_seconds,
+                raw_target(scope)))
             first = None
             if route.op not in routes.STREAMING:
                 # Most non-streaming answers are back within milliseconds: relay those without a
@@ -180,6 +190,17 @@ class App:
                 self.pool.send_nowait(worker, envelope.credit(rid, consumed))
                 consumed = 0
 
+    def check_admin(self, scope) -> None:
+        """The admin API (/admin/...) answers only with `Authorization: Bearer <governance.admin_token>`."""
+        token = self.cfg.governance.admin_token
+        if not token:
+            raise errors.GatewayError("ResourceNotFoundException",
+                                      "The admin API is off: set governance.admin_token in the config.", 404)
+        got = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
+            raise errors.GatewayError("AccessDeniedException",
+                                      "The admin API needs Authorization: Bearer <governance.admin_token>.", 401)
+
     async def health(self, rid, send):
         live = len(self.pool.live_workers())
         ok = live > 0 and not self.draining
@@ -192,6 +213,13 @@ class App:
 
 class ClientGone(Exception):
     pass
+
+
+def raw_target(scope) -> str:
+    """The request target as the client sent it: raw path (still percent-encoded) and query."""
+    path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    q = scope.get("query_string") or b""
+    return path + ("?" + q.decode("latin-1") if q else "")
 
 
 async def read_body(scope, receive, limit: int) -> bytes:

@@ -2,6 +2,7 @@
 
     finops serve [--config PATH] [--host H] [--port P] [--workers N] [--frontends N]
     finops check-config [--config PATH]
+    finops keys|teams|customers ... [--config PATH]     virtual keys (see `finops keys --help`)
 """
 from __future__ import annotations
 
@@ -13,7 +14,32 @@ from . import config as configmod
 from .logs import setup_logging
 
 
+GOVERNANCE_COMMANDS = ("keys", "teams", "customers")
+
+
+def governance(argv: list[str]) -> int:
+    """`finops keys|teams|customers ...`: manage governance in the data dir's store."""
+    path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            print("finops: --config needs a path", file=sys.stderr)
+            return 2
+        path = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+    try:
+        cfg = configmod.load(path)
+    except configmod.ConfigError as e:
+        print(f"finops: config error: {e}", file=sys.stderr)
+        return 2
+    from finops.workers.governance import cli as gov_cli
+    return gov_cli.main(argv, cfg)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in GOVERNANCE_COMMANDS:
+        return governance(argv)
     ap = argparse.ArgumentParser(prog="finops", description="FinOps: a Bedrock Runtime-compatible AI gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("serve", help="start the gateway (every process, supervised)")
@@ -22,6 +48,8 @@ def main(argv=None) -> int:
     sp.add_argument("--port", type=int, help="listen port (overrides the file)")
     sp.add_argument("--workers", type=int, help="worker processes (overrides the file)")
     sp.add_argument("--frontends", type=int, help="frontend processes (overrides the file)")
+    for name in GOVERNANCE_COMMANDS:
+        sub.add_parser(name, help=f"manage {name} (finops {name} --help)", add_help=False)
     cp = sub.add_parser("check-config", help="validate a config file and print the effective settings")
     cp.add_argument("--config")
     args = ap.parse_args(argv)

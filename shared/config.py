@@ -95,11 +95,26 @@ class RouteConfig:
 
 
 @dataclass(slots=True)
+class GovernanceConfig:
+    mode: str = "open"               # "open": keys optional (dummy credentials work); "enforced": every request needs one
+    admin_token: str = ""            # bearer token of the admin API (/admin/...); "" = admin API off
+    timezone: str = "UTC"            # budget periods are calendar-aligned in this zone
+    default_max_tokens: int = 4096   # a request without maxTokens reserves this many output tokens
+    clock_skew_seconds: float = 300 * SECONDS   # SigV4: accepted difference to the client's clock
+    reservation_ttl_seconds: float = 900 * SECONDS  # an unsettled reservation is charged in full after this
+    customers: list = field(default_factory=list)   # [Customer], from [[governance.customers]]
+    teams: list = field(default_factory=list)       # [Team]
+    keys: list = field(default_factory=list)        # [VirtualKey] declared in the file
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: list[RouteConfig] = field(default_factory=list)
     default_route: RouteConfig | None = None
+    governance: GovernanceConfig = field(default_factory=GovernanceConfig)
+    pricing: dict = field(default_factory=dict)   # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
     source: str = "embedded defaults"
 
     @property
@@ -183,10 +198,10 @@ def _positive(where: str, value, minimum=1):
 def build(raw: dict, source: str, env=None) -> Config:
     env = os.environ if env is None else env
     raw = _expand(raw, "config", env)
-    unknown = set(raw) - {"server", "providers", "routes", "default_route"}
+    unknown = set(raw) - {"server", "providers", "routes", "default_route", "governance", "pricing"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table "
-                          "(known: server, providers, routes, default_route)")
+                          "(known: server, providers, routes, default_route, governance, pricing)")
     server = _typed(ServerConfig, raw.get("server", {}), "server")
     for k in ("port",):
         if not 0 <= getattr(server, k) <= 65535:
@@ -268,7 +283,153 @@ def build(raw: dict, source: str, env=None) -> Config:
             raise ConfigError("default_route.provider: missing")
         default_route = route(raw["default_route"], "default_route")
     return Config(server=server, providers=providers, routes=routes, default_route=default_route,
+                  governance=_governance(raw.get("governance", {})), pricing=_pricing(raw.get("pricing", {})),
                   source=source)
+
+
+def _budgets(raw, where: str) -> tuple:
+    from .governance import PERIODS, Budget
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected a list like [{{amount_usd = 10, period = \"day\"}}]")
+    out = []
+    for i, b in enumerate(raw):
+        w = f"{where}[{i}]"
+        if not isinstance(b, dict) or "amount_usd" not in b or "period" not in b:
+            raise ConfigError(f"{w}: expected {{amount_usd = N, period = \"day\", env = \"...\" (optional)}}")
+        bud = _typed(Budget, b, w)
+        if bud.period not in PERIODS:
+            raise ConfigError(f"{w}.period: must be one of {', '.join(PERIODS)}, got {bud.period!r}")
+        if bud.amount_usd < 0:
+            raise ConfigError(f"{w}.amount_usd: must be >= 0, got {bud.amount_usd}")
+        out.append(bud)
+    return tuple(out)
+
+
+def _rate_limits(raw, where: str) -> tuple:
+    from .governance import PERIODS, RateLimit
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected a list like [{{requests = 100, window = \"minute\"}}]")
+    out = []
+    for i, r in enumerate(raw):
+        w = f"{where}[{i}]"
+        if not isinstance(r, dict) or "window" not in r:
+            raise ConfigError(f"{w}: expected {{window = \"minute\", requests = N and/or tokens = N}}")
+        rl = _typed(RateLimit, r, w)
+        if rl.window not in PERIODS:
+            raise ConfigError(f"{w}.window: must be one of {', '.join(PERIODS)}, got {rl.window!r}")
+        if rl.requests is None and rl.tokens is None:
+            raise ConfigError(f"{w}: give requests = N, tokens = N, or both")
+        for k in ("requests", "tokens"):
+            v = getattr(rl, k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ConfigError(f"{w}.{k}: must be an integer >= 0, got {v!r}")
+        out.append(rl)
+    return tuple(out)
+
+
+def parse_time(value, where: str) -> float | None:
+    """An expiry: ISO 8601 (naive means UTC), epoch seconds, or ""/None for never."""
+    import datetime as _dt
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, _dt.datetime):
+        t = value
+    elif isinstance(value, str):
+        try:
+            t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{where}: expected an ISO 8601 time like 2027-01-01T00:00:00Z, got {value!r}") from None
+    else:
+        raise ConfigError(f"{where}: expected an ISO 8601 time, got {value!r}")
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
+
+
+def _governance(raw) -> GovernanceConfig:
+    from .governance import KEY_ID, Customer, Team, VirtualKey
+    if not isinstance(raw, dict):
+        raise ConfigError("governance: expected a table")
+    raw = dict(raw)
+    lists = {k: raw.pop(k, []) for k in ("customers", "teams", "keys")}
+    g = _typed(GovernanceConfig, raw, "governance")
+    if g.mode not in ("open", "enforced"):
+        raise ConfigError(f"governance.mode: must be \"open\" or \"enforced\", got {g.mode!r}")
+    try:
+        import zoneinfo
+        zoneinfo.ZoneInfo(g.timezone)
+    except Exception:
+        raise ConfigError(f"governance.timezone: unknown time zone {g.timezone!r} (e.g. \"UTC\", \"Europe/Paris\")") from None
+    _positive("governance.default_max_tokens", g.default_max_tokens)
+
+    def entries(name):
+        v = lists[name]
+        if not isinstance(v, list) or not all(isinstance(e, dict) for e in v):
+            raise ConfigError(f"governance.{name}: expected an array of tables ([[governance.{name}]])")
+        return v
+
+    def common(e, where):
+        e = dict(e)
+        if not isinstance(e.get("id"), str) or not KEY_ID.match(e["id"]):
+            raise ConfigError(f"{where}.id: required, 3-128 letters, digits, '-' or '_'")
+        e["budgets"] = _budgets(e.get("budgets", []), f"{where}.budgets")
+        e["rate_limits"] = _rate_limits(e.get("rate_limits", []), f"{where}.rate_limits")
+        return e
+
+    g.customers = [_typed(Customer, common(e, f"governance.customers[{i}]"), f"governance.customers[{i}]")
+                   for i, e in enumerate(entries("customers"))]
+    customer_ids = {c.id for c in g.customers}
+    teams = []
+    for i, e in enumerate(entries("teams")):
+        w = f"governance.teams[{i}]"
+        t = _typed(Team, common(e, w), w)
+        if t.customer and t.customer not in customer_ids:
+            raise ConfigError(f"{w}.customer: no customer {t.customer!r} (declared: {', '.join(sorted(customer_ids)) or 'none'})")
+        teams.append(t)
+    g.teams = teams
+    team_ids = {t.id for t in teams}
+    keys = []
+    for i, e in enumerate(entries("keys")):
+        w = f"governance.keys[{i}]"
+        e = common(e, w)
+        if not isinstance(e.get("secret"), str) or len(e["secret"]) < 16:
+            raise ConfigError(f"{w}.secret: required, at least 16 characters (write secret = \"${{VAR}}\")")
+        for k in ("models", "providers"):
+            if k in e:
+                if not isinstance(e[k], list) or not all(isinstance(x, str) for x in e[k]):
+                    raise ConfigError(f"{w}.{k}: expected a list of globs like [\"anthropic.*\"]")
+                e[k] = tuple(e[k])
+        e["expires_at"] = parse_time(e.pop("expires", None), f"{w}.expires")
+        k = _typed(VirtualKey, {**e, "source": "config"}, w)
+        if k.team and k.team not in team_ids:
+            raise ConfigError(f"{w}.team: no team {k.team!r} (declared: {', '.join(sorted(team_ids)) or 'none'})")
+        keys.append(k)
+    ids = [k.id for k in keys]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("governance.keys: two keys have the same id")
+    g.keys = keys
+    return g
+
+
+def _pricing(raw) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError("pricing: expected a table of [pricing.\"MODEL\"] tables")
+    out = {}
+    for model, p in raw.items():
+        w = f"pricing.{model!r}"
+        if not isinstance(p, dict) or not {"input", "output"} <= set(p):
+            raise ConfigError(f"{w}: expected {{input = USD, output = USD}} per million tokens "
+                              "(cache_read, cache_write optional)")
+        extra = set(p) - {"input", "output", "cache_read", "cache_write"}
+        if extra:
+            raise ConfigError(f"{w}.{sorted(extra)[0]}: unknown key (known: input, output, cache_read, cache_write)")
+        for k, v in p.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{w}.{k}: expected a number >= 0 (USD per million tokens), got {v!r}")
+        out[model] = {k: float(v) for k, v in p.items()}
+    return out
 
 
 def default_data_dir(env) -> str:

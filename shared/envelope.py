@@ -69,9 +69,10 @@ def decode(data: bytes) -> dict:
 # --- builders, so every sender spells the fields the same way ------------------------------
 
 def request(rid: str, op: str, model: str, body: bytes, hdr: dict, reply: str, window: int,
-            deadline: float) -> bytes:
+            deadline: float, path: str = "") -> bytes:
+    """`path` is the raw request target (percent-encoding and query intact): SigV4 signs it."""
     return encode(REQUEST, rid, op=op, model=model, body=body, hdr=hdr, reply=reply,
-                  window=window, deadline=deadline)
+                  window=window, deadline=deadline, path=path)
 
 
 def head(rid: str, status: int, hdr: list, stream: bool) -> bytes:

@@ -2,10 +2,11 @@
 
 Processes (each a `python -m` module, so the Procfile can start the same ones without us):
 
+    ledger   ×1                  python -m finops.workers.governance.ledger   (budgets, rate limits)
     worker   ×server.workers     python -m finops.workers
     frontend ×server.frontends   python -m finops.frontend
 
-Workers start first; frontends find them through the run directory. A process that exits is
+The ledger and the workers start first; frontends find them through the run directory. A process that exits is
 restarted with exponential backoff (0.1 s doubling to 5 s; reset once it has run 30 s). The
 frontends notice a dead worker on their own (its connection drops), so requests in flight on it
 fail fast with a retryable 503 or an exception frame.
@@ -66,7 +67,8 @@ class Supervisor:
         self.env.update(FINOPS_HOST=s.host, FINOPS_PORT=str(s.port), FINOPS_DATA_DIR=s.data_dir,
                         FINOPS_WORKERS=str(s.workers), FINOPS_FRONTENDS=str(s.frontends))
         py = sys.executable
-        self.workers = [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)]
+        self.workers = ([Child("ledger", 0, [py, "-m", "finops.workers.governance.ledger"])]
+                        + [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)])
         self.frontends = [Child("frontend", i, [py, "-m", "finops.frontend"]) for i in range(s.frontends)]
         self.stopping = False
 
@@ -123,7 +125,8 @@ class Supervisor:
         drain = self.cfg.server.drain_seconds
         log.info("stopping: draining frontends (up to %.0fs)", drain)
         self._stop(self.frontends, drain + KILL_GRACE)
-        self._stop(self.workers, drain + KILL_GRACE)
+        self._stop([c for c in self.workers if c.kind == "worker"], drain + KILL_GRACE)
+        self._stop([c for c in self.workers if c.kind == "ledger"], KILL_GRACE)   # after every settle
         log.info("stopped")
         return 0
 

@@ -18,17 +18,20 @@ import base64
 import json
 import logging
 import time
+import urllib.parse
 from contextlib import aclosing
 
 import trio
 
 from finops.shared import errors
 from finops.shared.config import Config
-from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
+from finops.shared.model import EmbedRequest, StreamEvent, estimate_tokens, request_tokens
 
 from .bedrock import converse, families
 from .providers import build_provider
 from .providers.base import Call
+from .governance import admin
+from .governance.governor import Governor
 from .reply import Reply
 from .translate import provider_errors
 from .requestlog import RequestLog
@@ -62,13 +65,17 @@ class Pipeline:
         self.cfg = cfg
         self.providers = {name: build_provider(p) for name, p in cfg.providers.items()}
         self.requestlog = RequestLog(cfg)
+        self.gov = Governor(cfg)
 
     async def aclose(self) -> None:
         for p in self.providers.values():
             await p.aclose()
         self.requestlog.close()
+        self.gov.close()
 
     async def handle(self, env: dict, reply: Reply) -> None:
+        if env["op"] == "admin":
+            return await self.admin(env, reply)
         hdr = env.get("hdr", {})
         call = Call(rid=env["id"], op=env["op"], model_id=env["model"], upstream_model=env["model"],
                     headers=hdr, virtual_key=hdr.get("x-bf-vk", ""), env=hdr.get("x-bf-env", ""),
@@ -77,6 +84,8 @@ class Pipeline:
         usage: dict = {}
         provider_name = ""
         try:
+            ident = self.gov.identify(call, env)
+            call.key, call.virtual_key = ident.key, ident.label
             route = self.cfg.route_for(call.model_id)
             if route is None:
                 raise errors.not_found(
@@ -86,6 +95,7 @@ class Pipeline:
             provider_name = call.provider = provider.name
             if route.model:
                 call.upstream_model = route.model
+            self.gov.authorize(ident, call, provider.name)
             usage = await self.dispatch(call, provider, env["body"], reply) or {}
         except errors.GatewayError as e:
             outcome = e.code
@@ -95,48 +105,70 @@ class Pipeline:
         finally:
             if outcome == "ok" and not reply.done:
                 outcome = "cancelled"   # the client went away; the frontend cancelled us
+            call.cost_usd = self.gov.settle(call, usage, call.produced_tokens, started=reply.head_sent)
             self.requestlog.record(call, provider_name, outcome, usage, reply)
+
+    async def admin(self, env: dict, reply: Reply) -> None:
+        """The admin API (the frontend checked the admin token): keys, teams, customers, usage."""
+        path, _, qs = env.get("path", "").partition("?")
+        query = dict(urllib.parse.parse_qsl(qs))
+        method = env["hdr"].get(":method", "GET")
+        if path.rstrip("/") == "/admin/usage" and method == "GET":
+            status, doc = 200, {"usage": await self.gov.ledger.usage(query.get("key"))}
+        else:
+            status, doc = admin.handle(self.gov.store, method, path, query, env["body"])
+            if method != "GET":
+                self.gov.reload()
+        await reply.head(status, [["content-type", JSON]], stream=False)
+        await reply.body(dumps(doc))
 
     async def dispatch(self, call: Call, provider, body: bytes, reply: Reply):
         op = call.op
         if provider.native_bedrock:
-            self.validate_native(op, body)
+            req = self.validate_native(call, op, body)
+            if op != "count-tokens":
+                await self.gov.admit(call, req, len(body))
             return await provider.relay(call, body, reply)
         if op == "converse":
             doc = parse_json(body)
             req = converse.parse_request(doc)
+            await self.gov.admit(call, req)
             resp = await provider.chat(call, req)
             resp.latency_ms = resp.latency_ms or self.elapsed_ms(call)
-            await reply.head(200, [["content-type", JSON]], stream=False)
+            usage = resp.usage.to_wire()
+            await reply.head(200, [["content-type", JSON]] + self.gov.headers(call, usage), stream=False)
             await reply.body(dumps(converse.render_response(
                 resp, response_field_paths=doc.get("additionalModelResponseFieldPaths"))))
-            return resp.usage.to_wire()
+            return usage
         if op == "converse-stream":
             req = converse.parse_request(parse_json(body))
+            await self.gov.admit(call, req)
             return await self.stream(call, provider.chat_stream(call, req), reply,
-                                     [["content-type", EVENTSTREAM]], converse_frames)
+                                     [["content-type", EVENTSTREAM]] + self.gov.headers(call, None),
+                                     converse_frames)
         if op == "invoke":
             doc = parse_json(body)
             self.check_accept(call.headers.get("accept"), "accept")
             family = families.family_for(call.model_id, doc)
             req = family.parse_request(doc)
+            await self.gov.admit(call, req)
             if family.name == provider.native_family:
                 return await self.invoke_native(call, provider, doc, reply)
             if isinstance(req, EmbedRequest):
                 resp = await provider.embed(call, req)
                 out = family.render_embed_response(resp, req=req, model_id=call.model_id)
-                in_tok, out_tok = resp.input_tokens, 0
+                usage = {"in": resp.input_tokens, "out": 0}
             else:
                 resp = await provider.chat(call, req)
                 out = family.render_response(resp, call.model_id)
-                in_tok, out_tok = resp.usage.input_tokens, resp.usage.output_tokens
+                usage = resp.usage.to_wire()
             await reply.head(200, [["content-type", JSON],
-                                   ["x-amzn-bedrock-input-token-count", str(in_tok)],
-                                   ["x-amzn-bedrock-output-token-count", str(out_tok)],
-                                   ["x-amzn-bedrock-invocation-latency", str(self.elapsed_ms(call))]],
-                             stream=False)
+                                   ["x-amzn-bedrock-input-token-count", str(usage["in"])],
+                                   ["x-amzn-bedrock-output-token-count", str(usage["out"])],
+                                   ["x-amzn-bedrock-invocation-latency", str(self.elapsed_ms(call))]]
+                             + self.gov.headers(call, usage), stream=False)
             await reply.body(dumps(out))
-            return {"in": in_tok, "out": out_tok}
+            return usage
         if op == "invoke-with-response-stream":
             doc = parse_json(body)
             self.check_accept(call.headers.get("x-amzn-bedrock-accept"), "X-Amzn-Bedrock-Accept")
@@ -144,16 +176,17 @@ class Pipeline:
             if not getattr(family, "streams", True):
                 raise errors.validation(f"modelId {call.model_id!r}: the model is unsupported for streaming.")
             req = family.parse_request(doc)
+            await self.gov.admit(call, req)
+            headers = ([["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]]
+                       + self.gov.headers(call, None))
             if family.name == provider.native_family:
                 tracker = provider.native_tracker()
-                return await self.stream(call, provider.invoke_native_stream(call, doc, tracker), reply,
-                                         [["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]],
+                return await self.stream(call, provider.invoke_native_stream(call, doc, tracker), reply, headers,
                                          lambda d: native_frames(call, d, tracker, self.elapsed_ms),
                                          usage_of=lambda: tracker.usage.to_wire(),
                                          complete=lambda: tracker.done)
             encoder = family.stream_encoder(call.model_id, input_tokens=request_tokens(req), response_id=call.rid)
-            return await self.stream(call, provider.chat_stream(call, req), reply,
-                                     [["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]],
+            return await self.stream(call, provider.chat_stream(call, req), reply, headers,
                                      lambda ev: invoke_frames(encoder, ev))
         if op == "count-tokens":
             kind, value = converse.parse_count_tokens(parse_json(body))
@@ -186,6 +219,9 @@ class Pipeline:
                     await reply.head(200, headers, stream=True)
                 frames = []
                 for ev in batch:
+                    if usage_of is None and ev.kind == "block_delta":
+                        d = ev.data
+                        call.produced_tokens += estimate_tokens(d.get("text") or str(d.get("toolUse", "")))
                     if usage_of is None and ev.kind == "metadata":
                         u = ev.data.get("usage")
                         usage = u.to_wire() if u is not None else {}
@@ -215,7 +251,8 @@ class Pipeline:
                          + ([["x-amzn-bedrock-cache-read-input-token-count", str(u.cache_read_tokens)]]
                             if u.cache_read_tokens else [])
                          + ([["x-amzn-bedrock-cache-write-input-token-count", str(u.cache_write_tokens)]]
-                            if u.cache_write_tokens else []),
+                            if u.cache_write_tokens else [])
+                         + self.gov.headers(call, u.to_wire()),
                          stream=False)
         await reply.body(dumps(out))
         return u.to_wire()
@@ -227,15 +264,21 @@ class Pipeline:
             raise errors.validation(f"{name}: {accept!r} is not supported; this gateway answers application/json.")
 
     @staticmethod
-    def validate_native(op: str, body: bytes) -> None:
-        """Bodies relayed to Bedrock are still checked, so bad input gets our clear message."""
+    def validate_native(call: Call, op: str, body: bytes):
+        """Bodies relayed to Bedrock are still checked, so bad input gets our clear message.
+        Returns the canonical request when the body has one (for the reservation), else None."""
         doc = parse_json(body)
         if op in ("converse", "converse-stream"):
-            converse.parse_request(doc)
-        elif op == "count-tokens":
+            return converse.parse_request(doc)
+        if op == "count-tokens":
             converse.parse_count_tokens(doc)
-        elif not isinstance(doc, dict):
+            return None
+        if not isinstance(doc, dict):
             raise errors.validation("body: expected a JSON object.")
+        try:
+            return families.family_for(call.model_id, doc).parse_request(doc)
+        except errors.GatewayError:
+            return None     # a body only Bedrock knows: Bedrock judges it
 
     @staticmethod
     def elapsed_ms(call: Call) -> int:

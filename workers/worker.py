@@ -68,6 +68,7 @@ class WorkerActor:
                 self._nursery = nursery
                 nursery.start_soon(self._signals, announced)
                 nursery.start_soon(self._flush_log)
+                nursery.start_soon(self.pipeline.gov.run)
                 task_status.started(endpoint)
                 while True:
                     try:

@@ -8,9 +8,10 @@ Usage::
         client.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=[...])
         fake.requests[-1].sigv4_ok                       # True
 
-It speaks HTTP/1.1 with keep-alive (stdlib `ThreadingHTTPServer`, one thread per connection), as
-real Bedrock does for boto3. It is meant to be the upstream of the gateway's ``bedrock`` provider,
-and is equally happy to be called by boto3 directly.
+It is a `tests.helpers.fake_server.FakeServer` (see there for the lifecycle, ``.port``/``.url``,
+recording and scripting basics): HTTP/1.1 with keep-alive (stdlib `ThreadingHTTPServer`, one thread
+per connection), as real Bedrock does for boto3. It is meant to be the upstream of the gateway's
+``bedrock`` provider, and is equally happy to be called by boto3 directly.
 
 Every request
 -------------
@@ -93,19 +94,17 @@ import base64
 import json
 import random
 import re
-import socket
 import string
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import unquote
 
 from finops.shared import sigv4
 from finops.shared.eventstream import event_frame, exception_frame
+from tests.helpers.fake_server import FakeServer, _Handler, texts
 
 OPERATIONS = {
     "converse": "Converse",
@@ -151,45 +150,6 @@ class _Reply(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, fake: "FakeBedrock"):
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.conn_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request, client_address):
-        with self.conn_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self.conn_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    disable_nagle_algorithm = True   # no delayed-ACK stalls on keep-alive connections
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeBedrock/1.0"
-    sys_version = ""
-
-    def log_message(self, format, *args):  # quiet
-        pass
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def _dispatch(self):
-        self.server.fake._handle(self)
-
-    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _dispatch
-
-
 def _pad() -> str:
     return _PAD[:random.randint(1, len(_PAD))]
 
@@ -218,29 +178,15 @@ def _family(model_id: str) -> str:
     return name.split(".", 1)[0]
 
 
-def _texts(content: Any) -> list[str]:
-    """Texts of a content value: a string, or blocks ``{"text": ...}`` / ``{"type":"text",...}``."""
-    if isinstance(content, str):
-        return [content]
-    out = []
-    if isinstance(content, list):
-        for block in content:
-            if isinstance(block, dict) and isinstance(block.get("text"), str):
-                out.append(block["text"])
-            elif isinstance(block, str):
-                out.append(block)
-    return out
-
-
 def _conversation_text(body: dict) -> tuple[str, str]:
     """(all input text, last user text) of a Converse-like or native request body."""
     everything: list[str] = []
     last_user: list[str] = []
-    everything += _texts(body.get("system"))
+    everything += texts(body.get("system"), any_type=True)
     for msg in body.get("messages") or []:
         if not isinstance(msg, dict):
             continue
-        t = _texts(msg.get("content"))
+        t = texts(msg.get("content"), any_type=True)
         everything += t
         if msg.get("role") == "user":
             last_user = t
@@ -264,14 +210,19 @@ def _native_max_tokens(body: dict) -> int | None:
     return None
 
 
-class FakeBedrock:
+class FakeBedrock(FakeServer):
     """A fake Bedrock Runtime. See the module docstring for routes, answers and scripting."""
+
+    server_header = "FakeBedrock/1.0"
+    _name = "fake-bedrock"
+    _poll_interval = 0.05
 
     def __init__(self, access_key_id: str, secret_access_key: str, region: str = "us-east-1", *,
                  session_token: str | None = None, max_skew_seconds: int = 300,
                  clock: Callable[[], datetime] | None = None):
         """`session_token`, if given, must be the request's X-Amz-Security-Token (else any token
         is accepted). `clock` overrides the server's notion of now for the skew check."""
+        super().__init__()
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.region = region
@@ -279,111 +230,22 @@ class FakeBedrock:
         self.max_skew_seconds = max_skew_seconds
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.requests: list[RecordedRequest] = []
-        self._scripts: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "FakeBedrock":
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-bedrock:{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and drop open connections (also interrupts scripted delays)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        with server.conn_lock:
-            conns = list(server.connections)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "FakeBedrock":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeBedrock is not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # --- scripting and inspection ---------------------------------------------------------------
     def script(self, model_id: str, behavior: dict | None) -> None:
         """Answer requests for `model_id` ("*" = any) per `behavior`; None removes the script."""
-        with self._lock:
-            if behavior is None:
-                self._scripts.pop(model_id, None)
-            else:
-                self._scripts[model_id] = dict(behavior)
-
-    def clear_scripts(self) -> None:
-        with self._lock:
-            self._scripts.clear()
-
-    def reset(self) -> None:
-        """Forget recorded requests and scripts."""
-        with self._lock:
-            self._scripts.clear()
-            self.requests.clear()
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        return self.requests[-1]
+        super().script(model_id, behavior)
 
     def requests_for(self, operation: str | None = None, model_id: str | None = None) -> list[RecordedRequest]:
         return [r for r in list(self.requests)
                 if (operation is None or r.operation == operation)
                 and (model_id is None or r.model_id == model_id)]
 
-    @staticmethod
-    def tokens(text: str) -> int:
-        """The fake's token count: whitespace-separated words, at least 1."""
-        return max(1, len(text.split()))
-
-    def _take_script(self, model_id: str | None) -> dict:
-        with self._lock:
-            key = model_id if model_id in self._scripts else "*" if "*" in self._scripts else None
-            if key is None:
-                return {}
-            behavior = self._scripts[key]
-            if "times" in behavior:
-                behavior["times"] -= 1
-                if behavior["times"] <= 0:
-                    del self._scripts[key]
-            return dict(behavior)
-
     # --- request handling ----------------------------------------------------------------------
     def _handle(self, h: _Handler) -> None:
         started = time.monotonic()
         request_id = str(uuid.uuid4())
-        headers: dict[str, str] = {}
-        for name, value in h.headers.items():
-            name = name.lower()
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        headers = self._headers_of(h)
         body = self._read_body(h, headers)
         raw_path = h.path
         path = raw_path.split("?", 1)[0]
@@ -401,8 +263,7 @@ class FakeBedrock:
             sig_error = e
         rec = RecordedRequest(h.command, raw_path, model_id, operation, headers, body, ok, error,
                               request_id, tuple(h.client_address))
-        with self._lock:
-            self.requests.append(rec)
+        self._record(rec)
         if not ok:
             return self._send_error(h, request_id, sig_error.status, sig_error.code, sig_error.message)
         if operation is None:
@@ -415,8 +276,7 @@ class FakeBedrock:
 
         behavior = self._take_script(model_id)
         extra_headers = dict(behavior.get("headers") or {})
-        if behavior.get("delay") and self._stopping.wait(float(behavior["delay"])):
-            h.close_connection = True
+        if self._pause(h, behavior.get("delay")):
             return
         try:
             self._answer(h, request_id, operation, model_id, body, headers, behavior, extra_headers,
@@ -425,21 +285,6 @@ class FakeBedrock:
             self._send_error(h, request_id, r.status, r.code, r.message, extra_headers)
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True
-
-    @staticmethod
-    def _read_body(h: _Handler, headers: dict[str, str]) -> bytes:
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts = []
-            while True:
-                size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while h.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                parts.append(h.rfile.read(size))
-                h.rfile.readline()
-        length = int(headers.get("content-length") or 0)
-        return h.rfile.read(length) if length else b""
 
     def _check_signature(self, h: _Handler, raw_path: str, headers: dict[str, str], body: bytes) -> None:
         host = headers.get("host") or f"127.0.0.1:{self.port}"
@@ -586,56 +431,25 @@ class FakeBedrock:
         self._send(h, 200, request_id, json.dumps(obj).encode(), "application/json", extra, behavior)
 
     def _send(self, h, status, request_id, body, content_type, extra, behavior):
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("x-amzn-RequestId", request_id)
-        for name, value in (extra or {}).items():
-            h.send_header(name, str(value))
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if behavior.get("then") == "cut":
-            h.wfile.write(body[:len(body) // 2])
-            h.wfile.flush()
-            h.close_connection = True
-            return
-        h.wfile.write(body)
-        h.wfile.flush()
+        self._start_response(h, status, [("Content-Type", content_type), ("x-amzn-RequestId", request_id),
+                                         *(extra or {}).items(), ("Content-Length", len(body))])
+        self._write_body(h, body, behavior)
 
     def _send_stream(self, h, request_id, frames, behavior, extra, operation, raw=False):
-        h.send_response(200)
-        h.send_header("Content-Type", EVENTSTREAM)
-        h.send_header("x-amzn-RequestId", request_id)
-        for name, value in (extra or {}).items():
-            h.send_header(name, str(value))
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
+        self._start_response(h, 200, [("Content-Type", EVENTSTREAM), ("x-amzn-RequestId", request_id),
+                                      *(extra or {}).items(), ("Transfer-Encoding", "chunked")])
         then = behavior.get("then", "end" if "stream_events" in behavior else None)
         limit = behavior.get("stream_events", 1 if then == "cut" else len(frames))
-        event_delay = float(behavior.get("event_delay") or 0)
-
-        def chunk(data: bytes) -> None:
-            h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            h.wfile.flush()
-
-        for i, frame in enumerate(frames[:limit]):
-            if i and event_delay and self._stopping.wait(event_delay):
-                h.close_connection = True
-                return
-            chunk(frame)
-        if then == "cut":
-            nxt = frames[limit] if limit < len(frames) else event_frame("chunk", b'{"bytes":""}')
-            chunk(nxt[:len(nxt) // 2])
-            h.close_connection = True
-            return
+        last = b""
         if then == "exception" and not raw:
             member = behavior.get("exception_type", "modelStreamErrorException")
             payload: dict = {"message": behavior.get("message", "fake-bedrock scripted stream failure")}
             if member == "modelStreamErrorException":
                 payload["originalStatusCode"] = int(behavior.get("original_status_code", 500))
                 payload["originalMessage"] = behavior.get("original_message", payload["message"])
-            chunk(exception_frame(member, json.dumps(payload).encode()))
-        h.wfile.write(b"0\r\n\r\n")
-        h.wfile.flush()
+            last = exception_frame(member, json.dumps(payload).encode())
+        self._write_events(h, frames, limit, behavior, then, last=last,
+                           spare=event_frame("chunk", b'{"bytes":""}'))
 
 
 # --- model-family native shapes (bedrock-protocol.md section 6) ------------------------------------

@@ -9,10 +9,11 @@ Usage::
         oa.requests[-1].json["model"]                      # "gpt-4o-mini"
         oa.script("gpt-4o-mini", {"status": 429, "times": 1})
 
-Like `tests.helpers.fake_bedrock.FakeBedrock`: a stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with
-keep-alive (one thread per connection), a context manager, ``.url``, ``.requests`` and
-``.script(model, behavior)`` / ``.clear_scripts()``. The three fakes share `_FakeProvider`; only the
-routes, the auth, the validation and the JSON shapes differ. Shapes follow the providers' API
+Like `tests.helpers.fake_bedrock.FakeBedrock`, each is a `tests.helpers.fake_server.FakeServer` (see
+there for the lifecycle, ``.port``/``.url``, recording and scripting basics): a stdlib
+``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive (one thread per connection), a context
+manager, ``.url``, ``.requests`` and ``.script(model, behavior)`` / ``.clear_scripts()``. The three
+fakes share `_FakeProvider`; only the routes, the auth, the validation and the JSON shapes differ. Shapes follow the providers' API
 references (OpenAI Chat Completions, Anthropic Messages, Mistral chat completions); error bodies and
 messages are the ones the real services send.
 
@@ -209,13 +210,13 @@ import re
 import socket
 import string
 import struct
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.helpers.fake_server import FakeServer, _Handler, texts as _texts, tokens
 
 __all__ = ["FakeOpenAI", "FakeAnthropic", "FakeMistral", "RecordedRequest", "mask_key", "parse_sse",
            "tokens", "OPENAI_FIELDS", "ANTHROPIC_FIELDS", "ANTHROPIC_COUNT_FIELDS", "MISTRAL_FIELDS", "GARBAGE"]
@@ -259,11 +260,6 @@ _AZURE_FILTERS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence"
 
 def _rand(n: int, alphabet: str = _ALNUM) -> str:
     return "".join(random.choices(alphabet, k=n))
-
-
-def tokens(text: str) -> int:
-    """The fakes' token count: whitespace-separated words, at least 1."""
-    return max(1, len(text.split()))
 
 
 def mask_key(key: str) -> str:
@@ -316,20 +312,6 @@ def _split(s: str) -> list[str]:
 def _truncate(text: str, n: int) -> str:
     m = re.match(r"\s*(?:\S+\s*){%d}" % n, text)
     return text[:m.end()].rstrip() if m else text
-
-
-def _texts(content: Any) -> list[str]:
-    """Texts of a content value: a string, or a list of text parts / blocks."""
-    if isinstance(content, str):
-        return [content]
-    out = []
-    if isinstance(content, list):
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-                out.append(part["text"])
-    return out
 
 
 def _json_kind(value: Any) -> str:
@@ -431,156 +413,33 @@ class _Answer:
     reasoning_tokens: int
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, fake: "_FakeProvider"):
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.conn_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request, client_address):
-        with self.conn_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self.conn_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    sys_version = ""
-    # TCP_NODELAY: headers and body (and each SSE event) are separate writes; with Nagle on, a
-    # keep-alive client's delayed ACK costs ~40 ms per response.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format, *args):  # quiet
-        pass
-
-    def version_string(self) -> str:
-        return self.server.fake.server_header
-
-    def _dispatch(self):
-        self.server.fake._handle(self)
-
-    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _dispatch
-
-
-class _FakeProvider:
-    """Shared machinery: server lifecycle, recording, scripts, answers, SSE writing. Subclasses give
-    the routes, auth, validation and shapes. See the module docstring."""
+class _FakeProvider(FakeServer):
+    """Shared machinery on top of `FakeServer`: answers, SSE writing. Subclasses give the routes,
+    auth, validation and shapes. See the module docstring."""
 
     provider = ""                  # "openai" | "anthropic" | "mistral": the "fake-<provider>:" prefix
     server_header = "fake"
     request_id_header = "x-request-id"
-    url_path = ""                  # appended to http://127.0.0.1:PORT for .url
+    _poll_interval = 0.01
 
     def __init__(self, api_keys=(), models=None, *, cached_tokens: int = 0):
+        super().__init__()
         self.api_keys = (api_keys,) if isinstance(api_keys, str) else tuple(api_keys)
         self.models = set(models) if models is not None else None
         self.cached_tokens = int(cached_tokens)
         self.requests: list[RecordedRequest] = []
-        self._scripts: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self):
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"fake-{self.provider}:{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and drop open connections (also interrupts scripted delays)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        with server.conn_lock:
-            conns = list(server.connections)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return self._server.server_address[1]
+    def _name(self) -> str:
+        return f"fake-{self.provider}"
 
     @property
     def origin(self) -> str:
         """``http://127.0.0.1:PORT`` (no path)."""
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def url(self) -> str:
-        return self.origin + self.url_path
-
-    # --- scripting and inspection ---------------------------------------------------------------
-    def script(self, model: str, behavior: dict | None) -> None:
-        """Answer requests for `model` ("*" = any) per `behavior`; None removes the script."""
-        with self._lock:
-            if behavior is None:
-                self._scripts.pop(model, None)
-            else:
-                self._scripts[model] = dict(behavior)
-
-    def clear_scripts(self) -> None:
-        with self._lock:
-            self._scripts.clear()
-
-    def reset(self) -> None:
-        """Forget recorded requests and scripts."""
-        with self._lock:
-            self._scripts.clear()
-            self.requests.clear()
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        return self.requests[-1]
-
     def requests_for(self, model: str | None = None) -> list[RecordedRequest]:
         return [r for r in list(self.requests) if model is None or r.model == model]
-
-    tokens = staticmethod(tokens)
-
-    def _take_script(self, model: str | None) -> dict:
-        with self._lock:
-            key = model if model is not None and model in self._scripts else "*" if "*" in self._scripts else None
-            if key is None:
-                return {}
-            behavior = self._scripts[key]
-            if "times" in behavior:
-                behavior["times"] -= 1
-                if behavior["times"] <= 0:
-                    del self._scripts[key]
-            return dict(behavior)
 
     # --- subclass hooks ------------------------------------------------------------------------
     def _new_request_id(self) -> str:
@@ -633,10 +492,7 @@ class _FakeProvider:
 
     # --- request handling ----------------------------------------------------------------------
     def _handle(self, h: _Handler) -> None:
-        headers: dict[str, str] = {}
-        for name, value in h.headers.items():
-            name = name.lower()
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        headers = self._headers_of(h)
         body = self._read_body(h, headers)
         try:
             doc = json.loads(body) if body else None
@@ -655,8 +511,7 @@ class _FakeProvider:
             rec.model = path_model
         elif isinstance(doc, dict) and isinstance(doc.get("model"), str):
             rec.model = doc["model"]
-        with self._lock:
-            self.requests.append(rec)
+        self._record(rec)
 
         extra: dict[str, str] = {}
         try:
@@ -667,29 +522,13 @@ class _FakeProvider:
             extra = {str(k).lower(): str(v) for k, v in (behavior.get("headers") or {}).items()}
             if behavior.get("reset"):
                 return self._reset(h)
-            if behavior.get("delay") and self._stopping.wait(float(behavior["delay"])):
-                h.close_connection = True
+            if self._pause(h, behavior.get("delay")):
                 return
             self._answer(h, rec, body, doc, behavior, extra)
         except _Reply as r:
             self._send_error(h, rec, r, extra)
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True
-
-    @staticmethod
-    def _read_body(h: _Handler, headers: dict[str, str]) -> bytes:
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts = []
-            while True:
-                size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while h.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                parts.append(h.rfile.read(size))
-                h.rfile.readline()
-        length = int(headers.get("content-length") or 0)
-        return h.rfile.read(length) if length else b""
 
     def _answer(self, h, rec, body, doc, behavior, extra):
         streaming = isinstance(doc, dict) and doc.get("stream") is True
@@ -795,27 +634,15 @@ class _FakeProvider:
         headers.pop("transfer-encoding", None)
         headers["content-length"] = str(len(body))
         rec.status = status
-        h.send_response(status)
-        for name, value in headers.items():
-            h.send_header(name, value)
-        h.end_headers()
-        if behavior.get("then") == "cut":
-            h.wfile.write(body[:len(body) // 2])
-            h.wfile.flush()
-            h.close_connection = True
-            return
-        h.wfile.write(body)
-        h.wfile.flush()
+        self._start_response(h, status, headers.items())
+        self._write_body(h, body, behavior)
 
     def _send_stream(self, h, rec, events: list[bytes], terminal, behavior, extra, error_event: bytes):
         headers = self._headers(rec, "text/event-stream; charset=utf-8", {"cache-control": "no-cache", **extra})
         headers.pop("content-length", None)
         headers["transfer-encoding"] = "chunked"
         rec.status = 200
-        h.send_response(200)
-        for name, value in headers.items():
-            h.send_header(name, value)
-        h.end_headers()
+        self._start_response(h, 200, headers.items())
         then = behavior.get("then", "end" if "stream_events" in behavior else None)
         if "stream_events" in behavior:
             limit = int(behavior["stream_events"])
@@ -823,27 +650,8 @@ class _FakeProvider:
             limit = terminal
         else:
             limit = len(events)
-        event_delay = float(behavior.get("event_delay") or 0)
-
-        def chunk(data: bytes) -> None:
-            if data:
-                h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                h.wfile.flush()
-
-        for i, event in enumerate(events[:limit]):
-            if i and event_delay and self._stopping.wait(event_delay):
-                h.close_connection = True
-                return
-            chunk(event)
-        if then == "cut":
-            nxt = events[limit] if limit < len(events) else b'data: {"cut": "here, mid-event"}\n\n'
-            chunk(nxt[:max(1, len(nxt) // 2)])
-            h.close_connection = True
-            return
-        if then == "error":
-            chunk(error_event)
-        h.wfile.write(b"0\r\n\r\n")
-        h.wfile.flush()
+        self._write_events(h, events, limit, behavior, then, last=error_event if then == "error" else b"",
+                           spare=b'data: {"cut": "here, mid-event"}\n\n')
 
     @staticmethod
     def _reset(h: _Handler) -> None:

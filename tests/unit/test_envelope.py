@@ -18,11 +18,12 @@ BUILDERS = {
     "request": (
         lambda: env.request("r-1", "ConverseStream", "anthropic.claude-3", RAW_BODY,
                             {"content-type": "application/json", "x-amz-date": "20250101T000000Z"},
-                            "tcp://10.0.0.1:5555", 16, 30.5),
+                            "tcp://10.0.0.1:5555", 16, 30.5, "/bedrock/model/anthropic.claude-3/converse-stream"),
         {"k": "request", "id": "r-1", "op": "ConverseStream", "model": "anthropic.claude-3",
          "body": RAW_BODY, "hdr": {"content-type": "application/json",
                                     "x-amz-date": "20250101T000000Z"},
-         "reply": "tcp://10.0.0.1:5555", "window": 16, "deadline": 30.5}),
+         "reply": "tcp://10.0.0.1:5555", "window": 16, "deadline": 30.5,
+         "path": "/bedrock/model/anthropic.claude-3/converse-stream"}),
     "head": (
         lambda: env.head("r-1", 200, [["content-type", "application/vnd.amazon.eventstream"]], True),
         {"k": "head", "id": "r-1", "n": 0, "status": 200,

@@ -43,6 +43,10 @@ class Call:
     started: float = 0.0        # monotonic time the worker received the request
     provider: str = ""          # name of the provider serving it
     first_byte_ms: int | None = None  # streams: when the first event was ready for the client
+    key: object = None          # the VirtualKey presented (governance), or None
+    admission: object = None    # governance.governor.Admission: price and reservation
+    produced_tokens: int = 0    # streams: output tokens relayed so far (estimated), for settling a cut stream
+    cost_usd: float = 0.0
 
 
 class Provider:

@@ -1,0 +1,327 @@
+"""The admin HTTP API over the governance store, as one function: `handle(store, method, path,
+query, body) -> (status, json dict)`. The frontend/worker plumbing and the admin token check
+happen before this is called; the `finops keys|teams|customers` CLI calls it too, so both share
+one set of rules and messages.
+
+    GET    /admin/keys[?team=ID]       {"keys": [key...]}        secrets masked ("fos-…abcd")
+    POST   /admin/keys                 201 key, WITH its secret (the only time it is shown)
+           body: name, team, models, providers, budgets, rate_limits, expires, enabled; optional id, secret
+    GET    /admin/keys/{id}            key, secret masked
+    PATCH  /admin/keys/{id}            any field but id; "secret": "rotate" makes a new secret and
+                                       returns it (any other string sets that secret)
+    DELETE /admin/keys/{id}            {"deleted": id}
+    GET    /admin/teams[?customer=ID]  {"teams": [team...]};  POST (body: id, name, customer, budgets,
+    GET|PATCH|DELETE /admin/teams/{id}  rate_limits), the same as keys; a team with keys is not deleted
+    GET    /admin/customers            {"customers": [...]}; POST (body: id, name, budgets, rate_limits),
+    GET|PATCH|DELETE /admin/customers/{id}  a customer with teams is not deleted
+
+Budgets are [{"amount_usd": 10, "period": "day", "env": "prod"}] (env optional), rate limits
+[{"window": "minute", "requests": 100, "tokens": 50000, "env": "..."}] (requests and/or tokens),
+`expires` ISO 8601 (naive = UTC), epoch seconds, or null for never: the config file's rules,
+checked by the config module's own validators.
+
+Errors are {"message": "..."}: 400 for an invalid body (the message starts with the field),
+404 unknown route or id, 405 wrong method, 409 id taken / still in use / declared in the config
+file (those rows are read-only here: the file owns them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import re
+import sqlite3
+import time
+from urllib.parse import unquote
+
+from finops.shared.config import ConfigError, _budgets, _rate_limits, parse_time
+from finops.shared.governance import KEY_ID, Customer, Team
+
+from .store import (Conflict, InvalidReference, NotFound, StoreError, budgets_to_json, generate_key,
+                    new_secret, rate_limits_to_json)
+
+_SECRET = re.compile(r"^[\x21-\x7e]{16,256}$")      # printable ASCII, no spaces: fits every header
+MAX_NAME = 256
+
+KEY_FIELDS = ("name", "team", "models", "providers", "budgets", "rate_limits", "expires", "enabled")
+TEAM_FIELDS = ("name", "customer", "budgets", "rate_limits")
+CUSTOMER_FIELDS = ("name", "budgets", "rate_limits")
+_SINGULAR = {"keys": "key", "teams": "team", "customers": "customer"}
+
+
+class BadRequest(Exception):
+    """400; the message names the field."""
+
+
+# --- JSON views ----------------------------------------------------------------------------------
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def mask(secret: str) -> str:
+    """"fos-…abcd": enough to tell keys apart, nothing to use."""
+    return ("fos-" if secret.startswith("fos-") else "") + "…" + secret[-4:]
+
+
+def key_json(k, *, show_secret: bool = False, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
+    return {"id": k.id, "name": k.name, "team": k.team, "models": list(k.models), "providers": list(k.providers),
+            "enabled": k.enabled, "expires": iso(k.expires_at),
+            "expired": k.expires_at is not None and k.expires_at <= now,
+            "budgets": budgets_to_json(k.budgets), "rate_limits": rate_limits_to_json(k.rate_limits),
+            "created_at": iso(k.created_at), "source": k.source,
+            "secret": k.secret if show_secret else mask(k.secret)}
+
+
+def team_json(t: Team, source: str) -> dict:
+    return {"id": t.id, "name": t.name, "customer": t.customer, "budgets": budgets_to_json(t.budgets),
+            "rate_limits": rate_limits_to_json(t.rate_limits), "source": source}
+
+
+def customer_json(c: Customer, source: str) -> dict:
+    return {"id": c.id, "name": c.name, "budgets": budgets_to_json(c.budgets),
+            "rate_limits": rate_limits_to_json(c.rate_limits), "source": source}
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+def _body(body) -> dict:
+    if body in (None, b"", ""):
+        return {}
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"body: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(f"body: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _check_known(doc: dict, known: tuple[str, ...]) -> None:
+    for f in doc:
+        if f not in known:
+            if f == "id" and "id" not in known:
+                raise BadRequest("id: cannot be changed (create a new one and delete this one)")
+            raise BadRequest(f"{f}: unknown field (known: {', '.join(known)})")
+
+
+def _id(v, field: str = "id") -> str:
+    if not isinstance(v, str) or not KEY_ID.match(v):
+        raise BadRequest(f"{field}: required, 3-128 letters, digits, '-' or '_'")
+    return v
+
+
+def _str(v, field: str, limit: int = MAX_NAME) -> str:
+    if not isinstance(v, str):
+        raise BadRequest(f"{field}: expected a string, got {type(v).__name__}")
+    if len(v) > limit:
+        raise BadRequest(f"{field}: at most {limit} characters")
+    return v
+
+
+def _ref(v, field: str) -> str:
+    """A team or customer reference: "" (none) or an id."""
+    if v in (None, ""):
+        return ""
+    return _id(v, field)
+
+
+def _globs(v, field: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v or not all(isinstance(g, str) and g for g in v):
+        raise BadRequest(f"{field}: expected a non-empty list of globs like [\"anthropic.*\"] ([\"*\"] for all)")
+    return tuple(v)
+
+
+def _bool(v, field: str) -> bool:
+    if not isinstance(v, bool):
+        raise BadRequest(f"{field}: expected true or false, got {v!r}")
+    return v
+
+
+def _secret(v) -> str:
+    if not isinstance(v, str) or not _SECRET.match(v):
+        raise BadRequest("secret: 16-256 printable ASCII characters without spaces "
+                         "(or leave it out to have one generated)")
+    return v
+
+
+def _common(doc: dict, out: dict) -> None:
+    """name, budgets, rate_limits: present in every kind."""
+    if "name" in doc:
+        out["name"] = _str(doc["name"], "name")
+    if "budgets" in doc:
+        out["budgets"] = _budgets(doc["budgets"], "budgets")           # ConfigError -> 400
+    if "rate_limits" in doc:
+        out["rate_limits"] = _rate_limits(doc["rate_limits"], "rate_limits")
+
+
+def _key_changes(doc: dict) -> dict:
+    """VirtualKey fields from a body's KEY_FIELDS (those present only)."""
+    out: dict = {}
+    _common(doc, out)
+    if "team" in doc:
+        out["team"] = _ref(doc["team"], "team")
+    for f in ("models", "providers"):
+        if f in doc:
+            out[f] = _globs(doc[f], f)
+    if "enabled" in doc:
+        out["enabled"] = _bool(doc["enabled"], "enabled")
+    if "expires" in doc:
+        out["expires_at"] = parse_time(doc["expires"], "expires")
+    return out
+
+
+def _team_changes(doc: dict) -> dict:
+    out: dict = {}
+    _common(doc, out)
+    if "customer" in doc:
+        out["customer"] = _ref(doc["customer"], "customer")
+    return out
+
+
+def _customer_changes(doc: dict) -> dict:
+    out: dict = {}
+    _common(doc, out)
+    return out
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+def _q(query: dict | None, name: str) -> str | None:
+    v = (query or {}).get(name)
+    if isinstance(v, (list, tuple)):
+        v = v[-1] if v else None
+    return v
+
+
+def _read_only(kind: str, id: str) -> Conflict:
+    return Conflict(f"{_SINGULAR[kind]} {id!r} is declared in the config file, so it is read-only here: "
+                    f"edit the config file instead (changes apply when the gateway restarts)")
+
+
+def _keys(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
+    if id is None:
+        if method == "GET":
+            team = _q(query, "team")
+            now = time.time()
+            return 200, {"keys": [key_json(k, now=now) for k in store.list_keys() if team is None or k.team == team]}
+        doc = _body(body)
+        _check_known(doc, ("id", "secret") + KEY_FIELDS)
+        changes = _key_changes(doc)
+        k = generate_key(id=_id(doc["id"]) if "id" in doc else None,
+                         secret=_secret(doc["secret"]) if "secret" in doc else None)
+        k = dataclasses.replace(k, **changes)
+        store.put_key(k, create=True)
+        return 201, key_json(k, show_secret=True)
+    k = store.get_key(id)
+    if k is None:
+        raise NotFound(f"no key {id!r}")
+    if method == "GET":
+        return 200, key_json(k)
+    if k.source == "config":
+        raise _read_only("keys", id)
+    if method == "DELETE":
+        store.delete_key(id)
+        return 200, {"deleted": id}
+    doc = _body(body)
+    _check_known(doc, ("secret",) + KEY_FIELDS)
+    changes = _key_changes(doc)
+    rotated = False
+    if "secret" in doc:
+        rotated = doc["secret"] == "rotate"
+        changes["secret"] = new_secret() if rotated else _secret(doc["secret"])
+    k = dataclasses.replace(k, **changes)
+    store.put_key(k)
+    return 200, key_json(k, show_secret=rotated)
+
+
+def _teams(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
+    if id is None:
+        if method == "GET":
+            customer = _q(query, "customer")
+            src = store.sources("teams")
+            return 200, {"teams": [team_json(t, src.get(t.id, "api")) for t in store.list_teams()
+                                   if customer is None or t.customer == customer]}
+        doc = _body(body)
+        _check_known(doc, ("id",) + TEAM_FIELDS)
+        t = Team(id=_id(doc.get("id")), **_team_changes(doc))
+        store.put_team(t, create=True)
+        return 201, team_json(t, "api")
+    t = store.get_team(id)
+    if t is None:
+        raise NotFound(f"no team {id!r}")
+    source = store.source_of("teams", id)
+    if method == "GET":
+        return 200, team_json(t, source)
+    if source == "config":
+        raise _read_only("teams", id)
+    if method == "DELETE":
+        store.delete_team(id)
+        return 200, {"deleted": id}
+    doc = _body(body)
+    _check_known(doc, TEAM_FIELDS)
+    t = dataclasses.replace(t, **_team_changes(doc))
+    store.put_team(t)
+    return 200, team_json(t, "api")
+
+
+def _customers(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
+    if id is None:
+        if method == "GET":
+            src = store.sources("customers")
+            return 200, {"customers": [customer_json(c, src.get(c.id, "api")) for c in store.list_customers()]}
+        doc = _body(body)
+        _check_known(doc, ("id",) + CUSTOMER_FIELDS)
+        c = Customer(id=_id(doc.get("id")), **_customer_changes(doc))
+        store.put_customer(c, create=True)
+        return 201, customer_json(c, "api")
+    c = store.get_customer(id)
+    if c is None:
+        raise NotFound(f"no customer {id!r}")
+    source = store.source_of("customers", id)
+    if method == "GET":
+        return 200, customer_json(c, source)
+    if source == "config":
+        raise _read_only("customers", id)
+    if method == "DELETE":
+        store.delete_customer(id)
+        return 200, {"deleted": id}
+    doc = _body(body)
+    _check_known(doc, CUSTOMER_FIELDS)
+    c = dataclasses.replace(c, **_customer_changes(doc))
+    store.put_customer(c)
+    return 200, customer_json(c, "api")
+
+
+_ROUTES = {"keys": _keys, "teams": _teams, "customers": _customers}
+
+
+def handle(store, method: str, path: str, query: dict | None, body: bytes | str | None) -> tuple[int, dict]:
+    """One admin API request -> (HTTP status, JSON document). Never raises for a bad request."""
+    parts = path.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) not in (3, 4) or parts[0] != "" or parts[1] != "admin" or parts[2] not in _ROUTES:
+        return 404, {"message": f"no admin route {path!r} (routes: /admin/keys, /admin/teams, /admin/customers, "
+                                f"each also /{{id}})"}
+    kind = parts[2]
+    id = unquote(parts[3]) if len(parts) == 4 else None
+    if len(parts) == 4 and not id:
+        return 404, {"message": f"no admin route {path!r}"}
+    method = method.upper()
+    allowed = ("GET", "POST") if id is None else ("GET", "PATCH", "DELETE")
+    if method not in allowed:
+        return 405, {"message": f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})"}
+    try:
+        return _ROUTES[kind](store, method, id, query, body)
+    except (BadRequest, ConfigError, InvalidReference) as e:
+        return 400, {"message": str(e)}
+    except NotFound as e:
+        return 404, {"message": str(e)}
+    except Conflict as e:
+        return 409, {"message": str(e)}
+    except StoreError as e:
+        return 500, {"message": str(e)}
+    except sqlite3.OperationalError as e:       # e.g. still locked after the busy timeout
+        return 503, {"message": f"governance store unavailable, try again: {e}"}

@@ -1,0 +1,516 @@
+"""The ledger's state: reserve / settle over budgets and rate limits, exact and in memory. Pure.
+
+One process (the ledger actor) owns a `LedgerState` and calls it one message at a time, so there
+are no locks here and no I/O: the clock is injected, persistence goes through `snapshot()` /
+`restore()`.
+
+Counters. A counter is identified by (level, owner id, kind, period, env or "*", period start),
+kind being "budget" (money), "requests" or "tokens". Money is kept as integer micro-dollars so
+that sums never drift; it is reported as USD floats rounded to 6 decimals. The table holds one
+counter per (level, owner, kind, period, env): when the calendar period rolls over (per
+`periods.bounds(period, now, tz)`) the next access replaces it with a fresh counter for the new
+period, so old counters are dropped. Two budgets (or two limits) of one owner with the same
+period and env share a counter; the tighter one is enforced.
+
+Reserve checks every applicable budget and limit before changing anything (a refusal changes
+nothing), then reserves the request's maximum cost and estimated tokens and counts the request.
+Settle replaces the reservation by the real cost and tokens on the very counters it reserved
+against, even if their period has ended meanwhile (the spend belongs to the period the request
+started in). A counter whose period has ended and that was dropped from the table stays alive
+only through the reservations that hold it: settling charges it and nothing sees it any more
+(there is nothing left to enforce for a past period), which is the "ignore" choice.
+
+A settle for a rid the ledger does not know (restart without the reservation in the snapshot)
+charges the current periods of the key and env it names; a rid settled twice is charged once
+(recently settled rids are remembered, bounded by count and age). A reservation older than the
+TTL is expired: charged at its maximum. If its real settle arrives later, the charge is corrected
+to the real cost on the same counters (so nothing is lost and nothing double-counted).
+
+Choices worth knowing:
+* When several budgets and limits refuse, the reply names the first: budgets before rate limits
+  (a budget refusal is final until its reset, a throttle is retried), in scope order key, team,
+  customer.
+* `remaining_usd` is amount - spent - reserved, unclamped: negative means overspent (possible
+  only through costs above the reservation, or settles of unknown rids).
+* A settle of an unknown rid charges cost and tokens, not a request (the request count is only
+  taken at reserve).
+* Settled rids are remembered for `settled_retention` (default 4 x reservation_ttl) and at most
+  `settled_max`; expired reservations likewise, for their late settle. Past that a duplicate
+  settle would be charged again, as an unknown rid.
+* Every reservation is recorded, even one that touched no counter (unknown key, no budgets), so
+  a duplicate rid is always an error and its settle is always recognised.
+* Speed: per key the applicable counters are computed once per env mentioned by its scopes (any
+  other env shares the env-less set; client-chosen envs cannot grow the cache) and cached until
+  `set_directory`; their current counters are resolved once per shortest window.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+
+from finops.shared.errors import AWS_ERRORS
+from finops.shared.governance import Directory, RateLimit
+from finops.workers.governance.periods import bounds, iso
+
+MICRO = 1_000_000
+SNAPSHOT_VERSION = 1
+_QUOTA = "ServiceQuotaExceededException"
+_THROTTLE = "ThrottlingException"
+
+
+def _micros(usd: float, what: str) -> int:
+    if not (usd >= 0.0) or usd > 1e12:   # also refuses NaN and inf
+        raise ValueError(f"{what} must be a finite amount of USD >= 0, got {usd!r}")
+    return round(usd * MICRO)
+
+
+def _usd(micros: int) -> float:
+    return round(micros / MICRO, 6)
+
+
+def _fmt_usd(micros: int) -> str:
+    whole, frac = f"{micros / MICRO:.6f}".rstrip("0").split(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def limit_label(level: str, owner: str, limit: RateLimit, kind: str) -> str:
+    """How messages name a rate limit: `key 'vk-1' limit of 10 requests per minute (env prod)`."""
+    n = limit.requests if kind == "requests" else limit.tokens
+    return (f"{level} {owner!r} limit of {n} {kind} per {limit.window}"
+            + (f" (env {limit.env})" if limit.env else ""))
+
+
+class _Counter:
+    __slots__ = ("base", "start", "used", "reserved")
+
+    def __init__(self, base: tuple, start, used: int = 0, reserved: int = 0):
+        self.base = base          # (level, owner, kind, period, env or "*")
+        self.start = start        # period start, epoch seconds as bounds() returned it
+        self.used = used          # budget: spent micro-dollars; requests: count; tokens: used
+        self.reserved = reserved  # budget: reserved micro-dollars; tokens: reserved; requests: 0
+
+    def ref(self) -> list:
+        return [*self.base, self.start]
+
+
+class _Spec:
+    """One applicable counter for a (key, env): what it is and its limit."""
+    __slots__ = ("base", "period", "limit", "label")
+
+    def __init__(self, base: tuple, period: str, limit: int, label: str):
+        self.base, self.period, self.limit, self.label = base, period, limit, label
+
+
+class _Specs:
+    """Everything that applies to one (key, env), and the current counters for it, resolved once
+    and reused while `lo <= now < hi` (inside every period involved) and no counter has been
+    replaced or dropped from the table since (`gen`)."""
+    __slots__ = ("budgets", "requests", "tokens", "lo", "hi", "gen", "cb", "cr", "ct", "bpairs",
+                 "rpairs", "tpairs")
+
+    def __init__(self, budgets: tuple, requests: tuple, tokens: tuple):
+        self.budgets, self.requests, self.tokens = budgets, requests, tokens
+        self.lo, self.hi, self.gen = 0.0, 0.0, -1
+        self.cb = self.cr = self.ct = ()
+        self.bpairs = self.rpairs = self.tpairs = ()
+
+
+class _KeySpecs:
+    __slots__ = ("by_env", "default")
+
+    def __init__(self, by_env: dict, default: _Specs):
+        self.by_env, self.default = by_env, default
+
+
+class _Res:
+    __slots__ = ("key", "env", "max_m", "est", "created", "budgets", "tokens", "expired_at")
+
+    def __init__(self, key, env, max_m, est, created, budgets, tokens, expired_at=None):
+        self.key, self.env, self.max_m, self.est, self.created = key, env, max_m, est, created
+        self.budgets: tuple[_Counter, ...] = budgets
+        self.tokens: tuple[_Counter, ...] = tokens
+        self.expired_at = expired_at
+
+
+_EMPTY = _Specs((), (), ())
+
+
+class LedgerState:
+    """Budgets and rate limits for every key, team and customer; see the module docstring."""
+
+    def __init__(self, directory: Directory, *, clock=time.time, tz: str = "UTC",
+                 reservation_ttl: float = 900.0, settled_retention: float | None = None,
+                 settled_max: int = 100_000):
+        self._dir = directory
+        self._clock = clock
+        self._tz = tz
+        self._ttl = float(reservation_ttl)
+        # how long settled / expired rids are remembered (duplicate and late settles)
+        self._retention = float(settled_retention if settled_retention is not None
+                                else 4 * reservation_ttl)
+        self._settled_max = int(settled_max)
+        self._table: dict[tuple, _Counter] = {}
+        self._open: dict[str, _Res] = {}
+        self._expired: OrderedDict[str, _Res] = OrderedDict()
+        self._settled: dict[str, float] = {}       # rid -> when settled
+        self._settled_q: deque[tuple[str, float]] = deque()   # (rid, when), oldest first
+        self._specs: dict[str, _KeySpecs] = {}
+        self._pb: dict[str, tuple] = {}          # period -> current (start, end)
+        self._gen = 0                            # bumped when a table counter is replaced / dropped
+
+    # --- directory & specs -------------------------------------------------------------------
+    def set_directory(self, directory: Directory) -> None:
+        """Keys, teams or customers changed. Counters and reservations are kept."""
+        self._dir = directory
+        self._specs.clear()
+
+    def _build(self, key_id: str) -> _KeySpecs | None:
+        scopes = self._dir.scopes(key_id)
+        if not scopes:
+            return None
+        envs = {b.env for _, _, bs, _ in scopes for b in bs if b.env}
+        envs |= {r.env for _, _, _, rs in scopes for r in rs if r.env}
+        return _KeySpecs({e: self._build_env(scopes, e) for e in envs},
+                         self._build_env(scopes, ""))
+
+    @staticmethod
+    def _build_env(scopes, env: str) -> _Specs:
+        kinds: dict[str, dict[tuple, _Spec]] = {"budget": {}, "requests": {}, "tokens": {}}
+
+        def add(kind: str, level: str, owner: str, period: str, e: str, limit: int, label: str):
+            base = (level, owner, kind, period, e or "*")
+            d = kinds[kind]
+            old = d.get(base)
+            if old is None or limit < old.limit:   # a shared counter: the tighter limit wins
+                d[base] = _Spec(base, period, limit, label)
+
+        for level, owner, budgets, limits in scopes:
+            for b in budgets:
+                if b.env == "" or b.env == env:
+                    add("budget", level, owner, b.period, b.env, _micros(b.amount_usd, "amount_usd"),
+                        b.label(level, owner))
+            for r in limits:
+                if r.env == "" or r.env == env:
+                    if r.requests is not None:
+                        add("requests", level, owner, r.window, r.env, int(r.requests),
+                            limit_label(level, owner, r, "requests"))
+                    if r.tokens is not None:
+                        add("tokens", level, owner, r.window, r.env, int(r.tokens),
+                            limit_label(level, owner, r, "tokens"))
+        return _Specs(tuple(kinds["budget"].values()), tuple(kinds["requests"].values()),
+                      tuple(kinds["tokens"].values()))
+
+    def _specs_for(self, key_id: str, env: str, now: float) -> _Specs:
+        """What applies to (key, env), with its counters resolved for `now`."""
+        ks = self._specs.get(key_id)
+        if ks is None:
+            ks = self._build(key_id)
+            if ks is None:          # unknown key: nothing applies (not cached: ids are unbounded)
+                return _EMPTY
+            self._specs[key_id] = ks
+        sp = ks.by_env.get(env, ks.default)
+        if not (sp.lo <= now < sp.hi and sp.gen == self._gen):
+            self._resolve(sp, now)
+        return sp
+
+    def _resolve(self, sp: _Specs, now: float) -> None:
+        lo, hi = -math.inf, math.inf
+        for s in (*sp.budgets, *sp.requests, *sp.tokens):
+            b = self._bounds(s.period, now)
+            lo, hi = max(lo, b[0]), min(hi, b[1])
+        counter = self._counter
+        sp.cb = tuple(counter(s, now) for s in sp.budgets)
+        sp.cr = tuple(counter(s, now) for s in sp.requests)
+        sp.ct = tuple(counter(s, now) for s in sp.tokens)
+        sp.bpairs = tuple((s.limit, c) for s, c in zip(sp.budgets, sp.cb))
+        sp.rpairs = tuple((s.limit, c) for s, c in zip(sp.requests, sp.cr))
+        sp.tpairs = tuple((s.limit, c) for s, c in zip(sp.tokens, sp.ct))
+        sp.lo, sp.hi, sp.gen = lo, hi, self._gen
+
+    # --- periods & counters ------------------------------------------------------------------
+    def _bounds(self, period: str, now: float) -> tuple:
+        b = self._pb.get(period)
+        if b is None or not (b[0] <= now < b[1]):
+            b = self._pb[period] = tuple(bounds(period, now, self._tz))
+        return b
+
+    def _counter(self, s: _Spec, now: float) -> _Counter:
+        """The counter of the current period for spec `s` (created, or rolled over, on demand)."""
+        start = self._bounds(s.period, now)[0]
+        c = self._table.get(s.base)
+        if c is None or c.start != start:
+            if c is not None:       # rolled over: whoever resolved the old one must look again
+                self._gen += 1
+            c = self._table[s.base] = _Counter(s.base, start)
+        return c
+
+    def _peek(self, base: tuple, period: str, now: float) -> tuple[_Counter | None, tuple]:
+        """The current counter for `base` without creating one (None if none), and the bounds."""
+        b = self._bounds(period, now)
+        c = self._table.get(base)
+        return (c if c is not None and c.start == b[0] else None), b
+
+    # --- reserve -----------------------------------------------------------------------------
+    def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int) -> dict:
+        """Reserve `max_cost_usd` and `est_tokens` and count one request against every budget and
+        limit that applies to (key, env), or refuse (changing nothing) if any would be exceeded.
+
+        ok:      {"ok": True, "remaining_usd": float|None, "budget": str|None,
+                  "requests_remaining": int|None}
+        budget:  {"ok": False, "code": "ServiceQuotaExceededException", "status": 400, "message",
+                  "budget": label, "resets_at": iso, "remaining_usd": left before this request}
+        limit:   {"ok": False, "code": "ThrottlingException", "status": 429, "retry_after_ms",
+                  "message", "limit": label, "resets_at": iso}
+        """
+        if rid in self._open:
+            raise ValueError(f"reservation {rid!r} already exists")
+        max_m = _micros(max_cost_usd, "max_cost_usd")
+        est = int(est_tokens)
+        if est < 0:
+            raise ValueError(f"est_tokens must be >= 0, got {est_tokens!r}")
+        now = self._clock()
+        sp = self._specs_for(key_id, env, now)
+        # check everything first
+        for i, (lim, c) in enumerate(sp.bpairs):
+            if c.used + c.reserved + max_m > lim:
+                return self._refuse_budget(sp.budgets[i], c, max_m, now)
+        for i, (lim, c) in enumerate(sp.rpairs):
+            if c.used >= lim:
+                return self._refuse_limit(sp.requests[i], now)
+        for i, (lim, c) in enumerate(sp.tpairs):
+            if c.used + c.reserved + est > lim:
+                return self._refuse_limit(sp.tokens[i], now)
+        # then apply
+        for c in sp.cb:
+            c.reserved += max_m
+        for c in sp.cr:
+            c.used += 1
+        for c in sp.ct:
+            c.reserved += est
+        self._open[rid] = _Res(key_id, env, max_m, est, now, sp.cb, sp.ct)
+        rem, label = self._tightest(sp)
+        req = None
+        for lim, c in sp.rpairs:
+            left = lim - c.used
+            if req is None or left < req:
+                req = left
+        return {"ok": True, "remaining_usd": rem, "budget": label, "requests_remaining": req}
+
+    @staticmethod
+    def _tightest(sp: _Specs) -> tuple[float | None, str | None]:
+        """min over the budgets of amount - spent - reserved (micro-dollars -> USD), and its label."""
+        best = None
+        at = 0
+        for i, (lim, c) in enumerate(sp.bpairs):
+            left = lim - c.used - c.reserved
+            if best is None or left < best:
+                best, at = left, i
+        return (None, None) if best is None else (_usd(best), sp.budgets[at].label)
+
+    def _refuse_budget(self, s: _Spec, c: _Counter, max_m: int, now: float) -> dict:
+        end = self._bounds(s.period, now)[1]
+        when = iso(end)
+        left = max(0, s.limit - c.used - c.reserved)
+        msg = (f"Budget exceeded: the {s.label} has {_fmt_usd(left)} left until it resets at {when}, "
+               f"and this request may cost up to {_fmt_usd(max_m)}. Retry after {when}, or ask an "
+               f"administrator to raise the budget.")
+        return {"ok": False, "code": _QUOTA, "status": AWS_ERRORS[_QUOTA][0], "message": msg,
+                "budget": s.label, "resets_at": when, "remaining_usd": _usd(left)}
+
+    def _refuse_limit(self, s: _Spec, now: float) -> dict:
+        end = self._bounds(s.period, now)[1]
+        when = iso(end)
+        ms = max(1, math.ceil((end - now) * 1000))
+        msg = (f"Rate limit exceeded: the {s.label} is used up for this window, which resets at "
+               f"{when}. Retry after {ms} ms.")
+        return {"ok": False, "code": _THROTTLE, "status": AWS_ERRORS[_THROTTLE][0],
+                "retry_after_ms": ms, "message": msg, "limit": s.label, "resets_at": when}
+
+    # --- settle ------------------------------------------------------------------------------
+    def settle(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "") -> dict:
+        """Replace reservation `rid` by the real cost and tokens, on the counters it reserved.
+
+        Returns {"cost_usd", "remaining_usd", "budget", "charged"}: remaining / budget as in
+        reserve, over the current periods of the key and env; `charged` is False when `rid` was
+        already settled (nothing charged again). For a rid the ledger never saw (or forgot),
+        the cost and tokens go to the current periods of `key_id` / `env`.
+        """
+        cost_m = _micros(cost_usd, "cost_usd")
+        tokens = int(tokens)
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens!r}")
+        now = self._clock()
+        charged = True
+        r = self._open.pop(rid, None)
+        if r is not None:
+            max_m, est = r.max_m, r.est
+            for c in r.budgets:
+                c.reserved -= max_m
+                c.used += cost_m
+            for c in r.tokens:
+                c.reserved -= est
+                c.used += tokens
+            key_id, env = r.key, r.env
+            self._remember(rid, now)
+        elif rid in self._settled:
+            charged = False
+        elif rid in self._expired:
+            # already charged at its max when it expired: correct to the real cost
+            r = self._expired.pop(rid)
+            d_m, d_t = cost_m - r.max_m, tokens - r.est
+            for c in r.budgets:
+                c.used += d_m
+            for c in r.tokens:
+                c.used += d_t
+            key_id, env = r.key, r.env
+            self._remember(rid, now)
+        else:
+            sp = self._specs_for(key_id, env, now)
+            for c in sp.cb:
+                c.used += cost_m
+            for c in sp.ct:
+                c.used += tokens
+            self._remember(rid, now)
+        rem, label = self._tightest(self._specs_for(key_id, env, now))
+        return {"cost_usd": _usd(cost_m), "remaining_usd": rem, "budget": label, "charged": charged}
+
+    def _remember(self, rid: str, now: float) -> None:
+        self._settled[rid] = now
+        q = self._settled_q
+        q.append((rid, now))
+        if len(q) > self._settled_max:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        rid, t = self._settled_q.popleft()
+        if self._settled.get(rid) == t:     # not settled again since (a re-used rid)
+            del self._settled[rid]
+
+    # --- expire ------------------------------------------------------------------------------
+    def expire(self) -> list[str]:
+        """Charge reservations older than the TTL at their maximum and close them; also forget
+        settled / expired rids past retention and drop counters whose period has ended.
+        Returns the expired rids."""
+        now = self._clock()
+        cutoff = now - self._ttl
+        out = [rid for rid, r in self._open.items() if r.created < cutoff]
+        for rid in out:
+            r = self._open.pop(rid)
+            for c in r.budgets:
+                c.reserved -= r.max_m
+                c.used += r.max_m
+            for c in r.tokens:
+                c.reserved -= r.est
+                c.used += r.est
+            r.expired_at = now
+            self._expired[rid] = r
+            if len(self._expired) > self._settled_max:
+                self._expired.popitem(last=False)
+        old = now - self._retention
+        q, ex = self._settled_q, self._expired
+        while q and q[0][1] < old:
+            self._forget_oldest()
+        while ex and next(iter(ex.values())).expired_at < old:
+            ex.popitem(last=False)
+        self._prune(now)
+        return out
+
+    def _prune(self, now: float) -> None:
+        ended = [b for b, c in self._table.items() if self._bounds(b[3], now)[0] != c.start]
+        for base in ended:
+            del self._table[base]
+        if ended:
+            self._gen += 1
+
+    # --- persistence -------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Everything needed to resume: counters, open and expired reservations, settled rids.
+        JSON-able; money in integer micro-dollars."""
+        def res(rid: str, r: _Res) -> dict:
+            return {"rid": rid, "key": r.key, "env": r.env, "max_micros": r.max_m, "est_tokens": r.est,
+                    "created": r.created, "expired_at": r.expired_at,
+                    "budgets": [c.ref() for c in r.budgets], "tokens": [c.ref() for c in r.tokens]}
+        return {"version": SNAPSHOT_VERSION,
+                "counters": [[*c.base, c.start, c.used, c.reserved] for c in self._table.values()],
+                "reservations": [res(rid, r) for rid, r in self._open.items()],
+                "expired": [res(rid, r) for rid, r in self._expired.items()],
+                "settled": [[rid, t] for rid, t in self._settled.items()]}
+
+    def restore(self, snap: dict) -> None:
+        """Replace the state by a snapshot's; counters whose period has ended are dropped (the
+        reservations holding them keep private copies, as for a rollover)."""
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unknown ledger snapshot version {snap.get('version')!r}")
+        now = self._clock()
+        self._table = {}
+        self._specs.clear()
+        self._pb.clear()
+        self._gen += 1
+        for level, owner, kind, period, env, start, used, reserved in snap["counters"]:
+            if self._bounds(period, now)[0] == start:
+                base = (level, owner, kind, period, env)
+                self._table[base] = _Counter(base, start, int(used), int(reserved))
+        detached: dict[tuple, _Counter] = {}
+
+        def resolve(ref: list) -> _Counter:
+            base, start = tuple(ref[:5]), ref[5]
+            c = self._table.get(base)
+            if c is not None and c.start == start:
+                return c
+            c = detached.get((base, start))
+            if c is None:
+                c = detached[(base, start)] = _Counter(base, start)
+            return c
+
+        def res(d: dict) -> _Res:
+            return _Res(d["key"], d["env"], int(d["max_micros"]), int(d["est_tokens"]), d["created"],
+                        tuple(resolve(x) for x in d["budgets"]), tuple(resolve(x) for x in d["tokens"]),
+                        d.get("expired_at"))
+        self._open = {d["rid"]: res(d) for d in snap["reservations"]}
+        self._expired = OrderedDict((d["rid"], res(d)) for d in snap.get("expired", ()))
+        settled = sorted(((rid, t) for rid, t in snap.get("settled", ())), key=lambda x: x[1])
+        self._settled = dict(settled)
+        self._settled_q = deque(settled)
+
+    # --- reporting ---------------------------------------------------------------------------
+    def usage(self, key_id: str | None = None) -> list[dict]:
+        """Current period of every budget and limit of a key's scopes (key, team, customer), or of
+        every key, team and customer in the directory. Read-only (creates no counter).
+
+        budget:  {"level", "owner", "kind": "budget", "period", "env", "label", "limit_usd",
+                  "spent_usd", "reserved_usd", "remaining_usd", "period_start", "resets_at"}
+        limit:   {"level", "owner", "kind": "requests"|"tokens", "period", "env", "label",
+                  "limit", "used", "reserved", "remaining", "period_start", "resets_at"}
+        (remaining = limit - used - reserved, negative when overspent)
+        """
+        if key_id is not None:
+            scopes = self._dir.scopes(key_id)
+        else:
+            d = self._dir
+            scopes = ([("key", k.id, k.budgets, k.rate_limits) for k in d.keys.values()]
+                      + [("team", t.id, t.budgets, t.rate_limits) for t in d.teams.values()]
+                      + [("customer", c.id, c.budgets, c.rate_limits) for c in d.customers.values()])
+        now = self._clock()
+        out: list[dict] = []
+        for level, owner, budgets, limits in scopes:
+            for b in budgets:
+                c, (start, end) = self._peek((level, owner, "budget", b.period, b.env or "*"), b.period, now)
+                used, res = (c.used, c.reserved) if c else (0, 0)
+                amount = _micros(b.amount_usd, "amount_usd")
+                out.append({"level": level, "owner": owner, "kind": "budget", "period": b.period,
+                            "env": b.env, "label": b.label(level, owner), "limit_usd": _usd(amount),
+                            "spent_usd": _usd(used), "reserved_usd": _usd(res),
+                            "remaining_usd": _usd(amount - used - res),
+                            "period_start": iso(start), "resets_at": iso(end)})
+            for r in limits:
+                for kind, n in (("requests", r.requests), ("tokens", r.tokens)):
+                    if n is None:
+                        continue
+                    c, (start, end) = self._peek((level, owner, kind, r.window, r.env or "*"), r.window, now)
+                    used, res = (c.used, c.reserved) if c else (0, 0)
+                    out.append({"level": level, "owner": owner, "kind": kind, "period": r.window,
+                                "env": r.env, "label": limit_label(level, owner, r, kind),
+                                "limit": n, "used": used, "reserved": res, "remaining": n - used - res,
+                                "period_start": iso(start), "resets_at": iso(end)})
+        return out

@@ -1,0 +1,488 @@
+"""SQLite in the data dir: customers, teams, virtual keys, and the ledger's snapshot.
+
+One file, `<data_dir>/governance.sqlite`, shared by every process: the ledger (which copies the
+config file's entries in at start, `sync_config`, and saves its counters, `save_snapshot`), the
+workers (which read the directory and notice changes cheaply with `data_version`), and the
+`finops keys|teams|customers` CLI and the admin API (which write keys, teams and customers).
+
+The file is created 0600 (SQLite gives its -wal and -shm files the same mode) and opened in WAL
+mode with `synchronous=NORMAL` (a power cut may lose the last commits, never corrupt the file)
+and a 5 s busy timeout, so short writes from several processes simply queue.
+
+**The data dir is sensitive**: key secrets are stored as given, not hashed, because SigV4
+verification needs the secret itself (the signature is an HMAC keyed by it). Treat the file like
+a credentials file: keep the data dir private to the gateway's user and out of backups that are
+less protected than the keys themselves.
+
+Rows carry a `source`: "config" for entries declared in the config file (owned by the file:
+`sync_config` rewrites and removes them; the CLI and the admin API refuse to change them), "api"
+for entries made with the CLI or the admin API (never touched by `sync_config`).
+
+Schema changes are migrations: append a tuple of statements to `MIGRATIONS`; `open` applies the
+ones the file has not had yet, in one transaction, and records the version in `schema_version`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import string
+import time
+from contextlib import contextmanager
+
+from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey
+
+log = logging.getLogger("finops.governance.store")
+
+FILENAME = "governance.sqlite"
+BUSY_TIMEOUT_SECONDS = 5.0
+
+# MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE customers (
+            id          TEXT PRIMARY KEY,
+            name        TEXT NOT NULL DEFAULT '',
+            budgets     TEXT NOT NULL DEFAULT '[]',     -- JSON [{amount_usd, period, env}]
+            rate_limits TEXT NOT NULL DEFAULT '[]',     -- JSON [{window, requests, tokens, env}]
+            source      TEXT NOT NULL DEFAULT 'api'     -- 'config' | 'api'
+        )""",
+        """CREATE TABLE teams (
+            id          TEXT PRIMARY KEY,
+            name        TEXT NOT NULL DEFAULT '',
+            customer    TEXT NOT NULL DEFAULT '',       -- customers.id, '' = none
+            budgets     TEXT NOT NULL DEFAULT '[]',
+            rate_limits TEXT NOT NULL DEFAULT '[]',
+            source      TEXT NOT NULL DEFAULT 'api'
+        )""",
+        "CREATE INDEX teams_customer ON teams (customer)",
+        """CREATE TABLE keys (
+            id          TEXT PRIMARY KEY,               -- also the SigV4 access key id
+            secret      TEXT NOT NULL,                  -- as given: SigV4 needs it (see the module doc)
+            name        TEXT NOT NULL DEFAULT '',
+            team        TEXT NOT NULL DEFAULT '',       -- teams.id, '' = none
+            models      TEXT NOT NULL DEFAULT '["*"]',  -- JSON list of globs
+            providers   TEXT NOT NULL DEFAULT '["*"]',
+            enabled     INTEGER NOT NULL DEFAULT 1,
+            expires_at  REAL,                           -- epoch seconds, NULL = never
+            budgets     TEXT NOT NULL DEFAULT '[]',
+            rate_limits TEXT NOT NULL DEFAULT '[]',
+            created_at  REAL NOT NULL,
+            source      TEXT NOT NULL DEFAULT 'api'
+        )""",
+        "CREATE INDEX keys_team ON keys (team)",
+        """CREATE TABLE ledger_snapshot (
+            id       INTEGER PRIMARY KEY CHECK (id = 1),  -- one row
+            doc      TEXT NOT NULL,                       -- JSON
+            saved_at REAL NOT NULL
+        )""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+KINDS = ("keys", "teams", "customers")
+_SINGULAR = {"keys": "key", "teams": "team", "customers": "customer"}
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class StoreError(Exception):
+    """Something the caller asked of the store cannot be done; the message says why."""
+
+
+class NotFound(StoreError):
+    """No key, team or customer with that id."""
+
+
+class Conflict(StoreError):
+    """The id is taken, or the row is still in use (a team with keys, a customer with teams)."""
+
+
+class InvalidReference(StoreError):
+    """A key names a team, or a team a customer, that does not exist. The message starts with the
+    field name ("team: ..." / "customer: ...")."""
+
+
+# --- new keys --------------------------------------------------------------------------------
+
+def new_key_id() -> str:
+    """`vk-` + 16 random lowercase letters and digits (~82 bits)."""
+    return "vk-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+
+
+def new_secret() -> str:
+    """`fos-` + 40 URL-safe characters (240 random bits)."""
+    return "fos-" + secrets.token_urlsafe(30)
+
+
+def generate_key(name: str = "", *, team: str = "", models=("*",), providers=("*",), enabled: bool = True,
+                 expires_at: float | None = None, budgets=(), rate_limits=(), id: str | None = None,
+                 secret: str | None = None) -> VirtualKey:
+    """A new API-sourced key with a fresh id and secret (unless given). Not stored: `put_key` it."""
+    return VirtualKey(id=id or new_key_id(), secret=secret or new_secret(), name=name, team=team,
+                      models=tuple(models), providers=tuple(providers), enabled=enabled,
+                      expires_at=expires_at, budgets=tuple(budgets), rate_limits=tuple(rate_limits),
+                      created_at=time.time(), source="api")
+
+
+# --- (de)serialisation -------------------------------------------------------------------------
+
+def budgets_to_json(budgets) -> list[dict]:
+    return [{"amount_usd": b.amount_usd, "period": b.period, "env": b.env} for b in budgets]
+
+
+def rate_limits_to_json(limits) -> list[dict]:
+    return [{"window": r.window, "requests": r.requests, "tokens": r.tokens, "env": r.env} for r in limits]
+
+
+def _budgets_from(text: str) -> tuple[Budget, ...]:
+    return tuple(Budget(amount_usd=float(d["amount_usd"]), period=d["period"], env=d.get("env", ""))
+                 for d in json.loads(text))
+
+
+def _rate_limits_from(text: str) -> tuple[RateLimit, ...]:
+    return tuple(RateLimit(window=d["window"], requests=d.get("requests"), tokens=d.get("tokens"),
+                           env=d.get("env", "")) for d in json.loads(text))
+
+
+def _dumps(v) -> str:
+    return json.dumps(v, separators=(",", ":"))
+
+
+def _key(r: sqlite3.Row) -> VirtualKey:
+    return VirtualKey(id=r["id"], secret=r["secret"], name=r["name"], team=r["team"],
+                      models=tuple(json.loads(r["models"])), providers=tuple(json.loads(r["providers"])),
+                      enabled=bool(r["enabled"]), expires_at=r["expires_at"],
+                      budgets=_budgets_from(r["budgets"]), rate_limits=_rate_limits_from(r["rate_limits"]),
+                      created_at=r["created_at"], source=r["source"])
+
+
+def _team(r: sqlite3.Row) -> Team:
+    return Team(id=r["id"], name=r["name"], customer=r["customer"], budgets=_budgets_from(r["budgets"]),
+                rate_limits=_rate_limits_from(r["rate_limits"]))
+
+
+def _customer(r: sqlite3.Row) -> Customer:
+    return Customer(id=r["id"], name=r["name"], budgets=_budgets_from(r["budgets"]),
+                    rate_limits=_rate_limits_from(r["rate_limits"]))
+
+
+def _short_list(ids: list[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+class Store:
+    """One connection to the governance database. Not shared between threads; open one per process.
+
+    Reads see the latest committed state. `data_version()` changes when *another* connection
+    commits (this connection's own writes do not change it), so a process can poll it cheaply and
+    reload its directory only when the CLI, the admin API or another process changed something.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: str):
+        self._db = db
+        self.path = path
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, data_dir: str) -> "Store":
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(data_dir, FILENAME)
+        # Create the file 0600 before SQLite does (it would use 0644 minus the umask); SQLite then
+        # creates the -wal and -shm files with the database file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        try:
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+        except OSError:
+            pass
+        try:
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"governance store {path}: cannot open: {e}") from None
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("governance store %s: journal mode is %s, not wal", path, mode)
+            db.execute("PRAGMA synchronous = NORMAL")
+            store = cls(db, path)
+            store._migrate()
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"governance store {self.path}: schema version {version} was written by a newer "
+                                 f"finops (this one knows up to {SCHEMA_VERSION}); upgrade finops")
+            for i in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[i]:
+                    db.execute(stmt)
+            if row is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version != SCHEMA_VERSION:
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            if version != SCHEMA_VERSION:
+                log.info("governance store %s: schema version %d -> %d", self.path, version, SCHEMA_VERSION)
+
+    def schema_version(self) -> int:
+        return self._db.execute("SELECT version FROM schema_version").fetchone()[0]
+
+    @contextmanager
+    def _write(self):
+        """One write transaction, taken up front (BEGIN IMMEDIATE) so checks and writes are atomic."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self):
+        """One read transaction: several SELECTs see the same snapshot."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (any process) committed a change to the file.
+        Read it *before* `load_directory` so a change made in between is noticed next time."""
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def put_customer(self, c: Customer, *, source: str = "api", create: bool = False) -> None:
+        """Insert or replace customer `c`. `create=True`: raise Conflict if the id exists."""
+        with self._write() as db:
+            self._put_customer(db, c, source, create)
+
+    def put_team(self, t: Team, *, source: str = "api", create: bool = False) -> None:
+        """Insert or replace team `t`; its customer (if any) must exist (InvalidReference)."""
+        with self._write() as db:
+            self._put_team(db, t, source, create)
+
+    def put_key(self, k: VirtualKey, *, create: bool = False) -> None:
+        """Insert or replace key `k` (source from `k.source`; created_at kept on update, set to now
+        when 0); its team (if any) must exist (InvalidReference)."""
+        with self._write() as db:
+            self._put_key(db, k, create)
+
+    def _exists(self, db, kind: str, id: str) -> bool:
+        return db.execute(f"SELECT 1 FROM {kind} WHERE id = ?", (id,)).fetchone() is not None
+
+    def _check_new(self, db, kind: str, id: str, create: bool) -> None:
+        if create and self._exists(db, kind, id):
+            raise Conflict(f"{_SINGULAR[kind]} {id!r} already exists")
+
+    def _put_customer(self, db, c: Customer, source: str, create: bool) -> None:
+        self._check_new(db, "customers", c.id, create)
+        db.execute("INSERT INTO customers (id, name, budgets, rate_limits, source) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT (id) DO UPDATE SET name = excluded.name, budgets = excluded.budgets, "
+                   "rate_limits = excluded.rate_limits, source = excluded.source",
+                   (c.id, c.name, _dumps(budgets_to_json(c.budgets)), _dumps(rate_limits_to_json(c.rate_limits)),
+                    source))
+
+    def _put_team(self, db, t: Team, source: str, create: bool) -> None:
+        self._check_new(db, "teams", t.id, create)
+        if t.customer and not self._exists(db, "customers", t.customer):
+            raise InvalidReference(f"customer: no customer {t.customer!r}")
+        db.execute("INSERT INTO teams (id, name, customer, budgets, rate_limits, source) VALUES (?, ?, ?, ?, ?, ?) "
+                   "ON CONFLICT (id) DO UPDATE SET name = excluded.name, customer = excluded.customer, "
+                   "budgets = excluded.budgets, rate_limits = excluded.rate_limits, source = excluded.source",
+                   (t.id, t.name, t.customer, _dumps(budgets_to_json(t.budgets)),
+                    _dumps(rate_limits_to_json(t.rate_limits)), source))
+
+    def _put_key(self, db, k: VirtualKey, create: bool) -> None:
+        self._check_new(db, "keys", k.id, create)
+        if k.team and not self._exists(db, "teams", k.team):
+            raise InvalidReference(f"team: no team {k.team!r}")
+        db.execute("INSERT INTO keys (id, secret, name, team, models, providers, enabled, expires_at, budgets, "
+                   "rate_limits, created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                   "ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, name = excluded.name, "
+                   "team = excluded.team, models = excluded.models, providers = excluded.providers, "
+                   "enabled = excluded.enabled, expires_at = excluded.expires_at, budgets = excluded.budgets, "
+                   "rate_limits = excluded.rate_limits, source = excluded.source",
+                   (k.id, k.secret, k.name, k.team, _dumps(list(k.models)), _dumps(list(k.providers)),
+                    int(k.enabled), k.expires_at, _dumps(budgets_to_json(k.budgets)),
+                    _dumps(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
+
+    def delete_key(self, id: str) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM keys WHERE id = ?", (id,)).rowcount == 0:
+                raise NotFound(f"no key {id!r}")
+
+    def delete_team(self, id: str) -> None:
+        """Refused (Conflict) while keys belong to the team."""
+        with self._write() as db:
+            if not self._exists(db, "teams", id):
+                raise NotFound(f"no team {id!r}")
+            self._refuse_if_used(db, "teams", id)
+            db.execute("DELETE FROM teams WHERE id = ?", (id,))
+
+    def delete_customer(self, id: str) -> None:
+        """Refused (Conflict) while teams belong to the customer."""
+        with self._write() as db:
+            if not self._exists(db, "customers", id):
+                raise NotFound(f"no customer {id!r}")
+            self._refuse_if_used(db, "customers", id)
+            db.execute("DELETE FROM customers WHERE id = ?", (id,))
+
+    def _users(self, db, kind: str, id: str) -> list[str]:
+        """The ids of the rows that point at team/customer `id`."""
+        if kind == "teams":
+            return [r[0] for r in db.execute("SELECT id FROM keys WHERE team = ? ORDER BY id", (id,))]
+        return [r[0] for r in db.execute("SELECT id FROM teams WHERE customer = ? ORDER BY id", (id,))]
+
+    def _refuse_if_used(self, db, kind: str, id: str) -> None:
+        users = self._users(db, kind, id)
+        if users:
+            child = "key" if kind == "teams" else "team"
+            raise Conflict(f"{_SINGULAR[kind]} {id!r} still has {len(users)} {child}"
+                           f"{'s' if len(users) > 1 else ''} ({_short_list(users)}): delete "
+                           f"{'them' if len(users) > 1 else 'it'} or move {'them' if len(users) > 1 else 'it'} "
+                           f"to another {_SINGULAR[kind]} first")
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def get_key(self, id: str) -> VirtualKey | None:
+        r = self._db.execute("SELECT * FROM keys WHERE id = ?", (id,)).fetchone()
+        return _key(r) if r else None
+
+    def get_team(self, id: str) -> Team | None:
+        r = self._db.execute("SELECT * FROM teams WHERE id = ?", (id,)).fetchone()
+        return _team(r) if r else None
+
+    def get_customer(self, id: str) -> Customer | None:
+        r = self._db.execute("SELECT * FROM customers WHERE id = ?", (id,)).fetchone()
+        return _customer(r) if r else None
+
+    def list_keys(self) -> list[VirtualKey]:
+        """Oldest first."""
+        return [_key(r) for r in self._db.execute("SELECT * FROM keys ORDER BY created_at, id")]
+
+    def list_teams(self) -> list[Team]:
+        return [_team(r) for r in self._db.execute("SELECT * FROM teams ORDER BY id")]
+
+    def list_customers(self) -> list[Customer]:
+        return [_customer(r) for r in self._db.execute("SELECT * FROM customers ORDER BY id")]
+
+    def source_of(self, kind: str, id: str) -> str | None:
+        """"config" | "api" for the row `id` of `kind` ("keys", "teams", "customers"); None if absent."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        r = self._db.execute(f"SELECT source FROM {kind} WHERE id = ?", (id,)).fetchone()
+        return r[0] if r else None
+
+    def sources(self, kind: str) -> dict[str, str]:
+        """{id: source} for every row of `kind` (keys carry theirs in VirtualKey.source already)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        return {r[0]: r[1] for r in self._db.execute(f"SELECT id, source FROM {kind}")}
+
+    def load_directory(self) -> Directory:
+        """Every key, team and customer, read in one snapshot."""
+        with self._read() as db:
+            keys = [_key(r) for r in db.execute("SELECT * FROM keys")]
+            teams = [_team(r) for r in db.execute("SELECT * FROM teams")]
+            customers = [_customer(r) for r in db.execute("SELECT * FROM customers")]
+        return Directory(keys={k.id: k for k in keys}, teams={t.id: t for t in teams},
+                         customers={c.id: c for c in customers})
+
+    # --- the config file's entries ----------------------------------------------------------
+
+    def sync_config(self, gov_cfg) -> dict:
+        """Make the store hold exactly the keys, teams and customers `gov_cfg` (a GovernanceConfig)
+        declares, as source="config": upsert each one (an API-made row with the same id is taken
+        over by the file), and remove config-sourced rows the file no longer declares. API-made rows
+        are not touched.
+
+        A removed config team that API-made keys still belong to (or a removed config customer that
+        API-made teams still belong to) is not deleted, which would silently drop its budgets: it
+        is kept and becomes source="api", so the CLI or admin API can change or delete it; a
+        warning is logged. All in one transaction.
+
+        Returns {"upserted": N, "removed": ["key:ID", ...], "adopted": ["team:ID", ...]}.
+        """
+        removed: list[str] = []
+        adopted: list[str] = []
+        with self._write() as db:
+            for c in gov_cfg.customers:
+                self._put_customer(db, c, "config", False)
+            for t in gov_cfg.teams:
+                self._put_team(db, t, "config", False)
+            for k in gov_cfg.keys:
+                if k.source != "config":
+                    k = dataclasses.replace(k, source="config")
+                self._put_key(db, k, False)
+            declared = {"keys": {k.id for k in gov_cfg.keys}, "teams": {t.id for t in gov_cfg.teams},
+                        "customers": {c.id for c in gov_cfg.customers}}
+            for kind in KINDS:              # keys first: a team's keys go before the team
+                stale = [r[0] for r in db.execute(f"SELECT id FROM {kind} WHERE source = 'config' ORDER BY id")
+                         if r[0] not in declared[kind]]
+                for id in stale:
+                    if kind != "keys" and self._users(db, kind, id):
+                        db.execute(f"UPDATE {kind} SET source = 'api' WHERE id = ?", (id,))
+                        adopted.append(f"{_SINGULAR[kind]}:{id}")
+                        log.warning("governance: %s %r was removed from the config file but %s still "
+                                    "belong to it; kept as an API-managed %s (delete it with the CLI or "
+                                    "admin API once they are moved)", _SINGULAR[kind], id,
+                                    "keys" if kind == "teams" else "teams", _SINGULAR[kind])
+                    else:
+                        db.execute(f"DELETE FROM {kind} WHERE id = ?", (id,))
+                        removed.append(f"{_SINGULAR[kind]}:{id}")
+        if removed:
+            log.info("governance: removed from the store (no longer in the config file): %s", ", ".join(removed))
+        return {"upserted": len(gov_cfg.customers) + len(gov_cfg.teams) + len(gov_cfg.keys),
+                "removed": removed, "adopted": adopted}
+
+    # --- the ledger's snapshot --------------------------------------------------------------
+
+    def save_snapshot(self, doc: dict) -> None:
+        text = _dumps(doc)
+        with self._write() as db:
+            db.execute("INSERT INTO ledger_snapshot (id, doc, saved_at) VALUES (1, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, saved_at = excluded.saved_at",
+                       (text, time.time()))
+
+    def load_snapshot(self) -> dict | None:
+        """The last saved document, or None if none was saved."""
+        r = self._db.execute("SELECT doc FROM ledger_snapshot WHERE id = 1").fetchone()
+        if r is None:
+            return None
+        try:
+            doc = json.loads(r[0])
+        except ValueError as e:
+            raise StoreError(f"governance store {self.path}: the ledger snapshot is not valid JSON ({e})") from None
+        return doc if isinstance(doc, dict) else None
+
+    def snapshot_saved_at(self) -> float | None:
+        """When the snapshot was saved (epoch seconds), or None."""
+        r = self._db.execute("SELECT saved_at FROM ledger_snapshot WHERE id = 1").fetchone()
+        return r[0] if r else None
