@@ -85,7 +85,8 @@ ROUTES = {  # route -> (request body file, fake's response body file)
     "converse-stream": ("request-converse.json", None),
     "invoke": ("request-invoke.json", "response-invoke.json"),
 }
-SCENARIOS = ("bedrock", "mock", "openai")
+SCENARIOS = ("bedrock", "mock", "openai", "governed")
+BENCH_VK = "bench-virtual-key-secret-0123"
 TARGETS = {"added_p50_ms_at_1": 1.5, "cpu_ms_per_req": 2.0, "max_rps": 800.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STREAM_DELTAS = 20
@@ -265,6 +266,8 @@ def role_of(pid: int) -> str:
         return "gone"
     if "finops.frontend" in cmd:
         return "frontend"
+    if "finops.workers.governance.ledger" in cmd:
+        return "ledger"
     if "finops.workers" in cmd:
         return "worker"
     if "finops" in cmd and "serve" in cmd:
@@ -507,11 +510,11 @@ class FakeUpstream:
         return self
 
 
-def post(base: str, path: str, body: bytes, timeout: float = 10.0):
+def post(base: str, path: str, body: bytes, timeout: float = 10.0, headers: dict | None = None):
     host, port = base.split("//")[1].split(":")
     c = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        c.request("POST", path, body=body, headers={"content-type": "application/json"})
+        c.request("POST", path, body=body, headers={"content-type": "application/json", **(headers or {})})
         r = c.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
@@ -544,6 +547,14 @@ class Gateway:
             return server + (f"\n[providers.fake]\nkind = \"openai\"\nbase_url = \"{self.fake.url}/v1\"\n"
                              "keys = [{api_key = \"sk-bench\"}]\n"
                              "\n[default_route]\nprovider = \"fake\"\nmodel = \"gpt-4o-mini\"\n")
+        if self.scenario == "governed":
+            return server + (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
+                             "\n[default_route]\nprovider = \"m\"\n"
+                             "\n[governance]\nmode = \"enforced\"\n"
+                             "\n[[governance.keys]]\nid = \"vk-bench\"\n"
+                             f"secret = \"{BENCH_VK}\"\n"
+                             "budgets = [{amount_usd = 1000000.0, period = \"day\"}]\n"
+                             "rate_limits = [{requests = 100000000, tokens = 100000000000, window = \"minute\"}]\n")
         return server + (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
                          "\n[default_route]\nprovider = \"m\"\n")
 
@@ -634,7 +645,8 @@ def frames_of(body: bytes) -> list:
 def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
     """One request, checked closely, before any load goes to `target`."""
     prefix = "" if target == "direct" else GATEWAY_PREFIX
-    status, hdr, body = post(base, f"{prefix}/model/{MODEL_PATH}/{route}", read_body(ROUTES[route][0]))
+    status, hdr, body = post(base, f"{prefix}/model/{MODEL_PATH}/{route}", read_body(ROUTES[route][0]),
+                             headers={"x-bf-vk": BENCH_VK} if target == "governed" else None)
     where = f"{target} {route}"
     if status != 200:
         raise BenchError(f"{where}: HTTP {status}: {body[:300]!r}")
@@ -646,12 +658,12 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
         want = ["messageStart"] + ["contentBlockDelta"] * STREAM_DELTAS + ["contentBlockStop", "messageStop", "metadata"]
         if kinds != want:
             raise BenchError(f"{where}: stream events {kinds}, expected {want}")
-        if target not in ("mock", "openai"):
+        if target not in ("mock", "openai", "governed"):
             got = [(f.event_type, f.payload) for f in frames]
             if got != stream_events():
                 raise BenchError(f"{where}: stream payloads differ from the fake's")
         return
-    if target in ("mock", "openai"):
+    if target in ("mock", "openai", "governed"):
         doc = json.loads(body)
         ok = ("output" in doc) if route == "converse" else ("content" in doc)
         if not ok:
@@ -685,7 +697,10 @@ class Runner:
         argv = [self.wrk, "-t", str(min(conns, self.args.threads)), "-c", str(conns), "-d", f"{seconds}s",
                 "--timeout", "30s", "--latency", "-s", os.path.join(DATA, "wrk.lua"), url]
         self.closed_conns[base] += conns
-        p = self.procs.start("wrk", argv, env=dict(os.environ, BENCH_BODY=self.bodies[route]),
+        env = dict(os.environ, BENCH_BODY=self.bodies[route])
+        if tag.startswith("governed-") or tag.startswith("profile-governed"):
+            env["BENCH_VK"] = BENCH_VK
+        p = self.procs.start("wrk", argv, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             out, _ = p.communicate(timeout=seconds + 60)
@@ -1097,7 +1112,7 @@ def parse_args(argv=None):
     ap.add_argument("--routes", type=csv, default=["converse", "converse-stream"],
                     help=f"comma-separated, of {', '.join(ROUTES)} (default converse,converse-stream)")
     ap.add_argument("--scenarios", type=csv, default=list(SCENARIOS),
-                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream) (default all three)")
+                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit) (default all)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in peers.md)")

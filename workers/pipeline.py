@@ -128,7 +128,7 @@ class Pipeline:
             req = self.validate_native(call, op, body)
             if op != "count-tokens":
                 await self.gov.admit(call, req, len(body))
-            return await provider.relay(call, body, reply)
+            return await provider.relay(call, body, reply, lambda usage: self.gov.headers(call, usage))
         if op == "converse":
             doc = parse_json(body)
             req = converse.parse_request(doc)

@@ -6,6 +6,10 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+-- the `governed` scenario presents a virtual key (its budget and rate limit are checked by the ledger)
+if os.getenv("BENCH_VK") then
+   wrk.headers["x-bf-vk"] = os.getenv("BENCH_VK")
+end
 
 function done(summary, latency, requests)
    local e = summary.errors

@@ -15,7 +15,9 @@ PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.er
         "finops.workers.bedrock.converse", "finops.workers.bedrock.families",
         "finops.workers.translate.openai_chat", "finops.workers.translate.mistral_chat",
         "finops.workers.translate.anthropic_messages", "finops.workers.translate.sse",
-        "finops.workers.translate.provider_errors"]
+        "finops.workers.translate.provider_errors", "finops.shared.governance",
+        "finops.workers.governance.auth", "finops.workers.governance.ledger_state",
+        "finops.workers.governance.pricing", "finops.workers.governance.periods"]
 
 BLOCKER = """
 import sys

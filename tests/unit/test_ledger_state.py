@@ -5,49 +5,13 @@ import json
 import subprocess
 import sys
 import time
-import types
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
-try:  # the real calendar module; a minimal stand-in (tests only) until it lands
-    from finops.workers.governance import periods as _periods  # noqa: F401
-    REAL_PERIODS = True
-except ImportError:  # pragma: no cover
-    from zoneinfo import ZoneInfo
-    REAL_PERIODS = False
-
-    def _bounds(period, t, tz="UTC"):
-        z = ZoneInfo(tz)
-        d = datetime.fromtimestamp(t, z)
-        if period in ("minute", "hour"):
-            step = 60 if period == "minute" else 3600
-            s = int(d.replace(second=0, microsecond=0, **({} if step == 60 else {"minute": 0})).timestamp())
-            return s, s + step
-        s = d.replace(hour=0, minute=0, second=0, microsecond=0)
-        if period == "day":
-            n = (s.date() + timedelta(days=1))
-        elif period == "week":
-            s = datetime.combine(s.date() - timedelta(days=s.weekday()), dtime(), z)
-            n = s.date() + timedelta(days=7)
-        elif period == "month":
-            s = s.replace(day=1)
-            n = (s.date() + timedelta(days=32)).replace(day=1)
-        else:
-            s = s.replace(month=1, day=1)
-            n = s.date().replace(year=s.year + 1)
-        return int(s.timestamp()), int(datetime.combine(n, dtime(), z).timestamp())
-
-    def _iso(t):
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    _periods = types.ModuleType("finops.workers.governance.periods")
-    _periods.bounds, _periods.iso = _bounds, _iso
-    sys.modules["finops.workers.governance.periods"] = _periods
-
-from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey  # noqa: E402
-from finops.workers.governance import ledger_state as ls  # noqa: E402
-from finops.workers.governance.ledger_state import LedgerState  # noqa: E402
+from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey
+from finops.workers.governance import ledger_state as ls
+from finops.workers.governance.ledger_state import LedgerState
 
 
 def ts(s: str) -> float:
@@ -557,7 +521,6 @@ def test_usage_rows():
 
 # --- purity & performance --------------------------------------------------------------------------
 
-@pytest.mark.skipif(not REAL_PERIODS, reason="periods.py not there yet")
 def test_module_imports_no_io():
     code = ("import sys\nclass B:\n def find_spec(self, n, p=None, t=None):\n"
             "  if n.split('.')[0] in ('trio','zmq','httpx','httpcore','hypercorn','h11','h2','sqlite3'):\n"

@@ -32,11 +32,12 @@ from finops.shared.model import EmbedRequest, estimate_tokens, request_tokens
 from . import auth
 from .client import LedgerClient
 from .directory import load_directory
-from .pricing import PricingTable, cost, max_cost
+from .pricing import Price, PricingTable, cost, max_cost
 from .store import Store
 
 log = logging.getLogger("finops.governance")
 RELOAD_EVERY = 1.0
+UNPRICED = Price(input=15.0, output=75.0)   # USD per 1M tokens: Claude Opus list prices, the dearest common rate
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class Governor:
         self.index = auth.KeyIndex.of(load_directory(self.store, cfg))
         self.checked = time.monotonic()
         self.ledger = LedgerClient(cfg.run_dir, cfg.server.transport)
+        self._unpriced: set[str] = set()
 
     async def run(self) -> None:
         """Background work for the worker's lifetime: the ledger client's receiver."""
@@ -103,10 +105,23 @@ class Governor:
     def _governed(self, key_id: str) -> bool:
         return any(budgets or limits for _, _, budgets, limits in self.index.directory.scopes(key_id))
 
+    def price(self, call):
+        """The price of the model the request names (or its upstream model). A model the table
+        does not know is priced at UNPRICED, the dearest common rate, so that a budget still holds;
+        say so in the log once per model, and set [pricing."default"] or a price for it."""
+        p = self.pricing.price_for(call.model_id, call.upstream_model)
+        if p is None:
+            if call.model_id not in self._unpriced:
+                self._unpriced.add(call.model_id)
+                log.warning("no price for model %r (upstream %r): charging %s per million tokens; set "
+                            "[pricing.\"...\"] in the config", call.model_id, call.upstream_model, UNPRICED)
+            p = UNPRICED
+        return p
+
     async def admit(self, call, req, body_len: int = 0) -> None:
         """Reserve the request's maximum cost (its input, and maxTokens of output) and its
         rate-limit slots before the upstream is called; raise the AWS error when refused."""
-        price = self.pricing.price_for(call.model_id, call.upstream_model)
+        price = self.price(call)
         if isinstance(req, EmbedRequest):
             n_in = sum(estimate_tokens(t) for t in req.texts) or 1
             n_out = 0

@@ -76,7 +76,7 @@ class Provider:
     async def embed(self, call: Call, req):
         raise self.unsupported("embeddings")
 
-    async def relay(self, call: Call, body: bytes, reply) -> None:
+    async def relay(self, call: Call, body: bytes, reply, headers_for=lambda usage: []) -> None:
         raise self.unsupported("native Bedrock relay")
 
     async def aclose(self) -> None:

@@ -133,22 +133,24 @@ class BedrockProvider(Provider):
         self.pick_signer().add_auth(req)
         return url, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
 
-    async def relay(self, call: Call, body: bytes, reply):
+    async def relay(self, call: Call, body: bytes, reply, headers_for=lambda usage: []):
+        """`headers_for(usage)` adds the gateway's own response headers (cost, budget): with the
+        usage of a plain answer, with None at the head of a stream."""
         url, headers = self.signed_request(call, body)
         if call.op not in STREAM_OPS:
             resp = await self.client.post(url, headers, body)
             if resp.status_code != 200:
                 raise parse_upstream_error(resp.status_code, resp.headers, resp.content)
             usage = usage_of(call.op, resp)
-            await reply.head(200, pass_headers(resp.headers), stream=False)
+            await reply.head(200, pass_headers(resp.headers) + headers_for(usage), stream=False)
             await reply.body(resp.content)
             return usage
         async with self.client.stream(url, headers, body) as resp:
             if resp.status_code != 200:
                 raise parse_upstream_error(resp.status_code, resp.headers, await resp.aread())
-            return await self._relay_stream(resp, reply)
+            return await self._relay_stream(resp, reply, pass_headers(resp.headers) + headers_for(None))
 
-    async def _relay_stream(self, resp, reply) -> None:
+    async def _relay_stream(self, resp, reply, head_headers: list) -> None:
         decoder = eventstream.FrameDecoder()
         usage: dict = {}
         async for data in resp.aiter_raw():
@@ -170,7 +172,7 @@ class BedrockProvider(Provider):
                 events.append((frame.event_type or "", frame.payload))
             if events:
                 if not reply.head_sent:
-                    await reply.head(200, pass_headers(resp.headers), stream=True)
+                    await reply.head(200, head_headers, stream=True)
                 await reply.chunks(events)     # the frames of one read travel together
             if failure is not None:
                 raise failure
@@ -179,7 +181,7 @@ class BedrockProvider(Provider):
                 "ModelStreamErrorException", "upstream Bedrock closed the stream in the middle of an event.",
                 extra={"originalStatusCode": 502})
         if not reply.head_sent:
-            await reply.head(200, pass_headers(resp.headers), stream=True)
+            await reply.head(200, head_headers, stream=True)
         await reply.end(usage)
         return usage
 
