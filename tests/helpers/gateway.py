@@ -82,7 +82,11 @@ class Gateway:
             argv = [os.path.join(BIN, "finops"), "serve"]
         self.proc = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()          # never leave a gateway running behind a failed start
+            raise
         return self
 
     def wait_ready(self, timeout: float = 30.0, workers: int = 1) -> dict:

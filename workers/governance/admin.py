@@ -238,62 +238,61 @@ def _keys(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
     return 200, key_json(k, show_secret=rotated)
 
 
-def _teams(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
+class _Group:
+    """What differs between teams and customers; their CRUD is the same (`_group`)."""
+
+    def __init__(self, kind, cls, fields, changes, to_json, parent=None):
+        self.kind, self.cls, self.fields, self.changes, self.to_json = kind, cls, fields, changes, to_json
+        self.one = _SINGULAR[kind]
+        self.parent = parent            # the list filter: teams?customer=...
+
+    def get(self, store, id):
+        return getattr(store, f"get_{self.one}")(id)
+
+    def put(self, store, obj, **kw):
+        getattr(store, f"put_{self.one}")(obj, **kw)
+
+
+TEAMS = _Group("teams", Team, TEAM_FIELDS, _team_changes, team_json, "customer")
+CUSTOMERS = _Group("customers", Customer, CUSTOMER_FIELDS, _customer_changes, customer_json)
+
+
+def _group(g: _Group, store, method: str, id: str | None, query, body) -> tuple[int, dict]:
     if id is None:
         if method == "GET":
-            customer = _q(query, "customer")
-            src = store.sources("teams")
-            return 200, {"teams": [team_json(t, src.get(t.id, "api")) for t in store.list_teams()
-                                   if customer is None or t.customer == customer]}
+            want = _q(query, g.parent) if g.parent else None
+            src = store.sources(g.kind)
+            return 200, {g.kind: [g.to_json(o, src.get(o.id, "api")) for o in getattr(store, f"list_{g.kind}")()
+                                  if want is None or getattr(o, g.parent) == want]}
         doc = _body(body)
-        _check_known(doc, ("id",) + TEAM_FIELDS)
-        t = Team(id=_id(doc.get("id")), **_team_changes(doc))
-        store.put_team(t, create=True)
-        return 201, team_json(t, "api")
-    t = store.get_team(id)
-    if t is None:
-        raise NotFound(f"no team {id!r}")
-    source = store.source_of("teams", id)
+        _check_known(doc, ("id",) + g.fields)
+        obj = g.cls(id=_id(doc.get("id")), **g.changes(doc))
+        g.put(store, obj, create=True)
+        return 201, g.to_json(obj, "api")
+    obj = g.get(store, id)
+    if obj is None:
+        raise NotFound(f"no {g.one} {id!r}")
+    source = store.source_of(g.kind, id)
     if method == "GET":
-        return 200, team_json(t, source)
+        return 200, g.to_json(obj, source)
     if source == "config":
-        raise _read_only("teams", id)
+        raise _read_only(g.kind, id)
     if method == "DELETE":
-        store.delete_team(id)
+        getattr(store, f"delete_{g.one}")(id)
         return 200, {"deleted": id}
     doc = _body(body)
-    _check_known(doc, TEAM_FIELDS)
-    t = dataclasses.replace(t, **_team_changes(doc))
-    store.put_team(t)
-    return 200, team_json(t, "api")
+    _check_known(doc, g.fields)
+    obj = dataclasses.replace(obj, **g.changes(doc))
+    g.put(store, obj)
+    return 200, g.to_json(obj, "api")
+
+
+def _teams(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
+    return _group(TEAMS, store, method, id, query, body)
 
 
 def _customers(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
-    if id is None:
-        if method == "GET":
-            src = store.sources("customers")
-            return 200, {"customers": [customer_json(c, src.get(c.id, "api")) for c in store.list_customers()]}
-        doc = _body(body)
-        _check_known(doc, ("id",) + CUSTOMER_FIELDS)
-        c = Customer(id=_id(doc.get("id")), **_customer_changes(doc))
-        store.put_customer(c, create=True)
-        return 201, customer_json(c, "api")
-    c = store.get_customer(id)
-    if c is None:
-        raise NotFound(f"no customer {id!r}")
-    source = store.source_of("customers", id)
-    if method == "GET":
-        return 200, customer_json(c, source)
-    if source == "config":
-        raise _read_only("customers", id)
-    if method == "DELETE":
-        store.delete_customer(id)
-        return 200, {"deleted": id}
-    doc = _body(body)
-    _check_known(doc, CUSTOMER_FIELDS)
-    c = dataclasses.replace(c, **_customer_changes(doc))
-    store.put_customer(c)
-    return 200, customer_json(c, "api")
+    return _group(CUSTOMERS, store, method, id, query, body)
 
 
 _ROUTES = {"keys": _keys, "teams": _teams, "customers": _customers}
