@@ -672,3 +672,15 @@ def test_property_budgets_and_limits_hold_under_any_interleaving(ops):
         model.settle(rid, max_m, 0)
     check(state, model, clock.t)
     assert all(r == 0 for _, r in model.c.values())
+
+
+def test_snapshot_keeps_only_recently_settled_rids():
+    """The snapshot is written every second: it must not grow with the request rate."""
+    st, clock = make(vk("vk-1", budgets=[Budget(100, "day")]))
+    st.reserve("old", "vk-1", "", 1, 0)
+    st.settle("old", 1, 0)
+    clock.tick(10)
+    st.reserve("new", "vk-1", "", 1, 0)
+    st.settle("new", 1, 0)
+    assert [r for r, _ in st.snapshot()["settled"]] == ["new"]
+    assert st.settle("old", 1, 0, "vk-1")["charged"] is False    # still remembered in memory

@@ -136,6 +136,9 @@ class _Res:
 _EMPTY = _Specs((), (), ())
 
 
+SNAPSHOT_SETTLED_SECONDS = 2.0
+
+
 class LedgerState:
     """Budgets and rate limits for every key, team and customer; see the module docstring."""
 
@@ -435,7 +438,21 @@ class LedgerState:
                 "counters": [[*c.base, c.start, c.used, c.reserved] for c in self._table.values()],
                 "reservations": [res(rid, r) for rid, r in self._open.items()],
                 "expired": [res(rid, r) for rid, r in self._expired.items()],
-                "settled": [[rid, t] for rid, t in self._settled.items()]}
+                "settled": self._recently_settled()}
+
+    def _recently_settled(self) -> list:
+        """Settled rids of the last SNAPSHOT_SETTLED_SECONDS, oldest first. A settle that could
+        arrive twice arrives within moments; keeping every remembered rid in each snapshot would
+        make the snapshot grow with the request rate (tens of thousands of rids a minute)."""
+        cutoff = self._clock() - SNAPSHOT_SETTLED_SECONDS
+        out = []
+        for rid, t in reversed(self._settled_q):
+            if t < cutoff:
+                break
+            if self._settled.get(rid) == t:
+                out.append([rid, t])
+        out.reverse()
+        return out
 
     def restore(self, snap: dict) -> None:
         """Replace the state by a snapshot's; counters whose period has ended are dropped (the
