@@ -331,7 +331,9 @@ def test_enforced_mode_and_restart_keeps_spend(tmp_path):
         assert e2.value.headers["x-amzn-errortype"] == "AccessDeniedException"
         c = client_for(g, headers={"x-bf-vk": "budget-secret-0123456789ab"})
         c.converse(modelId=CLAUDE, messages=MSG, inferenceConfig={"maxTokens": 5})
-        before = spent(g, "vk-budget")
+        deadline = time.monotonic() + 5           # settles reach the ledger within milliseconds
+        while (before := spent(g, "vk-budget")) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert before > 0
     with Gateway(tmp_path, config("enforced")) as g:
         assert spent(g, "vk-budget") == pytest.approx(before, abs=1e-9)

@@ -17,6 +17,8 @@ the PULL endpoint `r` each asking worker named; see client.py):
 
     {"k": "reserve", "i": n, "r", "rid", "key", "env", "max": usd, "tok": tokens} -> {"i": n, ...LedgerState.reserve}
     {"k": "settle", "rid", "key", "env", "cost": usd, "tok": tokens}                (no reply)
+    {"k": "settles", "s": [[rid, key, env, cost, tokens], ...]}                     (no reply)
+    any message may carry "s": settles riding along, applied before the message itself
     {"k": "usage", "i": n, "r", "key": id | None}                                 -> {"i": n, "usage": [...]}
 """
 from __future__ import annotations
@@ -63,6 +65,11 @@ class LedgerActor:
 
     def handle(self, msg: dict) -> dict | None:
         k = msg.get("k")
+        for rid, key, env, cost, tokens in msg.get("s", ()):      # settles riding along
+            self.state.settle(rid, cost, tokens, key_id=key, env=env)
+            self.dirty = True
+        if k == "settles":
+            return None
         if k == "reserve":
             self.dirty = True
             try:
