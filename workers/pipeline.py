@@ -25,7 +25,7 @@ import trio
 
 from finops.shared import errors
 from finops.shared.config import Config
-from finops.shared.model import EmbedRequest, StreamEvent, estimate_tokens, request_tokens
+from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
 from .bedrock import converse, families
 from .providers import build_provider
@@ -210,26 +210,21 @@ class Pipeline:
         StreamEvents, or of native dicts when `usage_of` (the usage at the end) and `complete`
         (whether the provider finished the answer) say what they carried."""
         usage: dict = {}
-        async with aclosing(events) as agen:
-            async for batch in agen:
-                if not batch:
-                    continue
-                if call.first_byte_ms is None:
-                    call.first_byte_ms = self.elapsed_ms(call)
-                    await reply.head(200, headers, stream=True)
-                frames = []
-                for ev in batch:
-                    if usage_of is None and ev.kind == "block_delta":
-                        d = ev.data
-                        call.produced_tokens += estimate_tokens(d.get("text") or str(d.get("toolUse", "")))
-                    if usage_of is None and ev.kind == "metadata":
-                        u = ev.data.get("usage")
+        # a governed stream counts what it relays, so a cut one is charged for it (Governor.settle)
+        counting = call.admission is not None and call.admission.reserved and usage_of is None
+        chars = 0
+        try:
+            async with aclosing(events) as agen:
+                async for batch in agen:
+                    if counting:
+                        chars += sum(len(ev.data.get("text") or ev.data.get("toolUse", {}).get("input", ""))
+                                     for ev in batch if ev.kind == "block_delta")
+                    await self._relay_batch(call, batch, reply, headers, frames_of, usage_of)
+                    if usage_of is None and batch and batch[-1].kind == "metadata":
+                        u = batch[-1].data.get("usage")
                         usage = u.to_wire() if u is not None else {}
-                        ev.data.setdefault("firstByteLatencyMs", call.first_byte_ms)
-                        if not ev.data.get("latencyMs"):
-                            ev.data["latencyMs"] = self.elapsed_ms(call)
-                    frames += frames_of(ev)
-                await reply.chunks(frames)
+        finally:
+            call.produced_tokens = (chars + 3) // 4
         if call.first_byte_ms is None:
             raise errors.GatewayError("ModelErrorException", "the provider returned an empty stream.",
                                       extra={"originalStatusCode": 502})
@@ -239,6 +234,22 @@ class Pipeline:
             usage = usage_of()
         await reply.end(usage)
         return usage
+
+    async def _relay_batch(self, call: Call, batch: list, reply: Reply, headers: list, frames_of, usage_of) -> None:
+        """One upstream read's events, as one message to the client (the head before the first)."""
+        if not batch:
+            return
+        if call.first_byte_ms is None:
+            call.first_byte_ms = self.elapsed_ms(call)
+            await reply.head(200, headers, stream=True)
+        frames = []
+        for ev in batch:
+            if usage_of is None and ev.kind == "metadata":
+                ev.data.setdefault("firstByteLatencyMs", call.first_byte_ms)
+                if not ev.data.get("latencyMs"):
+                    ev.data["latencyMs"] = self.elapsed_ms(call)
+            frames += frames_of(ev)
+        await reply.chunks(frames)
 
     async def invoke_native(self, call: Call, provider, doc: dict, reply: Reply) -> dict:
         """A family body to the provider whose API it is: the answer goes back as it came."""
