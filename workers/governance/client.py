@@ -16,6 +16,7 @@ the same meaning (a Redis-backed ledger with Lua scripts, for several gateway no
 from __future__ import annotations
 
 import logging
+import os
 
 import msgpack
 import trio
@@ -44,6 +45,7 @@ class LedgerClient:
         self.timeout = timeout
         self.sock: transport.AsyncSocket | None = None       # PUSH to the ledger
         self.endpoint = ""
+        os.makedirs(run_dir, exist_ok=True)
         pull = transport.make_socket(zmq.PULL)
         self.reply_endpoint = transport.bind(pull, transport.endpoint_for("ledger-reply", run_dir, transport_kind))
         self.replies = transport.AsyncSocket(pull)
