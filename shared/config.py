@@ -54,6 +54,7 @@ class KeyConfig:
     access_key_id: str = ""
     secret_access_key: str = ""
     session_token: str = ""
+    models: list = field(default_factory=lambda: ["*"])   # globs: upstream models this key may serve
 
 
 @dataclass(slots=True)
@@ -64,7 +65,12 @@ class ProviderConfig:
     region: str = "us-east-1"
     keys: list[KeyConfig] = field(default_factory=list)
     connect_timeout_seconds: float = 10 * SECONDS
-    read_timeout_seconds: float = 300 * SECONDS   # time to first byte and idle between chunks
+    read_timeout_seconds: float = 300 * SECONDS   # idle: between reads of the answer's body (stream chunks)
+    first_byte_timeout_seconds: float = 0.0       # until the answer's head arrives; 0 = read_timeout_seconds
+    total_timeout_seconds: float = 0.0            # one whole attempt, stream included; 0 = no limit
+    circuit_failures: int = 5                     # a key or target opens its circuit after this many failures in a row
+    circuit_failure_rate: float = 0.5             # ...or this share failing among >= 20 outcomes in 30 s
+    circuit_open_seconds: float = 30 * SECONDS    # an open circuit sends no traffic this long, then probes
     headers: dict = field(default_factory=dict)   # extra request headers (e.g. OpenAI-Organization)
     passthrough_fields: list = field(default_factory=list)  # additionalModelRequestFields keys sent as they are
     # openai only
@@ -82,10 +88,21 @@ class ProviderConfig:
 
 
 @dataclass(slots=True)
-class RouteConfig:
-    models: list[str]
+class TargetConfig:
     provider: str
     model: str = ""                  # upstream model id; "" keeps the requested one
+    weight: float = 1.0              # share of traffic; 0 = fallback only
+
+
+@dataclass(slots=True)
+class RouteConfig:
+    models: list[str]
+    provider: str = ""
+    model: str = ""                  # upstream model id; "" keeps the requested one
+    targets: list = field(default_factory=list)   # [TargetConfig]; `provider`/`model` make a one-target list
+    retries: int = 0                 # retries on the same target after a retryable failure
+    retry_backoff_ms: float = 200.0  # base of the jittered exponential backoff
+    deadline_seconds: float = 0.0    # all attempts of a request together; 0 = server.request_timeout_seconds
     _regex: re.Pattern | None = None
 
     def matches(self, model_id: str) -> bool:
@@ -127,7 +144,8 @@ class Config:
         [default_route]."""
         name, slash, model = model_id.partition("/")
         if slash and model and name in self.providers:
-            return RouteConfig(models=[model_id], provider=name, model=model)
+            return RouteConfig(models=[model_id], provider=name, model=model,
+                               targets=[TargetConfig(name, model)])
         for r in self.routes:
             if r.matches(model_id):
                 return r
@@ -261,12 +279,35 @@ def build(raw: dict, source: str, env=None) -> Config:
     def route(r, where):
         if not isinstance(r, dict):
             raise ConfigError(f"{where}: expected a table")
+        r = dict(r)
+        targets_raw = r.pop("targets", None)
         rc = _typed(RouteConfig, r, where, **({"models": ["*"]} if "models" not in r else {}))
         if not isinstance(rc.models, list) or not rc.models or not all(isinstance(m, str) for m in rc.models):
             raise ConfigError(f"{where}.models: expected a non-empty list of globs like [\"anthropic.*\"]")
-        if rc.provider not in providers:
-            raise ConfigError(f"{where}.provider: no provider named {rc.provider!r} "
-                              f"(configured: {', '.join(providers) or 'none'})")
+        if targets_raw is None:
+            if not rc.provider:
+                raise ConfigError(f"{where}.provider: missing (the name of a [providers.NAME] table), "
+                                  "or give targets = [{provider = ..., model = ..., weight = ...}]")
+            if rc.provider not in providers:
+                raise ConfigError(f"{where}.provider: no provider named {rc.provider!r} "
+                                  f"(configured: {', '.join(providers) or 'none'})")
+            targets_raw = [{"provider": rc.provider, "model": rc.model}]
+        elif rc.provider or rc.model:
+            raise ConfigError(f"{where}: give either provider/model or targets, not both")
+        if not isinstance(targets_raw, list) or not targets_raw:
+            raise ConfigError(f"{where}.targets: expected a non-empty list like [{{provider = \"openai\", weight = 3}}]")
+        rc.targets = [_typed(TargetConfig, t, f"{where}.targets[{i}]") for i, t in enumerate(targets_raw)]
+        for i, t in enumerate(rc.targets):
+            if t.provider not in providers:
+                raise ConfigError(f"{where}.targets[{i}].provider: no provider named {t.provider!r} "
+                                  f"(configured: {', '.join(providers) or 'none'})")
+            if t.weight < 0:
+                raise ConfigError(f"{where}.targets[{i}].weight: must be >= 0, got {t.weight}")
+        if not any(t.weight > 0 for t in rc.targets):
+            raise ConfigError(f"{where}.targets: at least one target needs a weight > 0")
+        if rc.retries < 0:
+            raise ConfigError(f"{where}.retries: must be >= 0, got {rc.retries}")
+        rc.provider, rc.model = rc.targets[0].provider, rc.targets[0].model
         return rc
 
     if "routes" in raw and not isinstance(raw["routes"], list):
@@ -274,12 +315,12 @@ def build(raw: dict, source: str, env=None) -> Config:
     for i, r in enumerate(raw.get("routes", [])):
         if isinstance(r, dict) and "models" not in r:
             raise ConfigError(f"routes[{i}].models: missing (a list of modelId globs)")
-        if isinstance(r, dict) and "provider" not in r:
+        if isinstance(r, dict) and "provider" not in r and "targets" not in r:
             raise ConfigError(f"routes[{i}].provider: missing (the name of a [providers.NAME] table)")
     routes = [route(r, f"routes[{i}]") for i, r in enumerate(raw.get("routes", []))]
     default_route = None
     if "default_route" in raw:
-        if "provider" not in raw["default_route"]:
+        if "provider" not in raw["default_route"] and "targets" not in raw["default_route"]:
             raise ConfigError("default_route.provider: missing")
         default_route = route(raw["default_route"], "default_route")
     return Config(server=server, providers=providers, routes=routes, default_route=default_route,

@@ -33,6 +33,7 @@ from .providers.base import Call
 from .governance import admin
 from .governance.governor import Governor
 from .reply import Reply
+from .routing import backoff, router
 from .translate import provider_errors
 from .requestlog import RequestLog
 
@@ -66,6 +67,9 @@ class Pipeline:
         self.providers = {name: build_provider(p) for name, p in cfg.providers.items()}
         self.requestlog = RequestLog(cfg)
         self.gov = Governor(cfg)
+        self.circuits = router.Circuits(cfg.providers)
+        for name, p in self.providers.items():
+            p.breakers = self.circuits.for_provider(name)
 
     async def aclose(self) -> None:
         for p in self.providers.values():
@@ -82,7 +86,6 @@ class Pipeline:
                     started=time.monotonic())
         outcome = "ok"
         usage: dict = {}
-        provider_name = ""
         try:
             ident = self.gov.identify(call, env)
             call.key, call.virtual_key = ident.key, ident.label
@@ -91,12 +94,12 @@ class Pipeline:
                 raise errors.not_found(
                     f"modelId {call.model_id!r}: no route serves it. Add a [[routes]] entry whose "
                     "models glob matches it, or a [default_route], to the gateway config.")
-            provider = self.providers[route.provider]
-            provider_name = call.provider = provider.name
-            if route.model:
-                call.upstream_model = route.model
-            self.gov.authorize(ident, call, provider.name)
-            usage = await self.dispatch(call, provider, env["body"], reply) or {}
+            targets = router.plan(route)
+            if call.key is not None:
+                allowed = [t for t in targets if call.key.allows_provider(t.provider)]
+                self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
+                targets = allowed
+            usage = await self.attempts(call, route, targets, env["body"], reply) or {}
         except errors.GatewayError as e:
             outcome = e.code
             await reply.error(e)
@@ -106,7 +109,76 @@ class Pipeline:
             if outcome == "ok" and not reply.done:
                 outcome = "cancelled"   # the client went away; the frontend cancelled us
             call.cost_usd = self.gov.settle(call, usage, call.produced_tokens, started=reply.head_sent)
-            self.requestlog.record(call, provider_name, outcome, usage, reply)
+            self.requestlog.record(call, call.provider, outcome, usage, reply)
+
+    async def attempts(self, call: Call, route, targets: list, body: bytes, reply: Reply):
+        """Try the route's targets in `targets` order: retries with jittered exponential backoff on
+        a target while its failures are retryable, then the next target; all within the request's
+        deadline. A stream is retried or falls back only before its first byte went to the client;
+        after that a failure ends it with an exception frame. When every attempt failed, the client
+        gets the last failure's AWS error."""
+        now = trio.current_time()
+        deadline = now + (route.deadline_seconds or self.cfg.server.request_timeout_seconds)
+        last = None
+        # circuits only matter where there is somewhere else to go: a lone target keeps getting
+        # the requests, and the client sees the upstream's own error (its SDK retries it anyway)
+        guarded = len(targets) > 1
+        for t in targets:
+            provider = self.providers[t.provider]
+            breakers = self.circuits.for_provider(t.provider)
+            name = router.target_name(t)
+            call.target = name
+            if guarded and not breakers.allow(name):
+                last = errors.unavailable(f"target {name}: its circuit is open after repeated failures; "
+                                          "it gets traffic again after circuit_open_seconds.")
+                continue
+            call.provider, call.upstream_model = provider.name, t.model or call.model_id
+            for attempt in range(route.retries + 1):
+                call.attempts += 1
+                call.key_name = ""
+                try:
+                    return await self.attempt(call, provider, body, reply, deadline, guarded)
+                except errors.GatewayError as e:
+                    last = e
+                    failed = router.try_next(e)
+                    for b in (name if guarded else "", call.key_name):
+                        if b:
+                            (breakers.failure if failed else breakers.success)(b)
+                    if reply.head_sent or not failed:
+                        raise
+                    if not router.retry_same(e) or attempt == route.retries:
+                        break
+                    delay = backoff.delay(attempt, base=route.retry_backoff_ms / 1000)
+                    if not backoff.fits(deadline, trio.current_time(), delay):
+                        raise
+                    await trio.sleep(delay)
+            if trio.current_time() >= deadline:
+                break
+        raise last or errors.unavailable("no target of this route can serve the request now.")
+
+    async def attempt(self, call: Call, provider, body: bytes, reply: Reply, deadline: float, guarded: bool):
+        """One attempt on one target, under the provider's total timeout and the request's deadline."""
+        limit = deadline - trio.current_time()
+        total = provider.cfg.total_timeout_seconds
+        if total and total < limit:
+            limit = total
+        with trio.move_on_after(max(0.0, limit)) as scope:
+            usage = await self.dispatch(call, provider, body, reply)
+        if scope.cancelled_caught:
+            what = (f"provider {provider.name!r}: the attempt took over {total:g}s (total_timeout_seconds)"
+                    if total and limit == total else "the request's deadline passed (routes.deadline_seconds)")
+            raise errors.model_timeout(f"{what}.")
+        breakers = self.circuits.for_provider(provider.name)
+        if guarded:
+            breakers.success(call.target)
+        if call.key_name:
+            breakers.success(call.key_name)
+        return usage
+
+    def response_headers(self, call: Call, usage: dict | None) -> list:
+        """The gateway's own response headers: which target served the answer, after how many
+        attempts, and governance's cost and budget headers."""
+        return [["x-bf-target", call.target], ["x-bf-attempts", str(call.attempts)]] + self.gov.headers(call, usage)
 
     async def admin(self, env: dict, reply: Reply) -> None:
         """The admin API (the frontend checked the admin token): keys, teams, customers, usage."""
@@ -128,7 +200,7 @@ class Pipeline:
             req = self.validate_native(call, op, body)
             if op != "count-tokens":
                 await self.gov.admit(call, req, len(body))
-            return await provider.relay(call, body, reply, lambda usage: self.gov.headers(call, usage))
+            return await provider.relay(call, body, reply, lambda usage: self.response_headers(call, usage))
         if op == "converse":
             doc = parse_json(body)
             req = converse.parse_request(doc)
@@ -136,7 +208,7 @@ class Pipeline:
             resp = await provider.chat(call, req)
             resp.latency_ms = resp.latency_ms or self.elapsed_ms(call)
             usage = resp.usage.to_wire()
-            await reply.head(200, [["content-type", JSON]] + self.gov.headers(call, usage), stream=False)
+            await reply.head(200, [["content-type", JSON]] + self.response_headers(call, usage), stream=False)
             await reply.body(dumps(converse.render_response(
                 resp, response_field_paths=doc.get("additionalModelResponseFieldPaths"))))
             return usage
@@ -144,7 +216,7 @@ class Pipeline:
             req = converse.parse_request(parse_json(body))
             await self.gov.admit(call, req)
             return await self.stream(call, provider.chat_stream(call, req), reply,
-                                     [["content-type", EVENTSTREAM]] + self.gov.headers(call, None),
+                                     [["content-type", EVENTSTREAM]] + self.response_headers(call, None),
                                      converse_frames)
         if op == "invoke":
             doc = parse_json(body)
@@ -166,7 +238,7 @@ class Pipeline:
                                    ["x-amzn-bedrock-input-token-count", str(usage["in"])],
                                    ["x-amzn-bedrock-output-token-count", str(usage["out"])],
                                    ["x-amzn-bedrock-invocation-latency", str(self.elapsed_ms(call))]]
-                             + self.gov.headers(call, usage), stream=False)
+                             + self.response_headers(call, usage), stream=False)
             await reply.body(dumps(out))
             return usage
         if op == "invoke-with-response-stream":
@@ -178,7 +250,7 @@ class Pipeline:
             req = family.parse_request(doc)
             await self.gov.admit(call, req)
             headers = ([["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]]
-                       + self.gov.headers(call, None))
+                       + self.response_headers(call, None))
             if family.name == provider.native_family:
                 tracker = provider.native_tracker()
                 return await self.stream(call, provider.invoke_native_stream(call, doc, tracker), reply, headers,
@@ -263,7 +335,7 @@ class Pipeline:
                             if u.cache_read_tokens else [])
                          + ([["x-amzn-bedrock-cache-write-input-token-count", str(u.cache_write_tokens)]]
                             if u.cache_write_tokens else [])
-                         + self.gov.headers(call, u.to_wire()),
+                         + self.response_headers(call, u.to_wire()),
                          stream=False)
         await reply.body(dumps(out))
         return u.to_wire()

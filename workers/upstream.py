@@ -20,9 +20,11 @@ the request or reading the response head fails on such a reused connection befor
 byte arrived, the server never handled the request, so it is sent once more on a new connection.
 Idle connections older than `KEEPALIVE_EXPIRY` are dropped instead of reused.
 
-Deadlines: connect (`connect_timeout_seconds`, TLS handshake included), and read
-(`read_timeout_seconds`) for every read from the socket, head and body alike, so a silent upstream
-fails before its first byte and a stalled stream fails between chunks.
+Deadlines: connect (`connect_timeout_seconds`, TLS handshake included); time to the response
+head (`first_byte_timeout_seconds`, default `read_timeout_seconds`), so a silent upstream fails
+before its first byte (the deadline Bifrost's timeout misses, its issue #7034); and idle
+(`read_timeout_seconds`) for every read of the body, so a stalled stream fails between chunks.
+The total time of an attempt (`total_timeout_seconds`) is the pipeline's to enforce.
 """
 from __future__ import annotations
 
@@ -91,6 +93,7 @@ class UpstreamClient:
         self.cfg = cfg
         self.idle: dict[tuple, list[Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self.first_byte_timeout = cfg.first_byte_timeout_seconds or cfg.read_timeout_seconds
 
     def __repr__(self) -> str:
         return f"<UpstreamClient {self.cfg.name!r} idle={sum(map(len, self.idle.values()))}>"
@@ -181,7 +184,7 @@ class UpstreamClient:
             raise _Failure("io", f"sending failed ({e or type(e).__name__})", retryable_on_reuse=True) from None
         conn.received = False
         while True:
-            ev = await self._next_event(conn, "response head")
+            ev = await self._next_event(conn, "response head", self.first_byte_timeout)
             if isinstance(ev, h11.Response):
                 return ev.status_code, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
             if isinstance(ev, h11.ConnectionClosed):
@@ -191,7 +194,7 @@ class UpstreamClient:
 
     async def _body(self, conn: Connection):
         while True:
-            ev = await self._next_event(conn, "body")
+            ev = await self._next_event(conn, "body", self.cfg.read_timeout_seconds)
             if isinstance(ev, h11.Data):
                 yield bytes(ev.data)
             elif isinstance(ev, h11.EndOfMessage):
@@ -199,7 +202,7 @@ class UpstreamClient:
             elif isinstance(ev, h11.ConnectionClosed):
                 raise _Failure("io", "the connection closed before the body ended")
 
-    async def _next_event(self, conn: Connection, what: str):
+    async def _next_event(self, conn: Connection, what: str, timeout: float):
         """The next h11 event, reading from the socket under the read deadline as needed.
         A failure before any response byte on this exchange is marked retryable on reuse."""
         h = conn.h11
@@ -210,14 +213,16 @@ class UpstreamClient:
                 raise _Failure("protocol", f"invalid HTTP {what} ({e})") from None
             if ev is not h11.NEED_DATA:
                 return ev
-            with trio.move_on_after(self.cfg.read_timeout_seconds) as scope:
+            with trio.move_on_after(timeout) as scope:
                 try:
                     chunk = await conn.stream.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                     raise _Failure("io", f"reading the {what} failed ({e or type(e).__name__})",
                                    retryable_on_reuse=not conn.received) from None
             if scope.cancelled_caught:
-                raise _Failure("read_timeout", f"the {what} did not arrive in time")
+                setting = "first_byte_timeout_seconds" if what == "response head" and \
+                    self.cfg.first_byte_timeout_seconds else "read_timeout_seconds"
+                raise _Failure("read_timeout", f"the {what} did not arrive within {timeout:g}s ({setting})")
             if not chunk and not conn.received:
                 raise _Failure("io", "the server closed the connection before answering", retryable_on_reuse=True)
             conn.received = conn.received or bool(chunk)
@@ -240,6 +245,5 @@ def _map(f: _Failure, cfg: ProviderConfig, where: str) -> errors.GatewayError:
     if f.kind == "connect":
         return errors.unavailable(f"{where}: cannot connect ({f}). Check base_url and that the upstream is up.")
     if f.kind == "read_timeout":
-        return errors.model_timeout(f"{where}: {f}: no answer within {cfg.read_timeout_seconds:g}s "
-                                    "(read_timeout_seconds).")
+        return errors.model_timeout(f"{where}: {f}.")
     return errors.unavailable(f"{where}: the connection failed mid-request: {f}.")

@@ -120,7 +120,10 @@ class Governor:
 
     async def admit(self, call, req, body_len: int = 0) -> None:
         """Reserve the request's maximum cost (its input, and maxTokens of output) and its
-        rate-limit slots before the upstream is called; raise the AWS error when refused."""
+        rate-limit slots before the upstream is called; raise the AWS error when refused.
+        Once per request: a retry or a fallback to another target keeps the first reservation."""
+        if call.admission is not None:
+            return
         price = self.price(call)
         if isinstance(req, EmbedRequest):
             n_in = sum(estimate_tokens(t) for t in req.texts) or 1

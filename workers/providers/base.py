@@ -24,6 +24,8 @@ maps its own library's exceptions at its edge (see `upstream.py`).
 """
 from __future__ import annotations
 
+import fnmatch
+import random
 from dataclasses import dataclass, field
 
 from finops.shared import errors
@@ -47,6 +49,9 @@ class Call:
     admission: object = None    # governance.governor.Admission: price and reservation
     produced_tokens: int = 0    # streams: output tokens relayed so far (estimated), for settling a cut stream
     cost_usd: float = 0.0
+    key_name: str = ""          # the provider key that served the current attempt (circuit breaking)
+    target: str = ""            # "provider/model" of the current attempt (x-bf-target)
+    attempts: int = 0           # attempts so far, over every target
 
 
 class Provider:
@@ -57,6 +62,35 @@ class Provider:
     def __init__(self, cfg: ProviderConfig):
         self.cfg = cfg
         self.name = cfg.name
+        self.breakers = None        # set by the pipeline: circuit state of this provider's keys
+        self._key_names = [f"{cfg.name}#key{i}" for i in range(len(cfg.keys))]
+        self._keys_for: dict[str, list[int]] = {}
+
+    def choose_key(self, model: str, call: Call | None) -> int | None:
+        """Index of the key to use for `model`: weighted among the keys whose `models` globs
+        allow it and whose circuit is not open. None when the provider has no keys. Raises a
+        retryable ServiceUnavailableException when no key can serve now (so the route falls back)."""
+        keys = self.cfg.keys
+        if not keys:
+            return None
+        allowed = self._keys_for.get(model)
+        if allowed is None:
+            allowed = [i for i, k in enumerate(keys) if any(fnmatch.fnmatchcase(model, g) for g in k.models)]
+            if len(self._keys_for) < 4096:
+                self._keys_for[model] = allowed
+        b = self.breakers if len(keys) > 1 else None     # one key: nowhere else to go
+        candidates = allowed if b is None else [i for i in allowed if b.state(self._key_names[i]) != "open"]
+        while candidates:
+            i = candidates[0] if len(candidates) == 1 else random.choices(
+                candidates, [keys[j].weight for j in candidates])[0]
+            if b is None or b.allow(self._key_names[i]):
+                if call is not None:
+                    call.key_name = self._key_names[i]
+                return i
+            candidates = [j for j in candidates if j != i]
+        why = ("no key of this provider may serve it (keys[].models)" if not allowed
+               else "the circuit of every key that may serve it is open")
+        raise errors.unavailable(f"provider {self.name!r} cannot serve model {model!r} now: {why}.")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -14,7 +14,6 @@ Keys: `keys = [{access_key_id, secret_access_key, session_token?, weight}]`, cho
 from __future__ import annotations
 
 import json
-import random
 from urllib.parse import quote
 
 from botocore.auth import SigV4Auth
@@ -110,19 +109,15 @@ class BedrockProvider(Provider):
         self.signers = [CachedKeySigV4Auth(Credentials(k.access_key_id, k.secret_access_key,
                                                        k.session_token or None), "bedrock", cfg.region)
                         for k in cfg.keys]
-        self.weights = [k.weight for k in cfg.keys]
         self.client = upstream.UpstreamClient(cfg)
-        self._rng = random.Random()
 
-    def pick_signer(self) -> CachedKeySigV4Auth:
+    def pick_signer(self, call: Call | None = None) -> CachedKeySigV4Auth:
         if not self.signers:
             raise errors.GatewayError(
                 "AccessDeniedException",
                 f"provider {self.name!r} (bedrock) has no keys; add keys = [{{access_key_id = \"${{AWS_ACCESS_KEY_ID}}\", "
                 "secret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"}] to its config.", 403)
-        if len(self.signers) == 1:
-            return self.signers[0]
-        return self._rng.choices(self.signers, self.weights)[0]
+        return self.signers[self.choose_key(call.upstream_model if call else "", call)]
 
     def signed_request(self, call: Call, body: bytes) -> tuple[str, list]:
         url = f"{self.base_url}/model/{quote(call.upstream_model, safe='')}/{call.op}"
@@ -130,7 +125,7 @@ class BedrockProvider(Provider):
         if call.op not in ("invoke", "invoke-with-response-stream"):
             headers["content-type"] = "application/json"
         req = AWSRequest(method="POST", url=url, data=body, headers=headers)
-        self.pick_signer().add_auth(req)
+        self.pick_signer(call).add_auth(req)
         return url, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
 
     async def relay(self, call: Call, body: bytes, reply, headers_for=lambda usage: []):

@@ -16,7 +16,6 @@ the provider's keys redacted from any message.
 from __future__ import annotations
 
 import json
-import random
 import time
 from contextlib import aclosing
 
@@ -42,7 +41,6 @@ class JSONAPIProvider(Provider):
         super().__init__(cfg)
         self.client = upstream.UpstreamClient(cfg)
         self.secrets = tuple(k.api_key for k in cfg.keys if k.api_key)
-        self._weights = [k.weight for k in cfg.keys]
         self._dialect = self.dialect()
 
     # --- what subclasses say ---------------------------------------------------------------
@@ -58,7 +56,7 @@ class JSONAPIProvider(Provider):
     # --- the canonical calls ---------------------------------------------------------------
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
         body = self.translator.build_request(req, call.upstream_model, stream=False, dialect=self._dialect)
-        doc = await self.post_json(self.endpoint(call.upstream_model), self.headers(req), body)
+        doc = await self.post_json(self.endpoint(call.upstream_model), self.headers(req, call), body)
         resp = self.translator.parse_response(doc, provider=self.name)
         if not resp.usage.input_tokens:      # a server that reports no usage: our estimate
             resp.usage.input_tokens = request_tokens(req)
@@ -68,7 +66,7 @@ class JSONAPIProvider(Provider):
     async def chat_stream(self, call: Call, req: ChatRequest):
         body = self.translator.build_request(req, call.upstream_model, stream=True, dialect=self._dialect)
         decoder = self.translator.StreamDecoder(self.name, request_tokens(req))
-        async with self.open_stream(self.endpoint(call.upstream_model), self.headers(req), body) as events:
+        async with self.open_stream(self.endpoint(call.upstream_model), self.headers(req, call), body) as events:
             if isinstance(events, dict):
                 # the server ignored "stream": true and answered JSON: replay it as a stream
                 yield response_to_events(self.translator.parse_response(events, provider=self.name))
@@ -92,17 +90,13 @@ class JSONAPIProvider(Provider):
         return request_tokens(req)
 
     # --- I/O -------------------------------------------------------------------------------
-    def pick_key(self) -> KeyConfig | None:
-        keys = self.cfg.keys
-        if not keys:
-            return None
-        if len(keys) == 1:
-            return keys[0]
-        return random.choices(keys, self._weights)[0]
+    def pick_key(self, model: str = "", call: Call | None = None) -> KeyConfig | None:
+        i = self.choose_key(model, call)
+        return None if i is None else self.cfg.keys[i]
 
-    def headers(self, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+    def headers(self, req: ChatRequest | None, call: Call | None = None) -> list[tuple[bytes, bytes]]:
         h = [(b"content-type", b"application/json"), (b"user-agent", USER_AGENT)]
-        h += self.auth(self.pick_key(), req)
+        h += self.auth(self.pick_key(call.upstream_model if call else "", call), req)
         h += [(k.encode(), v.encode()) for k, v in self.cfg.headers.items()]
         return h
 
