@@ -15,7 +15,9 @@ gets InternalServerException.
 from __future__ import annotations
 
 import base64
+import glob
 import json
+import os
 import logging
 import time
 import urllib.parse
@@ -23,7 +25,7 @@ from contextlib import aclosing
 
 import trio
 
-from finops.shared import errors
+from finops.shared import errors, transport
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
@@ -68,6 +70,7 @@ class Pipeline:
         self.requestlog = RequestLog(cfg)
         self.gov = Governor(cfg)
         self.circuits = router.Circuits(cfg.providers)
+        self._published: dict = {}
         for name, p in self.providers.items():
             p.breakers = self.circuits.for_provider(name)
 
@@ -175,6 +178,32 @@ class Pipeline:
             breakers.success(call.key_name)
         return usage
 
+    def publish_circuits(self) -> None:
+        """Write this worker's circuit states to <run_dir>/circuits-<pid>.json when they changed.
+        Circuits are per worker (README: Load balancing and fallbacks); the admin API shows them all."""
+        snap = self.circuits.snapshot()
+        if snap == self._published and not any(v.get("retry_in_s") for v in snap.values()):
+            return
+        self._published = snap
+        path = os.path.join(self.cfg.run_dir, f"circuits-{os.getpid()}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(snap, f)
+        os.replace(path + ".tmp", path)
+
+    def circuits_report(self) -> dict:
+        """Every live worker's published circuit states, for GET /admin/circuits."""
+        out = {}
+        for path in glob.glob(os.path.join(self.cfg.run_dir, "circuits-*.json")):
+            pid = os.path.basename(path)[len("circuits-"):-len(".json")]
+            if not pid.isdigit() or not transport.pid_alive(int(pid)):
+                continue
+            try:
+                with open(path) as f:
+                    out[pid] = json.load(f)
+            except (OSError, ValueError):
+                continue
+        return {"workers": out}
+
     def response_headers(self, call: Call, usage: dict | None) -> list:
         """The gateway's own response headers: which target served the answer, after how many
         attempts, and governance's cost and budget headers."""
@@ -187,6 +216,9 @@ class Pipeline:
         method = env["hdr"].get(":method", "GET")
         if path.rstrip("/") == "/admin/usage" and method == "GET":
             status, doc = 200, {"usage": await self.gov.ledger.usage(query.get("key"))}
+        elif path.rstrip("/") == "/admin/circuits" and method == "GET":
+            self.publish_circuits()
+            status, doc = 200, self.circuits_report()
         else:
             status, doc = admin.handle(self.gov.store, method, path, query, env["body"])
             if method != "GET":

@@ -136,9 +136,12 @@ class WorkerActor:
                 self._idle.set()
 
     async def _flush_log(self) -> None:
+        """Housekeeping twice a second: the request log, and this worker's circuit states for
+        the admin API (/admin/circuits)."""
         while True:
             await trio.sleep(0.5)
             self.pipeline.requestlog.flush()
+            self.pipeline.publish_circuits()
 
     async def _signals(self, announced: str) -> None:
         # Every signal is consumed here for the life of the process: the first starts the drain,

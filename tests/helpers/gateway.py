@@ -146,7 +146,7 @@ class Gateway:
                 pass
 
     def client(self, **config):
-        cfg = dict(retries={"mode": "standard", "max_attempts": 1}, read_timeout=30, connect_timeout=5)
+        cfg = dict(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=30, connect_timeout=5)
         cfg.update(config)
         return boto3.client("bedrock-runtime", endpoint_url=self.endpoint, region_name="us-west-2",
                             aws_access_key_id="finops-dummy-key", aws_secret_access_key="finops-dummy-secret",

@@ -88,7 +88,7 @@ def gw(tmp_path_factory):
 def client_for(gw, akid="finops-dummy-key", secret="finops-dummy-secret", headers=None, **cfg):
     c = boto3.client("bedrock-runtime", endpoint_url=f"http://127.0.0.1:{gw.port}/bedrock", region_name="us-east-1",
                      aws_access_key_id=akid, aws_secret_access_key=secret,
-                     config=BotoConfig(retries={"mode": "standard", "max_attempts": 1}, read_timeout=30,
+                     config=BotoConfig(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=30,
                                        max_pool_connections=64))
     if headers:
         def add(request, **kwargs):
