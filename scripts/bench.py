@@ -85,7 +85,7 @@ ROUTES = {  # route -> (request body file, fake's response body file)
     "converse-stream": ("request-converse.json", None),
     "invoke": ("request-invoke.json", "response-invoke.json"),
 }
-SCENARIOS = ("bedrock", "mock", "openai", "governed")
+SCENARIOS = ("bedrock", "mock", "openai", "governed", "weighted")
 BENCH_VK = "bench-virtual-key-secret-0123"
 TARGETS = {"added_p50_ms_at_1": 1.5, "cpu_ms_per_req": 2.0, "max_rps": 800.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -547,6 +547,12 @@ class Gateway:
             return server + (f"\n[providers.fake]\nkind = \"openai\"\nbase_url = \"{self.fake.url}/v1\"\n"
                              "keys = [{api_key = \"sk-bench\"}]\n"
                              "\n[default_route]\nprovider = \"fake\"\nmodel = \"gpt-4o-mini\"\n")
+        if self.scenario == "weighted":
+            # the openai scenario's upstream, split over two providers by weight (routing's cost)
+            prov = "".join(f"\n[providers.{n}]\nkind = \"openai\"\nbase_url = \"{self.fake.url}/v1\"\n"
+                           "keys = [{api_key = \"sk-bench\"}]\n" for n in ("fake1", "fake2"))
+            return server + prov + ("\n[default_route]\ntargets = [{provider = \"fake1\", model = \"gpt-4o-mini\", "
+                                    "weight = 1}, {provider = \"fake2\", model = \"gpt-4o-mini\", weight = 1}]\n")
         if self.scenario == "governed":
             return server + (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
                              "\n[default_route]\nprovider = \"m\"\n"
@@ -658,12 +664,12 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
         want = ["messageStart"] + ["contentBlockDelta"] * STREAM_DELTAS + ["contentBlockStop", "messageStop", "metadata"]
         if kinds != want:
             raise BenchError(f"{where}: stream events {kinds}, expected {want}")
-        if target not in ("mock", "openai", "governed"):
+        if target not in ("mock", "openai", "governed", "weighted"):
             got = [(f.event_type, f.payload) for f in frames]
             if got != stream_events():
                 raise BenchError(f"{where}: stream payloads differ from the fake's")
         return
-    if target in ("mock", "openai", "governed"):
+    if target in ("mock", "openai", "governed", "weighted"):
         doc = json.loads(body)
         ok = ("output" in doc) if route == "converse" else ("content" in doc)
         if not ok:
@@ -1112,7 +1118,7 @@ def parse_args(argv=None):
     ap.add_argument("--routes", type=csv, default=["converse", "converse-stream"],
                     help=f"comma-separated, of {', '.join(ROUTES)} (default converse,converse-stream)")
     ap.add_argument("--scenarios", type=csv, default=list(SCENARIOS),
-                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit) (default all)")
+                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), weighted (the openai upstream over two weighted targets) (default all)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in peers.md)")

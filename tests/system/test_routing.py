@@ -219,3 +219,10 @@ def test_per_key_model_restrictions(client, fakes):
         client.converse(modelId="k/gpt-4o-mini", messages=MSG)          # both keys, 9:1
     narrow = sum(r.headers["authorization"] == f"Bearer {KEY_NARROW}" for r in b.requests[n:])
     assert 28 <= narrow <= 40
+
+
+def test_garbage_from_the_first_target_falls_back(client, fakes, gw):
+    a, _ = fakes
+    wait_closed(client, gw)
+    a.script("*", {"garbage": True, "times": 1})
+    assert served_by(client.converse(modelId="fallback", messages=MSG)) == "b/m-b"

@@ -8,7 +8,8 @@ skipped as if it had failed.
 Retryable (another attempt, on this target or the next): throttling (429), a provider that is
 unavailable or failed (5xx, ModelErrorException with an original status >= 500), timeouts,
 connection errors, an open circuit; and, for the next target only, a provider that refused the
-gateway's key or whose quota is exhausted (another key or provider may be fine). A request's own
+gateway's key, whose quota is exhausted, or whose answer could not be read (garbage, a cut
+stream): another key or provider may be fine. A request's own
 fault (ValidationException and the like) is never retried: every target would refuse it too.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .breaker import BreakerPolicy, Breakers
 
 RETRY_CODES = frozenset({"ThrottlingException", "ServiceUnavailableException", "ModelTimeoutException",
                          "InternalServerException", "ModelNotReadyException"})
-NEXT_TARGET_CODES = frozenset({"AccessDeniedException", "ServiceQuotaExceededException"})
+NEXT_TARGET_CODES = frozenset({"AccessDeniedException", "ServiceQuotaExceededException", "ModelErrorException",
+                               "ModelStreamErrorException"})
 
 
 def retry_same(e: GatewayError) -> bool:
