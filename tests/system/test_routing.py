@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
-from tests.helpers.fake_providers import FakeOpenAI
+from tests.helpers.fake_providers import FakeAnthropic, FakeOpenAI
 from tests.helpers.gateway import Gateway
 
 KEY_A, KEY_B, KEY_NARROW, KEY_WIDE = "sk-test-a", "sk-test-b", "sk-test-narrow", "sk-test-wide"
@@ -17,7 +17,7 @@ ADMIN = "routing-admin-token-0123"
 MSG = [{"role": "user", "content": [{"text": "hello"}]}]
 
 
-def config(a: FakeOpenAI, b: FakeOpenAI) -> str:
+def config(a: FakeOpenAI, b: FakeOpenAI, c: FakeAnthropic) -> str:
     common = ("read_timeout_seconds = 3\nfirst_byte_timeout_seconds = 1\n"
               "circuit_failures = 3\ncircuit_open_seconds = 2\n")
     return f"""
@@ -42,6 +42,15 @@ kind = "openai"
 base_url = "{b.url}"
 keys = [{{api_key = "{KEY_NARROW}", weight = 9, models = ["gpt-4o*"]}}, {{api_key = "{KEY_WIDE}", weight = 1}}]
 
+[providers.claude]
+kind = "anthropic"
+base_url = "{c.url}"
+keys = [{{api_key = "sk-ant-test"}}]
+
+[[routes]]
+models = ["cross"]
+targets = [{{provider = "a", model = "m-a", weight = 1}}, {{provider = "claude", model = "claude-haiku-4-5", weight = 0}}]
+
 [[routes]]
 models = ["weighted"]
 targets = [{{provider = "a", model = "m-a", weight = 3}}, {{provider = "b", model = "m-b", weight = 1}}]
@@ -64,8 +73,9 @@ provider = "a"
 
 @pytest.fixture(scope="module")
 def fakes():
-    with FakeOpenAI(api_keys=(KEY_A,)) as a, FakeOpenAI(api_keys=(KEY_B, KEY_NARROW, KEY_WIDE)) as b:
-        yield a, b
+    with FakeOpenAI(api_keys=(KEY_A,)) as a, FakeOpenAI(api_keys=(KEY_B, KEY_NARROW, KEY_WIDE)) as b, \
+            FakeAnthropic(api_keys=("sk-ant-test",)) as c:
+        yield a, b, c
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +114,7 @@ def circuit(gw, name) -> dict:
 
 
 def test_weights_within_tolerance(client, fakes):
-    a, b = fakes
+    a, b, _ = fakes
     na, nb = len(a.requests), len(b.requests)
     seen = {"a/m-a": 0, "b/m-b": 0}
     for _ in range(200):
@@ -115,7 +125,7 @@ def test_weights_within_tolerance(client, fakes):
 
 
 def test_fallback_to_the_next_target_with_its_own_model_name(client, fakes, gw):
-    a, b = fakes
+    a, b, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"status": 503, "times": 2})
     na = len(a.requests)
@@ -128,7 +138,7 @@ def test_fallback_to_the_next_target_with_its_own_model_name(client, fakes, gw):
 
 
 def test_a_retry_on_the_same_target_can_succeed(client, fakes, gw):
-    a, _ = fakes
+    a, _, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"status": 429, "times": 1})
     r = client.converse(modelId="fallback", messages=MSG)
@@ -136,7 +146,7 @@ def test_a_retry_on_the_same_target_can_succeed(client, fakes, gw):
 
 
 def test_a_stream_falls_back_before_its_first_byte(client, fakes, gw):
-    a, _ = fakes
+    a, _, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"status": 503, "times": 2})
     r = client.converse_stream(modelId="fallback", messages=MSG)
@@ -145,7 +155,7 @@ def test_a_stream_falls_back_before_its_first_byte(client, fakes, gw):
 
 
 def test_no_retry_after_the_first_streamed_byte(client, fakes, gw):
-    a, b = fakes
+    a, b, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"stream_events": 2, "then": "cut"})
     na, nb = len(a.requests), len(b.requests)
@@ -157,7 +167,7 @@ def test_no_retry_after_the_first_streamed_byte(client, fakes, gw):
 
 
 def test_circuit_opens_stays_open_and_recovers(client, fakes, gw):
-    a, b = fakes
+    a, b, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"status": 503})
     client.converse(modelId="fallback", messages=MSG)     # a fails twice (retries = 1)
@@ -175,7 +185,7 @@ def test_circuit_opens_stays_open_and_recovers(client, fakes, gw):
 
 
 def test_deadline_holds_when_every_target_is_silent(client, fakes, gw):
-    a, b = fakes
+    a, b, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"delay": 5})
     b.script("*", {"delay": 5})
@@ -188,7 +198,7 @@ def test_deadline_holds_when_every_target_is_silent(client, fakes, gw):
 
 
 def test_time_to_first_byte_timeout_falls_back(client, fakes, gw):
-    a, _ = fakes
+    a, _, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"delay": 3, "times": 2})
     t0 = time.monotonic()
@@ -197,7 +207,7 @@ def test_time_to_first_byte_timeout_falls_back(client, fakes, gw):
 
 
 def test_when_every_target_fails_the_client_gets_the_last_failure(client, fakes, gw):
-    a, b = fakes
+    a, b, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"status": 503, "times": 2})
     b.script("*", {"status": 429, "times": 2})          # b is retried once too
@@ -208,7 +218,7 @@ def test_when_every_target_fails_the_client_gets_the_last_failure(client, fakes,
 
 
 def test_per_key_model_restrictions(client, fakes):
-    _, b = fakes
+    _, b, _ = fakes
     n = len(b.requests)
     for _ in range(10):
         client.converse(modelId="k/o3-mini", messages=MSG)              # only the wide key may serve o3
@@ -222,7 +232,17 @@ def test_per_key_model_restrictions(client, fakes):
 
 
 def test_garbage_from_the_first_target_falls_back(client, fakes, gw):
-    a, _ = fakes
+    a, _, _ = fakes
     wait_closed(client, gw)
     a.script("*", {"garbage": True, "times": 1})
     assert served_by(client.converse(modelId="fallback", messages=MSG)) == "b/m-b"
+
+
+def test_fallback_to_another_kind_of_provider(client, fakes):
+    a, _, claude = fakes
+    a.script("*", {"status": 500, "times": 1})
+    r = client.converse_stream(modelId="cross", messages=MSG)
+    assert served_by(r) == "claude/claude-haiku-4-5"
+    text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in r["stream"] if "contentBlockDelta" in e)
+    assert text == "fake-anthropic: hello"
+    assert claude.requests[-1].json["model"] == "claude-haiku-4-5"
