@@ -337,3 +337,33 @@ def test_enforced_mode_and_restart_keeps_spend(tmp_path):
         assert before > 0
     with Gateway(tmp_path, config("enforced")) as g:
         assert spent(g, "vk-budget") == pytest.approx(before, abs=1e-9)
+
+
+def test_a_killed_ledger_fails_closed_then_recovers_with_its_counters(tmp_path):
+    """A bad day for the ledger: kill -9. Requests in the gap get a retryable 503 (never an
+    ungoverned answer); the supervisor restarts it, it restores its snapshot, service resumes."""
+    import signal
+    with Gateway(tmp_path, config()) as g:
+        c = client_for(g, headers={"x-bf-vk": "conc-secret-0123456789abcd"})
+        c.converse(modelId=CLAUDE, messages=MSG, inferenceConfig={"maxTokens": 5})
+        deadline = time.monotonic() + 5
+        while (before := spent(g, "vk-conc")) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert before > 0
+        time.sleep(1.5)                                   # the ledger has snapshotted it
+        [pid] = g.child_pids("workers.governance.ledger")
+        os.kill(pid, signal.SIGKILL)
+        outcomes = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                c.converse(modelId=CLAUDE, messages=MSG, inferenceConfig={"maxTokens": 5})
+                outcomes.append("ok")
+                if len(outcomes) >= 2:       # served again after the gap (or there was none)
+                    break
+            except ClientError as e:
+                outcomes.append(e.response["Error"]["Code"])
+        assert set(outcomes) <= {"ok", "ServiceUnavailableException"}, outcomes
+        assert outcomes[-1] == "ok", outcomes
+        assert g.child_pids("workers.governance.ledger") != [pid]
+        assert spent(g, "vk-conc") >= before
