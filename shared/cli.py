@@ -70,7 +70,10 @@ def main(argv=None) -> int:
         s = cfg.server
         print(f"config: {cfg.source}\nlisten: {s.host}:{s.port}  frontends={s.frontends} workers={s.workers}\n"
               f"data_dir: {s.data_dir}\nproviders: {', '.join(f'{n} ({p.kind})' for n, p in cfg.providers.items())}\n"
-              f"routes: {len(cfg.routes)}; default: {cfg.default_route.provider if cfg.default_route else 'none'}")
+              f"routes: {len(cfg.routes)}; default: {cfg.default_route.provider if cfg.default_route else 'none'}\n"
+              f"governance: {cfg.governance.mode}; {len(cfg.governance.keys)} keys, {len(cfg.governance.teams)} teams, "
+              f"{len(cfg.governance.customers)} customers in the file; admin API "
+              f"{'on' if cfg.governance.admin_token else 'off'}")
         return 0
 
     setup_logging("supervisor")
