@@ -51,6 +51,11 @@ def hypercorn_config(cfg: configmod.Config) -> HyperConfig:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.h11_max_incomplete_size = 64 * 1024
+    if cfg.server.tls_cert_file:
+        hc.certfile, hc.keyfile = cfg.server.tls_cert_file, cfg.server.tls_key_file
+        # HTTP/1.1 only over TLS for now: hypercorn 0.18 cuts HTTP/2 streams when the JS SDK
+        # sends GOAWAY (reference section 5); HTTP/2 arrives with that fix.
+        hc.alpn_protocols = ["http/1.1"]
     return hc
 
 
@@ -73,8 +78,9 @@ async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         nursery.start_soon(on_signal)
+        sockets = Sockets([sock], [], []) if hc.ssl_enabled else Sockets([], [sock], [])
         await worker_serve(wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc,
-                           sockets=Sockets([], [sock], []), shutdown_trigger=stop.wait)
+                           sockets=sockets, shutdown_trigger=stop.wait)
         nursery.cancel_scope.cancel()
 
 

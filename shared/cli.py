@@ -3,6 +3,7 @@
     finops serve [--config PATH] [--host H] [--port P] [--workers N] [--frontends N]
     finops check-config [--config PATH]
     finops keys|teams|customers ... [--config PATH]     virtual keys (see `finops keys --help`)
+    finops certs [--dir DIR] [--name HOST]...           a development CA and server certificate
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in GOVERNANCE_COMMANDS:
         return governance(argv)
+    if argv and argv[0] == "certs":
+        from . import certs
+        return certs.main(argv[1:], configmod.load(None).server.data_dir)
     ap = argparse.ArgumentParser(prog="finops", description="FinOps: a Bedrock Runtime-compatible AI gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("serve", help="start the gateway (every process, supervised)")
@@ -48,6 +52,7 @@ def main(argv=None) -> int:
     sp.add_argument("--port", type=int, help="listen port (overrides the file)")
     sp.add_argument("--workers", type=int, help="worker processes (overrides the file)")
     sp.add_argument("--frontends", type=int, help="frontend processes (overrides the file)")
+    sub.add_parser("certs", help="make a development CA and server certificate (finops certs --help)", add_help=False)
     for name in GOVERNANCE_COMMANDS:
         sub.add_parser(name, help=f"manage {name} (finops {name} --help)", add_help=False)
     cp = sub.add_parser("check-config", help="validate a config file and print the effective settings")

@@ -45,6 +45,12 @@ class ServerConfig:
     heartbeat_seconds: float = 0.5 * SECONDS  # frontend pings each worker this often
     worker_dead_after_seconds: float = 3 * SECONDS  # no pong for this long: worker counted dead
     worker_concurrency: int = 1000           # requests one worker runs at once; past it: 503
+    tls_cert_file: str = ""                  # PEM certificate (chain): set both to serve HTTPS (`finops certs`)
+    tls_key_file: str = ""                   # PEM private key
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
 
 
 @dataclass(slots=True)
@@ -228,6 +234,12 @@ def build(raw: dict, source: str, env=None) -> Config:
         _positive(f"server.{k}", getattr(server, k))
     if server.transport not in ("ipc", "tcp"):
         raise ConfigError(f"server.transport: must be \"ipc\" or \"tcp\", got {server.transport!r}")
+    if bool(server.tls_cert_file) != bool(server.tls_key_file):
+        raise ConfigError("server.tls_cert_file and server.tls_key_file: set both to serve HTTPS, or neither")
+    for k in ("tls_cert_file", "tls_key_file"):
+        path = getattr(server, k)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"server.{k}: no such file {path!r} (make a development one with `finops certs`)")
     if server.max_body_bytes < 1024:
         raise ConfigError(f"server.max_body_bytes: must be >= 1024, got {server.max_body_bytes}")
 

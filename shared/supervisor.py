@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -104,7 +105,7 @@ class Supervisor:
             if not announced and self._healthy():
                 announced = True
                 s = self.cfg.server
-                print(f"FinOps gateway ready: http://{s.host}:{s.port}/bedrock "
+                print(f"FinOps gateway ready: {s.scheme}://{s.host}:{s.port}/bedrock "
                       f"({s.frontends} frontend, {s.workers} workers; config: {self.cfg.source})",
                       flush=True)
             time.sleep(0.05 if not announced else 0.2)
@@ -116,7 +117,8 @@ class Supervisor:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         try:
-            with urllib.request.urlopen(f"http://{host}:{s.port}/health", timeout=0.5) as r:
+            ctx = ssl._create_unverified_context() if s.scheme == "https" else None   # our own port, loopback
+            with urllib.request.urlopen(f"{s.scheme}://{host}:{s.port}/health", timeout=0.5, context=ctx) as r:
                 return r.status == 200
         except Exception:
             return False

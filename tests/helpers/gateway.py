@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +28,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+INSECURE = ssl._create_unverified_context()   # health checks of our own loopback gateway only
+
+
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> dict:
     deadline = time.monotonic() + timeout
     last = None
@@ -34,7 +38,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {proc.returncode} before it was ready")
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1, context=INSECURE if url.startswith("https") else None) as r:
                 if r.status == 200:
                     return json.loads(r.read())
         except Exception as e:  # not up yet
@@ -59,7 +63,8 @@ class Gateway:
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
         self.log_path = str(tmp_path / "gateway.log")
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "tls_cert_file" in config_text else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.endpoint = self.url + "/bedrock"
 
     def env(self) -> dict:
@@ -101,7 +106,8 @@ class Gateway:
 
     def health(self) -> dict:
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+            with urllib.request.urlopen(self.url + "/health", timeout=2,
+                                        context=INSECURE if self.url.startswith("https") else None) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
             return json.loads(e.read())
