@@ -23,6 +23,7 @@ from hypercorn.utils import wrap_app
 from finops.shared import config as configmod
 from finops.shared.logs import setup_logging
 
+from . import h2_goaway
 from .app import App
 from .dispatch import WorkerPool
 
@@ -53,13 +54,12 @@ def hypercorn_config(cfg: configmod.Config) -> HyperConfig:
     hc.h11_max_incomplete_size = 64 * 1024
     if cfg.server.tls_cert_file:
         hc.certfile, hc.keyfile = cfg.server.tls_cert_file, cfg.server.tls_key_file
-        # HTTP/1.1 only over TLS for now: hypercorn 0.18 cuts HTTP/2 streams when the JS SDK
-        # sends GOAWAY (reference section 5); HTTP/2 arrives with that fix.
-        hc.alpn_protocols = ["http/1.1"]
+        hc.alpn_protocols = ["h2", "http/1.1"]     # h2 for the JS SDK (h2_goaway.py), 1.1 for boto3
     return hc
 
 
 async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
+    h2_goaway.install()
     pool = WorkerPool(cfg)
     app = App(cfg, pool)
     hc = hypercorn_config(cfg)
