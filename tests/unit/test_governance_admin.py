@@ -5,16 +5,8 @@ import pytest
 
 from finops.shared.config import build
 from finops.workers.governance.admin import handle, mask
-from finops.workers.governance.store import Store
 
 SECRET = "s" * 20
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(str(tmp_path))
-    yield s
-    s.close()
 
 
 def call(store, method, path, body=None, query=None):

@@ -14,13 +14,6 @@ from finops.workers.governance.store import (Conflict, InvalidReference, NotFoun
 SECRET = "s" * 20
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(str(tmp_path))
-    yield s
-    s.close()
-
-
 def gov(customers=(), teams=(), keys=()):
     return build({"governance": {"customers": list(customers), "teams": list(teams), "keys": list(keys)}},
                  "t", env={}).governance
