@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import msgpack
 import trio
@@ -29,14 +30,6 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 
 
 SETTLE_DELAY = 0.005   # seconds a settle may wait for a reserve to ride along with
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-        return True
-    except RuntimeError:
-        return False
 
 
 class LedgerClient:
@@ -58,7 +51,7 @@ class LedgerClient:
     def _connect(self) -> bool:
         """(Re)connect to the ledger announced in the run directory (a restarted ledger has a new
         endpoint). Looks at most once a second."""
-        now = trio.current_time() if _in_trio() else 0.0
+        now = time.monotonic()
         if self.sock is not None and now - self.discovered_at < 1.0:
             return True
         self.discovered_at = now
