@@ -136,17 +136,16 @@ class Pipeline:
                                           "it gets traffic again after circuit_open_seconds.")
                 continue
             call.provider, call.upstream_model = provider.name, t.model or call.model_id
+            circuit = name if guarded else ""
             for attempt in range(route.retries + 1):
                 call.attempts += 1
                 call.key_name = ""
                 try:
-                    return await self.attempt(call, provider, body, reply, deadline, guarded)
+                    usage = await self.attempt(call, provider, body, reply, deadline)
                 except errors.GatewayError as e:
                     last = e
                     failed = router.try_next(e)
-                    for b in (name if guarded else "", call.key_name):
-                        if b:
-                            (breakers.failure if failed else breakers.success)(b)
+                    self.record_outcome(breakers, circuit, call.key_name, ok=not failed)
                     if reply.head_sent or not failed:
                         raise
                     if not router.retry_same(e) or attempt == route.retries:
@@ -155,11 +154,21 @@ class Pipeline:
                     if not backoff.fits(deadline, trio.current_time(), delay):
                         raise
                     await trio.sleep(delay)
+                else:
+                    self.record_outcome(breakers, circuit, call.key_name, ok=True)
+                    return usage
             if trio.current_time() >= deadline:
                 break
         raise last or errors.unavailable("no target of this route can serve the request now.")
 
-    async def attempt(self, call: Call, provider, body: bytes, reply: Reply, deadline: float, guarded: bool):
+    @staticmethod
+    def record_outcome(breakers, target: str, key: str, ok: bool) -> None:
+        """Tell the circuits of the target ("" when it has none) and of the key what happened."""
+        for name in (target, key):
+            if name:
+                (breakers.success if ok else breakers.failure)(name)
+
+    async def attempt(self, call: Call, provider, body: bytes, reply: Reply, deadline: float):
         """One attempt on one target, under the provider's total timeout and the request's deadline."""
         limit = deadline - trio.current_time()
         total = provider.cfg.total_timeout_seconds
@@ -171,11 +180,6 @@ class Pipeline:
             what = (f"provider {provider.name!r}: the attempt took over {total:g}s (total_timeout_seconds)"
                     if total and limit == total else "the request's deadline passed (routes.deadline_seconds)")
             raise errors.model_timeout(f"{what}.")
-        breakers = self.circuits.for_provider(provider.name)
-        if guarded:
-            breakers.success(call.target)
-        if call.key_name:
-            breakers.success(call.key_name)
         return usage
 
     def publish_circuits(self) -> None:
