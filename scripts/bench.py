@@ -1016,8 +1016,10 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
            f"{meta['versions']['nginx']}; {meta['versions']['wrk']}; git {meta['git']}. "
            f"Gateway: {a['workers']} workers, {a['frontends']} frontend. Each point: median of {a['runs']} runs "
            f"of {a['duration']} s (after {a['warmup']} s warm-up per target and route); wrk -t{a['threads']}.", "",
-           "`bedrock` = gateway -> bedrock provider -> nginx fake (SigV4 re-signing); `mock` = built-in mock "
-           "provider, no upstream; `direct` = wrk -> nginx fake. Added = gateway minus direct at the same "
+           "`bedrock` = gateway -> bedrock provider -> nginx fake (SigV4 re-signing); `openai` = the same requests "
+           "translated to Chat Completions -> nginx fake; `weighted` = the openai traffic over two weighted "
+           "targets; `mock` = built-in mock provider, no upstream; `governed` = mock behind a virtual key with a "
+           "budget and rate limits (ledger reserve + settle); `direct` = wrk -> nginx fake. Added = gateway minus direct at the same "
            "connection count; past saturation it is queueing (wrk is closed-loop).", "",
            "| route | target | conns | rps | p50 ms | added p50 ms | p99 ms | CPU ms/req |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
