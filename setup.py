@@ -9,4 +9,5 @@ from setuptools import find_packages, setup
 TOP = ("frontend", "workers", "shared")
 packages = [f"finops.{p}" for p in find_packages(include=[f"{t}*" for t in TOP])]
 setup(packages=packages, package_dir={f"finops.{t}": t for t in TOP},
-      package_data={"finops.shared": ["*.toml"]})
+      package_data={"finops.shared": ["*.toml"], "finops.workers.cache": ["assets/*"],
+                                "finops.frontend": ["ui/*"]})
