@@ -684,3 +684,18 @@ def test_snapshot_keeps_only_recently_settled_rids():
     st.settle("new", 1, 0)
     assert [r for r, _ in st.snapshot()["settled"]] == ["new"]
     assert st.settle("old", 1, 0, "vk-1")["charged"] is False    # still remembered in memory
+
+
+# --- cache savings -------------------------------------------------------------------------------
+
+def test_cache_savings_are_kept_per_key_and_env_outside_budgets_and_survive_a_snapshot():
+    st, clock = make(vk("vk-1", budgets=[Budget(1, "day")]))
+    st.settle("hit-1", 0.0, 0, key_id="vk-1", env="prod", saved_usd=0.25)
+    st.settle("hit-2", 0.0, 0, key_id="vk-1", env="prod", saved_usd=0.5)
+    st.settle("hit-2", 0.0, 0, key_id="vk-1", env="prod", saved_usd=0.5)     # duplicate: not counted twice
+    st.settle("hit-3", 0.0, 0, key_id="", env="", saved_usd=0.125)
+    assert st.savings("vk-1") == [{"key": "vk-1", "env": "prod", "saved_usd": 0.75}]
+    assert use(st, "key", "vk-1")["spent_usd"] == 0.0          # a hit spends nothing
+    again, _ = make(vk("vk-1", budgets=[Budget(1, "day")]))
+    again.restore(json.loads(json.dumps(st.snapshot())))
+    assert again.savings() == st.savings() and len(again.savings()) == 2

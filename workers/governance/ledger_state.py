@@ -161,6 +161,7 @@ class LedgerState:
         self._specs: dict[str, _KeySpecs] = {}
         self._pb: dict[str, tuple] = {}          # period -> current (start, end)
         self._gen = 0                            # bumped when a table counter is replaced / dropped
+        self._saved: dict[tuple, int] = {}       # (key id, env) -> micro-dollars cache hits saved, all time
 
     # --- directory & specs -------------------------------------------------------------------
     def set_directory(self, directory: Directory) -> None:
@@ -331,15 +332,20 @@ class LedgerState:
                 "retry_after_ms": ms, "message": msg, "limit": s.label, "resets_at": when}
 
     # --- settle ------------------------------------------------------------------------------
-    def settle(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "") -> dict:
+    def settle(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
+               saved_usd: float = 0.0) -> dict:
         """Replace reservation `rid` by the real cost and tokens, on the counters it reserved.
 
         Returns {"cost_usd", "remaining_usd", "budget", "charged"}: remaining / budget as in
         reserve, over the current periods of the key and env; `charged` is False when `rid` was
         already settled (nothing charged again). For a rid the ledger never saw (or forgot),
-        the cost and tokens go to the current periods of `key_id` / `env`.
+        the cost and tokens go to the current periods of `key_id` / `env`. `saved_usd` is what a
+        cache hit saved; it is kept per key and env (`savings()`), outside every budget.
         """
         cost_m = _micros(cost_usd, "cost_usd")
+        if saved_usd and rid not in self._settled:
+            k = (key_id, env)
+            self._saved[k] = self._saved.get(k, 0) + _micros(saved_usd, "saved_usd")
         tokens = int(tokens)
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens!r}")
@@ -438,7 +444,8 @@ class LedgerState:
                 "counters": [[*c.base, c.start, c.used, c.reserved] for c in self._table.values()],
                 "reservations": [res(rid, r) for rid, r in self._open.items()],
                 "expired": [res(rid, r) for rid, r in self._expired.items()],
-                "settled": self._recently_settled()}
+                "settled": self._recently_settled(),
+                "saved": [[k, e, m] for (k, e), m in self._saved.items()]}
 
     def _recently_settled(self) -> list:
         """Settled rids of the last SNAPSHOT_SETTLED_SECONDS, oldest first. A settle that could
@@ -489,6 +496,12 @@ class LedgerState:
         settled = sorted(((rid, t) for rid, t in snap.get("settled", ())), key=lambda x: x[1])
         self._settled = dict(settled)
         self._settled_q = deque(settled)
+        self._saved = {(k, e): int(m) for k, e, m in snap.get("saved", ())}
+
+    def savings(self, key_id: str | None = None) -> list[dict]:
+        """What cache hits saved, all time: [{"key", "env", "saved_usd"}], for one key or all."""
+        return [{"key": k, "env": e, "saved_usd": _usd(m)} for (k, e), m in sorted(self._saved.items())
+                if key_id is None or k == key_id]
 
     # --- reporting ---------------------------------------------------------------------------
     def usage(self, key_id: str | None = None) -> list[dict]:

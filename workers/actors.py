@@ -1,0 +1,192 @@
+"""Single-owner actor processes and the workers' side of talking to them.
+
+The gateway has a few pieces of state that must have exactly one owner across every worker
+process: the governance ledger (budgets and rate limits), the semantic cache's index, and the
+request log's writer. Each is an actor: one process that applies messages one at a time, so it
+needs no locks, and that answers over ZeroMQ.
+
+    worker ──PUSH──▶ actor's PULL        requests (msgpack maps)
+    worker's PULL ◀──PUSH── actor        replies, to the endpoint named in the request's "r"
+
+`BlockingActor` is the actor loop: plain blocking ZeroMQ, no event loop. An actor does one thing
+at a time by design, and a blocking poll costs a few microseconds per message where an async
+loop's wake-up costs tens (measured with the harness on the ledger: 0.13 ms of ledger CPU per
+request under trio, most of it scheduling). A subclass gives `handle(msg)` (return a reply map or
+None), `tick()` (called every `TICK_SECONDS`: snapshots, expiry) and `close()` (final save).
+
+`ActorClient` is the trio side, one per worker per actor: a PUSH socket to the actor found in
+the run directory (re-discovered when the actor restarts) and one PULL socket for replies, shared
+by every request of the worker; each request carries a number `i` and waits for the reply with
+the same number, within a timeout.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import msgpack
+import trio
+
+from finops.shared import errors, transport
+from finops.shared.transport import zmq
+
+log = logging.getLogger("finops.actors")
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+MAX_REPLY_SOCKETS = 1024
+
+
+class BlockingActor:
+    kind = "actor"          # the name it announces in the run directory
+    TICK_SECONDS = 1.0
+
+    def __init__(self, run_dir: str, transport_kind: str):
+        self.run_dir = run_dir
+        self.transport_kind = transport_kind
+        self.replies: dict[str, zmq.Socket] = {}
+
+    def handle(self, msg: dict) -> dict | None:
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """Periodic work (snapshots, expiry); called between messages."""
+
+    def close(self) -> None:
+        """Final work at shutdown (save state)."""
+
+    def serve(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        pull = transport.make_socket(zmq.PULL)
+        endpoint = transport.bind(pull, transport.endpoint_for(self.kind, self.run_dir, self.transport_kind))
+        announced = transport.announce(self.run_dir, self.kind, endpoint)
+        log.info("%s ready at %s", self.kind, endpoint)
+        stop = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.append(True))
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        unpackb = msgpack.unpackb
+        next_tick = time.monotonic() + self.TICK_SECONDS
+        try:
+            while not stop:
+                if poller.poll(timeout=min(200, int(self.TICK_SECONDS * 1000))):
+                    for _ in range(1024):
+                        try:
+                            data = pull.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            msg = unpackb(data, raw=False)
+                            out = self.handle(msg)
+                        except Exception:
+                            log.exception("%s: bad message", self.kind)
+                            continue
+                        if out is not None and msg.get("r"):
+                            self.reply_socket(msg["r"]).send(_pack(out), zmq.NOBLOCK)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.TICK_SECONDS
+                    try:
+                        self.tick()
+                    except Exception:
+                        log.exception("%s: periodic work failed; retrying", self.kind)
+            log.info("%s: stopping", self.kind)
+        finally:
+            transport.withdraw(announced)
+            try:
+                self.close()
+            finally:
+                pull.close(linger=0)
+                for r in self.replies.values():
+                    r.close(linger=2000)
+
+    def reply_socket(self, endpoint: str) -> zmq.Socket:
+        sock = self.replies.get(endpoint)
+        if sock is None:
+            if len(self.replies) > MAX_REPLY_SOCKETS:   # workers come and go; forget the oldest
+                self.replies.pop(next(iter(self.replies))).close(linger=0)
+            sock = self.replies[endpoint] = transport.make_socket(zmq.PUSH)
+            sock.connect(endpoint)
+        return sock
+
+
+class ActorClient:
+    """The trio side of one actor. Run `run()` in the worker's nursery for its lifetime."""
+
+    def __init__(self, run_dir: str, kind: str, transport_kind: str = "ipc", timeout: float = 2.0):
+        self.run_dir = run_dir
+        self.kind = kind
+        self.timeout = timeout
+        self.sock: transport.AsyncSocket | None = None       # PUSH to the actor
+        self.endpoint = ""
+        os.makedirs(run_dir, exist_ok=True)
+        pull = transport.make_socket(zmq.PULL)
+        self.reply_endpoint = transport.bind(pull, transport.endpoint_for(f"{kind}-reply", run_dir, transport_kind))
+        self.replies = transport.AsyncSocket(pull)
+        self.n = 0
+        self.discovered_at = 0.0
+        self.waiting: dict[int, list] = {}     # n -> [trio.Event, reply]
+
+    def connect(self) -> bool:
+        """(Re)connect to the actor announced in the run directory (a restarted actor has a new
+        endpoint). Looks at most once a second."""
+        now = time.monotonic()
+        if self.sock is not None and now - self.discovered_at < 1.0:
+            return True
+        self.discovered_at = now
+        found = transport.discover(self.run_dir, self.kind)
+        if not found:
+            return False
+        endpoint = found[max(found)]
+        if endpoint != self.endpoint:
+            if self.sock is not None:
+                self.sock.close()
+            s = transport.make_socket(zmq.PUSH)
+            s.connect(endpoint)
+            self.sock = transport.AsyncSocket(s)
+            self.endpoint = endpoint
+            log.info("connected to the %s at %s", self.kind, endpoint)
+        return True
+
+    async def run(self) -> None:
+        """Hand each reply to the request waiting for it."""
+        while True:
+            try:
+                data = await self.replies.recv()
+            except trio.ClosedResourceError:
+                return
+            for d in [data] + self.replies.recv_batch_nowait():
+                msg = msgpack.unpackb(d, raw=False)
+                w = self.waiting.pop(msg.get("i"), None)
+                if w is not None:
+                    w[1] = msg
+                    w[0].set()
+
+    def send(self, msg: dict) -> bool:
+        """Send without waiting for a reply; False when the actor is not there (or its queue is full)."""
+        if not self.connect():
+            return False
+        return self.sock.send_nowait(_pack(msg))
+
+    async def request(self, msg: dict, timeout: float | None = None, what: str = "") -> dict:
+        """Send `msg` and wait for its reply. When the actor does not answer in time (it is
+        restarting, or not running), raise 503 ServiceUnavailableException saying `what` failed."""
+        self.n += 1
+        n = self.n
+        w = self.waiting[n] = [trio.Event(), None]
+        msg["i"], msg["r"] = n, self.reply_endpoint
+        try:
+            with trio.move_on_after(self.timeout if timeout is None else timeout):
+                while not self.send(msg):
+                    await trio.sleep(0.05)
+                await w[0].wait()
+                return w[1]
+        finally:
+            self.waiting.pop(n, None)
+        raise errors.unavailable(what or f"The gateway's {self.kind} did not answer in time. Retry shortly.")
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger_ms=2000)
+        self.replies.close()
