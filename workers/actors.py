@@ -11,8 +11,8 @@ needs no locks, and that answers over ZeroMQ.
 `BlockingActor` is the actor loop: plain blocking ZeroMQ, no event loop. An actor does one thing
 at a time by design, and a blocking poll costs a few microseconds per message where an async
 loop's wake-up costs tens (measured with the harness on the ledger: 0.13 ms of ledger CPU per
-request under trio, most of it scheduling). A subclass gives `handle(msg)` (return a reply map or
-None), `tick()` (called every `TICK_SECONDS`: snapshots, expiry) and `close()` (final save).
+request under trio, most of it scheduling). A subclass gives `handle(msg)` (return a reply map, which
+goes back carrying the request's number `i`, or None), `tick()` (called every `TICK_SECONDS`: snapshots, expiry) and `close()` (final save).
 
 `ActorClient` is the trio side, one per worker per actor: a PUSH socket to the actor found in
 the run directory (re-discovered when the actor restarts) and one PULL socket for replies, shared
@@ -84,6 +84,7 @@ class BlockingActor:
                             log.exception("%s: bad message", self.kind)
                             continue
                         if out is not None and msg.get("r"):
+                            out["i"] = msg.get("i")
                             self.reply_socket(msg["r"]).send(_pack(out), zmq.NOBLOCK)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.TICK_SECONDS
@@ -150,7 +151,12 @@ class ActorClient:
         return True
 
     async def run(self) -> None:
-        """Hand each reply to the request waiting for it."""
+        """Hand each reply to the request waiting for it. Connects early, so the first request
+        does not wait for the connection."""
+        for _ in range(50):
+            if self.connect():
+                break
+            await trio.sleep(0.1)
         while True:
             try:
                 data = await self.replies.recv()

@@ -2,7 +2,9 @@
 
     route (modelId -> provider) -> parse the body once -> call the provider -> render -> reply
 
-Governance (reserve/settle) and the cache slot in around the provider call in later steps.
+Around the provider call: governance (identify, authorize, reserve, settle: governance/) and
+the response cache (cache/service.py): a hit is replayed before anything is reserved or sent
+upstream; a miss records the answer as it goes out (`Reply.tape`) and stores it when complete.
 The pipeline owns the format conversions: Converse and each model family's native InvokeModel
 body are parsed into the canonical model, and the provider's canonical answer is rendered back
 into the format the client asked for. A `native_bedrock` provider gets the client's bytes as
@@ -34,6 +36,7 @@ from .providers import build_provider
 from .providers.base import Call
 from .governance import admin
 from .governance.governor import Governor
+from .cache.service import CACHEABLE_OPS, Cache
 from .reply import Reply
 from .routing import backoff, router
 from .translate import provider_errors
@@ -69,6 +72,7 @@ class Pipeline:
         self.providers = {name: build_provider(p) for name, p in cfg.providers.items()}
         self.requestlog = RequestLog(cfg)
         self.gov = Governor(cfg)
+        self.cache = Cache(cfg) if cfg.caching else None
         self.circuits = router.Circuits(cfg.providers)
         self._published: dict = {}
         for name, p in self.providers.items():
@@ -79,6 +83,8 @@ class Pipeline:
             await p.aclose()
         self.requestlog.close()
         self.gov.close()
+        if self.cache is not None:
+            self.cache.close()
 
     async def handle(self, env: dict, reply: Reply) -> None:
         if env["op"] == "admin":
@@ -89,6 +95,7 @@ class Pipeline:
                     started=time.monotonic())
         outcome = "ok"
         usage: dict = {}
+        plan = hit = vec = None
         try:
             ident = self.gov.identify(call, env)
             call.key, call.virtual_key = ident.key, ident.label
@@ -102,6 +109,16 @@ class Pipeline:
                 allowed = [t for t in targets if call.key.allows_provider(t.provider)]
                 self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
                 targets = allowed
+            plan = self.cache_plan(call, route, env["body"])
+            if plan is not None:
+                hit, vec = await self.cache.lookup(plan)
+                call.cache = hit.kind if hit else "miss"
+                if hit is not None:
+                    call.cache_similarity, call.saved_usd = hit.similarity, hit.saved_usd
+                    await self.cache.replay(hit, reply, self.cache_headers(call))
+                    return
+                if plan.store:
+                    reply.tape = []
             usage = await self.attempts(call, route, targets, env["body"], reply) or {}
         except errors.GatewayError as e:
             outcome = e.code
@@ -112,7 +129,37 @@ class Pipeline:
             if outcome == "ok" and not reply.done:
                 outcome = "cancelled"   # the client went away; the frontend cancelled us
             call.cost_usd = self.gov.settle(call, usage, call.produced_tokens, started=reply.head_sent)
+            if hit is not None:
+                self.gov.ledger.settle(call.rid, call.key.id if call.key else "", call.env, 0.0, 0, hit.saved_usd)
+            elif plan is not None and outcome == "ok" and reply.tape:
+                self.cache.store(plan, call, reply.tape, vec, call.cost_usd)
+            reply.tape = None
             self.requestlog.record(call, call.provider, outcome, usage, reply)
+
+    def cache_plan(self, call: Call, route, body: bytes):
+        """The cache's plan for this request, or None (no caching on this route and key, an
+        operation that is not cached, an embeddings body, or a body the dispatch will refuse)."""
+        if self.cache is None or call.op not in CACHEABLE_OPS or self.cache.policy(route, call.key) is None:
+            return None
+        try:
+            doc = parse_json(body)
+            if call.op in ("converse", "converse-stream"):
+                req = converse.parse_request(doc)
+            else:
+                req = families.family_for(call.model_id, doc).parse_request(doc)
+        except errors.GatewayError:
+            return None
+        return self.cache.plan(call, route, req)
+
+    @staticmethod
+    def cache_headers(call: Call) -> list:
+        """A cache hit's own headers: what happened, the similarity of a semantic hit, and what it
+        cost (nothing) and saved."""
+        h = [["x-bf-cache", call.cache], ["x-bf-cost-usd", "0.000000"],
+             ["x-bf-cache-saved-usd", f"{call.saved_usd:.6f}"]]
+        if call.cache == "hit-semantic":
+            h.append(["x-bf-cache-similarity", f"{call.cache_similarity:.4f}"])
+        return h
 
     async def attempts(self, call: Call, route, targets: list, body: bytes, reply: Reply):
         """Try the route's targets in `targets` order: retries with jittered exponential backoff on
@@ -210,8 +257,11 @@ class Pipeline:
 
     def response_headers(self, call: Call, usage: dict | None) -> list:
         """The gateway's own response headers: which target served the answer, after how many
-        attempts, and governance's cost and budget headers."""
-        return [["x-bf-target", call.target], ["x-bf-attempts", str(call.attempts)]] + self.gov.headers(call, usage)
+        attempts, the cache's verdict (a miss here), and governance's cost and budget headers."""
+        h = [["x-bf-target", call.target], ["x-bf-attempts", str(call.attempts)]]
+        if call.cache:
+            h.append(["x-bf-cache", call.cache])
+        return h + self.gov.headers(call, usage)
 
     async def admin(self, env: dict, reply: Reply) -> None:
         """The admin API (the frontend checked the admin token): keys, teams, customers, usage."""

@@ -20,7 +20,7 @@ class ReplyClosed(Exception):
 
 class Reply:
     __slots__ = ("rid", "sock", "n", "credit", "_credit_event", "idle_timeout", "head_sent", "done",
-                 "stream")
+                 "stream", "tape")
 
     def __init__(self, rid: str, sock: AsyncSocket, window: int, idle_timeout: float):
         self.rid = rid
@@ -32,6 +32,7 @@ class Reply:
         self.head_sent = False
         self.done = False
         self.stream = False
+        self.tape: list | None = None   # when a list, what was sent is recorded in it (for the cache)
 
     def grant(self, n: int) -> None:
         self.credit += n
@@ -47,14 +48,20 @@ class Reply:
         assert not self.head_sent, "head sent twice"
         self.head_sent = True
         self.stream = stream
+        if self.tape is not None:
+            self.tape.append(("head", status, headers, stream))
         await self._send(envelope.head(self.rid, status, headers, stream))
 
     async def body(self, data: bytes) -> None:
+        if self.tape is not None:
+            self.tape.append(("body", data))
         await self._send(envelope.body(self.rid, self.n, data))
         self.done = True
 
     async def chunks(self, events: list) -> None:
         """Send stream events [(event_type, payload)], as few envelopes as the credit allows."""
+        if self.tape is not None:
+            self.tape.append(("chunks", events))
         i = 0
         while i < len(events):
             while self.credit <= 0:
@@ -69,11 +76,14 @@ class Reply:
             await self._send(envelope.chunk(self.rid, self.n, batch))
 
     async def end(self, usage: dict | None = None, meta: dict | None = None) -> None:
+        if self.tape is not None:
+            self.tape.append(("end", usage or {}))
         await self._send(envelope.end(self.rid, self.n, usage, meta))
         self.done = True
 
     async def error(self, err: errors.GatewayError) -> None:
         if self.done:
             return
+        self.tape = None                # a failed answer is never cached
         await self._send(envelope.error(self.rid, self.n, err.to_wire()))
         self.done = True

@@ -69,6 +69,8 @@ class WorkerActor:
                 nursery.start_soon(self._signals, announced)
                 nursery.start_soon(self._flush_log)
                 nursery.start_soon(self.pipeline.gov.run)
+                if self.pipeline.cache is not None:
+                    nursery.start_soon(self.pipeline.cache.run)
                 task_status.started(endpoint)
                 while True:
                     try:

@@ -52,6 +52,9 @@ class Call:
     key_name: str = ""          # the provider key that served the current attempt (circuit breaking)
     target: str = ""            # "provider/model" of the current attempt (x-bf-target)
     attempts: int = 0           # attempts so far, over every target
+    cache: str = ""             # "" (no caching) | "miss" | "hit-exact" | "hit-semantic"
+    cache_similarity: float = 0.0
+    saved_usd: float = 0.0      # a cache hit: what the answer cost when it was made
 
 
 class Provider:

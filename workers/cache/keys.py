@@ -1,0 +1,80 @@
+"""Cache keys: what makes two requests "the same question in the same context". Pure.
+
+A request is split into its **context** and its **question**:
+
+- the question is the text of the last user message (what the semantic layer embeds);
+- the context is everything else: the operation, the modelId, the system prompt, every earlier
+  turn, the last message's non-text blocks (images, documents, tool results), the tools and
+  toolChoice, the inference parameters and any model-specific fields, plus the scope owner (the
+  virtual key, unless the route shares its cache).
+
+`scope_key()` hashes the context: a cached answer is only ever served to a request with the same
+scope key, so a paraphrase can only hit an answer given in an identical context, and one virtual
+key never sees another's answers. `exact_key()` hashes scope and normalised question together:
+the exact layer. Both are sha256 over a canonical JSON form (sorted keys, blobs by their own
+sha256), so they are the same in every process and after a restart (Python's `hash()` is salted
+per process, which is how Bifrost-style in-process hashing loses its cache on restart).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import unicodedata
+
+from finops.shared.model import ChatRequest
+
+VERSION = "1"          # bump when the canonical form changes: old entries then simply miss
+_WS = re.compile(r"\s+")
+_dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _canonical(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"$sha256": hashlib.sha256(bytes(obj)).hexdigest()}
+    return obj
+
+
+def split(req: ChatRequest) -> tuple[dict, str]:
+    """(context, question): the request without the last user message's text, and that text.
+    When the last message is not the user's (an assistant prefill, say), the question is "" and
+    the whole request is context."""
+    ctx = _canonical(req)
+    msgs = ctx["messages"]
+    question = ""
+    if msgs and msgs[-1]["role"] == "user":
+        last = msgs[-1]
+        question = "".join(b["text"] for b in last["content"] if isinstance(b, dict) and "text" in b)
+        last["content"] = [b for b in last["content"] if not (isinstance(b, dict) and "text" in b)]
+    return ctx, question
+
+
+def normalise(text: str) -> str:
+    """The question as the exact layer compares it: NFC, whitespace runs collapsed, trimmed.
+    Case is kept (it matters in code and names)."""
+    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def scope_key(op: str, model_id: str, owner: str, context: dict) -> str:
+    """Hash of the context a cached answer is valid in. `owner`: "key:<virtual key id>",
+    "anonymous", or "shared:<route>" for a route that shares its cache across keys."""
+    doc = {"v": VERSION, "op": op, "model": model_id, "owner": owner, "ctx": context}
+    return hashlib.sha256(_dumps(doc).encode()).hexdigest()
+
+
+def exact_key(scope: str, question: str) -> str:
+    return hashlib.sha256(f"{scope}\x00{normalise(question)}".encode()).hexdigest()
+
+
+def explicit_key(op: str, model_id: str, owner: str, key: str) -> str:
+    """The exact key for a client-chosen `x-bf-cache-key`: the client says which requests are
+    the same; the scope owner, operation and modelId still separate them."""
+    doc = {"v": VERSION, "op": op, "model": model_id, "owner": owner, "explicit": key}
+    return hashlib.sha256(_dumps(doc).encode()).hexdigest()
