@@ -36,6 +36,7 @@ from .providers import build_provider
 from .providers.base import Call
 from .governance import admin
 from .governance.governor import Governor
+from .cache import keys as cache_keys
 from .cache.service import CACHEABLE_OPS, Cache
 from .reply import Reply
 from .routing import backoff, router
@@ -269,16 +270,33 @@ class Pipeline:
         query = dict(urllib.parse.parse_qsl(qs))
         method = env["hdr"].get(":method", "GET")
         if path.rstrip("/") == "/admin/usage" and method == "GET":
-            status, doc = 200, {"usage": await self.gov.ledger.usage(query.get("key"))}
+            status, doc = 200, await self.gov.ledger.usage(query.get("key"))
         elif path.rstrip("/") == "/admin/circuits" and method == "GET":
             self.publish_circuits()
             status, doc = 200, self.circuits_report()
+        elif path.rstrip("/") == "/admin/cache" and method in ("GET", "DELETE"):
+            status, doc = await self.admin_cache(method, query)
         else:
             status, doc = admin.handle(self.gov.store, method, path, query, env["body"])
             if method != "GET":
                 self.gov.reload()
         await reply.head(status, [["content-type", JSON]], stream=False)
         await reply.body(dumps(doc))
+
+    async def admin_cache(self, method: str, query: dict) -> tuple[int, dict]:
+        """GET /admin/cache: the cache's stats; DELETE /admin/cache?key=VK&model=M: clear entries."""
+        if self.cache is None:
+            return 404, {"message": "The response cache is off: no route has a [routes.cache] table "
+                                    "and no [cache.keys.\"ID\"] turns it on."}
+        if method == "GET":
+            out = await self.cache.client.stats()
+            out.pop("i", None)
+            out["semantic"] = self.cache.embedder is not None
+            if self.cache.semantic_off_reason:
+                out["semantic_off_reason"] = self.cache.semantic_off_reason
+            return 200, out
+        out = await self.cache.client.clear(cache_keys.owner_named(query.get("key")), query.get("model"))
+        return 200, {"removed": out["removed"]}
 
     async def dispatch(self, call: Call, provider, body: bytes, reply: Reply):
         op = call.op

@@ -37,7 +37,8 @@ class RequestLog:
             "provider": provider, "upstream_model": call.upstream_model, "vk": call.virtual_key,
             "env": call.env, "outcome": outcome, "stream": reply.stream, "messages_sent": reply.n,
             "latency_ms": round((now - call.started) * 1000, 2), "usage": usage,
-            "cost_usd": round(call.cost_usd, 8),
+            "cost_usd": round(call.cost_usd, 8), "cache": call.cache, "saved_usd": round(call.saved_usd, 8),
+            "cache_similarity": round(call.cache_similarity, 4),
             "user_agent": call.headers.get("user-agent", "")[:200]}))
         if len(self._buf) >= FLUSH_LINES or now - self._last_flush >= FLUSH_SECONDS:
             self.flush()

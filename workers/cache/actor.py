@@ -9,7 +9,7 @@ shutdown, and read back at start, so entries survive a restart.
 
 Protocol (msgpack maps; see service.py for the worker side). Times are the actor's clock.
 
-    {"k": "get", "exact"}                                  -> {"hit": "exact", "answer", "saved"} | {"hit": ""}
+    {"k": "get", "exact", "final"}                                 -> {"hit": "exact", "answer", "saved"} | {"hit": ""}
     {"k": "search", "scope", "vec": f32 bytes, "emb": model id, "threshold"}
                                                            -> {"hit": "semantic", "sim", "answer", "saved"} | {"hit": "", "best"}
     {"k": "put", "scope", "exact", "ns", "ns_max", "owner", "model", "question", "answer", "ttl",
@@ -62,6 +62,8 @@ class CacheActor(BlockingActor):
         if k == "get":
             e = self.index.get_exact(msg["exact"], now)
             if e is None:
+                if msg.get("final"):        # no semantic search follows
+                    self.index.miss()
                 return {"hit": ""}
             self.touched.add(e.id)
             return {"hit": "exact", "answer": e.answer, "saved": e.saved_usd}

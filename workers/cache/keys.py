@@ -42,6 +42,22 @@ def _canonical(obj):
     return obj
 
 
+def owner(key_id: str | None, shared_route: str | None = None) -> str:
+    """Whose entries these are: "shared:<route>" on a route that shares its cache, else
+    "key:<virtual key id>", or "anonymous" for requests without a key."""
+    if shared_route is not None:
+        return f"shared:{shared_route}"
+    return f"key:{key_id}" if key_id else "anonymous"
+
+
+def owner_named(name: str | None) -> str | None:
+    """The owner an operator names (`finops cache clear --key`, `?key=`): a virtual key id,
+    "anonymous", or "shared:ROUTE"; None stays None (every owner)."""
+    if name is None or name == "anonymous" or name.startswith("shared:"):
+        return name
+    return owner(name)
+
+
 def split(req: ChatRequest) -> tuple[dict, str]:
     """(context, question): the request without the last user message's text, and that text.
     When the last message is not the user's (an assistant prefill, say), the question is "" and

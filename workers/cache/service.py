@@ -110,8 +110,9 @@ class CacheClient(ActorClient):
     def __init__(self, run_dir: str, transport_kind: str = "ipc"):
         super().__init__(run_dir, "cache", transport_kind, timeout=LOOKUP_TIMEOUT)
 
-    async def get(self, exact: str) -> dict:
-        return await self.request({"k": "get", "exact": exact})
+    async def get(self, exact: str, final: bool) -> dict:
+        """`final`: no semantic search follows a miss (the actor counts the miss)."""
+        return await self.request({"k": "get", "exact": exact, "final": final})
 
     async def search(self, scope: str, vec: bytes, emb: str, threshold: float) -> dict:
         return await self.request({"k": "search", "scope": scope, "vec": vec, "emb": emb, "threshold": threshold})
@@ -176,10 +177,7 @@ class Cache:
         if policy is None or call.op not in CACHEABLE_OPS or not isinstance(req, ChatRequest):
             return None
         opts = request_options(call.headers, policy)
-        if policy.shared:
-            owner = f"shared:{route.name}"
-        else:
-            owner = f"key:{call.key.id}" if call.key is not None else "anonymous"
+        owner = keys.owner(call.key.id if call.key is not None else None, route.name if policy.shared else None)
         context, question = keys.split(req)
         scope = keys.scope_key(call.op, call.model_id, owner, context)
         exact = (keys.explicit_key(call.op, call.model_id, owner, opts["key"]) if opts["key"]
@@ -196,7 +194,7 @@ class Cache:
         vec = None
         try:
             if plan.exact_layer:
-                out = await self.client.get(plan.exact)
+                out = await self.client.get(plan.exact, final=not plan.semantic_layer)
                 if out.get("hit"):
                     return Hit("hit-exact", msgpack.unpackb(out["answer"], raw=False), 1.0, out["saved"]), None
             if plan.semantic_layer:

@@ -66,10 +66,12 @@ class LedgerClient(ActorClient):
                             [rid, key_id, env, cost_usd, tokens])
         self._settle_due.set()
 
-    async def usage(self, key_id: str | None) -> list:
+    async def usage(self, key_id: str | None) -> dict:
+        """{"usage": [current period of every budget and limit], "savings": [what cache hits saved]}
+        for one key's scopes, or for everyone (see LedgerState.usage and .savings)."""
         out = await self.request({"k": "usage", "key": key_id},
                                  what="The governance ledger did not answer in time.")
-        return out["usage"]
+        return {"usage": out["usage"], "savings": out.get("savings", [])}
 
     def close(self) -> None:
         self.flush()
