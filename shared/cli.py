@@ -4,6 +4,8 @@
     finops check-config [--config PATH]
     finops keys|teams|customers ... [--config PATH]     virtual keys (see `finops keys --help`)
     finops certs [--dir DIR] [--name HOST]...           a development CA and server certificate
+    finops report [--by DIM,...] [--since X] ... [--config PATH]   spend from the request log
+    finops cache stats | clear [--key VK] [--model M] [--config PATH]   the response cache
 """
 from __future__ import annotations
 
@@ -16,31 +18,48 @@ from .logs import setup_logging
 
 
 GOVERNANCE_COMMANDS = ("keys", "teams", "customers")
+SUBCOMMANDS = GOVERNANCE_COMMANDS + ("report", "cache")
 
 
-def governance(argv: list[str]) -> int:
-    """`finops keys|teams|customers ...`: manage governance in the data dir's store."""
-    path = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            print("finops: --config needs a path", file=sys.stderr)
-            return 2
-        path = argv[i + 1]
-        argv = argv[:i] + argv[i + 2:]
+def _config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(config path or None, the other arguments): `--config PATH` or `--config=PATH` anywhere
+    in a subcommand's arguments. Raises ValueError for a `--config` without a path."""
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.partition("=")[2], argv[:i] + argv[i + 1:]
+        if a == "--config":
+            if i + 1 >= len(argv):
+                raise ValueError("--config needs a path")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+    return None, argv
+
+
+def subcommand(name: str, argv: list[str]) -> int:
+    """`finops report|cache|keys|teams|customers ...`: load the config, run the command's module."""
+    try:
+        path, argv = _config_arg(argv)
+    except ValueError as e:
+        print(f"finops: {e}", file=sys.stderr)
+        return 2
     try:
         cfg = configmod.load(path)
     except configmod.ConfigError as e:
         print(f"finops: config error: {e}", file=sys.stderr)
         return 2
+    if name == "report":
+        from finops.workers.observe import report_cli
+        return report_cli.main(argv[1:], cfg)
+    if name == "cache":
+        from finops.workers.cache import cli as cache_cli
+        return cache_cli.main(argv[1:], cfg)
     from finops.workers.governance import cli as gov_cli
     return gov_cli.main(argv, cfg)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in GOVERNANCE_COMMANDS:
-        return governance(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return subcommand(argv[0], argv)
     if argv and argv[0] == "certs":
         from . import certs
         return certs.main(argv[1:], configmod.load(None).server.data_dir)
@@ -53,6 +72,8 @@ def main(argv=None) -> int:
     sp.add_argument("--workers", type=int, help="worker processes (overrides the file)")
     sp.add_argument("--frontends", type=int, help="frontend processes (overrides the file)")
     sub.add_parser("certs", help="make a development CA and server certificate (finops certs --help)", add_help=False)
+    sub.add_parser("report", help="spend and usage from the request log (finops report --help)", add_help=False)
+    sub.add_parser("cache", help="response cache stats, or clear it (finops cache --help)", add_help=False)
     for name in GOVERNANCE_COMMANDS:
         sub.add_parser(name, help=f"manage {name} (finops {name} --help)", add_help=False)
     cp = sub.add_parser("check-config", help="validate a config file and print the effective settings")
