@@ -23,7 +23,7 @@ import trio
 from finops.shared import envelope, errors, eventstream
 from finops.shared.config import Config
 
-from . import routes
+from . import routes, ui_static
 from .dispatch import WorkerPool
 
 ADMIN_PREFIX = b"/admin/"
@@ -59,6 +59,15 @@ class App:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         if raw_path in (b"/health", b"/bedrock/health") and scope["method"] == "GET":
             return await self.health(rid, send)
+        if ui_static.is_ui_path(raw_path) and scope["method"] in ("GET", "HEAD"):   # the dashboard's files
+            found = ui_static.lookup(raw_path)
+            if found is None:
+                return await send_error(send, rid, errors.GatewayError(
+                    "ResourceNotFoundException", "No such dashboard file; the dashboard is at /ui/.", 404))
+            body, headers = found
+            headers.append((b"x-amzn-requestid", rid.encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            return await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
         try:
             if raw_path.startswith(ADMIN_PREFIX):
                 route = routes.Route(ADMIN, "")
