@@ -27,6 +27,7 @@ from . import routes, ui_static
 from .dispatch import WorkerPool
 
 ADMIN_PREFIX = b"/admin/"
+METRICS = b"/metrics"
 ADMIN = "admin"             # envelope op of an admin API request (workers/governance/admin.py)
 log = logging.getLogger("finops.frontend")
 
@@ -72,6 +73,11 @@ class App:
             if raw_path.startswith(ADMIN_PREFIX):
                 route = routes.Route(ADMIN, "")
                 self.check_admin(scope)
+            elif raw_path == METRICS and scope["method"] == "GET":
+                # Prometheus metrics, served by a worker from the observer actor (whole gateway)
+                route = routes.Route(ADMIN, "")
+                if self.cfg.observability.metrics_auth:
+                    self.check_admin(scope)
             else:
                 route = routes.match(scope["method"], raw_path)
         except errors.GatewayError as e:

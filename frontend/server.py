@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from finops.shared import config as configmod
+from finops.shared.actors import ActorClient
 from finops.shared.logs import setup_logging
 
 from . import h2_goaway
@@ -58,6 +60,20 @@ def hypercorn_config(cfg: configmod.Config) -> HyperConfig:
     return hc
 
 
+async def report_gauges(cfg: configmod.Config, pool: WorkerPool) -> None:
+    """Every second, this frontend's requests in flight, for /metrics (the observer actor sums
+    them over every frontend)."""
+    observer = ActorClient(cfg.run_dir, "observer", cfg.server.transport)
+    proc = f"frontend-{os.getpid()}"
+    try:
+        while True:
+            observer.send({"k": "gauges", "proc": proc, "kind": "frontend",
+                           "g": {"inflight": len(pool.pending), "queues": {}}})
+            await trio.sleep(1.0)
+    finally:
+        observer.close()
+
+
 async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
     h2_goaway.install()
     pool = WorkerPool(cfg)
@@ -78,6 +94,7 @@ async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         nursery.start_soon(on_signal)
+        nursery.start_soon(report_gauges, cfg, pool)
         sockets = Sockets([sock], [], []) if hc.ssl_enabled else Sockets([], [sock], [])
         await worker_serve(wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc,
                            sockets=sockets, shutdown_trigger=stop.wait)

@@ -127,6 +127,7 @@ class CacheConfig:
 @dataclass(slots=True)
 class ObservabilityConfig:
     """[observability]: the request log, /metrics and traces."""
+    request_log: bool = True                 # false: no request log, and /metrics has only the process gauges
     log_retention_days: float = 30.0         # request-log rows older than this are deleted (0 = keep forever)
     metrics_auth: bool = False               # true: /metrics needs Authorization: Bearer <governance.admin_token>
     otlp_endpoint: str = ""                  # OTLP/HTTP collector, e.g. http://localhost:4318; "" = traces off

@@ -53,6 +53,9 @@ class GatewayError(Exception):
         self.status = status if status is not None else AWS_ERRORS.get(code, (500, True))[0]
         self.retry_after_ms = retry_after_ms
         self.extra = extra or {}
+        # who refused: "client" (bad input), "governance", "upstream" or "gateway"; set where the
+        # request pipeline knows, for the request log and metrics only (never sent to the client)
+        self.origin = ""
 
     def __repr__(self) -> str:
         return f"GatewayError({self.code}, {self.status}, {self.message!r})"

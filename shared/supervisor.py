@@ -4,6 +4,7 @@ Processes (each a `python -m` module, so the Procfile can start the same ones wi
 
     ledger   ×1                  python -m finops.workers.governance.ledger   (budgets, rate limits)
     cache    ×1 when a route caches   python -m finops.workers.cache.actor   (the response cache's index)
+    observer ×1                  python -m finops.workers.observe.actor   (request log, metrics)
     worker   ×server.workers     python -m finops.workers
     frontend ×server.frontends   python -m finops.frontend
 
@@ -18,6 +19,7 @@ running after the drain time plus a grace period is killed.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -35,6 +37,7 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 HEALTHY_AFTER = 30.0
 KILL_GRACE = 3.0
+RESTARTS_FILE = "restarts.json"   # in the run dir: restarts per process kind, for /metrics
 
 
 class Child:
@@ -69,7 +72,8 @@ class Supervisor:
         self.env.update(FINOPS_HOST=s.host, FINOPS_PORT=str(s.port), FINOPS_DATA_DIR=s.data_dir,
                         FINOPS_WORKERS=str(s.workers), FINOPS_FRONTENDS=str(s.frontends))
         py = sys.executable
-        actors = [Child("ledger", 0, [py, "-m", "finops.workers.governance.ledger"])]
+        actors = [Child("ledger", 0, [py, "-m", "finops.workers.governance.ledger"]),
+                  Child("observer", 0, [py, "-m", "finops.workers.observe.actor"])]
         if cfg.caching:
             actors.append(Child("cache", 0, [py, "-m", "finops.workers.cache.actor"]))
         self.workers = actors + [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)]
@@ -83,6 +87,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         os.makedirs(self.cfg.run_dir, exist_ok=True)
+        self.write_restarts()
         for c in self.workers + self.frontends:
             c.start(self.env)
         announced = False
@@ -101,6 +106,7 @@ class Supervisor:
                     c.restart_at = now + c.backoff
                     c.backoff = min(c.backoff * 2, BACKOFF_MAX)
                     c.restarts += 1
+                    self.write_restarts()
                 elif c.proc is None and now >= c.restart_at:
                     c.start(self.env)
                 elif c.proc is not None and now - c.started > HEALTHY_AFTER:
@@ -113,6 +119,19 @@ class Supervisor:
                       flush=True)
             time.sleep(0.05 if not announced else 0.2)
         return self.shutdown()
+
+    def write_restarts(self) -> None:
+        """Restarts per process kind, for /metrics (finops_process_restarts; the observer reads it)."""
+        counts: dict[str, int] = {}
+        for c in self.workers + self.frontends:
+            counts[c.kind] = counts.get(c.kind, 0) + c.restarts
+        path = os.path.join(self.cfg.run_dir, RESTARTS_FILE)
+        try:
+            with open(path + ".tmp", "w") as f:
+                json.dump(counts, f)
+            os.replace(path + ".tmp", path)
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
 
     def _healthy(self) -> bool:
         s = self.cfg.server

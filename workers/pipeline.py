@@ -41,7 +41,10 @@ from .cache.service import CACHEABLE_OPS, Cache
 from .reply import Reply
 from .routing import backoff, router
 from .translate import provider_errors
-from .requestlog import RequestLog
+from .observe import dashboard, logdb, report
+from .observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .observe.requestlog import RequestLog
+from .observe.tracing import Tracing
 
 log = logging.getLogger("finops.pipeline")
 
@@ -71,8 +74,10 @@ class Pipeline:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.providers = {name: build_provider(p) for name, p in cfg.providers.items()}
-        self.requestlog = RequestLog(cfg)
         self.gov = Governor(cfg)
+        self.requestlog = RequestLog(cfg, customer_of=self.gov.customer_of)
+        o = cfg.observability
+        self.tracing = Tracing(o.otlp_endpoint, o.service_name, o.otlp_headers, o.trace_sample_ratio)
         self.cache = Cache(cfg) if cfg.caching else None
         self.circuits = router.Circuits(cfg.providers)
         self._published: dict = {}
@@ -84,6 +89,7 @@ class Pipeline:
             await p.aclose()
         self.requestlog.close()
         self.gov.close()
+        await trio.to_thread.run_sync(self.tracing.shutdown)
         if self.cache is not None:
             self.cache.close()
 
@@ -94,22 +100,28 @@ class Pipeline:
         call = Call(rid=env["id"], op=env["op"], model_id=env["model"], upstream_model=env["model"],
                     headers=hdr, virtual_key=hdr.get("x-bf-vk", ""), env=hdr.get("x-bf-env", ""),
                     started=time.monotonic())
-        outcome = "ok"
+        call.span = self.tracing.request(call.rid, call.op, call.model_id, hdr.get("traceparent", ""))
+        error = origin = ""
+        status = 200
         usage: dict = {}
-        plan = hit = vec = None
+        plan = hit = vec = route = None
         try:
-            ident = self.gov.identify(call, env)
-            call.key, call.virtual_key = ident.key, ident.label
-            route = self.cfg.route_for(call.model_id)
-            if route is None:
-                raise errors.not_found(
-                    f"modelId {call.model_id!r}: no route serves it. Add a [[routes]] entry whose "
-                    "models glob matches it, or a [default_route], to the gateway config.")
-            targets = router.plan(route)
-            if call.key is not None:
-                allowed = [t for t in targets if call.key.allows_provider(t.provider)]
-                self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
-                targets = allowed
+            try:
+                ident = self.gov.identify(call, env)
+                call.key, call.virtual_key = ident.key, ident.label
+                route = self.cfg.route_for(call.model_id)
+                if route is None:
+                    raise errors.not_found(
+                        f"modelId {call.model_id!r}: no route serves it. Add a [[routes]] entry whose "
+                        "models glob matches it, or a [default_route], to the gateway config.")
+                targets = router.plan(route)
+                if call.key is not None:
+                    allowed = [t for t in targets if call.key.allows_provider(t.provider)]
+                    self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
+                    targets = allowed
+            except errors.GatewayError as e:
+                e.origin = e.origin or ("client" if e.code == "ResourceNotFoundException" else "governance")
+                raise
             plan = self.cache_plan(call, route, env["body"])
             if plan is not None:
                 hit, vec = await self.cache.lookup(plan)
@@ -118,24 +130,32 @@ class Pipeline:
                     call.cache_similarity, call.saved_usd = hit.similarity, hit.saved_usd
                     await self.cache.replay(hit, reply, self.cache_headers(call))
                     return
-                if plan.store:
-                    reply.tape = []
+            if (plan is not None and plan.store) or route.log_bodies:
+                reply.tape = []
             usage = await self.attempts(call, route, targets, env["body"], reply) or {}
         except errors.GatewayError as e:
-            outcome = e.code
+            error, origin = e.code, e.origin or "client"
+            status = 200 if reply.head_sent else e.status
+            call.span.error(e.code, e.message)
             await reply.error(e)
         except trio.TooSlowError:
-            outcome = "client_gone"     # no stream credit for the idle timeout
+            error, origin = "client_gone", "client"     # no stream credit for the idle timeout
         finally:
-            if outcome == "ok" and not reply.done:
-                outcome = "cancelled"   # the client went away; the frontend cancelled us
+            if not error and not reply.done:
+                error, origin = "cancelled", "client"   # the client went away; the frontend cancelled us
             call.cost_usd = self.gov.settle(call, usage, call.produced_tokens, started=reply.head_sent)
+            tape, reply.tape = reply.tape, None
             if hit is not None:
                 self.gov.ledger.settle(call.rid, call.key.id if call.key else "", call.env, 0.0, 0, hit.saved_usd)
-            elif plan is not None and outcome == "ok" and reply.tape:
-                self.cache.store(plan, call, reply.tape, vec, call.cost_usd)
-            reply.tape = None
-            self.requestlog.record(call, call.provider, outcome, usage, reply)
+            elif plan is not None and plan.store and not error and tape:
+                self.cache.store(plan, call, tape, vec, call.cost_usd)
+            bodies = (env["body"], recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
+            self.requestlog.record(call, status, error, origin, usage, reply, *bodies)
+            call.span.set(gen_ai__usage__input_tokens=usage.get("in"), gen_ai__usage__output_tokens=usage.get("out"),
+                          finops__cost_usd=call.cost_usd, finops__cache=call.cache or None,
+                          finops__virtual_key=call.key.id if call.key is not None else None,
+                          finops__provider=call.provider or None)
+            call.span.end()
 
     def cache_plan(self, call: Call, route, body: bytes):
         """The cache's plan for this request, or None (no caching on this route and key, an
@@ -184,13 +204,19 @@ class Pipeline:
                                           "it gets traffic again after circuit_open_seconds.")
                 continue
             call.provider, call.upstream_model = provider.name, t.model or call.model_id
+            call.fallback = t is not targets[0]
             circuit = name if guarded else ""
             for attempt in range(route.retries + 1):
                 call.attempts += 1
                 call.key_name = ""
+                span = self.tracing.upstream(call.span, provider.name, call.upstream_model, call.attempts, name)
                 try:
                     usage = await self.attempt(call, provider, body, reply, deadline)
                 except errors.GatewayError as e:
+                    # admitted: the provider (or its timeout) failed; else the body or governance refused
+                    e.origin = e.origin or ("upstream" if call.admission is not None else "client")
+                    span.error(e.code, e.message)
+                    span.end()
                     last = e
                     failed = router.try_next(e)
                     self.record_outcome(breakers, circuit, call.key_name, ok=not failed)
@@ -203,6 +229,7 @@ class Pipeline:
                         raise
                     await trio.sleep(delay)
                 else:
+                    span.end()
                     self.record_outcome(breakers, circuit, call.key_name, ok=True)
                     return usage
             if trio.current_time() >= deadline:
@@ -269,7 +296,12 @@ class Pipeline:
         path, _, qs = env.get("path", "").partition("?")
         query = dict(urllib.parse.parse_qsl(qs))
         method = env["hdr"].get(":method", "GET")
-        if path.rstrip("/") == "/admin/usage" and method == "GET":
+        if path == "/metrics":
+            await reply.head(200, [["content-type", METRICS_CONTENT_TYPE]], stream=False)
+            return await reply.body(await self.requestlog.scrape())
+        if path.rstrip("/") in ("/admin/dashboard", "/admin/report") and method == "GET":
+            status, doc = await self.admin_log(path.rstrip("/"), query)
+        elif path.rstrip("/") == "/admin/usage" and method == "GET":
             status, doc = 200, await self.gov.ledger.usage(query.get("key"))
         elif path.rstrip("/") == "/admin/circuits" and method == "GET":
             self.publish_circuits()
@@ -282,6 +314,29 @@ class Pipeline:
                 self.gov.reload()
         await reply.head(status, [["content-type", JSON]], stream=False)
         await reply.body(dumps(doc))
+
+    async def admin_log(self, path: str, query: dict) -> tuple[int, dict]:
+        """GET /admin/dashboard?days=N: the /ui dashboard's data; GET /admin/report?by=key,model&
+        since=7d&until=&key=&team=&customer=&env=&model=&provider=: `finops report` as JSON."""
+        if not self.cfg.observability.request_log:
+            return 404, {"message": "The request log is off (observability.request_log = false)."}
+        await self.requestlog.sync()
+        tz = self.cfg.governance.timezone
+        data_dir = self.cfg.server.data_dir
+        try:
+            if path == "/admin/dashboard":
+                days = int(query.get("days", "30"))
+                if not 1 <= days <= 366:
+                    raise ValueError("days: a whole number of days from 1 to 366")
+                usage = (await self.gov.ledger.usage(None))["usage"]
+                return 200, await trio.to_thread.run_sync(read_log, data_dir, dashboard.dashboard_data, usage, days, tz)
+            by = [d for d in query.get("by", "model").split(",") if d]
+            since, until = report.parse_period(query.get("since", ""), query.get("until", ""), tz)
+            where = {k: query[k] for k in report.FILTERS if k in query}
+            rows = await trio.to_thread.run_sync(read_log, data_dir, report.summarize, by, since, until, where)
+            return 200, {"by": by, "since": since, "until": until, "rows": rows, "total": report.total(rows)}
+        except ValueError as e:
+            return 400, {"message": str(e)}
 
     async def admin_cache(self, method: str, query: dict) -> tuple[int, dict]:
         """GET /admin/cache: the cache's stats; DELETE /admin/cache?key=VK&model=M: clear entries."""
@@ -470,6 +525,26 @@ class Pipeline:
     @staticmethod
     def elapsed_ms(call: Call) -> int:
         return int((time.monotonic() - call.started) * 1000)
+
+
+def read_log(data_dir: str, fn, *args):
+    """Run `fn(db, *args)` on a read-only connection to the request log (in a thread)."""
+    db = logdb.open_db(data_dir, readonly=True)
+    try:
+        return fn(db, *args)
+    finally:
+        db.close()
+
+
+def recorded_body(tape: list | None) -> bytes | None:
+    """The response body a `Reply.tape` recorded: the body, or a stream's event payloads one per
+    line (None when nothing was recorded: a failure before the answer)."""
+    if not tape:
+        return None
+    body = [item[1] for item in tape if item[0] == "body"]
+    if body:
+        return body[0]
+    return b"\n".join(payload for item in tape if item[0] == "chunks" for _, payload in item[1])
 
 
 def converse_frames(ev: StreamEvent):

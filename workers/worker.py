@@ -67,7 +67,8 @@ class WorkerActor:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._signals, announced)
-                nursery.start_soon(self._flush_log)
+                nursery.start_soon(self._publish_circuits)
+                nursery.start_soon(self.pipeline.requestlog.run, self.gauges)
                 nursery.start_soon(self.pipeline.gov.run)
                 if self.pipeline.cache is not None:
                     nursery.start_soon(self.pipeline.cache.run)
@@ -137,13 +138,18 @@ class WorkerActor:
             if not self.inflight:
                 self._idle.set()
 
-    async def _flush_log(self) -> None:
-        """Housekeeping twice a second: the request log, and this worker's circuit states for
-        the admin API (/admin/circuits)."""
+    async def _publish_circuits(self) -> None:
+        """Twice a second: this worker's circuit states, for the admin API (/admin/circuits)."""
         while True:
             await trio.sleep(0.5)
-            self.pipeline.requestlog.flush()
             self.pipeline.publish_circuits()
+
+    def gauges(self) -> dict:
+        """What this worker reports to /metrics every second (observe/requestlog.py)."""
+        g = {"inflight": len(self.inflight), "queues": {"ledger_settles": len(self.pipeline.gov.ledger.settles)}}
+        if self.pipeline.cache is not None:
+            g["semantic"] = int(self.pipeline.cache.embedder is not None)
+        return g
 
     async def _signals(self, announced: str) -> None:
         # Every signal is consumed here for the life of the process: the first starts the drain,

@@ -243,12 +243,6 @@ def test_concurrent_streams_never_overspend_and_counters_are_exact(gw):
     assert all(cost > 0 for cost in costs)
     assert spent(gw, "vk-conc") == pytest.approx(sum(costs), abs=1e-6)
     assert spent(gw, "vk-conc") <= 0.5 + 1e-9
-    assert len(request_log_workers(gw)) >= 2, "the load went to both workers"
-
-
-def request_log_workers(gw) -> set:
-    d = os.path.join(gw.data_dir, "requests")
-    return {f for f in os.listdir(d) if os.path.getsize(os.path.join(d, f)) > 0}
 
 
 def test_concurrent_rate_limit_is_exact(gw):

@@ -82,7 +82,7 @@ def test_custom_headers_hook_is_recorded(gateway):
         time.sleep(0.1)
     assert rows, "request not in the request log"
     assert rows[0]["vk"] == "vk_12345" and rows[0]["env"] == "production"
-    assert rows[0]["op"] == "converse" and rows[0]["outcome"] == "ok"
+    assert rows[0]["op"] == "converse" and rows[0]["error"] == "" and rows[0]["status"] == 200
 
 
 def test_converse_stream_example(gateway, capsys):

@@ -452,7 +452,7 @@ def test_request_log_names_provider_and_upstream_model(client, gw):
         if rows:
             break
         time.sleep(0.1)
-    assert rows[-1]["provider"] == "openai" and rows[-1]["outcome"] == "ok"
+    assert rows[-1]["provider"] == "openai" and rows[-1]["error"] == ""
     assert rows[-1]["upstream_model"] == "gpt-4o-mini"
 
 

@@ -3,7 +3,7 @@
     python -m finops.workers.cache.actor        (started by `finops serve`, or the Procfile)
 
 Workers embed (the model runs in every worker, off its event loop, so embedding scales with the
-workers); this actor searches, inserts and evicts, one message at a time (`actors.BlockingActor`).
+workers); this actor searches, inserts and evicts, one message at a time (`finops.shared.actors.BlockingActor`).
 State lives in `index.CacheIndex`; the file is `persist.py`'s, written once per tick and at
 shutdown, and read back at start, so entries survive a restart.
 
@@ -32,7 +32,7 @@ import numpy as np
 from finops.shared import config as configmod
 from finops.shared.logs import setup_logging
 
-from ..actors import BlockingActor
+from finops.shared.actors import BlockingActor
 from . import persist
 from .index import CacheIndex, Entry
 
@@ -106,6 +106,7 @@ class CacheActor(BlockingActor):
         if emb == self.index.model_id and dim == self.index.dim:
             return True
         dropped = self.index.rebuild(emb, dim)
+        self.new = [(e, None) for e, _ in self.new]     # unwritten puts lose their old-model vectors too
         log.warning("cache: the embedding model is now %s (dim %d); %d vectors of the previous model dropped, "
                     "the index is rebuilt from new answers (entries still answer exact matches)", emb, dim, dropped)
         self.db.execute("UPDATE entries SET vector = NULL")

@@ -31,7 +31,7 @@ from finops.shared import errors
 from finops.shared.config import CachePolicy, Config
 from finops.shared.model import ChatRequest
 
-from ..actors import ActorClient
+from finops.shared.actors import ActorClient
 from . import keys
 
 log = logging.getLogger("finops.cache")
@@ -179,9 +179,13 @@ class Cache:
         opts = request_options(call.headers, policy)
         owner = keys.owner(call.key.id if call.key is not None else None, route.name if policy.shared else None)
         context, question = keys.split(req)
-        scope = keys.scope_key(call.op, call.model_id, owner, context)
-        exact = (keys.explicit_key(call.op, call.model_id, owner, opts["key"]) if opts["key"]
-                 else keys.exact_key(scope, question))
+        try:
+            question.encode()       # stored and embedded as UTF-8 too, also under an explicit key
+            scope = keys.scope_key(call.op, call.model_id, owner, context)
+            exact = (keys.explicit_key(call.op, call.model_id, owner, opts["key"]) if opts["key"]
+                     else keys.exact_key(scope, question))
+        except UnicodeEncodeError:  # a lone surrogate (a JSON "\ud800" escape): not cached, not an error
+            return None
         semantic = opts["semantic"] and self.embedder is not None and bool(question.strip())
         return Plan(scope=scope, exact=exact, question=question, owner=owner, ns=f"{route.name}|{owner}",
                     policy=policy, ttl=opts["ttl"], threshold=opts["threshold"], exact_layer=opts["exact"],

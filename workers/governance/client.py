@@ -2,7 +2,7 @@
 
 Settles are batched: they ride along with the next reserve, or go together within 5 ms.
 
-The sockets, discovery and reply matching are `actors.ActorClient`'s. A ledger that does not answer within `timeout` fails the request closed
+The sockets, discovery and reply matching are `finops.shared.actors.ActorClient`'s. A ledger that does not answer within `timeout` fails the request closed
 (503 ServiceUnavailableException, which SDKs retry): a budget is never skipped because the ledger
 was restarting.
 
@@ -17,7 +17,7 @@ import trio
 
 from finops.shared import errors
 
-from ..actors import ActorClient
+from finops.shared.actors import ActorClient
 
 log = logging.getLogger("finops.ledger.client")
 

@@ -66,6 +66,11 @@ class Governor:
         self.ledger = LedgerClient(cfg.run_dir, cfg.server.transport)
         self._unpriced: set[str] = set()
 
+    def customer_of(self, team_id: str) -> str:
+        """The customer a team belongs to ("" when none), for the request log."""
+        team = self.index.directory.teams.get(team_id)
+        return team.customer if team is not None else ""
+
     async def run(self) -> None:
         """Background work for the worker's lifetime: the ledger client's receiver."""
         await self.ledger.run()

@@ -2,7 +2,7 @@
 
     python -m finops.workers.governance.ledger      (started by `finops serve`, or the Procfile)
 
-The loop and the sockets are `actors.BlockingActor`'s. Why an actor and not an atomic store: a single owner applies reserve and settle one message at a
+The loop and the sockets are `finops.shared.actors.BlockingActor`'s. Why an actor and not an atomic store: a single owner applies reserve and settle one message at a
 time, so limits are exact across every worker process with no locks, no retries and no
 read-modify-write races, and a check costs a ZeroMQ round trip (tens of microseconds) instead of
 a SQLite write transaction (a write lock shared by every worker, and an fsync). Durability comes
@@ -31,7 +31,7 @@ import time
 from finops.shared import config as configmod
 from finops.shared.logs import setup_logging
 
-from ..actors import BlockingActor
+from finops.shared.actors import BlockingActor
 
 from .directory import load_directory
 from .ledger_state import LedgerState

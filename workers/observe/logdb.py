@@ -20,7 +20,7 @@ COLUMNS = (
     ("id", "TEXT"),                 # request id (= x-amzn-requestid)
     ("ts", "REAL"),                 # when the request arrived, epoch seconds
     ("day", "TEXT"),                # YYYY-MM-DD in governance.timezone
-    ("vk", "TEXT"),                 # virtual key id, "" = anonymous
+    ("vk", "TEXT"),                 # virtual key id; in open mode an unknown x-bf-vk as sent (64 chars); "" = none
     ("vk_name", "TEXT"),
     ("team", "TEXT"),               # team id, "" = none
     ("customer", "TEXT"),           # customer id, "" = none
@@ -49,6 +49,7 @@ COLUMNS = (
     ("user_agent", "TEXT"),
     ("request_body", "BLOB"),       # only when the route sets log_bodies = true
     ("response_body", "BLOB"),
+    ("messages", "INTEGER"),        # messages the worker sent the frontend for this answer (stream backpressure)
 )
 NAMES = tuple(c for c, _ in COLUMNS)
 

@@ -55,6 +55,8 @@ class Call:
     cache: str = ""             # "" (no caching) | "miss" | "hit-exact" | "hit-semantic"
     cache_similarity: float = 0.0
     saved_usd: float = 0.0      # a cache hit: what the answer cost when it was made
+    fallback: bool = False      # served (or last tried) by a target other than the route's first
+    span: object = None         # the request's trace span (observe/tracing.py; a no-op when tracing is off)
 
 
 class Provider:

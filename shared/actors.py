@@ -29,8 +29,8 @@ import time
 import msgpack
 import trio
 
-from finops.shared import errors, transport
-from finops.shared.transport import zmq
+from . import errors, transport
+from .transport import zmq
 
 log = logging.getLogger("finops.actors")
 _pack = msgpack.Packer(use_bin_type=True).pack

@@ -1,0 +1,381 @@
+"""The response cache's keys (workers/cache/keys.py): what makes two requests "the same question in
+the same context". A scope key that misses a context part serves one conversation's answer to
+another; one that includes the question stops paraphrases from ever matching; one that changes
+between processes loses the cache on every restart."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from finops.shared.model import ChatRequest, Message, Tool
+from finops.workers.cache import keys
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+OTHER_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(1, 65))
+OP, MODEL, OWNER = "converse", "anthropic.claude-3-haiku-20240307-v1:0", "key:vk-alice"
+
+
+def base_request(question: str = "How do I reverse a list in Python?") -> ChatRequest:
+    return ChatRequest(
+        messages=[Message("user", [{"text": "Hi, I write Python."}]),
+                  Message("assistant", [{"text": "Great, ask away."}]),
+                  Message("user", [{"text": question}])],
+        system=["You are terse."],
+        max_tokens=256, temperature=0.2, top_p=0.9, top_k=40, stop_sequences=["\n\nHuman:"],
+        tools=[Tool("search", "web search", {"type": "object", "properties": {"q": {"type": "string"}}})],
+        tool_choice={"auto": {}},
+        extra={"anthropic_beta": ["x"]},
+    )
+
+
+def keys_of(req: ChatRequest, op=OP, model=MODEL, owner=OWNER) -> tuple[str, str, str]:
+    ctx, question = keys.split(req)
+    scope = keys.scope_key(op, model, owner, ctx)
+    return scope, keys.exact_key(scope, question), question
+
+
+def scope_of(req: ChatRequest, op=OP, model=MODEL, owner=OWNER) -> str:
+    return keys_of(req, op, model, owner)[0]
+
+
+# --- determinism --------------------------------------------------------------------------------
+
+def test_same_request_same_keys():
+    assert keys_of(base_request()) == keys_of(base_request())
+    scope, exact, _ = keys_of(base_request())
+    assert len(scope) == len(exact) == 64 and int(scope, 16) >= 0 and scope != exact
+
+
+def test_split_does_not_mutate_the_request():
+    req = base_request()
+    before = copy.deepcopy(req)
+    req.messages[-1].content.append({"image": {"format": "png", "bytes": PNG}})
+    before.messages[-1].content.append({"image": {"format": "png", "bytes": PNG}})
+    keys_of(req)
+    assert req == before      # the pipeline still forwards the request after planning the cache
+
+
+SUBPROCESS = r"""
+import json
+from finops.shared.model import ChatRequest, Message, Tool
+from finops.workers.cache import keys
+req = ChatRequest(messages=[Message("user", [{"text": "earlier"}]), Message("assistant", [{"text": "ok"}]),
+                            Message("user", [{"text": "the question"},
+                                             {"image": {"format": "png", "bytes": bytes(range(32))}}])],
+                  system=["sys"], temperature=0.5, tools=[Tool("t", "d")], extra={"b": 1, "a": {"y": 2, "x": 1}})
+ctx, q = keys.split(req)
+s = keys.scope_key("converse", "m", "key:vk", ctx)
+print(json.dumps([s, keys.exact_key(s, q), keys.explicit_key("converse", "m", "key:vk", "K")]))
+"""
+
+
+def _in_process_keys():
+    req = ChatRequest(messages=[Message("user", [{"text": "earlier"}]), Message("assistant", [{"text": "ok"}]),
+                                Message("user", [{"text": "the question"},
+                                                 {"image": {"format": "png", "bytes": bytes(range(32))}}])],
+                      system=["sys"], temperature=0.5, tools=[Tool("t", "d")],
+                      extra={"a": {"x": 1, "y": 2}, "b": 1})      # other insertion order: keys are sorted
+    ctx, q = keys.split(req)
+    s = keys.scope_key("converse", "m", "key:vk", ctx)
+    return [s, keys.exact_key(s, q), keys.explicit_key("converse", "m", "key:vk", "K")]
+
+
+@pytest.mark.parametrize("hashseed", ["0", "12345", "random"])
+def test_keys_are_the_same_in_a_fresh_process(hashseed):
+    """No per-process salt (Python's hash()): a restarted gateway finds its cached answers."""
+    env = dict(os.environ, PYTHONHASHSEED=hashseed)
+    out = subprocess.run([sys.executable, "-c", SUBPROCESS], capture_output=True, text=True, env=env,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout) == _in_process_keys()
+
+
+# --- context and question -------------------------------------------------------------------------
+
+def test_question_is_only_the_last_user_text():
+    ctx, q = keys.split(base_request("What is 2+2?"))
+    assert q == "What is 2+2?"
+    # the earlier user turn is context, not question
+    assert ctx["messages"][0]["content"] == [{"text": "Hi, I write Python."}]
+    assert ctx["messages"][-1] == {"role": "user", "content": []}
+
+
+def test_several_text_blocks_are_joined_into_the_question():
+    req = ChatRequest(messages=[Message("user", [{"text": "part one, "}, {"text": "part two"}])])
+    assert keys.split(req)[1] == "part one, part two"
+
+
+def test_non_text_blocks_of_the_last_message_stay_in_the_context():
+    image = {"image": {"format": "png", "bytes": PNG}}
+    document = {"document": {"format": "txt", "name": "notes", "text": "document body"}}
+    tool_result = {"toolResult": {"toolUseId": "t1", "content": [{"text": "42"}], "status": "success"}}
+    req = ChatRequest(messages=[Message("user", [{"text": "Describe these."}, image, document, tool_result])])
+    ctx, q = keys.split(req)
+    assert q == "Describe these."
+    kept = ctx["messages"][-1]["content"]
+    assert len(kept) == 3
+    assert kept[0] == {"image": {"format": "png", "bytes": {"$sha256": hashlib.sha256(PNG).hexdigest()}}}
+    assert kept[1] == document                          # its "text" is nested: not part of the question
+    assert kept[2] == tool_result
+
+
+def test_tool_result_text_is_not_the_question():
+    req = ChatRequest(messages=[
+        Message("user", [{"text": "weather?"}]),
+        Message("assistant", [{"toolUse": {"toolUseId": "t1", "name": "w", "input": {}}}]),
+        Message("user", [{"toolResult": {"toolUseId": "t1", "content": [{"text": "sunny"}]}}])])
+    ctx, q = keys.split(req)
+    assert q == ""
+    other = copy.deepcopy(req)
+    other.messages[-1].content[0]["toolResult"]["content"][0]["text"] = "rain"
+    assert scope_of(req) != scope_of(other)       # a different tool result is a different context
+
+
+def test_assistant_last_request_has_an_empty_question():
+    req = base_request()
+    req.messages.append(Message("assistant", [{"text": "Sure: "}]))
+    ctx, q = keys.split(req)
+    assert q == ""
+    assert ctx["messages"][-1] == {"role": "assistant", "content": [{"text": "Sure: "}]}
+    # the whole request is context: the prefill and the user's question both separate scopes
+    other = copy.deepcopy(req)
+    other.messages[-1].content = [{"text": "Of course: "}]
+    assert scope_of(req) != scope_of(other)
+    other = copy.deepcopy(req)
+    other.messages[-2].content = [{"text": "another question"}]
+    assert scope_of(req) != scope_of(other)
+
+
+def test_empty_messages():
+    ctx, q = keys.split(ChatRequest(messages=[]))
+    assert q == "" and ctx["messages"] == []
+
+
+# --- every context part separates scopes; the question does not -----------------------------------
+
+def _mutations():
+    def m(f):
+        def apply(req):
+            f(req)
+            return req
+        return apply
+    return {
+        "system": m(lambda r: r.system.append("Answer in French.")),
+        "system_text": m(lambda r: r.system.__setitem__(0, "You are verbose.")),
+        "earlier_user_turn": m(lambda r: r.messages[0].content.__setitem__(0, {"text": "Hi, I write Rust."})),
+        "earlier_assistant_turn": m(lambda r: r.messages[1].content.__setitem__(0, {"text": "Fine."})),
+        "extra_turn": m(lambda r: r.messages.insert(0, Message("user", [{"text": "x"}]))),
+        "tools_added": m(lambda r: r.tools.append(Tool("calc"))),
+        "tool_description": m(lambda r: setattr(r.tools[0], "description", "other")),
+        "tool_schema": m(lambda r: setattr(r.tools[0], "input_schema", {"type": "object"})),
+        "tools_removed": m(lambda r: r.tools.clear()),
+        "tool_choice": m(lambda r: setattr(r, "tool_choice", {"any": {}})),
+        "tool_choice_none": m(lambda r: setattr(r, "tool_choice", None)),
+        "max_tokens": m(lambda r: setattr(r, "max_tokens", 257)),
+        "temperature": m(lambda r: setattr(r, "temperature", 0.3)),
+        "temperature_unset": m(lambda r: setattr(r, "temperature", None)),
+        "top_p": m(lambda r: setattr(r, "top_p", 0.95)),
+        "top_k": m(lambda r: setattr(r, "top_k", 41)),
+        "stop_sequences": m(lambda r: r.stop_sequences.append("STOP")),
+        "extra_added": m(lambda r: r.extra.update(thinking={"type": "enabled"})),
+        "extra_value": m(lambda r: r.extra.__setitem__("anthropic_beta", ["y"])),
+        "image_in_last_message": m(lambda r: r.messages[-1].content.append(
+            {"image": {"format": "png", "bytes": PNG}})),
+        "document_in_last_message": m(lambda r: r.messages[-1].content.append(
+            {"document": {"format": "pdf", "name": "d", "bytes": b"%PDF-1.4"}})),
+    }
+
+
+MUTATIONS = _mutations()
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_each_context_part_changes_the_scope_key(name):
+    a = base_request()
+    b = MUTATIONS[name](base_request())
+    assert b != a
+    assert scope_of(a) != scope_of(b)
+    # and so the exact key too, although the question is the same
+    assert keys_of(a)[1] != keys_of(b)[1]
+    assert keys_of(a)[2] == keys_of(b)[2] == "How do I reverse a list in Python?"
+
+
+@pytest.mark.parametrize("part, value", [("op", "converse-stream"), ("model", "amazon.nova-lite-v1:0"),
+                                         ("owner", "key:vk-bob"), ("owner", "anonymous"),
+                                         ("owner", "shared:claude")])
+def test_op_model_and_owner_change_the_scope_key(part, value):
+    req = base_request()
+    base = keys_of(req)
+    other = keys_of(req, **{part: value})
+    assert other[0] != base[0] and other[1] != base[1]
+
+
+def test_the_question_does_not_change_the_scope_key():
+    a, b = base_request("How do I reverse a list in Python?"), base_request("how to reverse a python list")
+    assert scope_of(a) == scope_of(b)
+    assert keys_of(a)[1] != keys_of(b)[1]
+
+
+def test_image_bytes_count_by_content():
+    def with_image(data):
+        req = base_request()
+        req.messages[-1].content.append({"image": {"format": "png", "bytes": data}})
+        return req
+    same = bytes(bytearray(PNG))          # equal content, another object
+    assert scope_of(with_image(PNG)) == scope_of(with_image(same))
+    assert scope_of(with_image(bytearray(PNG))) == scope_of(with_image(PNG))
+    assert scope_of(with_image(PNG)) != scope_of(with_image(OTHER_PNG))
+    # an image in an earlier turn too
+    r1, r2 = base_request(), base_request()
+    r1.messages[0].content.append({"image": {"format": "png", "bytes": PNG}})
+    r2.messages[0].content.append({"image": {"format": "png", "bytes": OTHER_PNG}})
+    assert scope_of(r1) != scope_of(r2)
+
+
+def test_extra_field_order_does_not_matter():
+    a, b = base_request(), base_request()
+    a.extra = {"x": 1, "y": {"p": 1, "q": 2}}
+    b.extra = {"y": {"q": 2, "p": 1}, "x": 1}
+    assert scope_of(a) == scope_of(b)
+
+
+def test_message_boundary_is_part_of_the_context():
+    """Moving text between turns is another conversation, even with the same concatenation."""
+    a = ChatRequest(messages=[Message("user", [{"text": "ab"}]), Message("assistant", [{"text": "c"}]),
+                              Message("user", [{"text": "q"}])])
+    b = ChatRequest(messages=[Message("user", [{"text": "a"}]), Message("assistant", [{"text": "bc"}]),
+                              Message("user", [{"text": "q"}])])
+    assert scope_of(a) != scope_of(b)
+
+
+# --- exact and explicit keys -----------------------------------------------------------------------
+
+def test_exact_key_normalises_whitespace_and_unicode():
+    scope = scope_of(base_request())
+    k = keys.exact_key(scope, "What is  the café?")
+    assert keys.exact_key(scope, "  What is\tthe\n café?  ") == k
+    assert keys.exact_key(scope, "What is the cafe\u0301?") == k        # NFD -> NFC
+    assert keys.exact_key(scope, "What is the café?") == k
+
+
+def test_exact_key_is_case_sensitive_and_question_sensitive():
+    scope = scope_of(base_request())
+    k = keys.exact_key(scope, "print(x)")
+    assert keys.exact_key(scope, "Print(x)") != k
+    assert keys.exact_key(scope, "print(y)") != k
+    assert keys.exact_key(scope, "print (x)") != k        # whitespace inside a word boundary matters
+    assert keys.exact_key(scope_of(base_request(), owner="key:other"), "print(x)") != k
+
+
+def test_normalise():
+    assert keys.normalise("  a \u00a0 b\r\n\tc ") == "a b c"
+    assert keys.normalise("e\u0301") == "\u00e9"
+    assert keys.normalise("ABC") == "ABC"
+
+
+def test_explicit_key_separates_owner_op_and_model_and_ignores_the_question():
+    k = keys.explicit_key(OP, MODEL, OWNER, "faq-1")
+    assert keys.explicit_key(OP, MODEL, OWNER, "faq-1") == k
+    assert keys.explicit_key(OP, MODEL, "key:vk-bob", "faq-1") != k
+    assert keys.explicit_key(OP, MODEL, "anonymous", "faq-1") != k
+    assert keys.explicit_key("converse-stream", MODEL, OWNER, "faq-1") != k
+    assert keys.explicit_key(OP, "amazon.nova-lite-v1:0", OWNER, "faq-1") != k
+    assert keys.explicit_key(OP, MODEL, OWNER, "faq-2") != k
+    # the explicit key takes no question, and never collides with the exact key of a request
+    scope, exact, _ = keys_of(base_request())
+    assert k not in (scope, exact)
+
+
+def test_explicit_key_cannot_be_forged_by_separator_tricks():
+    assert keys.explicit_key("a", "b|c", "o", "k") != keys.explicit_key("a", "b", "c|o", "k")
+    assert keys.scope_key("a", "b", "o", {}) != keys.scope_key("a", "", "o", {"b": None})
+
+
+# --- owners ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key_id, shared, expected", [
+    ("vk-1", None, "key:vk-1"),
+    (None, None, "anonymous"),
+    ("", None, "anonymous"),
+    ("vk-1", "claude", "shared:claude"),
+    (None, "claude", "shared:claude"),
+])
+def test_owner(key_id, shared, expected):
+    assert keys.owner(key_id, shared) == expected
+
+
+@pytest.mark.parametrize("name, expected", [
+    (None, None),
+    ("anonymous", "anonymous"),
+    ("shared:claude", "shared:claude"),
+    ("vk-1", "key:vk-1"),
+    ("AKIAEXAMPLE", "key:AKIAEXAMPLE"),
+])
+def test_owner_named(name, expected):
+    assert keys.owner_named(name) == expected
+
+
+def test_owner_named_matches_what_owner_stores():
+    """`finops cache clear --key vk-1` must name the owner the entries were stored under."""
+    assert keys.owner_named("vk-1") == keys.owner("vk-1")
+    assert keys.owner_named("anonymous") == keys.owner(None)
+    assert keys.owner_named("shared:r") == keys.owner("vk-1", "r")
+
+
+# --- properties ------------------------------------------------------------------------------------
+
+_text = st.text(max_size=40)
+_block = st.one_of(
+    st.builds(lambda t: {"text": t}, _text),
+    st.builds(lambda b: {"image": {"format": "png", "bytes": b}}, st.binary(max_size=16)),
+    st.builds(lambda t: {"toolResult": {"toolUseId": "t", "content": [{"text": t}]}}, _text),
+)
+_turn = st.builds(Message, st.sampled_from(["user", "assistant"]), st.lists(_block, max_size=3))
+_requests = st.builds(
+    lambda turns, last_extra, system, temp, top_k, tools, extra: ChatRequest(
+        messages=turns + [Message("user", last_extra)], system=system, temperature=temp, top_k=top_k,
+        tools=tools, extra=extra),
+    st.lists(_turn, max_size=4),
+    st.lists(_block.filter(lambda b: "text" not in b), max_size=2),
+    st.lists(_text, max_size=2),
+    st.one_of(st.none(), st.floats(0, 1)),
+    st.one_of(st.none(), st.integers(0, 500)),
+    st.lists(st.builds(Tool, st.text(min_size=1, max_size=8)), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), _text), max_size=2),
+)
+
+
+def _with_question(req: ChatRequest, question: str) -> ChatRequest:
+    req = copy.deepcopy(req)
+    req.messages[-1].content = [{"text": question}] + req.messages[-1].content
+    return req
+
+
+@settings(max_examples=200, deadline=None)
+@given(_requests, _text, _text)
+def test_only_the_last_user_text_changing_keeps_the_scope(req, q1, q2):
+    a, b = _with_question(req, q1), _with_question(req, q2)
+    sa, ea, qa = keys_of(a)
+    sb, eb, qb = keys_of(b)
+    assert (qa, qb) == (q1, q2)
+    assert sa == sb
+    assert (ea == eb) == (keys.normalise(q1) == keys.normalise(q2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_requests, _text, st.integers(0, 10), _block.filter(lambda b: "text" not in b) | _text.map(lambda t: {"text": t + "!"}))
+def test_a_change_to_an_earlier_turn_changes_the_scope(req, q, where, block):
+    a = _with_question(req, q)
+    b = copy.deepcopy(a)
+    i = where % len(b.messages)
+    if i == len(b.messages) - 1 and "text" in block:
+        b.messages.insert(0, Message("user", [block]))    # text in the last message would be question
+    else:
+        b.messages[i].content.append(block)
+    assert scope_of(a) != scope_of(b)

@@ -1,0 +1,159 @@
+"""Prometheus metrics of the whole gateway, kept by the observer actor. No I/O.
+
+Every request's log row reaches the observer (observe/actor.py), so the metrics are aggregated
+over every worker by construction: each row updates the counters and histograms here once, and a
+scrape of `/metrics` anywhere renders them. Processes also report gauges (requests in flight,
+queue depths) every second; a process that stops reporting drops out after GAUGE_TTL seconds.
+
+Names and labels follow Prometheus conventions (`finops_` prefix, `_total` counters, base units:
+`_seconds`, `_usd`). Label values that clients choose (modelId, `x-bf-env`) are bounded: past
+`MAX_VALUES` distinct values a label reads "other", so a client cannot blow up the series count.
+Virtual keys are labelled by key id (never the secret); requests without a key by "".
+"""
+from __future__ import annotations
+
+import time
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+prometheus_client.disable_created_metrics()
+
+MAX_VALUES = 200           # distinct values per client-chosen label
+GAUGE_TTL = 10.0           # seconds a process's gauges count after its last report
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+GOVERNANCE_CODES = frozenset({"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
+                              "IncompleteSignatureException", "ThrottlingException",
+                              "ServiceQuotaExceededException"})
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+
+
+class Bounded:
+    """Label values as they come, until MAX_VALUES distinct ones; then "other"."""
+
+    def __init__(self, limit: int = MAX_VALUES):
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return "other"
+        self.seen.add(value)
+        return value
+
+
+class Metrics:
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.model, self.env = Bounded(), Bounded()
+        self.vk = Bounded(10 * MAX_VALUES)        # key ids come from the directory, not from clients
+        req = ["op", "model", "provider", "env", "virtual_key", "status", "error"]
+        self.requests = Counter("finops_requests", "Requests answered, by outcome (error: the AWS error code, "
+                                "'' when ok).", req, registry=r)
+        self.latency = Histogram("finops_request_duration_seconds", "Time from the request reaching a worker to "
+                                 "its answer's end.", ["op", "model", "provider"], buckets=LATENCY_BUCKETS,
+                                 registry=r)
+        self.ttft = Histogram("finops_time_to_first_token_seconds", "Streams: time to the first event.",
+                              ["model", "provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("finops_tokens", "Tokens the upstream reported, by type (input, output, "
+                              "cache_read, cache_write).", ["model", "provider", "env", "virtual_key", "type"],
+                              registry=r)
+        self.cost = Counter("finops_cost_usd", "What requests cost, priced by the pricing table (USD).",
+                            ["model", "provider", "env", "virtual_key"], registry=r)
+        self.cache = Counter("finops_cache_requests", "Requests on routes with the response cache, by result.",
+                             ["model", "result"], registry=r)
+        self.saved = Counter("finops_cache_saved_usd", "What cache hits saved: the cost of the answers they "
+                             "replayed (USD).", ["model", "env", "virtual_key"], registry=r)
+        self.rejections = Counter("finops_governance_rejections", "Requests refused by governance, by reason "
+                                  "(the AWS error code).", ["reason", "virtual_key"], registry=r)
+        self.upstream_errors = Counter("finops_upstream_errors", "Failed answers from upstream providers, by "
+                                       "the AWS error code the client got.", ["provider", "code"], registry=r)
+        self.rows = Counter("finops_request_log_rows", "Rows written to the request log.", registry=r)
+        self.inflight = Gauge("finops_requests_in_flight", "Requests being served, by process kind.",
+                              ["process"], registry=r)
+        self.queue = Gauge("finops_queue_depth", "Items waiting in the gateway's internal queues.", ["queue"],
+                           registry=r)
+        self.restart_counts: dict[str, int] = {}
+        r.register(_Restarts(self))
+        self.semantic = Gauge("finops_cache_semantic_enabled", "1 when the workers have the embedding model "
+                              "loaded (semantic cache layer on), 0 when the cache matches exactly only.",
+                              registry=r)
+        self.reports: dict[str, tuple[float, str, dict]] = {}    # process -> (when, kind, gauges)
+
+    def observe(self, row: dict) -> None:
+        """One request-log row (logdb column names)."""
+        model, env = self.model(row["model"]), self.env(row["env"])
+        provider, vk, op = row["provider"], self.vk(row["vk"]), row["op"]
+        error = row["error"]
+        self.requests.labels(op, model, provider, env, vk, str(row["status"]), error).inc()
+        self.latency.labels(op, model, provider).observe(row["latency_ms"] / 1000)
+        if row["ttft_ms"] is not None:
+            self.ttft.labels(model, provider).observe(row["ttft_ms"] / 1000)
+        for kind in ("input", "output", "cache_read", "cache_write"):
+            n = row[f"{kind}_tokens"]
+            if n:
+                self.tokens.labels(model, provider, env, vk, kind).inc(n)
+        if row["cost_usd"]:
+            self.cost.labels(model, provider, env, vk).inc(row["cost_usd"])
+        if row["cache"]:
+            self.cache.labels(model, row["cache"]).inc()
+            if row["saved_usd"]:
+                self.saved.labels(model, env, vk).inc(row["saved_usd"])
+        if error and row["error_origin"] == "governance":
+            self.rejections.labels(error, vk).inc()
+        elif error and row["error_origin"] == "upstream":
+            self.upstream_errors.labels(provider, error).inc()
+        self.rows.inc()
+
+    def report(self, process: str, kind: str, gauges: dict) -> None:
+        """A process's gauges: {"inflight": n, "queues": {name: n}, "semantic": 0|1}."""
+        self.reports[process] = (self.clock(), kind, gauges)
+
+    def set_restarts(self, restarts: dict) -> None:
+        """The supervisor's restart counts per process kind (it keeps them; see supervisor.py)."""
+        self.restart_counts = {str(k): int(v) for k, v in restarts.items()}
+
+    def render(self, own_queues: dict | None = None) -> bytes:
+        """The exposition text. Gauges are summed over the processes that reported lately."""
+        now = self.clock()
+        inflight: dict[str, float] = {}
+        queues: dict[str, float] = dict(own_queues or {})
+        semantic = None
+        for proc, (when, kind, g) in list(self.reports.items()):
+            if now - when > GAUGE_TTL:
+                del self.reports[proc]
+                continue
+            inflight[kind] = inflight.get(kind, 0) + g.get("inflight", 0)
+            for q, n in g.get("queues", {}).items():
+                queues[q] = queues.get(q, 0) + n
+            if "semantic" in g:
+                semantic = min(semantic if semantic is not None else 1, g["semantic"])
+        for kind in ("frontend", "worker"):
+            self.inflight.labels(kind).set(inflight.get(kind, 0))
+        for q, n in queues.items():
+            self.queue.labels(q).set(n)
+        if semantic is not None:
+            self.semantic.set(semantic)
+        return generate_latest(self.registry)
+
+
+class _Restarts:
+    """finops_process_restarts_total: a counter whose values the supervisor keeps."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return [CounterMetricFamily("finops_process_restarts", "Times the supervisor restarted a process, by kind.",
+                                    labels=["kind"])]
+
+    def collect(self):
+        c = CounterMetricFamily("finops_process_restarts", "Times the supervisor restarted a process, by kind.",
+                                labels=["kind"])
+        for kind, n in sorted(self.metrics.restart_counts.items()):
+            c.add_metric([kind], n)
+        yield c
