@@ -99,7 +99,14 @@ def main(argv=None) -> int:
               f"routes: {len(cfg.routes)}; default: {cfg.default_route.provider if cfg.default_route else 'none'}\n"
               f"governance: {cfg.governance.mode}; {len(cfg.governance.keys)} keys, {len(cfg.governance.teams)} teams, "
               f"{len(cfg.governance.customers)} customers in the file; admin API "
-              f"{'on' if cfg.governance.admin_token else 'off'}")
+              f"{'on' if cfg.governance.admin_token else 'off'}\n"
+              f"cache: {sum(1 for r in cfg.routes + [cfg.default_route] if r and r.cache and r.cache.enabled)} "
+              f"routes and {len(cfg.cache.keys)} keys; embedder "
+              f"{cfg.cache.embedding_model or 'built-in MiniLM'}\n"
+              f"observability: request log {'on' if cfg.observability.request_log else 'off'} "
+              f"(retention {cfg.observability.log_retention_days:g} days); traces "
+              f"{cfg.observability.otlp_endpoint or 'off'}; /metrics "
+              f"{'behind the admin token' if cfg.observability.metrics_auth else 'open'}")
         return 0
 
     setup_logging("supervisor")

@@ -19,7 +19,8 @@ PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.er
         "finops.workers.governance.auth", "finops.workers.governance.ledger_state",
         "finops.workers.governance.pricing", "finops.workers.governance.periods",
         "finops.workers.cache.keys", "finops.workers.cache.index", "finops.workers.cache.embedder",
-        "finops.workers.observe.logdb"]
+        "finops.workers.observe.logdb", "finops.workers.observe.metrics", "finops.workers.observe.report",
+        "finops.workers.observe.dashboard", "finops.frontend.ui_static"]
 
 BLOCKER = """
 import sys
