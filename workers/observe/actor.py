@@ -62,7 +62,10 @@ class ObserverActor(BlockingActor):
                     log.error("observer: dropping a row of %d fields (expected %d)", len(values), len(names))
                     continue
                 self.pending.append(values)
-                self.metrics.observe(dict(zip(names, values)))
+                try:
+                    self.metrics.observe(dict(zip(names, values)))
+                except (TypeError, ValueError, KeyError):      # a malformed row: logged, not counted
+                    log.exception("observer: a row the metrics cannot take: %r", values[:3])
             if len(self.pending) >= COMMIT_ROWS:
                 self.commit()
             return None

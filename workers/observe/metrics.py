@@ -134,6 +134,7 @@ class Metrics:
                 semantic = min(semantic if semantic is not None else 1, g["semantic"])
         for kind in ("frontend", "worker"):
             self.inflight.labels(kind).set(inflight.get(kind, 0))
+        self.queue.clear()          # a queue no process reports any more has no depth (not its last one)
         for q, n in queues.items():
             self.queue.labels(q).set(n)
         if semantic is not None:
