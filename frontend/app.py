@@ -112,9 +112,10 @@ class App:
             if first is not None:
                 await self.relay(rid, route, pending, send, first)
             else:
+                answered = Answered(send)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope)
-                    await self.relay(rid, route, pending, send)
+                    nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, answered)
+                    await self.relay(rid, route, pending, answered.send)
                     nursery.cancel_scope.cancel()
         finally:
             self.pool.close(pending)
@@ -270,12 +271,31 @@ def too_large(size: int, limit: int) -> errors.GatewayError:
         f"body: {size} bytes is over the gateway's limit of {limit} bytes (server.max_body_bytes).", 413)
 
 
-async def watch_disconnect(receive, cancel_scope: trio.CancelScope) -> None:
-    """Cancel the request when the client goes away (ASGI http.disconnect)."""
+class Answered:
+    """`send`, noting when the answer's last body message goes out (see watch_disconnect)."""
+
+    __slots__ = ("_send", "done")
+
+    def __init__(self, send):
+        self._send = send
+        self.done = False
+
+    async def send(self, msg: dict) -> None:
+        if msg["type"] == "http.response.body" and not msg.get("more_body"):
+            self.done = True
+        await self._send(msg)
+
+
+async def watch_disconnect(receive, cancel_scope: trio.CancelScope, answered: Answered) -> None:
+    """Cancel the request when the client goes away (ASGI http.disconnect) before its answer is
+    complete. Hypercorn also reports http.disconnect for a completed answer, from inside the
+    last send: cancelling then would interrupt its keep-alive bookkeeping, and the connection,
+    never marked idle, would hold a drain for the whole server.drain_seconds."""
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            cancel_scope.cancel()
+            if not answered.done:
+                cancel_scope.cancel()
             return
 
 

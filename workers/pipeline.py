@@ -217,6 +217,11 @@ class Pipeline:
                     e.origin = e.origin or ("upstream" if call.admission is not None else "client")
                     span.error(e.code, e.message)
                     span.end()
+                    if e.origin == "governance":
+                        # the key's budget or rate limit refused it (Governor.admit): not the target's
+                        # failure, and a retry would skip the reservation (admit runs once per request)
+                        call.attempts -= 1
+                        raise
                     last = e
                     failed = router.try_next(e)
                     self.record_outcome(breakers, circuit, call.key_name, ok=not failed)

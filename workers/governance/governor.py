@@ -146,8 +146,10 @@ class Governor:
             return
         out = await self.ledger.reserve(call.rid, key.id, call.env, adm.max_cost, adm.est_tokens)
         if not out.get("ok"):
-            raise errors.GatewayError(out.get("code", "ServiceQuotaExceededException"), out.get("message", ""),
-                                      out.get("status"), retry_after_ms=out.get("retry_after_ms"))
+            e = errors.GatewayError(out.get("code", "ServiceQuotaExceededException"), out.get("message", ""),
+                                    out.get("status"), retry_after_ms=out.get("retry_after_ms"))
+            e.origin = "governance"     # the key's refusal: never retried or sent to another target
+            raise e
         adm.reserved = True
         adm.remaining_usd = out.get("remaining_usd")
         adm.budget = out.get("budget")
