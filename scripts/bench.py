@@ -72,6 +72,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DATA = os.path.join(HERE, "bench")
+import apt_packages  # noqa: E402  (scripts/, beside this file)
+
 try:
     from finops.shared import eventstream
 except ImportError:  # pragma: no cover - run it through scripts/dev, which sets up the venv
@@ -115,22 +117,10 @@ def ensure_tools(install: bool) -> tuple[str, str]:
     if missing:
         if not install:
             raise BenchError(f"missing {', '.join(missing)}; install with: apt-get install -y {' '.join(missing)}")
-        sudo = [] if os.geteuid() == 0 else (["sudo"] if shutil.which("sudo") else None)
-        if sudo is None:
-            raise BenchError(f"missing {', '.join(missing)} and not root; run: sudo apt-get install -y {' '.join(missing)}")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        lists = "/var/lib/apt/lists"
-        fresh = os.path.isdir(lists) and any("_Packages" in f for f in os.listdir(lists))
-        for attempt in range(2):
-            if attempt or not fresh:
-                log("apt-get update")
-                subprocess.run(sudo + ["apt-get", "update", "-qq"], env=env, check=False, timeout=600)
-            log(f"apt-get install -y {' '.join(missing)}")
-            r = subprocess.run(sudo + ["apt-get", "install", "-y", "-qq"] + missing, env=env, timeout=900)
-            if r.returncode == 0:
-                break
-        else:
-            raise BenchError(f"apt-get install {' '.join(missing)} failed")
+        try:
+            apt_packages.install(missing, log)
+        except apt_packages.AptError as e:
+            raise BenchError(str(e)) from None
     nginx, wrk = find_tool("nginx"), find_tool("wrk")
     if not (nginx and wrk):
         raise BenchError("nginx or wrk still missing after apt-get install")
@@ -268,6 +258,10 @@ def role_of(pid: int) -> str:
         return "frontend"
     if "finops.workers.governance.ledger" in cmd:
         return "ledger"
+    if "finops.workers.observe.actor" in cmd:
+        return "observer"
+    if "finops.workers.cache.actor" in cmd:
+        return "cache"
     if "finops.workers" in cmd:
         return "worker"
     if "finops" in cmd and "serve" in cmd:
@@ -793,6 +787,8 @@ class Runner:
                     rec.update(cpu_ms_per_req=gw_ticks["total"] * ms / n,
                                frontend_cpu_ms_per_req=gw_ticks.get("frontend", 0) * ms / n,
                                worker_cpu_ms_per_req=gw_ticks.get("worker", 0) * ms / n,
+                               actors_cpu_ms_per_req=sum(gw_ticks.get(k, 0) for k in ("ledger", "observer", "cache")) * ms / n,
+                               observer_cpu_ms_per_req=gw_ticks.get("observer", 0) * ms / n,
                                supervisor_cpu_ms_per_req=(gw_ticks.get("supervisor", 0) + gw_ticks.get("reaped", 0)) * ms / n,
                                gateway_cpu_pct=gw_ticks["total"] * pct,
                                threads_cpu_ms_per_req={k: round(v * ms / n, 4) for k, v in sorted(gw_ticks.items())
@@ -822,7 +818,8 @@ class Runner:
 def summarize(runs: list[dict]) -> dict:
     med = {}
     for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_req", "frontend_cpu_ms_per_req",
-              "worker_cpu_ms_per_req", "supervisor_cpu_ms_per_req", "gateway_cpu_pct"):
+              "worker_cpu_ms_per_req", "actors_cpu_ms_per_req", "observer_cpu_ms_per_req",
+              "supervisor_cpu_ms_per_req", "gateway_cpu_pct"):
         vals = [r[k] for r in runs if k in r]
         if vals:
             med[k] = statistics.median(vals)
@@ -1044,11 +1041,11 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
         out += ["", f"† a run of this point kept more than {a['max_foreign_pct']:.0f}% of a core of foreign CPU "
                 "after its retries (another job on the machine); see results.json."]
     out += ["", "Details: rps range over the runs, CPU by process role (and the part spent in ZeroMQ's I/O "
-            "threads, all roles), foreign CPU (other processes, % of one "
+            "threads, all roles; actors = ledger, observer and cache), foreign CPU (other processes, % of one "
             "core, worst run) and gateway peak RSS.", "",
-            "| route | target | conns | rps min–max | p90 ms | frontend ms/req | workers ms/req | of which ZeroMQ "
-            "I/O threads | gateway CPU % | foreign CPU % | peak RSS MiB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| route | target | conns | rps min–max | p90 ms | frontend ms/req | workers ms/req | actors ms/req "
+            "(of which observer) | of which ZeroMQ I/O threads | gateway CPU % | foreign CPU % | peak RSS MiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for route in routes:
         for t in targets:
             for c in conns:
@@ -1056,7 +1053,8 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
                 if p:
                     out.append(f"| {route} | {t} | {c} | {fmt(p['rps_min'], 0)}–{fmt(p['rps_max'], 0)} | "
                                f"{fmt(p['p90_ms'], 3)} | {fmt(p.get('frontend_cpu_ms_per_req'), 3)} | "
-                               f"{fmt(p.get('worker_cpu_ms_per_req'), 3)} | {fmt(p.get('zmq_io_cpu_ms_per_req'), 3)} | "
+                               f"{fmt(p.get('worker_cpu_ms_per_req'), 3)} | {fmt(p.get('actors_cpu_ms_per_req'), 3)} "
+                               f"({fmt(p.get('observer_cpu_ms_per_req'), 3)}) | {fmt(p.get('zmq_io_cpu_ms_per_req'), 3)} | "
                                f"{fmt(p.get('gateway_cpu_pct'), 0)} | "
                                f"{fmt(p['foreign_cpu_pct_max'], 1)} | {fmt(p.get('rss_peak_mib'), 1)} |")
     verdicts = []

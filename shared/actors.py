@@ -21,15 +21,19 @@ the same number, within a timeout.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
+import sys
 import time
 
 import msgpack
 import trio
 
+from . import config as configmod
 from . import errors, transport
+from .logs import setup_logging
 from .transport import zmq
 
 log = logging.getLogger("finops.actors")
@@ -110,6 +114,22 @@ class BlockingActor:
             sock = self.replies[endpoint] = transport.make_socket(zmq.PUSH)
             sock.connect(endpoint)
         return sock
+
+
+def main(actor_cls, argv=None) -> int:
+    """`python -m <an actor's module> [--config PATH]`: load the config, run the actor until
+    SIGTERM. Exit 2 on a config error."""
+    ap = argparse.ArgumentParser(prog=f"finops-{actor_cls.kind}")
+    ap.add_argument("--config")
+    args = ap.parse_args(argv)
+    setup_logging(actor_cls.kind)
+    try:
+        cfg = configmod.load(args.config)
+    except configmod.ConfigError as e:
+        print(f"finops {actor_cls.kind}: config error: {e}", file=sys.stderr)
+        return 2
+    actor_cls(cfg).serve()
+    return 0
 
 
 class ActorClient:

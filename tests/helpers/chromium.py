@@ -1,16 +1,18 @@
 """Debian's Chromium for browser tests, installed with apt-get when it is missing.
 
 Playwright drives it with `executable_path=chromium_path()`; no browser is downloaded (this
-machine reaches only the package registries). The install mirrors scripts/bench.py's
-`ensure_tools`: `apt-get update` only when the package lists are empty or the first install
-fails, DEBIAN_FRONTEND=noninteractive, sudo when not root.
+machine reaches only the package registries). The install is scripts/apt_packages.py's, as for
+the bench's nginx and wrk.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "scripts"))
+import apt_packages  # noqa: E402
 
 PACKAGE = "chromium"
 NAMES = ("chromium", "chromium-browser")
@@ -32,27 +34,11 @@ def find_chromium() -> str | None:
     return None
 
 
-def log(msg: str) -> None:
-    print(f"[chromium] {msg}", file=sys.stderr, flush=True)
-
-
 def install() -> None:
-    sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-    if sudo is None:
-        raise ChromiumMissing(f"chromium is missing and this is not root (no sudo); "
-                              f"run: apt-get install -y {PACKAGE}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    lists = "/var/lib/apt/lists"
-    fresh = os.path.isdir(lists) and any("_Packages" in f for f in os.listdir(lists))
-    for attempt in range(2):
-        if attempt or not fresh:
-            log("apt-get update")
-            subprocess.run(sudo + ["apt-get", "update", "-qq"], env=env, check=False, timeout=600)
-        log(f"apt-get install -y {PACKAGE}")
-        r = subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", PACKAGE], env=env, timeout=1200)
-        if r.returncode == 0:
-            return
-    raise ChromiumMissing(f"apt-get install {PACKAGE} failed; install it by hand: apt-get install -y {PACKAGE}")
+    try:
+        apt_packages.install([PACKAGE], lambda msg: print(f"[chromium] {msg}", file=sys.stderr, flush=True))
+    except apt_packages.AptError as e:
+        raise ChromiumMissing(str(e)) from None
 
 
 def chromium_path() -> str:

@@ -208,3 +208,23 @@ def test_sigterm_to_every_process_at_once_still_drains(tmp_path):
         assert text.endswith("a slow story")
     finally:
         gw.stop()
+
+
+def test_an_idle_keep_alive_connection_does_not_hold_the_drain(tmp_path):
+    """A client that got its streamed answer and keeps the connection open (every pooled SDK
+    client) must not make SIGTERM wait out server.drain_seconds: the finished request's
+    disconnect watcher used to cancel hypercorn mid-bookkeeping, leaving the connection busy."""
+    cfg = ('[server]\ndrain_seconds = 10\n[providers.m]\nkind = "mock"\nlatency_ms = 80\n'
+           '[default_route]\nprovider = "m"\n')
+    gw = Gateway(tmp_path, cfg, workers=1).start()
+    try:
+        c = gw.client()
+        events = list(c.converse_stream(modelId="m", messages=MSG)["stream"])
+        assert "metadata" in events[-1]
+        c.converse(modelId="m", messages=MSG)          # slower than 50 ms: gets the watcher too
+        t = time.monotonic()
+        gw.stop()
+        took = time.monotonic() - t
+    finally:
+        gw.stop()
+    assert took < 5.0, f"stopping took {took:.1f}s with an idle keep-alive connection open"

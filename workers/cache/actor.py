@@ -22,17 +22,16 @@ vector is dropped (entries keep answering exact matches) and the index adopts th
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 
 import numpy as np
 
+from finops.shared import actors
 from finops.shared import config as configmod
-from finops.shared.logs import setup_logging
-
 from finops.shared.actors import BlockingActor
+
 from . import persist
 from .index import CacheIndex, Entry
 
@@ -133,19 +132,5 @@ class CacheActor(BlockingActor):
         log.info("cache: %d entries saved", len(self.index.entries))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="finops-cache")
-    ap.add_argument("--config")
-    args = ap.parse_args(argv)
-    setup_logging("cache")
-    try:
-        cfg = configmod.load(args.config)
-    except configmod.ConfigError as e:
-        print(f"finops cache: config error: {e}", file=sys.stderr)
-        return 2
-    CacheActor(cfg).serve()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(actors.main(CacheActor))

@@ -23,14 +23,12 @@ the PULL endpoint `r` each asking worker named; see client.py):
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 
+from finops.shared import actors
 from finops.shared import config as configmod
-from finops.shared.logs import setup_logging
-
 from finops.shared.actors import BlockingActor
 
 from .directory import load_directory
@@ -111,19 +109,5 @@ class LedgerActor(BlockingActor):
         self.store.close()
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="finops-ledger")
-    ap.add_argument("--config")
-    args = ap.parse_args(argv)
-    setup_logging("ledger")
-    try:
-        cfg = configmod.load(args.config)
-    except configmod.ConfigError as e:
-        print(f"finops ledger: config error: {e}", file=sys.stderr)
-        return 2
-    LedgerActor(cfg).serve()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(actors.main(LedgerActor))

@@ -17,16 +17,15 @@ Protocol (msgpack maps):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 import time
 
+from finops.shared import actors
 from finops.shared import config as configmod
 from finops.shared.actors import BlockingActor
-from finops.shared.logs import setup_logging
 from finops.shared.supervisor import RESTARTS_FILE
 
 from . import logdb
@@ -112,19 +111,5 @@ class ObserverActor(BlockingActor):
         log.info("observer: request log closed (%d rows written)", self.written)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="finops-observer")
-    ap.add_argument("--config")
-    args = ap.parse_args(argv)
-    setup_logging("observer")
-    try:
-        cfg = configmod.load(args.config)
-    except configmod.ConfigError as e:
-        print(f"finops observer: config error: {e}", file=sys.stderr)
-        return 2
-    ObserverActor(cfg).serve()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(actors.main(ObserverActor))
