@@ -97,6 +97,7 @@ class ObserverActor(BlockingActor):
 
     def tick(self) -> None:
         self.commit()
+        self.metrics.apply()
         now = self.clock()
         days = self.cfg.observability.log_retention_days
         if days and now >= self.next_prune:
