@@ -163,14 +163,24 @@ class Pipeline:
         if self.cache is None or call.op not in CACHEABLE_OPS or self.cache.policy(route, call.key) is None:
             return None
         try:
-            doc = parse_json(body)
-            if call.op in ("converse", "converse-stream"):
-                req = converse.parse_request(doc)
-            else:
-                req = families.family_for(call.model_id, doc).parse_request(doc)
+            _, _, req = self.parse_body(call, body)
         except errors.GatewayError:
             return None
         return self.cache.plan(call, route, req)
+
+    @staticmethod
+    def parse_body(call: Call, body: bytes) -> tuple:
+        """(JSON document, model family or None for Converse, canonical request), parsed once per
+        request: the cache's plan, every attempt and every fallback share it (parsers build new
+        objects and nothing downstream changes them). Raises the ValidationException of a bad body."""
+        if call.parsed is None:
+            doc = parse_json(body)
+            if call.op in ("converse", "converse-stream"):
+                call.parsed = (doc, None, converse.parse_request(doc))
+            else:
+                family = families.family_for(call.model_id, doc)
+                call.parsed = (doc, family, family.parse_request(doc))
+        return call.parsed
 
     @staticmethod
     def cache_headers(call: Call) -> list:
@@ -366,8 +376,7 @@ class Pipeline:
                 await self.gov.admit(call, req, len(body))
             return await provider.relay(call, body, reply, lambda usage: self.response_headers(call, usage))
         if op == "converse":
-            doc = parse_json(body)
-            req = converse.parse_request(doc)
+            doc, _, req = self.parse_body(call, body)
             await self.gov.admit(call, req)
             resp = await provider.chat(call, req)
             resp.latency_ms = resp.latency_ms or self.elapsed_ms(call)
@@ -377,16 +386,14 @@ class Pipeline:
                 resp, response_field_paths=doc.get("additionalModelResponseFieldPaths"))))
             return usage
         if op == "converse-stream":
-            req = converse.parse_request(parse_json(body))
+            _, _, req = self.parse_body(call, body)
             await self.gov.admit(call, req)
             return await self.stream(call, provider.chat_stream(call, req), reply,
                                      [["content-type", EVENTSTREAM]] + self.response_headers(call, None),
                                      converse_frames)
         if op == "invoke":
-            doc = parse_json(body)
             self.check_accept(call.headers.get("accept"), "accept")
-            family = families.family_for(call.model_id, doc)
-            req = family.parse_request(doc)
+            doc, family, req = self.parse_body(call, body)
             await self.gov.admit(call, req)
             if family.name == provider.native_family:
                 return await self.invoke_native(call, provider, doc, reply)
@@ -406,12 +413,10 @@ class Pipeline:
             await reply.body(dumps(out))
             return usage
         if op == "invoke-with-response-stream":
-            doc = parse_json(body)
             self.check_accept(call.headers.get("x-amzn-bedrock-accept"), "X-Amzn-Bedrock-Accept")
-            family = families.family_for(call.model_id, doc)
+            doc, family, req = self.parse_body(call, body)
             if not getattr(family, "streams", True):
                 raise errors.validation(f"modelId {call.model_id!r}: the model is unsupported for streaming.")
-            req = family.parse_request(doc)
             await self.gov.admit(call, req)
             headers = ([["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]]
                        + self.response_headers(call, None))

@@ -57,6 +57,7 @@ class Call:
     saved_usd: float = 0.0      # a cache hit: what the answer cost when it was made
     fallback: bool = False      # served (or last tried) by a target other than the route's first
     span: object = None         # the request's trace span (observe/tracing.py; a no-op when tracing is off)
+    parsed: tuple | None = None  # (document, family, canonical request): Pipeline.parse_body, once per request
 
 
 class Provider:
