@@ -11,6 +11,7 @@ Without a file, the built-in `mock` provider serves every modelId on 127.0.0.1:8
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import os
 import re
 import tomllib
@@ -431,6 +432,10 @@ def _observability(raw) -> ObservabilityConfig:
     if o.otlp_endpoint and not o.otlp_endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"observability.otlp_endpoint: an OTLP/HTTP URL like http://localhost:4318, "
                           f"got {o.otlp_endpoint!r}")
+    if o.otlp_endpoint and (importlib.util.find_spec("opentelemetry") is None
+                            or importlib.util.find_spec("opentelemetry.exporter") is None):
+        raise ConfigError("observability.otlp_endpoint: traces need the OpenTelemetry SDK and OTLP exporter; "
+                          "install them with: pip install 'finops-gateway[otel]'")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in o.otlp_headers.items()):
         raise ConfigError("observability.otlp_headers: expected a table of strings")
     return o
