@@ -73,6 +73,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DATA = os.path.join(HERE, "bench")
 import apt_packages  # noqa: E402  (scripts/, beside this file)
+from procstat import read_stat, tree  # noqa: E402
 
 try:
     from finops.shared import eventstream
@@ -218,35 +219,6 @@ def start_time(pid: int) -> int | None:
 
 
 # --- /proc accounting -----------------------------------------------------------------------
-
-def read_stat(pid: int):
-    """(ppid, utime+stime, cutime+cstime) in clock ticks, or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
-
-
-def tree(root: int) -> list[int]:
-    """`root` and all its descendants that are alive now."""
-    children = collections.defaultdict(list)
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = read_stat(int(name))
-            if st is not None:
-                children[st[0]].append(int(name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if read_stat(pid) is None:
-            continue
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
 
 def role_of(pid: int) -> str:
     try:

@@ -68,6 +68,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+from procstat import read_stat, tree  # noqa: E402  (scripts/, beside this file)
+
 try:
     import boto3
     import msgpack
@@ -207,35 +209,6 @@ def fmt(v, nd=2) -> str:
 
 
 # --- /proc ----------------------------------------------------------------------------------
-
-def read_stat(pid: int):
-    """(ppid, utime+stime, cutime+cstime, start time) in clock ticks, or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]), int(fields[19])
-
-
-def tree(root: int) -> list[int]:
-    """`root` and all its live descendants."""
-    children = collections.defaultdict(list)
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = read_stat(int(name))
-            if st is not None:
-                children[st[0]].append(int(name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if read_stat(pid) is None:
-            continue
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
 
 ROLES = {"finops.workers": "worker", "finops.frontend": "frontend", "finops.workers.cache.actor": "cache",
          "finops.workers.governance.ledger": "ledger", "finops.workers.observe.actor": "observer"}
