@@ -3,6 +3,7 @@ MiniLM embedder) and a fake OpenAI upstream that counts what reaches it."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 
@@ -11,7 +12,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from tests.helpers.fake_providers import FakeOpenAI
-from tests.helpers.gateway import Gateway, request_log
+from tests.helpers.gateway import BIN, Gateway, request_log
 
 ADMIN = "admin-token-cache-tests-0123"
 MODEL = "cached.model-v1"
@@ -359,3 +360,32 @@ def test_a_model_that_cannot_load_falls_back_to_exact_and_says_so(tmp_path, upst
         stats = admin(g, "GET", "/admin/cache")
         assert stats["semantic"] is False and "sha256" in stats["semantic_off_reason"]
         assert "matches exactly only" in g.log()
+
+
+def test_finops_cache_cli_with_the_gateway_running_and_stopped(tmp_path, upstream):
+    import json as _json
+    import subprocess
+
+    g = Gateway(tmp_path, config(upstream))
+
+    def cli(*args):
+        r = subprocess.run([os.path.join(BIN, "finops"), "cache", *args], env=g.env(), capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    with g:
+        a = Client(g, **{"x-bf-vk": "secret-a-0123456789abcdef"})
+        a.ask("How tall is Mount Everest?")
+        a.ask("How tall is Mount Everest?", model="cached.other-model")
+        Client(g).ask("How tall is Mount Everest?")
+        stats = _json.loads(cli("stats", "--json"))
+        assert stats["running"] is True and stats["entries"] == 3
+        assert stats["by_owner"] == {"key:vk-a": 2, "anonymous": 1}
+        assert "removed 1 cache entries" in cli("clear", "--key", "vk-a", "--model", "cached.other-model")
+        assert a.ask("How tall is Mount Everest?", model="cached.other-model")[0] == "miss"   # cleared at once
+        assert a.ask("How tall is Mount Everest?")[0] == "hit-exact"                         # the rest kept
+    out = cli("stats")                                  # stopped: read from the cache file
+    assert "gateway stopped" in out and "3 entries" in out
+    assert "removed 3 cache entries" in cli("clear")
+    assert _json.loads(cli("stats", "--json"))["entries"] == 0
