@@ -184,7 +184,7 @@ class ActorClient:
                 return
             for d in [data] + self.replies.recv_batch_nowait():
                 msg = msgpack.unpackb(d, raw=False)
-                w = self.waiting.pop(msg.get("i"), None)
+                w = self.waiting.pop(msg.pop("i", None), None)
                 if w is not None:
                     w[1] = msg
                     w[0].set()

@@ -150,7 +150,7 @@ class Supervisor:
         log.info("stopping: draining frontends (up to %.0fs)", drain)
         self._stop(self.frontends, drain + KILL_GRACE)
         self._stop([c for c in self.workers if c.kind == "worker"], drain + KILL_GRACE)
-        self._stop([c for c in self.workers if c.kind not in ("worker",)], KILL_GRACE)   # actors: after every settle
+        self._stop([c for c in self.workers if c.kind != "worker"], KILL_GRACE)   # the actors, after every settle
         log.info("stopped")
         return 0
 

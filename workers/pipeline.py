@@ -106,22 +106,18 @@ class Pipeline:
         usage: dict = {}
         plan = hit = vec = route = None
         try:
-            try:
-                ident = self.gov.identify(call, env)
-                call.key, call.virtual_key = ident.key, ident.label
-                route = self.cfg.route_for(call.model_id)
-                if route is None:
-                    raise errors.not_found(
-                        f"modelId {call.model_id!r}: no route serves it. Add a [[routes]] entry whose "
-                        "models glob matches it, or a [default_route], to the gateway config.")
-                targets = router.plan(route)
-                if call.key is not None:
-                    allowed = [t for t in targets if call.key.allows_provider(t.provider)]
-                    self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
-                    targets = allowed
-            except errors.GatewayError as e:
-                e.origin = e.origin or ("client" if e.code == "ResourceNotFoundException" else "governance")
-                raise
+            ident = self.gov.identify(call, env)        # governance marks its refusals' origin
+            call.key, call.virtual_key = ident.key, ident.label
+            route = self.cfg.route_for(call.model_id)
+            if route is None:
+                raise errors.not_found(
+                    f"modelId {call.model_id!r}: no route serves it. Add a [[routes]] entry whose "
+                    "models glob matches it, or a [default_route], to the gateway config.")
+            targets = router.plan(route)
+            if call.key is not None:
+                allowed = [t for t in targets if call.key.allows_provider(t.provider)]
+                self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
+                targets = allowed
             plan = self.cache_plan(call, route, env["body"])
             if plan is not None:
                 hit, vec = await self.cache.lookup(plan)
@@ -151,10 +147,12 @@ class Pipeline:
                 self.cache.store(plan, call, tape, vec, call.cost_usd)
             bodies = (env["body"], recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
             self.requestlog.record(call, status, error, origin, usage, reply, *bodies)
-            call.span.set(gen_ai__usage__input_tokens=usage.get("in"), gen_ai__usage__output_tokens=usage.get("out"),
-                          finops__cost_usd=call.cost_usd, finops__cache=call.cache or None,
-                          finops__virtual_key=call.key.id if call.key is not None else None,
-                          finops__provider=call.provider or None)
+            if self.tracing.enabled:
+                call.span.set(gen_ai__usage__input_tokens=usage.get("in"),
+                              gen_ai__usage__output_tokens=usage.get("out"), finops__cost_usd=call.cost_usd,
+                              finops__cache=call.cache or None,
+                              finops__virtual_key=call.key.id if call.key is not None else None,
+                              finops__provider=call.provider or None)
             call.span.end()
 
     def cache_plan(self, call: Call, route, body: bytes):
@@ -307,7 +305,8 @@ class Pipeline:
         return h + self.gov.headers(call, usage)
 
     async def admin(self, env: dict, reply: Reply) -> None:
-        """The admin API (the frontend checked the admin token): keys, teams, customers, usage."""
+        """The admin API (the frontend checked the admin token): keys, teams, customers, usage,
+        circuits, cache, the request log's dashboard and report; and /metrics (token optional)."""
         path, _, qs = env.get("path", "").partition("?")
         query = dict(urllib.parse.parse_qsl(qs))
         method = env["hdr"].get(":method", "GET")
@@ -360,7 +359,6 @@ class Pipeline:
                                     "and no [cache.keys.\"ID\"] turns it on."}
         if method == "GET":
             out = await self.cache.client.stats()
-            out.pop("i", None)
             out["semantic"] = self.cache.embedder is not None
             if self.cache.semantic_off_reason:
                 out["semantic_off_reason"] = self.cache.semantic_off_reason

@@ -33,7 +33,7 @@ from finops.shared import config as configmod
 from finops.shared.actors import BlockingActor
 
 from . import persist
-from .index import CacheIndex, Entry
+from .index import Entry
 
 log = logging.getLogger("finops.cache")
 
@@ -46,11 +46,9 @@ class CacheActor(BlockingActor):
         super().__init__(cfg.run_dir, cfg.server.transport)
         self.clock = clock
         self.db = persist.open_db(cfg.server.data_dir)
-        meta = dict(self.db.execute("SELECT k, v FROM meta"))
-        self.index = CacheIndex(meta.get("embedding_model", ""), int(meta.get("dim", "0") or 0),
-                                max_total=cfg.cache.max_entries)
-        got = persist.load(self.db, self.index, clock())
-        log.info("cache: %d entries restored (%d with vectors of %s)", got["entries"], got["vectors"],
+        self.index = persist.load(self.db, clock(), cfg.cache.max_entries)
+        log.info("cache: %d entries restored (%d with vectors of %s)", len(self.index.entries),
+                 self.index.index.ntotal if self.index.index is not None else 0,
                  self.index.model_id or "no embedding model")
         self.new: list[tuple[Entry, bytes | None]] = []
         self.touched: set[int] = set()

@@ -30,13 +30,16 @@ def ask_actor(cfg: Config, msg: dict) -> dict | None:
         return None
     pull = transport.make_socket(zmq.PULL)
     push = transport.make_socket(zmq.PUSH)
+    reply_to = ""
     try:
         reply_to = transport.bind(pull, transport.endpoint_for("cache-cli", cfg.run_dir, cfg.server.transport))
         push.connect(found[max(found)])
         push.send(msgpack.packb({**msg, "i": 1, "r": reply_to}, use_bin_type=True))
         if not pull.poll(TIMEOUT_MS):
             raise SystemExit("finops cache: the cache actor did not answer within 5 s")
-        return msgpack.unpackb(pull.recv(), raw=False)
+        out = msgpack.unpackb(pull.recv(), raw=False)
+        out.pop("i", None)
+        return out
     finally:
         push.close(linger=0)
         pull.close(linger=0)
@@ -91,7 +94,6 @@ def main(argv: list[str], cfg: Config) -> int:
         if out is None:
             out = offline_stats(cfg)
         else:
-            out.pop("i", None)
             out["running"] = True
         if args.json:
             print(json.dumps(out, indent=2, sort_keys=True))

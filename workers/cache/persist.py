@@ -5,21 +5,18 @@
     meta(k, v)      embedding_model, dim: the model the stored vectors belong to
 
 Writes are batched: the actor collects new entries and removed ids and writes them in one
-transaction per tick. Loading restores every live entry, and its vector only when the file's
-embedding model and dimension are the configured ones; otherwise the vectors are dropped (the
-index is rebuilt from new answers) and the exact layer keeps every entry.
+transaction per tick. Loading restores every live entry with its vector, into an index of the
+file's embedding model; when workers send vectors of another model, the actor drops the stored
+ones (CacheActor._same_model) and the exact layer keeps every entry.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 
 import numpy as np
 
 from .index import CacheIndex, Entry
-
-log = logging.getLogger("finops.cache")
 
 FILENAME = "cache.sqlite"
 SCHEMA = (
@@ -44,36 +41,20 @@ def open_db(data_dir: str) -> sqlite3.Connection:
     return db
 
 
-def load(db: sqlite3.Connection, index: CacheIndex, now: float, ns_max: dict | None = None) -> dict:
-    """Fill `index` from the file; returns {"entries", "vectors", "dropped_vectors", "stored_model"}."""
+def load(db: sqlite3.Connection, now: float, max_total: int) -> CacheIndex:
+    """The index the file holds: its embedding model and dimension (from `meta`), and every live
+    entry with its vector. Expired entries are deleted on the way. A later change of embedding
+    model is the actor's to handle (CacheActor._same_model)."""
     meta = dict(db.execute("SELECT k, v FROM meta"))
-    stored_model, stored_dim = meta.get("embedding_model", ""), int(meta.get("dim", "0") or 0)
-    same = stored_model == index.model_id and stored_dim == index.dim
+    index = CacheIndex(meta.get("embedding_model", ""), int(meta.get("dim", "0") or 0), max_total=max_total)
     db.execute("DELETE FROM entries WHERE expires <= ?", (now,))
-    n = vectors = dropped = 0
     for row in db.execute("SELECT id, scope, exact, ns, owner, model, question, answer, vector, created, expires, "
                           "hits, saved_usd FROM entries ORDER BY id"):
         e = Entry(id=row[0], scope=row[1], exact=row[2], ns=row[3], owner=row[4], model=row[5], question=row[6],
                   answer=row[7], created=row[9], expires=row[10], hits=row[11], saved_usd=row[12])
-        vec = None
-        if row[8] is not None:
-            if same:
-                vec = np.frombuffer(row[8], dtype=np.float32)
-                vectors += 1
-            else:
-                dropped += 1
-        index.put(e, vec, (ns_max or {}).get(e.ns, index.max_total))
-        n += 1
+        index.put(e, np.frombuffer(row[8], dtype=np.float32) if row[8] is not None else None, max_total)
     index.stats["stores"] = 0
-    if not same:
-        if dropped:
-            log.warning("cache: the stored vectors were made by %s (dim %d), the configured embedder is %s "
-                        "(dim %d): %d vectors dropped; the index is rebuilt from new answers, and every "
-                        "entry still answers exact matches", stored_model or "none", stored_dim,
-                        index.model_id or "none", index.dim, dropped)
-            db.execute("UPDATE entries SET vector = NULL")
-        save_meta(db, index)
-    return {"entries": n, "vectors": vectors, "dropped_vectors": dropped, "stored_model": stored_model}
+    return index
 
 
 def save_meta(db: sqlite3.Connection, index: CacheIndex) -> None:

@@ -2,9 +2,9 @@
 
 Settles are batched: they ride along with the next reserve, or go together within 5 ms.
 
-The sockets, discovery and reply matching are `finops.shared.actors.ActorClient`'s. A ledger that does not answer within `timeout` fails the request closed
-(503 ServiceUnavailableException, which SDKs retry): a budget is never skipped because the ledger
-was restarting.
+The sockets, discovery and reply matching are `finops.shared.actors.ActorClient`'s. A ledger
+that does not answer within `timeout` fails the request closed (503 ServiceUnavailableException,
+which SDKs retry): a budget is never skipped because the ledger was restarting.
 
 This class is the seam for other ledgers: anything with `reserve()`, `settle()` and `usage()` of
 the same meaning (a Redis-backed ledger with Lua scripts, for several gateway nodes) can replace it.
@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 
 import trio
-
-from finops.shared import errors
 
 from finops.shared.actors import ActorClient
 

@@ -99,12 +99,20 @@ class Governor:
         if not self.index.directory.keys and self.g.mode == "open":
             vk = call.headers.get("x-bf-vk", "")
             return auth.Identity(None, "x-bf-vk" if vk else "", vk[:64])
-        return auth.identify(self.index, self.g.mode, "POST", call.headers.get("host", ""), env.get("path", ""),
-                             call.headers, env["body"], time.time(), self.g.clock_skew_seconds)
+        try:
+            return auth.identify(self.index, self.g.mode, "POST", call.headers.get("host", ""), env.get("path", ""),
+                                 call.headers, env["body"], time.time(), self.g.clock_skew_seconds)
+        except errors.GatewayError as e:
+            e.origin = "governance"
+            raise
 
     def authorize(self, ident: auth.Identity, call, provider: str) -> None:
         if ident.key is not None:
-            auth.authorize(ident.key, call.model_id, provider, time.time())
+            try:
+                auth.authorize(ident.key, call.model_id, provider, time.time())
+            except errors.GatewayError as e:
+                e.origin = "governance"
+                raise
 
     # --- budgets and rate limits --------------------------------------------------------------
     def _governed(self, key_id: str) -> bool:
@@ -148,7 +156,7 @@ class Governor:
         if not out.get("ok"):
             e = errors.GatewayError(out.get("code", "ServiceQuotaExceededException"), out.get("message", ""),
                                     out.get("status"), retry_after_ms=out.get("retry_after_ms"))
-            e.origin = "governance"     # the key's refusal: never retried or sent to another target
+            e.origin = "governance"     # the key's refusal: never retried or sent to another target (Pipeline.attempts)
             raise e
         adm.reserved = True
         adm.remaining_usd = out.get("remaining_usd")

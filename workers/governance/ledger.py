@@ -72,7 +72,6 @@ class LedgerActor(BlockingActor):
                 out = self.state.reserve(msg["rid"], msg["key"], msg.get("env", ""), msg["max"], msg["tok"])
             except ValueError as e:
                 out = {"ok": False, "code": "ValidationException", "status": 400, "message": str(e)}
-            out["i"] = msg["i"]
             return out
         if k == "settle":
             self.dirty = True
@@ -80,7 +79,7 @@ class LedgerActor(BlockingActor):
                               saved_usd=msg.get("saved", 0.0))
             return None
         if k == "usage":
-            return {"i": msg["i"], "usage": self.state.usage(msg.get("key")),
+            return {"usage": self.state.usage(msg.get("key")),
                     "savings": self.state.savings(msg.get("key"))}
         log.warning("ledger: unknown message kind %r", k)
         return None
