@@ -143,3 +143,14 @@ def model_timeout(message: str) -> GatewayError:
 def model_error(message: str, original_status: int | None = None) -> GatewayError:
     extra = {"originalStatusCode": original_status} if original_status else None
     return GatewayError("ModelErrorException", message, extra=extra)
+
+
+# The AWS error code of each status the admin API answers with (its handlers return a status and
+# {"message"}; the pipeline turns every failure into this GatewayError, so it is AWS-shaped too).
+CODE_FOR_STATUS = {400: "ValidationException", 401: "AccessDeniedException", 403: "AccessDeniedException",
+                   404: "ResourceNotFoundException", 405: "MethodNotAllowedException", 409: "ConflictException",
+                   503: "ServiceUnavailableException"}
+
+
+def for_status(status: int, message: str) -> GatewayError:
+    return GatewayError(CODE_FOR_STATUS.get(status, "InternalServerException"), message, status)

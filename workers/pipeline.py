@@ -326,6 +326,8 @@ class Pipeline:
             status, doc = admin.handle(self.gov.store, method, path, query, env["body"])
             if method != "GET":
                 self.gov.reload()
+        if status >= 400:        # AWS-shaped like every other failure (X-Amzn-ErrorType, JSON message)
+            return await reply.error(errors.for_status(status, doc["message"]))
         await reply.head(status, [["content-type", JSON]], stream=False)
         await reply.body(dumps(doc))
 

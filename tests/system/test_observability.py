@@ -544,6 +544,19 @@ def test_admin_dashboard_totals_and_the_keys_budget(gw):
 
 # --- 5. no row lost under load ------------------------------------------------------------------
 
+@pytest.mark.parametrize("path, status, code, needle", [
+    ("/admin/dashboard?days=0", 400, "ValidationException", "days"),
+    ("/admin/report?since=someday", 400, "ValidationException", "--since"),
+    ("/admin/report?by=colour", 400, "ValidationException", "colour"),
+    ("/admin/keys/vk-no-such-key", 404, "ResourceNotFoundException", "vk-no-such-key"),
+    ("/admin/nothing-here", 404, "ResourceNotFoundException", "/admin/nothing-here"),
+])
+def test_admin_api_failures_are_aws_shaped(gw, path, status, code, needle):
+    got, body, headers = http(gw, path)
+    assert got == status and headers["x-amzn-errortype"] == code
+    assert needle in json.loads(body)["message"] and headers["x-amzn-requestid"]
+
+
 def test_load_logs_exactly_one_row_per_request(gw):
     """1,500 converses from 32 threads across both workers: one row per request id returned, no
     more, no fewer; the rows counter agrees with the log."""
