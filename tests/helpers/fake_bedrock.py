@@ -82,7 +82,15 @@ or ``fake.clear_scripts()``. A behavior is a dict; keys combine:
   also get ``originalStatusCode`` (``"original_status_code"``, default 500) and
   ``originalMessage``), then end the stream cleanly.
 * ``{"stream_events": N, "then": "end"}``: send N events and end cleanly: silent truncation.
-  This is the default ``then`` when ``stream_events`` is given.
+  This is the default ``then`` when ``stream_events`` is given. A converse-stream cut so before
+  its end has no ``messageStop``/``metadata``; an invoke stream has no chunk with the invocation
+  metrics (they are on the last chunk).
+* ``{"cache_read": R, "cache_write": W}``: report R prompt-cache read and W cache write input
+  tokens (either may be given alone) where Bedrock reports them: Converse ``usage`` and the
+  converse-stream ``metadata.usage`` (``cacheReadInputTokens``, ``cacheWriteInputTokens``),
+  InvokeModel headers (``X-Amzn-Bedrock-Cache-Read-Input-Token-Count``, ``-Cache-Write-...``),
+  and the invoke stream's invocation metrics (``cacheReadInputTokenCount``,
+  ``cacheWriteInputTokenCount``). Without them no cache field is sent.
 * ``{"then": "cut"}``: streams: after ``stream_events`` (default 1) events, send half of the next
   frame and drop the connection (boto3: ``urllib3.exceptions.ProtocolError``). Non-stream: send
   half the body and drop it (InvokeModel: ``ResponseStreamingError`` on read; Converse: botocore
@@ -328,6 +336,9 @@ class FakeBedrock(FakeServer):
                                                   (req.get("inferenceConfig") or {}).get("maxTokens"))
             usage = {"inputTokens": self.tokens(all_text), "outputTokens": self.tokens(answer)}
             usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]
+            for key, name in (("cache_read", "cacheReadInputTokens"), ("cache_write", "cacheWriteInputTokens")):
+                if key in behavior:
+                    usage[name] = int(behavior[key])
             stop = "max_tokens" if truncated else "end_turn"
             latency = self._latency(started)
             if operation == "Converse":
@@ -362,6 +373,10 @@ class FakeBedrock(FakeServer):
             extra.setdefault("X-Amzn-Bedrock-Input-Token-Count", str(n_in))
             extra.setdefault("X-Amzn-Bedrock-Output-Token-Count", str(n_out))
             extra.setdefault("X-Amzn-Bedrock-Invocation-Latency", str(latency))
+            for key, name in (("cache_read", "X-Amzn-Bedrock-Cache-Read-Input-Token-Count"),
+                              ("cache_write", "X-Amzn-Bedrock-Cache-Write-Input-Token-Count")):
+                if key in behavior:
+                    extra.setdefault(name, str(int(behavior[key])))
             for name in ("x-amzn-bedrock-performanceconfig-latency", "x-amzn-bedrock-service-tier"):
                 if name in headers:
                     extra.setdefault(name, headers[name])
@@ -371,9 +386,12 @@ class FakeBedrock(FakeServer):
                                                           n_in, n_out)
         chunks = [dict(c) for c in chunks]
         if not behavior.get("events"):
-            chunks[-1]["amazon-bedrock-invocationMetrics"] = {
+            metrics = chunks[-1]["amazon-bedrock-invocationMetrics"] = {
                 "inputTokenCount": n_in, "outputTokenCount": n_out,
                 "invocationLatency": self._latency(started), "firstByteLatency": 1}
+            for key, name in (("cache_read", "cacheReadInputTokenCount"), ("cache_write", "cacheWriteInputTokenCount")):
+                if key in behavior:
+                    metrics[name] = int(behavior[key])
         frames = [event_frame("chunk", json.dumps({
             "bytes": base64.b64encode(json.dumps(c).encode()).decode(), "p": _pad()}).encode())
             for c in chunks]

@@ -426,6 +426,34 @@ def test_stream_clean_truncation_is_silent(fake, client):
     assert [next(iter(e)) for e in events] == ["messageStart", "contentBlockDelta", "contentBlockDelta"]
 
 
+def test_invoke_stream_clean_truncation_has_no_invocation_metrics(fake, client):
+    fake.script(CLAUDE, {"stream_events": 3, "then": "end"})
+    r = client.invoke_model_with_response_stream(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY))
+    chunks = [json.loads(e["chunk"]["bytes"]) for e in r["body"]]
+    assert [c["type"] for c in chunks] == ["message_start", "content_block_start", "content_block_delta"]
+    assert all("amazon-bedrock-invocationMetrics" not in c for c in chunks)
+
+
+def test_cache_tokens_are_reported_by_every_operation(fake, client):
+    fake.script(CLAUDE, {"cache_read": 40, "cache_write": 12})
+    u = client.converse(modelId=CLAUDE, messages=HELLO)["usage"]
+    assert (u["cacheReadInputTokens"], u["cacheWriteInputTokens"]) == (40, 12)
+    meta = list(client.converse_stream(modelId=CLAUDE, messages=HELLO)["stream"])[-1]["metadata"]
+    assert (meta["usage"]["cacheReadInputTokens"], meta["usage"]["cacheWriteInputTokens"]) == (40, 12)
+    h = client.invoke_model(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY))["ResponseMetadata"]["HTTPHeaders"]
+    assert h["x-amzn-bedrock-cache-read-input-token-count"] == "40"
+    assert h["x-amzn-bedrock-cache-write-input-token-count"] == "12"
+    r = client.invoke_model_with_response_stream(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY))
+    m = json.loads(list(r["body"])[-1]["chunk"]["bytes"])["amazon-bedrock-invocationMetrics"]
+    assert (m["cacheReadInputTokenCount"], m["cacheWriteInputTokenCount"]) == (40, 12)
+    fake.script(CLAUDE, {"cache_read": 5})        # one alone; and none without the script
+    assert "cacheWriteInputTokens" not in client.converse(modelId=CLAUDE, messages=HELLO)["usage"]
+    fake.clear_scripts()
+    assert "cacheReadInputTokens" not in client.converse(modelId=CLAUDE, messages=HELLO)["usage"]
+    h = client.invoke_model(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY))["ResponseMetadata"]["HTTPHeaders"]
+    assert "x-amzn-bedrock-cache-read-input-token-count" not in h
+
+
 @pytest.mark.parametrize("op", ["converse_stream", "invoke_model_with_response_stream"])
 def test_stream_cut_mid_frame(fake, client, op):
     fake.script(CLAUDE, {"stream_events": 2, "then": "cut"})
