@@ -7,12 +7,16 @@ import time
 import pytest
 from botocore.exceptions import EventStreamError
 
+from finops.workers.governance.pricing import PricingTable, cost
 from tests.helpers.fake_bedrock import FakeBedrock
-from tests.helpers.gateway import Gateway, free_port
+from tests.helpers.gateway import Gateway, free_port, request_log
 
 AKID, SECRET = "AKIDPROVIDERKEY00001", "provider-secret-key"
 MSG = [{"role": "user", "content": [{"text": "hello upstream"}]}]
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+CACHED = "cached.claude"           # the route with [routes.cache], to CLAUDE
+INVOKE_BODY = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
+               "messages": [{"role": "user", "content": "hello upstream"}]}
 
 
 def config(base_url: str, read_timeout: float = 30) -> str:
@@ -29,8 +33,17 @@ models = ["team-alias"]
 provider = "aws"
 model = "{CLAUDE}"
 
+[[routes]]
+models = ["cached.*"]
+provider = "aws"
+model = "{CLAUDE}"
+[routes.cache]
+
 [default_route]
 provider = "aws"
+
+[cache]
+embedding_model = "none"
 """
 
 
@@ -168,3 +181,96 @@ def test_unreachable_upstream_is_service_unavailable(tmp_path):
             c.converse(modelId=CLAUDE, messages=MSG)
         with pytest.raises(c.exceptions.ServiceUnavailableException):
             c.converse_stream(modelId=CLAUDE, messages=MSG)
+
+
+# --- a stream is complete only when Bedrock ended it (issue 14) ------------------------------------
+
+def log_row(gw, request_id: str, timeout: float = 10.0) -> dict:
+    """The request log's row for this request id, once written (rows arrive within ~0.5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [r for r in request_log(gw.data_dir) if r["id"] == request_id]
+        if rows or time.monotonic() > deadline:
+            assert rows, f"no request log row for {request_id}"
+            return rows[0]
+        time.sleep(0.1)
+
+
+def converse_stream(client, model, text):
+    r = client.converse_stream(modelId=model, messages=[{"role": "user", "content": [{"text": text}]}])
+    return r["ResponseMetadata"], r["stream"]
+
+
+def invoke_stream(client, model, text):
+    body = json.dumps(dict(INVOKE_BODY, messages=[{"role": "user", "content": text}]))
+    r = client.invoke_model_with_response_stream(modelId=model, body=body)
+    return r["ResponseMetadata"], r["body"]
+
+
+@pytest.mark.parametrize("call,op", [(converse_stream, "ConverseStream"),
+                                     (invoke_stream, "InvokeModelWithResponseStream")])
+def test_stream_that_ends_before_its_end_event_fails_and_is_not_cached(gw, client, fake, call, op):
+    """Upstream sends messageStart and two deltas (or the first three chunks, without the one that
+    carries the invocation metrics), then ends the HTTP response cleanly."""
+    text = f"a story cut short, via {op}"
+    fake.script(CLAUDE, {"stream_events": 3, "then": "end", "times": 1})
+    meta, stream = call(client, CACHED, text)
+    assert meta["HTTPHeaders"]["x-bf-cache"] == "miss"
+    got = []
+    with pytest.raises(EventStreamError) as e:
+        for ev in stream:
+            got.append(ev)
+    assert len(got) == 3                                   # what arrived was relayed
+    assert e.value.response["Error"]["Code"] == "modelStreamErrorException"
+    assert "ended before the answer was complete" in e.value.response["Error"]["Message"]
+    row = log_row(gw, meta["RequestId"])
+    assert (row["error"], row["error_origin"]) == ("ModelStreamErrorException", "upstream")
+
+    n = len(fake.requests_for(op, CLAUDE))
+    meta, stream = call(client, CACHED, text)              # not served from the cache: upstream again
+    assert meta["HTTPHeaders"]["x-bf-cache"] == "miss"
+    complete = list(stream)
+    assert len(fake.requests_for(op, CLAUDE)) == n + 1
+    assert log_row(gw, meta["RequestId"])["error"] == ""
+    meta, stream = call(client, CACHED, text)              # the complete answer was stored
+    assert meta["HTTPHeaders"]["x-bf-cache"] == "hit-exact"
+    assert list(stream) == complete
+    assert len(fake.requests_for(op, CLAUDE)) == n + 1
+
+
+def test_converse_stream_charges_the_cache_tokens_bedrock_reported(gw, client, fake):
+    fake.script(CLAUDE, {"cache_read": 1200, "cache_write": 300})
+    meta, stream = converse_stream(client, CLAUDE, "prompt caching pays")
+    usage = list(stream)[-1]["metadata"]["usage"]
+    row = log_row(gw, meta["RequestId"])
+    got = {k: row[k] for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")}
+    assert got == {"input_tokens": usage["inputTokens"], "output_tokens": usage["outputTokens"],
+                   "cache_read_tokens": 1200, "cache_write_tokens": 300}
+    want = cost(PricingTable().price_for(CLAUDE), usage["inputTokens"], usage["outputTokens"], 1200, 300)
+    assert want > cost(PricingTable().price_for(CLAUDE), usage["inputTokens"], usage["outputTokens"])
+    assert row["cost_usd"] == pytest.approx(want, rel=1e-6)
+
+
+def test_invoke_stream_charges_the_invocation_metrics(gw, client, fake):
+    fake.script(CLAUDE, {"cache_read": 800, "cache_write": 64})
+    meta, stream = invoke_stream(client, CLAUDE, "count me from the last chunk")
+    m = json.loads(list(stream)[-1]["chunk"]["bytes"])["amazon-bedrock-invocationMetrics"]
+    row = log_row(gw, meta["RequestId"])
+    got = {k: row[k] for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")}
+    assert got == {"input_tokens": m["inputTokenCount"], "output_tokens": m["outputTokenCount"],
+                   "cache_read_tokens": 800, "cache_write_tokens": 64}
+    want = cost(PricingTable().price_for(CLAUDE), m["inputTokenCount"], m["outputTokenCount"], 800, 64)
+    assert row["cost_usd"] == pytest.approx(want, rel=1e-6)
+
+
+def test_invoke_model_charges_the_cache_token_headers(gw, client, fake):
+    fake.script(CLAUDE, {"cache_read": 500, "cache_write": 20})
+    r = client.invoke_model(modelId=CLAUDE, body=json.dumps(INVOKE_BODY))
+    h = r["ResponseMetadata"]["HTTPHeaders"]
+    row = log_row(gw, r["ResponseMetadata"]["RequestId"])
+    n_in, n_out = int(h["x-amzn-bedrock-input-token-count"]), int(h["x-amzn-bedrock-output-token-count"])
+    got = {k: row[k] for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")}
+    assert got == {"input_tokens": n_in, "output_tokens": n_out, "cache_read_tokens": 500, "cache_write_tokens": 20}
+    want = cost(PricingTable().price_for(CLAUDE), n_in, n_out, 500, 20)
+    assert row["cost_usd"] == pytest.approx(want, rel=1e-6)
+    assert float(h["x-bf-cost-usd"]) == pytest.approx(want, abs=1e-6)

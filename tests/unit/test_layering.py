@@ -12,7 +12,7 @@ import pytest
 
 PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.errors", "finops.shared.model",
         "finops.shared.config", "finops.shared.sigv4", "finops.frontend.routes",
-        "finops.workers.bedrock.converse", "finops.workers.bedrock.families",
+        "finops.workers.bedrock.converse", "finops.workers.bedrock.families", "finops.workers.bedrock.reported",
         "finops.workers.translate.openai_chat", "finops.workers.translate.mistral_chat",
         "finops.workers.translate.anthropic_messages", "finops.workers.translate.sse",
         "finops.workers.translate.provider_errors", "finops.shared.governance",

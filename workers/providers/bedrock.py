@@ -6,8 +6,16 @@ five operations and both stream kinds are relayed faithfully:
 
 - a non-streaming answer: status, body and the Bedrock response headers, as received;
 - a stream: upstream frames are decoded and each event is passed on (the frontend re-frames
-  it), so an upstream exception frame reaches the client as the same exception member;
+  it), so an upstream exception frame reaches the client as the same exception member. A stream
+  is complete only when Bedrock ended it: ConverseStream with `messageStop` then `metadata`,
+  InvokeModelWithResponseStream with a last chunk that carries the invocation metrics. One that
+  stops before (the HTTP response ended cleanly, or half-way through a frame) ends with a
+  ModelStreamErrorException frame, so the client sees the failure and the cache does not keep it;
 - an upstream error response: the same AWS error code, status and message.
+
+The usage charged is what Bedrock reported (workers/bedrock/reported.py): the Converse body's
+`usage`, the InvokeModel token-count headers, the ConverseStream `metadata` event, the invoke
+stream's last chunk; prompt-cache read and write tokens included.
 
 Keys: `keys = [{access_key_id, secret_access_key, session_token?, weight}]`, chosen by weight.
 """
@@ -24,6 +32,8 @@ from finops.shared import errors, eventstream
 from finops.shared.config import ProviderConfig
 
 from .. import upstream
+from ..bedrock import reported
+from ..translate import provider_errors
 from .base import Call, Provider
 
 # Response headers of Bedrock worth passing on (lower-case).
@@ -143,11 +153,18 @@ class BedrockProvider(Provider):
         async with self.client.stream(url, headers, body) as resp:
             if resp.status_code != 200:
                 raise parse_upstream_error(resp.status_code, resp.headers, await resp.aread())
-            return await self._relay_stream(resp, reply, pass_headers(resp.headers) + headers_for(None))
+            return await self._relay_stream(call.op, resp, reply, pass_headers(resp.headers) + headers_for(None))
 
-    async def _relay_stream(self, resp, reply, head_headers: list) -> None:
+    async def _relay_stream(self, op: str, resp, reply, head_headers: list) -> dict:
+        """Pass the upstream's events on, one message per read; returns the usage Bedrock reported.
+
+        Completeness costs no decoding per frame: ConverseStream compares each frame's event type
+        (already read to pass it on) and decodes only `metadata`; an invoke stream keeps a
+        reference to the last event and decodes that one chunk when the stream has ended."""
         decoder = eventstream.FrameDecoder()
-        usage: dict = {}
+        usage = None                # ConverseStream: from the metadata event after messageStop
+        stopped = False
+        last = None                 # the last event relayed
         async for data in resp.aiter_raw():
             try:
                 decoder.receive_data(data)
@@ -162,10 +179,14 @@ class BedrockProvider(Provider):
                 if frame.message_type != "event":
                     failure = exception_from_frame(frame)
                     break
-                if frame.event_type == "metadata":
-                    usage = _usage_from_metadata(frame.payload)
-                events.append((frame.event_type or "", frame.payload))
+                et = frame.event_type or ""
+                if et == "messageStop":
+                    stopped = True
+                elif et == "metadata" and stopped:
+                    usage = reported.from_metadata(frame.payload)
+                events.append((et, frame.payload))
             if events:
+                last = events[-1]
                 if not reply.head_sent:
                     await reply.head(200, head_headers, stream=True)
                 await reply.chunks(events)     # the frames of one read travel together
@@ -175,8 +196,16 @@ class BedrockProvider(Provider):
             raise errors.GatewayError(
                 "ModelStreamErrorException", "upstream Bedrock closed the stream in the middle of an event.",
                 extra={"originalStatusCode": 502})
-        if not reply.head_sent:
-            await reply.head(200, head_headers, stream=True)
+        if op == "converse-stream":
+            if usage is None:
+                raise provider_errors.cut_stream(
+                    self.name, "upstream Bedrock ended the ConverseStream without messageStop and metadata")
+        else:
+            usage = reported.from_invoke_chunk(last[1]) if last is not None and last[0] == "chunk" else None
+            if usage is None:
+                raise provider_errors.cut_stream(
+                    self.name, "upstream Bedrock ended the InvokeModelWithResponseStream without the "
+                    f"chunk that carries {reported.METRICS_KEY}")
         await reply.end(usage)
         return usage
 
@@ -197,25 +226,9 @@ def usage_of(op: str, resp) -> dict:
                 "the answer was not passed on.") from None
         if op == "count-tokens":
             return {"in": doc.get("inputTokens", 0)}
-        u = doc.get("usage") or {}
-        return {"in": u.get("inputTokens", 0), "out": u.get("outputTokens", 0),
-                "cr": u.get("cacheReadInputTokens", 0), "cw": u.get("cacheWriteInputTokens", 0)}
-    h = resp.headers
-    return {"in": _int(h.get("x-amzn-bedrock-input-token-count")),
-            "out": _int(h.get("x-amzn-bedrock-output-token-count"))}
-
-
-def _int(value) -> int:
-    return int(value) if value and value.isdigit() else 0
+        return reported.from_converse(doc.get("usage"))
+    return reported.from_headers(resp.headers)
 
 
 def pass_headers(headers) -> list:
     return [[k, headers[k]] for k in PASS_HEADERS if k in headers]
-
-
-def _usage_from_metadata(payload: bytes) -> dict:
-    try:
-        u = json.loads(payload).get("usage", {})
-        return {"in": u.get("inputTokens", 0), "out": u.get("outputTokens", 0)}
-    except (ValueError, AttributeError):
-        return {}
