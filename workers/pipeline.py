@@ -191,9 +191,11 @@ class Pipeline:
         return h
 
     async def attempts(self, call: Call, route, targets: list, body: bytes, reply: Reply):
-        """Try the route's targets in `targets` order: retries with jittered exponential backoff on
-        a target while its failures are retryable, then the next target; all within the request's
-        deadline. A stream is retried or falls back only before its first byte went to the client;
+        """Try the route's targets in `targets` order, all within the request's deadline. After a
+        failure, `router.after_failure` decides: the same target with another key (the key was
+        refused or is out of quota, and the target has a key this request has not tried), the same
+        target after a jittered exponential backoff (retryable, `retries` not used up), or the next
+        target. A stream is retried or falls back only before its first byte went to the client;
         after that a failure ends it with an exception frame. When every attempt failed, the client
         gets the last failure's AWS error."""
         now = trio.current_time()
@@ -213,8 +215,10 @@ class Pipeline:
                 continue
             call.provider, call.upstream_model = provider.name, t.model or call.model_id
             call.fallback = t is not targets[0]
+            call.keys_tried = call.keys_refused = ()     # keys are tried afresh on each target
             circuit = name if guarded else ""
-            for attempt in range(route.retries + 1):
+            retried = 0
+            while True:
                 call.attempts += 1
                 call.key_name = ""
                 span = self.tracing.upstream(call.span, provider.name, call.upstream_model, call.attempts, name)
@@ -231,15 +235,32 @@ class Pipeline:
                         call.attempts -= 1
                         raise
                     last = e
-                    failed = router.try_next(e)
-                    self.record_outcome(breakers, circuit, call.key_name, ok=not failed)
-                    if reply.head_sent or not failed:
+                    key = call.key_name
+                    refused = bool(key) and router.key_refused(e)
+                    if key:
+                        call.keys_tried += (key,)
+                        if refused:
+                            call.keys_refused += (key,)
+                    if reply.head_sent:
+                        step = router.STOP
+                    else:
+                        step = router.after_failure(e, route.retries - retried, refused and
+                                                    provider.has_untried_key(call.upstream_model, call))
+                    # a refused key fails its own circuit; the target's only when the request leaves it
+                    self.record_outcome(breakers, "" if step == router.OTHER_KEY else circuit, key,
+                                        ok=not router.try_next(e))
+                    if step == router.STOP:
                         raise
-                    if not router.retry_same(e) or attempt == route.retries:
+                    if step == router.NEXT:
                         break
-                    delay = backoff.delay(attempt, base=route.retry_backoff_ms / 1000)
+                    if step == router.OTHER_KEY:
+                        if trio.current_time() >= deadline:
+                            raise
+                        continue
+                    delay = backoff.delay(retried, base=route.retry_backoff_ms / 1000)
                     if not backoff.fits(deadline, trio.current_time(), delay):
                         raise
+                    retried += 1
                     await trio.sleep(delay)
                 else:
                     span.end()

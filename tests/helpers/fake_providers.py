@@ -165,6 +165,11 @@ exact script matches) are answered until ``fake.script(model, None)`` / ``fake.c
 ``fake.reset()``. A behavior is a dict; keys combine:
 
 * ``times``: apply to the next N matching requests only.
+* ``api_key``: apply only to requests presenting this key (Bearer, ``x-api-key`` or Azure's
+  ``api-key``); requests with another key are answered as if the script were not there (the
+  ``"*"`` script, else normally) and do not count down ``times``. For per-key failures:
+  ``fake.script("*", {"status": 429, "quota": True, "api_key": "sk-spent"})``. (A key that is not
+  in ``api_keys`` at all is always refused with 401.)
 * ``delay``: seconds to sleep before answering (whatever the answer).
 * ``reset``: close the connection with a TCP RST, no response at all.
 * ``status`` (not 200): an error in the provider's shape with its default message for that status
@@ -452,6 +457,13 @@ class _FakeProvider(FakeServer):
     def _authenticate(self, headers: dict[str, str]) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _presented_key(headers: dict[str, str]) -> str:
+        """The API key the request presents (``x-api-key``, Azure's ``api-key``, or Bearer)."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return headers.get("x-api-key") or headers.get("api-key") or (
+            token.strip() if scheme.lower() == "bearer" else "")
+
     def _error_doc(self, r: _Reply, request_id: str) -> Any:
         raise NotImplementedError
 
@@ -518,7 +530,7 @@ class _FakeProvider(FakeServer):
             if route_error is not None:
                 raise route_error
             self._authenticate(headers)
-            behavior = self._take_script(rec.model)
+            behavior = self._take_script(rec.model, self._presented_key(headers))
             extra = {str(k).lower(): str(v) for k, v in (behavior.get("headers") or {}).items()}
             if behavior.get("reset"):
                 return self._reset(h)

@@ -195,10 +195,15 @@ class FakeServer:
 
     tokens = staticmethod(tokens)
 
-    def _take_script(self, model: str | None) -> dict:
-        """The behavior for a request for `model` (a copy; {} when none), counting down ``times``."""
+    def _take_script(self, model: str | None, api_key: str | None = None) -> dict:
+        """The behavior for a request for `model` (a copy; {} when none), counting down ``times``.
+        A behavior with an ``api_key`` applies only to requests presenting that key (`api_key`);
+        other requests are answered as if it were not there."""
+        def applies(name):
+            b = self._scripts.get(name)
+            return b is not None and ("api_key" not in b or b["api_key"] == api_key)
         with self._lock:
-            key = model if model is not None and model in self._scripts else "*" if "*" in self._scripts else None
+            key = model if model is not None and applies(model) else "*" if applies("*") else None
             if key is None:
                 return {}
             behavior = self._scripts[key]

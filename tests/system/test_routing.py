@@ -1,5 +1,6 @@
-"""Load balancing, fallbacks, retries, circuit breakers and deadlines, through real boto3 clients
-against the real processes, with two fake OpenAI upstreams on loopback told to fail in each way."""
+"""Load balancing, fallbacks, retries (over the keys of a target, then the targets), circuit breakers
+and deadlines, through real boto3 clients against the real processes, with two fake OpenAI
+upstreams on loopback told to fail in each way."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ from tests.helpers.fake_providers import FakeAnthropic, FakeOpenAI
 from tests.helpers.gateway import Gateway
 
 KEY_A, KEY_B, KEY_NARROW, KEY_WIDE = "sk-test-a", "sk-test-b", "sk-test-narrow", "sk-test-wide"
+KEY_GOOD, KEY_SPENT, KEY_P1, KEY_P2 = "sk-test-good", "sk-test-spent", "sk-test-p1", "sk-test-p2"
+KEY_REVOKED, KEY_REVOKED_TOO = "sk-test-revoked", "sk-test-revoked-too"     # the fake refuses them: 401
 ADMIN = "routing-admin-token-0123"
 MSG = [{"role": "user", "content": [{"text": "hello"}]}]
 
@@ -42,6 +45,32 @@ kind = "openai"
 base_url = "{b.url}"
 keys = [{{api_key = "{KEY_NARROW}", weight = 9, models = ["gpt-4o*"]}}, {{api_key = "{KEY_WIDE}", weight = 1}}]
 
+# keys of one target: the second key's weight is so small that the first is drawn first (1 - 1e-9)
+[providers.two]
+kind = "openai"
+base_url = "{b.url}"
+keys = [{{api_key = "{KEY_REVOKED}", weight = 1}}, {{api_key = "{KEY_GOOD}", weight = 1e-9}}]
+
+[providers.spent]
+kind = "openai"
+base_url = "{b.url}"
+keys = [{{api_key = "{KEY_SPENT}", weight = 1}}, {{api_key = "{KEY_GOOD}", weight = 1e-9}}]
+
+[providers.lone]
+kind = "openai"
+base_url = "{b.url}"
+keys = [{{api_key = "{KEY_REVOKED}"}}]
+
+[providers.both]
+kind = "openai"
+base_url = "{b.url}"
+keys = [{{api_key = "{KEY_REVOKED}"}}, {{api_key = "{KEY_REVOKED_TOO}"}}]
+
+[providers.pair]
+kind = "openai"
+base_url = "{b.url}"
+keys = [{{api_key = "{KEY_P1}", weight = 1}}, {{api_key = "{KEY_P2}", weight = 1e-9}}]
+
 [providers.claude]
 kind = "anthropic"
 base_url = "{c.url}"
@@ -66,6 +95,32 @@ models = ["deadline"]
 targets = [{{provider = "a", model = "m-a", weight = 1}}, {{provider = "b", model = "m-b", weight = 0}}]
 deadline_seconds = 1.5
 
+[[routes]]
+models = ["refused-key"]
+targets = [{{provider = "two", model = "m-two", weight = 1}}, {{provider = "b", model = "m-b", weight = 0}}]
+retries = 1
+
+[[routes]]
+models = ["spent-key"]
+targets = [{{provider = "spent", model = "m-spent", weight = 1}}, {{provider = "b", model = "m-b", weight = 0}}]
+retries = 1
+
+[[routes]]
+models = ["lone-key"]
+targets = [{{provider = "lone", model = "m-lone", weight = 1}}, {{provider = "b", model = "m-b", weight = 0}}]
+retries = 1
+
+[[routes]]
+models = ["both-refused"]
+targets = [{{provider = "both", model = "m-both", weight = 1}}, {{provider = "b", model = "m-b", weight = 0}}]
+retries = 1
+
+[[routes]]
+models = ["throttled-key"]
+targets = [{{provider = "pair", model = "m-pair", weight = 1}}, {{provider = "b", model = "m-b", weight = 0}}]
+retries = 1
+retry_backoff_ms = 50
+
 [default_route]
 provider = "a"
 """
@@ -73,7 +128,8 @@ provider = "a"
 
 @pytest.fixture(scope="module")
 def fakes():
-    with FakeOpenAI(api_keys=(KEY_A,)) as a, FakeOpenAI(api_keys=(KEY_B, KEY_NARROW, KEY_WIDE)) as b, \
+    b_keys = (KEY_B, KEY_NARROW, KEY_WIDE, KEY_GOOD, KEY_SPENT, KEY_P1, KEY_P2)    # not the revoked ones
+    with FakeOpenAI(api_keys=(KEY_A,)) as a, FakeOpenAI(api_keys=b_keys) as b, \
             FakeAnthropic(api_keys=("sk-ant-test",)) as c:
         yield a, b, c
 
@@ -246,3 +302,64 @@ def test_fallback_to_another_kind_of_provider(client, fakes):
     text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in r["stream"] if "contentBlockDelta" in e)
     assert text == "fake-anthropic: hello"
     assert claude.requests[-1].json["model"] == "claude-haiku-4-5"
+
+
+def keys_seen(fake, since: int) -> list[str]:
+    return [r.headers["authorization"].removeprefix("Bearer ") for r in fake.requests[since:]]
+
+
+def headers(r) -> dict:
+    return r["ResponseMetadata"]["HTTPHeaders"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refused_key_is_followed_by_another_key_of_the_same_target(client, fakes, stream):
+    _, b, _ = fakes
+    n = len(b.requests)
+    if stream:
+        r = client.converse_stream(modelId="refused-key", messages=MSG)
+        assert "messageStop" in [next(iter(e)) for e in r["stream"]]
+    else:
+        r = client.converse(modelId="refused-key", messages=MSG)
+        assert r["output"]["message"]["content"][0]["text"] == "fake-openai: hello"
+    assert headers(r)["x-bf-target"] == "two/m-two" and headers(r)["x-bf-attempts"] == "2"
+    assert keys_seen(b, n) == [KEY_REVOKED, KEY_GOOD]
+    assert [q.json["model"] for q in b.requests[n:]] == ["m-two", "m-two"]
+
+
+def test_exhausted_quota_is_followed_by_another_key_of_the_same_target(client, fakes, gw):
+    _, b, _ = fakes
+    b.script("*", {"status": 429, "quota": True, "api_key": KEY_SPENT})    # only this key's account is spent
+    n = len(b.requests)
+    r = client.converse(modelId="spent-key", messages=MSG)
+    assert headers(r)["x-bf-target"] == "spent/m-spent" and headers(r)["x-bf-attempts"] == "2"
+    assert keys_seen(b, n) == [KEY_SPENT, KEY_GOOD]
+    # the spent key failed its own circuit; the target served the request, so its circuit did not
+    assert circuit(gw, "spent#key0")["failures_in_a_row"] == 1
+    assert circuit(gw, "spent/m-spent")["failures_in_a_row"] == 0
+
+
+def test_a_refused_lone_key_falls_back_at_once(client, fakes):
+    _, b, _ = fakes
+    n = len(b.requests)
+    r = client.converse(modelId="lone-key", messages=MSG)        # retries = 1, not used on a refused key
+    assert headers(r)["x-bf-target"] == "b/m-b" and headers(r)["x-bf-attempts"] == "2"
+    assert keys_seen(b, n) == [KEY_REVOKED, KEY_B]
+
+
+def test_each_refused_key_is_tried_once_then_the_fallback(client, fakes):
+    _, b, _ = fakes
+    n = len(b.requests)
+    r = client.converse(modelId="both-refused", messages=MSG)
+    assert headers(r)["x-bf-target"] == "b/m-b" and headers(r)["x-bf-attempts"] == "3"
+    seen = keys_seen(b, n)
+    assert sorted(seen[:2]) == sorted([KEY_REVOKED, KEY_REVOKED_TOO]) and seen[2:] == [KEY_B]
+
+
+def test_a_retry_after_throttling_uses_the_other_key(client, fakes):
+    _, b, _ = fakes
+    b.script("*", {"status": 429, "times": 1})
+    n = len(b.requests)
+    r = client.converse(modelId="throttled-key", messages=MSG)
+    assert headers(r)["x-bf-target"] == "pair/m-pair" and headers(r)["x-bf-attempts"] == "2"
+    assert keys_seen(b, n) == [KEY_P1, KEY_P2]        # the weight alone would draw P1 again

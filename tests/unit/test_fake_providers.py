@@ -762,6 +762,24 @@ def test_scripted_error_overrides_body_headers_and_quota(oa, an, http):
     assert r.status_code == 400 and "credit balance is too low" in r.json()["error"]["message"]
 
 
+def test_a_script_for_one_api_key(http):
+    with FakeOpenAI(api_keys=("sk-spent", "sk-fine")) as oa, \
+            FakeAnthropic(api_keys=("sk-ant-spent", "sk-ant-fine")) as an:
+        oa.script("*", {"status": 429, "quota": True, "api_key": "sk-spent", "times": 2})
+        fine = {"Authorization": "Bearer sk-fine"}
+        spent = {"Authorization": "Bearer sk-spent"}
+        assert oa_post(http, oa, chat(), headers=fine).status_code == 200     # not counted down
+        assert oa_post(http, oa, chat(), headers=spent).json()["error"]["code"] == "insufficient_quota"
+        # an exact model script that does not apply to the key gives way to the "*" one
+        oa.script("m-other", {"status": 503, "api_key": "sk-fine"})
+        assert oa_post(http, oa, chat(model="m-other"), headers=spent).status_code == 429
+        assert oa_post(http, oa, chat(), headers=spent).status_code == 200   # times: 2 used up
+        an.script("*", {"status": 400, "quota": True, "api_key": "sk-ant-spent"})
+        assert an_post(http, an, claude(), headers={**AN_H, "x-api-key": "sk-ant-fine"}).status_code == 200
+        r = an_post(http, an, claude(), headers={**AN_H, "x-api-key": "sk-ant-spent"})
+        assert r.status_code == 400 and "credit balance is too low" in r.json()["error"]["message"]
+
+
 def test_garbage_non_stream_and_stream(any_fake, http):
     name, fake, post, body = any_fake
     fake.script("*", {"garbage": True})

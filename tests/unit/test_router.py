@@ -36,3 +36,50 @@ def test_a_single_target():
 def test_failure_classes(code, extra, same, nxt):
     e = GatewayError(code, "x", extra=extra)
     assert (router.retry_same(e), router.try_next(e)) == (same, nxt)
+
+
+def err(code, origin="upstream", **extra):
+    e = GatewayError(code, "x", extra=extra)
+    e.origin = origin
+    return e
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ServiceQuotaExceededException"])
+def test_a_refused_key_tries_another_key_of_the_target_then_the_next_target(code):
+    # another key left: the same target at once, whatever retries are left
+    assert router.after_failure(err(code), retries_left=0, untried_key=True) == router.OTHER_KEY
+    assert router.after_failure(err(code), retries_left=2, untried_key=True) == router.OTHER_KEY
+    # no key left (a one-key target, or every key tried): the next target, retries or not
+    assert router.after_failure(err(code), retries_left=2, untried_key=False) == router.NEXT
+    assert router.after_failure(err(code), retries_left=0, untried_key=False) == router.NEXT
+
+
+@pytest.mark.parametrize("e", [err("ThrottlingException"), err("ServiceUnavailableException"),
+                               err("ModelTimeoutException"), err("ModelErrorException", originalStatusCode=503)])
+def test_a_retryable_failure_retries_the_target_while_retries_are_left(e):
+    for untried in (True, False):       # another key does not make a retry free
+        assert router.after_failure(e, retries_left=1, untried_key=untried) == router.RETRY
+        assert router.after_failure(e, retries_left=0, untried_key=untried) == router.NEXT
+
+
+@pytest.mark.parametrize("e", [err("ModelErrorException", originalStatusCode=200),
+                               err("ModelStreamErrorException", originalStatusCode=200)])
+def test_an_unreadable_answer_goes_to_the_next_target(e):
+    assert router.after_failure(e, retries_left=3, untried_key=True) == router.NEXT
+
+
+@pytest.mark.parametrize("e", [err("ValidationException", "client"), err("ResourceNotFoundException"),
+                               err("ValidationException"),
+                               # the gateway's own refusals: budget, rate limit, a key not allowed
+                               err("AccessDeniedException", "governance"),
+                               err("ServiceQuotaExceededException", "governance"),
+                               err("ThrottlingException", "governance")])
+def test_the_requests_own_fault_and_governance_refusals_are_never_retried(e):
+    assert router.after_failure(e, retries_left=3, untried_key=True) == router.STOP
+
+
+def test_only_an_upstream_refusal_is_a_refused_key():
+    assert router.key_refused(err("AccessDeniedException"))
+    assert router.key_refused(err("ServiceQuotaExceededException"))
+    assert not router.key_refused(err("AccessDeniedException", "governance"))
+    assert not router.key_refused(err("ThrottlingException"))

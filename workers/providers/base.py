@@ -50,6 +50,8 @@ class Call:
     produced_tokens: int = 0    # streams: output tokens relayed so far (estimated), for settling a cut stream
     cost_usd: float = 0.0
     key_name: str = ""          # the provider key that served the current attempt (circuit breaking)
+    keys_tried: tuple = ()      # key names this request tried on its current target (Provider.choose_key)
+    keys_refused: tuple = ()    # ...and those of them that were refused or out of quota (never drawn again)
     target: str = ""            # "provider/model" of the current attempt (x-bf-target)
     attempts: int = 0           # attempts so far, over every target
     cache: str = ""             # "" (no caching) | "miss" | "hit-exact" | "hit-semantic"
@@ -74,29 +76,58 @@ class Provider:
 
     def choose_key(self, model: str, call: Call | None) -> int | None:
         """Index of the key to use for `model`: weighted among the keys whose `models` globs
-        allow it and whose circuit is not open. None when the provider has no keys. Raises a
-        retryable ServiceUnavailableException when no key can serve now (so the route falls back)."""
+        allow it, whose circuit is not open and that did not refuse this request on its current
+        target (`call.keys_refused`); keys this request has not tried on its target yet
+        (`call.keys_tried`) first. Records the choice in `call.key_name`. None when the provider
+        has no keys. Raises a retryable ServiceUnavailableException when no key can serve now
+        (so the route falls back)."""
         keys = self.cfg.keys
         if not keys:
             return None
+        allowed, candidates = self._candidates(model, call)
+        b = self.breakers if len(keys) > 1 else None     # one key: nowhere else to go
+        tried = call.keys_tried if call is not None else ()
+        if tried:       # keys this request has not tried on its target first, then the others
+            fresh = [i for i in candidates if self._key_names[i] not in tried]
+            pools = (fresh, [i for i in candidates if i not in fresh])
+        else:
+            pools = (candidates,)
+        for pool in pools:
+            while pool:
+                i = pool[0] if len(pool) == 1 else random.choices(pool, [keys[j].weight for j in pool])[0]
+                if b is None or b.allow(self._key_names[i]):
+                    if call is not None:
+                        call.key_name = self._key_names[i]
+                    return i
+                pool = [j for j in pool if j != i]
+        why = ("no key of this provider may serve it (keys[].models)" if not allowed
+               else "every key that may serve it was refused upstream or has an open circuit"
+               if call is not None and call.keys_refused
+               else "the circuit of every key that may serve it is open")
+        raise errors.unavailable(f"provider {self.name!r} cannot serve model {model!r} now: {why}.")
+
+    def has_untried_key(self, model: str, call: Call) -> bool:
+        """Whether a key this request has not tried on its current target may serve `model`
+        (its `models` globs allow it, its circuit is not open): where a refused key goes next."""
+        _, candidates = self._candidates(model, call)
+        return any(self._key_names[i] not in call.keys_tried for i in candidates)
+
+    def _candidates(self, model: str, call: Call | None) -> tuple[list[int], list[int]]:
+        """(indexes of the keys whose `models` globs allow `model`, those of them whose circuit
+        is not open and that did not refuse this request on its current target)."""
+        keys = self.cfg.keys
         allowed = self._keys_for.get(model)
         if allowed is None:
             allowed = [i for i, k in enumerate(keys) if any(fnmatch.fnmatchcase(model, g) for g in k.models)]
             if len(self._keys_for) < 4096:
                 self._keys_for[model] = allowed
-        b = self.breakers if len(keys) > 1 else None     # one key: nowhere else to go
-        candidates = allowed if b is None else [i for i in allowed if b.state(self._key_names[i]) != "open"]
-        while candidates:
-            i = candidates[0] if len(candidates) == 1 else random.choices(
-                candidates, [keys[j].weight for j in candidates])[0]
-            if b is None or b.allow(self._key_names[i]):
-                if call is not None:
-                    call.key_name = self._key_names[i]
-                return i
-            candidates = [j for j in candidates if j != i]
-        why = ("no key of this provider may serve it (keys[].models)" if not allowed
-               else "the circuit of every key that may serve it is open")
-        raise errors.unavailable(f"provider {self.name!r} cannot serve model {model!r} now: {why}.")
+        b = self.breakers if len(keys) > 1 else None
+        refused = call.keys_refused if call is not None else ()
+        if b is None and not refused:
+            return allowed, allowed
+        names = self._key_names
+        return allowed, [i for i in allowed if names[i] not in refused
+                         and (b is None or b.state(names[i]) != "open")]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -7,10 +7,14 @@ skipped as if it had failed.
 
 Retryable (another attempt, on this target or the next): throttling (429), a provider that is
 unavailable or failed (5xx, ModelErrorException with an original status >= 500), timeouts,
-connection errors, an open circuit; and, for the next target only, a provider that refused the
-gateway's key, whose quota is exhausted, or whose answer could not be read (garbage, a cut
-stream): another key or provider may be fine. A request's own
-fault (ValidationException and the like) is never retried: every target would refuse it too.
+connection errors, an open circuit: the same target again, `retries` times, then the next target.
+A provider that refused the gateway's key or whose quota is exhausted is a failure of that key,
+not of the target: the same target again with a key this request has not tried on it (without
+using up `retries`), and the next target once no such key is left. An answer that could not be
+read (garbage, a cut stream): the next target. A request's own fault (ValidationException and the
+like) is never retried: every target would refuse it too; nor is a refusal by the gateway's own
+governance (budget, rate limit, a key not allowed): it is about the client, not the target.
+`after_failure` is the one decision; the pipeline carries it out.
 """
 from __future__ import annotations
 
@@ -25,6 +29,35 @@ RETRY_CODES = frozenset({"ThrottlingException", "ServiceUnavailableException", "
                          "InternalServerException", "ModelNotReadyException"})
 NEXT_TARGET_CODES = frozenset({"AccessDeniedException", "ServiceQuotaExceededException", "ModelErrorException",
                                "ModelStreamErrorException"})
+
+
+KEY_CODES = frozenset({"AccessDeniedException", "ServiceQuotaExceededException"})
+
+# what a request does after a failed attempt (`after_failure`)
+OTHER_KEY = "other_key"   # the same target at once, with a key this request has not tried on it
+RETRY = "retry"           # the same target after a backoff; uses up one of the route's `retries`
+NEXT = "next"             # the next target
+STOP = "stop"             # no further attempt: the client gets this error
+
+
+def key_refused(e: GatewayError) -> bool:
+    """The provider refused the gateway's key, or the key's quota or credit is exhausted: another
+    key of the same provider may well be fine."""
+    return e.code in KEY_CODES and e.origin != "governance"
+
+
+def after_failure(e: GatewayError, retries_left: int, untried_key: bool) -> str:
+    """The next step after an attempt failed with `e` (before any byte reached the client).
+    `retries_left`: how many of the route's `retries` this target has left; `untried_key`: the
+    target has a key that may serve the model, whose circuit is not open, and that this request
+    has not tried on it yet."""
+    if e.origin == "governance" or not try_next(e):
+        return STOP
+    if key_refused(e):
+        return OTHER_KEY if untried_key else NEXT
+    if retry_same(e) and retries_left > 0:
+        return RETRY
+    return NEXT
 
 
 def retry_same(e: GatewayError) -> bool:
