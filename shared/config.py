@@ -104,7 +104,8 @@ class TargetConfig:
 @dataclass(slots=True)
 class CachePolicy:
     """The response cache on one route, or a virtual key's overrides ([cache.keys."ID"])."""
-    enabled: bool = True             # a route with a [routes.cache] table caches unless this says false
+    enabled: bool = True             # a route with a [routes.cache] table caches unless this says false;
+                                     # in a key's override, false turns it off for that key (never on)
     threshold: float = 0.85          # cosine similarity a semantic hit needs (MiniLM scale)
     ttl_seconds: float = 300 * SECONDS
     max_entries: int = 10_000        # per route and scope owner; least recently used go first
@@ -122,7 +123,8 @@ class CacheConfig:
     embedding_sha256: str = ""       # expected sha256 of a mounted model file (checked at load)
     max_entries: int = 100_000       # the whole cache; least recently used go first
     max_entry_bytes: int = 1 * MIB   # answers larger than this are not stored
-    keys: dict = field(default_factory=dict)    # virtual key id -> CachePolicy overrides (only the keys given)
+    keys: dict = field(default_factory=dict)    # virtual key id -> CachePolicy overrides (only the keys given);
+                                                # they adjust routes with a [routes.cache], never turn one on
 
 
 @dataclass(slots=True)
@@ -188,10 +190,10 @@ class Config:
 
     @property
     def caching(self) -> bool:
-        """Whether any route or virtual key uses the response cache (then the cache actor runs)."""
+        """Whether any route uses the response cache (then the cache actor runs). Virtual keys'
+        overrides ([cache.keys."ID"]) only adjust routes that cache, so they alone do not count."""
         routes = self.routes + ([self.default_route] if self.default_route else [])
-        return (any(r.cache is not None and r.cache.enabled for r in routes)
-                or any(v.get("enabled", True) for v in self.cache.keys.values()))
+        return any(r.cache is not None and r.cache.enabled for r in routes)
 
     def route_for(self, model_id: str) -> RouteConfig | None:
         """The route serving `model_id`: `PROVIDER/MODEL` names a configured provider directly
