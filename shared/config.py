@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import math
 import os
 import re
 import tomllib
@@ -46,6 +47,7 @@ class ServerConfig:
     heartbeat_seconds: float = 0.5 * SECONDS  # frontend pings each worker this often
     worker_dead_after_seconds: float = 3 * SECONDS  # no pong for this long: worker counted dead
     worker_concurrency: int = 1000           # requests one worker runs at once; past it: 503
+    worker_wait_seconds: float = 5 * SECONDS  # no live worker (start, restarts): a request waits this long for one
     tls_cert_file: str = ""                  # PEM certificate (chain): set both to serve HTTPS (`finops certs`)
     tls_key_file: str = ""                   # PEM private key
 
@@ -291,6 +293,9 @@ def build(raw: dict, source: str, env=None) -> Config:
         path = getattr(server, k)
         if path and not os.path.isfile(path):
             raise ConfigError(f"server.{k}: no such file {path!r} (make a development one with `finops certs`)")
+    if not 0 <= server.worker_wait_seconds < math.inf:       # also refuses nan
+        raise ConfigError(f"server.worker_wait_seconds: must be a number of seconds >= 0 (0 = no wait), "
+                          f"got {server.worker_wait_seconds}")
     if server.max_body_bytes < 1024:
         raise ConfigError(f"server.max_body_bytes: must be >= 1024, got {server.max_body_bytes}")
 
