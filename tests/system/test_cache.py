@@ -180,7 +180,7 @@ def test_unrelated_question_misses(anon):
 
 
 def test_hard_negative_hits_at_the_default_threshold_and_direct_type_avoids_it(anon):
-    """Documented result (../shared/embeddings.md): MiniLM scores "string to int" against "int to
+    """Documented result (docs/embeddings.md): MiniLM scores "string to int" against "int to
     string" at 0.998, so at the default 0.85 the reversed question gets the cached answer. That is
     the known limit of semantic caching; `x-bf-cache-type: direct` (or a route with
     semantic = false) is the way out for such traffic."""
