@@ -91,8 +91,15 @@ class App:
             return
         worker = self.pool.choose()
         if worker is None:
-            return await send_error(send, rid, errors.unavailable(
-                "No gateway worker is available right now; retry shortly."))
+            try:
+                worker = await self.wait_for_worker(receive)
+            except ClientGone:
+                return                     # nothing was dispatched: nothing to cancel
+            if worker is None:
+                wait = self.cfg.server.worker_wait_seconds
+                return await send_error(send, rid, errors.unavailable(
+                    f"No gateway worker became available within {wait:g}s (server.worker_wait_seconds); "
+                    "the gateway restarts failed workers, retry shortly."))
         hdr = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if route.op == ADMIN:
             hdr[":method"] = scope["method"]
@@ -121,6 +128,24 @@ class App:
             self.pool.close(pending)
             if not pending.finished:
                 self.pool.send_nowait(worker, envelope.cancel(rid))
+
+    async def wait_for_worker(self, receive):
+        """No worker is live: wait up to server.worker_wait_seconds for one (None if none came).
+        Raises ClientGone when the client disconnects while waiting."""
+        worker, gone = None, False
+        async with trio.open_nursery() as nursery:
+            async def watch():
+                nonlocal gone
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone = True
+                nursery.cancel_scope.cancel()
+            nursery.start_soon(watch)
+            worker = await self.pool.wait_choose(self.cfg.server.worker_wait_seconds)
+            nursery.cancel_scope.cancel()
+        if gone:
+            raise ClientGone()
+        return worker
 
     async def relay(self, rid: str, route: routes.Route, pending, send, env=None) -> None:
         """Relay the worker's replies (`env`: the first, if already received) to the client."""

@@ -11,6 +11,9 @@ monitor: immediate on process death), or when it has not answered a ping for
 `worker_dead_after_seconds` (a hung process). Every request in flight on a dead worker gets a
 local `error` envelope at once: 503 ServiceUnavailableException before the response head (SDKs
 retry it), an exception frame after.
+
+A request that finds no live worker (right after start, or while every worker restarts) waits
+for one up to `worker_wait_seconds` (`wait_choose`); a worker's first pong wakes it.
 """
 from __future__ import annotations
 
@@ -73,6 +76,7 @@ class WorkerPool:
         self._pull: transport.AsyncSocket | None = None
         self._nursery: trio.Nursery | None = None
         self._forgotten: dict[int, float] = {}  # pid -> monotonic time until which it is ignored
+        self._became_live = trio.Event()         # set (and replaced) each time a worker becomes live
 
     def __repr__(self) -> str:
         live = sum(1 for w in self.workers.values() if w.live and not w.dead)
@@ -95,6 +99,16 @@ class WorkerPool:
             if w.live and not (w.dead or w.draining) and (best is None or len(w.inflight) < len(best.inflight)):
                 best = w
         return best
+
+    async def wait_choose(self, timeout: float) -> Worker | None:
+        """`choose()`, waiting up to `timeout` seconds for a worker to become live when none is
+        (right after start, or while every worker restarts). None if none did in time.
+        A live worker is only ever added by `_on_pong`, which wakes every waiter."""
+        with trio.move_on_after(timeout):
+            while (w := self.choose()) is None:
+                await self._became_live.wait()
+            return w
+        return None
 
     def open(self, rid: str, worker: Worker) -> Pending:
         p = Pending(rid, worker, self.cfg.server.stream_window)
@@ -250,3 +264,5 @@ class WorkerPool:
         if not w.live:
             w.live = True
             log.info("worker %d is live", pid)
+            woken, self._became_live = self._became_live, trio.Event()
+            woken.set()

@@ -6,7 +6,7 @@
     scripts/dev bench --profile 15             also py-spy the frontend and workers under load
     scripts/dev bench --help                   every option
 
-Method (the same as /work/shared/peers.md, so the figures compare with LiteLLM's and Portkey's):
+Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Portkey's):
 
 - Fake upstream: nginx, 1 worker, access log off, answering like AWS Bedrock Runtime with fixed
   bodies (`scripts/bench/nginx.conf`): POST /model/{id}/converse -> a Converse JSON (~600 B, usage
@@ -1101,7 +1101,7 @@ def parse_args(argv=None):
                     help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
-    ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in peers.md)")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in docs/peers.md)")
     ap.add_argument("--max-foreign-pct", type=float, default=10.0,
                     help="repeat a run whose foreign CPU exceeds this %% of one core (default 10)")
     ap.add_argument("--retries", type=int, default=2, help="repeats allowed per run for foreign CPU (default 2)")

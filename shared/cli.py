@@ -100,9 +100,7 @@ def main(argv=None) -> int:
               f"governance: {cfg.governance.mode}; {len(cfg.governance.keys)} keys, {len(cfg.governance.teams)} teams, "
               f"{len(cfg.governance.customers)} customers in the file; admin API "
               f"{'on' if cfg.governance.admin_token else 'off'}\n"
-              f"cache: {sum(1 for r in cfg.routes + [cfg.default_route] if r and r.cache and r.cache.enabled)} "
-              f"routes and {len(cfg.cache.keys)} keys; embedder "
-              f"{cfg.cache.embedding_model or 'built-in MiniLM'}\n"
+              f"cache: {cache_summary(cfg)}\n"
               f"observability: request log {'on' if cfg.observability.request_log else 'off'} "
               f"(retention {cfg.observability.log_retention_days:g} days); traces "
               f"{cfg.observability.otlp_endpoint or 'off'}; /metrics "
@@ -113,6 +111,17 @@ def main(argv=None) -> int:
     from .supervisor import Supervisor
     os.makedirs(cfg.server.data_dir, exist_ok=True)
     return Supervisor(cfg, args.config).run()
+
+
+def cache_summary(cfg) -> str:
+    """check-config's cache line: which routes cache, how many key overrides adjust them."""
+    routes = sum(1 for r in cfg.routes + [cfg.default_route] if r and r.cache and r.cache.enabled)
+    keys = len(cfg.cache.keys)
+    if not cfg.caching:
+        return ("off (no route has an enabled [routes.cache] table"
+                + (f"; the {keys} [cache.keys] override(s) adjust only routes that have one)" if keys else ")"))
+    return (f"{routes} routes, {keys} key override(s); embedder "
+            f"{cfg.cache.embedding_model or 'built-in MiniLM'}")
 
 
 if __name__ == "__main__":

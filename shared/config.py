@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import math
 import os
 import re
 import tomllib
@@ -46,6 +47,7 @@ class ServerConfig:
     heartbeat_seconds: float = 0.5 * SECONDS  # frontend pings each worker this often
     worker_dead_after_seconds: float = 3 * SECONDS  # no pong for this long: worker counted dead
     worker_concurrency: int = 1000           # requests one worker runs at once; past it: 503
+    worker_wait_seconds: float = 5 * SECONDS  # no live worker (start, restarts): a request waits this long for one
     tls_cert_file: str = ""                  # PEM certificate (chain): set both to serve HTTPS (`finops certs`)
     tls_key_file: str = ""                   # PEM private key
 
@@ -104,7 +106,8 @@ class TargetConfig:
 @dataclass(slots=True)
 class CachePolicy:
     """The response cache on one route, or a virtual key's overrides ([cache.keys."ID"])."""
-    enabled: bool = True             # a route with a [routes.cache] table caches unless this says false
+    enabled: bool = True             # a route with a [routes.cache] table caches unless this says false;
+                                     # in a key's override, false turns it off for that key (never on)
     threshold: float = 0.85          # cosine similarity a semantic hit needs (MiniLM scale)
     ttl_seconds: float = 300 * SECONDS
     max_entries: int = 10_000        # per route and scope owner; least recently used go first
@@ -122,7 +125,8 @@ class CacheConfig:
     embedding_sha256: str = ""       # expected sha256 of a mounted model file (checked at load)
     max_entries: int = 100_000       # the whole cache; least recently used go first
     max_entry_bytes: int = 1 * MIB   # answers larger than this are not stored
-    keys: dict = field(default_factory=dict)    # virtual key id -> CachePolicy overrides (only the keys given)
+    keys: dict = field(default_factory=dict)    # virtual key id -> CachePolicy overrides (only the keys given);
+                                                # they adjust routes with a [routes.cache], never turn one on
 
 
 @dataclass(slots=True)
@@ -188,10 +192,10 @@ class Config:
 
     @property
     def caching(self) -> bool:
-        """Whether any route or virtual key uses the response cache (then the cache actor runs)."""
+        """Whether any route uses the response cache (then the cache actor runs). Virtual keys'
+        overrides ([cache.keys."ID"]) only adjust routes that cache, so they alone do not count."""
         routes = self.routes + ([self.default_route] if self.default_route else [])
-        return (any(r.cache is not None and r.cache.enabled for r in routes)
-                or any(v.get("enabled", True) for v in self.cache.keys.values()))
+        return any(r.cache is not None and r.cache.enabled for r in routes)
 
     def route_for(self, model_id: str) -> RouteConfig | None:
         """The route serving `model_id`: `PROVIDER/MODEL` names a configured provider directly
@@ -289,6 +293,9 @@ def build(raw: dict, source: str, env=None) -> Config:
         path = getattr(server, k)
         if path and not os.path.isfile(path):
             raise ConfigError(f"server.{k}: no such file {path!r} (make a development one with `finops certs`)")
+    if not 0 <= server.worker_wait_seconds < math.inf:       # also refuses nan
+        raise ConfigError(f"server.worker_wait_seconds: must be a number of seconds >= 0 (0 = no wait), "
+                          f"got {server.worker_wait_seconds}")
     if server.max_body_bytes < 1024:
         raise ConfigError(f"server.max_body_bytes: must be >= 1024, got {server.max_body_bytes}")
 

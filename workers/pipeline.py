@@ -378,8 +378,8 @@ class Pipeline:
     async def admin_cache(self, method: str, query: dict) -> tuple[int, dict]:
         """GET /admin/cache: the cache's stats; DELETE /admin/cache?key=VK&model=M: clear entries."""
         if self.cache is None:
-            return 404, {"message": "The response cache is off: no route has a [routes.cache] table "
-                                    "and no [cache.keys.\"ID\"] turns it on."}
+            return 404, {"message": "The response cache is off: no route has an enabled [routes.cache] table "
+                                    "(a [cache.keys.\"ID\"] override only adjusts routes that have one)."}
         if method == "GET":
             out = await self.cache.client.stats()
             out["semantic"] = self.cache.embedder is not None

@@ -16,6 +16,7 @@ from tests.helpers.gateway import BIN, Gateway, request_log
 
 ADMIN = "admin-token-cache-tests-0123"
 MODEL = "cached.model-v1"
+UNCACHED = "plain.model-v1"       # the default route: no [routes.cache]
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 
 
@@ -70,6 +71,13 @@ secret = "secret-a-0123456789abcdef"
 [[governance.keys]]
 id = "vk-b"
 secret = "secret-b-0123456789abcdef"
+
+[[governance.keys]]
+id = "vk-c"
+secret = "secret-c-0123456789abcdef"
+
+[cache.keys."vk-c"]               # adjusts the routes that cache; the default route has no cache
+threshold = 0.99
 {extra}
 """
 
@@ -172,7 +180,7 @@ def test_unrelated_question_misses(anon):
 
 
 def test_hard_negative_hits_at_the_default_threshold_and_direct_type_avoids_it(anon):
-    """Documented result (../shared/embeddings.md): MiniLM scores "string to int" against "int to
+    """Documented result (docs/embeddings.md): MiniLM scores "string to int" against "int to
     string" at 0.998, so at the default 0.85 the reversed question gets the cached answer. That is
     the known limit of semantic caching; `x-bf-cache-type: direct` (or a route with
     semantic = false) is the way out for such traffic."""
@@ -254,6 +262,73 @@ def test_exact_only_route_does_not_match_paraphrases(anon):
     anon.ask("How do I undo the last git commit?", model="exactonly.m")
     assert anon.ask("How can I revert my most recent git commit?", model="exactonly.m")[0] == "miss"
     assert anon.ask("How do I undo the last git commit?", model="exactonly.m")[0] == "hit-exact"
+
+
+# --- per-key overrides ------------------------------------------------------------------------------
+
+def test_a_key_override_adjusts_a_cached_route(gw):
+    c = Client(gw, **{"x-bf-vk": "secret-c-0123456789abcdef"})
+    assert c.ask("What is the capital city of Spain?")[0] == "miss"
+    assert c.ask("What is the capital city of Spain?")[0] == "hit-exact"
+    # a paraphrase anonymous callers get as a semantic hit (at the route's 0.85) is a miss at 0.99
+    assert c.ask("Which city is the capital of Spain?")[0] == "miss"
+
+
+def test_a_key_override_does_not_turn_the_cache_on_for_a_route_without_one(gw, upstream):
+    c = Client(gw, **{"x-bf-vk": "secret-c-0123456789abcdef"})
+    n = upstream_calls(upstream)
+    v1, h1, r1 = c.ask("How many legs does a spider have?", model=UNCACHED)
+    v2, h2, r2 = c.ask("How many legs does a spider have?", model=UNCACHED)
+    assert upstream_calls(upstream) == n + 2                  # both reached the provider
+    assert (v1, v2) == (None, None) and "x-bf-cache-saved-usd" not in h2
+    assert float(h1["x-bf-cost-usd"]) > 0 and float(h2["x-bf-cost-usd"]) > 0
+
+
+def test_key_overrides_alone_leave_the_cache_off(tmp_path, upstream):
+    import subprocess
+    from urllib.error import HTTPError
+
+    cfg = f"""
+[providers.openai]
+kind = "openai"
+base_url = "{upstream.url}"
+keys = [{{api_key = "sk-test-openai"}}]
+
+[default_route]
+provider = "openai"
+model = "gpt-4o-mini"
+
+[pricing."*"]
+input = 3.0
+output = 15.0
+
+[governance]
+admin_token = "{ADMIN}"
+
+[[governance.keys]]
+id = "vk-a"
+secret = "secret-a-0123456789abcdef"
+
+[cache.keys."vk-a"]
+threshold = 0.95
+"""
+    g = Gateway(tmp_path, cfg)
+    out = subprocess.run([os.path.join(BIN, "finops"), "check-config"], env=g.env(), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "cache: off" in out.stdout and "[routes.cache]" in out.stdout, out.stdout
+    with g:
+        a = Client(g, **{"x-bf-vk": "secret-a-0123456789abcdef"})
+        n = upstream_calls(upstream)
+        v1, _, _ = a.ask("What is the chemical symbol for gold?", model=UNCACHED)
+        v2, h2, _ = a.ask("What is the chemical symbol for gold?", model=UNCACHED)
+        assert (v1, v2) == (None, None) and float(h2["x-bf-cost-usd"]) > 0
+        assert upstream_calls(upstream) == n + 2
+        with pytest.raises(HTTPError) as ei:
+            admin(g, "GET", "/admin/cache")
+        assert ei.value.code == 404
+        msg = json.loads(ei.value.read())["message"]
+        assert "[routes.cache]" in msg and "turns it on" not in msg, msg
 
 
 # --- streams ----------------------------------------------------------------------------------------

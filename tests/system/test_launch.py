@@ -29,6 +29,7 @@ def test_procfile_with_honcho_and_several_workers(tmp_path):
 BAD_CONFIGS = [
     ("[server]\nport = \"eighty\"\n", "server.port: expected int"),
     ("[server]\nwokers = 2\n", "server.wokers: unknown key"),
+    ("[server]\nworker_wait_seconds = -1\n", "server.worker_wait_seconds: must be a number of seconds >= 0"),
     ("[providers.a]\nkind = \"nope\"\n", "providers.a.kind"),
     ("[providers.a]\nkind = \"bedrock\"\nkeys = [{access_key_id = \"${FINOPS_TEST_UNSET_VAR}\", secret_access_key = \"x\"}]\n",
      "FINOPS_TEST_UNSET_VAR"),

@@ -1,6 +1,7 @@
 """Failure handling with the real processes: a worker killed mid-stream, SIGTERM drain, limits."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -228,3 +229,81 @@ def test_an_idle_keep_alive_connection_does_not_hold_the_drain(tmp_path):
     finally:
         gw.stop()
     assert took < 5.0, f"stopping took {took:.1f}s with an idle keep-alive connection open"
+
+
+# --- no live worker: requests wait for one (server.worker_wait_seconds) --------------------------------
+
+MOCK = '[providers.m]\nkind = "mock"\n[default_route]\nprovider = "m"\n'
+
+
+@contextlib.contextmanager
+def every_worker_killed_with_restarts_held(gw):
+    """SIGKILL every worker while the supervisor is stopped (SIGSTOP), so no replacement comes up
+    until the block ends (SIGCONT); the block starts once the frontend counts no live worker. This
+    is the moment right after start, or while every worker restarts, held open for a test."""
+    os.kill(gw.proc.pid, signal.SIGSTOP)
+    try:
+        pids = gw.child_pids("workers")
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while gw.health()["workers_live"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gw.health()["workers_live"] == 0
+        yield
+    finally:
+        os.kill(gw.proc.pid, signal.SIGCONT)
+
+
+def test_a_request_while_every_worker_restarts_waits_for_one(tmp_path):
+    """No 503 for a request that arrives when no worker is live yet: it waits (up to
+    server.worker_wait_seconds) and is served by the first worker that comes up. (A generous
+    wait here: a worker takes 1-2 s to start, more on a loaded machine.)"""
+    with Gateway(tmp_path, "[server]\nworker_wait_seconds = 30\n" + MOCK, workers=2) as gw:
+        client = gw.client()                      # no retries: a 503 would fail the call
+        with every_worker_killed_with_restarts_held(gw):
+            resume = threading.Timer(0.3, os.kill, (gw.proc.pid, signal.SIGCONT))   # restarts go on
+            resume.start()
+            try:
+                r = client.converse(modelId="m", messages=MSG)
+            finally:
+                resume.cancel()
+        assert "a slow story" in r["output"]["message"]["content"][0]["text"]
+
+
+def test_no_worker_within_the_wait_is_a_503_naming_the_setting(tmp_path):
+    with Gateway(tmp_path, "[server]\nworker_wait_seconds = 0.5\n" + MOCK, workers=1) as gw:
+        client = gw.client()
+        with every_worker_killed_with_restarts_held(gw):
+            with pytest.raises(client.exceptions.ServiceUnavailableException) as e:
+                client.converse(modelId="m", messages=MSG)
+            assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+            assert "server.worker_wait_seconds" in e.value.response["Error"]["Message"]
+            with pytest.raises(client.exceptions.ServiceUnavailableException, match="worker_wait_seconds"):
+                client.converse_stream(modelId="m", messages=MSG)
+        gw.wait_ready(timeout=15)
+        assert client.converse(modelId="m", messages=MSG)["stopReason"] == "end_turn"
+
+
+def test_health_is_not_held_and_a_client_gone_while_held_leaves_nothing(tmp_path):
+    """/health is a probe: with no live worker it answers 503 at once, even when requests wait
+    a minute. A client that gives up while its request waits takes the request with it: no
+    worker runs it once one is back."""
+    from tests.helpers.gateway import request_log
+
+    with Gateway(tmp_path, "[server]\nworker_wait_seconds = 60\n" + MOCK, workers=1) as gw:
+        with every_worker_killed_with_restarts_held(gw):
+            r = httpx.get(gw.url + "/health", timeout=5)
+            assert r.status_code == 503 and r.json()["workers_live"] == 0
+            with pytest.raises(httpx.ReadTimeout):          # held: no answer, and no 503
+                httpx.post(gw.endpoint + "/model/m/converse", json={"messages": MSG}, timeout=1)
+        gw.wait_ready(timeout=15)
+        rid = gw.client().converse(modelId="m", messages=MSG)["ResponseMetadata"]["RequestId"]
+        deadline = time.monotonic() + 10
+        rows = []
+        while time.monotonic() < deadline and not any(row["id"] == rid for row in rows):
+            rows = request_log(gw.data_dir)
+            time.sleep(0.1)
+        assert [row["id"] for row in rows] == [rid]          # the abandoned request never ran
+

@@ -180,6 +180,7 @@ def make_cfg(tmp_path, **cache):
                   "keys": {"vk-strict": {"threshold": 0.97, "ttl_seconds": 30},
                            "vk-off": {"enabled": False},
                            "vk-on": {"semantic": False},
+                           "vk-enable": {"enabled": True},
                            "vk-share": {"shared": True}},
                   **cache},
     }
@@ -223,18 +224,26 @@ def test_key_override_can_turn_caching_off(cache):
     assert cache.policy(cache.cfg.route_for("claude-3"), vk("vk-off")) is None
 
 
-def test_route_without_cache_is_off_unless_a_key_turns_it_on(cache):
+@pytest.mark.parametrize("key", [None, "vk-plain", "vk-on", "vk-strict", "vk-share", "vk-enable"])
+def test_a_route_without_cache_stays_off_whatever_the_key(cache, key):
+    """An override adjusts a route's cache; it never switches one on."""
     route = cache.cfg.route_for("titan")           # the default route: no cache table
     assert route.cache is None
-    assert cache.policy(route, None) is None
-    assert cache.policy(route, vk("vk-plain")) is None
-    p = cache.policy(route, vk("vk-on"))
-    assert p is not None and p.semantic is False and p.threshold == CachePolicy().threshold
+    assert cache.policy(route, vk(key) if key else None) is None
+    assert cache.plan(call(model="titan", key=vk(key) if key else None), route, req()) is None
 
 
-def test_disabled_route_stays_off_for_plain_keys(cache):
+@pytest.mark.parametrize("key", [None, "vk-plain", "vk-on", "vk-enable"])
+def test_disabled_route_stays_off_whatever_the_key(cache, key):
     route = cache.cfg.route_for("off-model")
-    assert cache.policy(route, None) is None and cache.policy(route, vk("vk-plain")) is None
+    assert cache.policy(route, vk(key) if key else None) is None
+
+
+def test_key_overrides_alone_do_not_start_the_cache(tmp_path):
+    raw = {"providers": {"mock": {"kind": "mock"}}, "default_route": {"provider": "mock"},
+           "server": {"data_dir": str(tmp_path)},
+           "cache": {"keys": {"vk-a": {"threshold": 0.95}, "vk-b": {"enabled": True}}}}
+    assert configmod.build(raw, "test").caching is False
 
 
 def call(op="converse", model="claude-3", key=None, headers=None):
@@ -311,7 +320,7 @@ def test_semantic_layer_needs_an_embedder_and_a_question(tmp_path):
         assert c.plan(call(), route, req()).semantic_layer is True
         assert c.plan(call(), route, req("   ")).semantic_layer is False
         assert c.plan(call(headers={"x-bf-cache-type": "direct"}), route, req()).semantic_layer is False
-        assert c.plan(call(key=vk("vk-on")), c.cfg.route_for("titan"), req()).semantic_layer is False
+        assert c.plan(call(key=vk("vk-on")), route, req()).semantic_layer is False
     finally:
         c.close()
 

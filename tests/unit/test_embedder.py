@@ -58,7 +58,7 @@ def test_unrelated_texts_score_low(emb, a, b):
 
 
 def test_word_order_hard_negative_scores_as_a_paraphrase(emb):
-    # The known limit of semantic caching (embeddings.md): same words, opposite request, 0.996.
+    # The known limit of semantic caching (docs/embeddings.md): same words, opposite request, 0.996.
     # No threshold on this model (or any other tested) separates it, so at the default 0.85 it is
     # a wrong hit; hence the conservative default and per-route opt-out of semantic matching.
     assert sim(emb, "Convert a string to an int in Python", "Convert an int to a string in Python") > 0.85

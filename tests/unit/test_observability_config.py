@@ -49,5 +49,5 @@ def test_defaults_and_which_routes_cache():
     cfg = build(routes=[{"models": ["a.*"], "provider": "m", "cache": {}}])
     assert cfg.caching is True and cfg.routes[0].cache.threshold == 0.85 and cfg.routes[0].cache.ttl_seconds == 300
     assert cfg.routes[0].name == "a.*"
-    assert build(cache={"keys": {"vk-1": {"shared": True}}}).caching is True
+    assert build(cache={"keys": {"vk-1": {"shared": True}}}).caching is False     # overrides adjust, never start
     assert build(routes=[{"models": ["a.*"], "provider": "m", "cache": {"enabled": False}}]).caching is False

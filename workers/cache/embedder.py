@@ -15,7 +15,7 @@ holding `model.onnx` and `tokenizer.json`), with mean or CLS pooling. `Embedder.
 model and the start of its sha256: store it with every index and rebuild the index when it changes,
 since vectors and thresholds are only comparable within one model.
 
-Costs, measured on this project's 2-core machine (docs: /work/shared/embeddings.md):
+Costs, measured on this project's 2-core machine (docs/embeddings.md):
 - embed: 15.4 ms p50 of CPU per 50-word text (about 70 tokens) on one thread (18.9 ms on another
   2-core host, all of it in `session.run`; tokenizing takes 0.1 ms). Batching gives no speed-up per
   text for this model, so there is no batch API.

@@ -162,14 +162,18 @@ class Cache:
 
     # --- plan ---------------------------------------------------------------------------------
     def policy(self, route, key) -> CachePolicy | None:
-        """The route's policy with the virtual key's overrides ([cache.keys."ID"]) applied."""
+        """The route's policy with the virtual key's overrides ([cache.keys."ID"]) applied, or None
+        when this route and key do not cache. An override adjusts a route's cache (or turns it off
+        for the key); it never turns one on: a route without an enabled [routes.cache] stays off."""
         base = route.cache
+        if base is None or not base.enabled:
+            return None
         over = self.cfg.cache.keys.get(key.id) if key is not None else None
         if over:
-            merged = {f: getattr(base or CachePolicy(), f) for f in CachePolicy.__dataclass_fields__}
+            merged = {f: getattr(base, f) for f in CachePolicy.__dataclass_fields__}
             merged.update(over)
             base = CachePolicy(**merged)
-        return base if base is not None and base.enabled else None
+        return base if base.enabled else None
 
     def plan(self, call, route, req: ChatRequest) -> Plan | None:
         """Caching for this request, or None when the route and key do not cache it."""
