@@ -64,7 +64,8 @@ def tokenizers_on_disk() -> dict:
     import tokenizers
     spec = importlib.util.find_spec("anthropic_bedrock")
     claude = tokenizers.Tokenizer.from_file(str(Path(spec.origin).parent / "tokenizer.json"))
-    out["Claude 2 tokenizer.json (anthropic-bedrock 0.8.0)"] = lambda s: len(claude.encode(s, add_special_tokens=False).ids)
+    out["Claude 2 tokenizer.json (anthropic-bedrock 0.8.0)"] = \
+        lambda s: len(claude.encode(s, add_special_tokens=False).ids)
     mini = tokenizers.Tokenizer.from_file(str(REPO / "workers" / "cache" / "assets" / "tokenizer.json"))
     mini.no_padding()
     mini.no_truncation()
@@ -105,7 +106,8 @@ def main() -> int:
             over_bound += t > bound
             over_raw += t > len(s.encode("utf-8", "surrogatepass")) + 1
         failed |= over_bound > 0
-        print(f"{name:55s} max tokens/bound {worst:.3f}   over the bound: {over_bound}   over raw bytes + 1: {over_raw}")
+        print(f"{name:55s} max tokens/bound {worst:.3f}   over the bound: {over_bound}   "
+              f"over raw bytes + 1: {over_raw}")
     return 1 if failed else 0
 
 

@@ -9,7 +9,7 @@ an upper bound, not an estimate. This module computes it:
     b.tokens       input + cache-read + cache-write tokens the upstream can report, at most
     b.strict       True when every part of the request has a proven or published bound
     b.unbounded    the parts that were estimated instead, each with its request path, e.g.
-                   ("messages[0].content[1]: pdf document, 3 pages at 4,700 tokens a page (estimate)",)
+                   ("messages[0].content[1]: pdf document, 3 pages at 4,708 tokens a page (estimate)",)
 
 The vendors split one prompt into input, cache-read and cache-write tokens; the three add up to the
 prompt, so one bound covers their sum. (Pricing the reservation is the caller's: cache writes cost
@@ -23,19 +23,22 @@ tool definitions, leftover body fields) plus the vendor's framing. Every term de
 part and is never negative, so adding content never lowers the bound; caps apply per image or
 document, never to the sum.
 
-Text. Every upstream tokenizer in use is either byte-level BPE (OpenAI's cl100k/o200k, Llama 3,
-Mistral Tekken, Claude) or SentencePiece with byte fallback (Llama 2, Mistral's v1-v3 vocabularies).
-A byte-level BPE token covers at least one byte of the UTF-8 text, so a text of n bytes is at most
-n tokens. SentencePiece covers every character by a piece or by its UTF-8 bytes, and adds at most
-one dummy-prefix piece per segment; so at most n + 1. Special-token strings typed by a user are
-encoded as plain text by the vendors' APIs (or, where a server does parse them, become one token
-for several bytes). A tokenizer that normalizes Unicode first sees the normalized text, which can
-be longer (NFKC turns one 3-byte character into up to 33 bytes; Claude 2's published tokenizer
-normalizes to NFKC and exceeds the raw byte count on such text), so a text counts as the largest
-UTF-8 length among itself and its NFC and NFKC forms; ASCII text is all of those at once and costs
-one O(1) check. (Decomposing forms, NFD and NFKD, lengthen accented text too, but no LLM tokenizer
-we know applies them without then stripping the marks, and computing them costs ten times more.) Lone surrogates (from JSON escapes) count 3 bytes each, as the
-U+FFFD an upstream would put in their place. So: tokens(text) <= utf8_bound(text) + 1.
+Text. The tokenizers whose vocabularies are published are byte-level BPE (OpenAI's cl100k and
+o200k, Llama 3, Mistral Tekken, Claude 2's) or SentencePiece with byte fallback (Llama 2, Mistral's
+v1-v3); Anthropic, Amazon, Cohere and AI21 do not publish their current ones, and the bound assumes
+they are of one of these two kinds. A byte-level BPE token covers at least one byte of the UTF-8
+text, so a text of n bytes is at most n tokens. SentencePiece covers every character by a piece or
+by its UTF-8 bytes and adds at most one dummy-prefix piece per segment: at most n + 1. Special-token
+strings typed by a user are encoded as plain text by the vendors' APIs (or, where a server does
+parse them, become one token for several bytes). A tokenizer that normalizes Unicode first sees the
+normalized text, which can be longer: NFKC spells one 3-byte character out in up to 33 bytes, and
+Claude 2's tokenizer, which normalizes to NFKC, does exceed the raw byte count on such text. So a
+text counts as the largest UTF-8 length among itself and its NFC and NFKC forms; ASCII text is all
+of them at once and costs one O(1) check. (The decomposing forms, NFD and NFKD, lengthen accented
+text too, but no LLM tokenizer we know applies them without then stripping the marks, and they cost
+ten times more to compute.) Lone surrogates (from JSON escapes) count 3 bytes each, as the U+FFFD an
+upstream puts in their place. So: tokens(text) <= utf8_bound(text) + 1, which
+scripts/check_token_bounds.py checks on the published vocabularies.
 
 Framing. Chat templates add role markers, begin/end tokens and the primer of the assistant's
 turn. Where the template is published (OpenAI's cookbook: 3 tokens a message and 3 for the reply
@@ -48,7 +51,8 @@ JSON (tool inputs and results, tool schemas, leftover body fields). Bounded by t
 ASCII-escaped rendering with ", " and ": " separators, which is at least the UTF-8 length of any
 compact rendering (an escape is longer than the character it stands for), and by the normalized
 forms of its unescaped rendering; plus two tokens for each "," "{" "[" for an upstream that pretty-
-prints (a newline and an indentation run a line, each one token in the tokenizers above).
+prints (a newline and an indentation run a line: one token each in the BPE vocabularies above,
+which have tokens for runs of spaces; an assumption for the others).
 
 Tools. Each definition counts its name, description and JSON schema as above, plus a per-tool
 constant for the wrapper the vendor renders it in; once per request, the vendor's tool-use system
@@ -67,8 +71,9 @@ maximum:
   openai     tile models: base + tile * tiles (fit 2048x2048, shortest side to 768, 512 px tiles,
              at most 8 tiles: the high-detail limit is 768 x 2000); patch models: min(1536,
              ceil(w/32)*ceil(h/32)) * multiplier. A model the table does not know: estimate.
-  mistral    rows * (columns + 1) patches (one break token a row), 16 px patches within 1024 px
-             (Pixtral) or 28 px within 1540 px (patch 14, spatial merge 2): the larger of the two.
+  mistral    rows * (columns + 1) patches (one break token a row) within a maximum size: Pixtral
+             12B's settings ship with mistral-common (16 px, 1024 px); for other Mistral models the
+             larger of those and Mistral Small 3.1's (28 px, 1540 px) is an estimate.
   meta       Llama 3.2 vision: at most 4 tiles of 1,601 tokens; Bedrock does not document what it
              reports: estimate 6,404.
   nova       Amazon publishes approximate counts only (900x450 ~800 ... 1300x1300 ~2,600):
@@ -81,8 +86,8 @@ Documents. Text formats (txt, csv, md, html) count as text: UTF-8 bytes, with un
 decompression, so no zip bomb) for the XML parts, whose text is a subset of that XML, plus the
 vendor's per-image maximum for each embedded media file. No bound exists, and the part is
 estimated and listed in `unbounded`, for: xlsx (the zip's sizes; shared strings are stored once
-and repeated per cell), xls (file bytes; same reason), doc (file bytes; text stored one byte a
-character can be up to 3 UTF-8 bytes, so up to 3x), and pdf (pages * (3,000 text tokens + the
+and repeated per cell), xls (file bytes; same reason), doc (file bytes; text stored at one byte a
+character can take 3 UTF-8 bytes a character, so up to 3x), and pdf (pages * (3,000 text tokens + the
 vendor's per-image maximum): vendors extract each page's text and also render the page as an
 image; Anthropic documents 1,500-3,000 text tokens a page; the page count is the number of
 /Type /Page objects, also inside object streams, which are inflated up to a fixed budget; none
@@ -156,6 +161,12 @@ def _names(model: str) -> list[str]:
     else:
         parts = s.split("/")
     return [_REGION.sub("", p, count=1) for p in reversed(parts) if p]
+
+
+def _bare(model: str) -> str:
+    """The most specific bare name of a model id ("" for none)."""
+    names = _names(model or "")
+    return names[0] if names else ""
 
 
 def vendor_of(provider_kind: str, model: str) -> str:
@@ -375,7 +386,9 @@ _OPENAI_TILES = (("gpt-4o-mini", 2833, 5667), ("gpt-5-chat", 70, 140), ("compute
 # (name, multiplier in hundredths): the patch models, checked first (gpt-4.1-mini before gpt-4.1)
 _OPENAI_PATCHES = (("gpt-4.1-mini", 162), ("gpt-4.1-nano", 246), ("gpt-5-mini", 162), ("gpt-5-nano", 246),
                    ("o4-mini", 172))
-_CLAUDE = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-(\d+)(?:[-.](\d)(?!\d))?|(\d+)(?:[-.](\d)(?!\d))?-(?:opus|sonnet|haiku))")
+# claude-opus-4-7, claude-sonnet-4-20250514 (4.0: a date is no minor version), claude-3-5-sonnet
+_CLAUDE = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-(\d+)(?:[-.](\d)(?!\d))?"
+                     r"|(\d+)(?:[-.](\d)(?!\d))?-(?:opus|sonnet|haiku))")
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -402,7 +415,7 @@ def _anthropic_image(model: str, size) -> int:
 
 def _openai_model(model: str):
     """("patch", multiplier) | ("tile", base, per tile) | None for a model the table lacks."""
-    name = _names(model)[0] if model else ""
+    name = _bare(model)
     for prefix, mult in _OPENAI_PATCHES:
         if name == prefix or name.startswith(prefix + "-"):
             return ("patch", mult)
@@ -445,11 +458,16 @@ def _grid(w: int, h: int, patch: int, max_side: int) -> int:
     return rows * (cols + 1)            # a break token ends each row (the last one is the end token)
 
 
-def _mistral_image(size) -> int:
-    if size is None:
-        return _grid(1024, 1024, 16, 1024)
-    w, h = size
-    return max(_grid(w, h, 16, 1024), _grid(w, h, 28, 1540))
+def _mistral_image(model: str, size) -> tuple[int, str | None]:
+    """Pixtral 12B's encoder settings ship with mistral-common (16 px patches, 1024 px): exact.
+    Other Mistral models' are not published with the API; the larger of Pixtral 12B's and Mistral
+    Small 3.1's (14 px patches merged 2x2, 1540 px) is an estimate."""
+    w, h = size or (1540, 1540)
+    pixtral = _grid(w, h, 16, 1024)
+    if _bare(model).removeprefix("mistral.").startswith("pixtral-12b"):
+        return pixtral, None
+    note = f"image: Mistral does not publish {model or 'this model'!r}'s image encoder settings"
+    return max(pixtral, _grid(w, h, 28, 1540)), note
 
 
 def _nova_image(size) -> int:
@@ -466,9 +484,11 @@ def _image(vendor: str, model: str, size) -> tuple[int, str | None]:
         return _anthropic_image(model, size) + IMAGE_MARKERS, None
     if vendor == "openai":
         n, strict = _openai_image(model, size)
-        return n + IMAGE_MARKERS, None if strict else f"image for {model or 'an unnamed model'!r}, not in the published table"
+        note = None if strict else f"image for {model or 'an unnamed model'!r}, not in the published table"
+        return n + IMAGE_MARKERS, note
     if vendor == "mistral":
-        return _mistral_image(size) + IMAGE_MARKERS, None
+        n, note = _mistral_image(model, size)
+        return n + IMAGE_MARKERS, note
     if vendor == "meta":
         return META_IMAGE + IMAGE_MARKERS, "image: Bedrock does not publish how it counts Llama image tokens"
     if vendor == "nova":
@@ -557,8 +577,12 @@ def _document(vendor: str, model: str, d: Any) -> tuple[int, str | None]:
     n = 16 + _text(d.get("name")) + _text(d.get("context"))
     if d.get("text") is not None:
         return n + _text(d["text"]), None
-    fmt = (d.get("format") or "txt").lower()
+    fmt = str(d.get("format") or "txt").lower()
     data = d.get("bytes") or b""
+    if isinstance(data, str):                   # canonical blocks hold bytes; be lenient with anything else
+        data = data.encode("utf-8", "surrogatepass")
+    elif not isinstance(data, (bytes, bytearray)):
+        data = bytes(data) if isinstance(data, memoryview) else b""
     if fmt in _TEXT_DOCS:
         return n + _bytes_text(data), None
     if fmt == "pdf":
