@@ -4,9 +4,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from finops.workers.governance import pricing
-from finops.workers.governance.pricing import SHIPPED, Price, PricingTable, cost, max_cost, normalize
+from finops.workers.governance.pricing import (SHIPPED, Price, PricingTable, cost, cost_micros, max_cost,
+                                               max_cost_micros, normalize)
 
 A = {"input": 1.0, "output": 2.0}
 B = {"input": 3.0, "output": 4.0}
@@ -336,11 +339,33 @@ def test_a_zero_cache_price_is_a_price():
     assert cost(Price(1.0, 1.0, cache_read=0.0, cache_write=0.0), 0, 0, 1_000_000, 1_000_000) == 0.0
 
 
-def test_max_cost_is_input_plus_max_output():
-    price = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75)
-    assert max_cost(price, 10_000, 4096) == pytest.approx((10_000 * 3.0 + 4096 * 15.0) / 1e6)
-    assert max_cost(price, 10_000, 4096) == cost(price, 10_000, 4096)
+def test_max_cost_prices_every_input_token_at_the_dearest_input_price():
+    price = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75)            # a cache write costs 1.25x input
+    assert max_cost(price, 10_000, 4096) == pytest.approx((10_000 * 3.75 + 4096 * 15.0) / 1e6)
+    assert max_cost(price, 10_000, 4096) >= cost(price, 0, 4096, cache_write=10_000)
     assert max_cost(price, 10_000, 4096) >= cost(price, 10_000, 100)
+    plain = Price(3.0, 15.0)
+    assert max_cost(plain, 10_000, 4096) == cost(plain, 10_000, 4096)
+
+
+def test_cost_micros_is_tokens_times_price_per_million():
+    price = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75)
+    # 12 in, 34 out, 5 read, 7 write: 36 + 510 + 1.5 + 26.25 = 573.75 micro-dollars -> 574
+    assert cost_micros(price, 12, 34, 5, 7) == 574
+    assert cost(price, 12, 34, 5, 7) == 0.000574
+    assert cost_micros(None, 10, 10) == 0 and max_cost_micros(None, 10, 10) == 0
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**6), st.integers(0, 10**7), st.integers(0, 10**7),
+       st.integers(0, 10**7), st.sampled_from([Price(3.0, 15.0, 0.3, 3.75), Price(0.15, 0.6, 0.075),
+                                               Price(0.035, 0.14, 0.00875), Price(2.5, 10.0), Price(0.1, 0.0)]))
+def test_no_usage_within_the_bounds_costs_more_than_the_reservation(in_bound, out_cap, a, b, c, price):
+    """Split the input bound any way between input, cache reads and cache writes, produce at most
+    the output cap: the charge never exceeds the reservation (settled spend <= budget)."""
+    a, b = min(a, in_bound), min(b, in_bound)
+    a, b = min(a, in_bound - b), b
+    c = min(c, in_bound - a - b)
+    assert cost_micros(price, a, out_cap, b, c) <= max_cost_micros(price, in_bound, out_cap)
 
 
 def test_real_request_cost():

@@ -115,12 +115,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from finops.shared.model import ChatRequest, EmbedRequest
+from finops.shared.model import ChatRequest, EmbedRequest, estimate_tokens, request_tokens
 
 __all__ = ["VENDORS", "InputBound", "vendor_of", "input_bound", "image_size", "image_tokens",
            "pdf_page_count", "utf8_bound"]
 
-VENDORS = ("anthropic", "openai", "mistral", "nova", "meta", "cohere", "titan", "ai21", "unknown")
+VENDORS = ("anthropic", "openai", "mistral", "nova", "meta", "cohere", "titan", "ai21", "mock", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +176,9 @@ def vendor_of(provider_kind: str, model: str) -> str:
     anthropic and mistral providers are their vendors. Otherwise a Bedrock family prefix decides
     (anthropic., amazon.nova, meta. ...; region prefixes, ARNs and PROVIDER/MODEL forms allowed),
     then the model name: gpt-*, o1/o3/o4*, claude*, llama*, mistral* ... (what an OpenAI-compatible
-    server calls its models). Anything else is "unknown"."""
-    if provider_kind in ("anthropic", "mistral"):
+    server calls its models). Anything else is "unknown". The built-in mock provider is its own
+    vendor, whatever model it answers for: it counts tokens with `request_tokens`."""
+    if provider_kind in ("anthropic", "mistral", "mock"):
         return provider_kind
     names = _names(model or "")
     for n in names:                     # Bedrock ids, wherever they are served (the mock serves them too)
@@ -688,6 +689,10 @@ def _content(acc: _Sum, b: Any, vendor: str, model: str, f: _Framing, where) -> 
 def input_bound(req: ChatRequest | EmbedRequest, vendor: str, model: str) -> InputBound:
     """An upper bound of the input (+ cache read + cache write) tokens the vendor's upstream can
     report for `req`, or, where no bound exists, an estimate with `strict=False`."""
+    if vendor == "mock":            # its usage IS this estimate (workers/providers/mock.py): exact
+        if isinstance(req, EmbedRequest):
+            return InputBound(sum(estimate_tokens(t) for t in req.texts))
+        return InputBound(request_tokens(req))
     if vendor not in _FRAMING:
         vendor = "unknown"
     model = model or ""

@@ -31,17 +31,21 @@ Guarantees:
     "default" if configured, else None. Keys are matched, case-insensitively, against the name as
     normalized, and first against the name with its region prefix kept (so "us.anthropic.…" keys
     can price a profile). Answers are memoized, in a bounded memo.
-  * `cost` and `max_cost` return USD as a float; 0.0 when the price is None (an unpriced model
-    costs nothing: budgets then only see priced traffic, so configure "default" to be strict).
+  * `cost_micros` is a request's cost in integer micro-dollars, the unit the ledger, the cost
+    header and the request log share; `max_cost_micros` an upper bound for a reservation (every
+    input token at the dearest of input, cache-read and cache-write prices). `cost` / `max_cost`
+    are the same in USD. 0 when the price is None.
 """
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-__all__ = ["Price", "SHIPPED", "PricingTable", "normalize", "cost", "max_cost"]
+__all__ = ["Price", "SHIPPED", "PricingTable", "normalize", "MICRO", "cost_micros", "max_cost_micros", "cost",
+           "max_cost"]
 
 PER = 1_000_000          # prices are per million tokens
 _MEMO_MAX = 4096          # price_for answers kept; the names come from clients, so it is bounded
@@ -305,19 +309,42 @@ class PricingTable:
 
 
 # --- cost ----------------------------------------------------------------------------------------
+# Money is charged in integer micro-dollars (the ledger's unit): with prices in USD per million
+# tokens, tokens x price IS micro-dollars, so a request's charge is one sum and one rounding.
+MICRO = 1_000_000
+
+
+def cost_micros(price: Price | None, input_tokens: int, output_tokens: int,
+                cache_read: int = 0, cache_write: int = 0) -> int:
+    """What a request costs, in micro-dollars (rounded to the nearest). `input_tokens` excludes
+    the cache tokens (as Bedrock's inputTokens does; for OpenAI pass prompt_tokens minus
+    cached_tokens). Cache tokens without a price of their own cost the input price. 0 when the
+    price is None."""
+    if price is None:
+        return 0
+    read = price.input if price.cache_read is None else price.cache_read
+    write = price.input if price.cache_write is None else price.cache_write
+    return round(input_tokens * price.input + output_tokens * price.output
+                 + cache_read * read + cache_write * write)
+
+
+def max_cost_micros(price: Price | None, input_tokens: int, max_output_tokens: int) -> int:
+    """An upper bound of a request's cost, in micro-dollars: `input_tokens` (a bound of input,
+    cache-read and cache-write tokens together) each at the dearest of the three prices, plus
+    `max_output_tokens` at the output price; rounded up, so it is never below `cost_micros` of
+    any usage within those bounds."""
+    if price is None:
+        return 0
+    dearest = max(price.input, price.cache_read or 0.0, price.cache_write or 0.0)
+    return math.ceil(input_tokens * dearest + max_output_tokens * price.output)
+
 
 def cost(price: Price | None, input_tokens: int, output_tokens: int,
          cache_read: int = 0, cache_write: int = 0) -> float:
-    """USD for a request. `input_tokens` excludes the cache tokens (as Bedrock's inputTokens does;
-    for OpenAI pass prompt_tokens minus cached_tokens). 0.0 when the price is None."""
-    if price is None:
-        return 0.0
-    read = price.input if price.cache_read is None else price.cache_read
-    write = price.input if price.cache_write is None else price.cache_write
-    return (input_tokens * price.input + output_tokens * price.output
-            + cache_read * read + cache_write * write) / PER
+    """USD for a request: `cost_micros` in dollars."""
+    return cost_micros(price, input_tokens, output_tokens, cache_read, cache_write) / MICRO
 
 
 def max_cost(price: Price | None, input_tokens: int, max_output_tokens: int) -> float:
-    """What a reservation holds: every input token at the input price, plus max output tokens."""
-    return cost(price, input_tokens, max_output_tokens)
+    """USD of `max_cost_micros`."""
+    return max_cost_micros(price, input_tokens, max_output_tokens) / MICRO
