@@ -1,9 +1,10 @@
-"""What a request is charged (workers/governance/governor.py), with a stub ledger."""
+"""What a request reserves and is charged (workers/governance/governor.py), with a stub ledger."""
 import pytest
 
 from finops.shared.config import build
-from finops.shared.model import ChatRequest, Message
-from finops.workers.governance.governor import UNPRICED, Governor
+from finops.shared.model import ChatRequest, Message, request_tokens
+from finops.workers.governance import bounds
+from finops.workers.governance.governor import UNPRICED, Charge, Governor
 from finops.workers.providers.base import Call
 
 
@@ -15,8 +16,9 @@ class StubLedger:
         self.reserved = (rid, key_id, env, max_cost, est_tokens)
         return {"ok": True, "remaining_usd": 1.0, "budget": "key 'vk-1' daily budget of $2", "requests_remaining": 9}
 
-    def settle(self, rid, key_id, env, cost, tokens):
+    def settle(self, rid, key_id, env, cost, tokens, saved=0.0):
         self.settled.append((rid, key_id, env, cost, tokens))
+        return [rid, key_id, env, cost, tokens]
 
     def close(self):
         pass
@@ -26,8 +28,10 @@ class StubLedger:
 def gov(tmp_path):
     cfg = build({"server": {"data_dir": str(tmp_path)},
                  "pricing": {"priced-*": {"input": 1000.0, "output": 2000.0}},
-                 "governance": {"keys": [{"id": "vk-1", "secret": "s" * 20,
-                                          "budgets": [{"amount_usd": 2, "period": "day"}]}]}}, "t", env={})
+                 "governance": {"default_max_tokens": 64,
+                                "keys": [{"id": "vk-1", "secret": "s" * 20,
+                                          "budgets": [{"amount_usd": 2, "period": "day"}]},
+                                         {"id": "vk-open", "secret": "o" * 20}]}}, "t", env={})
     cfg.server.data_dir = str(tmp_path)
     g = Governor(cfg)
     g.ledger = StubLedger()
@@ -35,57 +39,105 @@ def gov(tmp_path):
     g.close()
 
 
-def call_for(gov, model="priced-model"):
+def call_for(gov, model="priced-model", key="vk-1"):
     c = Call(rid="r1", op="converse-stream", model_id=model, upstream_model=model, env="prod")
-    c.key = gov.index.directory.keys["vk-1"]
+    c.key = gov.index.directory.keys[key]
     return c
 
 
 REQ = ChatRequest(messages=[Message("user", [{"text": "x" * 40}])], max_tokens=100)
 
 
-async def test_reserves_input_plus_max_tokens_at_the_models_price(gov):
+async def test_reserves_the_input_bound_plus_max_tokens_at_the_dearest_prices(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ)
+    await gov.admit(c, REQ, [("anthropic", "priced-model")])
     rid, key, env, max_cost, est = gov.ledger.reserved
-    n_in = c.admission.input_estimate
+    bound = bounds.input_bound(REQ, bounds.vendor_of("anthropic", "priced-model"), "priced-model").tokens
+    assert bound >= 40                          # at least the text's UTF-8 bytes
     assert (rid, key, env) == ("r1", "vk-1", "prod")
-    assert max_cost == pytest.approx((n_in * 1000 + 100 * 2000) / 1e6)
-    assert est == n_in + 100
+    assert c.admission.input_bound == bound and c.admission.max_output == 100
+    assert max_cost == (bound * 1000 + 100 * 2000) / 1e6
+    assert est == bound + 100
+    assert gov.output_cap(c) is None            # the client capped its output itself
 
 
-async def test_settles_the_reported_usage(gov):
+async def test_the_reservation_covers_every_target_the_request_may_try(gov):
+    """A fallback to another vendor keeps the first reservation, so it bounds them all."""
+    img = ChatRequest(messages=[Message("user", [{"text": "look"}, {"image": {"format": "png", "bytes": b"x"}}])],
+                      max_tokens=10)
+    one = [bounds.input_bound(img, bounds.vendor_of(k, m), m).tokens
+           for k, m in (("anthropic", "claude-3-5-sonnet-latest"), ("openai", "gpt-4o-mini"))]
+    assert one[0] != one[1]
     c = call_for(gov)
-    await gov.admit(c, REQ)
-    cost = gov.settle(c, {"in": 10, "out": 20}, started=True)
-    assert cost == pytest.approx((10 * 1000 + 20 * 2000) / 1e6)
-    assert gov.ledger.settled == [("r1", "vk-1", "prod", cost, 30)]
+    await gov.admit(c, img, [("anthropic", "claude-3-5-sonnet-latest"), ("openai", "gpt-4o-mini")])
+    assert c.admission.input_bound == max(one)
 
 
-async def test_a_cut_stream_is_charged_for_its_input_and_what_was_relayed(gov):
+async def test_no_max_tokens_reserves_the_default_and_caps_the_upstream(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ)
-    cost = gov.settle(c, {}, produced_tokens=7, started=True)
-    assert cost == pytest.approx((c.admission.input_estimate * 1000 + 7 * 2000) / 1e6)
+    await gov.admit(c, ChatRequest(messages=REQ.messages), [("anthropic", "priced-model")])
+    assert c.admission.max_output == 64 and gov.output_cap(c) == 64
+
+
+async def test_an_ungoverned_key_reserves_nothing_and_is_not_capped(gov):
+    c = call_for(gov, key="vk-open")
+    await gov.admit(c, ChatRequest(messages=REQ.messages), [("anthropic", "priced-model")])
+    assert not hasattr(gov.ledger, "reserved") and not c.admission.reserved
+    assert gov.output_cap(c) is None
+    ch = gov.charge(c, {"in": 10, "out": 20})
+    assert ch.usd == (10 * 1000 + 20 * 2000) / 1e6      # charged the same as a governed key
+    assert gov.settle(c, ch) is None
+
+
+async def test_charges_and_settles_exactly_the_reported_usage(gov):
+    c = call_for(gov)
+    await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(c, {"in": 10, "out": 20, "cr": 3, "cw": 4}, REQ, started=True)
+    assert ch == Charge(10 * 1000 + 20 * 2000 + 3 * 1000 + 4 * 1000, {"in": 10, "out": 20, "cr": 3, "cw": 4})
+    assert ch.usd == 0.057 and ch.tokens == 37 and not ch.estimated
+    assert gov.settle(c, ch) == ["r1", "vk-1", "prod", 0.057, 37]
+    assert gov.ledger.settled == [("r1", "vk-1", "prod", 0.057, 37)]
+
+
+async def test_usage_above_the_reservation_is_still_charged_in_full(gov):
+    """No cap at the reservation: what the upstream reported is what the request cost."""
+    c = call_for(gov)
+    await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    big = {"in": 10 * c.admission.input_bound, "out": 1000}
+    ch = gov.charge(c, big, REQ)
+    assert ch.micros > c.admission.max_micros
+    assert ch.micros == big["in"] * 1000 + 1000 * 2000
+
+
+async def test_a_cut_stream_is_charged_an_estimate_of_its_input_and_what_was_relayed(gov):
+    c = call_for(gov)
+    await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(c, {}, REQ, produced_tokens=7, started=True)
+    assert ch.estimated and ch.usage == {"in": request_tokens(REQ), "out": 7, "cr": 0, "cw": 0}
+    assert ch.usd == (request_tokens(REQ) * 1000 + 7 * 2000) / 1e6
+    assert gov.charge(c, {}, REQ, produced_tokens=10_000, started=True).usage["out"] == 100   # at most maxTokens
 
 
 async def test_a_failure_before_the_answer_is_not_charged_but_is_settled(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ)
-    assert gov.settle(c, {}, started=False) == 0.0
+    await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(c, {}, REQ, started=False)
+    assert ch.usd == 0.0
+    gov.settle(c, ch)
     assert gov.ledger.settled[-1][3] == 0.0           # the reservation is released
 
 
 async def test_unpriced_models_are_charged_at_the_dearest_rate(gov):
     c = call_for(gov, "some-new-model")
-    await gov.admit(c, REQ)
+    await gov.admit(c, REQ, [("anthropic", "priced-model")])
     assert c.admission.price == UNPRICED
 
 
-async def test_headers(gov):
+async def test_headers_show_the_charge(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ)
-    h = dict(gov.headers(c, {"in": 10, "out": 20}))
-    assert float(h["x-bf-cost-usd"]) == pytest.approx(0.05)
-    assert float(h["x-bf-budget-remaining-usd"]) == pytest.approx(1.0 + c.admission.max_cost - 0.05)
+    await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(c, {"in": 10, "out": 20})
+    h = dict(gov.headers(c, ch))
+    assert h["x-bf-cost-usd"] == "0.050000"
+    assert float(h["x-bf-budget-remaining-usd"]) == pytest.approx(1.0 + c.admission.max_micros / 1e6 - 0.05)
     assert h["x-bf-ratelimit-remaining-requests"] == "9" and "daily" in h["x-bf-budget"]

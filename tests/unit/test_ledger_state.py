@@ -303,7 +303,7 @@ def test_settle_after_rollover_charges_the_period_the_request_started_in():
     assert (u["spent_usd"], u["reserved_usd"]) == (0, 0)           # the new day starts empty
     out = st.settle("r1", 0.7, 40)
     assert out == {"cost_usd": 0.7, "remaining_usd": 1.0, "budget": "key 'vk-1' daily budget of $1",
-                   "charged": True}
+                   "charged": True, "corrected": False}
     assert use(st, "key", "vk-1")["spent_usd"] == 0
     assert use(st, "key", "vk-1", "tokens")["used"] == 0
     assert st.reserve("r2", "vk-1", "", 1.0, 100)["ok"]
@@ -328,7 +328,7 @@ def test_settle_replaces_the_reservation_by_the_cost():
     st.reserve("r1", "vk-1", "", 1.5, 10)
     out = st.settle("r1", 0.25, 7)
     assert out == {"cost_usd": 0.25, "remaining_usd": 1.75, "budget": "key 'vk-1' daily budget of $2",
-                   "charged": True}
+                   "charged": True, "corrected": False}
     u = use(st, "team", "t1")
     assert (u["spent_usd"], u["reserved_usd"], u["remaining_usd"]) == (0.25, 0.0, 9.75)
     assert st.snapshot()["reservations"] == []
@@ -357,14 +357,14 @@ def test_settle_of_an_unknown_rid_charges_the_current_periods():
                  teams=[Team("t1", budgets=[Budget(5, "month")])])
     out = st.settle("lost", 0.5, 30, key_id="vk-1", env="prod")
     assert out == {"cost_usd": 0.5, "remaining_usd": 1.5, "budget": "key 'vk-1' daily budget of $2 (env prod)",
-                   "charged": True}
+                   "charged": True, "corrected": False}
     assert use(st, "team", "t1")["spent_usd"] == 0.5
     assert use(st, "key", "vk-1", "tokens")["used"] == 30
     assert use(st, "key", "vk-1", "requests")["used"] == 0   # only cost and tokens are charged
     assert st.settle("lost", 0.5, 30, key_id="vk-1", env="prod")["charged"] is False
     assert use(st, "team", "t1")["spent_usd"] == 0.5
     out = st.settle("x", 0.1, 1, key_id="ghost", env="")     # unknown key: nothing to charge
-    assert out == {"cost_usd": 0.1, "remaining_usd": None, "budget": None, "charged": True}
+    assert out == {"cost_usd": 0.1, "remaining_usd": None, "budget": None, "charged": True, "corrected": False}
 
 
 def test_settled_rids_are_bounded():
@@ -412,6 +412,36 @@ def test_unknown_key_reservation_expires_harmlessly():
     clock.tick(2)
     assert st.expire() == ["r1"]
     assert st.snapshot()["counters"] == []
+
+
+def test_a_dead_workers_reservations_expire_at_once_and_say_what_they_were_charged():
+    st, clock = make(vk("vk-1", budgets=[Budget(10, "day")]))
+    st.reserve("w1-a", "vk-1", "prod", 0.25, 100, pid=101)
+    st.reserve("w1-b", "vk-1", "prod", 0.5, 100, pid=101)
+    st.reserve("w2-a", "vk-1", "prod", 1.0, 100, pid=202)
+    st.reserve("anon", "vk-1", "prod", 1.0, 100)                       # pid unknown: TTL only
+    assert st.owners() == {101, 202}
+    assert sorted(st.expire({101})) == ["w1-a", "w1-b"]                  # well within the TTL
+    assert st.owners() == {202}
+    assert st.expired_charge("w1-a") == ("vk-1", "prod", 0.25)
+    assert st.expired_charge("w2-a") is None                           # still open
+    u = st.settle("w2-a", 0.1, 10)
+    assert u["corrected"] is False and use(st, "key", "vk-1")["spent_usd"] == 0.75 + 0.1
+    # a settle that was still queued in the dead worker arrives (the frontend sent it again)
+    u = st.settle("w1-b", 0.05, 10)
+    assert u["corrected"] is True and u["cost_usd"] == 0.05
+    assert use(st, "key", "vk-1")["spent_usd"] == 0.25 + 0.05 + 0.1
+    again = st.settle("w1-b", 0.05, 10)
+    assert (again["charged"], again["corrected"]) == (False, False)
+    assert use(st, "key", "vk-1")["spent_usd"] == 0.25 + 0.05 + 0.1
+
+
+def test_the_reserving_pid_survives_a_snapshot():
+    st, clock = make(vk("vk-1", budgets=[Budget(10, "day")]))
+    st.reserve("r1", "vk-1", "", 0.25, 100, pid=4242)
+    st2, _ = make(vk("vk-1", budgets=[Budget(10, "day")]))
+    st2.restore(st.snapshot())
+    assert st2.owners() == {4242} and st2.expire({4242}) == ["r1"]
 
 
 # --- snapshot / restore ----------------------------------------------------------------------------

@@ -504,6 +504,13 @@ def parse_request(body: Any) -> ChatRequest:
 _METADATA_VALUE = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
 
 
+def with_output_cap(body: dict, cap: int) -> dict:
+    """A copy of a Converse body that asks for at most `cap` output tokens
+    (`inferenceConfig.maxTokens`); the body is not changed."""
+    cfg = body.get("inferenceConfig")
+    return {**body, "inferenceConfig": {**(cfg if isinstance(cfg, dict) else {}), "maxTokens": cap}}
+
+
 def parse_options(body: dict) -> dict:
     """The gateway-level Converse fields (not model input), validated; absent ones are left out.
 

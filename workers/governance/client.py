@@ -12,6 +12,7 @@ the same meaning (a Redis-backed ledger with Lua scripts, for several gateway no
 from __future__ import annotations
 
 import logging
+import os
 
 import trio
 
@@ -27,6 +28,7 @@ class LedgerClient(ActorClient):
     def __init__(self, run_dir: str, transport_kind: str = "ipc", timeout: float = 2.0):
         super().__init__(run_dir, "ledger", transport_kind, timeout)
         self.settles: list[list] = []           # settles not sent yet: [rid, key, env, cost, tokens]
+        self.pid = os.getpid()                  # the ledger expires a dead worker's reservations
         self._settle_due = trio.Event()
 
     async def run(self) -> None:
@@ -51,18 +53,21 @@ class LedgerClient(ActorClient):
             self.settles = []
 
     async def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int) -> dict:
-        msg = {"k": "reserve", "rid": rid, "key": key_id, "env": env, "max": max_cost_usd, "tok": est_tokens}
+        msg = {"k": "reserve", "rid": rid, "key": key_id, "env": env, "max": max_cost_usd, "tok": est_tokens,
+               "pid": self.pid}
         if self.settles:
             msg["s"], self.settles = self.settles, []
         return await self.request(msg, what="The governance ledger did not answer in time; the request was not "
                                             "sent upstream. Retry shortly.")
 
-    def settle(self, rid: str, key_id: str, env: str, cost_usd: float, tokens: int, saved_usd: float = 0.0) -> None:
+    def settle(self, rid: str, key_id: str, env: str, cost_usd: float, tokens: int, saved_usd: float = 0.0) -> list:
         """Queue the settle; it goes with the next reserve, or within SETTLE_DELAY. `saved_usd`:
-        what a cache hit saved (the ledger keeps it beside the spend)."""
-        self.settles.append([rid, key_id, env, cost_usd, tokens, saved_usd] if saved_usd else
-                            [rid, key_id, env, cost_usd, tokens])
+        what a cache hit saved (the ledger keeps it beside the spend). Returns the settle as it
+        is sent (the request's final envelope carries it too: finops.shared.envelope)."""
+        s = [rid, key_id, env, cost_usd, tokens, saved_usd] if saved_usd else [rid, key_id, env, cost_usd, tokens]
+        self.settles.append(s)
         self._settle_due.set()
+        return s
 
     async def usage(self, key_id: str | None) -> dict:
         """{"usage": [current period of every budget and limit], "savings": [what cache hits saved]}

@@ -2,9 +2,10 @@
 
     ident = governor.identify(call, env)          # which key; raises the AWS error to refuse
     governor.authorize(ident, call, provider)     # model and provider allowed, key enabled, not expired
-    await governor.admit(call, req)               # reserve the maximum cost and the rate-limit slots
+    await governor.admit(call, req, kind)         # reserve an upper bound of the cost, and rate-limit slots
     ... the provider call ...
-    governor.settle(call, usage, produced)        # the actual cost, always (also on failure or cancel)
+    charge = governor.charge(call, usage, ...)    # exactly the reported usage, at the model's prices
+    governor.settle(call, charge)                 # the same figure to the ledger (header and log show it too)
 
 A request without a known key (open mode) and a key with no budget or rate limit never reach
 the ledger: governance costs nothing where nothing is governed. The directory of keys is read
@@ -27,12 +28,12 @@ from dataclasses import dataclass
 
 from finops.shared import errors
 from finops.shared.config import Config
-from finops.shared.model import EmbedRequest, estimate_tokens, request_tokens
+from finops.shared.model import EmbedRequest, request_tokens
 
-from . import auth
+from . import auth, bounds
 from .client import LedgerClient
 from .directory import load_directory
-from .pricing import Price, PricingTable, cost, max_cost
+from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
 from .store import Store
 
 log = logging.getLogger("finops.governance")
@@ -42,16 +43,44 @@ UNPRICED = Price(input=15.0, output=75.0)   # USD per 1M tokens: Claude Opus lis
 
 @dataclass(slots=True)
 class Admission:
+    """What governance decided for one request before its upstream call."""
     key_id: str
     env: str
-    price: object
-    max_cost: float
-    est_tokens: int
-    input_estimate: int
+    price: Price
+    max_micros: int = 0             # the reservation: an upper bound of the request's cost
+    input_bound: int = 0            # upper bound of its input tokens (cache reads and writes included)
+    max_output: int = 0             # its output cap: maxTokens, or governance.default_max_tokens
+    cap_output: bool = False        # the request had no maxTokens: the gateway sends max_output upstream
+    strict: bool = True             # False: part of the input had no proven bound (bounds.py)
     remaining_usd: float | None = None
     budget: str | None = None
     requests_remaining: int | None = None
     reserved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one request is charged: the same figure in `x-bf-cost-usd`, the ledger and the log.
+
+    `micros` is integer micro-dollars (the ledger's unit), so every place that shows it agrees
+    to the micro-dollar. `usage` is the tokens charged ({"in", "out", "cr", "cw"}): what the
+    upstream reported, or, for a stream cut before its usage arrived, what governance assumed
+    (`estimated`)."""
+    micros: int = 0
+    usage: dict | None = None
+    estimated: bool = False
+
+    @property
+    def usd(self) -> float:
+        return self.micros / MICRO
+
+    @property
+    def tokens(self) -> int:
+        u = self.usage or {}
+        return u.get("in", 0) + u.get("out", 0) + u.get("cr", 0) + u.get("cw", 0)
+
+
+NO_CHARGE = Charge()
 
 
 class Governor:
@@ -131,75 +160,101 @@ class Governor:
             p = UNPRICED
         return p
 
-    async def admit(self, call, req, body_len: int = 0) -> None:
-        """Reserve the request's maximum cost (its input, and maxTokens of output) and its
-        rate-limit slots before the upstream is called; raise the AWS error when refused.
-        Once per request: a retry or a fallback to another target keeps the first reservation."""
+    async def admit(self, call, req, vendors: list[tuple[str, str]] = (), body_len: int = 0) -> None:
+        """Reserve an upper bound of the request's cost and its rate-limit slots before the
+        upstream is called; raise the AWS error when refused. Once per request: a retry or a
+        fallback to another target keeps the first reservation.
+
+        The bound (README: How budgets stay exact): input tokens at most `bounds.input_bound`
+        (UTF-8 bytes of the text, the provider's image and document formulas, framing), every
+        one of them at the dearest of the input, cache-read and cache-write prices; output at
+        most maxTokens, or `governance.default_max_tokens` for a request without one (which the
+        gateway then sends upstream as its cap: `cap_output`). `vendors`: (provider kind, upstream
+        model) of every target the request may try (retries and fallbacks keep this reservation):
+        the largest of their bounds is reserved."""
         if call.admission is not None:
             return
-        price = self.price(call)
-        if isinstance(req, EmbedRequest):
-            n_in = sum(estimate_tokens(t) for t in req.texts) or 1
-            n_out = 0
-        elif req is not None:
-            n_in = request_tokens(req)
-            n_out = req.max_tokens or self.g.default_max_tokens
-        else:
-            n_in = max(1, body_len // 4)
-            n_out = self.g.default_max_tokens
         key = call.key
-        adm = Admission(key.id if key else "", call.env, price, max_cost(price, n_in, n_out), n_in + n_out, n_in)
+        adm = Admission(key.id if key else "", call.env, self.price(call))
         call.admission = adm
         if key is None or not self._governed(key.id):
-            return
-        out = await self.ledger.reserve(call.rid, key.id, call.env, adm.max_cost, adm.est_tokens)
-        if not out.get("ok"):
-            e = errors.GatewayError(out.get("code", "ServiceQuotaExceededException"), out.get("message", ""),
-                                    out.get("status"), retry_after_ms=out.get("retry_after_ms"))
+            return                  # nothing to reserve: the charge is computed from the usage alone
+        if isinstance(req, EmbedRequest):
+            out = 0
+        else:
+            out = (req.max_tokens if req is not None else None) or self.g.default_max_tokens
+            adm.cap_output = req is None or req.max_tokens is None
+        if req is not None:
+            found = [bounds.input_bound(req, bounds.vendor_of(kind, model), model)
+                     for kind, model in (vendors or [("", call.upstream_model)])]
+            adm.input_bound = max(b.tokens for b in found)
+            adm.strict = all(b.strict for b in found)
+        else:                       # a body only Bedrock knows: its bytes, not a proven bound
+            adm.input_bound, adm.strict = max(1, body_len), False
+        adm.max_output = out
+        adm.max_micros = max_cost_micros(adm.price, adm.input_bound, out)
+        got = await self.ledger.reserve(call.rid, key.id, call.env, adm.max_micros / MICRO, adm.input_bound + out)
+        if not got.get("ok"):
+            e = errors.GatewayError(got.get("code", "ServiceQuotaExceededException"), got.get("message", ""),
+                                    got.get("status"), retry_after_ms=got.get("retry_after_ms"))
             e.origin = "governance"     # the key's refusal: never retried or sent to another target (Pipeline.attempts)
             raise e
         adm.reserved = True
-        adm.remaining_usd = out.get("remaining_usd")
-        adm.budget = out.get("budget")
-        adm.requests_remaining = out.get("requests_remaining")
+        adm.remaining_usd = got.get("remaining_usd")
+        adm.budget = got.get("budget")
+        adm.requests_remaining = got.get("requests_remaining")
 
-    def cost_of(self, call, usage: dict | None) -> float:
-        adm = getattr(call, "admission", None)
-        if adm is None or not usage:
-            return 0.0
-        return cost(adm.price, usage.get("in", 0), usage.get("out", 0), usage.get("cr", 0), usage.get("cw", 0))
+    def output_cap(self, call) -> int | None:
+        """The maxTokens the gateway must send upstream for this request: its reservation's
+        output bound when the client sent none (else None: the client's own cap stands)."""
+        adm = call.admission
+        return adm.max_output if adm is not None and adm.reserved and adm.cap_output else None
 
-    def settle(self, call, usage: dict | None, produced_tokens: int = 0, started: bool = False) -> float:
-        """Charge what the request cost. `usage` is the provider's report; without it (a stream cut
-        or cancelled mid-way) the input estimate and the `produced_tokens` the client received are
-        charged if the upstream had started answering, else nothing."""
-        adm = getattr(call, "admission", None)
+    def charge(self, call, usage: dict | None, req=None, produced_tokens: int = 0, started: bool = False) -> Charge:
+        """What the request costs: exactly the usage the upstream reported, at the model's prices.
+
+        Without reported usage (a stream cut or cancelled before its usage arrived), a request
+        whose upstream had started answering is charged an estimate: its input at about 4
+        characters per token (`request_tokens`) and the `produced_tokens` relayed to the client,
+        at most its output cap; one that never started, nothing."""
+        adm = call.admission
         if adm is None:
-            return 0.0
+            return NO_CHARGE
         if usage:
-            c = self.cost_of(call, usage)
-            tokens = sum(usage.get(k, 0) for k in ("in", "out", "cr", "cw"))
-        elif started:
-            c = cost(adm.price, adm.input_estimate, produced_tokens)
-            tokens = adm.input_estimate + produced_tokens
-        else:
-            c, tokens = 0.0, 0
-        c = min(c, adm.max_cost) if adm.reserved else c
-        if adm.reserved:
-            self.ledger.settle(call.rid, adm.key_id, adm.env, c, tokens)
-        return c
+            u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
+                 "cw": usage.get("cw", 0)}
+            return Charge(cost_micros(adm.price, u["in"], u["out"], u["cr"], u["cw"]), u)
+        if not started:
+            return NO_CHARGE
+        n_in = request_tokens(req) if req is not None and not isinstance(req, EmbedRequest) else 0
+        n_out = min(produced_tokens, adm.max_output) if adm.max_output else produced_tokens
+        u = {"in": n_in, "out": n_out, "cr": 0, "cw": 0}
+        return Charge(cost_micros(adm.price, n_in, n_out), u, estimated=True)
 
-    def headers(self, call, usage: dict | None) -> list:
-        adm = getattr(call, "admission", None)
+    def settle(self, call, charge: Charge) -> list | None:
+        """Settle a reserved request at the ledger with `charge`; returns the settle as sent (the
+        final envelope carries it: finops.shared.envelope), or None when nothing was reserved."""
+        adm = call.admission
+        if adm is None or not adm.reserved:
+            return None
+        return self.ledger.settle(call.rid, adm.key_id, adm.env, charge.usd, charge.tokens)
+
+    def settle_hit(self, call, saved_usd: float) -> list:
+        """A cache hit: no cost, and what it saved, kept per key and env by the ledger."""
+        return self.ledger.settle(call.rid, call.key.id if call.key else "", call.env, 0.0, 0, saved_usd)
+
+    def headers(self, call, charge: Charge | None) -> list:
+        """Governance's response headers; `charge` for a complete non-streaming answer."""
+        adm = call.admission
         if adm is None:
             return []
         h = []
-        if usage is not None:
-            c = self.cost_of(call, usage)
-            h.append(["x-bf-cost-usd", f"{c:.6f}"])
+        if charge is not None:
+            h.append(["x-bf-cost-usd", f"{charge.usd:.6f}"])
             if adm.remaining_usd is not None:
-                # the reservation held the maximum; what is left after the actual cost
-                h.append(["x-bf-budget-remaining-usd", f"{max(0.0, adm.remaining_usd + adm.max_cost - c):.6f}"])
+                # the reservation held the upper bound; what is left after the actual cost
+                left = adm.remaining_usd + (adm.max_micros - charge.micros) / MICRO
+                h.append(["x-bf-budget-remaining-usd", f"{max(0.0, left):.6f}"])
         elif adm.remaining_usd is not None:
             h.append(["x-bf-budget-remaining-usd", f"{max(0.0, adm.remaining_usd):.6f}"])
         if adm.budget:

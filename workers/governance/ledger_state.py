@@ -124,13 +124,14 @@ class _KeySpecs:
 
 
 class _Res:
-    __slots__ = ("key", "env", "max_m", "est", "created", "budgets", "tokens", "expired_at")
+    __slots__ = ("key", "env", "max_m", "est", "created", "budgets", "tokens", "expired_at", "pid")
 
-    def __init__(self, key, env, max_m, est, created, budgets, tokens, expired_at=None):
+    def __init__(self, key, env, max_m, est, created, budgets, tokens, expired_at=None, pid=0):
         self.key, self.env, self.max_m, self.est, self.created = key, env, max_m, est, created
         self.budgets: tuple[_Counter, ...] = budgets
         self.tokens: tuple[_Counter, ...] = tokens
         self.expired_at = expired_at
+        self.pid = pid            # the worker process that holds it (0: unknown)
 
 
 _EMPTY = _Specs((), (), ())
@@ -256,7 +257,7 @@ class LedgerState:
         return (c if c is not None and c.start == b[0] else None), b
 
     # --- reserve -----------------------------------------------------------------------------
-    def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int) -> dict:
+    def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid: int = 0) -> dict:
         """Reserve `max_cost_usd` and `est_tokens` and count one request against every budget and
         limit that applies to (key, env), or refuse (changing nothing) if any would be exceeded.
 
@@ -292,7 +293,7 @@ class LedgerState:
             c.used += 1
         for c in sp.ct:
             c.reserved += est
-        self._open[rid] = _Res(key_id, env, max_m, est, now, sp.cb, sp.ct)
+        self._open[rid] = _Res(key_id, env, max_m, est, now, sp.cb, sp.ct, pid=pid)
         rem, label = self._tightest(sp)
         req = None
         for lim, c in sp.rpairs:
@@ -336,9 +337,10 @@ class LedgerState:
                saved_usd: float = 0.0) -> dict:
         """Replace reservation `rid` by the real cost and tokens, on the counters it reserved.
 
-        Returns {"cost_usd", "remaining_usd", "budget", "charged"}: remaining / budget as in
-        reserve, over the current periods of the key and env; `charged` is False when `rid` was
-        already settled (nothing charged again). For a rid the ledger never saw (or forgot),
+        Returns {"cost_usd", "remaining_usd", "budget", "charged", "corrected"}: remaining /
+        budget as in reserve, over the current periods of the key and env; `charged` is False
+        when `rid` was already settled (nothing charged again); `corrected` is True when `rid` had
+        expired (charged at its maximum) and is now charged its real cost instead. For a rid the ledger never saw (or forgot),
         the cost and tokens go to the current periods of `key_id` / `env`. `saved_usd` is what a
         cache hit saved; it is kept per key and env (`savings()`), outside every budget.
         """
@@ -351,6 +353,7 @@ class LedgerState:
             raise ValueError(f"tokens must be >= 0, got {tokens!r}")
         now = self._clock()
         charged = True
+        corrected = False
         r = self._open.pop(rid, None)
         if r is not None:
             max_m, est = r.max_m, r.est
@@ -374,6 +377,7 @@ class LedgerState:
                 c.used += d_t
             key_id, env = r.key, r.env
             self._remember(rid, now)
+            corrected = True
         else:
             sp = self._specs_for(key_id, env, now)
             for c in sp.cb:
@@ -382,7 +386,8 @@ class LedgerState:
                 c.used += tokens
             self._remember(rid, now)
         rem, label = self._tightest(self._specs_for(key_id, env, now))
-        return {"cost_usd": _usd(cost_m), "remaining_usd": rem, "budget": label, "charged": charged}
+        return {"cost_usd": _usd(cost_m), "remaining_usd": rem, "budget": label, "charged": charged,
+                "corrected": corrected}
 
     def _remember(self, rid: str, now: float) -> None:
         self._settled[rid] = now
@@ -397,13 +402,18 @@ class LedgerState:
             del self._settled[rid]
 
     # --- expire ------------------------------------------------------------------------------
-    def expire(self) -> list[str]:
-        """Charge reservations older than the TTL at their maximum and close them; also forget
-        settled / expired rids past retention and drop counters whose period has ended.
-        Returns the expired rids."""
+    def owners(self) -> set[int]:
+        """The worker processes holding open reservations (0, unknown, left out)."""
+        return {r.pid for r in self._open.values() if r.pid}
+
+    def expire(self, dead: frozenset[int] | set[int] = frozenset()) -> list[str]:
+        """Charge reservations older than the TTL, and those held by the `dead` worker processes,
+        at their maximum and close them; also forget settled / expired rids past retention and
+        drop counters whose period has ended. Returns the expired rids (`expired_charge` says
+        what each was charged)."""
         now = self._clock()
         cutoff = now - self._ttl
-        out = [rid for rid, r in self._open.items() if r.created < cutoff]
+        out = [rid for rid, r in self._open.items() if r.created < cutoff or r.pid in dead]
         for rid in out:
             r = self._open.pop(rid)
             for c in r.budgets:
@@ -425,6 +435,11 @@ class LedgerState:
         self._prune(now)
         return out
 
+    def expired_charge(self, rid: str) -> tuple[str, str, float] | None:
+        """(key, env, USD charged) of a reservation `expire` closed, while it is remembered."""
+        r = self._expired.get(rid)
+        return None if r is None else (r.key, r.env, _usd(r.max_m))
+
     def _prune(self, now: float) -> None:
         ended = [b for b, c in self._table.items() if self._bounds(b[3], now)[0] != c.start]
         for base in ended:
@@ -438,7 +453,7 @@ class LedgerState:
         JSON-able; money in integer micro-dollars."""
         def res(rid: str, r: _Res) -> dict:
             return {"rid": rid, "key": r.key, "env": r.env, "max_micros": r.max_m, "est_tokens": r.est,
-                    "created": r.created, "expired_at": r.expired_at,
+                    "created": r.created, "expired_at": r.expired_at, "pid": r.pid,
                     "budgets": [c.ref() for c in r.budgets], "tokens": [c.ref() for c in r.tokens]}
         return {"version": SNAPSHOT_VERSION,
                 "counters": [[*c.base, c.start, c.used, c.reserved] for c in self._table.values()],
@@ -490,7 +505,7 @@ class LedgerState:
         def res(d: dict) -> _Res:
             return _Res(d["key"], d["env"], int(d["max_micros"]), int(d["est_tokens"]), d["created"],
                         tuple(resolve(x) for x in d["budgets"]), tuple(resolve(x) for x in d["tokens"]),
-                        d.get("expired_at"))
+                        d.get("expired_at"), d.get("pid", 0))
         self._open = {d["rid"]: res(d) for d in snap["reservations"]}
         self._expired = OrderedDict((d["rid"], res(d)) for d in snap.get("expired", ()))
         settled = sorted(((rid, t) for rid, t in snap.get("settled", ())), key=lambda x: x[1])

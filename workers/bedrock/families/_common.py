@@ -154,12 +154,20 @@ class Family:
         kind: "chat" (parse to ChatRequest) or "embed" (parse to EmbedRequest).
         streams: False when Bedrock answers the stream endpoint with
             ValidationException "The model is unsupported for streaming".
+        max_tokens_path: where the body says how many tokens to generate at most (keys from the
+            top), for `with_output_cap`; () for embedding formats.
     """
 
     name = ""
     kind = "chat"
     streams = True
     encoder: type[StreamEncoder] | None = None
+    max_tokens_path: tuple[str, ...] = ("max_tokens",)
+
+    def with_output_cap(self, body: dict, cap: int) -> dict:
+        """A copy of `body` that asks for at most `cap` output tokens (a governed request without
+        its own cap: workers/governance/governor.py). The body is not changed."""
+        return with_path(body, self.max_tokens_path, cap) if self.max_tokens_path else body
 
     def parse_request(self, body: dict) -> ChatRequest | EmbedRequest:
         raise NotImplementedError
@@ -181,6 +189,18 @@ class Family:
 
     def __repr__(self) -> str:
         return f"<Family {self.name}>"
+
+
+def with_path(doc: dict, path: tuple[str, ...], value) -> dict:
+    """A copy of `doc` with `value` at `path` (dicts along the way copied, or made), the rest shared."""
+    out = dict(doc)
+    inner = out
+    for k in path[:-1]:
+        nxt = inner.get(k)
+        inner[k] = nxt = dict(nxt) if isinstance(nxt, dict) else {}
+        inner = nxt
+    inner[path[-1]] = value
+    return out
 
 
 _REGION_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")

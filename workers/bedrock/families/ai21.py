@@ -15,6 +15,7 @@ from .prompts import parse_prompt
 
 class Jurassic(Family):
     name = "ai21-jurassic"
+    max_tokens_path = ("maxTokens",)
     streams = False
 
     def parse_request(self, body: dict) -> ChatRequest:

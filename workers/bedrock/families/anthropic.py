@@ -322,6 +322,7 @@ def _text_stop(stop: str, stop_sequence: str | None) -> tuple[str, str | None]:
 
 class ClaudeText(Family):
     name = "anthropic-text"
+    max_tokens_path = ("max_tokens_to_sample",)
 
     def parse_request(self, body: dict) -> ChatRequest:
         want_dict(body, "body")

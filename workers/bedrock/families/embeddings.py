@@ -23,6 +23,7 @@ COHERE_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
 class _Embed(Family):
     kind = "embed"
     streams = False
+    max_tokens_path = ()
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         raise fail("body", f"{self.name} is an embedding format; use render_embed_response")

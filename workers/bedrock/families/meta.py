@@ -33,6 +33,7 @@ def _parse_images(raw, req: ChatRequest) -> None:
 
 class Llama(Family):
     name = "meta-llama"
+    max_tokens_path = ("max_gen_len",)
 
     def parse_request(self, body: dict) -> ChatRequest:
         want_dict(body, "body")

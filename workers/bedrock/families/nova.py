@@ -26,6 +26,7 @@ def nova_usage(u: Usage) -> dict:
 
 class Nova(Family):
     name = "nova"
+    max_tokens_path = ("inferenceConfig", "max_new_tokens")
 
     def parse_request(self, body: dict) -> ChatRequest:
         want_dict(body, "body")

@@ -23,6 +23,7 @@ def _reason(stop: str) -> str:
 
 class TitanText(Family):
     name = "titan-text"
+    max_tokens_path = ("textGenerationConfig", "maxTokenCount")
 
     def parse_request(self, body: dict) -> ChatRequest:
         want_dict(body, "body")
