@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 import uuid
 
 import trio
@@ -57,6 +58,7 @@ class App:
     # --- one request ---------------------------------------------------------------------
     async def http(self, scope, receive, send):
         rid = str(uuid.uuid4())
+        started = time.time()
         raw_path = scope.get("raw_path") or scope["path"].encode()
         if raw_path in (b"/health", b"/bedrock/health") and scope["method"] == "GET":
             return await self.health(rid, send)
@@ -83,9 +85,12 @@ class App:
         except errors.GatewayError as e:
             extra = [(b"allow", b"POST")] if e.status == 405 else []
             return await send_error(send, rid, e, extra)
+        hdr = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        req = Inbound(rid, started, route, hdr)
         try:
             body = await read_body(scope, receive, self.cfg.server.max_body_bytes)
         except errors.GatewayError as e:
+            self.failed(req, e)
             return await send_error(send, rid, e, [(b"connection", b"close")])
         except ClientGone:
             return
@@ -97,10 +102,11 @@ class App:
                 return                     # nothing was dispatched: nothing to cancel
             if worker is None:
                 wait = self.cfg.server.worker_wait_seconds
-                return await send_error(send, rid, errors.unavailable(
-                    f"No gateway worker became available within {wait:g}s (server.worker_wait_seconds); "
-                    "the gateway restarts failed workers, retry shortly."))
-        hdr = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                e = errors.unavailable(f"No gateway worker became available within {wait:g}s "
+                                       "(server.worker_wait_seconds); the gateway restarts failed workers, "
+                                       "retry shortly.")
+                self.failed(req, e)
+                return await send_error(send, rid, e)
         if route.op == ADMIN:
             hdr[":method"] = scope["method"]
         pending = self.pool.open(rid, worker)
@@ -117,17 +123,17 @@ class App:
                 with trio.move_on_after(WATCH_DISCONNECT_AFTER):
                     first = await pending.recv_ch.receive()
             if first is not None:
-                await self.relay(rid, route, pending, send, first)
+                await self.relay(req, pending, send, first)
             else:
                 answered = Answered(send)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, answered)
-                    await self.relay(rid, route, pending, answered.send)
+                    await self.relay(req, pending, answered.send)
                     nursery.cancel_scope.cancel()
         finally:
             self.pool.close(pending)
-            if not pending.finished:
-                self.pool.send_nowait(worker, envelope.cancel(rid))
+            if not pending.finished:        # the worker logs it, with why the frontend stopped waiting
+                self.pool.send_nowait(worker, envelope.cancel(rid, pending.why))
 
     async def wait_for_worker(self, receive):
         """No worker is live: wait up to server.worker_wait_seconds for one (None if none came).
@@ -147,20 +153,33 @@ class App:
             raise ClientGone()
         return worker
 
-    async def relay(self, rid: str, route: routes.Route, pending, send, env=None) -> None:
+    def failed(self, req: "Inbound", e: errors.GatewayError, *, stream: bool = False, messages: int = 0) -> None:
+        """Log a request the frontend answered itself, with no worker row to show for it (a body
+        over the limit, no live worker, its worker died): frontend/outcomes.py."""
+        if req.route.op != ADMIN:
+            self.pool.outcomes.failure(req.rid, req.started, req.route.op, req.route.model_id, req.hdr,
+                                       200 if stream else e.status, e.code, stream, messages)
+
+    async def relay(self, req: "Inbound", pending, send, env=None) -> None:
         """Relay the worker's replies (`env`: the first, if already received) to the client."""
+        rid = req.rid
         timeout = self.cfg.server.request_timeout_seconds
         recv = pending.recv_ch
         with trio.move_on_after(timeout) as scope:
             if env is None:
                 env = await recv.receive()
         if scope.cancelled_caught:
+            pending.why = {"status": 408, "error": "ModelTimeoutException", "origin": "upstream"}
             return await send_error(send, rid, errors.model_timeout(
                 f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))
         if env["k"] == envelope.ERROR:
-            return await send_error(send, rid, errors.GatewayError.from_wire(env["err"]))
+            e = errors.GatewayError.from_wire(env["err"])
+            if env.get("local"):            # its worker died: no worker row will come
+                self.failed(req, e, messages=0)
+            return await send_error(send, rid, e)
         if env["k"] != envelope.HEAD or pending.seq.check(env):
             log.error("request %s: expected head, got %s", rid, env.get("k"))
+            pending.why = {"status": 500, "error": "InternalServerException", "origin": "gateway"}
             return await send_error(send, rid, errors.internal())
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in env["hdr"]]
         headers.append((b"x-amzn-requestid", rid.encode()))
@@ -172,19 +191,25 @@ class App:
                     await send({"type": "http.response.start", "status": env["status"], "headers": headers})
                     return await send({"type": "http.response.body", "body": nxt["data"]})
                 if nxt["k"] == envelope.ERROR:
-                    return await send_error(send, rid, errors.GatewayError.from_wire(nxt["err"]))
+                    e = errors.GatewayError.from_wire(nxt["err"])
+                    if nxt.get("local"):
+                        self.failed(req, e, messages=1)
+                    return await send_error(send, rid, e)
+            pending.why = {"status": 500, "error": "InternalServerException", "origin": "gateway"}
             return await send_error(send, rid, errors.internal())
-        await self.relay_stream(rid, route, pending, env["status"], headers, send)
+        await self.relay_stream(req, pending, env["status"], headers, send)
 
-    async def relay_stream(self, rid, route, pending, status, headers, send) -> None:
+    async def relay_stream(self, req: "Inbound", pending, status, headers, send) -> None:
         """Relay stream chunks as event-stream frames; a failure ends it with an exception frame.
 
         Each frame is written as soon as it is here. Frames that are already queued when the
         client's socket is free are written together in one HTTP chunk: nothing is held back to
         wait for more, and a busy gateway saves a write per frame.
         """
-        invoke = route.op == routes.INVOKE_STREAM
+        rid = req.rid
+        invoke = req.route.op == routes.INVOKE_STREAM
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        received = 1
         grant_at = max(1, self.cfg.server.stream_window // 2)
         consumed = 0
         worker = pending.worker
@@ -199,11 +224,17 @@ class App:
                 env = await recv.receive()
             if scope.cancelled_caught:
                 err = errors.model_timeout(f"The model sent nothing for {idle:.0f}s mid-stream.")
+                pending.why = {"status": 200, "error": err.code, "origin": "upstream"}
             while err is None:
                 kind = env["k"]
-                if not env.get("local") and (bad := pending.seq.check(env)):
+                received += 1
+                if env.get("local"):        # its worker died mid-stream: no worker row will come
+                    err = errors.GatewayError.from_wire(env["err"])
+                    self.failed(req, err, stream=True, messages=received - 1)
+                elif bad := pending.seq.check(env):
                     log.error("request %s: %s", rid, bad)
                     err = errors.internal("The gateway lost part of this stream internally; retry the request.")
+                    pending.why = {"status": 200, "error": err.code, "origin": "gateway"}
                 elif kind == envelope.CHUNK:
                     for et, data in env["ev"]:
                         out.append(event_frame(et, data))
@@ -250,6 +281,14 @@ class App:
         await send({"type": "http.response.start", "status": 200 if ok else 503,
                     "headers": [(b"content-type", b"application/json"), (b"x-amzn-requestid", rid.encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class Inbound:
+    """What the frontend knows of one request: enough to log it when no worker can."""
+    __slots__ = ("rid", "started", "route", "hdr")
+
+    def __init__(self, rid: str, started: float, route: routes.Route, hdr: dict):
+        self.rid, self.started, self.route, self.hdr = rid, started, route, hdr
 
 
 class ClientGone(Exception):

@@ -27,10 +27,11 @@ from finops.shared import envelope, errors, transport
 from finops.shared.config import Config
 from finops.shared.transport import zmq
 
+from .outcomes import Outcomes
+
 log = logging.getLogger("finops.frontend.dispatch")
 
 DISCOVERY_INTERVAL = 0.2   # seconds between run-directory scans for new workers
-FINAL_KINDS = frozenset({envelope.BODY, envelope.END, envelope.ERROR})
 
 
 class Worker:
@@ -57,7 +58,7 @@ class Worker:
 
 class Pending:
     """One request in flight: where its replies go and which worker has it."""
-    __slots__ = ("rid", "worker", "send_ch", "recv_ch", "seq", "finished")
+    __slots__ = ("rid", "worker", "send_ch", "recv_ch", "seq", "finished", "why")
 
     def __init__(self, rid: str, worker: Worker, window: int):
         self.rid = rid
@@ -65,11 +66,13 @@ class Pending:
         self.send_ch, self.recv_ch = trio.open_memory_channel(window + 4)
         self.seq = envelope.SequenceChecker()
         self.finished = False   # the worker sent its last reply (or is gone): no cancel needed
+        self.why: dict | None = None   # the frontend answered the client itself: {"status", "error", "origin"}
 
 
 class WorkerPool:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, outcomes: Outcomes | None = None):
         self.cfg = cfg
+        self.outcomes = outcomes if outcomes is not None else Outcomes(cfg)
         self.workers: dict[int, Worker] = {}
         self.pending: dict[str, Pending] = {}
         self.reply_endpoint = ""
@@ -139,6 +142,7 @@ class WorkerPool:
         self.workers.pop(w.pid, None)
         w.sock.close()
         w.monitor.close()
+        self.outcomes.worker_died()
 
     # --- I/O ---------------------------------------------------------------------------------
     async def send(self, w: Worker, data: bytes) -> None:
@@ -157,11 +161,13 @@ class WorkerPool:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._reader)
+                nursery.start_soon(self.outcomes.run)
                 nursery.start_soon(self._discovery)
                 nursery.start_soon(self._heartbeat)
                 task_status.started()
         finally:
             self._pull.close()
+            self.outcomes.close()
             for w in list(self.workers.values()):
                 w.sock.close()
                 w.monitor.close()
@@ -229,8 +235,10 @@ class WorkerPool:
 
     async def _reader(self) -> None:
         pull = self._pull
+        outcomes = self.outcomes
         while True:
             data = await pull.recv()
+            now = time.monotonic()
             for raw in [data] + pull.recv_batch_nowait():
                 try:
                     env = envelope.decode(raw)
@@ -241,16 +249,20 @@ class WorkerPool:
                 if kind == envelope.PONG:
                     self._on_pong(env)
                     continue
+                final = kind in envelope.FINAL
+                if final:
+                    outcomes.take(env, now)     # the row and settle, whether or not the client is still here
                 p = self.pending.get(env["id"])
                 if p is None:
                     continue  # the request already ended (client gone, or timed out)
-                if kind in FINAL_KINDS:
+                if final:
                     p.finished = True
                 try:
                     p.send_ch.send_nowait(env)
                 except trio.WouldBlock:
                     log.error("request %s: worker sent past its credit; ending the request", p.rid)
                     self.close(p)
+            outcomes.flush()
 
     def _on_pong(self, env: dict) -> None:
         try:

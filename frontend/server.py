@@ -22,7 +22,6 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from finops.shared import config as configmod
-from finops.shared.actors import ActorClient
 from finops.shared.logs import setup_logging
 
 from . import h2_goaway
@@ -60,18 +59,16 @@ def hypercorn_config(cfg: configmod.Config) -> HyperConfig:
     return hc
 
 
-async def report_gauges(cfg: configmod.Config, pool: WorkerPool) -> None:
-    """Every second, this frontend's requests in flight, for /metrics (the observer actor sums
-    them over every frontend)."""
-    observer = ActorClient(cfg.run_dir, "observer", cfg.server.transport)
+async def report_gauges(pool: WorkerPool) -> None:
+    """Every second, this frontend's requests in flight and rows waiting for the observer, for
+    /metrics (the observer actor sums them over every frontend)."""
     proc = f"frontend-{os.getpid()}"
-    try:
-        while True:
-            observer.send({"k": "gauges", "proc": proc, "kind": "frontend",
-                           "g": {"inflight": len(pool.pending), "queues": {}}})
-            await trio.sleep(1.0)
-    finally:
-        observer.close()
+    outcomes = pool.outcomes
+    while True:
+        outcomes.observer.send({"k": "gauges", "proc": proc, "kind": "frontend",
+                                "g": {"inflight": len(pool.pending),
+                                      "queues": {"frontend_rows": len(outcomes.rows)}}})
+        await trio.sleep(1.0)
 
 
 async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
@@ -94,7 +91,7 @@ async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         nursery.start_soon(on_signal)
-        nursery.start_soon(report_gauges, cfg, pool)
+        nursery.start_soon(report_gauges, pool)
         sockets = Sockets([sock], [], []) if hc.ssl_enabled else Sockets([], [sock], [])
         await worker_serve(wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc,
                            sockets=sockets, shutdown_trigger=stop.wait)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The worker's CPU per request in-process, with the request log on and off: an A/B of
 `Pipeline.handle` (mock provider, 20 stream deltas) with no HTTP, no ZeroMQ and no other process,
-so the difference is what building and buffering a log row costs the worker. Alternates the two
+so the difference is what building and packing a log row costs the worker (the row rides the
+request's final envelope: finops.shared.logrow). Alternates the two
 settings to cancel drift. The observer's share is measured by `scripts/dev bench` (actors column).
 
     .venv/bin/python scripts/pipeline_cost.py [--requests 3000] [--rounds 3]
@@ -24,7 +25,7 @@ class NullReply:
     """A Reply that sends nothing (the pipeline's side of a request only)."""
 
     def __init__(self):
-        self.n, self.head_sent, self.done, self.stream, self.tape = 0, False, False, False, None
+        self.n, self.head_sent, self.done, self.stream, self.tape, self.why = 0, False, False, False, None, None
 
     async def head(self, status, headers, stream):
         self.head_sent, self.stream, self.n = True, stream, self.n + 1
@@ -41,6 +42,12 @@ class NullReply:
     async def error(self, e):
         raise RuntimeError(f"request failed: {e}")
 
+    def messages(self):
+        return self.n + 1
+
+    async def finish(self, row=None, settle=None):
+        self.n += 1
+
 
 BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "Summarise the quarterly cloud spend report"}]}],
                    "inferenceConfig": {"maxTokens": 200}}).encode()
@@ -56,13 +63,10 @@ async def cost(log_on: bool, op: str, n: int) -> float:
     for i in range(200):                                     # warm up
         env["id"] = f"warm-{i}"
         await p.handle(env, NullReply())
-    p.requestlog.rows.clear()
     t = time.process_time()
     for i in range(n):
         env["id"] = f"r-{i}"
         await p.handle(env, NullReply())
-        if i % 100 == 99:
-            p.requestlog.rows.clear()          # the batch would go to the observer here
     spent = time.process_time() - t
     p.requestlog.client.close()
     p.gov.close()

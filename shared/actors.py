@@ -38,6 +38,7 @@ from .transport import zmq
 
 log = logging.getLogger("finops.actors")
 _pack = msgpack.Packer(use_bin_type=True).pack
+pack = _pack      # how every actor message is encoded
 
 MAX_REPLY_SOCKETS = 1024
 
@@ -50,6 +51,8 @@ class BlockingActor:
         self.run_dir = run_dir
         self.transport_kind = transport_kind
         self.replies: dict[str, zmq.Socket] = {}
+        self._pull: zmq.Socket | None = None
+        self._draining = False
 
     def handle(self, msg: dict) -> dict | None:
         raise NotImplementedError
@@ -71,25 +74,12 @@ class BlockingActor:
             signal.signal(sig, lambda *_: stop.append(True))
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
-        unpackb = msgpack.unpackb
+        self._pull = pull
         next_tick = time.monotonic() + self.TICK_SECONDS
         try:
             while not stop:
                 if poller.poll(timeout=min(200, int(self.TICK_SECONDS * 1000))):
-                    for _ in range(1024):
-                        try:
-                            data = pull.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        try:
-                            msg = unpackb(data, raw=False)
-                            out = self.handle(msg)
-                        except Exception:
-                            log.exception("%s: bad message", self.kind)
-                            continue
-                        if out is not None and msg.get("r"):
-                            out["i"] = msg.get("i")
-                            self.reply_socket(msg["r"]).send(_pack(out), zmq.NOBLOCK)
+                    self._receive(1024)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.TICK_SECONDS
                     try:
@@ -105,6 +95,36 @@ class BlockingActor:
                 pull.close(linger=0)
                 for r in self.replies.values():
                     r.close(linger=2000)
+
+    def _receive(self, at_most: int) -> None:
+        """Handle the messages already queued, up to `at_most`; replies go out as they are made."""
+        pull, unpackb = self._pull, msgpack.unpackb
+        for _ in range(at_most):
+            try:
+                data = pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                msg = unpackb(data, raw=False)
+                out = self.handle(msg)
+            except Exception:
+                log.exception("%s: bad message", self.kind)
+                continue
+            if out is not None and msg.get("r"):
+                out["i"] = msg.get("i")
+                self.reply_socket(msg["r"]).send(_pack(out), zmq.NOBLOCK)
+
+    def drain(self) -> None:
+        """From inside `handle`: handle every message already queued first (ZeroMQ queues each
+        sender apart, so a message another process sent earlier may still be waiting). A
+        request that must see everything sent before it (the observer's flush) calls this."""
+        if self._pull is None or self._draining:
+            return
+        self._draining = True
+        try:
+            self._receive(100_000)
+        finally:
+            self._draining = False
 
     def reply_socket(self, endpoint: str) -> zmq.Socket:
         sock = self.replies.get(endpoint)
@@ -135,16 +155,22 @@ def main(actor_cls, argv=None) -> int:
 class ActorClient:
     """The trio side of one actor. Run `run()` in the worker's nursery for its lifetime."""
 
-    def __init__(self, run_dir: str, kind: str, transport_kind: str = "ipc", timeout: float = 2.0):
+    def __init__(self, run_dir: str, kind: str, transport_kind: str = "ipc", timeout: float = 2.0, *,
+                 replies: bool = True):
+        """`replies=False`: a client that only sends (no reply socket is bound; `request` and
+        `run` are not available)."""
         self.run_dir = run_dir
         self.kind = kind
         self.timeout = timeout
         self.sock: transport.AsyncSocket | None = None       # PUSH to the actor
         self.endpoint = ""
         os.makedirs(run_dir, exist_ok=True)
-        pull = transport.make_socket(zmq.PULL)
-        self.reply_endpoint = transport.bind(pull, transport.endpoint_for(f"{kind}-reply", run_dir, transport_kind))
-        self.replies = transport.AsyncSocket(pull)
+        self.reply_endpoint = ""
+        self.replies: transport.AsyncSocket | None = None
+        if replies:
+            pull = transport.make_socket(zmq.PULL)
+            self.reply_endpoint = transport.bind(pull, transport.endpoint_for(f"{kind}-reply", run_dir, transport_kind))
+            self.replies = transport.AsyncSocket(pull)
         self.n = 0
         self.discovered_at = 0.0
         self.waiting: dict[int, list] = {}     # n -> [trio.Event, reply]
@@ -215,4 +241,5 @@ class ActorClient:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(linger_ms=2000)
-        self.replies.close()
+        if self.replies is not None:
+            self.replies.close()

@@ -19,10 +19,21 @@ and kind-specific fields:
              ["contentBlockDelta", b'{"delta":...}']); each counts against the stream credit
     end      usage (dict), meta (dict)
     error    err (GatewayError.to_wire())
+    log      -: the request ended without an answer to relay (its client had gone)
     credit   grant (int): the worker may send that many more chunks
-    cancel   -: the client went away; stop and settle
+    cancel   why (optional {"status", "error"}): the frontend stopped waiting (the client went
+             away, or it timed out the request); stop, settle, and log the request with `why`
     ping     reply, t: liveness probe from a frontend
     pong     wid (worker id), t, inflight
+
+The last reply of every request (`body`, `end`, `error`, or `log`) is its *final* one and may
+carry the request's outcome, which the frontend passes on (README: Request log):
+
+    row      (bin) the request-log row, finops.shared.logrow.pack(): the frontend forwards it to
+             the observer, so a row reaches the log with the answer, even if the worker dies next
+    settle   [rid, key, env, cost, tokens(, saved)]: the ledger settle the worker sent; the
+             frontend keeps recent ones and sends them again when a worker dies (the ledger
+             counts a request id once), so a settle still queued in a killed worker is not lost
 
 `encode()` and `decode()` are the only functions that know the byte form.
 """
@@ -32,9 +43,10 @@ import msgpack
 
 VERSION = 1
 
-REQUEST, HEAD, BODY, CHUNK, END, ERROR, CREDIT, CANCEL, PING, PONG = (
-    "request", "head", "body", "chunk", "end", "error", "credit", "cancel", "ping", "pong")
-KINDS = frozenset({REQUEST, HEAD, BODY, CHUNK, END, ERROR, CREDIT, CANCEL, PING, PONG})
+REQUEST, HEAD, BODY, CHUNK, END, ERROR, LOG, CREDIT, CANCEL, PING, PONG = (
+    "request", "head", "body", "chunk", "end", "error", "log", "credit", "cancel", "ping", "pong")
+KINDS = frozenset({REQUEST, HEAD, BODY, CHUNK, END, ERROR, LOG, CREDIT, CANCEL, PING, PONG})
+FINAL = frozenset({BODY, END, ERROR, LOG})      # the last reply of a request
 
 
 class EnvelopeError(ValueError):
@@ -79,8 +91,16 @@ def head(rid: str, status: int, hdr: list, stream: bool) -> bytes:
     return encode(HEAD, rid, n=0, status=status, hdr=hdr, stream=stream)
 
 
-def body(rid: str, n: int, data: bytes) -> bytes:
-    return encode(BODY, rid, n=n, data=data)
+def _outcome(fields: dict, row: bytes | None, settle: list | None) -> dict:
+    if row is not None:
+        fields["row"] = row
+    if settle is not None:
+        fields["settle"] = settle
+    return fields
+
+
+def body(rid: str, n: int, data: bytes, row: bytes | None = None, settle: list | None = None) -> bytes:
+    return encode(BODY, rid, **_outcome({"n": n, "data": data}, row, settle))
 
 
 def chunk(rid: str, n: int, events: list) -> bytes:
@@ -88,20 +108,28 @@ def chunk(rid: str, n: int, events: list) -> bytes:
     return encode(CHUNK, rid, n=n, ev=events)
 
 
-def end(rid: str, n: int, usage: dict | None = None, meta: dict | None = None) -> bytes:
-    return encode(END, rid, n=n, usage=usage or {}, meta=meta or {})
+def end(rid: str, n: int, usage: dict | None = None, meta: dict | None = None,
+        row: bytes | None = None, settle: list | None = None) -> bytes:
+    return encode(END, rid, **_outcome({"n": n, "usage": usage or {}, "meta": meta or {}}, row, settle))
 
 
-def error(rid: str, n: int, err: dict) -> bytes:
-    return encode(ERROR, rid, n=n, err=err)
+def error(rid: str, n: int, err: dict, row: bytes | None = None, settle: list | None = None) -> bytes:
+    return encode(ERROR, rid, **_outcome({"n": n, "err": err}, row, settle))
+
+
+def log(rid: str, n: int, row: bytes | None = None, settle: list | None = None) -> bytes:
+    """The outcome of a request that has no answer to relay (the frontend stopped waiting)."""
+    return encode(LOG, rid, **_outcome({"n": n}, row, settle))
 
 
 def credit(rid: str, grant: int) -> bytes:
     return encode(CREDIT, rid, grant=grant)
 
 
-def cancel(rid: str) -> bytes:
-    return encode(CANCEL, rid)
+def cancel(rid: str, why: dict | None = None) -> bytes:
+    """`why`: {"status": int, "error": str} when the frontend answered the client itself (a
+    timeout); without it the client went away."""
+    return encode(CANCEL, rid, why=why) if why else encode(CANCEL, rid)
 
 
 def ping(reply: str, t: float) -> bytes:

@@ -17,6 +17,7 @@ gets InternalServerException.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import glob
 import json
 import os
@@ -95,7 +96,10 @@ class Pipeline:
 
     async def handle(self, env: dict, reply: Reply) -> None:
         if env["op"] == "admin":
-            return await self.admin(env, reply)
+            try:
+                return await self.admin(env, reply)
+            finally:
+                await finish(reply)
         hdr = env.get("hdr", {})
         call = Call(rid=env["id"], op=env["op"], model_id=env["model"], upstream_model=env["model"],
                     headers=hdr, virtual_key=hdr.get("x-bf-vk", ""), env=hdr.get("x-bf-env", ""),
@@ -136,20 +140,31 @@ class Pipeline:
             await reply.error(e)
         except trio.TooSlowError:
             error, origin = "client_gone", "client"     # no stream credit for the idle timeout
+        except Exception:
+            log.exception("request %s failed", call.rid)
+            e = errors.internal()
+            error, origin, status = e.code, "gateway", 200 if reply.head_sent else e.status
+            await reply.error(e)
         finally:
-            if not error and not reply.done:
-                error, origin = "cancelled", "client"   # the client went away; the frontend cancelled us
-            call.cost_usd = self.gov.settle(call, usage, call.produced_tokens, started=reply.head_sent)
+            if not error and not reply.done:            # the frontend stopped waiting and cancelled us
+                why = reply.why or {}
+                status = why.get("status", status)
+                error, origin = why.get("error", "cancelled"), why.get("origin", "client")
+            # one charge for the header, the ledger and the log (Governor.charge)
+            charge = self.gov.charge(call, usage, call.parsed[2] if call.parsed else None,
+                                     call.produced_tokens, started=reply.head_sent)
+            call.cost_usd = charge.usd
+            settle = self.gov.settle_hit(call, hit.saved_usd) if hit is not None else self.gov.settle(call, charge)
             tape, reply.tape = reply.tape, None
-            if hit is not None:
-                self.gov.ledger.settle(call.rid, call.key.id if call.key else "", call.env, 0.0, 0, hit.saved_usd)
-            elif plan is not None and plan.store and not error and tape:
-                self.cache.store(plan, call, tape, vec, call.cost_usd)
             bodies = (env["body"], recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
-            self.requestlog.record(call, status, error, origin, usage, reply, *bodies)
+            row = self.requestlog.row(call, status, error, origin, charge.usage or usage, reply, *bodies)
+            await finish(reply, row, settle)            # the answer, its row and its settle go together
+            if hit is None and plan is not None and plan.store and not error and tape:
+                self.cache.store(plan, call, tape, vec, call.cost_usd)
             if self.tracing.enabled:
-                call.span.set(gen_ai__usage__input_tokens=usage.get("in"),
-                              gen_ai__usage__output_tokens=usage.get("out"), finops__cost_usd=call.cost_usd,
+                u = charge.usage or usage
+                call.span.set(gen_ai__usage__input_tokens=u.get("in"),
+                              gen_ai__usage__output_tokens=u.get("out"), finops__cost_usd=call.cost_usd,
                               finops__cache=call.cache or None,
                               finops__virtual_key=call.key.id if call.key is not None else None,
                               finops__provider=call.provider or None)
@@ -204,6 +219,8 @@ class Pipeline:
         # circuits only matter where there is somewhere else to go: a lone target keeps getting
         # the requests, and the client sees the upstream's own error (its SDK retries it anyway)
         guarded = len(targets) > 1
+        # whose tokenizers and formulas the reservation must bound: every target this request may try
+        vendors = [(self.providers[t.provider].kind, t.model or call.model_id) for t in targets]
         for t in targets:
             provider = self.providers[t.provider]
             breakers = self.circuits.for_provider(t.provider)
@@ -223,7 +240,7 @@ class Pipeline:
                 call.key_name = ""
                 span = self.tracing.upstream(call.span, provider.name, call.upstream_model, call.attempts, name)
                 try:
-                    usage = await self.attempt(call, provider, body, reply, deadline)
+                    usage = await self.attempt(call, provider, body, reply, deadline, vendors)
                 except errors.GatewayError as e:
                     # admitted: the provider (or its timeout) failed; else the body or governance refused
                     e.origin = e.origin or ("upstream" if call.admission is not None else "client")
@@ -277,14 +294,14 @@ class Pipeline:
             if name:
                 (breakers.success if ok else breakers.failure)(name)
 
-    async def attempt(self, call: Call, provider, body: bytes, reply: Reply, deadline: float):
+    async def attempt(self, call: Call, provider, body: bytes, reply: Reply, deadline: float, vendors: list):
         """One attempt on one target, under the provider's total timeout and the request's deadline."""
         limit = deadline - trio.current_time()
         total = provider.cfg.total_timeout_seconds
         if total and total < limit:
             limit = total
         with trio.move_on_after(max(0.0, limit)) as scope:
-            usage = await self.dispatch(call, provider, body, reply)
+            usage = await self.dispatch(call, provider, body, reply, vendors)
         if scope.cancelled_caught:
             what = (f"provider {provider.name!r}: the attempt took over {total:g}s (total_timeout_seconds)"
                     if total and limit == total else "the request's deadline passed (routes.deadline_seconds)")
@@ -323,7 +340,7 @@ class Pipeline:
         h = [["x-bf-target", call.target], ["x-bf-attempts", str(call.attempts)]]
         if call.cache:
             h.append(["x-bf-cache", call.cache])
-        return h + self.gov.headers(call, usage)
+        return h + self.gov.headers(call, None if usage is None else self.gov.charge(call, usage))
 
     async def admin(self, env: dict, reply: Reply) -> None:
         """The admin API (the frontend checked the admin token): keys, teams, customers, usage,
@@ -389,17 +406,21 @@ class Pipeline:
         out = await self.cache.client.clear(cache_keys.owner_named(query.get("key")), query.get("model"))
         return 200, {"removed": out["removed"]}
 
-    async def dispatch(self, call: Call, provider, body: bytes, reply: Reply):
+    async def dispatch(self, call: Call, provider, body: bytes, reply: Reply, vendors: list):
         op = call.op
         if provider.native_bedrock:
-            req = self.validate_native(call, op, body)
+            doc, family, req = self.validate_native(call, op, body)
             if op != "count-tokens":
-                await self.gov.admit(call, req, len(body))
+                await self.gov.admit(call, req, vendors, len(body))
+                cap = self.gov.output_cap(call)
+                if cap:         # the client set no maxTokens: the reservation's cap goes upstream
+                    body = dumps(converse.with_output_cap(doc, cap) if family is None
+                                 else family.with_output_cap(doc, cap))
             return await provider.relay(call, body, reply, lambda usage: self.response_headers(call, usage))
         if op == "converse":
             doc, _, req = self.parse_body(call, body)
-            await self.gov.admit(call, req)
-            resp = await provider.chat(call, req)
+            await self.gov.admit(call, req, vendors)
+            resp = await provider.chat(call, self.capped(call, req))
             resp.latency_ms = resp.latency_ms or self.elapsed_ms(call)
             usage = resp.usage.to_wire()
             await reply.head(200, [["content-type", JSON]] + self.response_headers(call, usage), stream=False)
@@ -408,22 +429,22 @@ class Pipeline:
             return usage
         if op == "converse-stream":
             _, _, req = self.parse_body(call, body)
-            await self.gov.admit(call, req)
-            return await self.stream(call, provider.chat_stream(call, req), reply,
+            await self.gov.admit(call, req, vendors)
+            return await self.stream(call, provider.chat_stream(call, self.capped(call, req)), reply,
                                      [["content-type", EVENTSTREAM]] + self.response_headers(call, None),
                                      converse_frames)
         if op == "invoke":
             self.check_accept(call.headers.get("accept"), "accept")
             doc, family, req = self.parse_body(call, body)
-            await self.gov.admit(call, req)
+            await self.gov.admit(call, req, vendors)
             if family.name == provider.native_family:
-                return await self.invoke_native(call, provider, doc, reply)
+                return await self.invoke_native(call, provider, self.capped_doc(call, family, doc), reply)
             if isinstance(req, EmbedRequest):
                 resp = await provider.embed(call, req)
                 out = family.render_embed_response(resp, req=req, model_id=call.model_id)
                 usage = {"in": resp.input_tokens, "out": 0}
             else:
-                resp = await provider.chat(call, req)
+                resp = await provider.chat(call, self.capped(call, req))
                 out = family.render_response(resp, call.model_id)
                 usage = resp.usage.to_wire()
             await reply.head(200, [["content-type", JSON],
@@ -438,17 +459,18 @@ class Pipeline:
             doc, family, req = self.parse_body(call, body)
             if not getattr(family, "streams", True):
                 raise errors.validation(f"modelId {call.model_id!r}: the model is unsupported for streaming.")
-            await self.gov.admit(call, req)
+            await self.gov.admit(call, req, vendors)
             headers = ([["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]]
                        + self.response_headers(call, None))
             if family.name == provider.native_family:
                 tracker = provider.native_tracker()
+                doc = self.capped_doc(call, family, doc)
                 return await self.stream(call, provider.invoke_native_stream(call, doc, tracker), reply, headers,
                                          lambda d: native_frames(call, d, tracker, self.elapsed_ms),
                                          usage_of=lambda: tracker.usage.to_wire(),
                                          complete=lambda: tracker.done)
             encoder = family.stream_encoder(call.model_id, input_tokens=request_tokens(req), response_id=call.rid)
-            return await self.stream(call, provider.chat_stream(call, req), reply, headers,
+            return await self.stream(call, provider.chat_stream(call, self.capped(call, req)), reply, headers,
                                      lambda ev: invoke_frames(encoder, ev))
         if op == "count-tokens":
             kind, value = converse.parse_count_tokens(parse_json(body))
@@ -472,8 +494,8 @@ class Pipeline:
         StreamEvents, or of native dicts when `usage_of` (the usage at the end) and `complete`
         (whether the provider finished the answer) say what they carried."""
         usage: dict = {}
-        # a governed stream counts what it relays, so a cut one is charged for it (Governor.settle)
-        counting = call.admission is not None and call.admission.reserved and usage_of is None
+        # a stream counts what it relays, so a cut one is charged for it (Governor.charge)
+        counting = call.admission is not None and usage_of is None
         chars = 0
         try:
             async with aclosing(events) as agen:
@@ -536,26 +558,48 @@ class Pipeline:
                               for a in accept.split(",")):
             raise errors.validation(f"{name}: {accept!r} is not supported; this gateway answers application/json.")
 
-    @staticmethod
-    def validate_native(call: Call, op: str, body: bytes):
+    def validate_native(self, call: Call, op: str, body: bytes) -> tuple:
         """Bodies relayed to Bedrock are still checked, so bad input gets our clear message.
-        Returns the canonical request when the body has one (for the reservation), else None."""
-        doc = parse_json(body)
-        if op in ("converse", "converse-stream"):
-            return converse.parse_request(doc)
+        Returns (document, family or None for Converse, canonical request): the request when the
+        body has one (for the reservation), else None."""
         if op == "count-tokens":
-            converse.parse_count_tokens(doc)
-            return None
+            converse.parse_count_tokens(parse_json(body))
+            return None, None, None
+        if op in ("converse", "converse-stream"):
+            return self.parse_body(call, body)
+        doc = parse_json(body)
         if not isinstance(doc, dict):
             raise errors.validation("body: expected a JSON object.")
         try:
-            return families.family_for(call.model_id, doc).parse_request(doc)
+            return self.parse_body(call, body)
         except errors.GatewayError:
-            return None     # a body only Bedrock knows: Bedrock judges it
+            return doc, None, None      # a body only Bedrock knows: Bedrock judges it
+
+    def capped(self, call: Call, req):
+        """The canonical request as sent upstream: with the reservation's output cap when the
+        client set no maxTokens on a governed request (Governor.output_cap)."""
+        cap = self.gov.output_cap(call)
+        return dataclasses.replace(req, max_tokens=cap) if cap else req
+
+    def capped_doc(self, call: Call, family, doc: dict) -> dict:
+        """A native body passed through, with the same output cap as `capped`."""
+        cap = self.gov.output_cap(call)
+        return family.with_output_cap(doc, cap) if cap else doc
 
     @staticmethod
     def elapsed_ms(call: Call) -> int:
         return int((time.monotonic() - call.started) * 1000)
+
+
+FINISH_SECONDS = 1.0     # the final reply's send may wait this long for the frontend's socket
+
+
+async def finish(reply: Reply, row: bytes | None = None, settle: list | None = None) -> None:
+    """Send the request's final reply with its outcome, whatever cancelled the request (shielded,
+    and bounded by FINISH_SECONDS)."""
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(FINISH_SECONDS):
+            await reply.finish(row, settle)
 
 
 def read_log(data_dir: str, fn, *args):

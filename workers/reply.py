@@ -5,6 +5,12 @@
 drains, so a slow reader makes the worker stop pulling from the upstream instead of buffering the
 whole stream in memory. If no credit arrives for `idle_timeout` seconds the client is taken to be
 gone and the request is cancelled.
+
+The final reply (`body`, `end` or `error`) is held until `finish(row, settle)`: the pipeline
+settles the request's cost and builds its request-log row first, and the final envelope carries
+both to the frontend (finops.shared.envelope: the outcome). So an answer never reaches a client
+without its row and settle travelling with it. A request that produced no final reply (the client
+went away) still ends with `finish`, as a `log` envelope.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ class ReplyClosed(Exception):
 
 class Reply:
     __slots__ = ("rid", "sock", "n", "credit", "_credit_event", "idle_timeout", "head_sent", "done",
-                 "stream", "tape")
+                 "stream", "tape", "final", "finished", "why")
 
     def __init__(self, rid: str, sock: AsyncSocket, window: int, idle_timeout: float):
         self.rid = rid
@@ -30,9 +36,12 @@ class Reply:
         self._credit_event = trio.Event()
         self.idle_timeout = idle_timeout
         self.head_sent = False
-        self.done = False
+        self.done = False               # the final reply is decided (held until finish())
+        self.finished = False           # the final envelope went out
         self.stream = False
         self.tape: list | None = None   # when a list, what was sent is recorded in it (for the cache)
+        self.final: tuple | None = None  # (builder, args) of the held final reply
+        self.why: dict | None = None    # a cancel's reason ({"status", "error", "origin"}), from the frontend
 
     def grant(self, n: int) -> None:
         self.credit += n
@@ -43,6 +52,12 @@ class Reply:
             raise ReplyClosed(self.rid)
         self.n += 1
         await self.sock.send(data)
+
+    def _hold(self, builder, *args) -> None:
+        if self.done:
+            raise ReplyClosed(self.rid)
+        self.final = (builder, args)
+        self.done = True
 
     async def head(self, status: int, headers: list, stream: bool) -> None:
         assert not self.head_sent, "head sent twice"
@@ -55,8 +70,7 @@ class Reply:
     async def body(self, data: bytes) -> None:
         if self.tape is not None:
             self.tape.append(("body", data))
-        await self._send(envelope.body(self.rid, self.n, data))
-        self.done = True
+        self._hold(envelope.body, data)
 
     async def chunks(self, events: list) -> None:
         """Send stream events [(event_type, payload)], as few envelopes as the credit allows."""
@@ -78,12 +92,24 @@ class Reply:
     async def end(self, usage: dict | None = None, meta: dict | None = None) -> None:
         if self.tape is not None:
             self.tape.append(("end", usage or {}))
-        await self._send(envelope.end(self.rid, self.n, usage, meta))
-        self.done = True
+        self._hold(envelope.end, usage, meta)
 
     async def error(self, err: errors.GatewayError) -> None:
         if self.done:
             return
         self.tape = None                # a failed answer is never cached
-        await self._send(envelope.error(self.rid, self.n, err.to_wire()))
-        self.done = True
+        self._hold(envelope.error, err.to_wire())
+
+    def messages(self) -> int:
+        """Messages this request sends the frontend, the final one included."""
+        return self.n + 1
+
+    async def finish(self, row: bytes | None = None, settle: list | None = None) -> None:
+        """Send the final reply held by body(), end() or error() (or a `log` envelope when there
+        is none), carrying the request's outcome. Once; later calls do nothing."""
+        if self.finished:
+            return
+        self.finished = self.done = True
+        builder, args = self.final or (envelope.log, ())
+        await self.sock.send(builder(self.rid, self.n, *args, row=row, settle=settle))
+        self.n += 1

@@ -108,6 +108,7 @@ class WorkerActor:
         elif kind == envelope.CANCEL:
             item = self.inflight.get(env["id"])
             if item is not None:
+                item[1].why = env.get("why")      # a frontend timeout: the row says so
                 item[0].cancel()
         elif kind == envelope.PING:
             # answered while draining too, so frontends do not take a draining worker for hung
@@ -119,20 +120,22 @@ class WorkerActor:
         sock = self.reply_socket(env["reply"])
         reply = Reply(rid, sock, int(env.get("window", 16)), float(env.get("deadline", 600)))
         if len(self.inflight) >= self.cfg.server.worker_concurrency:
-            await reply.error(errors.unavailable(
+            e = errors.unavailable(
                 f"This gateway worker is at its limit of {self.cfg.server.worker_concurrency} requests "
-                "in flight (server.worker_concurrency); retry shortly."))
+                "in flight (server.worker_concurrency); retry shortly.")
+            await reply.error(e)
+            await reply.finish(self.pipeline.requestlog.refusal_row(env, e.status, e.code))
             return
         scope = trio.CancelScope()
         self.inflight[rid] = (scope, reply)
         try:
             with scope:
                 await self.pipeline.handle(env, reply)
-        except Exception:
+        except Exception:           # the pipeline handles its own failures; this is a last resort
             log.exception("request %s failed", rid)
-            if not reply.done:
-                with trio.move_on_after(1):
-                    await reply.error(errors.internal())
+            with trio.move_on_after(1):
+                await reply.error(errors.internal())
+                await reply.finish()
         finally:
             del self.inflight[rid]
             if not self.inflight:

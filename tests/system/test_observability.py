@@ -461,7 +461,7 @@ def test_metrics_count_a_known_sequence_exactly_across_both_workers(tmp_path, up
         assert value(m, "finops_request_duration_seconds_sum", model="slow.m1") >= 6 * 0.2
         assert value(m, "finops_time_to_first_token_seconds_count") == 1
         assert {lab["process"] for lab, _ in m["finops_requests_in_flight"]} == {"frontend", "worker"}
-        assert "requestlog_rows" in {lab["queue"] for lab, _ in m["finops_queue_depth"]}
+        assert "frontend_rows" in {lab["queue"] for lab, _ in m["finops_queue_depth"]}
         assert "finops_process_restarts" in m
         assert value(m, "finops_request_log_rows_total") == 15
 

@@ -307,3 +307,123 @@ def test_health_is_not_held_and_a_client_gone_while_held_leaves_nothing(tmp_path
             time.sleep(0.1)
         assert [row["id"] for row in rows] == [rid]          # the abandoned request never ran
 
+GOVERNED = """
+[server]
+workers = 2
+
+[providers.mock]
+kind = "mock"
+latency_ms = 20
+chunks = 8
+chunk_delay_ms = 10
+
+[default_route]
+provider = "mock"
+
+[pricing."*"]
+input = 1000.0
+output = 1000.0
+
+[governance]
+mode = "enforced"
+admin_token = "admin-token-for-kill-tests"
+
+[[governance.keys]]
+id = "vk-load"
+secret = "load-secret-0123456789abcdef"
+budgets = [{amount_usd = 100000, period = "day"}]
+"""
+
+
+def test_killed_workers_lose_no_request_log_row_and_no_spend(tmp_path):
+    """Requests from 12 threads while workers are SIGKILLed three times (as an out-of-memory killer
+    would): every request is in the log exactly once, answered ones as answered and failed ones with
+    the error the client got; the ledger's spend equals the log's, to the micro-dollar (a killed
+    worker's reservations are charged by the ledger, and the log shows those charges)."""
+    import json
+    import urllib.request
+
+    from botocore.exceptions import ClientError
+
+    from tests.helpers.gateway import request_log
+
+    with Gateway(tmp_path, GOVERNED, workers=2) as gw:
+        client = gw.client()
+
+        def add_key(request, **kwargs):
+            request.headers.add_header("x-bf-vk", "load-secret-0123456789abcdef")
+        client.meta.events.register_first("before-sign.bedrock-runtime.*", add_key)
+        stop = threading.Event()
+        seen: list[tuple[str, str, int]] = []          # (request id, outcome, HTTP status)
+        lock = threading.Lock()
+
+        def load(i):
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    if (i + n) % 2:
+                        r = client.converse(modelId="m", messages=MSG, inferenceConfig={"maxTokens": 50})
+                        out = (r["ResponseMetadata"]["RequestId"], "ok", 200)
+                    else:
+                        r = client.converse_stream(modelId="m", messages=MSG, inferenceConfig={"maxTokens": 50})
+                        rid = r["ResponseMetadata"]["RequestId"]
+                        try:
+                            for _ in r["stream"]:
+                                pass
+                            out = (rid, "ok", 200)
+                        except EventStreamError as e:
+                            out = (rid, e.response["Error"]["Code"], 200)
+                except ClientError as e:
+                    out = (e.response["ResponseMetadata"]["RequestId"], e.response["Error"]["Code"],
+                           e.response["ResponseMetadata"]["HTTPStatusCode"])
+                with lock:
+                    seen.append(out)
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        killed = 0
+        try:
+            for _ in range(3):
+                time.sleep(1.5)
+                pids = gw.child_pids("workers")
+                os.kill(pids[0], signal.SIGKILL)
+                killed += 1
+                gw.wait_ready(timeout=15, workers=2)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert killed == 3
+        failed = [s for s in seen if s[1] != "ok"]
+        assert len(seen) > 200 and failed, (len(seen), failed)    # the kills did cut requests short
+        ids = {rid for rid, _, _ in seen}
+        assert len(ids) == len(seen)
+
+        def admin(path):
+            req = urllib.request.Request(gw.url + path, headers={"Authorization": "Bearer admin-token-for-kill-tests"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+
+        # rows land within a second; the ledger charges a dead worker's reservations within two
+        deadline = time.monotonic() + 20
+        while True:
+            rows = {r["id"]: r for r in request_log(gw.data_dir)}
+            usage = [u for u in admin("/admin/usage?key=vk-load")["usage"] if u["kind"] == "budget"][0]
+            logged = round(sum(r["cost_usd"] for r in rows.values()), 6)
+            if (ids <= set(rows) and usage["reserved_usd"] == 0 and logged == usage["spent_usd"]) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert ids <= set(rows), f"{len(ids - set(rows))} of {len(ids)} requests are not in the log"
+        assert len(rows) == len(ids)                                   # and nothing else is
+        for rid, outcome, status in seen:
+            row = rows[rid]
+            if outcome == "ok":
+                assert (row["status"], row["error"]) == (200, ""), row
+            else:
+                assert row["status"] == status and row["error"].lower() == outcome.lower(), (outcome, row)
+        assert usage["reserved_usd"] == 0
+        assert logged == usage["spent_usd"] > 0

@@ -48,12 +48,28 @@ BUILDERS = {
         lambda: env.error("r-1", 3, {"code": "ThrottlingException", "status": 429, "message": "slow"}),
         {"k": "error", "id": "r-1", "n": 3,
          "err": {"code": "ThrottlingException", "status": 429, "message": "slow"}}),
+    "body-with-outcome": (
+        lambda: env.body("r-1", 1, RAW_BODY, row=b"\x93row", settle=["r-1", "vk-1", "prod", 0.25, 40]),
+        {"k": "body", "id": "r-1", "n": 1, "data": RAW_BODY, "row": b"\x93row",
+         "settle": ["r-1", "vk-1", "prod", 0.25, 40]}),
+    "end-with-row": (
+        lambda: env.end("r-1", 9, {"in": 1}, row=b"row"),
+        {"k": "end", "id": "r-1", "n": 9, "usage": {"in": 1}, "meta": {}, "row": b"row"}),
+    "error-with-row": (
+        lambda: env.error("r-1", 1, {"code": "X"}, row=b"row"),
+        {"k": "error", "id": "r-1", "n": 1, "err": {"code": "X"}, "row": b"row"}),
+    "log": (
+        lambda: env.log("r-1", 4, row=b"row", settle=["r-1", "", "", 0.0, 0]),
+        {"k": "log", "id": "r-1", "n": 4, "row": b"row", "settle": ["r-1", "", "", 0.0, 0]}),
     "credit": (
         lambda: env.credit("r-1", 32),
         {"k": "credit", "id": "r-1", "grant": 32}),
     "cancel": (
         lambda: env.cancel("r-1"),
         {"k": "cancel", "id": "r-1"}),
+    "cancel-timed-out": (
+        lambda: env.cancel("r-1", {"status": 408, "error": "ModelTimeoutException"}),
+        {"k": "cancel", "id": "r-1", "why": {"status": 408, "error": "ModelTimeoutException"}}),
     "ping": (
         lambda: env.ping("tcp://10.0.0.1:5556", 1700000000.25),
         {"k": "ping", "id": "", "reply": "tcp://10.0.0.1:5556", "t": 1700000000.25}),

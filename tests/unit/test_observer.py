@@ -231,3 +231,43 @@ def test_close_commits_pending_rows(observers, tmp_path):
 def test_the_log_file_is_private(observers, tmp_path):
     observers()
     assert os.stat(logdb.path_in(str(tmp_path))).st_mode & 0o077 == 0
+
+
+# --- the ledger's charges ----------------------------------------------------------------
+
+def test_a_ledger_charge_sets_the_rows_cost_and_fills_its_key(observers, tmp_path):
+    """A row the frontend wrote for a dead worker's request (no key, cost 0) gets the ledger's
+    charge of its reservation, its key and env; a later correction (the real settle arrived)
+    replaces the cost; the cost metric moves with it."""
+    obs = observers()
+    obs.handle({"k": "rows", "rows": [values(id="dead-1", vk="", env="", model="m", provider="", cost_usd=0.0),
+                                      values(id="ok-1", vk="vk-9", env="dev", model="m", cost_usd=0.25)]})
+    obs.handle({"k": "charges", "c": [["dead-1", "vk-1", "prod", 0.75], ["ok-1", "vk-1", "prod", 0.125]]})
+    got = logged(tmp_path)
+    assert (got["dead-1"]["cost_usd"], got["dead-1"]["vk"], got["dead-1"]["env"]) == (0.75, "vk-1", "prod")
+    assert (got["ok-1"]["cost_usd"], got["ok-1"]["vk"], got["ok-1"]["env"]) == (0.125, "vk-9", "dev")  # its own key kept
+    fams = families(obs.handle({"k": "scrape"})["text"])
+    assert value(fams, "finops_cost_usd", "finops_cost_usd_total", virtual_key="vk-1") == 0.75
+    assert value(fams, "finops_cost_usd", "finops_cost_usd_total", virtual_key="vk-9") == 0.125
+
+
+def test_a_charge_before_its_row_waits_for_it(observers, tmp_path):
+    obs = observers()
+    obs.handle({"k": "charges", "c": [["late", "vk-1", "prod", 0.5]]})
+    assert "late" not in logged(tmp_path)
+    obs.handle({"k": "rows", "rows": [values(id="late", vk="", cost_usd=0.0)]})
+    obs.handle({"k": "flush"})
+    assert logged(tmp_path)["late"]["cost_usd"] == 0.5 and not obs.unmatched
+
+
+def test_a_charge_whose_row_never_comes_becomes_a_row(observers, tmp_path, clock):
+    obs = observers()
+    obs.handle({"k": "charges", "c": [["gone", "vk-1", "prod", 0.5]]})
+    clock.t += actormod.ORPHAN_SECONDS - 1
+    obs.tick()
+    assert "gone" not in logged(tmp_path)
+    clock.t += 2
+    obs.tick()
+    r = logged(tmp_path)["gone"]
+    assert (r["cost_usd"], r["vk"], r["env"], r["error"], r["error_origin"]) == (
+        0.5, "vk-1", "prod", "reservation_expired", "gateway")

@@ -57,9 +57,28 @@ async def test_error_after_end_is_ignored_and_sending_after_end_refused():
     await reply.head(200, [], stream=True)
     await reply.end({"in": 1})
     await reply.error(errors.internal())
-    assert [e["k"] for e in sock.sent] == ["head", "end"]
     with pytest.raises(ReplyClosed):
         await reply.chunks([("x", b"{}")])
+    assert [e["k"] for e in sock.sent] == ["head"]          # the end waits for the outcome
+    await reply.finish(b"row", ["r3", "vk", "", 0.1, 2])
+    await reply.finish(b"again")                              # once only
+    assert [e["k"] for e in sock.sent] == ["head", "end"]
+    end = sock.sent[-1]
+    assert (end["n"], end["usage"], end["row"], end["settle"]) == (1, {"in": 1}, b"row", ["r3", "vk", "", 0.1, 2])
+
+
+async def test_the_final_reply_carries_the_outcome_and_a_request_without_one_sends_a_log():
+    sock = RecordingSocket()
+    reply = Reply("r5", sock, window=2, idle_timeout=5)
+    await reply.head(200, [], stream=False)
+    await reply.body(b"{}")
+    assert reply.done and [e["k"] for e in sock.sent] == ["head"]
+    await reply.finish(b"row")
+    assert sock.sent[-1] == {"v": 1, "k": "body", "id": "r5", "n": 1, "data": b"{}", "row": b"row"}
+    gone = Reply("r6", sock, window=2, idle_timeout=5)          # cancelled before any answer
+    await gone.finish(b"row2", ["r6", "", "", 0.0, 0])
+    assert sock.sent[-1] == {"v": 1, "k": "log", "id": "r6", "n": 0, "row": b"row2",
+                             "settle": ["r6", "", "", 0.0, 0]}
 
 
 async def test_a_batch_is_split_to_fit_the_credit():

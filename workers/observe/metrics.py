@@ -113,6 +113,12 @@ class Metrics:
             add(self.upstream_errors, (provider, error), 1)
         add(self.rows, (), 1)
 
+    def add_cost(self, row: dict, usd: float) -> None:
+        """A change to the cost of a row already observed (the ledger charged it: actor.py)."""
+        if usd:
+            self._add(self.cost, (self.model(row["model"]), row["provider"], self.env(row["env"]),
+                                  self.vk(row["vk"])), usd)
+
     def _add(self, counter, labels: tuple, amount: float) -> None:
         key = (counter, labels)
         self._pending[key] = self._pending.get(key, 0) + amount
