@@ -109,6 +109,7 @@ class App:
                 return await send_error(send, rid, e)
         if route.op == ADMIN:
             hdr[":method"] = scope["method"]
+            self.pool.outcomes.flush()      # a report sees the requests this frontend answered before it
         pending = self.pool.open(rid, worker)
         try:
             await self.pool.send(worker, envelope.request(

@@ -262,7 +262,6 @@ class WorkerPool:
                 except trio.WouldBlock:
                     log.error("request %s: worker sent past its credit; ending the request", p.rid)
                     self.close(p)
-            outcomes.flush()
 
     def _on_pong(self, env: dict) -> None:
         try:

@@ -5,9 +5,12 @@ packed request-log row, and the ledger settle it sent. The frontend is the proce
 the answer, so it holds the outcome of every answer it delivered, whatever happens to the worker
 next:
 
-* **rows** go to the observer actor, one message per batch of replies the frontend read (so a
-  busy frontend sends one message for many requests). While the observer is away (restarting)
-  they wait here, up to MAX_ROWS; past that the oldest are dropped and counted (`dropped`, logged).
+* **rows** go to the observer actor in batches: within FLUSH_SECONDS of the first row waiting, or
+  at once when BATCH_ROWS are waiting, and before the frontend dispatches an admin request (so a
+  report sees the requests this frontend answered before it). A message per request would cost the
+  observer a wake-up each (measured: 0.05 -> 0.19 ms of observer CPU per request at one
+  connection). While the observer is away (restarting) they wait here, up to MAX_ROWS; past that
+  the oldest are dropped and counted (`dropped`, logged).
 * **settles** were sent by the worker itself, batched over a few milliseconds. The frontend keeps
   the last REPLAY_SECONDS of them, and when a worker dies it sends them to the ledger again: a
   settle still queued in the killed worker is not lost, and one that did arrive is not counted
@@ -17,7 +20,8 @@ next:
   worker row; `failure()` builds one (finops.shared.logrow.gateway_row).
 
 A crash of the frontend itself loses the rows of the requests it was relaying (their clients
-lose the connection too) and rows still waiting for an absent observer.
+lose the connection too), the rows of the last FLUSH_SECONDS, and rows still waiting for an absent
+observer.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ from finops.shared.config import Config
 log = logging.getLogger("finops.frontend.outcomes")
 
 REPLAY_SECONDS = 2.0     # settles kept for a worker's death: > the worker's settle batching (5 ms) and zmq's delivery
-RETRY_SECONDS = 0.1      # rows the observer could not take are offered again this often
+FLUSH_SECONDS = 0.05     # a row waits at most this long to go to the observer (and again while it is away)
+BATCH_ROWS = 256         # ... or goes at once with this many others
 MAX_ROWS = 200_000       # rows kept while the observer is away (about 100 MB at most)
 
 
@@ -56,7 +61,7 @@ class Outcomes:
         """The outcome a worker's final envelope carries (nothing when it has none)."""
         row = env.get("row")
         if row is not None:
-            self.rows.append(row)
+            self.add(row)
         settle = env.get("settle")
         if settle is not None:
             self.recent.append((now, settle))
@@ -70,10 +75,16 @@ class Outcomes:
         if not self.enabled:
             return
         now = time.time()
-        self.rows.append(logrow.pack(logrow.gateway_row(
+        self.add(logrow.pack(logrow.gateway_row(
             rid, started, self.days(started), op, model_id, headers.get("x-bf-env", ""),
             headers.get("user-agent", ""), status, error, (now - started) * 1000, stream, messages)))
-        self.flush()
+
+    def add(self, row: bytes) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= BATCH_ROWS:
+            self.flush()
+        else:
+            self._waiting.set()
 
     def flush(self) -> None:
         """Send the rows waiting to the observer, as one message; keep them when it is away."""
@@ -88,7 +99,6 @@ class Outcomes:
             self.dropped += n
             log.error("request log: the observer has not taken rows for a while; %d dropped (%d in all)",
                       n, self.dropped)
-        self._waiting.set()
 
     def worker_died(self) -> None:
         """Send the recent settles to the ledger again: the dead worker may not have sent some."""
@@ -96,12 +106,13 @@ class Outcomes:
             log.error("ledger unreachable: %d recent settles could not be sent again", len(self.recent))
 
     async def run(self) -> None:
-        """Offer rows the observer could not take again, every RETRY_SECONDS until it takes them."""
+        """Send waiting rows FLUSH_SECONDS after the first of them arrived, and again every
+        FLUSH_SECONDS while the observer is away."""
         while True:
             await self._waiting.wait()
-            self._waiting = trio.Event()
             while self.rows:
-                await trio.sleep(RETRY_SECONDS)
+                await trio.sleep(FLUSH_SECONDS)
+                self._waiting = trio.Event()
                 self.flush()
 
     def close(self) -> None:
