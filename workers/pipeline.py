@@ -1,80 +1,62 @@
-"""One request, start to finish, in one readable function: `Pipeline.handle()`.
+"""One request, start to finish: `Pipeline.handle()` tells its story.
 
-    route (modelId -> provider) -> parse the body once -> call the provider -> render -> reply
+    identify the key -> route and authorize -> parse the body once -> the cache's plan (a hit is
+    replayed here) -> reserve once -> the attempts -> charge and settle -> the request-log row,
+    which goes out with the answer's last message -> cache store, trace
 
-Around the provider call: governance (identify, authorize, reserve, settle: governance/) and
-the response cache (cache/service.py): a hit is replayed before anything is reserved or sent
-upstream; a miss records the answer as it goes out (`Reply.tape`) and stores it when complete.
-The pipeline owns the format conversions: Converse and each model family's native InvokeModel
-body are parsed into the canonical model, and the provider's canonical answer is rendered back
-into the format the client asked for. A `native_bedrock` provider gets the client's bytes as
-they are instead.
+Each step is someone else's job, and the story only connects them: governance
+(governance/governor.py: identify, authorize, admit, charge, settle), the response cache
+(cache/service.py), the attempt planner (routing/planner.py: which target and key next, and what a
+failure means), the operations (operations.py: what each Bedrock operation does with one
+provider, format conversions included), the providers (providers/), and the request log
+(observe/requestlog.py). The records they pass along are in request.py: an immutable `Request`,
+one immutable `Attempt` per try, the pipeline's own `Progress`, and the `Outcome`.
 
-Errors: any `GatewayError` becomes an `error` reply: an AWS error response before the head, an
-exception frame after it. Anything else is a bug: it is logged with the request id, and the client
-gets InternalServerException.
+Errors: any `GatewayError` becomes the client's AWS error (before the head) or an exception
+frame (after it). Anything else is a bug: it is logged with the request id, and the client gets
+InternalServerException. Whatever happens, the request ends with `finish`: its charge is settled,
+and its final reply carries its log row and settle (finops.shared.envelope).
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import glob
 import json
-import os
 import logging
+import os
 import time
 import urllib.parse
-from contextlib import aclosing
 
 import trio
 
 from finops.shared import errors, transport
 from finops.shared.config import Config
-from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
-from .bedrock import converse, families
-from .providers import build_provider
-from .providers.base import Call
-from .governance import admin
-from .governance.governor import Governor
+from . import operations
 from .cache import keys as cache_keys
 from .cache.service import CACHEABLE_OPS, Cache
-from .reply import Reply
-from .routing import backoff, router
-from .translate import provider_errors
+from .governance import admin
+from .governance.governor import Governor
 from .observe import dashboard, logdb, report
 from .observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .observe.requestlog import RequestLog
 from .observe.tracing import Tracing
+from .operations import JSON, dumps
+from .providers import build_provider
+from .reply import Reply
+from .request import Attempt, Outcome, Progress, Request
+from .routing import backoff, router
+from .routing.planner import AttemptPlan, Step
 
 log = logging.getLogger("finops.pipeline")
-
-JSON = "application/json"
-EVENTSTREAM = "application/vnd.amazon.eventstream"
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def dumps(obj) -> bytes:
-    return _dumps(obj).encode()
-
-
-def parse_json(body: bytes, what: str = "body"):
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise errors.validation(f"{what}: not valid UTF-8 (byte {e.start}); send JSON encoded as UTF-8.") from None
-    if not text.strip():
-        raise errors.validation(f"{what}: empty; expected a JSON object.")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise errors.validation(f"{what}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}.") from None
+FINISH_SECONDS = 1.0     # the final reply's send may wait this long for the frontend's socket
 
 
 class Pipeline:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.providers = {name: build_provider(p) for name, p in cfg.providers.items()}
+        self.keys_of = {name: p.keys for name, p in cfg.providers.items()}
         self.gov = Governor(cfg)
         self.requestlog = RequestLog(cfg, customer_of=self.gov.customer_of)
         o = cfg.observability
@@ -82,8 +64,6 @@ class Pipeline:
         self.cache = Cache(cfg) if cfg.caching else None
         self.circuits = router.Circuits(cfg.providers)
         self._published: dict = {}
-        for name, p in self.providers.items():
-            p.breakers = self.circuits.for_provider(name)
 
     async def aclose(self) -> None:
         for p in self.providers.values():
@@ -94,219 +74,162 @@ class Pipeline:
         if self.cache is not None:
             self.cache.close()
 
-    async def handle(self, env: dict, reply: Reply) -> None:
-        if env["op"] == "admin":
+    async def handle(self, msg: dict, reply: Reply) -> None:
+        """Serve the request of a `request` envelope, writing its answer to `reply`."""
+        if msg["op"] == "admin":
             try:
-                return await self.admin(env, reply)
+                return await self.admin(msg, reply)
             finally:
                 await finish(reply)
-        hdr = env.get("hdr", {})
-        call = Call(rid=env["id"], op=env["op"], model_id=env["model"], upstream_model=env["model"],
-                    headers=hdr, virtual_key=hdr.get("x-bf-vk", ""), env=hdr.get("x-bf-env", ""),
-                    started=time.monotonic())
-        call.span = self.tracing.request(call.rid, call.op, call.model_id, hdr.get("traceparent", ""))
-        error = origin = ""
-        status = 200
+        request = Request.of(msg, time.monotonic())
+        span = self.tracing.request(request.rid, request.op, request.model_id, request.headers.get("traceparent", ""))
+        progress = Progress()
         usage: dict = {}
-        plan = hit = vec = route = None
+        route = parsed = plan = hit = vec = adm = None
+        status, error, origin = 200, "", ""
         try:
-            ident = self.gov.identify(call, env)        # governance marks its refusals' origin
-            call.key, call.virtual_key = ident.key, ident.label
-            route = self.cfg.route_for(call.model_id)
-            if route is None:
-                raise errors.not_found(
-                    f"modelId {call.model_id!r}: no route serves it. Add a [[routes]] entry whose "
-                    "models glob matches it, or a [default_route], to the gateway config.")
-            targets = router.plan(route)
-            if call.key is not None:
-                allowed = [t for t in targets if call.key.allows_provider(t.provider)]
-                self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
-                targets = allowed
-            plan = self.cache_plan(call, route, env["body"])
+            ident = self.gov.identify(request)
+            request = dataclasses.replace(request, key=ident.key, key_label=ident.label)
+            route, targets = self.route(request, ident)
+            parsed = operations.parse(request)
+            plan = self.cache_plan(request, route, parsed)
             if plan is not None:
                 hit, vec = await self.cache.lookup(plan)
-                call.cache = hit.kind if hit else "miss"
                 if hit is not None:
-                    call.cache_similarity, call.saved_usd = hit.similarity, hit.saved_usd
-                    await self.cache.replay(hit, reply, self.cache_headers(call))
-                    return
-            if (plan is not None and plan.store) or route.log_bodies:
+                    return await self.cache.replay(hit, reply, cache_headers(hit))
+                if plan.store:
+                    reply.tape = []
+            if route.log_bodies and reply.tape is None:
                 reply.tape = []
-            usage = await self.attempts(call, route, targets, env["body"], reply) or {}
+            if request.op != "count-tokens":
+                adm = await self.gov.admit(request, parsed.req, self.vendors(request, targets), len(request.body))
+            usage = await self.attempts(request, route, targets, parsed, adm, plan, reply, progress, span)
         except errors.GatewayError as e:
-            error, origin = e.code, e.origin or "client"
-            status = 200 if reply.head_sent else e.status
-            call.span.error(e.code, e.message)
+            status, error, origin = 200 if reply.head_sent else e.status, e.code, e.origin or "client"
+            span.error(e.code, e.message)
             await reply.error(e)
         except trio.TooSlowError:
             error, origin = "client_gone", "client"     # no stream credit for the idle timeout
         except Exception:
-            log.exception("request %s failed", call.rid)
+            log.exception("request %s failed", request.rid)
             e = errors.internal()
-            error, origin, status = e.code, "gateway", 200 if reply.head_sent else e.status
+            status, error, origin = 200 if reply.head_sent else e.status, e.code, "gateway"
             await reply.error(e)
         finally:
             if not error and not reply.done:            # the frontend stopped waiting and cancelled us
                 why = reply.why or {}
-                status = why.get("status", status)
-                error, origin = why.get("error", "cancelled"), why.get("origin", "client")
-            # one charge for the header, the ledger and the log (Governor.charge)
-            charge = self.gov.charge(call, usage, call.parsed[2] if call.parsed else None,
-                                     call.produced_tokens, started=reply.head_sent)
-            call.cost_usd = charge.usd
-            settle = self.gov.settle_hit(call, hit.saved_usd) if hit is not None else self.gov.settle(call, charge)
+                status, error, origin = why.get("status", status), why.get("error", "cancelled"), why.get("origin", "client")
+            outcome = self.conclude(request, adm, usage, parsed, progress, plan, hit, status, error, origin, reply)
+            settle = (self.gov.settle_hit(request, hit.saved_usd) if hit is not None
+                      else self.gov.settle(request, adm, outcome.charge))
             tape, reply.tape = reply.tape, None
-            bodies = (env["body"], recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
-            row = self.requestlog.row(call, status, error, origin, charge.usage or usage, reply, *bodies)
-            await finish(reply, row, settle)            # the answer, its row and its settle go together
+            bodies = (request.body, recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
+            await finish(reply, self.requestlog.row(request, outcome.record, reply, *bodies), settle)
             if hit is None and plan is not None and plan.store and not error and tape:
-                self.cache.store(plan, call, tape, vec, call.cost_usd)
-            if self.tracing.enabled:
-                u = charge.usage or usage
-                call.span.set(gen_ai__usage__input_tokens=u.get("in"),
-                              gen_ai__usage__output_tokens=u.get("out"), finops__cost_usd=call.cost_usd,
-                              finops__cache=call.cache or None,
-                              finops__virtual_key=call.key.id if call.key is not None else None,
-                              finops__provider=call.provider or None)
-            call.span.end()
+                self.cache.store(plan, request, tape, vec, outcome.record.cost_usd)
+            self.tracing.finish(span, request, outcome.record)
 
-    def cache_plan(self, call: Call, route, body: bytes):
+    def route(self, request: Request, ident) -> tuple:
+        """The route serving the modelId and the targets this request may try, in order (those the
+        key's providers allow); raises ResourceNotFoundException, or governance's refusal."""
+        route = self.cfg.route_for(request.model_id)
+        if route is None:
+            raise errors.not_found(
+                f"modelId {request.model_id!r}: no route serves it. Add a [[routes]] entry whose "
+                "models glob matches it, or a [default_route], to the gateway config.")
+        targets = router.plan(route)
+        if request.key is not None:
+            allowed = [t for t in targets if request.key.allows_provider(t.provider)]
+            self.gov.authorize(ident, request.model_id, (allowed or targets)[0].provider)
+            targets = allowed
+        return route, targets
+
+    def vendors(self, request: Request, targets: list) -> list[tuple[str, str]]:
+        """(provider kind, upstream model) of every target: whose token formulas bound the reservation."""
+        return [(self.providers[t.provider].kind, t.model or request.model_id) for t in targets]
+
+    def cache_plan(self, request: Request, route, parsed):
         """The cache's plan for this request, or None (no caching on this route and key, an
-        operation that is not cached, an embeddings body, or a body the dispatch will refuse)."""
-        if self.cache is None or call.op not in CACHEABLE_OPS or self.cache.policy(route, call.key) is None:
+        operation or body that is not cached)."""
+        if (self.cache is None or request.op not in CACHEABLE_OPS or parsed.req is None
+                or self.cache.policy(route, request.key) is None):
             return None
-        try:
-            _, _, req = self.parse_body(call, body)
-        except errors.GatewayError:
-            return None
-        return self.cache.plan(call, route, req)
+        return self.cache.plan(request, route, parsed.req)
 
-    @staticmethod
-    def parse_body(call: Call, body: bytes) -> tuple:
-        """(JSON document, model family or None for Converse, canonical request), parsed once per
-        request: the cache's plan, every attempt and every fallback share it (parsers build new
-        objects and nothing downstream changes them). Raises the ValidationException of a bad body."""
-        if call.parsed is None:
-            doc = parse_json(body)
-            if call.op in ("converse", "converse-stream"):
-                call.parsed = (doc, None, converse.parse_request(doc))
-            else:
-                family = families.family_for(call.model_id, doc)
-                call.parsed = (doc, family, family.parse_request(doc))
-        return call.parsed
-
-    @staticmethod
-    def cache_headers(call: Call) -> list:
-        """A cache hit's own headers: what happened, the similarity of a semantic hit, and what it
-        cost (nothing) and saved."""
-        h = [["x-bf-cache", call.cache], ["x-bf-cost-usd", "0.000000"],
-             ["x-bf-cache-saved-usd", f"{call.saved_usd:.6f}"]]
-        if call.cache == "hit-semantic":
-            h.append(["x-bf-cache-similarity", f"{call.cache_similarity:.4f}"])
-        return h
-
-    async def attempts(self, call: Call, route, targets: list, body: bytes, reply: Reply):
-        """Try the route's targets in `targets` order, all within the request's deadline. After a
-        failure, `router.after_failure` decides: the same target with another key (the key was
-        refused or is out of quota, and the target has a key this request has not tried), the same
-        target after a jittered exponential backoff (retryable, `retries` not used up), or the next
-        target. A stream is retried or falls back only before its first byte went to the client;
-        after that a failure ends it with an exception frame. When every attempt failed, the client
-        gets the last failure's AWS error."""
-        now = trio.current_time()
-        deadline = now + (route.deadline_seconds or self.cfg.server.request_timeout_seconds)
+    async def attempts(self, request: Request, route, targets: list, parsed, adm, plan, reply: Reply,
+                       progress: Progress, span) -> dict:
+        """Try the route's targets as the planner says, all within the request's deadline; returns
+        the usage of the attempt that answered. A stream is retried or falls back only before its
+        first byte went to the client. When every attempt failed, the client gets the last
+        failure's AWS error."""
+        deadline = trio.current_time() + (route.deadline_seconds or self.cfg.server.request_timeout_seconds)
+        planner = AttemptPlan(targets, route, request.model_id, self.keys_of, self.circuits)
+        cap = self.gov.output_cap(adm)
+        cache_result = "" if plan is None else "miss"
         last = None
-        # circuits only matter where there is somewhere else to go: a lone target keeps getting
-        # the requests, and the client sees the upstream's own error (its SDK retries it anyway)
-        guarded = len(targets) > 1
-        # whose tokenizers and formulas the reservation must bound: every target this request may try
-        vendors = [(self.providers[t.provider].kind, t.model or call.model_id) for t in targets]
-        for t in targets:
-            provider = self.providers[t.provider]
-            breakers = self.circuits.for_provider(t.provider)
-            name = router.target_name(t)
-            call.target = name
-            if guarded and not breakers.allow(name):
-                last = errors.unavailable(f"target {name}: its circuit is open after repeated failures; "
-                                          "it gets traffic again after circuit_open_seconds.")
-                continue
-            call.provider, call.upstream_model = provider.name, t.model or call.model_id
-            call.fallback = t is not targets[0]
-            call.keys_tried = call.keys_refused = ()     # keys are tried afresh on each target
-            circuit = name if guarded else ""
-            retried = 0
-            while True:
-                call.attempts += 1
-                call.key_name = ""
-                span = self.tracing.upstream(call.span, provider.name, call.upstream_model, call.attempts, name)
-                try:
-                    usage = await self.attempt(call, provider, body, reply, deadline, vendors)
-                except errors.GatewayError as e:
-                    # admitted: the provider (or its timeout) failed; else the body or governance refused
-                    e.origin = e.origin or ("upstream" if call.admission is not None else "client")
-                    span.error(e.code, e.message)
-                    span.end()
-                    if e.origin == "governance":
-                        # the key's budget or rate limit refused it (Governor.admit): not the target's
-                        # failure, and a retry would skip the reservation (admit runs once per request)
-                        call.attempts -= 1
-                        raise
-                    last = e
-                    key = call.key_name
-                    refused = bool(key) and router.key_refused(e)
-                    if key:
-                        call.keys_tried += (key,)
-                        if refused:
-                            call.keys_refused += (key,)
-                    if reply.head_sent:
-                        step = router.STOP
-                    else:
-                        step = router.after_failure(e, route.retries - retried, refused and
-                                                    provider.has_untried_key(call.upstream_model, call))
-                    # a refused key fails its own circuit; the target's only when the request leaves it
-                    self.record_outcome(breakers, "" if step == router.OTHER_KEY else circuit, key,
-                                        ok=not router.try_next(e))
-                    if step == router.STOP:
-                        raise
-                    if step == router.NEXT:
-                        break
-                    if step == router.OTHER_KEY:
-                        if trio.current_time() >= deadline:
-                            raise
-                        continue
-                    delay = backoff.delay(retried, base=route.retry_backoff_ms / 1000)
-                    if not backoff.fits(deadline, trio.current_time(), delay):
-                        raise
-                    retried += 1
-                    await trio.sleep(delay)
-                else:
-                    span.end()
-                    self.record_outcome(breakers, circuit, call.key_name, ok=True)
-                    return usage
-            if trio.current_time() >= deadline:
-                break
-        raise last or errors.unavailable("no target of this route can serve the request now.")
+        step = planner.next()
+        while step is not None:
+            attempt = attempt_for(request, step, self.keys_of)
+            progress.attempts, progress.last = step.number, attempt
+            child = self.tracing.upstream(span, attempt.provider, attempt.upstream_model, step.number, step.name)
+            try:
+                usage = await self.attempt(attempt, parsed, request.body, reply, progress, deadline,
+                                           lambda u: self.response_headers(attempt, adm, cache_result, u), cap)
+            except errors.GatewayError as e:
+                e.origin = e.origin or "upstream"
+                child.error(e.code, e.message)
+                child.end()
+                last = e
+                decision = planner.failed(step, e, reply.head_sent)
+                self.circuits.record(decision.outcomes)
+                if decision.action == router.STOP or (decision.action == router.RETRY and not backoff.fits(
+                        deadline, trio.current_time(), decision.delay)):
+                    raise
+                if trio.current_time() >= deadline:
+                    break
+                if decision.delay:
+                    await trio.sleep(decision.delay)
+                step = planner.next(same_target=decision.action != router.NEXT)
+            else:
+                child.end()
+                self.circuits.record(planner.succeeded(step))
+                return usage
+        raise last or planner.blocked or errors.unavailable("no target of this route can serve the request now.")
 
-    @staticmethod
-    def record_outcome(breakers, target: str, key: str, ok: bool) -> None:
-        """Tell the circuits of the target ("" when it has none) and of the key what happened."""
-        for name in (target, key):
-            if name:
-                (breakers.success if ok else breakers.failure)(name)
-
-    async def attempt(self, call: Call, provider, body: bytes, reply: Reply, deadline: float, vendors: list):
+    async def attempt(self, attempt: Attempt, parsed, body: bytes, reply: Reply, progress: Progress,
+                      deadline: float, headers_for, cap: int | None) -> dict:
         """One attempt on one target, under the provider's total timeout and the request's deadline."""
+        provider = self.providers[attempt.provider]
         limit = deadline - trio.current_time()
         total = provider.cfg.total_timeout_seconds
         if total and total < limit:
             limit = total
         with trio.move_on_after(max(0.0, limit)) as scope:
-            usage = await self.dispatch(call, provider, body, reply, vendors)
-        if scope.cancelled_caught:
-            what = (f"provider {provider.name!r}: the attempt took over {total:g}s (total_timeout_seconds)"
-                    if total and limit == total else "the request's deadline passed (routes.deadline_seconds)")
-            raise errors.model_timeout(f"{what}.")
-        return usage
+            return await operations.run(provider, attempt, body, parsed, reply, progress, headers_for, cap)
+        what = (f"provider {provider.name!r}: the attempt took over {total:g}s (total_timeout_seconds)"
+                if total and limit == total else "the request's deadline passed (routes.deadline_seconds)")
+        raise errors.model_timeout(f"{what}.")
+
+    def response_headers(self, attempt: Attempt, adm, cache_result: str, usage: dict | None) -> list:
+        """The gateway's own response headers: which target served the answer, after how many
+        attempts, the cache's verdict (a miss here), and governance's cost and budget headers."""
+        h = [["x-bf-target", attempt.target], ["x-bf-attempts", str(attempt.number)]]
+        if cache_result:
+            h.append(["x-bf-cache", cache_result])
+        charge = None if usage is None else self.gov.charge(adm, usage, attempt.upstream_model)
+        return h + self.gov.headers(adm, charge)
+
+    def conclude(self, request: Request, adm, usage: dict, parsed, progress: Progress, plan, hit,
+                 status: int, error: str, origin: str, reply: Reply) -> "Concluded":
+        """How the request ended, and what it is charged (one figure for the ledger and the log)."""
+        last = progress.last
+        charge = self.gov.charge(adm, usage, last.upstream_model if last else "", parsed.req if parsed else None,
+                                 progress.produced_tokens, started=reply.head_sent)
+        record = Outcome(status, error, origin, charge.usage or usage, charge.usd, progress,
+                         cache=hit.kind if hit is not None else "" if plan is None else "miss",
+                         similarity=hit.similarity if hit is not None else 0.0,
+                         saved_usd=hit.saved_usd if hit is not None else 0.0)
+        return Concluded(record, charge)
 
     def publish_circuits(self) -> None:
         """Write this worker's circuit states to <run_dir>/circuits-<pid>.json when they changed.
@@ -333,14 +256,6 @@ class Pipeline:
             except (OSError, ValueError):
                 continue
         return {"workers": out}
-
-    def response_headers(self, call: Call, usage: dict | None) -> list:
-        """The gateway's own response headers: which target served the answer, after how many
-        attempts, the cache's verdict (a miss here), and governance's cost and budget headers."""
-        h = [["x-bf-target", call.target], ["x-bf-attempts", str(call.attempts)]]
-        if call.cache:
-            h.append(["x-bf-cache", call.cache])
-        return h + self.gov.headers(call, None if usage is None else self.gov.charge(call, usage))
 
     async def admin(self, env: dict, reply: Reply) -> None:
         """The admin API (the frontend checked the admin token): keys, teams, customers, usage,
@@ -406,192 +321,31 @@ class Pipeline:
         out = await self.cache.client.clear(cache_keys.owner_named(query.get("key")), query.get("model"))
         return 200, {"removed": out["removed"]}
 
-    async def dispatch(self, call: Call, provider, body: bytes, reply: Reply, vendors: list):
-        op = call.op
-        if provider.native_bedrock:
-            doc, family, req = self.validate_native(call, op, body)
-            if op != "count-tokens":
-                await self.gov.admit(call, req, vendors, len(body))
-                cap = self.gov.output_cap(call)
-                if cap:         # the client set no maxTokens: the reservation's cap goes upstream
-                    body = dumps(converse.with_output_cap(doc, cap) if family is None
-                                 else family.with_output_cap(doc, cap))
-            return await provider.relay(call, body, reply, lambda usage: self.response_headers(call, usage))
-        if op == "converse":
-            doc, _, req = self.parse_body(call, body)
-            await self.gov.admit(call, req, vendors)
-            resp = await provider.chat(call, self.capped(call, req))
-            resp.latency_ms = resp.latency_ms or self.elapsed_ms(call)
-            usage = resp.usage.to_wire()
-            await reply.head(200, [["content-type", JSON]] + self.response_headers(call, usage), stream=False)
-            await reply.body(dumps(converse.render_response(
-                resp, response_field_paths=doc.get("additionalModelResponseFieldPaths"))))
-            return usage
-        if op == "converse-stream":
-            _, _, req = self.parse_body(call, body)
-            await self.gov.admit(call, req, vendors)
-            return await self.stream(call, provider.chat_stream(call, self.capped(call, req)), reply,
-                                     [["content-type", EVENTSTREAM]] + self.response_headers(call, None),
-                                     converse_frames)
-        if op == "invoke":
-            self.check_accept(call.headers.get("accept"), "accept")
-            doc, family, req = self.parse_body(call, body)
-            await self.gov.admit(call, req, vendors)
-            if family.name == provider.native_family:
-                return await self.invoke_native(call, provider, self.capped_doc(call, family, doc), reply)
-            if isinstance(req, EmbedRequest):
-                resp = await provider.embed(call, req)
-                out = family.render_embed_response(resp, req=req, model_id=call.model_id)
-                usage = {"in": resp.input_tokens, "out": 0}
-            else:
-                resp = await provider.chat(call, self.capped(call, req))
-                out = family.render_response(resp, call.model_id)
-                usage = resp.usage.to_wire()
-            await reply.head(200, [["content-type", JSON],
-                                   ["x-amzn-bedrock-input-token-count", str(usage["in"])],
-                                   ["x-amzn-bedrock-output-token-count", str(usage["out"])],
-                                   ["x-amzn-bedrock-invocation-latency", str(self.elapsed_ms(call))]]
-                             + self.response_headers(call, usage), stream=False)
-            await reply.body(dumps(out))
-            return usage
-        if op == "invoke-with-response-stream":
-            self.check_accept(call.headers.get("x-amzn-bedrock-accept"), "X-Amzn-Bedrock-Accept")
-            doc, family, req = self.parse_body(call, body)
-            if not getattr(family, "streams", True):
-                raise errors.validation(f"modelId {call.model_id!r}: the model is unsupported for streaming.")
-            await self.gov.admit(call, req, vendors)
-            headers = ([["content-type", EVENTSTREAM], ["x-amzn-bedrock-content-type", JSON]]
-                       + self.response_headers(call, None))
-            if family.name == provider.native_family:
-                tracker = provider.native_tracker()
-                doc = self.capped_doc(call, family, doc)
-                return await self.stream(call, provider.invoke_native_stream(call, doc, tracker), reply, headers,
-                                         lambda d: native_frames(call, d, tracker, self.elapsed_ms),
-                                         usage_of=lambda: tracker.usage.to_wire(),
-                                         complete=lambda: tracker.done)
-            encoder = family.stream_encoder(call.model_id, input_tokens=request_tokens(req), response_id=call.rid)
-            return await self.stream(call, provider.chat_stream(call, self.capped(call, req)), reply, headers,
-                                     lambda ev: invoke_frames(encoder, ev))
-        if op == "count-tokens":
-            kind, value = converse.parse_count_tokens(parse_json(body))
-            if kind == "invokeModel":
-                doc = parse_json(value, "input.invokeModel.body")
-                value = families.family_for(call.model_id, doc).parse_request(doc)
-                if isinstance(value, EmbedRequest):
-                    raise errors.validation("input.invokeModel.body: CountTokens takes a text-generation body, "
-                                            "not an embeddings body.")
-            n = await provider.count_tokens(call, value)
-            await reply.head(200, [["content-type", JSON]], stream=False)
-            await reply.body(dumps({"inputTokens": n}))
-            return {"in": n}
-        raise errors.validation(f"unknown operation {op!r}")
-
-    async def stream(self, call: Call, events, reply: Reply, headers: list, frames_of, *,
-                     usage_of=None, complete=None):
-        """Relay a provider's event stream. The head waits for the first event, so a provider
-        that fails before answering gives a plain (retryable) HTTP error, not a broken stream.
-        `events` yields lists (what one upstream read produced, sent as one message) of canonical
-        StreamEvents, or of native dicts when `usage_of` (the usage at the end) and `complete`
-        (whether the provider finished the answer) say what they carried."""
-        usage: dict = {}
-        # a stream counts what it relays, so a cut one is charged for it (Governor.charge)
-        counting = call.admission is not None and usage_of is None
-        chars = 0
-        try:
-            async with aclosing(events) as agen:
-                async for batch in agen:
-                    if counting:
-                        chars += sum(len(ev.data.get("text") or ev.data.get("toolUse", {}).get("input", ""))
-                                     for ev in batch if ev.kind == "block_delta")
-                    await self._relay_batch(call, batch, reply, headers, frames_of, usage_of)
-                    if usage_of is None and batch and batch[-1].kind == "metadata":
-                        u = batch[-1].data.get("usage")
-                        usage = u.to_wire() if u is not None else {}
-        finally:
-            call.produced_tokens = (chars + 3) // 4
-        if call.first_byte_ms is None:
-            raise errors.GatewayError("ModelErrorException", "the provider returned an empty stream.",
-                                      extra={"originalStatusCode": 502})
-        if complete is not None and not complete():
-            raise provider_errors.cut_stream(call.provider, "the provider's stream ended without its end event")
-        if usage_of is not None:
-            usage = usage_of()
-        await reply.end(usage)
-        return usage
-
-    async def _relay_batch(self, call: Call, batch: list, reply: Reply, headers: list, frames_of, usage_of) -> None:
-        """One upstream read's events, as one message to the client (the head before the first)."""
-        if not batch:
-            return
-        if call.first_byte_ms is None:
-            call.first_byte_ms = self.elapsed_ms(call)
-            await reply.head(200, headers, stream=True)
-        frames = []
-        for ev in batch:
-            if usage_of is None and ev.kind == "metadata":
-                ev.data.setdefault("firstByteLatencyMs", call.first_byte_ms)
-                if not ev.data.get("latencyMs"):
-                    ev.data["latencyMs"] = self.elapsed_ms(call)
-            frames += frames_of(ev)
-        await reply.chunks(frames)
-
-    async def invoke_native(self, call: Call, provider, doc: dict, reply: Reply) -> dict:
-        """A family body to the provider whose API it is: the answer goes back as it came."""
-        out = await provider.invoke_native(call, doc)
-        u = provider.native_usage(out)
-        await reply.head(200, [["content-type", JSON],
-                               ["x-amzn-bedrock-input-token-count", str(u.input_tokens)],
-                               ["x-amzn-bedrock-output-token-count", str(u.output_tokens)],
-                               ["x-amzn-bedrock-invocation-latency", str(self.elapsed_ms(call))]]
-                         + ([["x-amzn-bedrock-cache-read-input-token-count", str(u.cache_read_tokens)]]
-                            if u.cache_read_tokens else [])
-                         + ([["x-amzn-bedrock-cache-write-input-token-count", str(u.cache_write_tokens)]]
-                            if u.cache_write_tokens else [])
-                         + self.response_headers(call, u.to_wire()),
-                         stream=False)
-        await reply.body(dumps(out))
-        return u.to_wire()
-
-    @staticmethod
-    def check_accept(accept: str | None, name: str) -> None:
-        if accept and not any(a.strip().split(";")[0] in ("application/json", "*/*", "application/*")
-                              for a in accept.split(",")):
-            raise errors.validation(f"{name}: {accept!r} is not supported; this gateway answers application/json.")
-
-    def validate_native(self, call: Call, op: str, body: bytes) -> tuple:
-        """Bodies relayed to Bedrock are still checked, so bad input gets our clear message.
-        Returns (document, family or None for Converse, canonical request): the request when the
-        body has one (for the reservation), else None."""
-        if op == "count-tokens":
-            converse.parse_count_tokens(parse_json(body))
-            return None, None, None
-        if op in ("converse", "converse-stream"):
-            return self.parse_body(call, body)
-        doc = parse_json(body)
-        if not isinstance(doc, dict):
-            raise errors.validation("body: expected a JSON object.")
-        try:
-            return self.parse_body(call, body)
-        except errors.GatewayError:
-            return doc, None, None      # a body only Bedrock knows: Bedrock judges it
-
-    def capped(self, call: Call, req):
-        """The canonical request as sent upstream: with the reservation's output cap when the
-        client set no maxTokens on a governed request (Governor.output_cap)."""
-        cap = self.gov.output_cap(call)
-        return dataclasses.replace(req, max_tokens=cap) if cap else req
-
-    def capped_doc(self, call: Call, family, doc: dict) -> dict:
-        """A native body passed through, with the same output cap as `capped`."""
-        cap = self.gov.output_cap(call)
-        return family.with_output_cap(doc, cap) if cap else doc
-
-    @staticmethod
-    def elapsed_ms(call: Call) -> int:
-        return int((time.monotonic() - call.started) * 1000)
 
 
-FINISH_SECONDS = 1.0     # the final reply's send may wait this long for the frontend's socket
+@dataclasses.dataclass(frozen=True, slots=True)
+class Concluded:
+    record: Outcome
+    charge: object
+
+
+def attempt_for(request: Request, step: Step, keys_of: dict) -> Attempt:
+    """The `Attempt` a provider gets for a planner's step."""
+    t = step.target
+    return Attempt(number=step.number, target=step.name, provider=t.provider, upstream_model=t.model or request.model_id,
+                   fallback=step.fallback, key_index=step.key,
+                   key=keys_of[t.provider][step.key] if step.key is not None else None,
+                   key_circuit=step.key_circuit, op=request.op, model_id=request.model_id,
+                   headers=request.headers, started=request.started)
+
+
+def cache_headers(hit) -> list:
+    """A cache hit's own headers: what happened, the similarity of a semantic hit, and what it
+    cost (nothing) and saved."""
+    h = [["x-bf-cache", hit.kind], ["x-bf-cost-usd", "0.000000"], ["x-bf-cache-saved-usd", f"{hit.saved_usd:.6f}"]]
+    if hit.kind == "hit-semantic":
+        h.append(["x-bf-cache-similarity", f"{hit.similarity:.4f}"])
+    return h
 
 
 async def finish(reply: Reply, row: bytes | None = None, settle: list | None = None) -> None:
@@ -622,23 +376,3 @@ def recorded_body(tape: list | None) -> bytes | None:
     return b"\n".join(payload for item in tape if item[0] == "chunks" for _, payload in item[1])
 
 
-def converse_frames(ev: StreamEvent):
-    et, payload = converse.stream_payload(ev)
-    return [(et, dumps(payload))]
-
-
-def native_frames(call: Call, d: dict, tracker, elapsed_ms):
-    """A native stream event passed through as an InvokeModelWithResponseStream chunk; the last
-    one (message_stop) gets the invocation metrics Bedrock adds. Keep-alive pings are dropped
-    (Bedrock does not send them)."""
-    if d.get("type") == "ping":
-        return []
-    if d.get("type") == "message_stop":
-        d = dict(d)
-        d[families.METRICS_KEY] = families.invocation_metrics(
-            {"usage": tracker.usage, "latencyMs": elapsed_ms(call), "firstByteLatencyMs": call.first_byte_ms})
-    return [("chunk", dumps({"bytes": base64.b64encode(dumps(d)).decode()}))]
-
-
-def invoke_frames(encoder, ev: StreamEvent):
-    return [("chunk", dumps({"bytes": base64.b64encode(dumps(d)).decode()})) for d in encoder.feed(ev)]

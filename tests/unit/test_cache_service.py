@@ -12,7 +12,7 @@ from finops.shared.governance import VirtualKey
 from finops.shared.model import ChatRequest, Message
 from finops.workers.cache import keys, service
 from finops.workers.cache.service import Cache, parse_ttl, recorded_answer, request_options
-from finops.workers.providers.base import Call
+from finops.workers.request import Request
 
 
 # --- parse_ttl ----------------------------------------------------------------------------------------
@@ -247,7 +247,8 @@ def test_key_overrides_alone_do_not_start_the_cache(tmp_path):
 
 
 def call(op="converse", model="claude-3", key=None, headers=None):
-    return Call(rid="r1", op=op, model_id=model, upstream_model=model, headers=headers or {}, key=key)
+    return Request(rid="r1", op=op, model_id=model, headers=headers or {}, environment="", started=0.0, body=b"",
+                   key=key)
 
 
 def req(question="How do I reverse a list?"):

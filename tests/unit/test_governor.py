@@ -5,7 +5,7 @@ from finops.shared.config import build
 from finops.shared.model import ChatRequest, Message, request_tokens
 from finops.workers.governance import bounds
 from finops.workers.governance.governor import UNPRICED, Charge, Governor
-from finops.workers.providers.base import Call
+from finops.workers.request import Request
 
 
 class StubLedger:
@@ -40,9 +40,8 @@ def gov(tmp_path):
 
 
 def call_for(gov, model="priced-model", key="vk-1"):
-    c = Call(rid="r1", op="converse-stream", model_id=model, upstream_model=model, env="prod")
-    c.key = gov.index.directory.keys[key]
-    return c
+    return Request(rid="r1", op="converse-stream", model_id=model, headers={}, environment="prod", started=0.0,
+                   body=b"", key=gov.index.directory.keys[key])
 
 
 REQ = ChatRequest(messages=[Message("user", [{"text": "x" * 40}])], max_tokens=100)
@@ -50,15 +49,15 @@ REQ = ChatRequest(messages=[Message("user", [{"text": "x" * 40}])], max_tokens=1
 
 async def test_reserves_the_input_bound_plus_max_tokens_at_the_dearest_prices(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
     rid, key, env, max_cost, est = gov.ledger.reserved
     bound = bounds.input_bound(REQ, bounds.vendor_of("anthropic", "priced-model"), "priced-model").tokens
     assert bound >= 40                          # at least the text's UTF-8 bytes
     assert (rid, key, env) == ("r1", "vk-1", "prod")
-    assert c.admission.input_bound == bound and c.admission.max_output == 100
+    assert adm.input_bound == bound and adm.max_output == 100
     assert max_cost == (bound * 1000 + 100 * 2000) / 1e6
     assert est == bound + 100
-    assert gov.output_cap(c) is None            # the client capped its output itself
+    assert gov.output_cap(adm) is None            # the client capped its output itself
 
 
 async def test_the_reservation_covers_every_target_the_request_may_try(gov):
@@ -69,75 +68,86 @@ async def test_the_reservation_covers_every_target_the_request_may_try(gov):
            for k, m in (("anthropic", "claude-3-5-sonnet-latest"), ("openai", "gpt-4o-mini"))]
     assert one[0] != one[1]
     c = call_for(gov)
-    await gov.admit(c, img, [("anthropic", "claude-3-5-sonnet-latest"), ("openai", "gpt-4o-mini")])
-    assert c.admission.input_bound == max(one)
+    adm = await gov.admit(c, img, [("anthropic", "claude-3-5-sonnet-latest"), ("openai", "gpt-4o-mini")])
+    assert adm.input_bound == max(one)
 
 
 async def test_no_max_tokens_reserves_the_default_and_caps_the_upstream(gov):
     c = call_for(gov)
-    await gov.admit(c, ChatRequest(messages=REQ.messages), [("anthropic", "priced-model")])
-    assert c.admission.max_output == 64 and gov.output_cap(c) == 64
+    adm = await gov.admit(c, ChatRequest(messages=REQ.messages), [("anthropic", "priced-model")])
+    assert adm.max_output == 64 and gov.output_cap(adm) == 64
 
 
 async def test_an_ungoverned_key_reserves_nothing_and_is_not_capped(gov):
     c = call_for(gov, key="vk-open")
-    await gov.admit(c, ChatRequest(messages=REQ.messages), [("anthropic", "priced-model")])
-    assert not hasattr(gov.ledger, "reserved") and not c.admission.reserved
-    assert gov.output_cap(c) is None
-    ch = gov.charge(c, {"in": 10, "out": 20})
+    adm = await gov.admit(c, ChatRequest(messages=REQ.messages), [("anthropic", "priced-model")])
+    assert not hasattr(gov.ledger, "reserved") and not adm.reserved
+    assert gov.output_cap(adm) is None
+    ch = gov.charge(adm, {"in": 10, "out": 20})
     assert ch.usd == (10 * 1000 + 20 * 2000) / 1e6      # charged the same as a governed key
-    assert gov.settle(c, ch) is None
+    assert gov.settle(c, adm, ch) is None
 
 
 async def test_charges_and_settles_exactly_the_reported_usage(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ, [("anthropic", "priced-model")])
-    ch = gov.charge(c, {"in": 10, "out": 20, "cr": 3, "cw": 4}, REQ, started=True)
+    adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(adm, {"in": 10, "out": 20, "cr": 3, "cw": 4}, req=REQ, started=True)
     assert ch == Charge(10 * 1000 + 20 * 2000 + 3 * 1000 + 4 * 1000, {"in": 10, "out": 20, "cr": 3, "cw": 4})
     assert ch.usd == 0.057 and ch.tokens == 37 and not ch.estimated
-    assert gov.settle(c, ch) == ["r1", "vk-1", "prod", 0.057, 37]
+    assert gov.settle(c, adm, ch) == ["r1", "vk-1", "prod", 0.057, 37]
     assert gov.ledger.settled == [("r1", "vk-1", "prod", 0.057, 37)]
 
 
 async def test_usage_above_the_reservation_is_still_charged_in_full(gov):
     """No cap at the reservation: what the upstream reported is what the request cost."""
     c = call_for(gov)
-    await gov.admit(c, REQ, [("anthropic", "priced-model")])
-    big = {"in": 10 * c.admission.input_bound, "out": 1000}
-    ch = gov.charge(c, big, REQ)
-    assert ch.micros > c.admission.max_micros
+    adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    big = {"in": 10 * adm.input_bound, "out": 1000}
+    ch = gov.charge(adm, big, req=REQ)
+    assert ch.micros > adm.max_micros
     assert ch.micros == big["in"] * 1000 + 1000 * 2000
 
 
 async def test_a_cut_stream_is_charged_an_estimate_of_its_input_and_what_was_relayed(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ, [("anthropic", "priced-model")])
-    ch = gov.charge(c, {}, REQ, produced_tokens=7, started=True)
+    adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(adm, {}, req=REQ, produced_tokens=7, started=True)
     assert ch.estimated and ch.usage == {"in": request_tokens(REQ), "out": 7, "cr": 0, "cw": 0}
     assert ch.usd == (request_tokens(REQ) * 1000 + 7 * 2000) / 1e6
-    assert gov.charge(c, {}, REQ, produced_tokens=10_000, started=True).usage["out"] == 100   # at most maxTokens
+    assert gov.charge(adm, {}, req=REQ, produced_tokens=10_000, started=True).usage["out"] == 100   # at most maxTokens
 
 
 async def test_a_failure_before_the_answer_is_not_charged_but_is_settled(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ, [("anthropic", "priced-model")])
-    ch = gov.charge(c, {}, REQ, started=False)
+    adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(adm, {}, req=REQ, started=False)
     assert ch.usd == 0.0
-    gov.settle(c, ch)
+    gov.settle(c, adm, ch)
     assert gov.ledger.settled[-1][3] == 0.0           # the reservation is released
 
 
 async def test_unpriced_models_are_charged_at_the_dearest_rate(gov):
     c = call_for(gov, "some-new-model")
-    await gov.admit(c, REQ, [("anthropic", "priced-model")])
-    assert c.admission.price == UNPRICED
+    adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    assert gov.price(c.model_id) == UNPRICED and adm.max_micros > 0
 
 
 async def test_headers_show_the_charge(gov):
     c = call_for(gov)
-    await gov.admit(c, REQ, [("anthropic", "priced-model")])
-    ch = gov.charge(c, {"in": 10, "out": 20})
-    h = dict(gov.headers(c, ch))
+    adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
+    ch = gov.charge(adm, {"in": 10, "out": 20})
+    h = dict(gov.headers(adm, ch))
     assert h["x-bf-cost-usd"] == "0.050000"
-    assert float(h["x-bf-budget-remaining-usd"]) == pytest.approx(1.0 + c.admission.max_micros / 1e6 - 0.05)
+    assert float(h["x-bf-budget-remaining-usd"]) == pytest.approx(1.0 + adm.max_micros / 1e6 - 0.05)
     assert h["x-bf-ratelimit-remaining-requests"] == "9" and "daily" in h["x-bf-budget"]
+
+
+async def test_the_reservation_prices_every_target_and_the_charge_the_one_that_answered(gov):
+    """An alias the table does not price: each target's upstream model decides its price. The
+    reservation covers the dearest target; the charge uses the prices of the one that answered."""
+    c = call_for(gov, "my-alias")
+    adm = await gov.admit(c, REQ, [("openai", "gpt-4o-mini"), ("openai", "priced-model")])
+    b = bounds.input_bound(REQ, bounds.vendor_of("openai", "priced-model"), "priced-model").tokens
+    assert adm.max_micros == b * 1000 + 100 * 2000                           # the dear one
+    assert gov.charge(adm, {"in": 10, "out": 20}, "priced-model").micros == 10 * 1000 + 20 * 2000
+    assert gov.charge(adm, {"in": 10, "out": 20}, "gpt-4o-mini").micros == round(10 * 0.15 + 20 * 0.6)

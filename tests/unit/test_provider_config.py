@@ -4,6 +4,9 @@ import pytest
 from finops.shared.config import ConfigError, build
 from finops.workers.providers import build_provider
 from finops.workers.providers.openai import max_tokens_field
+from finops.workers.request import Attempt
+from finops.workers.routing.planner import AttemptPlan
+from finops.workers.routing.router import Circuits
 
 
 def cfg(providers, **rest):
@@ -71,23 +74,33 @@ def test_endpoints_and_auth_headers():
              "m": {"kind": "mistral", "keys": [{"api_key": "mk"}]}})
     o, az, a, m = (build_provider(c.providers[n]) for n in ("o", "az", "a", "m"))
     assert o.endpoint("gpt-4o-mini") == "https://api.openai.com/v1/chat/completions"
-    assert (b"authorization", b"Bearer sk-1") in o.headers(None)
-    assert (b"OpenAI-Organization", b"org-1") in o.headers(None)
+    assert (b"authorization", b"Bearer sk-1") in o.headers(None, first_key(o))
+    assert (b"OpenAI-Organization", b"org-1") in o.headers(None, first_key(o))
     assert az.endpoint("gpt-4o") == ("https://r.openai.azure.com/openai/deployments/my%20dep/chat/completions"
                                      "?api-version=2024-10-21")
-    assert (b"api-key", b"az-1") in az.headers(None) and not any(k == b"authorization" for k, _ in az.headers(None))
+    h = az.headers(None, first_key(az))
+    assert (b"api-key", b"az-1") in h and not any(k == b"authorization" for k, _ in h)
     assert a.endpoint("claude") == "https://api.anthropic.com/v1/messages"
-    h = a.headers(None)
+    h = a.headers(None, first_key(a))
     assert (b"x-api-key", b"ak") in h and (b"anthropic-version", b"2023-06-01") in h
     assert m.endpoint("mistral-small") == "https://api.mistral.ai/v1/chat/completions"
-    assert (b"authorization", b"Bearer mk") in m.headers(None)
+    assert (b"authorization", b"Bearer mk") in m.headers(None, first_key(m))
+
+
+def first_key(provider) -> Attempt:
+    """An attempt with the provider's first key."""
+    return Attempt(number=1, target=f"{provider.name}/*", provider=provider.name, upstream_model="m", fallback=False,
+                   key_index=0, key=provider.cfg.keys[0], key_circuit="", op="converse", model_id="m", headers={},
+                   started=0.0)
 
 
 def test_weighted_keys_follow_their_weights():
-    c = cfg({"o": {"kind": "openai", "keys": [{"api_key": "a", "weight": 3}, {"api_key": "b", "weight": 1}]}})
-    p = build_provider(c.providers["o"])
-    picks = [p.pick_key().api_key for _ in range(4000)]
-    assert 0.70 < picks.count("a") / len(picks) < 0.80
+    c = cfg({"o": {"kind": "openai", "keys": [{"api_key": "a", "weight": 3}, {"api_key": "b", "weight": 1}]}},
+            routes=[{"models": ["*"], "provider": "o"}])
+    route = c.routes[0]
+    picks = [AttemptPlan(route.targets, route, "m", {"o": c.providers["o"].keys}, Circuits(c.providers)).next().key
+             for _ in range(4000)]
+    assert 0.70 < picks.count(0) / len(picks) < 0.80
 
 
 def test_provider_slash_model_addresses_a_provider_directly():

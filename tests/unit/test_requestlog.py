@@ -3,6 +3,7 @@ the row a worker builds from a call and its reply (workers/observe/requestlog.py
 and the observer writing rows as the frontends forward them."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ from finops.shared.logrow import Days
 from finops.workers.observe import logdb, requestlog
 from finops.workers.observe.actor import ObserverActor
 from finops.workers.observe.requestlog import BODY_LIMIT, RequestLog
-from finops.workers.providers.base import Call
+from finops.workers.request import Attempt, Outcome, Progress, Request
 
 PARIS = ZoneInfo("Europe/Paris")
 UTC = ZoneInfo("UTC")
@@ -107,16 +108,21 @@ def key(id_="vk-1", name="alice", team="search"):
     return SimpleNamespace(id=id_, name=name, team=team)
 
 
-def call(**kw) -> Call:
-    c = Call(rid="req-1", op="converse-stream", model_id="anthropic.claude-3-haiku-20240307-v1:0",
-             upstream_model="claude-3-haiku-20240307", headers={"user-agent": "Boto3/1.40 test"},
-             virtual_key="", env="prod", started=100.0)
-    c.provider, c.target, c.attempts, c.fallback = "anthropic", "anthropic/claude-3-haiku-20240307", 2, True
-    c.first_byte_ms = 120
-    c.cost_usd, c.cache, c.cache_similarity, c.saved_usd = 0.012346, "miss", 0.0, 0.0
-    for k, v in kw.items():
-        setattr(c, k, v)
-    return c
+def request(key=None, key_label="", environment="prod", headers=None) -> Request:
+    return Request(rid="req-1", op="converse-stream", model_id="anthropic.claude-3-haiku-20240307-v1:0",
+                   headers={"user-agent": "Boto3/1.40 test"} if headers is None else headers,
+                   environment=environment, started=100.0, body=b"", key=key, key_label=key_label)
+
+
+LAST = Attempt(number=2, target="anthropic/claude-3-haiku-20240307", provider="anthropic",
+               upstream_model="claude-3-haiku-20240307", fallback=True, key_index=None, key=None, key_circuit="",
+               op="converse-stream", model_id="anthropic.claude-3-haiku-20240307-v1:0", headers={}, started=100.0)
+
+
+def outcome(status=200, error="", origin="", usage=None, cost=0.012346, attempts=2, last=LAST, first_byte_ms=120,
+            cache="miss", similarity=0.0, saved=0.0) -> Outcome:
+    return Outcome(status, error, origin, usage or {}, cost, Progress(attempts, last, first_byte_ms),
+                   cache=cache, similarity=similarity, saved_usd=saved)
 
 
 def reply(stream=True, n=6):
@@ -138,7 +144,7 @@ def test_row_in_column_order(logs):
         return "acme"
 
     rl = logs(customer_of=customer_of)
-    d = row(rl, call(key=key()), 200, "", "", {"in": 10, "out": 20, "cr": 3, "cw": 4}, reply())
+    d = row(rl, request(key=key()), outcome(usage={"in": 10, "out": 20, "cr": 3, "cw": 4}), reply())
     ts = T_WALL - 5.0
     assert d == {
         "id": "req-1", "ts": round(ts, 3), "day": datetime.fromtimestamp(ts, PARIS).date().isoformat(),
@@ -158,23 +164,23 @@ def test_row_in_column_order(logs):
 
 def test_row_without_a_key(logs):
     rl = logs(customer_of=lambda team: pytest.fail("no team, no customer lookup"))
-    d = row(rl, call(virtual_key="x" * 64), 200, "", "", {}, reply())
+    d = row(rl, request(key_label="x" * 64), outcome(), reply())
     assert (d["vk"], d["vk_name"], d["team"], d["customer"]) == ("x" * 64, "", "", "")
     assert (d["input_tokens"], d["output_tokens"], d["cache_read_tokens"], d["cache_write_tokens"]) == (0, 0, 0, 0)
-    d = row(rl, call(), 200, "", "", None, reply())                        # no usage at all
+    d = row(rl, request(), outcome(usage=None), reply())                    # no usage at all
     assert d["vk"] == "" and d["input_tokens"] == 0
 
 
 def test_row_of_a_key_without_a_team(logs):
     rl = logs(customer_of=lambda team: pytest.fail("no team, no customer lookup"))
-    d = row(rl, call(key=key(team="")), 200, "", "", {}, reply())
+    d = row(rl, request(key=key(team="")), outcome(), reply())
     assert (d["vk"], d["vk_name"], d["team"], d["customer"]) == ("vk-1", "alice", "", "")
 
 
 def test_row_of_a_refusal_and_a_non_stream(logs):
     rl = logs()
-    c = call(key=key(), provider="", target="", attempts=0, fallback=False, cost_usd=0.0, cache="")
-    d = row(rl, c, 400, "ServiceQuotaExceededException", "governance", {}, reply(stream=False, n=1))
+    d = row(rl, request(key=key()), outcome(400, "ServiceQuotaExceededException", "governance", cost=0.0, attempts=0,
+                                            last=None, first_byte_ms=None, cache=""), reply(stream=False, n=1))
     assert d["provider"] == "" and d["upstream_model"] == ""           # no provider: no upstream model
     assert (d["status"], d["error"], d["error_origin"]) == (400, "ServiceQuotaExceededException", "governance")
     assert d["stream"] == 0 and d["ttft_ms"] is None                  # first_byte_ms is for streams only
@@ -183,36 +189,36 @@ def test_row_of_a_refusal_and_a_non_stream(logs):
 
 def test_row_of_a_cache_hit(logs):
     rl = logs()
-    d = row(rl, call(cache="hit-semantic", cache_similarity=0.973456, saved_usd=0.000123456789, cost_usd=0.0,
-                     attempts=0), 200, "", "", {}, reply())
+    d = row(rl, request(), outcome(cache="hit-semantic", similarity=0.973456, saved=0.000123456789, cost=0.0,
+                                   attempts=0, last=None), reply())
     assert (d["cache"], d["cache_similarity"], d["saved_usd"], d["cost_usd"]) == ("hit-semantic", 0.9735,
                                                                                   0.00012346, 0.0)
 
 
 def test_row_cuts_env_and_user_agent(logs):
     rl = logs()
-    d = row(rl, call(env="e" * 100, headers={"user-agent": "u" * 500}), 200, "", "", {}, reply())
+    d = row(rl, request(environment="e" * 100, headers={"user-agent": "u" * 500}), outcome(), reply())
     assert d["env"] == "e" * 64 and d["user_agent"] == "u" * 200
-    assert row(rl, call(headers={}), 200, "", "", {}, reply())["user_agent"] == ""
+    assert row(rl, request(headers={}), outcome(), reply())["user_agent"] == ""
 
 
 def test_bodies_only_when_given_and_cut(logs):
     rl = logs()
-    d = row(rl, call(), 200, "", "", {}, reply())
+    d = row(rl, request(), outcome(), reply())
     assert d["request_body"] is None and d["response_body"] is None
-    d = row(rl, call(), 200, "", "", {}, reply(), b'{"messages": []}', b"")
+    d = row(rl, request(), outcome(), reply(), b'{"messages": []}', b"")
     assert (d["request_body"], d["response_body"]) == (b'{"messages": []}', b"")
     big = bytes(range(256)) * (BODY_LIMIT // 256 + 10)
-    d = row(rl, call(), 200, "", "", {}, reply(), big, None)
+    d = row(rl, request(), outcome(), reply(), big, None)
     assert d["request_body"] == big[:BODY_LIMIT] and len(d["request_body"]) == BODY_LIMIT
     assert d["response_body"] is None
-    d = row(rl, call(), 200, "", "", {}, reply(), None, big)
+    d = row(rl, request(), outcome(), reply(), None, big)
     assert d["request_body"] is None and len(d["response_body"]) == BODY_LIMIT
 
 
 def test_disabled_builds_no_row(logs):
     rl = logs(request_log=False)
-    assert rl.row(call(key=key()), 200, "", "", {"in": 1}, reply(), b"body", b"body") is None
+    assert rl.row(request(key=key()), outcome(usage={"in": 1}), reply(), b"body", b"body") is None
     assert rl.refusal_row({"id": "r", "op": "converse", "model": "m", "hdr": {}}, 503, "X") is None
 
 
@@ -241,8 +247,9 @@ def test_the_observer_writes_packed_rows_as_frontends_forward_them(logs, tmp_pat
     cfg = make_cfg(tmp_path)
     obs = ObserverActor(cfg)
     try:
-        a = rl.row(call(rid="a", key=key()), 200, "", "", {"in": 1, "out": 2}, reply(), b"req", b"resp")
-        b = rl.row(call(rid="b"), 200, "", "", {}, reply(stream=False))
+        a = rl.row(dataclasses.replace(request(key=key()), rid="a"), outcome(usage={"in": 1, "out": 2}), reply(),
+                   b"req", b"resp")
+        b = rl.row(dataclasses.replace(request(), rid="b"), outcome(), reply(stream=False))
         obs.handle({"k": "rows", "packed": [a, b, b"garbage"]})            # a bad one is dropped, not fatal
         assert obs.handle({"k": "flush"}) == {"rows": 2}
         db = logdb.open_db(cfg.server.data_dir, readonly=True)

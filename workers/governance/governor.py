@@ -1,11 +1,11 @@
 """Governance as the pipeline sees it: identify the key, admit the request, settle its cost.
 
-    ident = governor.identify(call, env)          # which key; raises the AWS error to refuse
-    governor.authorize(ident, call, provider)     # model and provider allowed, key enabled, not expired
-    await governor.admit(call, req, kind)         # reserve an upper bound of the cost, and rate-limit slots
-    ... the provider call ...
-    charge = governor.charge(call, usage, ...)    # exactly the reported usage, at the model's prices
-    governor.settle(call, charge)                 # the same figure to the ledger (header and log show it too)
+    ident = governor.identify(request)            # which key; raises the AWS error to refuse
+    governor.authorize(ident, model_id, provider) # model and provider allowed, key enabled, not expired
+    adm = await governor.admit(request, req, targets)   # reserve an upper bound of the cost, and rate-limit slots
+    ... the provider calls ...
+    charge = governor.charge(adm, usage, ...)     # exactly the reported usage, at the model's prices
+    governor.settle(request, adm, charge)         # the same figure to the ledger (header and log show it too)
 
 A request without a known key (open mode) and a key with no budget or rate limit never reach
 the ledger: governance costs nothing where nothing is governed. The directory of keys is read
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from finops.shared import errors
 from finops.shared.config import Config
@@ -41,12 +41,13 @@ RELOAD_EVERY = 1.0
 UNPRICED = Price(input=15.0, output=75.0)   # USD per 1M tokens: Claude Opus list prices, the dearest common rate
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Admission:
-    """What governance decided for one request before its upstream call."""
+    """What governance decided for one request before its upstream calls."""
     key_id: str
-    env: str
-    price: Price
+    environment: str
+    model_id: str                   # what the client asked for: the first name prices are looked up by
+    reserved: bool = False          # the ledger holds a reservation for it (to settle)
     max_micros: int = 0             # the reservation: an upper bound of the request's cost
     input_bound: int = 0            # upper bound of its input tokens (cache reads and writes included)
     max_output: int = 0             # its output cap: maxTokens, or governance.default_max_tokens
@@ -55,7 +56,6 @@ class Admission:
     remaining_usd: float | None = None
     budget: str | None = None
     requests_remaining: int | None = None
-    reserved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,22 +123,24 @@ class Governor:
         """Re-read keys, teams and customers (this process changed the store, or another did)."""
         self.index = auth.KeyIndex.of(load_directory(self.store, self.cfg))
 
-    def identify(self, call, env: dict) -> auth.Identity:
+    def identify(self, request) -> auth.Identity:
+        """The key `request` presents; raises the AWS error (origin "governance") to refuse it."""
         self._fresh()
         if not self.index.directory.keys and self.g.mode == "open":
-            vk = call.headers.get("x-bf-vk", "")
+            vk = request.headers.get("x-bf-vk", "")
             return auth.Identity(None, "x-bf-vk" if vk else "", vk[:64])
         try:
-            return auth.identify(self.index, self.g.mode, "POST", call.headers.get("host", ""), env.get("path", ""),
-                                 call.headers, env["body"], time.time(), self.g.clock_skew_seconds)
+            return auth.identify(self.index, self.g.mode, "POST", request.headers.get("host", ""),
+                                 request.target_path, request.headers, request.body, time.time(),
+                                 self.g.clock_skew_seconds)
         except errors.GatewayError as e:
             e.origin = "governance"
             raise
 
-    def authorize(self, ident: auth.Identity, call, provider: str) -> None:
+    def authorize(self, ident: auth.Identity, model_id: str, provider: str) -> None:
         if ident.key is not None:
             try:
-                auth.authorize(ident.key, call.model_id, provider, time.time())
+                auth.authorize(ident.key, model_id, provider, time.time())
             except errors.GatewayError as e:
                 e.origin = "governance"
                 raise
@@ -147,105 +149,105 @@ class Governor:
     def _governed(self, key_id: str) -> bool:
         return any(budgets or limits for _, _, budgets, limits in self.index.directory.scopes(key_id))
 
-    def price(self, call):
+    def price(self, model_id: str, upstream_model: str = "") -> Price:
         """The price of the model the request names (or its upstream model). A model the table
         does not know is priced at UNPRICED, the dearest common rate, so that a budget still holds;
         say so in the log once per model, and set [pricing."default"] or a price for it."""
-        p = self.pricing.price_for(call.model_id, call.upstream_model)
+        p = self.pricing.price_for(model_id, upstream_model)
         if p is None:
-            if call.model_id not in self._unpriced:
-                self._unpriced.add(call.model_id)
+            if model_id not in self._unpriced:
+                self._unpriced.add(model_id)
                 log.warning("no price for model %r (upstream %r): charging %s per million tokens; set "
-                            "[pricing.\"...\"] in the config", call.model_id, call.upstream_model, UNPRICED)
+                            "[pricing.\"...\"] in the config", model_id, upstream_model, UNPRICED)
             p = UNPRICED
         return p
 
-    async def admit(self, call, req, vendors: list[tuple[str, str]] = (), body_len: int = 0) -> None:
+    async def admit(self, request, req, targets: list[tuple[str, str]] = (), body_len: int = 0) -> Admission:
         """Reserve an upper bound of the request's cost and its rate-limit slots before the
-        upstream is called; raise the AWS error when refused. Once per request: a retry or a
-        fallback to another target keeps the first reservation.
+        upstream is called; raise the AWS error (origin "governance") when refused. Once per
+        request: every retry and fallback runs on this reservation.
 
         The bound (README: How budgets stay exact): input tokens at most `bounds.input_bound`
         (UTF-8 bytes of the text, the provider's image and document formulas, framing), every
         one of them at the dearest of the input, cache-read and cache-write prices; output at
         most maxTokens, or `governance.default_max_tokens` for a request without one (which the
-        gateway then sends upstream as its cap: `cap_output`). `vendors`: (provider kind, upstream
-        model) of every target the request may try (retries and fallbacks keep this reservation):
-        the largest of their bounds is reserved."""
-        if call.admission is not None:
-            return
-        key = call.key
-        adm = Admission(key.id if key else "", call.env, self.price(call))
-        call.admission = adm
+        gateway then sends upstream as its cap: `cap_output`). `targets`: (provider kind,
+        upstream model) of every target the request may try: the largest of their bounds, at
+        each one's price, is reserved."""
+        key = request.key
+        adm = Admission(key.id if key else "", request.environment, request.model_id)
         if key is None or not self._governed(key.id):
-            return                  # nothing to reserve: the charge is computed from the usage alone
+            return adm              # nothing to reserve: the charge is computed from the usage alone
         if isinstance(req, EmbedRequest):
-            out = 0
+            out, cap = 0, False
         else:
             out = (req.max_tokens if req is not None else None) or self.g.default_max_tokens
-            adm.cap_output = req is None or req.max_tokens is None
-        if req is not None:
-            found = [bounds.input_bound(req, bounds.vendor_of(kind, model), model)
-                     for kind, model in (vendors or [("", call.upstream_model)])]
-            adm.input_bound = max(b.tokens for b in found)
-            adm.strict = all(b.strict for b in found)
-        else:                       # a body only Bedrock knows: its bytes, not a proven bound
-            adm.input_bound, adm.strict = max(1, body_len), False
-        adm.max_output = out
-        adm.max_micros = max_cost_micros(adm.price, adm.input_bound, out)
-        got = await self.ledger.reserve(call.rid, key.id, call.env, adm.max_micros / MICRO, adm.input_bound + out)
+            cap = req is not None and req.max_tokens is None
+        worst = strict = None
+        bound = 0
+        for kind, model in (targets or [("", request.model_id)]):
+            if req is not None:
+                b = bounds.input_bound(req, bounds.vendor_of(kind, model), model)
+                tokens, ok = b.tokens, b.strict
+            else:                   # a body only Bedrock knows: its bytes, not a proven bound
+                tokens, ok = max(1, body_len), False
+            micros = max_cost_micros(self.price(request.model_id, model), tokens, out)
+            worst = micros if worst is None else max(worst, micros)
+            bound, strict = max(bound, tokens), (ok if strict is None else strict and ok)
+        adm = replace(adm, max_micros=worst, input_bound=bound, max_output=out, cap_output=cap, strict=strict)
+        got = await self.ledger.reserve(request.rid, key.id, request.environment, worst / MICRO, bound + out)
         if not got.get("ok"):
             e = errors.GatewayError(got.get("code", "ServiceQuotaExceededException"), got.get("message", ""),
                                     got.get("status"), retry_after_ms=got.get("retry_after_ms"))
-            e.origin = "governance"     # the key's refusal: never retried or sent to another target (Pipeline.attempts)
+            e.origin = "governance"     # the key's refusal: never retried or sent to another target
             raise e
-        adm.reserved = True
-        adm.remaining_usd = got.get("remaining_usd")
-        adm.budget = got.get("budget")
-        adm.requests_remaining = got.get("requests_remaining")
+        return replace(adm, reserved=True, remaining_usd=got.get("remaining_usd"), budget=got.get("budget"),
+                       requests_remaining=got.get("requests_remaining"))
 
-    def output_cap(self, call) -> int | None:
-        """The maxTokens the gateway must send upstream for this request: its reservation's
-        output bound when the client sent none (else None: the client's own cap stands)."""
-        adm = call.admission
+    @staticmethod
+    def output_cap(adm: Admission | None) -> int | None:
+        """The maxTokens the gateway must send upstream: the reservation's output bound when the
+        client sent none on a reserved request (else None: the client's own cap stands)."""
         return adm.max_output if adm is not None and adm.reserved and adm.cap_output else None
 
-    def charge(self, call, usage: dict | None, req=None, produced_tokens: int = 0, started: bool = False) -> Charge:
-        """What the request costs: exactly the usage the upstream reported, at the model's prices.
+    def charge(self, adm: Admission | None, usage: dict | None, upstream_model: str = "", req=None,
+               produced_tokens: int = 0, started: bool = False) -> Charge:
+        """What the request costs: exactly the usage the upstream reported, at the prices of the
+        model that answered (`upstream_model`).
 
         Without reported usage (a stream cut or cancelled before its usage arrived), a request
         whose upstream had started answering is charged an estimate: its input at about 4
         characters per token (`request_tokens`) and the `produced_tokens` relayed to the client,
         at most its output cap; one that never started, nothing."""
-        adm = call.admission
         if adm is None:
             return NO_CHARGE
+        price = self.price(adm.model_id, upstream_model)
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
-            return Charge(cost_micros(adm.price, u["in"], u["out"], u["cr"], u["cw"]), u)
+            return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u)
         if not started:
             return NO_CHARGE
         n_in = request_tokens(req) if req is not None and not isinstance(req, EmbedRequest) else 0
         n_out = min(produced_tokens, adm.max_output) if adm.max_output else produced_tokens
         u = {"in": n_in, "out": n_out, "cr": 0, "cw": 0}
-        return Charge(cost_micros(adm.price, n_in, n_out), u, estimated=True)
+        return Charge(cost_micros(price, n_in, n_out), u, estimated=True)
 
-    def settle(self, call, charge: Charge) -> list | None:
+    def settle(self, request, adm: Admission | None, charge: Charge) -> list | None:
         """Settle a reserved request at the ledger with `charge`; returns the settle as sent (the
         final envelope carries it: finops.shared.envelope), or None when nothing was reserved."""
-        adm = call.admission
         if adm is None or not adm.reserved:
             return None
-        return self.ledger.settle(call.rid, adm.key_id, adm.env, charge.usd, charge.tokens)
+        return self.ledger.settle(request.rid, adm.key_id, adm.environment, charge.usd, charge.tokens)
 
-    def settle_hit(self, call, saved_usd: float) -> list:
+    def settle_hit(self, request, saved_usd: float) -> list:
         """A cache hit: no cost, and what it saved, kept per key and env by the ledger."""
-        return self.ledger.settle(call.rid, call.key.id if call.key else "", call.env, 0.0, 0, saved_usd)
+        return self.ledger.settle(request.rid, request.key.id if request.key else "", request.environment, 0.0, 0,
+                                  saved_usd)
 
-    def headers(self, call, charge: Charge | None) -> list:
+    @staticmethod
+    def headers(adm: Admission | None, charge: Charge | None) -> list:
         """Governance's response headers; `charge` for a complete non-streaming answer."""
-        adm = call.admission
         if adm is None:
             return []
         h = []

@@ -38,33 +38,38 @@ class RequestLog:
         self.customer_of = customer_of
         self.days = logrow.Days(cfg.governance.timezone)
 
-    def values(self, call, status: int, error: str, origin: str, usage: dict | None, reply,
-               request_body: bytes | None = None, response_body: bytes | None = None) -> tuple:
-        """The row's values, in logrow.NAMES order."""
+    def values(self, request, outcome, reply, request_body: bytes | None = None,
+               response_body: bytes | None = None) -> tuple:
+        """The row's values, in logrow.NAMES order: `request` and `outcome` are the records of
+        workers/request.py; `reply` says whether the answer streamed and how many messages it took."""
         now = time.monotonic()
-        ts = time.time() - (now - call.started)
-        key = call.key
+        ts = time.time() - (now - request.started)
+        key = request.key
         team = key.team if key is not None else ""
-        u = usage or {}
+        u = outcome.usage or {}
+        progress = outcome.progress
+        last = progress.last if progress is not None else None
         return (
-            call.rid, round(ts, 3), self.days(ts),
-            key.id if key is not None else call.virtual_key, key.name if key is not None else "", team,
-            self.customer_of(team) if team else "", call.env[:logrow.ENV_MAX], call.op, int(reply.stream),
-            call.model_id, call.provider, call.upstream_model if call.provider else "", call.target,
-            call.attempts, int(call.fallback), status, error, origin,
-            round((now - call.started) * 1000, 2), call.first_byte_ms if reply.stream else None,
+            request.rid, round(ts, 3), self.days(ts),
+            key.id if key is not None else request.key_label, key.name if key is not None else "", team,
+            self.customer_of(team) if team else "", request.environment[:logrow.ENV_MAX], request.op,
+            int(reply.stream), request.model_id, last.provider if last else "", last.upstream_model if last else "",
+            last.target if last else "", progress.attempts if progress else 0, int(last.fallback) if last else 0,
+            outcome.status, outcome.error, outcome.origin,
+            round((now - request.started) * 1000, 2),
+            progress.first_byte_ms if reply.stream and progress is not None else None,
             u.get("in", 0), u.get("out", 0), u.get("cr", 0), u.get("cw", 0),
-            round(call.cost_usd, 6), call.cache, round(call.cache_similarity, 4) if call.cache_similarity else None,
-            round(call.saved_usd, 8), call.headers.get("user-agent", "")[:logrow.USER_AGENT_MAX],
+            round(outcome.cost_usd, 6), outcome.cache, round(outcome.similarity, 4) if outcome.similarity else None,
+            round(outcome.saved_usd, 8), request.headers.get("user-agent", "")[:logrow.USER_AGENT_MAX],
             request_body[:BODY_LIMIT] if request_body is not None else None,
             response_body[:BODY_LIMIT] if response_body is not None else None, reply.messages())
 
-    def row(self, call, status: int, error: str, origin: str, usage: dict | None, reply,
-            request_body: bytes | None = None, response_body: bytes | None = None) -> bytes | None:
+    def row(self, request, outcome, reply, request_body: bytes | None = None,
+            response_body: bytes | None = None) -> bytes | None:
         """The request's row, packed for its final envelope; None when the log is off."""
         if not self.enabled:
             return None
-        return logrow.pack(self.values(call, status, error, origin, usage, reply, request_body, response_body))
+        return logrow.pack(self.values(request, outcome, reply, request_body, response_body))
 
     def refusal_row(self, env: dict, status: int, error: str) -> bytes | None:
         """The row of a request this worker refused before running it (at its concurrency limit)."""

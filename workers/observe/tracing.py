@@ -171,6 +171,18 @@ class Tracing:
                 "finops.target": target,
             }))
 
+    def finish(self, span: Span | _NoopSpan, request, outcome) -> None:
+        """End the request's span, with what the request used, cost and who served it
+        (workers/request.py: Request, Outcome); the attributes are built only when tracing is on."""
+        if self.enabled:
+            last = outcome.progress.last if outcome.progress else None
+            span.set(gen_ai__usage__input_tokens=outcome.usage.get("in"),
+                     gen_ai__usage__output_tokens=outcome.usage.get("out"), finops__cost_usd=outcome.cost_usd,
+                     finops__cache=outcome.cache or None,
+                     finops__virtual_key=request.key.id if request.key is not None else None,
+                     finops__provider=last.provider if last else None)
+        span.end()
+
     def shutdown(self) -> None:
         """Export the spans still queued and stop the exporter. Blocks for up to about
         `export_timeout_s` (call it after trio.run returns, or through trio.to_thread.run_sync);

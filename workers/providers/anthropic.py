@@ -17,7 +17,7 @@ from finops.shared.config import KeyConfig
 from finops.shared.model import ChatRequest
 
 from ..translate import anthropic_messages, provider_errors
-from .base import Call
+from ..request import Attempt
 from .json_api import JSONAPIProvider
 
 # Fields /v1/messages/count_tokens accepts (Anthropic API reference).
@@ -47,10 +47,10 @@ class AnthropicProvider(JSONAPIProvider):
             h.append((b"anthropic-beta", beta.encode()))
         return h
 
-    async def count_tokens(self, call: Call, req: ChatRequest) -> int:
-        body = anthropic_messages.build_request(req, call.upstream_model, stream=False, dialect=self._dialect)
+    async def count_tokens(self, attempt: Attempt, req: ChatRequest) -> int:
+        body = anthropic_messages.build_request(req, attempt.upstream_model, stream=False, dialect=self._dialect)
         body = {k: v for k, v in body.items() if k in COUNT_FIELDS}
-        doc = await self.post_json(f"{self.cfg.base_url}/v1/messages/count_tokens", self.headers(req, call), body)
+        doc = await self.post_json(f"{self.cfg.base_url}/v1/messages/count_tokens", self.headers(req, attempt), body)
         n = doc.get("input_tokens")
         if not isinstance(n, int):
             raise provider_errors.bad_body(self.name, 200, self.encode(doc),
@@ -58,8 +58,8 @@ class AnthropicProvider(JSONAPIProvider):
         return n
 
     # --- Claude bodies, passed through -----------------------------------------------------
-    def native_headers(self, extra: list[tuple[str, str]], call: Call) -> list[tuple[bytes, bytes]]:
-        h = self.headers(None, call)
+    def native_headers(self, extra: list[tuple[str, str]], attempt: Attempt) -> list[tuple[bytes, bytes]]:
+        h = self.headers(None, attempt)
         h += [(k.encode(), v.encode()) for k, v in extra]
         return h
 
@@ -69,15 +69,16 @@ class AnthropicProvider(JSONAPIProvider):
     def native_tracker(self):
         return anthropic_messages.NativeStreamTracker(self.name)
 
-    async def invoke_native(self, call: Call, doc: dict) -> dict:
-        body, extra = anthropic_messages.native_request(doc, call.upstream_model, stream=False)
-        return await self.post_json(self.endpoint(call.upstream_model), self.native_headers(extra, call), body)
+    async def invoke_native(self, attempt: Attempt, doc: dict) -> dict:
+        body, extra = anthropic_messages.native_request(doc, attempt.upstream_model, stream=False)
+        return await self.post_json(self.endpoint(attempt.upstream_model), self.native_headers(extra, attempt), body)
 
-    async def invoke_native_stream(self, call: Call, doc: dict, tracker):
+    async def invoke_native_stream(self, attempt: Attempt, doc: dict, tracker):
         """Native Messages stream events (data dicts, "type" = event name), a list per upstream
         read, each fed to `tracker`."""
-        body, extra = anthropic_messages.native_request(doc, call.upstream_model, stream=True)
-        async with self.open_stream(self.endpoint(call.upstream_model), self.native_headers(extra, call), body) as events:
+        body, extra = anthropic_messages.native_request(doc, attempt.upstream_model, stream=True)
+        async with self.open_stream(self.endpoint(attempt.upstream_model), self.native_headers(extra, attempt),
+                                    body) as events:
             if isinstance(events, dict):
                 raise provider_errors.bad_body(
                     self.name, 200, self.encode(events), "a JSON answer to a streaming request")

@@ -34,7 +34,8 @@ from finops.shared.config import ProviderConfig
 from .. import upstream
 from ..bedrock import reported
 from ..translate import provider_errors
-from .base import Call, Provider
+from ..request import Attempt
+from .base import Provider
 
 # Response headers of Bedrock worth passing on (lower-case).
 PASS_HEADERS = ("content-type", "x-amzn-bedrock-content-type", "x-amzn-bedrock-performanceconfig-latency",
@@ -121,39 +122,39 @@ class BedrockProvider(Provider):
                         for k in cfg.keys]
         self.client = upstream.UpstreamClient(cfg)
 
-    def pick_signer(self, call: Call | None = None) -> CachedKeySigV4Auth:
+    def signer(self, attempt: Attempt) -> CachedKeySigV4Auth:
         if not self.signers:
             raise errors.GatewayError(
                 "AccessDeniedException",
                 f"provider {self.name!r} (bedrock) has no keys; add keys = [{{access_key_id = \"${{AWS_ACCESS_KEY_ID}}\", "
                 "secret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"}] to its config.", 403)
-        return self.signers[self.choose_key(call.upstream_model if call else "", call)]
+        return self.signers[attempt.key_index]
 
-    def signed_request(self, call: Call, body: bytes) -> tuple[str, list]:
-        url = f"{self.base_url}/model/{quote(call.upstream_model, safe='')}/{call.op}"
-        headers = {k: call.headers[k] for k in FORWARD_HEADERS if k in call.headers}
-        if call.op not in ("invoke", "invoke-with-response-stream"):
+    def signed_request(self, attempt: Attempt, body: bytes) -> tuple[str, list]:
+        url = f"{self.base_url}/model/{quote(attempt.upstream_model, safe='')}/{attempt.op}"
+        headers = {k: attempt.headers[k] for k in FORWARD_HEADERS if k in attempt.headers}
+        if attempt.op not in ("invoke", "invoke-with-response-stream"):
             headers["content-type"] = "application/json"
         req = AWSRequest(method="POST", url=url, data=body, headers=headers)
-        self.pick_signer(call).add_auth(req)
+        self.signer(attempt).add_auth(req)
         return url, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
 
-    async def relay(self, call: Call, body: bytes, reply, headers_for=lambda usage: []):
+    async def relay(self, attempt: Attempt, body: bytes, reply, headers_for=lambda usage: []):
         """`headers_for(usage)` adds the gateway's own response headers (cost, budget): with the
         usage of a plain answer, with None at the head of a stream."""
-        url, headers = self.signed_request(call, body)
-        if call.op not in STREAM_OPS:
+        url, headers = self.signed_request(attempt, body)
+        if attempt.op not in STREAM_OPS:
             resp = await self.client.post(url, headers, body)
             if resp.status_code != 200:
                 raise parse_upstream_error(resp.status_code, resp.headers, resp.content)
-            usage = usage_of(call.op, resp)
+            usage = usage_of(attempt.op, resp)
             await reply.head(200, pass_headers(resp.headers) + headers_for(usage), stream=False)
             await reply.body(resp.content)
             return usage
         async with self.client.stream(url, headers, body) as resp:
             if resp.status_code != 200:
                 raise parse_upstream_error(resp.status_code, resp.headers, await resp.aread())
-            return await self._relay_stream(call.op, resp, reply, pass_headers(resp.headers) + headers_for(None))
+            return await self._relay_stream(attempt.op, resp, reply, pass_headers(resp.headers) + headers_for(None))
 
     async def _relay_stream(self, op: str, resp, reply, head_headers: list) -> dict:
         """Pass the upstream's events on, one message per read; returns the usage Bedrock reported.

@@ -26,7 +26,8 @@ from .. import upstream
 from ..bedrock.converse import response_to_events
 from ..translate import provider_errors
 from ..translate.sse import SSEDecoder, SSEError
-from .base import Call, Provider
+from ..request import Attempt
+from .base import Provider
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 USER_AGENT = b"finops-gateway/0.1"
@@ -54,19 +55,19 @@ class JSONAPIProvider(Provider):
         raise NotImplementedError
 
     # --- the canonical calls ---------------------------------------------------------------
-    async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
-        body = self.translator.build_request(req, call.upstream_model, stream=False, dialect=self._dialect)
-        doc = await self.post_json(self.endpoint(call.upstream_model), self.headers(req, call), body)
+    async def chat(self, attempt: Attempt, req: ChatRequest) -> ChatResponse:
+        body = self.translator.build_request(req, attempt.upstream_model, stream=False, dialect=self._dialect)
+        doc = await self.post_json(self.endpoint(attempt.upstream_model), self.headers(req, attempt), body)
         resp = self.translator.parse_response(doc, provider=self.name)
         if not resp.usage.input_tokens:      # a server that reports no usage: our estimate
             resp.usage.input_tokens = request_tokens(req)
-        resp.latency_ms = int((time.monotonic() - call.started) * 1000)
+        resp.latency_ms = int((time.monotonic() - attempt.started) * 1000)
         return resp
 
-    async def chat_stream(self, call: Call, req: ChatRequest):
-        body = self.translator.build_request(req, call.upstream_model, stream=True, dialect=self._dialect)
+    async def chat_stream(self, attempt: Attempt, req: ChatRequest):
+        body = self.translator.build_request(req, attempt.upstream_model, stream=True, dialect=self._dialect)
         decoder = self.translator.StreamDecoder(self.name, request_tokens(req))
-        async with self.open_stream(self.endpoint(call.upstream_model), self.headers(req, call), body) as events:
+        async with self.open_stream(self.endpoint(attempt.upstream_model), self.headers(req, attempt), body) as events:
             if isinstance(events, dict):
                 # the server ignored "stream": true and answered JSON: replay it as a stream
                 yield response_to_events(self.translator.parse_response(events, provider=self.name))
@@ -86,17 +87,13 @@ class JSONAPIProvider(Provider):
         if not finished:
             yield decoder.finish()
 
-    async def count_tokens(self, call: Call, req: ChatRequest) -> int:
+    async def count_tokens(self, attempt: Attempt, req: ChatRequest) -> int:
         return request_tokens(req)
 
     # --- I/O -------------------------------------------------------------------------------
-    def pick_key(self, model: str = "", call: Call | None = None) -> KeyConfig | None:
-        i = self.choose_key(model, call)
-        return None if i is None else self.cfg.keys[i]
-
-    def headers(self, req: ChatRequest | None, call: Call | None = None) -> list[tuple[bytes, bytes]]:
+    def headers(self, req: ChatRequest | None, attempt: Attempt) -> list[tuple[bytes, bytes]]:
         h = [(b"content-type", b"application/json"), (b"user-agent", USER_AGENT)]
-        h += self.auth(self.pick_key(call.upstream_model if call else "", call), req)
+        h += self.auth(attempt.key, req)
         h += [(k.encode(), v.encode()) for k, v in self.cfg.headers.items()]
         return h
 

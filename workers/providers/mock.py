@@ -23,7 +23,8 @@ import trio
 from finops.shared.model import (ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent,
                                  Usage, estimate_tokens, request_tokens)
 
-from .base import Call, Provider
+from ..request import Attempt
+from .base import Provider
 
 
 def _value_for(schema: dict, text: str):
@@ -50,19 +51,19 @@ def _value_for(schema: dict, text: str):
 class MockProvider(Provider):
     kind = "mock"
 
-    def answer(self, call: Call, req: ChatRequest) -> ChatResponse:
+    def answer(self, attempt: Attempt, req: ChatRequest) -> ChatResponse:
         text = req.last_user_text()
         usage = Usage(input_tokens=request_tokens(req))
         tool = self.tool_to_call(req, text)
         if tool is not None:
-            tool_id = "tooluse_" + hashlib.sha1(f"{call.model_id}|{text}".encode()).hexdigest()[:20]
+            tool_id = "tooluse_" + hashlib.sha1(f"{attempt.model_id}|{text}".encode()).hexdigest()[:20]
             intro = f"Calling {tool.name}."
             content = [{"text": intro},
                        {"toolUse": {"toolUseId": tool_id, "name": tool.name,
                                     "input": _value_for(tool.input_schema, text)}}]
             usage.output_tokens = estimate_tokens(intro) + estimate_tokens(json.dumps(content[1]["toolUse"]["input"]))
-            return ChatResponse(content, "tool_use", usage, model=call.upstream_model)
-        answer = f"FinOps mock ({call.upstream_model}) received: {text}"
+            return ChatResponse(content, "tool_use", usage, model=attempt.upstream_model)
+        answer = f"FinOps mock ({attempt.upstream_model}) received: {text}"
         stop, stop_seq = "end_turn", None
         for s in req.stop_sequences:
             i = answer.find(s, 1)
@@ -72,7 +73,7 @@ class MockProvider(Provider):
         if req.max_tokens is not None and estimate_tokens(answer) > req.max_tokens:
             answer, stop = answer[:req.max_tokens * 4], "max_tokens"
         usage.output_tokens = max(1, estimate_tokens(answer))
-        return ChatResponse([{"text": answer}], stop, usage, model=call.upstream_model, stop_sequence=stop_seq)
+        return ChatResponse([{"text": answer}], stop, usage, model=attempt.upstream_model, stop_sequence=stop_seq)
 
     @staticmethod
     def tool_to_call(req: ChatRequest, text: str):
@@ -86,17 +87,17 @@ class MockProvider(Provider):
             return req.tools[0]
         return None
 
-    async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
+    async def chat(self, attempt: Attempt, req: ChatRequest) -> ChatResponse:
         if self.cfg.latency_ms:
             await trio.sleep(self.cfg.latency_ms / 1000)
-        resp = self.answer(call, req)
+        resp = self.answer(attempt, req)
         resp.latency_ms = int(self.cfg.latency_ms)
         return resp
 
-    async def chat_stream(self, call: Call, req: ChatRequest):
+    async def chat_stream(self, attempt: Attempt, req: ChatRequest):
         if self.cfg.latency_ms:
             await trio.sleep(self.cfg.latency_ms / 1000)
-        resp = self.answer(call, req)
+        resp = self.answer(attempt, req)
         delay = self.cfg.chunk_delay_ms / 1000
         batch = [StreamEvent("message_start", data={"role": "assistant"})]
         for index, block in enumerate(resp.content):
@@ -118,10 +119,10 @@ class MockProvider(Provider):
         batch.append(StreamEvent("metadata", data={"usage": resp.usage, "latencyMs": int(self.cfg.latency_ms)}))
         yield batch
 
-    async def count_tokens(self, call: Call, req: ChatRequest) -> int:
+    async def count_tokens(self, attempt: Attempt, req: ChatRequest) -> int:
         return request_tokens(req)
 
-    async def embed(self, call: Call, req: EmbedRequest) -> EmbedResponse:
+    async def embed(self, attempt: Attempt, req: EmbedRequest) -> EmbedResponse:
         dims = req.dimensions or 1024
         out = []
         for t in req.texts:

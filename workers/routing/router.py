@@ -111,6 +111,12 @@ class Circuits:
     def for_provider(self, name: str) -> Breakers:
         return self.by_provider[name]
 
+    def record(self, outcomes) -> None:
+        """Apply `(provider, circuit name, ok)` outcomes (planner.AttemptPlan's decisions)."""
+        for provider, name, ok in outcomes:
+            b = self.by_provider[provider]
+            (b.success if ok else b.failure)(name)
+
     def snapshot(self) -> dict:
         out = {}
         for b in self.by_provider.values():
