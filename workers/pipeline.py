@@ -117,17 +117,19 @@ class Pipeline:
             await reply.error(e)
         finally:
             if not error and not reply.done:            # the frontend stopped waiting and cancelled us
-                why = reply.why or {}
-                status, error, origin = why.get("status", status), why.get("error", "cancelled"), why.get("origin", "client")
-            outcome = self.conclude(request, adm, usage, parsed, progress, plan, hit, status, error, origin, reply)
-            settle = (self.gov.settle_hit(request, hit.saved_usd) if hit is not None
-                      else self.gov.settle(request, adm, outcome.charge))
+                status, error, origin = cancelled(reply.why or {}, status)
+            # one charge: the ledger's settle, the log's cost and x-bf-cost-usd are the same figure
+            last = progress.last
+            charge = self.gov.charge(adm, usage, last.upstream_model if last else "", parsed and parsed.req,
+                                     progress.produced_tokens, started=reply.head_sent)
+            settle = self.gov.settle_hit(request, hit.saved_usd) if hit else self.gov.settle(request, adm, charge)
+            outcome = Outcome(status, error, origin, charge.usage or usage, charge.usd, progress, **cache_result(plan, hit))
             tape, reply.tape = reply.tape, None
             bodies = (request.body, recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
-            await finish(reply, self.requestlog.row(request, outcome.record, reply, *bodies), settle)
+            await finish(reply, self.requestlog.row(request, outcome, reply, *bodies), settle)
             if hit is None and plan is not None and plan.store and not error and tape:
-                self.cache.store(plan, request, tape, vec, outcome.record.cost_usd)
-            self.tracing.finish(span, request, outcome.record)
+                self.cache.store(plan, request, tape, vec, outcome.cost_usd)
+            self.tracing.finish(span, request, outcome)
 
     def route(self, request: Request, ident) -> tuple:
         """The route serving the modelId and the targets this request may try, in order (those the
@@ -218,18 +220,6 @@ class Pipeline:
             h.append(["x-bf-cache", cache_result])
         charge = None if usage is None else self.gov.charge(adm, usage, attempt.upstream_model)
         return h + self.gov.headers(adm, charge)
-
-    def conclude(self, request: Request, adm, usage: dict, parsed, progress: Progress, plan, hit,
-                 status: int, error: str, origin: str, reply: Reply) -> "Concluded":
-        """How the request ended, and what it is charged (one figure for the ledger and the log)."""
-        last = progress.last
-        charge = self.gov.charge(adm, usage, last.upstream_model if last else "", parsed.req if parsed else None,
-                                 progress.produced_tokens, started=reply.head_sent)
-        record = Outcome(status, error, origin, charge.usage or usage, charge.usd, progress,
-                         cache=hit.kind if hit is not None else "" if plan is None else "miss",
-                         similarity=hit.similarity if hit is not None else 0.0,
-                         saved_usd=hit.saved_usd if hit is not None else 0.0)
-        return Concluded(record, charge)
 
     def publish_circuits(self) -> None:
         """Write this worker's circuit states to <run_dir>/circuits-<pid>.json when they changed.
@@ -323,10 +313,17 @@ class Pipeline:
 
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Concluded:
-    record: Outcome
-    charge: object
+def cancelled(why: dict, status: int) -> tuple[int, str, str]:
+    """(status, error, origin) of a request the frontend stopped waiting for: a timeout it
+    answered itself (`why` says so), or a client that went away."""
+    return why.get("status", status), why.get("error", "cancelled"), why.get("origin", "client")
+
+
+def cache_result(plan, hit) -> dict:
+    """The cache's part of the outcome: what it did, and what a hit saved."""
+    if hit is not None:
+        return {"cache": hit.kind, "similarity": hit.similarity, "saved_usd": hit.saved_usd}
+    return {"cache": "" if plan is None else "miss"}
 
 
 def attempt_for(request: Request, step: Step, keys_of: dict) -> Attempt:
