@@ -28,7 +28,7 @@ from contextlib import aclosing
 
 import trio
 
-from finops.shared import errors, transport
+from finops.shared import envelope, errors, transport
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
@@ -94,14 +94,14 @@ class Pipeline:
         if self.cache is not None:
             self.cache.close()
 
-    async def handle(self, env: dict, reply: Reply) -> None:
-        if env["op"] == "admin":
+    async def handle(self, env: envelope.Request, reply: Reply) -> None:
+        if env.op == "admin":
             try:
                 return await self.admin(env, reply)
             finally:
                 await finish(reply)
-        hdr = env.get("hdr", {})
-        call = Call(rid=env["id"], op=env["op"], model_id=env["model"], upstream_model=env["model"],
+        hdr = env.headers
+        call = Call(rid=env.rid, op=env.op, model_id=env.model, upstream_model=env.model,
                     headers=hdr, virtual_key=hdr.get("x-bf-vk", ""), env=hdr.get("x-bf-env", ""),
                     started=time.monotonic())
         call.span = self.tracing.request(call.rid, call.op, call.model_id, hdr.get("traceparent", ""))
@@ -122,7 +122,7 @@ class Pipeline:
                 allowed = [t for t in targets if call.key.allows_provider(t.provider)]
                 self.gov.authorize(ident, call, targets[0].provider if not allowed else allowed[0].provider)
                 targets = allowed
-            plan = self.cache_plan(call, route, env["body"])
+            plan = self.cache_plan(call, route, env.body)
             if plan is not None:
                 hit, vec = await self.cache.lookup(plan)
                 call.cache = hit.kind if hit else "miss"
@@ -132,7 +132,7 @@ class Pipeline:
                     return
             if (plan is not None and plan.store) or route.log_bodies:
                 reply.tape = []
-            usage = await self.attempts(call, route, targets, env["body"], reply) or {}
+            usage = await self.attempts(call, route, targets, env.body, reply) or {}
         except errors.GatewayError as e:
             error, origin = e.code, e.origin or "client"
             status = 200 if reply.head_sent else e.status
@@ -147,16 +147,15 @@ class Pipeline:
             await reply.error(e)
         finally:
             if not error and not reply.done:            # the frontend stopped waiting and cancelled us
-                why = reply.why or {}
-                status = why.get("status", status)
-                error, origin = why.get("error", "cancelled"), why.get("origin", "client")
+                why = reply.why
+                status, error, origin = (why.status, why.error, why.origin) if why else (status, "cancelled", "client")
             # one charge for the header, the ledger and the log (Governor.charge)
             charge = self.gov.charge(call, usage, call.parsed[2] if call.parsed else None,
                                      call.produced_tokens, started=reply.head_sent)
             call.cost_usd = charge.usd
             settle = self.gov.settle_hit(call, hit.saved_usd) if hit is not None else self.gov.settle(call, charge)
             tape, reply.tape = reply.tape, None
-            bodies = (env["body"], recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
+            bodies = (env.body, recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
             row = self.requestlog.row(call, status, error, origin, charge.usage or usage, reply, *bodies)
             await finish(reply, row, settle)            # the answer, its row and its settle go together
             if hit is None and plan is not None and plan.store and not error and tape:
@@ -342,12 +341,12 @@ class Pipeline:
             h.append(["x-bf-cache", call.cache])
         return h + self.gov.headers(call, None if usage is None else self.gov.charge(call, usage))
 
-    async def admin(self, env: dict, reply: Reply) -> None:
+    async def admin(self, env: envelope.Request, reply: Reply) -> None:
         """The admin API (the frontend checked the admin token): keys, teams, customers, usage,
         circuits, cache, the request log's dashboard and report; and /metrics (token optional)."""
-        path, _, qs = env.get("path", "").partition("?")
+        path, _, qs = env.path.partition("?")
         query = dict(urllib.parse.parse_qsl(qs))
-        method = env["hdr"].get(":method", "GET")
+        method = env.headers.get(":method", "GET")
         if path == "/metrics":
             await reply.head(200, [["content-type", METRICS_CONTENT_TYPE]], stream=False)
             return await reply.body(await self.requestlog.scrape())
@@ -361,7 +360,7 @@ class Pipeline:
         elif path.rstrip("/") == "/admin/cache" and method in ("GET", "DELETE"):
             status, doc = await self.admin_cache(method, query)
         else:
-            status, doc = admin.handle(self.gov.store, method, path, query, env["body"])
+            status, doc = admin.handle(self.gov.store, method, path, query, env.body)
             if method != "GET":
                 self.gov.reload()
         if status >= 400:        # AWS-shaped like every other failure (X-Amzn-ErrorType, JSON message)

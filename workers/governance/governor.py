@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from finops.shared import errors
+from finops.shared import envelope, errors
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, request_tokens
 
@@ -123,14 +123,14 @@ class Governor:
         """Re-read keys, teams and customers (this process changed the store, or another did)."""
         self.index = auth.KeyIndex.of(load_directory(self.store, self.cfg))
 
-    def identify(self, call, env: dict) -> auth.Identity:
+    def identify(self, call, env: envelope.Request) -> auth.Identity:
         self._fresh()
         if not self.index.directory.keys and self.g.mode == "open":
             vk = call.headers.get("x-bf-vk", "")
             return auth.Identity(None, "x-bf-vk" if vk else "", vk[:64])
         try:
-            return auth.identify(self.index, self.g.mode, "POST", call.headers.get("host", ""), env.get("path", ""),
-                                 call.headers, env["body"], time.time(), self.g.clock_skew_seconds)
+            return auth.identify(self.index, self.g.mode, "POST", call.headers.get("host", ""), env.path,
+                                 call.headers, env.body, time.time(), self.g.clock_skew_seconds)
         except errors.GatewayError as e:
             e.origin = "governance"
             raise
