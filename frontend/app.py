@@ -25,7 +25,7 @@ from finops.shared import envelope, errors, eventstream
 from finops.shared.config import Config
 
 from . import routes, ui_static
-from .dispatch import WorkerPool
+from .dispatch import WorkerLost, WorkerPool
 
 ADMIN_PREFIX = b"/admin/"
 METRICS = b"/metrics"
@@ -112,10 +112,10 @@ class App:
             self.pool.outcomes.flush()      # a report sees the requests this frontend answered before it
         pending = self.pool.open(rid, worker)
         try:
-            await self.pool.send(worker, envelope.request(
-                rid, route.op, route.model_id, body, hdr, self.pool.reply_endpoint,
-                self.cfg.server.stream_window, self.cfg.server.request_timeout_seconds,
-                raw_target(scope)))
+            await self.pool.send(worker, envelope.encode(envelope.Request(
+                rid=rid, op=route.op, model=route.model_id, body=body, headers=hdr,
+                reply=self.pool.reply_endpoint, window=self.cfg.server.stream_window,
+                deadline=self.cfg.server.request_timeout_seconds, path=raw_target(scope))))
             first = None
             if route.op not in routes.STREAMING:
                 # Most non-streaming answers are back within milliseconds: relay those without a
@@ -134,7 +134,7 @@ class App:
         finally:
             self.pool.close(pending)
             if not pending.finished:        # the worker logs it, with why the frontend stopped waiting
-                self.pool.send_nowait(worker, envelope.cancel(rid, pending.why))
+                self.pool.send_nowait(worker, envelope.encode(envelope.Cancel(rid=rid, why=pending.why)))
 
     async def wait_for_worker(self, receive):
         """No worker is live: wait up to server.worker_wait_seconds for one (None if none came).
@@ -162,7 +162,8 @@ class App:
                                        200 if stream else e.status, e.code, stream, messages)
 
     async def relay(self, req: "Inbound", pending, send, env=None) -> None:
-        """Relay the worker's replies (`env`: the first, if already received) to the client."""
+        """Relay the worker's replies (`env`: the first, if already received) to the client.
+        A reply is an envelope (finops.shared.envelope) or the pool's own WorkerLost."""
         rid = req.rid
         timeout = self.cfg.server.request_timeout_seconds
         recv = pending.recv_ch
@@ -170,35 +171,37 @@ class App:
             if env is None:
                 env = await recv.receive()
         if scope.cancelled_caught:
-            pending.why = {"status": 408, "error": "ModelTimeoutException", "origin": "upstream"}
+            pending.why = envelope.Why(408, "ModelTimeoutException", "upstream")
             return await send_error(send, rid, errors.model_timeout(
                 f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))
-        if env["k"] == envelope.ERROR:
-            e = errors.GatewayError.from_wire(env["err"])
-            if env.get("local"):            # its worker died: no worker row will come
+        kind = type(env)
+        if kind is envelope.Error or kind is WorkerLost:
+            e = errors.GatewayError.from_wire(env.error)
+            if kind is WorkerLost:          # its worker died: no worker row will come
                 self.failed(req, e, messages=0)
             return await send_error(send, rid, e)
-        if env["k"] != envelope.HEAD or pending.seq.check(env):
-            log.error("request %s: expected head, got %s", rid, env.get("k"))
-            pending.why = {"status": 500, "error": "InternalServerException", "origin": "gateway"}
+        if kind is not envelope.Head or pending.seq.check(env):
+            log.error("request %s: expected head, got %s", rid, envelope.kind(env))
+            pending.why = envelope.Why(500, "InternalServerException", "gateway")
             return await send_error(send, rid, errors.internal())
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in env["hdr"]]
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in env.headers]
         headers.append((b"x-amzn-requestid", rid.encode()))
-        if not env["stream"]:
+        if not env.stream:
             with trio.move_on_after(timeout):
                 nxt = await recv.receive()
-                if nxt["k"] == envelope.BODY and not pending.seq.check(nxt):
-                    headers.append((b"content-length", str(len(nxt["data"])).encode()))
-                    await send({"type": "http.response.start", "status": env["status"], "headers": headers})
-                    return await send({"type": "http.response.body", "body": nxt["data"]})
-                if nxt["k"] == envelope.ERROR:
-                    e = errors.GatewayError.from_wire(nxt["err"])
-                    if nxt.get("local"):
+                kind = type(nxt)
+                if kind is envelope.Body and not pending.seq.check(nxt):
+                    headers.append((b"content-length", str(len(nxt.data)).encode()))
+                    await send({"type": "http.response.start", "status": env.status, "headers": headers})
+                    return await send({"type": "http.response.body", "body": nxt.data})
+                if kind is envelope.Error or kind is WorkerLost:
+                    e = errors.GatewayError.from_wire(nxt.error)
+                    if kind is WorkerLost:
                         self.failed(req, e, messages=1)
                     return await send_error(send, rid, e)
-            pending.why = {"status": 500, "error": "InternalServerException", "origin": "gateway"}
+            pending.why = envelope.Why(500, "InternalServerException", "gateway")
             return await send_error(send, rid, errors.internal())
-        await self.relay_stream(req, pending, env["status"], headers, send)
+        await self.relay_stream(req, pending, env.status, headers, send)
 
     async def relay_stream(self, req: "Inbound", pending, status, headers, send) -> None:
         """Relay stream chunks as event-stream frames; a failure ends it with an exception frame.
@@ -225,25 +228,26 @@ class App:
                 env = await recv.receive()
             if scope.cancelled_caught:
                 err = errors.model_timeout(f"The model sent nothing for {idle:.0f}s mid-stream.")
-                pending.why = {"status": 200, "error": err.code, "origin": "upstream"}
+                pending.why = envelope.Why(200, err.code, "upstream")
             while err is None:
-                kind = env["k"]
+                kind = type(env)
                 received += 1
-                if env.get("local"):        # its worker died mid-stream: no worker row will come
-                    err = errors.GatewayError.from_wire(env["err"])
+                if kind is WorkerLost:      # its worker died mid-stream: no worker row will come
+                    err = errors.GatewayError.from_wire(env.error)
                     self.failed(req, err, stream=True, messages=received - 1)
                 elif bad := pending.seq.check(env):
                     log.error("request %s: %s", rid, bad)
                     err = errors.internal("The gateway lost part of this stream internally; retry the request.")
-                    pending.why = {"status": 200, "error": err.code, "origin": "gateway"}
-                elif kind == envelope.CHUNK:
-                    for et, data in env["ev"]:
+                    pending.why = envelope.Why(200, err.code, "gateway")
+                elif kind is envelope.Chunk:
+                    events = env.events
+                    for et, data in events:
                         out.append(event_frame(et, data))
-                    consumed += len(env["ev"])
-                elif kind == envelope.END:
+                    consumed += len(events)
+                elif kind is envelope.End:
                     finished = True
-                elif kind == envelope.ERROR:
-                    err = errors.GatewayError.from_wire(env["err"])
+                elif kind is envelope.Error:
+                    err = errors.GatewayError.from_wire(env.error)
                 else:
                     err = errors.internal()
                 if finished or err is not None or len(out) >= MAX_FRAMES_PER_WRITE:
@@ -260,7 +264,7 @@ class App:
             if finished:
                 return
             if consumed >= grant_at:
-                self.pool.send_nowait(worker, envelope.credit(rid, consumed))
+                self.pool.send_nowait(worker, envelope.encode(envelope.Credit(rid=rid, grant=consumed)))
                 consumed = 0
 
     def check_admin(self, scope) -> None:

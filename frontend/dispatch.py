@@ -9,8 +9,8 @@ needs more than `window + 4` slots, so the reader never blocks on one slow clien
 A worker is *live* after its first pong. It is *dead* when its DEALER connection drops (socket
 monitor: immediate on process death), or when it has not answered a ping for
 `worker_dead_after_seconds` (a hung process). Every request in flight on a dead worker gets a
-local `error` envelope at once: 503 ServiceUnavailableException before the response head (SDKs
-retry it), an exception frame after.
+`WorkerLost` at once in place of its worker's replies: 503 ServiceUnavailableException before the
+response head (SDKs retry it), an exception frame after.
 
 A request that finds no live worker (right after start, or while every worker restarts) waits
 for one up to `worker_wait_seconds` (`wait_choose`); a worker's first pong wakes it.
@@ -21,6 +21,7 @@ import logging
 import os
 import time
 
+import msgspec
 import trio
 
 from finops.shared import envelope, errors, transport
@@ -56,6 +57,13 @@ class Worker:
         return f"<Worker pid={self.pid} {state} inflight={len(self.inflight)}>"
 
 
+class WorkerLost(msgspec.Struct, frozen=True, gc=False):
+    """The frontend's own last reply for a request whose worker died (never on the wire): the
+    client gets `error`, and no worker row will come, so the frontend logs the request itself."""
+    rid: str
+    error: errors.WireError
+
+
 class Pending:
     """One request in flight: where its replies go and which worker has it."""
     __slots__ = ("rid", "worker", "send_ch", "recv_ch", "seq", "finished", "why")
@@ -66,7 +74,7 @@ class Pending:
         self.send_ch, self.recv_ch = trio.open_memory_channel(window + 4)
         self.seq = envelope.SequenceChecker()
         self.finished = False   # the worker sent its last reply (or is gone): no cancel needed
-        self.why: dict | None = None   # the frontend answered the client itself: {"status", "error", "origin"}
+        self.why: envelope.Why | None = None   # the frontend answered the client itself
 
 
 class WorkerPool:
@@ -135,7 +143,7 @@ class WorkerPool:
         for p in unfinished:
             p.finished = True
             try:
-                p.send_ch.send_nowait({"k": envelope.ERROR, "id": p.rid, "err": err, "local": True})
+                p.send_ch.send_nowait(WorkerLost(p.rid, err))
             except trio.WouldBlock:
                 pass
         w.inflight.clear()
@@ -205,7 +213,7 @@ class WorkerPool:
         w.last_pong = time.monotonic()
         self.workers[pid] = w
         self._nursery.start_soon(self._watch, w)
-        w.sock.send_nowait(envelope.ping(self.reply_endpoint, time.monotonic()))
+        w.sock.send_nowait(envelope.encode(envelope.Ping(reply=self.reply_endpoint, t=time.monotonic())))
 
     async def _watch(self, w: Worker) -> None:
         """Connection events of one worker's DEALER: a drop after a connect means it died."""
@@ -230,7 +238,7 @@ class WorkerPool:
                     self.mark_dead(w, f"no heartbeat for {s.worker_dead_after_seconds:.1f}s")
                     self._forgotten[w.pid] = now + 10 * s.worker_dead_after_seconds
                 else:
-                    w.sock.send_nowait(envelope.ping(self.reply_endpoint, now))
+                    w.sock.send_nowait(envelope.encode(envelope.Ping(reply=self.reply_endpoint, t=now)))
             await trio.sleep(s.heartbeat_seconds)
 
     async def _reader(self) -> None:
@@ -245,14 +253,16 @@ class WorkerPool:
                 except envelope.EnvelopeError as e:
                     log.error("dropping reply: %s", e)
                     continue
-                kind = env["k"]
-                if kind == envelope.PONG:
-                    self._on_pong(env)
+                if not isinstance(env, envelope.Sequenced):
+                    if type(env) is envelope.Pong:
+                        self._on_pong(env)
+                    else:
+                        log.error("dropping reply: a worker sent a %s envelope", envelope.kind(env))
                     continue
-                final = kind in envelope.FINAL
+                final = isinstance(env, envelope.Final)
                 if final:
                     outcomes.take(env, now)     # the row and settle, whether or not the client is still here
-                p = self.pending.get(env["id"])
+                p = self.pending.get(env.rid)
                 if p is None:
                     continue  # the request already ended (client gone, or timed out)
                 if final:
@@ -263,10 +273,10 @@ class WorkerPool:
                     log.error("request %s: worker sent past its credit; ending the request", p.rid)
                     self.close(p)
 
-    def _on_pong(self, env: dict) -> None:
+    def _on_pong(self, env: envelope.Pong) -> None:
         try:
-            pid = int(env["wid"])
-        except (KeyError, ValueError):
+            pid = int(env.wid)
+        except ValueError:
             return
         w = self.workers.get(pid)
         if w is None or w.dead:

@@ -31,7 +31,7 @@ from collections import deque
 
 import trio
 
-from finops.shared import logrow
+from finops.shared import envelope, logrow
 from finops.shared.actors import ActorClient
 from finops.shared.config import Config
 
@@ -50,19 +50,19 @@ class Outcomes:
         self.ledger = ActorClient(cfg.run_dir, "ledger", cfg.server.transport, replies=False)
         self.days = logrow.Days(cfg.governance.timezone)
         self.rows: list[bytes] = []
-        self.recent: deque[tuple[float, list]] = deque()    # (monotonic time, settle), oldest first
+        self.recent: deque[tuple[float, tuple]] = deque()   # (monotonic time, settle), oldest first
         self.dropped = 0
         self._waiting = trio.Event()
 
     def __repr__(self) -> str:
         return f"<Outcomes {len(self.rows)} rows waiting, {len(self.recent)} recent settles, {self.dropped} dropped>"
 
-    def take(self, env: dict, now: float) -> None:
+    def take(self, env: envelope.Final, now: float) -> None:
         """The outcome a worker's final envelope carries (nothing when it has none)."""
-        row = env.get("row")
+        row = env.row
         if row is not None:
             self.add(row)
-        settle = env.get("settle")
+        settle = env.settle
         if settle is not None:
             self.recent.append((now, settle))
             while self.recent[0][0] < now - REPLAY_SECONDS:

@@ -17,7 +17,7 @@ import time
 
 import trio
 
-from finops.shared import config
+from finops.shared import config, envelope
 from finops.workers.pipeline import Pipeline
 
 
@@ -36,7 +36,7 @@ class NullReply:
     async def chunks(self, events):
         self.n += 1
 
-    async def end(self, usage=None, meta=None):
+    async def end(self, usage=None):
         self.done, self.n = True, self.n + 1
 
     async def error(self, e):
@@ -58,15 +58,15 @@ async def cost(log_on: bool, op: str, n: int) -> float:
                         "server": {"data_dir": tempfile.mkdtemp(prefix="finops-pipeline-cost-")},
                         "observability": {"request_log": log_on}}, "pipeline_cost")
     p = Pipeline(cfg)
-    env = {"id": "", "op": op, "model": "anthropic.claude-3-haiku-20240307-v1:0", "body": BODY,
-           "hdr": {"user-agent": "Boto3/1.43", "host": "bench"}, "path": "/"}
+    def request(rid: str) -> envelope.Request:
+        return envelope.Request(rid=rid, op=op, model="anthropic.claude-3-haiku-20240307-v1:0", body=BODY,
+                                headers={"user-agent": "Boto3/1.43", "host": "bench"}, reply="", window=16,
+                                deadline=600.0, path="/")
     for i in range(200):                                     # warm up
-        env["id"] = f"warm-{i}"
-        await p.handle(env, NullReply())
+        await p.handle(request(f"warm-{i}"), NullReply())
     t = time.process_time()
     for i in range(n):
-        env["id"] = f"r-{i}"
-        await p.handle(env, NullReply())
+        await p.handle(request(f"r-{i}"), NullReply())
     spent = time.process_time() - t
     p.requestlog.client.close()
     p.gov.close()

@@ -13,6 +13,9 @@ with an empty code and message.
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import msgspec
 
 # code -> (status, retryable by SDKs)
 AWS_ERRORS: dict[str, tuple[int, bool]] = {
@@ -42,6 +45,15 @@ CONVERSE_STREAM_EXCEPTIONS = frozenset({
 INVOKE_STREAM_EXCEPTIONS = CONVERSE_STREAM_EXCEPTIONS | {"modelTimeoutException"}
 
 
+class WireError(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """A GatewayError as it crosses ZeroMQ, in an `error` envelope (finops.shared.envelope)."""
+    code: str
+    message: str
+    status: int
+    retry_after_ms: int | None = None
+    extra: dict[str, Any] = {}
+
+
 class GatewayError(Exception):
     """An error a client sees. `code` is the AWS error code, e.g. ``ValidationException``."""
 
@@ -65,18 +77,12 @@ class GatewayError(Exception):
         return AWS_ERRORS.get(self.code, (self.status, self.status >= 500))[1]
 
     # --- wire forms ---------------------------------------------------------------------
-    def to_wire(self) -> dict:
-        d = {"code": self.code, "status": self.status, "message": self.message}
-        if self.retry_after_ms is not None:
-            d["retry_after_ms"] = self.retry_after_ms
-        if self.extra:
-            d["extra"] = self.extra
-        return d
+    def to_wire(self) -> WireError:
+        return WireError(self.code, self.message, self.status, self.retry_after_ms, self.extra)
 
     @classmethod
-    def from_wire(cls, d: dict) -> "GatewayError":
-        return cls(d["code"], d["message"], d["status"], retry_after_ms=d.get("retry_after_ms"),
-                   extra=d.get("extra"))
+    def from_wire(cls, w: WireError) -> "GatewayError":
+        return cls(w.code, w.message, w.status, retry_after_ms=w.retry_after_ms, extra=w.extra)
 
     def http_body(self) -> bytes:
         body = {"message": self.message}

@@ -29,7 +29,7 @@ import urllib.parse
 
 import trio
 
-from finops.shared import errors, transport
+from finops.shared import envelope, errors, transport
 from finops.shared.config import Config
 
 from . import operations
@@ -74,9 +74,9 @@ class Pipeline:
         if self.cache is not None:
             self.cache.close()
 
-    async def handle(self, msg: dict, reply: Reply) -> None:
+    async def handle(self, msg: envelope.Request, reply: Reply) -> None:
         """Serve the request of a `request` envelope, writing its answer to `reply`."""
-        if msg["op"] == "admin":
+        if msg.op == "admin":
             try:
                 return await self.admin(msg, reply)
             finally:
@@ -117,7 +117,7 @@ class Pipeline:
             await reply.error(e)
         finally:
             if not error and not reply.done:            # the frontend stopped waiting and cancelled us
-                status, error, origin = cancelled(reply.why or {}, status)
+                status, error, origin = cancelled(reply.why, status)
             # one charge: the ledger's settle, the log's cost and x-bf-cost-usd are the same figure
             last = progress.last
             charge = self.gov.charge(adm, usage, last.upstream_model if last else "", parsed and parsed.req,
@@ -247,12 +247,12 @@ class Pipeline:
                 continue
         return {"workers": out}
 
-    async def admin(self, env: dict, reply: Reply) -> None:
+    async def admin(self, env: envelope.Request, reply: Reply) -> None:
         """The admin API (the frontend checked the admin token): keys, teams, customers, usage,
         circuits, cache, the request log's dashboard and report; and /metrics (token optional)."""
-        path, _, qs = env.get("path", "").partition("?")
+        path, _, qs = env.path.partition("?")
         query = dict(urllib.parse.parse_qsl(qs))
-        method = env["hdr"].get(":method", "GET")
+        method = env.headers.get(":method", "GET")
         if path == "/metrics":
             await reply.head(200, [["content-type", METRICS_CONTENT_TYPE]], stream=False)
             return await reply.body(await self.requestlog.scrape())
@@ -266,7 +266,7 @@ class Pipeline:
         elif path.rstrip("/") == "/admin/cache" and method in ("GET", "DELETE"):
             status, doc = await self.admin_cache(method, query)
         else:
-            status, doc = admin.handle(self.gov.store, method, path, query, env["body"])
+            status, doc = admin.handle(self.gov.store, method, path, query, env.body)
             if method != "GET":
                 self.gov.reload()
         if status >= 400:        # AWS-shaped like every other failure (X-Amzn-ErrorType, JSON message)
@@ -313,10 +313,10 @@ class Pipeline:
 
 
 
-def cancelled(why: dict, status: int) -> tuple[int, str, str]:
+def cancelled(why, status: int) -> tuple[int, str, str]:
     """(status, error, origin) of a request the frontend stopped waiting for: a timeout it
-    answered itself (`why` says so), or a client that went away."""
-    return why.get("status", status), why.get("error", "cancelled"), why.get("origin", "client")
+    answered itself (`why`, an envelope.Why, says so), or a client that went away."""
+    return (why.status, why.error, why.origin) if why is not None else (status, "cancelled", "client")
 
 
 def cache_result(plan, hit) -> dict:

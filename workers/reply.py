@@ -40,23 +40,23 @@ class Reply:
         self.finished = False           # the final envelope went out
         self.stream = False
         self.tape: list | None = None   # when a list, what was sent is recorded in it (for the cache)
-        self.final: tuple | None = None  # (builder, args) of the held final reply
-        self.why: dict | None = None    # a cancel's reason ({"status", "error", "origin"}), from the frontend
+        self.final: tuple | None = None  # (record type, fields) of the held final reply
+        self.why: envelope.Why | None = None    # a cancel's reason, from the frontend
 
     def grant(self, n: int) -> None:
         self.credit += n
         self._credit_event.set()
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, env: envelope.Sequenced) -> None:
         if self.done:
             raise ReplyClosed(self.rid)
         self.n += 1
-        await self.sock.send(data)
+        await self.sock.send(envelope.encode(env))
 
-    def _hold(self, builder, *args) -> None:
+    def _hold(self, kind: type[envelope.Final], **fields) -> None:
         if self.done:
             raise ReplyClosed(self.rid)
-        self.final = (builder, args)
+        self.final = (kind, fields)
         self.done = True
 
     async def head(self, status: int, headers: list, stream: bool) -> None:
@@ -65,12 +65,12 @@ class Reply:
         self.stream = stream
         if self.tape is not None:
             self.tape.append(("head", status, headers, stream))
-        await self._send(envelope.head(self.rid, status, headers, stream))
+        await self._send(envelope.Head(rid=self.rid, n=self.n, status=status, headers=headers, stream=stream))
 
     async def body(self, data: bytes) -> None:
         if self.tape is not None:
             self.tape.append(("body", data))
-        self._hold(envelope.body, data)
+        self._hold(envelope.Body, data=data)
 
     async def chunks(self, events: list) -> None:
         """Send stream events [(event_type, payload)], as few envelopes as the credit allows."""
@@ -87,18 +87,18 @@ class Reply:
             batch = events[i:i + self.credit]
             self.credit -= len(batch)
             i += len(batch)
-            await self._send(envelope.chunk(self.rid, self.n, batch))
+            await self._send(envelope.Chunk(rid=self.rid, n=self.n, events=batch))
 
-    async def end(self, usage: dict | None = None, meta: dict | None = None) -> None:
+    async def end(self, usage: dict | None = None) -> None:
         if self.tape is not None:
             self.tape.append(("end", usage or {}))
-        self._hold(envelope.end, usage, meta)
+        self._hold(envelope.End, usage=usage or {})
 
     async def error(self, err: errors.GatewayError) -> None:
         if self.done:
             return
         self.tape = None                # a failed answer is never cached
-        self._hold(envelope.error, err.to_wire())
+        self._hold(envelope.Error, error=err.to_wire())
 
     def messages(self) -> int:
         """Messages this request sends the frontend, the final one included."""
@@ -110,6 +110,6 @@ class Reply:
         if self.finished:
             return
         self.finished = self.done = True
-        builder, args = self.final or (envelope.log, ())
-        await self.sock.send(builder(self.rid, self.n, *args, row=row, settle=settle))
+        kind, fields = self.final or (envelope.Log, {})
+        await self.sock.send(envelope.encode(kind(rid=self.rid, n=self.n, row=row, settle=settle, **fields)))
         self.n += 1

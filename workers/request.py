@@ -36,12 +36,12 @@ class Request:
     key_label: str = ""             # what the log records as the key (its id, or an open-mode label)
 
     @classmethod
-    def of(cls, msg: dict, started: float) -> "Request":
-        """From a `request` envelope."""
-        hdr = msg.get("hdr", {})
-        return cls(rid=msg["id"], op=msg["op"], model_id=msg["model"], headers=MappingProxyType(hdr),
-                   environment=hdr.get("x-bf-env", ""), started=started, body=msg["body"],
-                   target_path=msg.get("path", ""), key_label=hdr.get("x-bf-vk", "")[:64])
+    def of(cls, msg, started: float) -> "Request":
+        """From a `request` envelope (finops.shared.envelope.Request)."""
+        hdr = msg.headers
+        return cls(rid=msg.rid, op=msg.op, model_id=msg.model, headers=MappingProxyType(hdr),
+                   environment=hdr.get("x-bf-env", ""), started=started, body=msg.body,
+                   target_path=msg.path, key_label=hdr.get("x-bf-vk", "")[:64])
 
 
 @dataclass(frozen=True, slots=True)

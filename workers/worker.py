@@ -98,27 +98,29 @@ class WorkerActor:
         except envelope.EnvelopeError as e:
             log.error("dropping message: %s", e)
             return
-        kind = env["k"]
-        if kind == envelope.REQUEST:
+        kind = type(env)
+        if kind is envelope.Request:
             self._nursery.start_soon(self._run_request, env)
-        elif kind == envelope.CREDIT:
-            item = self.inflight.get(env["id"])
+        elif kind is envelope.Credit:
+            item = self.inflight.get(env.rid)
             if item is not None:
-                item[1].grant(int(env["grant"]))
-        elif kind == envelope.CANCEL:
-            item = self.inflight.get(env["id"])
+                item[1].grant(env.grant)
+        elif kind is envelope.Cancel:
+            item = self.inflight.get(env.rid)
             if item is not None:
-                item[1].why = env.get("why")      # a frontend timeout: the row says so
+                item[1].why = env.why             # a frontend timeout: the row says so
                 item[0].cancel()
-        elif kind == envelope.PING:
+        elif kind is envelope.Ping:
             # answered while draining too, so frontends do not take a draining worker for hung
-            self.reply_socket(env["reply"]).send_nowait(
-                envelope.pong(self.wid, env.get("t", 0.0), len(self.inflight)))
+            self.reply_socket(env.reply).send_nowait(envelope.encode(
+                envelope.Pong(wid=self.wid, t=env.t, inflight=len(self.inflight))))
+        else:
+            log.error("dropping message: a frontend sent a %s envelope", envelope.kind(env))
 
-    async def _run_request(self, env: dict) -> None:
-        rid = env["id"]
-        sock = self.reply_socket(env["reply"])
-        reply = Reply(rid, sock, int(env.get("window", 16)), float(env.get("deadline", 600)))
+    async def _run_request(self, env: envelope.Request) -> None:
+        rid = env.rid
+        sock = self.reply_socket(env.reply)
+        reply = Reply(rid, sock, env.window, env.deadline)
         if len(self.inflight) >= self.cfg.server.worker_concurrency:
             e = errors.unavailable(
                 f"This gateway worker is at its limit of {self.cfg.server.worker_concurrency} requests "

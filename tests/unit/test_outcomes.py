@@ -7,7 +7,7 @@ import msgpack
 import trio
 
 from finops.shared import config as configmod
-from finops.shared import logrow, transport
+from finops.shared import envelope, errors, logrow, transport
 from finops.shared.transport import zmq
 from finops.frontend import outcomes as mod
 from finops.frontend.outcomes import Outcomes
@@ -38,11 +38,11 @@ def row(rid: str) -> bytes:
 def test_rows_and_settles_come_from_final_envelopes_and_old_settles_are_forgotten(tmp_path):
     o = Outcomes(cfg_for(tmp_path))
     try:
-        o.take({"k": "body", "row": row("a"), "settle": ["a", "vk", "", 0.1, 3]}, now=100.0)
-        o.take({"k": "log", "row": row("b")}, now=101.0)
-        o.take({"k": "error"}, now=101.5)                                   # no outcome: nothing taken
-        assert o.rows == [row("a"), row("b")] and [s for _, s in o.recent] == [["a", "vk", "", 0.1, 3]]
-        o.take({"k": "end", "settle": ["c", "vk", "", 0.2, 4]}, now=100.0 + mod.REPLAY_SECONDS + 0.5)
+        o.take(envelope.Body(rid="a", n=1, data=b"{}", row=row("a"), settle=("a", "vk", "", 0.1, 3)), now=100.0)
+        o.take(envelope.Log(rid="b", n=0, row=row("b")), now=101.0)
+        o.take(envelope.Error(rid="x", n=0, error=errors.internal().to_wire()), now=101.5)  # no outcome: nothing taken
+        assert o.rows == [row("a"), row("b")] and [s for _, s in o.recent] == [("a", "vk", "", 0.1, 3)]
+        o.take(envelope.End(rid="c", n=2, settle=("c", "vk", "", 0.2, 4)), now=100.0 + mod.REPLAY_SECONDS + 0.5)
         assert [s[0] for _, s in o.recent] == ["c"]                           # "a" is past the replay window
     finally:
         o.rows = []
@@ -117,8 +117,8 @@ def test_a_dead_worker_makes_the_recent_settles_go_to_the_ledger_again(tmp_path)
     pull, announced = actor_socket(cfg, "ledger")
     o = Outcomes(cfg)
     try:
-        o.take({"k": "body", "settle": ["a", "vk", "", 0.1, 3]}, now=1.0)
-        o.take({"k": "end", "settle": ["b", "vk", "prod", 0.2, 4, 0.5]}, now=1.5)
+        o.take(envelope.Body(rid="a", n=1, data=b"", settle=("a", "vk", "", 0.1, 3)), now=1.0)
+        o.take(envelope.End(rid="b", n=3, settle=("b", "vk", "prod", 0.2, 4, 0.5)), now=1.5)
         o.worker_died()
         assert received(pull) == [{"k": "settles", "s": [["a", "vk", "", 0.1, 3], ["b", "vk", "prod", 0.2, 4, 0.5]]}]
     finally:

@@ -37,9 +37,9 @@ async def test_chunks_stop_at_window_until_credit_arrives():
         assert produced == 7
         reply.grant(10)
     assert produced == 10
-    kinds = [e["k"] for e in sock.sent]
+    kinds = [envelope.kind(e) for e in sock.sent]
     assert kinds == ["head"] + ["chunk"] * 10
-    assert [e["n"] for e in sock.sent] == list(range(11))   # sequence numbers in order
+    assert [e.n for e in sock.sent] == list(range(11))   # sequence numbers in order
 
 
 async def test_no_credit_for_idle_timeout_gives_up(autojump_clock):
@@ -59,12 +59,12 @@ async def test_error_after_end_is_ignored_and_sending_after_end_refused():
     await reply.error(errors.internal())
     with pytest.raises(ReplyClosed):
         await reply.chunks([("x", b"{}")])
-    assert [e["k"] for e in sock.sent] == ["head"]          # the end waits for the outcome
+    assert [envelope.kind(e) for e in sock.sent] == ["head"]          # the end waits for the outcome
     await reply.finish(b"row", ["r3", "vk", "", 0.1, 2])
     await reply.finish(b"again")                              # once only
-    assert [e["k"] for e in sock.sent] == ["head", "end"]
+    assert [envelope.kind(e) for e in sock.sent] == ["head", "end"]
     end = sock.sent[-1]
-    assert (end["n"], end["usage"], end["row"], end["settle"]) == (1, {"in": 1}, b"row", ["r3", "vk", "", 0.1, 2])
+    assert end == envelope.End(rid="r3", n=1, usage={"in": 1}, row=b"row", settle=("r3", "vk", "", 0.1, 2))
 
 
 async def test_the_final_reply_carries_the_outcome_and_a_request_without_one_sends_a_log():
@@ -72,13 +72,12 @@ async def test_the_final_reply_carries_the_outcome_and_a_request_without_one_sen
     reply = Reply("r5", sock, window=2, idle_timeout=5)
     await reply.head(200, [], stream=False)
     await reply.body(b"{}")
-    assert reply.done and [e["k"] for e in sock.sent] == ["head"]
+    assert reply.done and [envelope.kind(e) for e in sock.sent] == ["head"]
     await reply.finish(b"row")
-    assert sock.sent[-1] == {"v": 1, "k": "body", "id": "r5", "n": 1, "data": b"{}", "row": b"row"}
+    assert sock.sent[-1] == envelope.Body(rid="r5", n=1, data=b"{}", row=b"row")
     gone = Reply("r6", sock, window=2, idle_timeout=5)          # cancelled before any answer
     await gone.finish(b"row2", ["r6", "", "", 0.0, 0])
-    assert sock.sent[-1] == {"v": 1, "k": "log", "id": "r6", "n": 0, "row": b"row2",
-                             "settle": ["r6", "", "", 0.0, 0]}
+    assert sock.sent[-1] == envelope.Log(rid="r6", n=0, row=b"row2", settle=("r6", "", "", 0.0, 0))
 
 
 async def test_a_batch_is_split_to_fit_the_credit():
@@ -89,10 +88,10 @@ async def test_a_batch_is_split_to_fit_the_credit():
     async with trio.open_nursery() as n:
         n.start_soon(reply.chunks, events)
         await trio.testing.wait_all_tasks_blocked()
-        assert [len(e["ev"]) for e in sock.sent[1:]] == [4]      # only the credit's worth went out
+        assert [len(e.events) for e in sock.sent[1:]] == [4]      # only the credit's worth went out
         reply.grant(5)
         await trio.testing.wait_all_tasks_blocked()
-        assert [len(e["ev"]) for e in sock.sent[1:]] == [4, 5]
+        assert [len(e.events) for e in sock.sent[1:]] == [4, 5]
         reply.grant(1)
-    sent = [data for e in sock.sent[1:] for _, data in e["ev"]]
+    sent = [data for e in sock.sent[1:] for _, data in e.events]
     assert sent == [d for _, d in events]                         # all of them, in order

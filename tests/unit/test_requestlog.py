@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from finops.shared import config as configmod
-from finops.shared import logrow
+from finops.shared import envelope, logrow
 from finops.shared.logrow import Days
 from finops.workers.observe import logdb, requestlog
 from finops.workers.observe.actor import ObserverActor
@@ -219,13 +219,18 @@ def test_bodies_only_when_given_and_cut(logs):
 def test_disabled_builds_no_row(logs):
     rl = logs(request_log=False)
     assert rl.row(request(key=key()), outcome(usage={"in": 1}), reply(), b"body", b"body") is None
-    assert rl.refusal_row({"id": "r", "op": "converse", "model": "m", "hdr": {}}, 503, "X") is None
+    assert rl.refusal_row(request_msg("r", "converse", "m", {}), 503, "X") is None
+
+
+def request_msg(rid: str, op: str, model: str, headers: dict) -> envelope.Request:
+    return envelope.Request(rid=rid, op=op, model=model, body=b"{}", headers=headers, reply="", window=16,
+                            deadline=60.0)
 
 
 def test_refusal_row_is_the_gateways_own(logs):
     rl = logs()
     d = dict(zip(logdb.NAMES, logrow.unpack(rl.refusal_row(
-        {"id": "r9", "op": "converse", "model": "m1", "hdr": {"x-bf-env": "prod", "user-agent": "ua"}},
+        request_msg("r9", "converse", "m1", {"x-bf-env": "prod", "user-agent": "ua"}),
         503, "ServiceUnavailableException"))))
     assert (d["id"], d["op"], d["model"], d["env"], d["user_agent"]) == ("r9", "converse", "m1", "prod", "ua")
     assert (d["status"], d["error"], d["error_origin"], d["cost_usd"], d["vk"]) == (

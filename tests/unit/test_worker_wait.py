@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from finops.frontend.dispatch import Worker, WorkerPool
+from finops.shared import envelope
 from finops.shared.config import ConfigError, build
 
 
@@ -24,7 +25,7 @@ def announce(p: WorkerPool, pid: int) -> Worker:
 
 
 def pong(p: WorkerPool, pid: int) -> None:
-    p._on_pong({"k": "pong", "wid": pid})
+    p._on_pong(envelope.Pong(wid=str(pid), t=0.0, inflight=0))
 
 
 async def test_a_live_worker_is_chosen_at_once():

@@ -20,7 +20,7 @@ import time
 
 import trio
 
-from finops.shared import logrow
+from finops.shared import envelope, logrow
 from finops.shared.actors import ActorClient
 from finops.shared.config import Config
 
@@ -71,13 +71,13 @@ class RequestLog:
             return None
         return logrow.pack(self.values(request, outcome, reply, request_body, response_body))
 
-    def refusal_row(self, env: dict, status: int, error: str) -> bytes | None:
+    def refusal_row(self, env: envelope.Request, status: int, error: str) -> bytes | None:
         """The row of a request this worker refused before running it (at its concurrency limit)."""
         if not self.enabled:
             return None
-        hdr = env.get("hdr", {})
+        hdr = env.headers
         ts = time.time()
-        return logrow.pack(logrow.gateway_row(env["id"], ts, self.days(ts), env.get("op", ""), env.get("model", ""),
+        return logrow.pack(logrow.gateway_row(env.rid, ts, self.days(ts), env.op, env.model,
                                               hdr.get("x-bf-env", ""), hdr.get("user-agent", ""), status, error, 0.0,
                                               messages=1))
 
