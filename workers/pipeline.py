@@ -18,32 +18,26 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import glob
 import json
-import os
 import logging
 import time
-import urllib.parse
 from contextlib import aclosing
 
 import trio
 
-from finops.shared import errors, transport
+from finops.shared import errors
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
 from .bedrock import converse, families
 from .providers import build_provider
 from .providers.base import Call
-from .governance import admin
+from .admin.api import Admin
 from .governance.governor import Governor
-from .cache import keys as cache_keys
 from .cache.service import CACHEABLE_OPS, Cache
 from .reply import Reply
 from .routing import backoff, router
 from .translate import provider_errors
-from .observe import dashboard, logdb, report
-from .observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .observe.requestlog import RequestLog
 from .observe.tracing import Tracing
 
@@ -81,7 +75,7 @@ class Pipeline:
         self.tracing = Tracing(o.otlp_endpoint, o.service_name, o.otlp_headers, o.trace_sample_ratio)
         self.cache = Cache(cfg) if cfg.caching else None
         self.circuits = router.Circuits(cfg.providers)
-        self._published: dict = {}
+        self.admin = Admin(cfg, self.gov, self.requestlog, self.cache, self.circuits)
         for name, p in self.providers.items():
             p.breakers = self.circuits.for_provider(name)
 
@@ -89,6 +83,7 @@ class Pipeline:
         for p in self.providers.values():
             await p.aclose()
         self.requestlog.close()
+        self.admin.close()
         self.gov.close()
         await trio.to_thread.run_sync(self.tracing.shutdown)
         if self.cache is not None:
@@ -97,7 +92,7 @@ class Pipeline:
     async def handle(self, env: dict, reply: Reply) -> None:
         if env["op"] == "admin":
             try:
-                return await self.admin(env, reply)
+                return await self.admin.handle(env, reply)
             finally:
                 await finish(reply)
         hdr = env.get("hdr", {})
@@ -308,32 +303,6 @@ class Pipeline:
             raise errors.model_timeout(f"{what}.")
         return usage
 
-    def publish_circuits(self) -> None:
-        """Write this worker's circuit states to <run_dir>/circuits-<pid>.json when they changed.
-        Circuits are per worker (README: Load balancing and fallbacks); the admin API shows them all."""
-        snap = self.circuits.snapshot()
-        if snap == self._published and not any(v.get("retry_in_s") for v in snap.values()):
-            return
-        self._published = snap
-        path = os.path.join(self.cfg.run_dir, f"circuits-{os.getpid()}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(snap, f)
-        os.replace(path + ".tmp", path)
-
-    def circuits_report(self) -> dict:
-        """Every live worker's published circuit states, for GET /admin/circuits."""
-        out = {}
-        for path in glob.glob(os.path.join(self.cfg.run_dir, "circuits-*.json")):
-            pid = os.path.basename(path)[len("circuits-"):-len(".json")]
-            if not pid.isdigit() or not transport.pid_alive(int(pid)):
-                continue
-            try:
-                with open(path) as f:
-                    out[pid] = json.load(f)
-            except (OSError, ValueError):
-                continue
-        return {"workers": out}
-
     def response_headers(self, call: Call, usage: dict | None) -> list:
         """The gateway's own response headers: which target served the answer, after how many
         attempts, the cache's verdict (a miss here), and governance's cost and budget headers."""
@@ -341,70 +310,6 @@ class Pipeline:
         if call.cache:
             h.append(["x-bf-cache", call.cache])
         return h + self.gov.headers(call, None if usage is None else self.gov.charge(call, usage))
-
-    async def admin(self, env: dict, reply: Reply) -> None:
-        """The admin API (the frontend checked the admin token): keys, teams, customers, usage,
-        circuits, cache, the request log's dashboard and report; and /metrics (token optional)."""
-        path, _, qs = env.get("path", "").partition("?")
-        query = dict(urllib.parse.parse_qsl(qs))
-        method = env["hdr"].get(":method", "GET")
-        if path == "/metrics":
-            await reply.head(200, [["content-type", METRICS_CONTENT_TYPE]], stream=False)
-            return await reply.body(await self.requestlog.scrape())
-        if path.rstrip("/") in ("/admin/dashboard", "/admin/report") and method == "GET":
-            status, doc = await self.admin_log(path.rstrip("/"), query)
-        elif path.rstrip("/") == "/admin/usage" and method == "GET":
-            status, doc = 200, await self.gov.ledger.usage(query.get("key"))
-        elif path.rstrip("/") == "/admin/circuits" and method == "GET":
-            self.publish_circuits()
-            status, doc = 200, self.circuits_report()
-        elif path.rstrip("/") == "/admin/cache" and method in ("GET", "DELETE"):
-            status, doc = await self.admin_cache(method, query)
-        else:
-            status, doc = admin.handle(self.gov.store, method, path, query, env["body"])
-            if method != "GET":
-                self.gov.reload()
-        if status >= 400:        # AWS-shaped like every other failure (X-Amzn-ErrorType, JSON message)
-            return await reply.error(errors.for_status(status, doc["message"]))
-        await reply.head(status, [["content-type", JSON]], stream=False)
-        await reply.body(dumps(doc))
-
-    async def admin_log(self, path: str, query: dict) -> tuple[int, dict]:
-        """GET /admin/dashboard?days=N: the /ui dashboard's data; GET /admin/report?by=key,model&
-        since=7d&until=&key=&team=&customer=&env=&model=&provider=: `finops report` as JSON."""
-        if not self.cfg.observability.request_log:
-            return 404, {"message": "The request log is off (observability.request_log = false)."}
-        await self.requestlog.sync()
-        tz = self.cfg.governance.timezone
-        data_dir = self.cfg.server.data_dir
-        try:
-            if path == "/admin/dashboard":
-                days = int(query.get("days", "30"))
-                if not 1 <= days <= 366:
-                    raise ValueError("days: a whole number of days from 1 to 366")
-                usage = (await self.gov.ledger.usage(None))["usage"]
-                return 200, await trio.to_thread.run_sync(read_log, data_dir, dashboard.dashboard_data, usage, days, tz)
-            by = [d for d in query.get("by", "model").split(",") if d]
-            since, until = report.parse_period(query.get("since", ""), query.get("until", ""), tz)
-            where = {k: query[k] for k in report.FILTERS if k in query}
-            rows = await trio.to_thread.run_sync(read_log, data_dir, report.summarize, by, since, until, where)
-            return 200, {"by": by, "since": since, "until": until, "rows": rows, "total": report.total(rows)}
-        except ValueError as e:
-            return 400, {"message": str(e)}
-
-    async def admin_cache(self, method: str, query: dict) -> tuple[int, dict]:
-        """GET /admin/cache: the cache's stats; DELETE /admin/cache?key=VK&model=M: clear entries."""
-        if self.cache is None:
-            return 404, {"message": "The response cache is off: no route has an enabled [routes.cache] table "
-                                    "(a [cache.keys.\"ID\"] override only adjusts routes that have one)."}
-        if method == "GET":
-            out = await self.cache.client.stats()
-            out["semantic"] = self.cache.embedder is not None
-            if self.cache.semantic_off_reason:
-                out["semantic_off_reason"] = self.cache.semantic_off_reason
-            return 200, out
-        out = await self.cache.client.clear(cache_keys.owner_named(query.get("key")), query.get("model"))
-        return 200, {"removed": out["removed"]}
 
     async def dispatch(self, call: Call, provider, body: bytes, reply: Reply, vendors: list):
         op = call.op
@@ -600,15 +505,6 @@ async def finish(reply: Reply, row: bytes | None = None, settle: list | None = N
     with trio.CancelScope(shield=True):
         with trio.move_on_after(FINISH_SECONDS):
             await reply.finish(row, settle)
-
-
-def read_log(data_dir: str, fn, *args):
-    """Run `fn(db, *args)` on a read-only connection to the request log (in a thread)."""
-    db = logdb.open_db(data_dir, readonly=True)
-    try:
-        return fn(db, *args)
-    finally:
-        db.close()
 
 
 def recorded_body(tape: list | None) -> bytes | None:
