@@ -148,20 +148,21 @@ def _secret(v) -> str:
     return v
 
 
-def _common(doc: dict, out: dict) -> None:
+def _common(doc: dict) -> dict:
     """name, budgets, rate_limits: present in every kind."""
+    out: dict = {}
     if "name" in doc:
         out["name"] = _str(doc["name"], "name")
     if "budgets" in doc:
         out["budgets"] = _budgets(doc["budgets"], "budgets")           # ConfigError -> 400
     if "rate_limits" in doc:
         out["rate_limits"] = _rate_limits(doc["rate_limits"], "rate_limits")
+    return out
 
 
 def _key_changes(doc: dict) -> dict:
     """VirtualKey fields from a body's KEY_FIELDS (those present only)."""
-    out: dict = {}
-    _common(doc, out)
+    out = _common(doc)
     if "team" in doc:
         out["team"] = _ref(doc["team"], "team")
     for f in ("models", "providers"):
@@ -175,17 +176,14 @@ def _key_changes(doc: dict) -> dict:
 
 
 def _team_changes(doc: dict) -> dict:
-    out: dict = {}
-    _common(doc, out)
+    out = _common(doc)
     if "customer" in doc:
         out["customer"] = _ref(doc["customer"], "customer")
     return out
 
 
 def _customer_changes(doc: dict) -> dict:
-    out: dict = {}
-    _common(doc, out)
-    return out
+    return _common(doc)
 
 
 # --- routes: one function per (method, path) of api.ROUTES ---------------------------------------
