@@ -21,7 +21,7 @@ A refusal is AWS-shaped like every other failure (errors.for_status: X-Amzn-Erro
 from __future__ import annotations
 
 import json
-import logging
+import sqlite3
 
 import trio
 
@@ -31,14 +31,13 @@ from finops.shared.config import Config
 from ..cache import keys as cache_keys
 from ..governance import auth
 from ..governance.directory import load_directory
-from ..governance.store import Store
+from ..governance.store import Store, StoreError
 from ..observe import dashboard, logdb, report
 from ..observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import directory
 from .circuits import CircuitFiles
 from .routes import Match, NoRoute, Request, Route, match, split_target
 
-log = logging.getLogger("finops.admin")
 
 JSON = "application/json"
 
@@ -102,7 +101,10 @@ class Admin:
     def _on_store(self, handler, req: Request, write: bool):
         """(status, doc, the new key index after a change or None). In a worker thread."""
         if self._store is None:
-            self._store = Store.open(self.cfg.server.data_dir, any_thread=True)
+            try:
+                self._store = Store.open(self.cfg.server.data_dir, any_thread=True)
+            except (StoreError, sqlite3.Error) as e:
+                return 503, {"message": f"governance store unavailable, try again: {e}"}, None
         status, doc = directory.run(handler, self._store, req)
         changed = write and status < 400
         return status, doc, auth.KeyIndex.of(load_directory(self._store, self.cfg)) if changed else None
