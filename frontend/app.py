@@ -29,7 +29,7 @@ from .dispatch import WorkerLost, WorkerPool
 
 ADMIN_PREFIX = b"/admin/"
 METRICS = b"/metrics"
-ADMIN = "admin"             # envelope op of an admin API request (workers/governance/admin.py)
+ADMIN = "admin"             # envelope op of /admin/... and /metrics: the worker matches the route (workers/admin/)
 log = logging.getLogger("finops.frontend")
 
 EVENTSTREAM = b"application/vnd.amazon.eventstream"

@@ -20,28 +20,20 @@ and its final reply carries its log row and settle (finops.shared.envelope).
 from __future__ import annotations
 
 import dataclasses
-import glob
-import json
 import logging
-import os
 import time
-import urllib.parse
 
 import trio
 
-from finops.shared import envelope, errors, transport
+from finops.shared import envelope, errors
 from finops.shared.config import Config
 
 from . import operations
-from .cache import keys as cache_keys
+from .admin.api import Admin
 from .cache.service import CACHEABLE_OPS, Cache
-from .governance import admin
 from .governance.governor import Governor
-from .observe import dashboard, logdb, report
-from .observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .observe.requestlog import RequestLog
 from .observe.tracing import Tracing
-from .operations import JSON, dumps
 from .providers import build_provider
 from .reply import Reply
 from .request import Attempt, Outcome, Progress, Request
@@ -63,12 +55,13 @@ class Pipeline:
         self.tracing = Tracing(o.otlp_endpoint, o.service_name, o.otlp_headers, o.trace_sample_ratio)
         self.cache = Cache(cfg) if cfg.caching else None
         self.circuits = router.Circuits(cfg.providers)
-        self._published: dict = {}
+        self.admin = Admin(cfg, self.gov, self.requestlog, self.cache, self.circuits)
 
     async def aclose(self) -> None:
         for p in self.providers.values():
             await p.aclose()
         self.requestlog.close()
+        self.admin.close()
         self.gov.close()
         await trio.to_thread.run_sync(self.tracing.shutdown)
         if self.cache is not None:
@@ -78,7 +71,7 @@ class Pipeline:
         """Serve the request of a `request` envelope, writing its answer to `reply`."""
         if msg.op == "admin":
             try:
-                return await self.admin(msg, reply)
+                return await self.admin.handle(msg, reply)
             finally:
                 await finish(reply)
         request = Request.of(msg, time.monotonic())
@@ -221,97 +214,6 @@ class Pipeline:
         charge = None if usage is None else self.gov.charge(adm, usage, attempt.upstream_model)
         return h + self.gov.headers(adm, charge)
 
-    def publish_circuits(self) -> None:
-        """Write this worker's circuit states to <run_dir>/circuits-<pid>.json when they changed.
-        Circuits are per worker (README: Load balancing and fallbacks); the admin API shows them all."""
-        snap = self.circuits.snapshot()
-        if snap == self._published and not any(v.get("retry_in_s") for v in snap.values()):
-            return
-        self._published = snap
-        path = os.path.join(self.cfg.run_dir, f"circuits-{os.getpid()}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(snap, f)
-        os.replace(path + ".tmp", path)
-
-    def circuits_report(self) -> dict:
-        """Every live worker's published circuit states, for GET /admin/circuits."""
-        out = {}
-        for path in glob.glob(os.path.join(self.cfg.run_dir, "circuits-*.json")):
-            pid = os.path.basename(path)[len("circuits-"):-len(".json")]
-            if not pid.isdigit() or not transport.pid_alive(int(pid)):
-                continue
-            try:
-                with open(path) as f:
-                    out[pid] = json.load(f)
-            except (OSError, ValueError):
-                continue
-        return {"workers": out}
-
-    async def admin(self, env: envelope.Request, reply: Reply) -> None:
-        """The admin API (the frontend checked the admin token): keys, teams, customers, usage,
-        circuits, cache, the request log's dashboard and report; and /metrics (token optional)."""
-        path, _, qs = env.path.partition("?")
-        query = dict(urllib.parse.parse_qsl(qs))
-        method = env.headers.get(":method", "GET")
-        if path == "/metrics":
-            await reply.head(200, [["content-type", METRICS_CONTENT_TYPE]], stream=False)
-            return await reply.body(await self.requestlog.scrape())
-        if path.rstrip("/") in ("/admin/dashboard", "/admin/report") and method == "GET":
-            status, doc = await self.admin_log(path.rstrip("/"), query)
-        elif path.rstrip("/") == "/admin/usage" and method == "GET":
-            status, doc = 200, await self.gov.ledger.usage(query.get("key"))
-        elif path.rstrip("/") == "/admin/circuits" and method == "GET":
-            self.publish_circuits()
-            status, doc = 200, self.circuits_report()
-        elif path.rstrip("/") == "/admin/cache" and method in ("GET", "DELETE"):
-            status, doc = await self.admin_cache(method, query)
-        else:
-            status, doc = admin.handle(self.gov.store, method, path, query, env.body)
-            if method != "GET":
-                self.gov.reload()
-        if status >= 400:        # AWS-shaped like every other failure (X-Amzn-ErrorType, JSON message)
-            return await reply.error(errors.for_status(status, doc["message"]))
-        await reply.head(status, [["content-type", JSON]], stream=False)
-        await reply.body(dumps(doc))
-
-    async def admin_log(self, path: str, query: dict) -> tuple[int, dict]:
-        """GET /admin/dashboard?days=N: the /ui dashboard's data; GET /admin/report?by=key,model&
-        since=7d&until=&key=&team=&customer=&env=&model=&provider=: `finops report` as JSON."""
-        if not self.cfg.observability.request_log:
-            return 404, {"message": "The request log is off (observability.request_log = false)."}
-        await self.requestlog.sync()
-        tz = self.cfg.governance.timezone
-        data_dir = self.cfg.server.data_dir
-        try:
-            if path == "/admin/dashboard":
-                days = int(query.get("days", "30"))
-                if not 1 <= days <= 366:
-                    raise ValueError("days: a whole number of days from 1 to 366")
-                usage = (await self.gov.ledger.usage(None))["usage"]
-                return 200, await trio.to_thread.run_sync(read_log, data_dir, dashboard.dashboard_data, usage, days, tz)
-            by = [d for d in query.get("by", "model").split(",") if d]
-            since, until = report.parse_period(query.get("since", ""), query.get("until", ""), tz)
-            where = {k: query[k] for k in report.FILTERS if k in query}
-            rows = await trio.to_thread.run_sync(read_log, data_dir, report.summarize, by, since, until, where)
-            return 200, {"by": by, "since": since, "until": until, "rows": rows, "total": report.total(rows)}
-        except ValueError as e:
-            return 400, {"message": str(e)}
-
-    async def admin_cache(self, method: str, query: dict) -> tuple[int, dict]:
-        """GET /admin/cache: the cache's stats; DELETE /admin/cache?key=VK&model=M: clear entries."""
-        if self.cache is None:
-            return 404, {"message": "The response cache is off: no route has an enabled [routes.cache] table "
-                                    "(a [cache.keys.\"ID\"] override only adjusts routes that have one)."}
-        if method == "GET":
-            out = await self.cache.client.stats()
-            out["semantic"] = self.cache.embedder is not None
-            if self.cache.semantic_off_reason:
-                out["semantic_off_reason"] = self.cache.semantic_off_reason
-            return 200, out
-        out = await self.cache.client.clear(cache_keys.owner_named(query.get("key")), query.get("model"))
-        return 200, {"removed": out["removed"]}
-
-
 
 def cancelled(why, status: int) -> tuple[int, str, str]:
     """(status, error, origin) of a request the frontend stopped waiting for: a timeout it
@@ -351,15 +253,6 @@ async def finish(reply: Reply, row: bytes | None = None, settle: list | None = N
     with trio.CancelScope(shield=True):
         with trio.move_on_after(FINISH_SECONDS):
             await reply.finish(row, settle)
-
-
-def read_log(data_dir: str, fn, *args):
-    """Run `fn(db, *args)` on a read-only connection to the request log (in a thread)."""
-    db = logdb.open_db(data_dir, readonly=True)
-    try:
-        return fn(db, *args)
-    finally:
-        db.close()
 
 
 def recorded_body(tape: list | None) -> bytes | None:

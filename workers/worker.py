@@ -67,7 +67,7 @@ class WorkerActor:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._signals, announced)
-                nursery.start_soon(self._publish_circuits)
+                nursery.start_soon(self.pipeline.admin.run)      # circuit states for /admin/circuits
                 nursery.start_soon(self.pipeline.requestlog.run, self.gauges)
                 nursery.start_soon(self.pipeline.gov.run)
                 if self.pipeline.cache is not None:
@@ -142,12 +142,6 @@ class WorkerActor:
             del self.inflight[rid]
             if not self.inflight:
                 self._idle.set()
-
-    async def _publish_circuits(self) -> None:
-        """Twice a second: this worker's circuit states, for the admin API (/admin/circuits)."""
-        while True:
-            await trio.sleep(0.5)
-            self.pipeline.publish_circuits()
 
     def gauges(self) -> dict:
         """What this worker reports to /metrics every second (observe/requestlog.py)."""

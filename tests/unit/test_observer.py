@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from finops.shared import config as configmod
-from finops.shared.supervisor import RESTARTS_FILE
+from finops.shared.rundir import RESTARTS_FILE
 from finops.workers.observe import actor as actormod
 from finops.workers.observe import logdb
 from finops.workers.observe.actor import PRUNE_SECONDS, ObserverActor

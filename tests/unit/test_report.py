@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from finops.shared import cli as finops_cli
+from finops.launcher import cli as finops_cli
 from finops.shared.config import build
 from finops.workers.observe import logdb, report, report_cli
 from tests.helpers.logrows import insert, row

@@ -18,8 +18,8 @@ requests (r) or tokens (t) per window: `100r/minute`, `50000t/hour@prod`. Period
 minute, hour, day, week, month, year. Repeating --model/--provider/--budget/--rate gives several;
 on `update` they replace the current list.
 
-The commands run the admin API's own code (admin.handle) on the store, so the rules and messages
-are the same. Entries declared in the config file are listed but read-only (edit the file).
+The commands run the admin API's own routes and code on the store (admin/api.py: call_store),
+so the rules and messages are the same. Entries declared in the config file are listed but read-only (edit the file).
 A running gateway picks changes up within about a second.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from urllib.parse import quote
 from finops.shared.config import default_data_dir
 from finops.shared.governance import PERIODS
 
-from . import admin
+from ..admin.api import call_store
 from .store import Store, StoreError
 
 _BUDGET = re.compile(r"^\$?(\d+(?:\.\d*)?|\.\d+)/([a-z]+)(?:@(.+))?$")
@@ -248,7 +248,7 @@ def _run(store: Store, args, cfg) -> int:
         body = {"secret": "rotate"} if verb == "rotate" else {"enabled": verb == "enable"}
         call = ("PATCH", f"{base}/{ident}", {}, body)
     method, path, query, body = call
-    status, doc = admin.handle(store, method, path, query, json.dumps(body).encode() if body is not None else b"")
+    status, doc = call_store(store, method, path, query, json.dumps(body).encode() if body is not None else b"")
     if status >= 400:
         print(f"finops: {doc['message']}", file=sys.stderr)
         return 1

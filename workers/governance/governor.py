@@ -119,9 +119,10 @@ class Governor:
             self.version = v
             self.reload()
 
-    def reload(self) -> None:
-        """Re-read keys, teams and customers (this process changed the store, or another did)."""
-        self.index = auth.KeyIndex.of(load_directory(self.store, self.cfg))
+    def reload(self, index: auth.KeyIndex | None = None) -> None:
+        """Re-read keys, teams and customers (another process changed the store); or take `index`,
+        which the admin API built in a thread after its own change (admin/api.py)."""
+        self.index = index if index is not None else auth.KeyIndex.of(load_directory(self.store, self.cfg))
 
     def identify(self, request) -> auth.Identity:
         """The key `request` presents; raises the AWS error (origin "governance") to refuse it."""

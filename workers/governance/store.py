@@ -188,7 +188,9 @@ class Store:
     # --- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: str) -> "Store":
+    def open(cls, data_dir: str, *, any_thread: bool = False) -> "Store":
+        """The store in `data_dir`, created or migrated as needed. `any_thread`: the connection may
+        be used from any thread, one at a time (the admin API runs its calls in worker threads)."""
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         path = os.path.join(data_dir, FILENAME)
         # Create the file 0600 before SQLite does (it would use 0644 minus the umask); SQLite then
@@ -200,7 +202,8 @@ class Store:
         except OSError:
             pass
         try:
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                                 check_same_thread=not any_thread)
         except sqlite3.Error as e:
             raise StoreError(f"governance store {path}: cannot open: {e}") from None
         db.row_factory = sqlite3.Row

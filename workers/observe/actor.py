@@ -37,7 +37,7 @@ import time
 from finops.shared import actors, logrow
 from finops.shared import config as configmod
 from finops.shared.actors import BlockingActor
-from finops.shared.supervisor import RESTARTS_FILE
+from finops.shared.rundir import RESTARTS_FILE
 
 from . import logdb
 from .metrics import Metrics

@@ -1,7 +1,8 @@
-"""The admin HTTP API over the governance store, as one function: `handle(store, method, path,
-query, body) -> (status, json dict)`. The frontend/worker plumbing and the admin token check
-happen before this is called; the `finops keys|teams|customers` CLI calls it too, so both share
-one set of rules and messages.
+"""The admin API over the governance store: virtual keys, teams and customers (the directory,
+governance/directory.py). One function per route, each `(store, request) -> (status, JSON dict)`;
+api.py's route table names them, and the `finops keys|teams|customers` CLI runs them through the
+same table (api.call_store), so both share one set of rules and messages. They do blocking SQLite
+work: the worker runs them in a thread.
 
     GET    /admin/keys[?team=ID]       {"keys": [key...]}        secrets masked ("fos-…abcd")
     POST   /admin/keys                 201 key, WITH its secret (the only time it is shown)
@@ -20,9 +21,9 @@ Budgets are [{"amount_usd": 10, "period": "day", "env": "prod"}] (env optional),
 `expires` ISO 8601 (naive = UTC), epoch seconds, or null for never: the config file's rules,
 checked by the config module's own validators.
 
-Errors are {"message": "..."}: 400 for an invalid body (the message starts with the field),
-404 unknown route or id, 405 wrong method, 409 id taken / still in use / declared in the config
-file (those rows are read-only here: the file owns them).
+Refusals (`run`) are {"message": "..."}: 400 for an invalid body (the message starts with the
+field), 404 unknown id, 409 id taken / still in use / declared in the config file (those rows are
+read-only here: the file owns them), 503 the store stayed locked.
 """
 from __future__ import annotations
 
@@ -32,13 +33,12 @@ import json
 import re
 import sqlite3
 import time
-from urllib.parse import unquote
 
 from finops.shared.config import ConfigError, _budgets, _rate_limits, parse_time
 from finops.shared.governance import KEY_ID, Customer, Team
 
-from .store import (Conflict, InvalidReference, NotFound, StoreError, budgets_to_json, generate_key,
-                    new_secret, rate_limits_to_json)
+from ..governance.store import (Conflict, InvalidReference, NotFound, StoreError, budgets_to_json,
+                                generate_key, new_secret, rate_limits_to_json)
 
 _SECRET = re.compile(r"^[\x21-\x7e]{16,256}$")      # printable ASCII, no spaces: fits every header
 MAX_NAME = 256
@@ -148,20 +148,21 @@ def _secret(v) -> str:
     return v
 
 
-def _common(doc: dict, out: dict) -> None:
+def _common(doc: dict) -> dict:
     """name, budgets, rate_limits: present in every kind."""
+    out: dict = {}
     if "name" in doc:
         out["name"] = _str(doc["name"], "name")
     if "budgets" in doc:
         out["budgets"] = _budgets(doc["budgets"], "budgets")           # ConfigError -> 400
     if "rate_limits" in doc:
         out["rate_limits"] = _rate_limits(doc["rate_limits"], "rate_limits")
+    return out
 
 
 def _key_changes(doc: dict) -> dict:
     """VirtualKey fields from a body's KEY_FIELDS (those present only)."""
-    out: dict = {}
-    _common(doc, out)
+    out = _common(doc)
     if "team" in doc:
         out["team"] = _ref(doc["team"], "team")
     for f in ("models", "providers"):
@@ -175,20 +176,17 @@ def _key_changes(doc: dict) -> dict:
 
 
 def _team_changes(doc: dict) -> dict:
-    out: dict = {}
-    _common(doc, out)
+    out = _common(doc)
     if "customer" in doc:
         out["customer"] = _ref(doc["customer"], "customer")
     return out
 
 
 def _customer_changes(doc: dict) -> dict:
-    out: dict = {}
-    _common(doc, out)
-    return out
+    return _common(doc)
 
 
-# --- routes --------------------------------------------------------------------------------------
+# --- routes: one function per (method, path) of api.ROUTES ---------------------------------------
 
 def _q(query: dict | None, name: str) -> str | None:
     v = (query or {}).get(name)
@@ -202,31 +200,39 @@ def _read_only(kind: str, id: str) -> Conflict:
                     f"edit the config file instead (changes apply when the gateway restarts)")
 
 
-def _keys(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
-    if id is None:
-        if method == "GET":
-            team = _q(query, "team")
-            now = time.time()
-            return 200, {"keys": [key_json(k, now=now) for k in store.list_keys() if team is None or k.team == team]}
-        doc = _body(body)
-        _check_known(doc, ("id", "secret") + KEY_FIELDS)
-        changes = _key_changes(doc)
-        k = generate_key(id=_id(doc["id"]) if "id" in doc else None,
-                         secret=_secret(doc["secret"]) if "secret" in doc else None)
-        k = dataclasses.replace(k, **changes)
-        store.put_key(k, create=True)
-        return 201, key_json(k, show_secret=True)
+def list_keys(store, req) -> tuple[int, dict]:
+    team = _q(req.query, "team")
+    now = time.time()
+    return 200, {"keys": [key_json(k, now=now) for k in store.list_keys() if team is None or k.team == team]}
+
+
+def create_key(store, req) -> tuple[int, dict]:
+    doc = _body(req.body)
+    _check_known(doc, ("id", "secret") + KEY_FIELDS)
+    changes = _key_changes(doc)
+    k = generate_key(id=_id(doc["id"]) if "id" in doc else None,
+                     secret=_secret(doc["secret"]) if "secret" in doc else None)
+    k = dataclasses.replace(k, **changes)
+    store.put_key(k, create=True)
+    return 201, key_json(k, show_secret=True)
+
+
+def _key(store, id: str, *, writable: bool = False):
     k = store.get_key(id)
     if k is None:
         raise NotFound(f"no key {id!r}")
-    if method == "GET":
-        return 200, key_json(k)
-    if k.source == "config":
+    if writable and k.source == "config":
         raise _read_only("keys", id)
-    if method == "DELETE":
-        store.delete_key(id)
-        return 200, {"deleted": id}
-    doc = _body(body)
+    return k
+
+
+def get_key(store, req) -> tuple[int, dict]:
+    return 200, key_json(_key(store, req.id))
+
+
+def update_key(store, req) -> tuple[int, dict]:
+    k = _key(store, req.id, writable=True)
+    doc = _body(req.body)
     _check_known(doc, ("secret",) + KEY_FIELDS)
     changes = _key_changes(doc)
     rotated = False
@@ -238,82 +244,68 @@ def _keys(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
     return 200, key_json(k, show_secret=rotated)
 
 
-class _Group:
-    """What differs between teams and customers; their CRUD is the same (`_group`)."""
+def delete_key(store, req) -> tuple[int, dict]:
+    _key(store, req.id, writable=True)
+    store.delete_key(req.id)
+    return 200, {"deleted": req.id}
+
+
+class Group:
+    """What differs between teams and customers; their routes are the same (the methods below)."""
 
     def __init__(self, kind, cls, fields, changes, to_json, parent=None):
         self.kind, self.cls, self.fields, self.changes, self.to_json = kind, cls, fields, changes, to_json
         self.one = _SINGULAR[kind]
         self.parent = parent            # the list filter: teams?customer=...
 
-    def get(self, store, id):
-        return getattr(store, f"get_{self.one}")(id)
+    def _get(self, store, id: str, *, writable: bool = False):
+        obj = getattr(store, f"get_{self.one}")(id)
+        if obj is None:
+            raise NotFound(f"no {self.one} {id!r}")
+        source = store.source_of(self.kind, id)
+        if writable and source == "config":
+            raise _read_only(self.kind, id)
+        return obj, source
 
-    def put(self, store, obj, **kw):
-        getattr(store, f"put_{self.one}")(obj, **kw)
+    def list(self, store, req) -> tuple[int, dict]:
+        want = _q(req.query, self.parent) if self.parent else None
+        src = store.sources(self.kind)
+        return 200, {self.kind: [self.to_json(o, src.get(o.id, "api")) for o in getattr(store, f"list_{self.kind}")()
+                                 if want is None or getattr(o, self.parent) == want]}
 
+    def create(self, store, req) -> tuple[int, dict]:
+        doc = _body(req.body)
+        _check_known(doc, ("id",) + self.fields)
+        obj = self.cls(id=_id(doc.get("id")), **self.changes(doc))
+        getattr(store, f"put_{self.one}")(obj, create=True)
+        return 201, self.to_json(obj, "api")
 
-TEAMS = _Group("teams", Team, TEAM_FIELDS, _team_changes, team_json, "customer")
-CUSTOMERS = _Group("customers", Customer, CUSTOMER_FIELDS, _customer_changes, customer_json)
+    def get(self, store, req) -> tuple[int, dict]:
+        obj, source = self._get(store, req.id)
+        return 200, self.to_json(obj, source)
 
+    def update(self, store, req) -> tuple[int, dict]:
+        obj, _ = self._get(store, req.id, writable=True)
+        doc = _body(req.body)
+        _check_known(doc, self.fields)
+        obj = dataclasses.replace(obj, **self.changes(doc))
+        getattr(store, f"put_{self.one}")(obj)
+        return 200, self.to_json(obj, "api")
 
-def _group(g: _Group, store, method: str, id: str | None, query, body) -> tuple[int, dict]:
-    if id is None:
-        if method == "GET":
-            want = _q(query, g.parent) if g.parent else None
-            src = store.sources(g.kind)
-            return 200, {g.kind: [g.to_json(o, src.get(o.id, "api")) for o in getattr(store, f"list_{g.kind}")()
-                                  if want is None or getattr(o, g.parent) == want]}
-        doc = _body(body)
-        _check_known(doc, ("id",) + g.fields)
-        obj = g.cls(id=_id(doc.get("id")), **g.changes(doc))
-        g.put(store, obj, create=True)
-        return 201, g.to_json(obj, "api")
-    obj = g.get(store, id)
-    if obj is None:
-        raise NotFound(f"no {g.one} {id!r}")
-    source = store.source_of(g.kind, id)
-    if method == "GET":
-        return 200, g.to_json(obj, source)
-    if source == "config":
-        raise _read_only(g.kind, id)
-    if method == "DELETE":
-        getattr(store, f"delete_{g.one}")(id)
-        return 200, {"deleted": id}
-    doc = _body(body)
-    _check_known(doc, g.fields)
-    obj = dataclasses.replace(obj, **g.changes(doc))
-    g.put(store, obj)
-    return 200, g.to_json(obj, "api")
-
-
-def _teams(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
-    return _group(TEAMS, store, method, id, query, body)
+    def delete(self, store, req) -> tuple[int, dict]:
+        self._get(store, req.id, writable=True)
+        getattr(store, f"delete_{self.one}")(req.id)
+        return 200, {"deleted": req.id}
 
 
-def _customers(store, method: str, id: str | None, query, body) -> tuple[int, dict]:
-    return _group(CUSTOMERS, store, method, id, query, body)
+TEAMS = Group("teams", Team, TEAM_FIELDS, _team_changes, team_json, "customer")
+CUSTOMERS = Group("customers", Customer, CUSTOMER_FIELDS, _customer_changes, customer_json)
 
 
-_ROUTES = {"keys": _keys, "teams": _teams, "customers": _customers}
-
-
-def handle(store, method: str, path: str, query: dict | None, body: bytes | str | None) -> tuple[int, dict]:
-    """One admin API request -> (HTTP status, JSON document). Never raises for a bad request."""
-    parts = path.split("?", 1)[0].rstrip("/").split("/")
-    if len(parts) not in (3, 4) or parts[0] != "" or parts[1] != "admin" or parts[2] not in _ROUTES:
-        return 404, {"message": f"no admin route {path!r} (routes: /admin/keys, /admin/teams, /admin/customers, "
-                                f"each also /{{id}})"}
-    kind = parts[2]
-    id = unquote(parts[3]) if len(parts) == 4 else None
-    if len(parts) == 4 and not id:
-        return 404, {"message": f"no admin route {path!r}"}
-    method = method.upper()
-    allowed = ("GET", "POST") if id is None else ("GET", "PATCH", "DELETE")
-    if method not in allowed:
-        return 405, {"message": f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})"}
+def run(handler, store, req) -> tuple[int, dict]:
+    """`handler(store, req)`, its refusals as (status, {"message"}): never raises for a bad request."""
     try:
-        return _ROUTES[kind](store, method, id, query, body)
+        return handler(store, req)
     except (BadRequest, ConfigError, InvalidReference) as e:
         return 400, {"message": str(e)}
     except NotFound as e:

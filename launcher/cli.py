@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from . import config as configmod
-from .logs import setup_logging
+from finops.shared import config as configmod
+from finops.shared.logs import setup_logging
 
 
 GOVERNANCE_COMMANDS = ("keys", "teams", "customers")

@@ -1,10 +1,12 @@
-"""The admin API as a function over the store: every route, every error."""
+"""The admin API over the governance store (workers/admin/directory.py through api.call_store, as
+the CLI runs it): every route, every error."""
 import json
 
 import pytest
 
 from finops.shared.config import build
-from finops.workers.governance.admin import handle, mask
+from finops.workers.admin.api import call_store as handle
+from finops.workers.admin.directory import mask
 
 SECRET = "s" * 20
 

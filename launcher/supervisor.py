@@ -29,7 +29,8 @@ import sys
 import time
 import urllib.request
 
-from .config import Config
+from finops.shared.config import Config
+from finops.shared.rundir import RESTARTS_FILE
 
 log = logging.getLogger("finops.supervisor")
 
@@ -37,7 +38,6 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 HEALTHY_AFTER = 30.0
 KILL_GRACE = 3.0
-RESTARTS_FILE = "restarts.json"   # in the run dir: restarts per process kind, for /metrics
 
 
 class Child:

@@ -1,0 +1,227 @@
+"""The admin API as a worker serves it: `Admin.handle(env, reply)` for an `admin` envelope.
+
+The frontend has checked the admin token (and whether /metrics needs it) and sends every
+/admin/... request and GET /metrics here; `ROUTES` below is the one table of what exists.
+
+    GET    /metrics                       Prometheus text, the whole gateway's (the observer's)
+    GET    /admin/usage[?key=ID]          the ledger's spend and limits
+    GET    /admin/circuits                every worker's circuit states (circuits.py)
+    GET    /admin/cache                   the response cache's stats
+    DELETE /admin/cache[?key=VK&model=M]  clear cache entries
+    GET    /admin/dashboard[?days=N]      the /ui dashboard's data, from the request log
+    GET    /admin/report?by=key,model&since=7d&until=&key=&team=&customer=&env=&model=&provider=
+                                          `finops report` as JSON
+    keys, teams, customers                directory.py
+
+Nothing here blocks the trio loop: the governance store's reads and writes, the request log's
+queries and the circuit files run in a thread (trio.to_thread), so an admin call never stalls the
+requests on its worker; the ledger, the observer and the cache actor are asked over their sockets.
+A refusal is AWS-shaped like every other failure (errors.for_status: X-Amzn-ErrorType, JSON message).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import trio
+
+from finops.shared import errors
+from finops.shared.config import Config
+
+from ..cache import keys as cache_keys
+from ..governance import auth
+from ..governance.directory import load_directory
+from ..governance.store import Store, StoreError
+from ..observe import dashboard, logdb, report
+from ..observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from . import directory
+from .circuits import CircuitFiles
+from .routes import Match, NoRoute, Request, Route, match, split_target
+
+
+JSON = "application/json"
+
+
+class Raw:
+    """A handler's answer that is not JSON (the metrics text)."""
+
+    def __init__(self, content_type: str, data: bytes):
+        self.content_type, self.data = content_type, data
+
+
+class Admin:
+    def __init__(self, cfg: Config, gov, requestlog, cache, circuits):
+        self.cfg = cfg
+        self.gov = gov                  # governance.Governor: the ledger client, the key index
+        self.requestlog = requestlog    # observe.RequestLog: the observer's client
+        self.cache = cache              # cache.Cache, or None when no route caches
+        self.circuit_files = CircuitFiles(circuits, cfg.run_dir)
+        self._store: Store | None = None    # this worker's admin connection, used in a thread
+        self._store_lock = trio.Lock()      # ... by one thread at a time
+
+    async def run(self) -> None:
+        """Background work for the worker's lifetime: publish its circuit states."""
+        await self.circuit_files.run()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def handle(self, msg, reply) -> None:
+        """Answer one admin request (a finops.shared.envelope.Request): find its route, run its
+        handler, reply (JSON, or the error)."""
+        path, query = split_target(msg.path)
+        method = msg.headers.get(":method", "GET")
+        try:
+            m = match(ROUTES, method, path, query, msg.body)
+            status, doc = await (self.on_store(m) if m.route.on_store else m.route.handler(self, m.request))
+        except NoRoute as e:
+            status, doc = e.status, {"message": e.message}
+        except errors.GatewayError as e:        # an actor (ledger, observer, cache) did not answer
+            return await reply.error(e)
+        if status >= 400:
+            return await reply.error(errors.for_status(status, doc["message"]))
+        if isinstance(doc, Raw):
+            await reply.head(status, [["content-type", doc.content_type]], stream=False)
+            return await reply.body(doc.data)
+        await reply.head(status, [["content-type", JSON]], stream=False)
+        await reply.body(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+
+    # --- the governance store: in a thread, on this worker's own connection -----------------
+    async def on_store(self, m: Match) -> tuple[int, dict]:
+        """A directory route, in a thread. After a change, the thread also rebuilds the key
+        index, which this worker then uses at once (the others notice within a second)."""
+        write = m.request.method != "GET"
+        async with self._store_lock:
+            status, doc, index = await trio.to_thread.run_sync(self._on_store, m.route.handler, m.request, write)
+        if index is not None:
+            self.gov.reload(index)
+        return status, doc
+
+    def _on_store(self, handler, req: Request, write: bool):
+        """(status, doc, the new key index after a change or None). In a worker thread."""
+        if self._store is None:
+            try:
+                self._store = Store.open(self.cfg.server.data_dir, any_thread=True)
+            except (StoreError, sqlite3.Error) as e:
+                return 503, {"message": f"governance store unavailable, try again: {e}"}, None
+        status, doc = directory.run(handler, self._store, req)
+        changed = write and status < 400
+        return status, doc, auth.KeyIndex.of(load_directory(self._store, self.cfg)) if changed else None
+
+    # --- the other routes -------------------------------------------------------------------
+    async def metrics(self, req: Request) -> tuple[int, Raw]:
+        return 200, Raw(METRICS_CONTENT_TYPE, await self.requestlog.scrape())
+
+    async def usage(self, req: Request) -> tuple[int, dict]:
+        return 200, await self.gov.ledger.usage(req.query.get("key"))
+
+    async def circuits(self, req: Request) -> tuple[int, dict]:
+        return 200, await self.circuit_files.report()
+
+    async def cache_stats(self, req: Request) -> tuple[int, dict]:
+        if self.cache is None:
+            return cache_off()
+        out = await self.cache.client.stats()
+        out["semantic"] = self.cache.embedder is not None
+        if self.cache.semantic_off_reason:
+            out["semantic_off_reason"] = self.cache.semantic_off_reason
+        return 200, out
+
+    async def cache_clear(self, req: Request) -> tuple[int, dict]:
+        if self.cache is None:
+            return cache_off()
+        out = await self.cache.client.clear(cache_keys.owner_named(req.query.get("key")), req.query.get("model"))
+        return 200, {"removed": out["removed"]}
+
+    async def dashboard(self, req: Request) -> tuple[int, dict]:
+        """The /ui dashboard's data over the last `days` days."""
+        if not self.cfg.observability.request_log:
+            return log_off()
+        days = req.query.get("days", "30")
+        if not (days.isdigit() and 1 <= int(days) <= 366):
+            return 400, {"message": f"days: {days!r} is not a whole number of days from 1 to 366"}
+        await self.requestlog.sync()        # the rows already answered are in the log
+        usage = (await self.gov.ledger.usage(None))["usage"]
+        return 200, await self.read_log(dashboard.dashboard_data, usage, int(days), self.cfg.governance.timezone)
+
+    async def report(self, req: Request) -> tuple[int, dict]:
+        """`finops report` as JSON: spend grouped `by` dimensions, over a period, filtered."""
+        q = req.query
+        if not self.cfg.observability.request_log:
+            return log_off()
+        try:
+            by = [d for d in q.get("by", "model").split(",") if d]
+            since, until = report.parse_period(q.get("since", ""), q.get("until", ""), self.cfg.governance.timezone)
+            where = {k: q[k] for k in report.FILTERS if k in q}
+            await self.requestlog.sync()
+            rows = await self.read_log(report.summarize, by, since, until, where)
+        except ValueError as e:
+            return 400, {"message": str(e)}
+        return 200, {"by": by, "since": since, "until": until, "rows": rows, "total": report.total(rows)}
+
+    async def read_log(self, fn, *args):
+        """`fn(db, *args)` on a read-only connection to the request log, in a thread."""
+        try:
+            return await trio.to_thread.run_sync(read_log, self.cfg.server.data_dir, fn, *args)
+        except FileNotFoundError as e:          # no request logged yet
+            raise errors.for_status(404, str(e)) from None
+
+
+def read_log(data_dir: str, fn, *args):
+    db = logdb.open_db(data_dir, readonly=True)
+    try:
+        return fn(db, *args)
+    finally:
+        db.close()
+
+
+def cache_off() -> tuple[int, dict]:
+    return 404, {"message": "The response cache is off: no route has an enabled [routes.cache] table "
+                            "(a [cache.keys.\"ID\"] override only adjusts routes that have one)."}
+
+
+def log_off() -> tuple[int, dict]:
+    return 404, {"message": "The request log is off (observability.request_log = false)."}
+
+
+K, T, C = directory, directory.TEAMS, directory.CUSTOMERS
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/metrics", Admin.metrics),
+    Route("GET", "/admin/usage", Admin.usage),
+    Route("GET", "/admin/circuits", Admin.circuits),
+    Route("GET", "/admin/cache", Admin.cache_stats),
+    Route("DELETE", "/admin/cache", Admin.cache_clear),
+    Route("GET", "/admin/dashboard", Admin.dashboard),
+    Route("GET", "/admin/report", Admin.report),
+    # the directory (directory.py): the governance store's rows, also run by the CLI (call_store)
+    Route("GET", "/admin/keys", K.list_keys, on_store=True),
+    Route("POST", "/admin/keys", K.create_key, on_store=True),
+    Route("GET", "/admin/keys/{id}", K.get_key, on_store=True),
+    Route("PATCH", "/admin/keys/{id}", K.update_key, on_store=True),
+    Route("DELETE", "/admin/keys/{id}", K.delete_key, on_store=True),
+    Route("GET", "/admin/teams", T.list, on_store=True),
+    Route("POST", "/admin/teams", T.create, on_store=True),
+    Route("GET", "/admin/teams/{id}", T.get, on_store=True),
+    Route("PATCH", "/admin/teams/{id}", T.update, on_store=True),
+    Route("DELETE", "/admin/teams/{id}", T.delete, on_store=True),
+    Route("GET", "/admin/customers", C.list, on_store=True),
+    Route("POST", "/admin/customers", C.create, on_store=True),
+    Route("GET", "/admin/customers/{id}", C.get, on_store=True),
+    Route("PATCH", "/admin/customers/{id}", C.update, on_store=True),
+    Route("DELETE", "/admin/customers/{id}", C.delete, on_store=True),
+)
+del K, T, C
+
+
+def call_store(store, method: str, path: str, query: dict | None, body: bytes | str | None) -> tuple[int, dict]:
+    """A directory route on `store`, without a worker (the `finops keys|teams|customers` CLI):
+    the same table, handlers and messages as the admin API."""
+    try:
+        m = match(ROUTES, method, path, query, body)
+    except NoRoute as e:
+        return e.status, {"message": e.message}
+    if not m.route.on_store:
+        return 404, {"message": f"{path}: only a running gateway serves it (ask it over HTTP)"}
+    return directory.run(m.route.handler, store, m.request)
