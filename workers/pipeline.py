@@ -32,7 +32,7 @@ from finops.shared import errors, transport
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
-from .bedrock import converse, families
+from .formats.bedrock import converse, families
 from .providers import build_provider
 from .providers.base import Call
 from .governance import admin
@@ -41,7 +41,7 @@ from .cache import keys as cache_keys
 from .cache.service import CACHEABLE_OPS, Cache
 from .reply import Reply
 from .routing import backoff, router
-from .translate import provider_errors
+from .formats import provider_errors
 from .observe import dashboard, logdb, report
 from .observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .observe.requestlog import RequestLog

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from finops.shared.model import Usage
-from finops.workers.bedrock import families, reported
+from finops.workers.formats.bedrock import families
+from finops.workers.formats.bedrock import usage as reported
 
 
 def chunk(doc) -> bytes:

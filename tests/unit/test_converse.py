@@ -15,7 +15,7 @@ from botocore.parsers import ResponseParserError
 
 from finops.shared.errors import GatewayError
 from finops.shared.model import ChatResponse, StreamEvent, Usage
-from finops.workers.bedrock import converse as cv
+from finops.workers.formats.bedrock import converse as cv
 
 PNG = b"\x89PNG\r\n\x1a\nfakepng"          # what the VERIFIED boto3 request carried
 PNG_B64 = "iVBORw0KGgpmYWtlcG5n"

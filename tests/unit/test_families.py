@@ -14,10 +14,10 @@ import pytest
 
 from finops.shared.errors import GatewayError
 from finops.shared.model import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage
-from finops.workers.bedrock import converse as cv
-from finops.workers.bedrock.families import FAMILIES, family_for, parse_invoke_request
-from finops.workers.bedrock.families._common import METRICS_KEY, model_id_candidates
-from finops.workers.bedrock.families.prompts import parse_prompt
+from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats.bedrock.families import FAMILIES, family_for, parse_invoke_request
+from finops.workers.formats.bedrock.invoke import METRICS_KEY, model_id_candidates
+from finops.workers.formats.prompts import parse_prompt
 
 PNG = b"\x89PNG\r\n\x1a\nfakepng"
 JPEG = b"\xff\xd8\xff\xe0fakejpeg"
@@ -909,8 +909,10 @@ def test_every_family_renders_plain_json(name):
 def test_family_modules_import_no_io_libraries():
     code = ("import sys\n"
             "for m in ('trio', 'httpx', 'zmq', 'socket'): sys.modules[m] = None\n"
-            "import finops.workers.bedrock.converse, finops.workers.bedrock.families\n"
-            "from finops.workers.bedrock.families import anthropic, mistral, meta, titan, nova, cohere, ai21, "
-            "embeddings, openai_like, prompts\n")
+            "import finops.workers.formats.bedrock.converse, finops.workers.formats.bedrock.families\n"
+            "from finops.workers.formats import meta, titan, nova, cohere, ai21, embeddings, prompts\n"
+            "from finops.workers.formats.anthropic import invoke\n"
+            "from finops.workers.formats.mistral import invoke\n"
+            "from finops.workers.formats.openai import invoke\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from finops.workers.translate import provider_errors as pe
+from finops.workers.formats import provider_errors as pe
 
 KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from finops.workers.translate.sse import MAX_EVENT_BYTES, SSEDecoder, SSEError
+from finops.workers.formats.sse import MAX_EVENT_BYTES, SSEDecoder, SSEError
 
 
 def decode(*chunks):

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from finops.shared.errors import GatewayError
 from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Tool, Usage, estimate_tokens
-from finops.workers.bedrock import converse as cv
-from finops.workers.bedrock.families._common import METRICS_KEY
-from finops.workers.bedrock.families.anthropic import ANTHROPIC_VERSION, MESSAGES
-from finops.workers.translate import anthropic_messages as am
+from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats.bedrock.invoke import METRICS_KEY
+from finops.workers.formats.anthropic.invoke import ANTHROPIC_VERSION, MESSAGES
+from finops.workers.formats.anthropic import api as am
 
 
 PNG = b"\x89PNG\r\n\x1a\nfakepng"

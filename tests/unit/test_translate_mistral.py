@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given
 
 from finops.shared.model import ChatRequest, StreamEvent, Tool, Usage
-from finops.workers.bedrock import converse as cv
-from finops.workers.bedrock.families.openai_like import GENERIC, MISTRAL_CHAT
-from finops.workers.translate import mistral_chat as mc
-from finops.workers.translate import openai_chat as oc
+from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats.openai.invoke import GENERIC, MISTRAL_CHAT
+from finops.workers.formats.mistral import api as mc
+from finops.workers.formats.openai import api as oc
 from tests.unit.test_translate_openai import (PNG, PROPS, TOOL_IDS, assemble, assistant, check_request_round_trip,
                                               check_stream_matches, check_well_formed, chunked_streams, completion,
                                               conversations, decode_stream, expected_stop, feed_all, gateway_error,

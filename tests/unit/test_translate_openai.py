@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from finops.shared.errors import GatewayError
 from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Tool, Usage, text_of
-from finops.workers.bedrock import converse as cv
-from finops.workers.bedrock.families.openai_like import GENERIC
-from finops.workers.translate import openai_chat as oc
+from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats.openai.invoke import GENERIC
+from finops.workers.formats.openai import api as oc
 
 PNG = b"\x89PNG\r\n\x1a\nfakepng"
 JPEG = b"\xff\xd8\xff\xe0fakejpeg"

@@ -16,7 +16,8 @@ from contextlib import aclosing
 from finops.shared.config import KeyConfig
 from finops.shared.model import ChatRequest
 
-from ..translate import anthropic_messages, provider_errors
+from ..formats import provider_errors
+from ..formats.anthropic import api as anthropic_messages
 from .base import Call
 from .json_api import JSONAPIProvider
 

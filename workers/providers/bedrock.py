@@ -32,8 +32,8 @@ from finops.shared import errors, eventstream
 from finops.shared.config import ProviderConfig
 
 from .. import upstream
-from ..bedrock import reported
-from ..translate import provider_errors
+from ..formats.bedrock import usage as reported
+from ..formats import provider_errors
 from .base import Call, Provider
 
 # Response headers of Bedrock worth passing on (lower-case).

@@ -23,9 +23,9 @@ from finops.shared.config import KeyConfig, ProviderConfig
 from finops.shared.model import ChatRequest, ChatResponse, request_tokens
 
 from .. import upstream
-from ..bedrock.converse import response_to_events
-from ..translate import provider_errors
-from ..translate.sse import SSEDecoder, SSEError
+from ..formats.bedrock.converse import response_to_events
+from ..formats import provider_errors
+from ..formats.sse import SSEDecoder, SSEError
 from .base import Call, Provider
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -10,7 +10,7 @@ from __future__ import annotations
 from finops.shared.config import KeyConfig
 from finops.shared.model import ChatRequest
 
-from ..translate import mistral_chat
+from ..formats.mistral import api as mistral_chat
 from .json_api import JSONAPIProvider
 
 

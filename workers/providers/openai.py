@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 from finops.shared.config import KeyConfig, ProviderConfig
 from finops.shared.model import ChatRequest
 
-from ..translate import openai_chat
+from ..formats.openai import api as openai_chat
 from .json_api import JSONAPIProvider
 
 OFFICIAL_HOSTS = ("api.openai.com",)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatResponse, EmbedRequest, EmbedResponse
 
-from ..converse import fail, want_bool, want_dict, want_enum, want_int, want_list, want_str, want_str_list
-from ._common import Family, base_model_id, leftovers, make_id
+from .bedrock.converse import fail, want_bool, want_dict, want_enum, want_int, want_list, want_str, want_str_list
+from .bedrock.invoke import Family, base_model_id, leftovers, make_id
 
 TITAN_DIMENSIONS = (256, 512, 1024)
 TITAN_TYPES = ("float", "binary")

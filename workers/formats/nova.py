@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, StreamEvent, Usage
 
-from ..converse import (check_tool_blocks_need_config, parse_inference_config, parse_messages,
+from .bedrock.converse import (check_tool_blocks_need_config, parse_inference_config, parse_messages,
                         parse_system, parse_tool_config, render_blocks, stop_reason, stream_payload,
                         want_dict, want_enum)
-from ._common import METRICS_KEY, Family, StreamEncoder, as_usage, invocation_metrics, leftovers
+from .bedrock.invoke import METRICS_KEY, Family, StreamEncoder, as_usage, invocation_metrics, leftovers
 
 _INFERENCE_KEYS = {"maxTokens", "max_new_tokens", "temperature", "topP", "topK", "stopSequences"}
 

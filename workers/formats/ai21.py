@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse
 
-from ..converse import fail, want_dict, want_int
-from ._common import Family, leftovers, make_id, take_sampling, text_blocks
-from .openai_like import JAMBA, JambaChat  # noqa: F401  (re-exported)
+from .bedrock.converse import fail, want_dict, want_int
+from .bedrock.invoke import Family, leftovers, make_id, take_sampling, text_blocks
+from .openai.invoke import JAMBA, JambaChat  # noqa: F401  (re-exported)
 from .prompts import parse_prompt
 
 

@@ -12,11 +12,11 @@ import re
 
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
-from ..converse import (TOOL_NAME, check_image_bytes, check_tool_blocks_need_config, decode_b64, fail,
+from ..bedrock.converse import (TOOL_NAME, check_image_bytes, check_tool_blocks_need_config, decode_b64, fail,
                         b64, want_bool, want_dict, want_enum, want_list, want_str)
-from ._common import (Family, StreamEncoder, base_model_id, leftovers, make_id, take_sampling,
+from ..bedrock.invoke import (Family, StreamEncoder, base_model_id, leftovers, make_id, take_sampling,
                       text_blocks)
-from .prompts import parse_prompt
+from ..prompts import parse_prompt
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 MEDIA_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}

@@ -23,7 +23,7 @@ import base64
 import binascii
 import json
 
-from .families import METRICS_KEY
+from .invoke import METRICS_KEY
 HEADERS = (("in", "x-amzn-bedrock-input-token-count"), ("out", "x-amzn-bedrock-output-token-count"),
            ("cr", "x-amzn-bedrock-cache-read-input-token-count"),
            ("cw", "x-amzn-bedrock-cache-write-input-token-count"))

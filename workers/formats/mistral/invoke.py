@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, Usage
 
-from ..converse import want_dict
-from ._common import Family, StreamEncoder, leftovers, take_sampling, text_blocks
-from .openai_like import MISTRAL_CHAT, MistralChat  # noqa: F401  (re-exported)
-from .prompts import parse_prompt
+from ..bedrock.converse import want_dict
+from ..bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling, text_blocks
+from ..openai.invoke import MISTRAL_CHAT, MistralChat  # noqa: F401  (re-exported)
+from ..prompts import parse_prompt
 
 
 def _reason(stop: str) -> str:

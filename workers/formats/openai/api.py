@@ -105,8 +105,8 @@ from finops.shared import errors
 from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Usage, estimate_tokens
 
 from ..bedrock.converse import b64, fail
-from ..bedrock.families._common import make_id
-from . import provider_errors
+from ..bedrock.invoke import make_id
+from .. import provider_errors
 
 # Documented Chat Completions request fields a ChatRequest.extra key may set
 # (platform.openai.com/docs/api-reference/chat/create). The deprecated functions/function_call are

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from finops.shared.model import ChatRequest, ChatResponse
 
-from . import openai_chat as oc
+from ..openai import api as oc
 
 MISTRAL_FIELDS = frozenset({
     "random_seed", "response_format", "presence_penalty", "frequency_penalty", "safe_prompt", "n",

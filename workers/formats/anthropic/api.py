@@ -110,9 +110,9 @@ from finops.shared.model import (ChatRequest, ChatResponse, Message, StreamEvent
                                  estimate_tokens)
 
 from ..bedrock.converse import b64, fail
-from ..bedrock.families.anthropic import _STOP as STOP_TO_ANTHROPIC
-from ..bedrock.families.anthropic import MEDIA_TYPES
-from . import provider_errors
+from .invoke import _STOP as STOP_TO_ANTHROPIC
+from .invoke import MEDIA_TYPES
+from .. import provider_errors
 
 # --- tables -------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 from finops.shared import errors
 from finops.shared.model import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage
 
-from ..converse import fail, want_int, want_num, want_str_list
+from .converse import fail, want_int, want_num, want_str_list
 
 METRICS_KEY = "amazon-bedrock-invocationMetrics"
 

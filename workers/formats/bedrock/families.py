@@ -34,17 +34,17 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, EmbedRequest
 
-from ..converse import fail
-from ._common import METRICS_KEY, Family, StreamEncoder, base_model_id, invocation_metrics, model_id_candidates
-from .ai21 import JAMBA, JURASSIC
-from .anthropic import MESSAGES as ANTHROPIC_MESSAGES, TEXT as ANTHROPIC_TEXT
-from .cohere import COMMAND, COMMAND_R
-from .embeddings import COHERE_EMBED, TITAN_EMBED
-from .meta import LLAMA
-from .mistral import MISTRAL_CHAT, MISTRAL_TEXT
-from .nova import NOVA
-from .openai_like import GENERIC as OPENAI_CHAT
-from .titan import TITAN_TEXT
+from .converse import fail
+from .invoke import METRICS_KEY, Family, StreamEncoder, base_model_id, invocation_metrics, model_id_candidates
+from ..ai21 import JAMBA, JURASSIC
+from ..anthropic.invoke import MESSAGES as ANTHROPIC_MESSAGES, TEXT as ANTHROPIC_TEXT
+from ..cohere import COMMAND, COMMAND_R
+from ..embeddings import COHERE_EMBED, TITAN_EMBED
+from ..meta import LLAMA
+from ..mistral.invoke import MISTRAL_CHAT, MISTRAL_TEXT
+from ..nova import NOVA
+from ..openai.invoke import GENERIC as OPENAI_CHAT
+from ..titan import TITAN_TEXT
 
 __all__ = ["METRICS_KEY", "Family", "StreamEncoder", "FAMILIES", "family_for", "base_model_id", "invocation_metrics",
            "parse_invoke_request"]
