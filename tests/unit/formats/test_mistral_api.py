@@ -19,7 +19,7 @@ from finops.workers.formats.bedrock import converse as cv
 from finops.workers.formats.openai.invoke import GENERIC, MISTRAL_CHAT
 from finops.workers.formats.mistral import api as mc
 from finops.workers.formats.openai import api as oc
-from tests.unit.test_translate_openai import (PNG, PROPS, TOOL_IDS, assemble, assistant, check_request_round_trip,
+from tests.unit.formats.test_openai_api import (PNG, PROPS, TOOL_IDS, assemble, assistant, check_request_round_trip,
                                               check_stream_matches, check_well_formed, chunked_streams, completion,
                                               conversations, decode_stream, expected_stop, feed_all, gateway_error,
                                               req_of, responses, stop_of, tool_result, tool_use, usage_of, user)
