@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse
 
-from .bedrock.converse import fail, want_dict, want_int
-from .bedrock.invoke import Family, leftovers, make_id, take_sampling, text_blocks
+from .bedrock.invoke import Family, leftovers, take_sampling
+from .common import fail, make_id, text_blocks, want_dict, want_int
 from .openai.invoke import JAMBA, JambaChat  # noqa: F401  (re-exported)
 from .prompts import parse_prompt
 

@@ -19,9 +19,9 @@ import json
 
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
-from .bedrock.converse import (TOOL_NAME, check_tool_blocks_need_config, fail, want_dict, want_enum, want_int,
-                        want_list, want_str)
-from .bedrock.invoke import Family, StreamEncoder, leftovers, make_id, take_sampling, text_blocks, tool_uses
+from .bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling
+from .common import (TOOL_NAME, check_tool_blocks_need_config, fail, make_id, text_blocks, tool_uses, want_dict,
+                     want_enum, want_int, want_list, want_str)
 from .prompts import parse_prompt
 
 _ROLES = {"USER": "user", "CHATBOT": "assistant", "SYSTEM": "system", "TOOL": "tool"}

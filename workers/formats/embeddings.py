@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatResponse, EmbedRequest, EmbedResponse
 
-from .bedrock.converse import fail, want_bool, want_dict, want_enum, want_int, want_list, want_str, want_str_list
-from .bedrock.invoke import Family, base_model_id, leftovers, make_id
+from .bedrock.invoke import Family, base_model_id, leftovers
+from .common import fail, make_id, want_bool, want_dict, want_enum, want_int, want_list, want_str, want_str_list
 
 TITAN_DIMENSIONS = (256, 512, 1024)
 TITAN_TYPES = ("float", "binary")

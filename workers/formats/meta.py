@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, Usage, estimate_tokens
 
-from .bedrock.converse import decode_b64, fail, sniff_image, want_dict, want_list
-from .bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling, text_blocks
+from .bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling
+from .common import decode_b64, fail, sniff_image, text_blocks, want_dict, want_list
 from .prompts import parse_prompt
 
 

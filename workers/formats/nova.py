@@ -1,7 +1,7 @@
 """Amazon Nova (Micro, Lite, Pro, Premier, Nova 2) native InvokeModel format. Pure.
 
 bedrock-protocol.md 6.5. The body is Converse-shaped (blobs as base64 strings), so the block,
-system and tool parsers of converse.py are reused; differences: optional
+system and tool parsers of bedrock/converse.py are reused; differences: optional
 ``schemaVersion: "messages-v1"``, `inferenceConfig` also takes `max_new_tokens` and `topK`, and the
 usage names say ...TokenCount for the cache fields. Stream chunks are Converse stream events
 *wrapped* in their event name, e.g. ``{"contentBlockDelta": {"delta": {"text": "Hi"},
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, StreamEvent, Usage
 
-from .bedrock.converse import (check_tool_blocks_need_config, parse_inference_config, parse_messages,
-                        parse_system, parse_tool_config, render_blocks, stop_reason, stream_payload,
-                        want_dict, want_enum)
+from .bedrock.converse import (parse_inference_config, parse_messages, parse_system, parse_tool_config,
+                               render_blocks, stream_payload)
 from .bedrock.invoke import METRICS_KEY, Family, StreamEncoder, as_usage, invocation_metrics, leftovers
+from .common import check_tool_blocks_need_config, known_stop_reason, want_dict, want_enum
 
 _INFERENCE_KEYS = {"maxTokens", "max_new_tokens", "temperature", "topP", "topK", "stopSequences"}
 
@@ -50,7 +50,7 @@ class Nova(Family):
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         return {"output": {"message": {"role": "assistant", "content": render_blocks(resp.content)}},
-                "stopReason": stop_reason(resp.stop_reason), "usage": nova_usage(resp.usage)}
+                "stopReason": known_stop_reason(resp.stop_reason), "usage": nova_usage(resp.usage)}
 
 
 class _Encoder(StreamEncoder):

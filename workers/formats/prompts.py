@@ -23,7 +23,7 @@ import re
 
 from finops.shared.model import Message
 
-from .bedrock.converse import fail
+from .common import fail
 
 _LLAMA3_HEADER = re.compile(r"<\|start_header_id\|>(.*?)<\|end_header_id\|>")
 _LLAMA3_END = re.compile(r"<\|(?:eot_id|eom_id|end_of_text)\|>")

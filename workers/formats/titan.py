@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, Usage
 
-from .bedrock.converse import want_dict, want_int, want_num, want_str_list
-from .bedrock.invoke import Family, StreamEncoder, leftovers, text_blocks
+from .bedrock.invoke import Family, StreamEncoder, leftovers
+from .common import text_blocks, want_dict, want_int, want_num, want_str_list
 from .prompts import parse_prompt
 
 _REASONS = {"max_tokens": "LENGTH", "stop_sequence": "STOP_CRITERIA_MET",

@@ -23,7 +23,7 @@ from finops.shared.config import KeyConfig, ProviderConfig
 from finops.shared.model import ChatRequest, ChatResponse, request_tokens
 
 from .. import upstream
-from ..formats.bedrock.converse import response_to_events
+from ..formats.common import response_to_events
 from ..formats import provider_errors
 from ..formats.sse import SSEDecoder, SSEError
 from .base import Call, Provider

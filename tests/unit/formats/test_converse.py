@@ -16,6 +16,8 @@ from botocore.parsers import ResponseParserError
 from finops.shared.errors import GatewayError
 from finops.shared.model import ChatResponse, StreamEvent, Usage
 from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats import common
+from finops.workers.formats.common import response_to_events
 
 PNG = b"\x89PNG\r\n\x1a\nfakepng"          # what the VERIFIED boto3 request carried
 PNG_B64 = "iVBORw0KGgpmYWtlcG5n"
@@ -514,7 +516,7 @@ def test_stream_payload_unknown_kind_is_a_programming_error():
 
 def test_response_to_events_plain_text_has_no_block_start():
     resp = ChatResponse(content=[{"text": "42"}], usage=Usage(8, 4), latency_ms=511)
-    frames = [cv.stream_payload(e) for e in cv.response_to_events(resp)]
+    frames = [cv.stream_payload(e) for e in response_to_events(resp)]
     assert frames == [
         ("messageStart", {"role": "assistant"}),
         ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "42"}}),
@@ -530,7 +532,7 @@ def test_response_to_events_matches_the_verified_13_event_sequence():
                                  {"text": "Hello"},
                                  {"toolUse": {"toolUseId": "t1", "name": "calc", "input": {"x": 1}}}],
                         stop_reason="tool_use", usage=Usage(1, 2), latency_ms=5)
-    frames = [cv.stream_payload(e) for e in cv.response_to_events(resp)]
+    frames = [cv.stream_payload(e) for e in response_to_events(resp)]
     assert [f[0] for f in frames] == [
         "messageStart", "contentBlockDelta", "contentBlockDelta", "contentBlockStop",
         "contentBlockDelta", "contentBlockStop",
@@ -544,7 +546,7 @@ def test_response_to_events_matches_the_verified_13_event_sequence():
 
 def test_response_to_events_indices_and_image():
     resp = ChatResponse(content=[{"text": "a"}, {"image": {"format": "png", "bytes": PNG}}, {"text": "b"}])
-    evs = cv.response_to_events(resp)
+    evs = response_to_events(resp)
     assert [(e.kind, e.index) for e in evs if e.kind.startswith("block")] == [
         ("block_delta", 0), ("block_stop", 0), ("block_start", 1), ("block_delta", 1), ("block_stop", 1),
         ("block_delta", 2), ("block_stop", 2)]
@@ -558,7 +560,7 @@ def test_events_reassemble_to_the_response():
                         stop_reason="tool_use", usage=Usage(2, 3), latency_ms=9)
     blocks: dict[int, dict] = {}
     stop = None
-    for e in cv.response_to_events(resp):
+    for e in response_to_events(resp):
         name, p = cv.stream_payload(e)
         if name == "contentBlockStart":
             blocks[p["contentBlockIndex"]] = {"toolUse": {**p["start"]["toolUse"], "input": ""}}
@@ -576,7 +578,8 @@ def test_events_reassemble_to_the_response():
     assert stop == "tool_use"
 
 
-def test_module_reads_no_clock_or_randomness():
-    src = open(cv.__file__).read()
+@pytest.mark.parametrize("module", [cv, common], ids=["converse", "common"])
+def test_module_reads_no_clock_or_randomness(module):
+    src = open(module.__file__).read()
     for banned in ("import trio", "import httpx", "import zmq", "import time", "import random", "datetime", "uuid"):
         assert banned not in src, banned

@@ -15,6 +15,7 @@ import pytest
 from finops.shared.errors import GatewayError
 from finops.shared.model import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage
 from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats.common import response_to_events
 from finops.workers.formats.bedrock.families import FAMILIES, family_for, parse_invoke_request
 from finops.workers.formats.bedrock.invoke import METRICS_KEY, model_id_candidates
 from finops.workers.formats.prompts import parse_prompt
@@ -362,7 +363,7 @@ def test_anthropic_stream_tool_and_thinking_blocks():
     resp = ChatResponse(content=[{"reasoningContent": {"text": "hm", "signature": "sg"}}, {"text": "ok"},
                                  {"toolUse": {"toolUseId": "toolu_9", "name": "f", "input": {"x": 1}}}],
                         stop_reason="tool_use", usage=Usage(1, 2), latency_ms=3)
-    chunks = feed_all(fam("anthropic-messages").stream_encoder(CLAUDE3), cv.response_to_events(resp))
+    chunks = feed_all(fam("anthropic-messages").stream_encoder(CLAUDE3), response_to_events(resp))
     types = [(c["type"], c.get("index"), (c.get("content_block") or c.get("delta") or {}).get("type")) for c in chunks]
     assert types == [
         ("message_start", None, None),
@@ -466,7 +467,7 @@ def test_mistral_chat_render_and_stream():
     assert out == {"choices": [{"index": 0, "message": {"role": "assistant", "content": "", "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "top_song", "arguments": "{\"sign\": \"WZPZ\"}"}}]},
         "stop_reason": "tool_calls"}]}
-    chunks = feed_all(f.stream_encoder("mistral.mistral-large-2407-v1:0"), cv.response_to_events(
+    chunks = feed_all(f.stream_encoder("mistral.mistral-large-2407-v1:0"), response_to_events(
         ChatResponse(content=[{"text": "Hi"}, {"toolUse": {"toolUseId": "c1", "name": "f", "input": {"a": 1}}}],
                      stop_reason="tool_use", usage=Usage(8, 4), latency_ms=511)))
     assert chunks[0] == {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "stop_reason": None}]}
@@ -739,7 +740,7 @@ def test_jamba_parse_render_stream():
 def test_openai_generic_stream_tool_calls():
     resp = ChatResponse(content=[{"toolUse": {"toolUseId": "call_1", "name": "f", "input": {"a": 1}}}],
                         stop_reason="tool_use", usage=Usage(1, 1))
-    chunks = feed_all(fam("openai-chat").stream_encoder("openai.gpt-oss-120b-1:0"), cv.response_to_events(resp))
+    chunks = feed_all(fam("openai-chat").stream_encoder("openai.gpt-oss-120b-1:0"), response_to_events(resp))
     assert chunks[0]["choices"][0]["delta"]["tool_calls"] == [
         {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]
     assert json.loads(chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]) == {"a": 1}
@@ -841,7 +842,7 @@ def test_the_streaming_set_is_what_we_expect():
 
 @pytest.mark.parametrize("name", STREAMING)
 def test_metrics_ride_on_the_last_chunk_only(name):
-    chunks = feed_all(fam(name).stream_encoder("x.model"), cv.response_to_events(RICH))
+    chunks = feed_all(fam(name).stream_encoder("x.model"), response_to_events(RICH))
     json.dumps(chunks)  # plain JSON, no bytes or objects
     assert chunks[-1][METRICS_KEY] == {"inputTokenCount": 8, "outputTokenCount": 4, "invocationLatency": 511,
                                        "firstByteLatency": 511, "cacheReadInputTokenCount": 2,

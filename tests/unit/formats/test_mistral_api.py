@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 
 from finops.shared.model import ChatRequest, StreamEvent, Tool, Usage
-from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats.common import response_to_events
 from finops.workers.formats.openai.invoke import GENERIC, MISTRAL_CHAT
 from finops.workers.formats.mistral import api as mc
 from finops.workers.formats.openai import api as oc
@@ -293,7 +293,7 @@ def test_property_response_round_trips(resp):
 @given(responses())
 def test_property_stream_round_trips(resp):
     enc = GENERIC.stream_encoder("mistral-large-latest")
-    chunks = [c for ev in cv.response_to_events(resp) for c in enc.feed(ev)]
+    chunks = [c for ev in response_to_events(resp) for c in enc.feed(ev)]
     evs = decode_stream(mc.StreamDecoder("mistral", 7), chunks)
     check_stream_matches(evs, resp)
 

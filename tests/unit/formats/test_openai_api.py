@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from finops.shared.errors import GatewayError
 from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Tool, Usage, text_of
 from finops.workers.formats.bedrock import converse as cv
+from finops.workers.formats.common import response_to_events
 from finops.workers.formats.openai.invoke import GENERIC
 from finops.workers.formats.openai import api as oc
 
@@ -901,7 +902,7 @@ def check_stream_matches(evs: list[StreamEvent], resp: ChatResponse) -> None:
 @given(responses())
 def test_property_family_stream_encoder_output_decodes_to_the_same_answer(resp):
     enc = GENERIC.stream_encoder("gpt-x")
-    chunks = [c for ev in cv.response_to_events(resp) for c in enc.feed(ev)]
+    chunks = [c for ev in response_to_events(resp) for c in enc.feed(ev)]
     evs = decode_stream(oc.StreamDecoder("openai", 7), chunks)
     check_stream_matches(evs, resp)
     assert usage_of(evs) == resp.usage

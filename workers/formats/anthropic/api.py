@@ -103,16 +103,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 
 from finops.shared.model import (ChatRequest, ChatResponse, Message, StreamEvent, Tool, Usage,
                                  estimate_tokens)
 
-from ..bedrock.converse import b64, fail
+from .. import provider_errors
+from ..common import b64, compact_json, fail
 from .invoke import _STOP as STOP_TO_ANTHROPIC
 from .invoke import MEDIA_TYPES
-from .. import provider_errors
 
 # --- tables -------------------------------------------------------------------------------------
 
@@ -149,10 +148,6 @@ class AnthropicDialect:
 
 
 # --- request ------------------------------------------------------------------------------------
-
-def _compact(value) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
 
 def _image(img: dict, path: str, provider: str) -> dict:
     media = IMAGE_MEDIA_TYPES.get(img.get("format"))
@@ -196,7 +191,7 @@ def _tool_result(t: dict, path: str, provider: str) -> dict:
             if c["text"]:
                 content.append({"type": "text", "text": c["text"]})
         elif "json" in c:
-            content.append({"type": "text", "text": _compact(c["json"])})
+            content.append({"type": "text", "text": compact_json(c["json"])})
         elif "image" in c:
             content.append(_image(c["image"], p, provider))
         elif "document" in c:
@@ -327,7 +322,7 @@ def beta_header(req: ChatRequest) -> str | None:
 # --- response -----------------------------------------------------------------------------------
 
 def _bad(provider: str, doc, problem: str):
-    return provider_errors.bad_body(provider, 200, _compact(doc).encode()[:200], problem)
+    return provider_errors.bad_body(provider, 200, compact_json(doc).encode()[:200], problem)
 
 
 def _redacted_bytes(data: str) -> bytes:
@@ -533,7 +528,7 @@ class StreamDecoder:
                 raise self._bad("a tool_use content_block_start without string \"id\" and \"name\"")
             out.append(StreamEvent("block_start", blk.index, {"toolUse": {"toolUseId": tid, "name": name}}))
             if cb.get("input"):
-                out.append(self._input(blk, _compact(cb["input"])))
+                out.append(self._input(blk, compact_json(cb["input"])))
         return out
 
     def _text(self, blk: _Block, text: str) -> StreamEvent:

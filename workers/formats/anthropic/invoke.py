@@ -12,10 +12,9 @@ import re
 
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
-from ..bedrock.converse import (TOOL_NAME, check_image_bytes, check_tool_blocks_need_config, decode_b64, fail,
-                        b64, want_bool, want_dict, want_enum, want_list, want_str)
-from ..bedrock.invoke import (Family, StreamEncoder, base_model_id, leftovers, make_id, take_sampling,
-                      text_blocks)
+from ..bedrock.invoke import Family, StreamEncoder, base_model_id, leftovers, take_sampling
+from ..common import (TOOL_NAME, b64, check_image_bytes, check_tool_blocks_need_config, decode_b64, fail,
+                      make_id, text_blocks, want_bool, want_dict, want_enum, want_list, want_str)
 from ..prompts import parse_prompt
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"

@@ -20,175 +20,23 @@ Gateway-level request fields that are not about the model (guardrailConfig, requ
 performanceConfig, serviceTier, additionalModelResponseFieldPaths, outputConfig) are validated by
 `parse_request` but do not fit `ChatRequest`; `parse_options` returns them for the pipeline.
 
-The small `want_*` field checks at the top are shared with the model-family modules.
+The field checks (`want_*`, `one_member`, `fail`) are `formats/common.py`'s.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from typing import Any
 
 from finops.shared import errors
-from finops.shared.model import (STOP_REASONS, ChatRequest, ChatResponse, Message, StreamEvent,
-                                 Tool)
+from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Tool
 
-# --- field checks (shared with families/) ------------------------------------------------------
+from ..common import (IMAGE_FORMATS, TOOL_NAME, b64, check_image_bytes, check_tool_blocks_need_config,
+                      decode_b64, fail, known_stop_reason, one_member, type_name, want_bool, want_dict,
+                      want_enum, want_int, want_list, want_num, want_str, want_str_list)
 
-_MISSING = object()
+# --- images and documents -----------------------------------------------------------------------
 
-
-def fail(path: str, problem: str) -> errors.GatewayError:
-    """A ValidationException whose message starts with the field path."""
-    return errors.validation(f"{path}: {problem}" if path else problem)
-
-
-def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "a list"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
-
-
-def want_dict(v: Any, path: str) -> dict:
-    if not isinstance(v, dict):
-        raise fail(path, f"must be a JSON object, got {_type_name(v)}")
-    return v
-
-
-def want_list(v: Any, path: str, *, min_len: int = 0, max_len: int | None = None,
-              what: str = "items") -> list:
-    if not isinstance(v, list):
-        raise fail(path, f"must be a list of {what}, got {_type_name(v)}")
-    if len(v) < min_len:
-        raise fail(path, f"must be a non-empty list of {what}" if min_len == 1
-                   else f"must have at least {min_len} {what}")
-    if max_len is not None and len(v) > max_len:
-        raise fail(path, f"has {len(v)} {what}; at most {max_len} are allowed")
-    return v
-
-
-def want_str(v: Any, path: str, *, nonblank: bool = False, max_len: int | None = None,
-             pattern: re.Pattern | None = None, hint: str = "") -> str:
-    if not isinstance(v, str):
-        raise fail(path, f"must be a string, got {_type_name(v)}")
-    if nonblank and not v.strip():
-        raise fail(path, "is blank; send non-empty text")
-    if max_len is not None and len(v) > max_len:
-        raise fail(path, f"is {len(v)} characters long; at most {max_len} are allowed")
-    if pattern is not None and not pattern.fullmatch(v):
-        raise fail(path, f"{v!r} does not match the pattern {pattern.pattern}{hint}")
-    return v
-
-
-def want_int(v: Any, path: str, *, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
-        raise fail(path, f"must be an integer, got {_type_name(v) if not isinstance(v, float) else v!r}")
-    v = int(v)
-    if lo is not None and v < lo:
-        raise fail(path, f"must be at least {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise fail(path, f"must be at most {hi}, got {v}")
-    return v
-
-
-def want_num(v: Any, path: str, *, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise fail(path, f"must be a number, got {_type_name(v)}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise fail(path, f"must be between {lo} and {hi}, got {v}")
-    return float(v)
-
-
-def want_bool(v: Any, path: str) -> bool:
-    if not isinstance(v, bool):
-        raise fail(path, f"must be true or false, got {_type_name(v)}")
-    return v
-
-
-def want_enum(v: Any, path: str, allowed) -> str:
-    if not isinstance(v, str) or v not in allowed:
-        raise fail(path, f"{v!r} is not valid; expected one of {', '.join(allowed)}")
-    return v
-
-
-def want_str_list(v: Any, path: str, *, max_len: int | None = None) -> list[str]:
-    want_list(v, path, max_len=max_len, what="strings")
-    for i, s in enumerate(v):
-        want_str(s, f"{path}[{i}]", nonblank=False)
-        if not s:
-            raise fail(f"{path}[{i}]", "is empty; send a non-empty string")
-    return list(v)
-
-
-def one_member(v: Any, path: str, members, what: str) -> tuple[str, Any]:
-    """The (name, value) of a tagged union object; `null` members count as absent."""
-    want_dict(v, path)
-    set_keys = [k for k, x in v.items() if x is not None]
-    for k in set_keys:
-        if k not in members:
-            raise fail(path, f"unknown {what} {k!r}; expected one of {', '.join(members)}")
-    if len(set_keys) != 1:
-        got = "no member" if not set_keys else f"{len(set_keys)} members ({', '.join(set_keys)})"
-        raise fail(path, f"a {what} must have exactly one member set, got {got}; "
-                   f"use one of {', '.join(members)} per object")
-    return set_keys[0], v[set_keys[0]]
-
-
-def decode_b64(v: Any, path: str) -> bytes:
-    """Decode a base64 blob field, rejecting anything that is not strict base64."""
-    if not isinstance(v, str):
-        raise fail(path, f"must be a base64 string, got {_type_name(v)}")
-    try:
-        return base64.b64decode(v, validate=True)
-    except (binascii.Error, ValueError):
-        raise fail(path, "is not valid base64; send the raw bytes base64-encoded "
-                   "(the AWS SDKs do this when given bytes)") from None
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-# --- images -------------------------------------------------------------------------------------
-
-IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
 DOCUMENT_FORMATS = ("pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md")
-
-
-def sniff_image(data: bytes) -> str | None:
-    """The image format the magic number says, or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def check_image_bytes(data: bytes, fmt: str, path: str) -> bytes:
-    """Raise unless `data` is non-empty and its magic number matches `fmt`."""
-    if not data:
-        raise fail(path, "is empty; send the image bytes")
-    seen = sniff_image(data)
-    if seen != fmt:
-        looks = f"they look like {seen}" if seen else "no known image signature was found"
-        raise fail(path, f"the bytes are not a valid {fmt} image ({looks}); "
-                   f"fix the image format field or send a real {fmt} file")
-    return data
 
 
 def _s3_unsupported(path: str) -> errors.GatewayError:
@@ -252,7 +100,6 @@ BLOCK_MEMBERS = ("text", "image", "document", "toolUse", "toolResult", "reasonin
                  "cachePoint", "guardContent", "citationsContent", "video", "audio", "searchResult",
                  "toolAddition", "toolRemoval")
 TOOL_RESULT_MEMBERS = ("json", "text", "image", "document", "video", "searchResult")
-TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]+")
 TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_.:-]+")
 
 
@@ -453,16 +300,6 @@ def parse_tool_config(v: Any, path: str = "toolConfig") -> tuple[list[Tool], dic
     return tools, choice
 
 
-def check_tool_blocks_need_config(messages: list[Message], has_tools: bool, path: str) -> None:
-    if has_tools:
-        return
-    for m in messages:
-        for b in m.content:
-            if "toolUse" in b or "toolResult" in b:
-                raise fail(path, "must be defined when messages contain toolUse or toolResult "
-                           "blocks; add toolConfig.tools with the tools the conversation uses")
-
-
 # --- requests -----------------------------------------------------------------------------------
 
 def _apply_extra(req: ChatRequest, v: Any, path: str) -> None:
@@ -495,7 +332,7 @@ def parse_request(body: Any) -> ChatRequest:
         GatewayError(ValidationException): naming the first bad field.
     """
     if not isinstance(body, dict):
-        raise fail("body", f"must be a JSON object, got {_type_name(body)}")
+        raise fail("body", f"must be a JSON object, got {type_name(body)}")
     req = _parse_chat(body, "", inference=True)
     parse_options(body)
     return req
@@ -574,7 +411,7 @@ def parse_count_tokens(body: Any) -> tuple[str, ChatRequest | bytes]:
     The invokeModel body is only base64-decoded here; the caller parses it with the model's family.
     """
     if not isinstance(body, dict):
-        raise fail("body", f"must be a JSON object, got {_type_name(body)}")
+        raise fail("body", f"must be a JSON object, got {type_name(body)}")
     if body.get("input") is None:
         raise fail("input", "required; send {\"converse\": {\"messages\": [...]}} or "
                    "{\"invokeModel\": {\"body\": <base64 of the native body>}}")
@@ -653,10 +490,6 @@ def render_blocks(content: list[dict]) -> list[dict]:
     return out
 
 
-def stop_reason(value: str | None) -> str:
-    return value if value in STOP_REASONS else "end_turn"
-
-
 def render_response(resp: ChatResponse, *, response_field_paths: list[str] | None = None) -> dict:
     """ChatResponse -> the Converse response JSON.
 
@@ -666,7 +499,7 @@ def render_response(resp: ChatResponse, *, response_field_paths: list[str] | Non
     """
     out = {
         "output": {"message": {"role": "assistant", "content": render_blocks(resp.content)}},
-        "stopReason": stop_reason(resp.stop_reason),
+        "stopReason": known_stop_reason(resp.stop_reason),
         "usage": resp.usage.to_converse(),
         "metrics": {"latencyMs": int(resp.latency_ms)},
     }
@@ -727,7 +560,7 @@ def stream_payload(ev: StreamEvent) -> tuple[str, dict]:
     if kind == "block_stop":
         return "contentBlockStop", {"contentBlockIndex": ev.index}
     if kind == "message_stop":
-        p = {"stopReason": stop_reason(ev.data.get("stopReason"))}
+        p = {"stopReason": known_stop_reason(ev.data.get("stopReason"))}
         if ev.data.get("additionalModelResponseFields") is not None:
             p["additionalModelResponseFields"] = ev.data["additionalModelResponseFields"]
         return "messageStop", p
@@ -736,42 +569,3 @@ def stream_payload(ev: StreamEvent) -> tuple[str, dict]:
                             "metrics": {"latencyMs": int(ev.data.get("latencyMs") or 0)}}
     raise ValueError(f"unknown stream event kind {kind!r}")
 
-
-def response_to_events(resp: ChatResponse) -> list[StreamEvent]:
-    """The ConverseStream event sequence real Bedrock would send for a complete response.
-
-    Text blocks get no block_start; toolUse blocks get a block_start and their input as one JSON
-    string delta; reasoning becomes a text delta then a signature delta.
-    """
-    evs = [StreamEvent("message_start", data={"role": "assistant"})]
-    index = 0
-    for block in resp.content:
-        for key, _ in _RENDERERS:
-            val = block.get(key)
-            if val is None or key in ("document", "toolResult"):
-                continue
-            if key == "text":
-                evs.append(StreamEvent("block_delta", index, {"text": val}))
-            elif key == "toolUse":
-                evs.append(StreamEvent("block_start", index, {"toolUse": {
-                    "toolUseId": val["toolUseId"], "name": val["name"]}}))
-                evs.append(StreamEvent("block_delta", index, {"toolUse": {
-                    "input": json.dumps(val.get("input", {}), separators=(",", ":"))}}))
-            elif key == "reasoningContent":
-                if val.get("redactedContent") is not None:
-                    evs.append(StreamEvent("block_delta", index, {"reasoningContent": {
-                        "redactedContent": val["redactedContent"]}}))
-                else:
-                    evs.append(StreamEvent("block_delta", index, {"reasoningContent": {
-                        "text": val.get("text") or ""}}))
-                    if val.get("signature"):
-                        evs.append(StreamEvent("block_delta", index, {"reasoningContent": {
-                            "signature": val["signature"]}}))
-            elif key == "image":
-                evs.append(StreamEvent("block_start", index, {"image": {"format": val["format"]}}))
-                evs.append(StreamEvent("block_delta", index, {"image": {"bytes": val["bytes"]}}))
-            evs.append(StreamEvent("block_stop", index))
-            index += 1
-    evs.append(StreamEvent("message_stop", data={"stopReason": stop_reason(resp.stop_reason)}))
-    evs.append(StreamEvent("metadata", data={"usage": resp.usage, "latencyMs": int(resp.latency_ms)}))
-    return evs

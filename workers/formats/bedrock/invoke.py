@@ -7,13 +7,12 @@ returns the list of native chunk dicts to send (often none, sometimes several). 
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from finops.shared import errors
 from finops.shared.model import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage
 
-from .converse import fail, want_int, want_num, want_str_list
+from ..common import fail, make_id, want_int, want_num, want_str_list
 
 METRICS_KEY = "amazon-bedrock-invocationMetrics"
 
@@ -42,20 +41,6 @@ def invocation_metrics(data: dict) -> dict:
     if u.cache_write_tokens:
         m["cacheWriteInputTokenCount"] = u.cache_write_tokens
     return m
-
-
-def make_id(prefix: str, *parts: str, n: int = 24) -> str:
-    """A deterministic id (this module may not use randomness): prefix + hash of parts."""
-    h = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-    return prefix + h[:n]
-
-
-def text_blocks(content: list[dict]) -> str:
-    return "".join(b["text"] for b in content if "text" in b)
-
-
-def tool_uses(content: list[dict]) -> list[dict]:
-    return [b["toolUse"] for b in content if "toolUse" in b]
 
 
 def take_sampling(body: dict, req: ChatRequest, *, temperature: str | None = "temperature",

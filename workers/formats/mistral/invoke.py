@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, Usage
 
-from ..bedrock.converse import want_dict
-from ..bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling, text_blocks
+from ..bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling
+from ..common import text_blocks, want_dict
 from ..openai.invoke import MISTRAL_CHAT, MistralChat  # noqa: F401  (re-exported)
 from ..prompts import parse_prompt
 

@@ -104,9 +104,8 @@ from typing import Any, Callable
 from finops.shared import errors
 from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Usage, estimate_tokens
 
-from ..bedrock.converse import b64, fail
-from ..bedrock.invoke import make_id
 from .. import provider_errors
+from ..common import b64, compact_json, fail, make_id
 
 # Documented Chat Completions request fields a ChatRequest.extra key may set
 # (platform.openai.com/docs/api-reference/chat/create). The deprecated functions/function_call are
@@ -137,10 +136,6 @@ class OpenAIDialect:
 
 
 # --- small helpers -------------------------------------------------------------------------------
-
-def compact_json(v: Any) -> str:
-    return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
-
 
 def hash_id(value: str, n: int) -> str:
     """`n` letters and digits derived from `value` (deterministic, no randomness)."""

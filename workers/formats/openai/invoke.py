@@ -21,9 +21,9 @@ import json
 
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
-from ..bedrock.converse import (IMAGE_FORMATS, TOOL_NAME, check_image_bytes, check_tool_blocks_need_config,
-                        fail, want_dict, want_enum, want_int, want_list, want_str)
-from ..bedrock.invoke import Family, StreamEncoder, leftovers, make_id, take_sampling, text_blocks, tool_uses
+from ..bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling
+from ..common import (IMAGE_FORMATS, TOOL_NAME, check_image_bytes, check_tool_blocks_need_config, fail, make_id,
+                      text_blocks, tool_uses, want_dict, want_enum, want_int, want_list, want_str)
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 
