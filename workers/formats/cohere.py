@@ -19,10 +19,9 @@ import json
 
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
-from .bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling
-from .common import (TOOL_NAME, check_tool_blocks_need_config, fail, make_id, text_blocks, tool_uses, want_dict,
-                     want_enum, want_int, want_list, want_str)
-from .prompts import parse_prompt
+from .bedrock.invoke import Family, PromptFamily, StreamEncoder, leftovers, take_sampling, take_tools
+from .common import (TOOL_NAME, fail, make_id, text_blocks, tool_uses, want_dict, want_enum, want_int,
+                     want_list, want_str)
 
 _ROLES = {"USER": "user", "CHATBOT": "assistant", "SYSTEM": "system", "TOOL": "tool"}
 _TYPES = {"str": "string", "string": "string", "int": "integer", "integer": "integer", "float": "number",
@@ -147,9 +146,7 @@ class CommandR(Family):
         req = ChatRequest(messages=msgs, system=system)
         used = {"message", "chat_history", "preamble", "tools", "tool_results", "stream"}
         take_sampling(body, req, max_tokens="max_tokens", top_p="p", top_k="k", used=used)
-        if body.get("tools") is not None:
-            req.tools = _parse_tools(body["tools"])
-        check_tool_blocks_need_config(req.messages, bool(req.tools), "tools")
+        take_tools(body, req, _parse_tools)
         req.extra = leftovers(body, used)
         return req
 
@@ -233,19 +230,14 @@ class _REncoder(StreamEncoder):
 CommandR.encoder = _REncoder
 
 
-class Command(Family):
+class Command(PromptFamily):
     name = "cohere-command"
+    sampling = {"max_tokens": "max_tokens", "top_p": "p", "top_k": "k", "temp_hi": 5.0}
+    read = ("stream", "num_generations")
 
-    def parse_request(self, body: dict) -> ChatRequest:
-        want_dict(body, "body")
-        system, messages = parse_prompt(body.get("prompt"), "prompt")
-        req = ChatRequest(messages=messages, system=system)
-        used = {"prompt", "stream", "num_generations"}
-        take_sampling(body, req, max_tokens="max_tokens", top_p="p", top_k="k", temp_hi=5.0, used=used)
+    def parse_more(self, body: dict, req: ChatRequest) -> None:
         if body.get("num_generations") is not None and want_int(body["num_generations"], "num_generations", lo=1) != 1:
             raise fail("num_generations", "only 1 generation per request is supported by this gateway")
-        req.extra = leftovers(body, used)
-        return req
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         text = text_blocks(resp.content)

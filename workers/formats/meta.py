@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, Usage, estimate_tokens
 
-from .bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling
-from .common import decode_b64, fail, sniff_image, text_blocks, want_dict, want_list
-from .prompts import parse_prompt
+from .bedrock.invoke import PromptFamily, StreamEncoder
+from .common import decode_b64, fail, sniff_image, text_blocks, want_list
 
 
 def _reason(stop: str) -> str:
@@ -31,20 +30,15 @@ def _parse_images(raw, req: ChatRequest) -> None:
     last_user.content[:0] = blocks
 
 
-class Llama(Family):
+class Llama(PromptFamily):
     name = "meta-llama"
     max_tokens_path = ("max_gen_len",)
+    sampling = {"max_tokens": "max_gen_len", "top_k": None, "stop": None}
+    read = ("images", "stream")
 
-    def parse_request(self, body: dict) -> ChatRequest:
-        want_dict(body, "body")
-        system, messages = parse_prompt(body.get("prompt"), "prompt")
-        req = ChatRequest(messages=messages, system=system)
-        used = {"prompt", "images", "stream"}
-        take_sampling(body, req, max_tokens="max_gen_len", top_k=None, stop=None, used=used)
+    def parse_more(self, body: dict, req: ChatRequest) -> None:
         if body.get("images") is not None:
             _parse_images(body["images"], req)
-        req.extra = leftovers(body, used)
-        return req
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         return {"generation": text_blocks(resp.content), "prompt_token_count": resp.usage.input_tokens,

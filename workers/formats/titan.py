@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from finops.shared.model import ChatRequest, ChatResponse, Usage
 
-from .bedrock.invoke import Family, StreamEncoder, leftovers
+from .bedrock.invoke import PromptFamily, StreamEncoder
 from .common import text_blocks, want_dict, want_int, want_num, want_str_list
-from .prompts import parse_prompt
 
 _REASONS = {"max_tokens": "LENGTH", "stop_sequence": "STOP_CRITERIA_MET",
             "content_filtered": "CONTENT_FILTERED", "guardrail_intervened": "CONTENT_FILTERED"}
@@ -21,28 +20,28 @@ def _reason(stop: str) -> str:
     return _REASONS.get(stop, "FINISH")
 
 
-class TitanText(Family):
+class TitanText(PromptFamily):
     name = "titan-text"
     max_tokens_path = ("textGenerationConfig", "maxTokenCount")
+    prompt_field = "inputText"
+    words = "userbot"
+    sampling = {"temperature": None, "top_p": None, "top_k": None, "stop": None}   # in textGenerationConfig
+    read = ("textGenerationConfig",)
 
-    def parse_request(self, body: dict) -> ChatRequest:
-        want_dict(body, "body")
-        system, messages = parse_prompt(body.get("inputText"), "inputText", words="userbot")
-        req = ChatRequest(messages=messages, system=system)
+    def parse_more(self, body: dict, req: ChatRequest) -> None:
         cfg = body.get("textGenerationConfig")
-        if cfg is not None:
-            p = "textGenerationConfig"
-            want_dict(cfg, p)
-            if cfg.get("maxTokenCount") is not None:
-                req.max_tokens = want_int(cfg["maxTokenCount"], f"{p}.maxTokenCount", lo=1)
-            if cfg.get("temperature") is not None:
-                req.temperature = want_num(cfg["temperature"], f"{p}.temperature", lo=0, hi=1)
-            if cfg.get("topP") is not None:
-                req.top_p = want_num(cfg["topP"], f"{p}.topP", lo=0, hi=1)
-            if cfg.get("stopSequences") is not None:
-                req.stop_sequences = want_str_list(cfg["stopSequences"], f"{p}.stopSequences")
-        req.extra = leftovers(body, {"inputText", "textGenerationConfig"})
-        return req
+        if cfg is None:
+            return
+        p = "textGenerationConfig"
+        want_dict(cfg, p)
+        if cfg.get("maxTokenCount") is not None:
+            req.max_tokens = want_int(cfg["maxTokenCount"], f"{p}.maxTokenCount", lo=1)
+        if cfg.get("temperature") is not None:
+            req.temperature = want_num(cfg["temperature"], f"{p}.temperature", lo=0, hi=1)
+        if cfg.get("topP") is not None:
+            req.top_p = want_num(cfg["topP"], f"{p}.topP", lo=0, hi=1)
+        if cfg.get("stopSequences") is not None:
+            req.stop_sequences = want_str_list(cfg["stopSequences"], f"{p}.stopSequences")
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         return {"inputTextTokenCount": resp.usage.input_tokens,

@@ -16,7 +16,8 @@ from hypothesis import given
 
 from finops.shared.model import ChatRequest, StreamEvent, Tool, Usage
 from finops.workers.formats.common import response_to_events
-from finops.workers.formats.openai.invoke import GENERIC, MISTRAL_CHAT
+from finops.workers.formats.mistral.invoke import MISTRAL_CHAT
+from finops.workers.formats.openai.invoke import GENERIC
 from finops.workers.formats.mistral import api as mc
 from finops.workers.formats.openai import api as oc
 from tests.unit.formats.test_openai_api import (PNG, PROPS, TOOL_IDS, assemble, assistant, check_request_round_trip,

@@ -110,8 +110,7 @@ from finops.shared.model import (ChatRequest, ChatResponse, Message, StreamEvent
 
 from .. import provider_errors
 from ..common import b64, compact_json, fail
-from .invoke import _STOP as STOP_TO_ANTHROPIC
-from .invoke import MEDIA_TYPES
+from .invoke import MEDIA_TYPES, STOP_TO_ANTHROPIC
 
 # --- tables -------------------------------------------------------------------------------------
 

@@ -12,15 +12,15 @@ import re
 
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
-from ..bedrock.invoke import Family, StreamEncoder, base_model_id, leftovers, take_sampling
-from ..common import (TOOL_NAME, b64, check_image_bytes, check_tool_blocks_need_config, decode_b64, fail,
-                      make_id, text_blocks, want_bool, want_dict, want_enum, want_list, want_str)
-from ..prompts import parse_prompt
+from ..bedrock.invoke import (Family, PromptFamily, StreamEncoder, base_model_id, leftovers, take_sampling,
+                              take_tools)
+from ..common import (TOOL_NAME, b64, check_image_bytes, decode_b64, fail, make_id, text_blocks, want_bool,
+                      want_dict, want_enum, want_list, want_str)
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 MEDIA_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 BLOCK_TYPES = ("text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking")
-_STOP = {"end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
+STOP_TO_ANTHROPIC = {"end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
          "tool_use": "tool_use", "model_context_window_exceeded": "model_context_window_exceeded",
          "content_filtered": "refusal", "guardrail_intervened": "end_turn"}
 _DATED = re.compile(r"^(.*\d{8})-v\d+(?::\d+)?$")
@@ -198,11 +198,7 @@ class AnthropicMessages(Family):
         take_sampling(body, req, max_tokens="max_tokens", used=used)
         if body.get("system") is not None:
             req.system = _parse_system(body["system"])
-        if body.get("tools") is not None:
-            req.tools = _parse_tools(body["tools"])
-        if body.get("tool_choice") is not None:
-            req.tool_choice = _parse_tool_choice(body["tool_choice"], req.tools)
-        check_tool_blocks_need_config(req.messages, bool(req.tools), "tools")
+        take_tools(body, req, _parse_tools, _parse_tool_choice)
         req.extra = leftovers(body, used)
         return req
 
@@ -230,7 +226,7 @@ class AnthropicMessages(Family):
             usage["cache_read_input_tokens"] = u.cache_read_tokens
         return {"id": response_id or make_id("msg_bdrk_", model_id, text_blocks(resp.content)),
                 "type": "message", "role": "assistant", "model": model_name(model_id, resp.model),
-                "content": content, "stop_reason": _STOP.get(resp.stop_reason, "end_turn"),
+                "content": content, "stop_reason": STOP_TO_ANTHROPIC.get(resp.stop_reason, "end_turn"),
                 "stop_sequence": resp.stop_sequence, "usage": usage}
 
 
@@ -302,7 +298,7 @@ class _MessagesEncoder(StreamEncoder):
             out.append({"type": "content_block_stop", "index": index})
         self.open.clear()
         out.append({"type": "message_delta",
-                    "delta": {"stop_reason": _STOP.get(self.stop, "end_turn"), "stop_sequence": self.stop_sequence},
+                    "delta": {"stop_reason": STOP_TO_ANTHROPIC.get(self.stop, "end_turn"), "stop_sequence": self.stop_sequence},
                     "usage": {"output_tokens": usage.output_tokens}})
         out.append({"type": "message_stop"})
         return out
@@ -319,20 +315,13 @@ def _text_stop(stop: str, stop_sequence: str | None) -> tuple[str, str | None]:
     return "stop_sequence", stop_sequence or "\n\nHuman:"
 
 
-class ClaudeText(Family):
+class ClaudeText(PromptFamily):
     name = "anthropic-text"
     max_tokens_path = ("max_tokens_to_sample",)
-
-    def parse_request(self, body: dict) -> ChatRequest:
-        want_dict(body, "body")
-        system, messages = parse_prompt(body.get("prompt"), "prompt", words="human")
-        if body.get("max_tokens_to_sample") is None:
-            raise fail("max_tokens_to_sample", "required; send the maximum number of tokens to generate")
-        used = {"prompt", "anthropic_version", "stream"}
-        req = ChatRequest(messages=messages, system=system)
-        take_sampling(body, req, max_tokens="max_tokens_to_sample", used=used)
-        req.extra = leftovers(body, used)
-        return req
+    words = "human"
+    required = (("max_tokens_to_sample", "required; send the maximum number of tokens to generate"),)
+    sampling = {"max_tokens": "max_tokens_to_sample"}
+    read = ("anthropic_version", "stream")
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         reason, stop = _text_stop(resp.stop_reason, resp.stop_sequence)

@@ -1,4 +1,9 @@
-"""What every model family shares: the Family base, stream-encoder base, metrics, ids. Pure.
+"""InvokeModel bodies: what every model family shares. Pure.
+
+`Family` is one native body format (parse the client's body, render the answer and the stream
+chunks); `PromptFamily` is the kind whose conversation is one templated prompt string. Here too:
+the sampling and tool fields every family reads by its own names, the invocation metrics of a
+stream's last chunk, and the model id helpers (region prefixes, ARNs).
 
 A stream encoder is a small sans-I/O object: `feed(ev)` takes one canonical `StreamEvent` and
 returns the list of native chunk dicts to send (often none, sometimes several). When fed the final
@@ -12,7 +17,8 @@ from typing import Any
 from finops.shared import errors
 from finops.shared.model import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage
 
-from ..common import fail, make_id, want_int, want_num, want_str_list
+from ..common import check_tool_blocks_need_config, fail, make_id, want_dict, want_int, want_num, want_str_list
+from ..prompts import parse_prompt
 
 METRICS_KEY = "amazon-bedrock-invocationMetrics"
 
@@ -61,6 +67,16 @@ def take_sampling(body: dict, req: ChatRequest, *, temperature: str | None = "te
         req.stop_sequences = [v] if isinstance(v, str) and v else want_str_list(v, stop)
     if used is not None:
         used.update(k for k in (max_tokens, temperature, top_p, top_k, stop) if k)
+
+
+def take_tools(body: dict, req: ChatRequest, parse_tools, parse_choice=None) -> None:
+    """The native `tools` (and `tool_choice`) fields into `req`, read by the family's own parsers;
+    then, as on Converse, toolUse or toolResult blocks need tools."""
+    if body.get("tools") is not None:
+        req.tools = parse_tools(body["tools"])
+    if parse_choice is not None and body.get("tool_choice") is not None:
+        req.tool_choice = parse_choice(body["tool_choice"], req.tools)
+    check_tool_blocks_need_config(req.messages, bool(req.tools), "tools")
 
 
 def leftovers(body: dict, used: set) -> dict:
@@ -174,6 +190,40 @@ class Family:
 
     def __repr__(self) -> str:
         return f"<Family {self.name}>"
+
+
+class PromptFamily(Family):
+    """A text-completion body: the whole conversation is one templated prompt string (prompts.py).
+
+    A subclass declares its native field names instead of writing `parse_request`:
+        prompt_field    the prompt's field
+        words           also recognise the word template "human" (Claude) or "userbot" (Titan)
+        required        ((field, problem), ...): fields that must be present, checked after the prompt
+        sampling        `take_sampling`'s keyword arguments: the native names of max_tokens, top_p ...
+        read            the other fields it reads itself (`parse_more`), kept out of ChatRequest.extra
+    """
+
+    prompt_field = "prompt"
+    words: str | None = None
+    required: tuple[tuple[str, str], ...] = ()
+    sampling: dict = {}
+    read: tuple[str, ...] = ("stream",)
+
+    def parse_request(self, body: dict) -> ChatRequest:
+        want_dict(body, "body")
+        system, messages = parse_prompt(body.get(self.prompt_field), self.prompt_field, words=self.words)
+        for field, problem in self.required:
+            if body.get(field) is None:
+                raise fail(field, problem)
+        req = ChatRequest(messages=messages, system=system)
+        used = {self.prompt_field, *self.read}
+        take_sampling(body, req, used=used, **self.sampling)
+        self.parse_more(body, req)
+        req.extra = leftovers(body, used)
+        return req
+
+    def parse_more(self, body: dict, req: ChatRequest) -> None:
+        """The family's own fields beyond the prompt and sampling (listed in `read`)."""
 
 
 def with_path(doc: dict, path: tuple[str, ...], value) -> dict:

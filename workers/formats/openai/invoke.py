@@ -1,15 +1,15 @@
-"""OpenAI-like chat bodies: Mistral chat, AI21 Jamba, and any other `messages` body. Pure.
+"""OpenAI-like chat bodies on Bedrock InvokeModel: the generic `messages` body (gpt-oss, DeepSeek,
+Qwen ...). Pure.
 
-bedrock-protocol.md 6.2 (Mistral chat) and 6.7 (Jamba). The request side is the OpenAI Chat
-Completions shape: messages with string (or text/image part) content, assistant `tool_calls` with
-JSON-string arguments, `tool` messages with `tool_call_id`. Tool results become toolResult blocks in
-a user message (consecutive ones share one message), system messages become system texts.
-
-The response side differs per family, set by class attributes:
+The request side is the OpenAI Chat Completions shape: messages with string (or text/image part)
+content, assistant `tool_calls` with JSON-string arguments, `tool` messages with `tool_call_id`. Tool
+results become toolResult blocks in a user message (consecutive ones share one message), system
+messages become system texts. Mistral chat (mistral/invoke.py) and AI21 Jamba (ai21.py,
+bedrock-protocol.md 6.2 and 6.7) are this body with their own answers, set by class attributes:
 
 - `stop_key`: Mistral says "stop_reason", OpenAI and Jamba "finish_reason".
-- `encoder`: `_MessageEncoder` (Mistral: each chunk repeats a whole `message`, tool calls sent
-  whole) or `_DeltaEncoder` (OpenAI/Jamba: `delta` objects, tool calls as indexed argument fragments).
+- `encoder`: `_DeltaEncoder` here (OpenAI/Jamba: `delta` objects, tool calls as indexed argument
+  fragments); Mistral's sends a whole `message` per chunk.
 - `with_ids`: whether the response carries id and usage (Jamba, OpenAI); `openai_object` adds
   "object" and "model" as OpenAI does.
 """
@@ -21,9 +21,9 @@ import json
 
 from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
 
-from ..bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling
-from ..common import (IMAGE_FORMATS, TOOL_NAME, check_image_bytes, check_tool_blocks_need_config, fail, make_id,
-                      text_blocks, tool_uses, want_dict, want_enum, want_int, want_list, want_str)
+from ..bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling, take_tools
+from ..common import (IMAGE_FORMATS, TOOL_NAME, check_image_bytes, fail, make_id, text_blocks, tool_uses,
+                      want_dict, want_enum, want_int, want_list, want_str)
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -146,7 +146,8 @@ def _parse_tool_choice(raw, tools: list[Tool]) -> dict:
     return {"tool": {"name": name}}
 
 
-def _finish(stop: str) -> str:
+def finish_reason(stop: str) -> str:
+    """A canonical stop reason -> the OpenAI-style finish reason."""
     return {"max_tokens": "length", "tool_use": "tool_calls", "content_filtered": "content_filter",
             "guardrail_intervened": "content_filter"}.get(stop, "stop")
 
@@ -182,11 +183,7 @@ class OpenAIChat(Family):
             req.max_tokens = want_int(body["max_completion_tokens"], "max_completion_tokens", lo=1)
         if body.get("n") is not None and want_int(body["n"], "n", lo=1) != 1:
             raise fail("n", "only 1 completion per request is supported by this gateway; send n=1")
-        if body.get("tools") is not None:
-            req.tools = _parse_tools(body["tools"])
-        if body.get("tool_choice") is not None:
-            req.tool_choice = _parse_tool_choice(body["tool_choice"], req.tools)
-        check_tool_blocks_need_config(req.messages, bool(req.tools), "tools")
+        take_tools(body, req, _parse_tools, _parse_tool_choice)
         req.extra = leftovers(body, used)
         return req
 
@@ -201,7 +198,7 @@ class OpenAIChat(Family):
             if self.openai_object:
                 out["object"] = "chat.completion"
                 out["model"] = model_id
-        out["choices"] = [{"index": 0, "message": msg, self.stop_key: _finish(resp.stop_reason)}]
+        out["choices"] = [{"index": 0, "message": msg, self.stop_key: finish_reason(resp.stop_reason)}]
         if self.with_ids:
             out["usage"] = _usage(resp.usage)
         return out
@@ -242,64 +239,10 @@ class _DeltaEncoder(StreamEncoder):
             "arguments": data["toolUse"].get("input", "")}}]})]
 
     def on_final(self, usage: Usage) -> list[dict]:
-        c = self._chunk({}, _finish(self.stop))
+        c = self._chunk({}, finish_reason(self.stop))
         c["usage"] = _usage(usage)
         return [c]
 
 
-class _MessageEncoder(StreamEncoder):
-    """Mistral chat style: every chunk carries a whole `message`; tool calls go out whole on stop."""
-
-    __slots__ = ("tools",)
-
-    def __init__(self, model_id: str, **kw):
-        super().__init__(model_id, **kw)
-        self.tools: dict[int, list] = {}  # block index -> [id, name, [argument fragments]]
-
-    @staticmethod
-    def _chunk(message: dict, stop=None) -> dict:
-        return {"choices": [{"index": 0, "message": {"role": "assistant", **message}, "stop_reason": stop}]}
-
-    def on_text(self, index: int, text: str) -> list[dict]:
-        return [self._chunk({"content": text})]
-
-    def on_block_start(self, index: int, data: dict) -> list[dict]:
-        t = data.get("toolUse")
-        if t is not None:
-            self.tools[index] = [t["toolUseId"], t["name"], []]
-        return []
-
-    def on_other_delta(self, index: int, data: dict) -> list[dict]:
-        if "toolUse" in data:
-            self.tools.setdefault(index, [f"call_{index}", "", []])[2].append(data["toolUse"].get("input", ""))
-        return []
-
-    def on_block_stop(self, index: int) -> list[dict]:
-        t = self.tools.pop(index, None)
-        if t is None:
-            return []
-        call = {"id": t[0], "function": {"name": t[1], "arguments": "".join(t[2]) or "{}"}}
-        return [self._chunk({"content": "", "tool_calls": [call]})]
-
-    def on_final(self, usage: Usage) -> list[dict]:
-        return [self._chunk({"content": ""}, _finish(self.stop))]
-
-
-class MistralChat(OpenAIChat):
-    name = "mistral-chat"
-    stop_key = "stop_reason"
-    with_ids = False
-    temp_hi = 1.0
-
-
-class JambaChat(OpenAIChat):
-    name = "ai21-jamba"
-    openai_object = False
-
-
 OpenAIChat.encoder = _DeltaEncoder
-MistralChat.encoder = _MessageEncoder
-
 GENERIC = OpenAIChat()
-MISTRAL_CHAT = MistralChat()
-JAMBA = JambaChat()
