@@ -25,19 +25,28 @@ class _Embed(Family):
     streams = False
     max_tokens_path = ()
 
+    image_field = ""        # where the body would carry images, which this gateway does not embed
+    text_field = ""         # where it carries the texts
+    text_hint = ""          # what to send there
+
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         raise fail("body", f"{self.name} is an embedding format; use render_embed_response")
+
+    def check_input(self, body: dict) -> None:
+        """The body is an object with texts (required) and no images."""
+        want_dict(body, "body")
+        if body.get(self.image_field) is not None:
+            raise fail(self.image_field, f"image embeddings are not supported by this gateway; send {self.text_field}")
+        if body.get(self.text_field) is None:
+            raise fail(self.text_field, f"required; send {self.text_hint}")
 
 
 class TitanEmbed(_Embed):
     name = "titan-embed"
+    image_field, text_field, text_hint = "inputImage", "inputText", "the text to embed"
 
     def parse_request(self, body: dict) -> EmbedRequest:
-        want_dict(body, "body")
-        if body.get("inputImage") is not None:
-            raise fail("inputImage", "image embeddings are not supported by this gateway; send inputText")
-        if body.get("inputText") is None:
-            raise fail("inputText", "required; send the text to embed")
+        self.check_input(body)
         text = want_str(body["inputText"], "inputText", nonblank=True)
         req = EmbedRequest(texts=[text])
         if body.get("dimensions") is not None:
@@ -73,13 +82,10 @@ class TitanEmbed(_Embed):
 
 class CohereEmbed(_Embed):
     name = "cohere-embed"
+    image_field, text_field, text_hint = "images", "texts", "a list of 1 to 96 strings"
 
     def parse_request(self, body: dict) -> EmbedRequest:
-        want_dict(body, "body")
-        if body.get("images") is not None:
-            raise fail("images", "image embeddings are not supported by this gateway; send texts")
-        if body.get("texts") is None:
-            raise fail("texts", "required; send a list of 1 to 96 strings")
+        self.check_input(body)
         texts = want_str_list(want_list(body["texts"], "texts", min_len=1, max_len=96, what="strings"), "texts")
         if body.get("input_type") is None:
             raise fail("input_type", f"required; one of {', '.join(COHERE_INPUT_TYPES)}")

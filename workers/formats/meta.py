@@ -52,19 +52,13 @@ class _Encoder(StreamEncoder):
         super().__init__(model_id, **kw)
         self.count = 0
 
-    def _prompt_count(self):
-        if self.first:
-            self.first = False
-            return self.input_tokens or 0
-        return None
-
     def on_text(self, index: int, text: str) -> list[dict]:
         self.count += estimate_tokens(text)
-        return [{"generation": text, "prompt_token_count": self._prompt_count(),
+        return [{"generation": text, "prompt_token_count": self.first_input_tokens(),
                  "generation_token_count": self.count, "stop_reason": None}]
 
     def on_final(self, usage: Usage) -> list[dict]:
-        return [{"generation": "", "prompt_token_count": self._prompt_count(),
+        return [{"generation": "", "prompt_token_count": self.first_input_tokens(),
                  "generation_token_count": usage.output_tokens, "stop_reason": _reason(self.stop)}]
 
 

@@ -52,19 +52,13 @@ class TitanText(PromptFamily):
 class _Encoder(StreamEncoder):
     __slots__ = ()
 
-    def _input_count(self):
-        if self.first:
-            self.first = False
-            return self.input_tokens or 0
-        return None
-
     def on_text(self, index: int, text: str) -> list[dict]:
         return [{"outputText": text, "index": 0, "totalOutputTextTokenCount": None,
-                 "completionReason": None, "inputTextTokenCount": self._input_count()}]
+                 "completionReason": None, "inputTextTokenCount": self.first_input_tokens()}]
 
     def on_final(self, usage: Usage) -> list[dict]:
         return [{"outputText": "", "index": 0, "totalOutputTextTokenCount": usage.output_tokens,
-                 "completionReason": _reason(self.stop), "inputTextTokenCount": self._input_count()}]
+                 "completionReason": _reason(self.stop), "inputTextTokenCount": self.first_input_tokens()}]
 
 
 TitanText.encoder = _Encoder

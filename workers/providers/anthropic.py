@@ -4,7 +4,7 @@
     POST {base_url}/v1/messages/count_tokens    (CountTokens)
 
 Converse requests and every model family's InvokeModel body are translated through the
-canonical model (`translate/anthropic_messages.py`). A Claude Messages body sent to InvokeModel
+canonical model (`formats/anthropic/api.py`). A Claude Messages body sent to InvokeModel
 is the Messages API already: it goes upstream as it is (model set, `anthropic_version` dropped,
 `anthropic_beta` moved to the `anthropic-beta` header), and the answer comes back as it is, so
 nothing the client sent or the model said is lost in translation.
@@ -17,7 +17,7 @@ from finops.shared.config import KeyConfig
 from finops.shared.model import ChatRequest
 
 from ..formats import provider_errors
-from ..formats.anthropic import api as anthropic_messages
+from ..formats.anthropic import api as anthropic_api
 from .base import Call
 from .json_api import JSONAPIProvider
 
@@ -27,12 +27,14 @@ COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking
 
 class AnthropicProvider(JSONAPIProvider):
     kind = "anthropic"
-    translator = anthropic_messages
+    to_request = staticmethod(anthropic_api.to_anthropic_request)
+    from_response = staticmethod(anthropic_api.from_anthropic_response)
+    stream_decoder = anthropic_api.AnthropicStreamDecoder
     done_marker = None
     native_family = "anthropic-messages"
 
     def dialect(self):
-        return anthropic_messages.AnthropicDialect(provider=self.name,
+        return anthropic_api.AnthropicDialect(provider=self.name,
                                                    default_max_tokens=self.cfg.default_max_tokens,
                                                    passthrough_fields=frozenset(self.cfg.passthrough_fields))
 
@@ -43,13 +45,13 @@ class AnthropicProvider(JSONAPIProvider):
         h = [(b"anthropic-version", self.cfg.anthropic_version.encode())]
         if key is not None:
             h.append((b"x-api-key", key.api_key.encode()))
-        beta = anthropic_messages.beta_header(req) if req is not None else None
+        beta = anthropic_api.beta_header(req) if req is not None else None
         if beta:
             h.append((b"anthropic-beta", beta.encode()))
         return h
 
     async def count_tokens(self, call: Call, req: ChatRequest) -> int:
-        body = anthropic_messages.build_request(req, call.upstream_model, stream=False, dialect=self._dialect)
+        body = anthropic_api.to_anthropic_request(req, call.upstream_model, stream=False, dialect=self._dialect)
         body = {k: v for k, v in body.items() if k in COUNT_FIELDS}
         doc = await self.post_json(f"{self.cfg.base_url}/v1/messages/count_tokens", self.headers(req, call), body)
         n = doc.get("input_tokens")
@@ -65,19 +67,19 @@ class AnthropicProvider(JSONAPIProvider):
         return h
 
     def native_usage(self, doc: dict):
-        return anthropic_messages.native_usage(doc)
+        return anthropic_api.native_usage(doc)
 
     def native_tracker(self):
-        return anthropic_messages.NativeStreamTracker(self.name)
+        return anthropic_api.NativeStreamTracker(self.name)
 
     async def invoke_native(self, call: Call, doc: dict) -> dict:
-        body, extra = anthropic_messages.native_request(doc, call.upstream_model, stream=False)
+        body, extra = anthropic_api.native_request(doc, call.upstream_model, stream=False)
         return await self.post_json(self.endpoint(call.upstream_model), self.native_headers(extra, call), body)
 
     async def invoke_native_stream(self, call: Call, doc: dict, tracker):
         """Native Messages stream events (data dicts, "type" = event name), a list per upstream
         read, each fed to `tracker`."""
-        body, extra = anthropic_messages.native_request(doc, call.upstream_model, stream=True)
+        body, extra = anthropic_api.native_request(doc, call.upstream_model, stream=True)
         async with self.open_stream(self.endpoint(call.upstream_model), self.native_headers(extra, call), body) as events:
             if isinstance(events, dict):
                 raise provider_errors.bad_body(

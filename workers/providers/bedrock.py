@@ -13,7 +13,7 @@ five operations and both stream kinds are relayed faithfully:
   ModelStreamErrorException frame, so the client sees the failure and the cache does not keep it;
 - an upstream error response: the same AWS error code, status and message.
 
-The usage charged is what Bedrock reported (workers/bedrock/reported.py): the Converse body's
+The usage charged is what Bedrock reported (workers/formats/bedrock/usage.py): the Converse body's
 `usage`, the InvokeModel token-count headers, the ConverseStream `metadata` event, the invoke
 stream's last chunk; prompt-cache read and write tokens included.
 

@@ -1,16 +1,18 @@
 """What the JSON-over-HTTP providers (openai, anthropic, mistral) share: keys, one POST, one SSE
-stream, and the error boundary. The wire formats live in `workers/translate/`; this module is
-the I/O around them.
+stream, and the error boundary. The wire formats live in `workers/formats/` (each provider's
+`api.py`); this module is the I/O around them.
 
-A subclass names its translator module and says how to address and authenticate a request:
+A subclass names its format's three entry points and says how to address and authenticate a request:
 
-    translator          module with build_request / parse_response / StreamDecoder
-    dialect()           the translator's dialect object for this provider's config
+    to_request          canonical request -> the API's JSON body (e.g. formats/openai/api.py to_openai_request)
+    from_response       the API's JSON answer -> canonical response
+    stream_decoder      the API's SSE events -> canonical stream events
+    dialect()           the format's dialect object for this provider's config
     endpoint(model)     the chat URL for an upstream model name
     auth(key, req)      the headers that carry the chosen key (and per-request headers)
 
 Every failure leaves here as a GatewayError with the AWS code a Bedrock client expects
-(`translate/provider_errors.py` for provider answers, `upstream.py` for transport failures), with
+(`formats/provider_errors.py` for provider answers, `upstream.py` for transport failures), with
 the provider's keys redacted from any message.
 """
 from __future__ import annotations
@@ -34,7 +36,9 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 class JSONAPIProvider(Provider):
-    translator = None            # set by subclasses
+    to_request = None            # set by subclasses (staticmethods of the format's functions)
+    from_response = None
+    stream_decoder = None
     done_marker = "[DONE]"       # an SSE data value that ends the stream (OpenAI style); None: end of body
 
     def __init__(self, cfg: ProviderConfig):
@@ -55,21 +59,21 @@ class JSONAPIProvider(Provider):
 
     # --- the canonical calls ---------------------------------------------------------------
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
-        body = self.translator.build_request(req, call.upstream_model, stream=False, dialect=self._dialect)
+        body = self.to_request(req, call.upstream_model, stream=False, dialect=self._dialect)
         doc = await self.post_json(self.endpoint(call.upstream_model), self.headers(req, call), body)
-        resp = self.translator.parse_response(doc, provider=self.name)
+        resp = self.from_response(doc, provider=self.name)
         if not resp.usage.input_tokens:      # a server that reports no usage: our estimate
             resp.usage.input_tokens = request_tokens(req)
         resp.latency_ms = int((time.monotonic() - call.started) * 1000)
         return resp
 
     async def chat_stream(self, call: Call, req: ChatRequest):
-        body = self.translator.build_request(req, call.upstream_model, stream=True, dialect=self._dialect)
-        decoder = self.translator.StreamDecoder(self.name, request_tokens(req))
+        body = self.to_request(req, call.upstream_model, stream=True, dialect=self._dialect)
+        decoder = self.stream_decoder(self.name, request_tokens(req))
         async with self.open_stream(self.endpoint(call.upstream_model), self.headers(req, call), body) as events:
             if isinstance(events, dict):
                 # the server ignored "stream": true and answered JSON: replay it as a stream
-                yield response_to_events(self.translator.parse_response(events, provider=self.name))
+                yield response_to_events(self.from_response(events, provider=self.name))
                 return
             finished = False
             async with aclosing(events):

@@ -3,23 +3,25 @@
     POST {base_url}/chat/completions      Authorization: Bearer KEY      (default https://api.mistral.ai/v1)
 
 Mistral is an OpenAI dialect with its own rules (tool call ids of 9 letters and digits,
-`random_seed`, `tool_choice: "any"`); `translate/mistral_chat.py` owns them.
+`random_seed`, `tool_choice: "any"`); `formats/mistral/api.py` owns them.
 """
 from __future__ import annotations
 
 from finops.shared.config import KeyConfig
 from finops.shared.model import ChatRequest
 
-from ..formats.mistral import api as mistral_chat
+from ..formats.mistral import api as mistral_api
 from .json_api import JSONAPIProvider
 
 
 class MistralProvider(JSONAPIProvider):
     kind = "mistral"
-    translator = mistral_chat
+    to_request = staticmethod(mistral_api.to_mistral_request)
+    from_response = staticmethod(mistral_api.from_mistral_response)
+    stream_decoder = mistral_api.MistralStreamDecoder
 
     def dialect(self):
-        return mistral_chat.MistralDialect(provider=self.name,
+        return mistral_api.MistralDialect(provider=self.name,
                                            passthrough_fields=frozenset(self.cfg.passthrough_fields))
 
     def endpoint(self, model: str) -> str:

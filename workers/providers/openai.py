@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 from finops.shared.config import KeyConfig, ProviderConfig
 from finops.shared.model import ChatRequest
 
-from ..formats.openai import api as openai_chat
+from ..formats.openai import api as openai_api
 from .json_api import JSONAPIProvider
 
 OFFICIAL_HOSTS = ("api.openai.com",)
@@ -35,10 +35,12 @@ def max_tokens_field(cfg: ProviderConfig) -> str:
 
 class OpenAIProvider(JSONAPIProvider):
     kind = "openai"
-    translator = openai_chat
+    to_request = staticmethod(openai_api.to_openai_request)
+    from_response = staticmethod(openai_api.from_openai_response)
+    stream_decoder = openai_api.OpenAIStreamDecoder
 
     def dialect(self):
-        return openai_chat.OpenAIDialect(provider=self.name, max_tokens_field=max_tokens_field(self.cfg),
+        return openai_api.OpenAIDialect(provider=self.name, max_tokens_field=max_tokens_field(self.cfg),
                                          stream_usage=self.cfg.stream_usage,
                                          passthrough_fields=frozenset(self.cfg.passthrough_fields))
 

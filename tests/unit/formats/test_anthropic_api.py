@@ -1,7 +1,7 @@
-"""The Anthropic Messages translator (workers/translate/anthropic_messages.py).
+"""The Anthropic Messages API format (workers/formats/anthropic/api.py).
 
 Unit tests pin each mapping rule of the module docstring; the property tests run the translator
-against the Bedrock Claude family (workers/bedrock/families/anthropic.py), which reads and writes
+against the Bedrock Claude family (workers/formats/anthropic/invoke.py), which reads and writes
 the same Messages shapes in the other direction:
 
     canonical request  -> build_request  -> family parse_request    == the request
@@ -48,7 +48,7 @@ def req_of(*blocks, **kw) -> ChatRequest:
 
 
 def build(req: ChatRequest, *, stream=False, dialect=D) -> dict:
-    return am.build_request(req, "claude-x", stream=stream, dialect=dialect)
+    return am.to_anthropic_request(req, "claude-x", stream=stream, dialect=dialect)
 
 
 def blocks_of(req: ChatRequest, **kw) -> list[dict]:
@@ -334,7 +334,7 @@ DOC = {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-
 
 
 def test_parse_response_blocks_usage_model():
-    r = am.parse_response(DOC, provider="anth")
+    r = am.from_anthropic_response(DOC, provider="anth")
     assert r.content == [{"reasoningContent": {"text": "let me see", "signature": "SIG"}},
                          {"reasoningContent": {"redactedContent": b"\x01\x02opaque"}},
                          {"text": "Hello"},
@@ -349,32 +349,32 @@ def test_parse_response_blocks_usage_model():
                                         ("model_context_window_exceeded", "model_context_window_exceeded"),
                                         (None, "end_turn"), ("something_new", "end_turn")])
 def test_parse_response_stop_reasons(wire, canon):
-    assert am.parse_response({"content": [], "stop_reason": wire}, provider="p").stop_reason == canon
+    assert am.from_anthropic_response({"content": [], "stop_reason": wire}, provider="p").stop_reason == canon
 
 
 def test_parse_response_stop_sequence():
-    r = am.parse_response({"content": [{"type": "text", "text": "a"}], "stop_reason": "stop_sequence",
+    r = am.from_anthropic_response({"content": [{"type": "text", "text": "a"}], "stop_reason": "stop_sequence",
                            "stop_sequence": "END"}, provider="p")
     assert (r.stop_reason, r.stop_sequence) == ("stop_sequence", "END")
 
 
 def test_parse_response_missing_or_null_usage_fields_are_zero():
-    r = am.parse_response({"content": [], "usage": {"input_tokens": 3, "output_tokens": 4,
+    r = am.from_anthropic_response({"content": [], "usage": {"input_tokens": 3, "output_tokens": 4,
                                                     "cache_read_input_tokens": None}}, provider="p")
     assert r.usage == Usage(3, 4, 0, 0)
-    r = am.parse_response({"content": []}, provider="p")
+    r = am.from_anthropic_response({"content": []}, provider="p")
     assert r.usage == Usage() and r.model == "" and r.stop_reason == "end_turn"
 
 
 def test_parse_response_thinking_without_signature_and_tool_without_input():
-    r = am.parse_response({"content": [{"type": "thinking", "thinking": "t"},
+    r = am.from_anthropic_response({"content": [{"type": "thinking", "thinking": "t"},
                                        {"type": "tool_use", "id": "i", "name": "n"}]}, provider="p")
     assert r.content == [{"reasoningContent": {"text": "t", "signature": None}},
                          {"toolUse": {"toolUseId": "i", "name": "n", "input": {}}}]
 
 
 def test_parse_response_redacted_data_that_is_not_base64_is_kept_as_bytes():
-    r = am.parse_response({"content": [{"type": "redacted_thinking", "data": "not base64!"}]}, provider="p")
+    r = am.from_anthropic_response({"content": [{"type": "redacted_thinking", "data": "not base64!"}]}, provider="p")
     assert r.content == [{"reasoningContent": {"redactedContent": b"not base64!"}}]
 
 
@@ -389,7 +389,7 @@ def test_parse_response_redacted_data_that_is_not_base64_is_kept_as_bytes():
     ({"content": [{"type": "redacted_thinking"}]}, "has no string 'data'"),
 ])
 def test_parse_response_unreadable_is_model_error(doc, problem):
-    e = error_of(am.parse_response, doc, provider="anth")
+    e = error_of(am.from_anthropic_response, doc, provider="anth")
     assert e.code == "ModelErrorException" and e.status == 424 and e.extra == {"originalStatusCode": 200}
     assert "'anth'" in e.message and problem in e.message, e.message
 
@@ -429,7 +429,7 @@ PING = {"type": "ping"}
 
 
 def decode(events, *, input_tokens=11, provider="anth", finish=True) -> list[StreamEvent]:
-    dec = am.StreamDecoder(provider, input_tokens)
+    dec = am.AnthropicStreamDecoder(provider, input_tokens)
     out = []
     for name, data in events:
         out += dec.feed(name, data)
@@ -599,14 +599,14 @@ def test_stream_message_start_is_emitted_once():
     ({"type": "invalid_request_error", "message": "bad"}, "ModelStreamErrorException"),
 ])
 def test_stream_error_event_raises_mapped_error(err, code):
-    dec = am.StreamDecoder("anth", 1)
+    dec = am.AnthropicStreamDecoder("anth", 1)
     dec.feed("message_start", msg_start())
     e = error_of(dec.feed, "error", {"type": "error", "error": err})
     assert e.code == code and "'anth'" in e.message and err["message"] in e.message
 
 
 def test_stream_error_event_without_event_line():
-    e = error_of(am.StreamDecoder("anth", 1).feed, None, {"type": "error", "error": {"type": "overloaded_error",
+    e = error_of(am.AnthropicStreamDecoder("anth", 1).feed, None, {"type": "error", "error": {"type": "overloaded_error",
                                                                                      "message": "x"}})
     assert e.code == "ServiceUnavailableException"
 
@@ -619,7 +619,7 @@ def test_stream_error_event_without_event_line():
     ([msg_start(), msg_delta()], "no message_stop"),
 ])
 def test_stream_cut_before_message_stop(events, what):
-    dec = am.StreamDecoder("anth", 1)
+    dec = am.AnthropicStreamDecoder("anth", 1)
     for e in events:
         dec.feed(e["type"], e)
     err = error_of(dec.finish)
@@ -627,7 +627,7 @@ def test_stream_cut_before_message_stop(events, what):
 
 
 def test_stream_finish_twice_reports_metadata_once():
-    dec = am.StreamDecoder("anth", 1)
+    dec = am.AnthropicStreamDecoder("anth", 1)
     for name, data in sse(msg_start(), msg_delta(), MSG_STOP):
         dec.feed(name, data)
     assert [e.kind for e in dec.finish()] == ["metadata"] and dec.finish() == []
@@ -642,7 +642,7 @@ def test_stream_finish_twice_reports_metadata_once():
     ("message_start", [1], "not a JSON object"),
 ])
 def test_stream_malformed_events(name, data, problem):
-    dec = am.StreamDecoder("anth", 1)
+    dec = am.AnthropicStreamDecoder("anth", 1)
     e = error_of(dec.feed, name, data)
     assert e.code == "ModelErrorException" and problem in e.message, e.message
 
@@ -784,7 +784,7 @@ def as_family_reads(block: dict) -> dict:
 @PROPS
 @given(chat_requests(), st.booleans())
 def test_property_request_round_trips_through_the_family(req, stream):
-    body = am.build_request(req, "claude-x", stream=stream, dialect=D)
+    body = am.to_anthropic_request(req, "claude-x", stream=stream, dialect=D)
     assert body["model"] == "claude-x" and body.get("stream") is (True if stream else None)
     assert "anthropic_beta" not in body and "anthropic_version" not in body
     json.dumps(body)                              # the body is JSON-ready
@@ -834,7 +834,7 @@ def signed(block: dict) -> dict:
 @given(chat_responses())
 def test_property_response_round_trips_through_the_family(resp):
     doc = json.loads(json.dumps(MESSAGES.render_response(resp, CLAUDE3)))
-    back = am.parse_response(doc, provider="anth")
+    back = am.from_anthropic_response(doc, provider="anth")
     assert back.content == [signed(b) for b in resp.content]
     assert (back.stop_reason, back.stop_sequence) == (resp.stop_reason, resp.stop_sequence)
     assert back.usage == resp.usage
@@ -923,7 +923,7 @@ def test_property_stream_round_trips_through_the_family_encoder(stream, event_li
     evs, resp = stream
     enc = MESSAGES.stream_encoder(CLAUDE3, input_tokens=resp.usage.input_tokens)
     chunks = [c for e in evs for c in enc.feed(e)]
-    dec = am.StreamDecoder("anth", 999)
+    dec = am.AnthropicStreamDecoder("anth", 999)
     tracker = am.NativeStreamTracker("anth")
     got = []
     for c in json.loads(json.dumps(chunks, default=lambda b: base64.b64encode(b).decode())):
@@ -949,6 +949,6 @@ def test_unsigned_reasoning_from_another_provider_is_dropped():
         Message("assistant", [{"reasoningContent": {"text": "thought elsewhere", "signature": None}}]),
         Message("assistant", [{"reasoningContent": {"text": "mine", "signature": "sig"}}, {"text": "a"}]),
         Message("user", [{"text": "more"}])])
-    body = am.build_request(req, "claude", stream=False, dialect=am.AnthropicDialect(provider="p"))
+    body = am.to_anthropic_request(req, "claude", stream=False, dialect=am.AnthropicDialect(provider="p"))
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["messages"][1]["content"][0] == {"type": "thinking", "thinking": "mine", "signature": "sig"}

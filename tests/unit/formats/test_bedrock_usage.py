@@ -1,4 +1,4 @@
-"""workers/bedrock/reported.py: the usage a Bedrock answer reports, as the gateway charges it."""
+"""workers/formats/bedrock/usage.py: the usage a Bedrock answer reports, as the gateway charges it."""
 from __future__ import annotations
 
 import base64

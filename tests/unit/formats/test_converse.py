@@ -1,4 +1,4 @@
-"""Converse / ConverseStream / CountTokens translation (workers/bedrock/converse.py).
+"""Converse / ConverseStream / CountTokens translation (workers/formats/bedrock/converse.py).
 
 Wire shapes are checked against botocore's own parser and service model, so a union object with two
 members, a missing required member or a wrongly wrapped stream payload fails here, not in a client.

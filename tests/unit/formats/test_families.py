@@ -1,4 +1,4 @@
-"""Model-family native formats (workers/bedrock/families/): detection, parsing, rendering, streams.
+"""Model-family native formats (workers/formats/): detection, parsing, rendering, streams.
 
 Request examples are the documented ones (bedrock-protocol.md section 6); response and stream
 shapes are checked field by field against the same section.

@@ -1,7 +1,7 @@
-"""workers/translate/mistral_chat.py: canonical model <-> Mistral chat completions.
+"""workers/formats/mistral/api.py: canonical model <-> Mistral chat completions.
 
 Only what differs from OpenAI is tested rule by rule here (the shared rules are in
-test_translate_openai.py); the property tests run the whole round trip again with Mistral's rules.
+test_openai_api.py); the property tests run the whole round trip again with Mistral's rules.
 The stream chunks are shaped like the ones api.mistral.ai sends: OpenAI-style deltas, whole tool
 calls (several in one chunk, all with index 0), usage on the finish chunk.
 """
@@ -30,7 +30,7 @@ ID9 = re.compile(r"[a-zA-Z0-9]{9}")
 
 
 def build(req: ChatRequest, *, stream: bool = False, dialect=MISTRAL) -> dict:
-    body = mc.build_request(req, "mistral-small-latest", stream=stream, dialect=dialect)
+    body = mc.to_mistral_request(req, "mistral-small-latest", stream=stream, dialect=dialect)
     json.dumps(body)
     return body
 
@@ -113,7 +113,7 @@ def test_a_user_message_after_a_tool_message_gets_a_bridge():
 def test_openai_style_requests_get_no_bridge():
     req = req_of(user("q"), assistant(tool_use("t1")), user(tool_result("t1", {"text": "r"}), "now?"),
                  tools=[Tool("f")])
-    assert [m["role"] for m in oc.build_request(req, "m", stream=False, dialect=oc.OpenAIDialect("o"))["messages"]] == [
+    assert [m["role"] for m in oc.to_openai_request(req, "m", stream=False, dialect=oc.OpenAIDialect("o"))["messages"]] == [
         "user", "assistant", "tool", "user"]
 
 
@@ -159,18 +159,18 @@ def test_response_text_usage_model():
            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Bonjour", "tool_calls": None,
                                                 "prefix": False}, "finish_reason": "stop"}],
            "usage": {"prompt_tokens": 16, "completion_tokens": 34, "total_tokens": 50}}
-    r = mc.parse_response(doc, provider="mistral")
+    r = mc.from_mistral_response(doc, provider="mistral")
     assert r.content == [{"text": "Bonjour"}] and r.stop_reason == "end_turn"
     assert r.usage == Usage(16, 34) and r.model == "mistral-small-latest"
 
 
 def test_response_model_length_is_max_tokens():
-    r = mc.parse_response(completion({"content": "x"}, finish="model_length"), provider="m")
+    r = mc.from_mistral_response(completion({"content": "x"}, finish="model_length"), provider="m")
     assert r.stop_reason == "max_tokens"
 
 
 def test_response_finish_error_raises():
-    e = gateway_error(mc.parse_response, completion({"content": "x"}, finish="error"), provider="mistral",
+    e = gateway_error(mc.from_mistral_response, completion({"content": "x"}, finish="error"), provider="mistral",
                       code="ModelErrorException")
     assert "'mistral'" in e.message and "error" in e.message
 
@@ -180,14 +180,14 @@ def test_response_thinking_parts_and_object_arguments():
                        {"type": "text", "text": "Calling."}],
            "tool_calls": [{"id": "D681PevKs", "function": {"name": "f", "arguments": {"a": 1}}, "index": 0},
                           {"id": "Q9vW8xYz1", "function": {"name": "g", "arguments": '{"b": 2}'}, "index": 0}]}
-    r = mc.parse_response(completion(msg, finish="tool_calls"), provider="m")
+    r = mc.from_mistral_response(completion(msg, finish="tool_calls"), provider="m")
     assert r.content == [{"reasoningContent": {"text": "Let me think.", "signature": None}}, {"text": "Calling."},
                          tool_use("D681PevKs", "f", {"a": 1}), tool_use("Q9vW8xYz1", "g", {"b": 2})]
     assert r.stop_reason == "tool_use"
 
 
 def test_response_without_choices_is_a_model_error():
-    gateway_error(mc.parse_response, {"object": "error", "message": "x"}, provider="m", code="ModelErrorException")
+    gateway_error(mc.from_mistral_response, {"object": "error", "message": "x"}, provider="m", code="ModelErrorException")
 
 
 # --- stream -------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def mchunk(delta: dict, finish=None, usage=None) -> dict:
 
 
 def test_stream_text_with_usage_on_the_finish_chunk():
-    evs = feed_all(mc.StreamDecoder("mistral", 99), [
+    evs = feed_all(mc.MistralStreamDecoder("mistral", 99), [
         mchunk({"role": "assistant", "content": ""}), mchunk({"content": "Bon"}), mchunk({"content": "jour"}),
         mchunk({"content": ""}, "stop", {"prompt_tokens": 7, "total_tokens": 10, "completion_tokens": 3})])
     assert evs == [StreamEvent("message_start", data={"role": "assistant"}),
@@ -211,7 +211,7 @@ def test_stream_text_with_usage_on_the_finish_chunk():
 
 
 def test_stream_whole_tool_calls_in_one_chunk_with_the_same_index():
-    evs = feed_all(mc.StreamDecoder("mistral", 1), [
+    evs = feed_all(mc.MistralStreamDecoder("mistral", 1), [
         mchunk({"role": "assistant", "content": ""}),
         mchunk({"tool_calls": [{"id": "D681PevKs", "function": {"name": "f", "arguments": '{"a": 1}'}, "index": 0},
                                {"id": "Q9vW8xYz1", "function": {"name": "g", "arguments": {"b": 2}}, "index": 0}]},
@@ -222,7 +222,7 @@ def test_stream_whole_tool_calls_in_one_chunk_with_the_same_index():
 
 
 def test_stream_thinking_content_is_reasoning():
-    evs = feed_all(mc.StreamDecoder("mistral", 1), [
+    evs = feed_all(mc.MistralStreamDecoder("mistral", 1), [
         mchunk({"role": "assistant", "content": [{"type": "thinking", "thinking": [{"type": "text", "text": "hm"}]}]}),
         mchunk({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "m"}]}]}),
         mchunk({"content": [{"type": "text", "text": "Yes"}]}), mchunk({"content": " indeed"}), mchunk({}, "stop")])
@@ -231,21 +231,21 @@ def test_stream_thinking_content_is_reasoning():
 
 
 def test_stream_model_length_and_error_finish():
-    evs = feed_all(mc.StreamDecoder("mistral", 1), [mchunk({"content": "x"}), mchunk({}, "model_length")])
+    evs = feed_all(mc.MistralStreamDecoder("mistral", 1), [mchunk({"content": "x"}), mchunk({}, "model_length")])
     assert stop_of(evs) == "max_tokens"
-    dec = mc.StreamDecoder("mistral", 1)
+    dec = mc.MistralStreamDecoder("mistral", 1)
     dec.feed(None, mchunk({"content": "x"}))
     e = gateway_error(dec.feed, None, mchunk({}, "error"), code="ModelStreamErrorException")
     assert "'mistral'" in e.message and "error" in e.message
 
 
 def test_stream_error_object_and_cut_stream():
-    e = gateway_error(mc.StreamDecoder("mistral", 1).feed, None,
+    e = gateway_error(mc.MistralStreamDecoder("mistral", 1).feed, None,
                       {"error": {"message": "Service tier capacity exceeded",
                                  "type": "service_tier_capacity_exceeded"}},
                       code="ModelStreamErrorException")
     assert "capacity" in e.message
-    dec = mc.StreamDecoder("mistral", 1)
+    dec = mc.MistralStreamDecoder("mistral", 1)
     dec.feed(None, mchunk({"content": "x"}))
     gateway_error(dec.finish, code="ModelStreamErrorException")
 
@@ -285,7 +285,7 @@ def test_property_request_round_trips_through_the_mistral_body_parser(req):
 def test_property_response_round_trips(resp):
     # api.mistral.ai answers in the OpenAI shape (finish_reason, usage), which the generic family renders
     doc = json.loads(json.dumps(GENERIC.render_response(resp, "mistral-large-latest")))
-    back = mc.parse_response(doc, provider="mistral")
+    back = mc.from_mistral_response(doc, provider="mistral")
     assert [b for b in back.content if "toolUse" in b] == [b for b in resp.content if "toolUse" in b]
     assert back.stop_reason == expected_stop(resp) and back.usage == resp.usage
 
@@ -295,7 +295,7 @@ def test_property_response_round_trips(resp):
 def test_property_stream_round_trips(resp):
     enc = GENERIC.stream_encoder("mistral-large-latest")
     chunks = [c for ev in response_to_events(resp) for c in enc.feed(ev)]
-    evs = decode_stream(mc.StreamDecoder("mistral", 7), chunks)
+    evs = decode_stream(mc.MistralStreamDecoder("mistral", 7), chunks)
     check_stream_matches(evs, resp)
 
 
@@ -303,7 +303,7 @@ def test_property_stream_round_trips(resp):
 @given(chunked_streams())
 def test_property_split_and_interleaved_arguments(case):
     chunks, _, text, calls = case
-    evs = decode_stream(mc.StreamDecoder("mistral", 3), chunks)
+    evs = decode_stream(mc.MistralStreamDecoder("mistral", 3), chunks)
     blocks = assemble(evs)
     assert "".join(b["text"] for b in blocks if "text" in b) == text
     assert [(b["toolUse"]["toolUseId"], b["toolUse"]["input"]) for b in blocks if "toolUse" in b] == [
@@ -312,4 +312,4 @@ def test_property_split_and_interleaved_arguments(case):
 
 
 def test_mistral_reuses_the_openai_internals():
-    assert issubclass(mc.StreamDecoder, oc.StreamDecoder) and isinstance(mc.MISTRAL_STYLE, oc.ChatStyle)
+    assert issubclass(mc.MistralStreamDecoder, oc.OpenAIStreamDecoder) and isinstance(mc.MISTRAL_STYLE, oc.ChatStyle)

@@ -1,7 +1,7 @@
-"""workers/translate/openai_chat.py: canonical model <-> OpenAI Chat Completions.
+"""workers/formats/openai/api.py: canonical model <-> OpenAI Chat Completions.
 
 One test (at least) per mapping rule of the module docstring, then hypothesis round trips against
-the inverse direction in workers/bedrock/families/openai_like.py (the parser of Bedrock's
+the inverse direction in workers/formats/openai/invoke.py (the parser of Bedrock's
 OpenAI-style InvokeModel body, its response renderer and its stream encoder).
 """
 from __future__ import annotations
@@ -46,8 +46,8 @@ def tool_result(tid: str, *content, status: str = "success") -> dict:
     return {"toolResult": {"toolUseId": tid, "content": list(content), "status": status}}
 
 
-def build(req: ChatRequest, *, stream: bool = False, dialect=OPENAI, module=oc) -> dict:
-    body = module.build_request(req, "m-1", stream=stream, dialect=dialect)
+def build(req: ChatRequest, *, stream: bool = False, dialect=OPENAI) -> dict:
+    body = oc.to_openai_request(req, "m-1", stream=stream, dialect=dialect)
     json.dumps(body)  # always plain JSON
     return body
 
@@ -410,7 +410,7 @@ def completion(message: dict, finish="stop", usage=None, **top) -> dict:
 
 
 def test_text_answer_usage_and_model():
-    r = oc.parse_response(completion({"content": "Hello"}), provider="openai")
+    r = oc.from_openai_response(completion({"content": "Hello"}), provider="openai")
     assert r.content == [{"text": "Hello"}] and r.stop_reason == "end_turn"
     assert r.usage == Usage(10, 5, 0, 0) and r.model == "gpt-4o-2024-08-06" and r.stop_sequence is None
 
@@ -418,26 +418,26 @@ def test_text_answer_usage_and_model():
 def test_cached_tokens_are_taken_out_of_input():
     u = {"prompt_tokens": 100, "completion_tokens": 5,
          "prompt_tokens_details": {"cached_tokens": 60, "audio_tokens": 0}}
-    assert oc.parse_response(completion({"content": "x"}, usage=u), provider="p").usage == Usage(40, 5, 60, 0)
+    assert oc.from_openai_response(completion({"content": "x"}, usage=u), provider="p").usage == Usage(40, 5, 60, 0)
     deepseek = {"prompt_tokens": 100, "completion_tokens": 5, "prompt_cache_hit_tokens": 30}
-    assert oc.parse_response(completion({"content": "x"}, usage=deepseek), provider="p").usage == Usage(70, 5, 30, 0)
+    assert oc.from_openai_response(completion({"content": "x"}, usage=deepseek), provider="p").usage == Usage(70, 5, 30, 0)
     nulls = {"prompt_tokens": 8, "completion_tokens": 2, "prompt_tokens_details": None}
-    assert oc.parse_response(completion({"content": "x"}, usage=nulls), provider="p").usage == Usage(8, 2, 0, 0)
+    assert oc.from_openai_response(completion({"content": "x"}, usage=nulls), provider="p").usage == Usage(8, 2, 0, 0)
 
 
 def test_missing_usage_estimates_output_only():
-    r = oc.parse_response(completion({"content": "12345678"}, usage=False), provider="p")
+    r = oc.from_openai_response(completion({"content": "12345678"}, usage=False), provider="p")
     assert r.usage == Usage(0, 2)
 
 
 @pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
 def test_reasoning_fields_become_a_first_reasoning_block(key):
-    r = oc.parse_response(completion({"content": "4", key: "2+2"}), provider="vllm")
+    r = oc.from_openai_response(completion({"content": "4", key: "2+2"}), provider="vllm")
     assert r.content == [{"reasoningContent": {"text": "2+2", "signature": None}}, {"text": "4"}]
 
 
 def test_reasoning_content_wins_over_reasoning():
-    r = oc.parse_response(completion({"content": "4", "reasoning_content": "a", "reasoning": "a"}), provider="p")
+    r = oc.from_openai_response(completion({"content": "4", "reasoning_content": "a", "reasoning": "a"}), provider="p")
     assert r.content[0] == {"reasoningContent": {"text": "a", "signature": None}} and len(r.content) == 2
 
 
@@ -445,12 +445,12 @@ def test_content_parts_including_thinking():
     parts = [{"type": "thinking", "thinking": [{"type": "text", "text": "let me "}, {"type": "text", "text": "see"}]},
              {"type": "text", "text": "The answer"}, {"type": "reference", "reference_ids": [1]},
              {"type": "text", "text": " is 4."}]
-    r = oc.parse_response(completion({"content": parts}), provider="mistral")
+    r = oc.from_openai_response(completion({"content": parts}), provider="mistral")
     assert r.content == [{"reasoningContent": {"text": "let me see", "signature": None}}, {"text": "The answer is 4."}]
 
 
 def test_refusal_is_text_and_content_filtered():
-    r = oc.parse_response(completion({"content": None, "refusal": "I can't help with that."}), provider="p")
+    r = oc.from_openai_response(completion({"content": None, "refusal": "I can't help with that."}), provider="p")
     assert r.content == [{"text": "I can't help with that."}] and r.stop_reason == "content_filtered"
 
 
@@ -458,7 +458,7 @@ def test_tool_calls_become_tool_uses():
     calls = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
              {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": ""}},
              {"id": "call_3", "type": "function", "function": {"name": "h", "arguments": {"k": "v"}}}]
-    r = oc.parse_response(completion({"content": "ok", "tool_calls": calls}, finish="tool_calls"), provider="p")
+    r = oc.from_openai_response(completion({"content": "ok", "tool_calls": calls}, finish="tool_calls"), provider="p")
     assert r.content == [{"text": "ok"}, tool_use("call_1", "f", {"a": 1}), tool_use("call_2", "g", {}),
                          tool_use("call_3", "h", {"k": "v"})]
     assert r.stop_reason == "tool_use"
@@ -466,21 +466,21 @@ def test_tool_calls_become_tool_uses():
 
 def test_invalid_arguments_give_empty_input_and_malformed_tool_use():
     calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}]
-    r = oc.parse_response(completion({"content": None, "tool_calls": calls}, finish="tool_calls"), provider="p")
+    r = oc.from_openai_response(completion({"content": None, "tool_calls": calls}, finish="tool_calls"), provider="p")
     assert r.content == [tool_use("c", "f", {})] and r.stop_reason == "malformed_tool_use"
     # truncated by the token limit: max_tokens explains it better
-    r = oc.parse_response(completion({"content": None, "tool_calls": calls}, finish="length"), provider="p")
+    r = oc.from_openai_response(completion({"content": None, "tool_calls": calls}, finish="length"), provider="p")
     assert r.stop_reason == "max_tokens"
 
 
 def test_tool_call_without_id_gets_a_deterministic_one_without_name_is_malformed():
     calls = [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]
-    a = oc.parse_response(completion({"tool_calls": calls}, finish="tool_calls"), provider="p")
-    b = oc.parse_response(completion({"tool_calls": calls}, finish="tool_calls"), provider="p")
+    a = oc.from_openai_response(completion({"tool_calls": calls}, finish="tool_calls"), provider="p")
+    b = oc.from_openai_response(completion({"tool_calls": calls}, finish="tool_calls"), provider="p")
     tid = a.content[0]["toolUse"]["toolUseId"]
     assert tid.startswith("call_") and tid == b.content[0]["toolUse"]["toolUseId"]
     assert cv.TOOL_USE_ID.fullmatch(tid)
-    r = oc.parse_response(completion({"tool_calls": [{"id": "x", "function": {"arguments": "{}"}}]}), provider="p")
+    r = oc.from_openai_response(completion({"tool_calls": [{"id": "x", "function": {"arguments": "{}"}}]}), provider="p")
     assert r.stop_reason == "malformed_tool_use"
 
 
@@ -489,22 +489,22 @@ def test_tool_call_without_id_gets_a_deterministic_one_without_name_is_malformed
                                          (None, "end_turn"), ("something_new", "end_turn"),
                                          ("model_length", "end_turn")])
 def test_finish_reasons(finish, stop):
-    assert oc.parse_response(completion({"content": "x"}, finish=finish), provider="p").stop_reason == stop
+    assert oc.from_openai_response(completion({"content": "x"}, finish=finish), provider="p").stop_reason == stop
 
 
 def test_stop_with_tool_calls_is_tool_use():
     calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
-    r = oc.parse_response(completion({"tool_calls": calls}, finish="stop"), provider="ollama")
+    r = oc.from_openai_response(completion({"tool_calls": calls}, finish="stop"), provider="ollama")
     assert r.stop_reason == "tool_use"
 
 
 def test_vllm_stop_reason_string_is_a_stop_sequence():
     doc = completion({"content": "x"})
     doc["choices"][0]["stop_reason"] = "END"
-    r = oc.parse_response(doc, provider="vllm")
+    r = oc.from_openai_response(doc, provider="vllm")
     assert (r.stop_reason, r.stop_sequence) == ("stop_sequence", "END")
     doc["choices"][0]["stop_reason"] = 128001  # a stop token id: plain end_turn
-    assert oc.parse_response(doc, provider="vllm").stop_reason == "end_turn"
+    assert oc.from_openai_response(doc, provider="vllm").stop_reason == "end_turn"
 
 
 @pytest.mark.parametrize("doc,problem", [
@@ -512,12 +512,12 @@ def test_vllm_stop_reason_string_is_a_stop_sequence():
     ({"choices": [{"index": 0, "finish_reason": "stop"}]}, "no choices[0].message"),
     ({"choices": ["x"]}, "no choices"), ({"error": {"message": "overloaded"}}, "error object")])
 def test_unreadable_answers_are_model_errors(doc, problem):
-    e = gateway_error(oc.parse_response, doc, provider="my-oai", code="ModelErrorException")
+    e = gateway_error(oc.from_openai_response, doc, provider="my-oai", code="ModelErrorException")
     assert "'my-oai'" in e.message and problem in e.message and e.extra["originalStatusCode"] == 200
 
 
 def test_empty_content_gives_no_blocks():
-    assert oc.parse_response(completion({"content": ""}), provider="p").content == []
+    assert oc.from_openai_response(completion({"content": ""}), provider="p").content == []
 
 
 # --- stream -------------------------------------------------------------------------------------
@@ -527,7 +527,7 @@ USAGE_CHUNK = {"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 9, 
 
 
 def test_stream_text_exact_events():
-    evs = feed_all(oc.StreamDecoder("openai", 50), [
+    evs = feed_all(oc.OpenAIStreamDecoder("openai", 50), [
         chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"}),
         chunk({}, "stop"), USAGE_CHUNK])
     assert evs == [StreamEvent("message_start", data={"role": "assistant"}),
@@ -537,7 +537,7 @@ def test_stream_text_exact_events():
 
 
 def test_stream_reasoning_text_tool_exact_events():
-    evs = feed_all(oc.StreamDecoder("vllm", 50), [
+    evs = feed_all(oc.OpenAIStreamDecoder("vllm", 50), [
         chunk({"role": "assistant", "reasoning_content": "think"}), chunk({"reasoning": "ing"}),
         chunk({"content": "Answer"}),
         chunk({"tool_calls": [call_delta(0, "call_a", "f", "")]}),
@@ -558,7 +558,7 @@ def test_stream_reasoning_text_tool_exact_events():
 
 
 def test_stream_arguments_in_the_same_chunk_as_id_and_name():
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c1", "f", '{"a":1}')]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c1", "f", '{"a":1}')]}),
                                                chunk({}, "tool_calls")])
     assert evs[1:4] == [StreamEvent("block_start", 0, {"toolUse": {"toolUseId": "c1", "name": "f"}}),
                         StreamEvent("block_delta", 0, {"toolUse": {"input": '{"a":1}'}}),
@@ -566,7 +566,7 @@ def test_stream_arguments_in_the_same_chunk_as_id_and_name():
 
 
 def test_stream_sequential_parallel_calls():
-    evs = feed_all(oc.StreamDecoder("p", 1), [
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [
         chunk({"tool_calls": [call_delta(0, "c1", "f", "")]}), chunk({"tool_calls": [call_delta(0, args='{"a":1}')]}),
         chunk({"tool_calls": [call_delta(1, "c2", "g", "")]}), chunk({"tool_calls": [call_delta(1, args='{"b":')]}),
         chunk({"tool_calls": [call_delta(1, args="2}")]}), chunk({}, "tool_calls")])
@@ -578,7 +578,7 @@ def test_stream_sequential_parallel_calls():
 
 
 def test_stream_interleaved_parallel_calls_are_buffered_not_mixed():
-    evs = feed_all(oc.StreamDecoder("p", 1), [
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [
         chunk({"tool_calls": [call_delta(0, "c1", "f", '{"a":')]}),
         chunk({"tool_calls": [call_delta(1, "c2", "g", '{"b":')]}),
         chunk({"tool_calls": [call_delta(1, args='"x"}')]}),
@@ -593,7 +593,7 @@ def test_stream_interleaved_parallel_calls_are_buffered_not_mixed():
 
 
 def test_stream_several_calls_in_one_chunk_with_the_same_index_are_told_apart_by_id():
-    evs = feed_all(oc.StreamDecoder("p", 1), [
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [
         chunk({"tool_calls": [call_delta(0, "aaaaaaaaa", "f", '{"x":1}'), call_delta(0, "bbbbbbbbb", "g", '{"y":2}')]}),
         chunk({}, "tool_calls")])
     check_well_formed(evs)
@@ -601,14 +601,14 @@ def test_stream_several_calls_in_one_chunk_with_the_same_index_are_told_apart_by
 
 
 def test_stream_id_repeated_in_every_chunk_is_one_call():
-    evs = feed_all(oc.StreamDecoder("p", 1), [
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [
         chunk({"tool_calls": [call_delta(0, "c1", "f", '{"a"')]}),
         chunk({"tool_calls": [call_delta(0, "c1", None, ':1}')]}), chunk({}, "tool_calls")])
     assert assemble(evs) == [tool_use("c1", "f", '{"a":1}')]
 
 
 def test_stream_name_arriving_after_arguments_delays_the_block_start():
-    evs = feed_all(oc.StreamDecoder("p", 1), [
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [
         chunk({"tool_calls": [call_delta(0, "c1", None, '{"a"')]}),
         chunk({"tool_calls": [call_delta(0, None, "f", ':1}')]}), chunk({}, "tool_calls")])
     check_well_formed(evs)
@@ -617,24 +617,24 @@ def test_stream_name_arriving_after_arguments_delays_the_block_start():
 
 
 def test_stream_call_without_id_gets_a_deterministic_id_and_without_name_is_malformed():
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, None, "f", "{}")]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, None, "f", "{}")]}),
                                                chunk({}, "tool_calls")])
     tid = assemble(evs)[0]["toolUse"]["toolUseId"]
     assert tid.startswith("call_") and cv.TOOL_USE_ID.fullmatch(tid)
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c", None, "{}")]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c", None, "{}")]}),
                                                chunk({}, "tool_calls")])
     check_well_formed(evs)
     assert stop_of(evs) == "malformed_tool_use"
 
 
 def test_stream_tool_without_arguments_gets_an_empty_object():
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c1", "f", "")]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c1", "f", "")]}),
                                                chunk({}, "tool_calls")])
     assert assemble(evs) == [tool_use("c1", "f", "{}")]
 
 
 def test_stream_invalid_arguments_are_malformed_tool_use():
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c1", "f", '{"a":')]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c1", "f", '{"a":')]}),
                                                chunk({}, "tool_calls")])
     check_well_formed(evs)
     assert stop_of(evs) == "malformed_tool_use"
@@ -643,10 +643,10 @@ def test_stream_invalid_arguments_are_malformed_tool_use():
 def test_stream_late_arguments_for_a_closed_call_are_malformed():
     two = [chunk({"tool_calls": [call_delta(0, "c1", "f", "{}")]}),
            chunk({"tool_calls": [call_delta(1, "c2", "g", "{}")]})]
-    evs = feed_all(oc.StreamDecoder("p", 1), two + [chunk({"tool_calls": [call_delta(0, args=" ")]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), two + [chunk({"tool_calls": [call_delta(0, args=" ")]}),
                                                      chunk({}, "tool_calls")])
     assert stop_of(evs) == "tool_use"  # whitespace changes nothing
-    evs = feed_all(oc.StreamDecoder("p", 1), two + [chunk({"tool_calls": [call_delta(0, args="x")]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), two + [chunk({"tool_calls": [call_delta(0, args="x")]}),
                                                      chunk({}, "tool_calls")])
     check_well_formed(evs)
     assert stop_of(evs) == "malformed_tool_use"
@@ -655,29 +655,29 @@ def test_stream_late_arguments_for_a_closed_call_are_malformed():
 @pytest.mark.parametrize("finish,stop", [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"),
                                          ("function_call", "tool_use"), ("content_filter", "content_filtered")])
 def test_stream_finish_reasons(finish, stop):
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"content": "x"}), chunk({}, finish)])
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"content": "x"}), chunk({}, finish)])
     assert stop_of(evs) == stop
 
 
 def test_stream_stop_with_tool_calls_is_tool_use_and_refusal_is_content_filtered():
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c", "f", "{}")]}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c", "f", "{}")]}),
                                                chunk({}, "stop")])
     assert stop_of(evs) == "tool_use"
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"refusal": "No."}), chunk({}, "stop")])
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"refusal": "No."}), chunk({}, "stop")])
     assert assemble(evs) == [{"text": "No."}] and stop_of(evs) == "content_filtered"
 
 
 def test_stream_usage_in_the_finish_chunk_and_from_groq():
-    evs = feed_all(oc.StreamDecoder("p", 1), [chunk({"content": "x"}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"content": "x"}),
                                                chunk({}, "stop", usage={"prompt_tokens": 4, "completion_tokens": 1})])
     assert usage_of(evs) == Usage(4, 1)
-    evs = feed_all(oc.StreamDecoder("groq", 1), [chunk({"content": "x"}), chunk({}, "stop", x_groq={
+    evs = feed_all(oc.OpenAIStreamDecoder("groq", 1), [chunk({"content": "x"}), chunk({}, "stop", x_groq={
         "id": "req_1", "usage": {"prompt_tokens": 6, "completion_tokens": 2}})])
     assert usage_of(evs) == Usage(6, 2)
 
 
 def test_stream_without_usage_estimates():
-    evs = feed_all(oc.StreamDecoder("p", 321), [chunk({"content": "abcd"}),
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 321), [chunk({"content": "abcd"}),
                                                  chunk({"tool_calls": [call_delta(0, "c", "f", '{"k":1}')]}),
                                                  chunk({}, "tool_calls")])
     assert usage_of(evs) == Usage(321, 3)  # "abcd" + '{"k":1}' = 11 characters
@@ -685,14 +685,14 @@ def test_stream_without_usage_estimates():
 
 def test_stream_empty_first_chunk_and_empty_content_make_no_block():
     # Azure first sends prompt_filter_results with no choices; OpenAI's first delta has content ""
-    evs = feed_all(oc.StreamDecoder("azure", 1), [
+    evs = feed_all(oc.OpenAIStreamDecoder("azure", 1), [
         {"id": "", "choices": [], "prompt_filter_results": [{"prompt_index": 0}]},
         chunk({"role": "assistant", "content": ""}), chunk({}, "stop"), USAGE_CHUNK])
     assert [e.kind for e in evs] == ["message_start", "message_stop", "metadata"]
 
 
 def test_stream_ignores_other_choices_and_content_after_finish():
-    evs = feed_all(oc.StreamDecoder("p", 1), [
+    evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [
         {"choices": [{"index": 1, "delta": {"content": "other"}}, {"index": 0, "delta": {"content": "mine"}}]},
         chunk({}, "stop"), chunk({"content": "late"}), USAGE_CHUNK])
     check_well_formed(evs)
@@ -704,32 +704,32 @@ def test_stream_ignores_other_choices_and_content_after_finish():
     ({"message": "The server had an error", "type": "server_error"}, "ServiceUnavailableException"),
     ({"message": "weird"}, "ModelStreamErrorException")])
 def test_stream_error_chunk_raises_the_mapped_error(err, code):
-    dec = oc.StreamDecoder("openai", 1)
+    dec = oc.OpenAIStreamDecoder("openai", 1)
     dec.feed(None, chunk({"content": "x"}))
     e = gateway_error(dec.feed, None, {"error": err}, code=code)
     assert "'openai'" in e.message and err["message"] in e.message
 
 
 def test_stream_error_event_raises():
-    e = gateway_error(oc.StreamDecoder("p", 1).feed, "error", {"message": "bad things"},
+    e = gateway_error(oc.OpenAIStreamDecoder("p", 1).feed, "error", {"message": "bad things"},
                       code="ModelStreamErrorException")
     assert "bad things" in e.message
 
 
 def test_stream_cut_before_finish_reason():
-    dec = oc.StreamDecoder("openai", 1)
+    dec = oc.OpenAIStreamDecoder("openai", 1)
     dec.feed(None, chunk({"content": "x"}))
     e = gateway_error(dec.finish, code="ModelStreamErrorException")
     assert "'openai'" in e.message and "no finish_reason" in e.message
-    gateway_error(oc.StreamDecoder("p", 1).finish, code="ModelStreamErrorException")
+    gateway_error(oc.OpenAIStreamDecoder("p", 1).finish, code="ModelStreamErrorException")
 
 
 def test_stream_chunk_that_is_not_an_object():
-    gateway_error(oc.StreamDecoder("p", 1).feed, None, ["x"], code="ModelStreamErrorException")
+    gateway_error(oc.OpenAIStreamDecoder("p", 1).feed, None, ["x"], code="ModelStreamErrorException")
 
 
 def test_stream_vllm_stop_string():
-    evs = feed_all(oc.StreamDecoder("vllm", 1), [chunk({"content": "x"}),
+    evs = feed_all(oc.OpenAIStreamDecoder("vllm", 1), [chunk({"content": "x"}),
                                                   {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
                                                                 "stop_reason": "END"}]}])
     stop = next(e for e in evs if e.kind == "message_stop")
@@ -737,7 +737,7 @@ def test_stream_vllm_stop_string():
 
 
 def test_decoders_are_independent():
-    a, b = oc.StreamDecoder("p", 1), oc.StreamDecoder("p", 1)
+    a, b = oc.OpenAIStreamDecoder("p", 1), oc.OpenAIStreamDecoder("p", 1)
     a.feed(None, chunk({"content": "one"}))
     evs = feed_all(b, [chunk({"content": "two"}), chunk({}, "stop")])
     assert evs[1] == StreamEvent("block_delta", 0, {"text": "two"})
@@ -875,7 +875,7 @@ def expected_stop(resp: ChatResponse) -> str:
 @given(responses())
 def test_property_response_round_trips_through_the_openai_renderer(resp):
     doc = json.loads(json.dumps(GENERIC.render_response(resp, "gpt-x")))
-    back = oc.parse_response(doc, provider="openai")
+    back = oc.from_openai_response(doc, provider="openai")
     assert text_of(back.content) == text_of(resp.content)
     assert [b for b in back.content if "toolUse" in b] == [b for b in resp.content if "toolUse" in b]
     assert back.stop_reason == expected_stop(resp)
@@ -903,7 +903,7 @@ def check_stream_matches(evs: list[StreamEvent], resp: ChatResponse) -> None:
 def test_property_family_stream_encoder_output_decodes_to_the_same_answer(resp):
     enc = GENERIC.stream_encoder("gpt-x")
     chunks = [c for ev in response_to_events(resp) for c in enc.feed(ev)]
-    evs = decode_stream(oc.StreamDecoder("openai", 7), chunks)
+    evs = decode_stream(oc.OpenAIStreamDecoder("openai", 7), chunks)
     check_stream_matches(evs, resp)
     assert usage_of(evs) == resp.usage
 
@@ -961,7 +961,7 @@ def chunked_streams(draw):
 @given(chunked_streams())
 def test_property_split_and_interleaved_arguments_are_reassembled(case):
     chunks, reasoning, text, calls = case
-    evs = decode_stream(oc.StreamDecoder("openai", 3), chunks)
+    evs = decode_stream(oc.OpenAIStreamDecoder("openai", 3), chunks)
     blocks = assemble(evs)
     assert "".join(b["reasoningContent"]["text"] for b in blocks if "reasoningContent" in b) == reasoning
     assert "".join(b["text"] for b in blocks if "text" in b) == text

@@ -1,4 +1,4 @@
-"""Provider failures -> AWS errors (the table in translate/provider_errors.py and the README)."""
+"""Provider failures -> AWS errors (the table in workers/formats/provider_errors.py and the README)."""
 import json
 
 import pytest

@@ -1,8 +1,8 @@
 """Canonical model <-> the Anthropic Messages API (``POST /v1/messages``, SSE streaming). Pure.
 
-This is the inverse of `workers/bedrock/families/anthropic.py`, which reads Bedrock's Claude
-InvokeModel body (the same Messages shape plus ``anthropic_version``) into the canonical model;
-the two share their tables (media types, stop reasons).
+This is the inverse of `invoke.py` beside it, which reads Bedrock's Claude InvokeModel body (the
+same Messages shape plus ``anthropic_version``) into the canonical model; the two share its tables
+(media types, stop reasons).
 
 Request (canonical -> Anthropic)
 --------------------------------
@@ -129,7 +129,7 @@ REQUEST_FIELDS = frozenset({"thinking", "metadata", "service_tier", "container",
                             "context_management", "output_config", "output_format", "inference_geo"})
 # Fields with a canonical slot: taken from extra only when the slot is empty.
 SLOT_FIELDS = ("temperature", "top_p", "top_k", "stop_sequences")
-# Fields build_request writes itself: extra never overrides them, not even through passthrough_fields.
+# Fields to_anthropic_request writes itself: extra never overrides them, not even through passthrough_fields.
 OWNED_FIELDS = frozenset({"model", "messages", "max_tokens", "system", "tools", "tool_choice", "stream",
                           "anthropic_version", "anthropic_beta"})
 
@@ -274,12 +274,12 @@ def _wanted_extra(req: ChatRequest, dialect: AnthropicDialect) -> dict:
 
 
 def dropped_extra(req: ChatRequest, dialect: AnthropicDialect) -> list[str]:
-    """The ChatRequest.extra fields build_request does not send (for a log line)."""
+    """The ChatRequest.extra fields to_anthropic_request does not send (for a log line)."""
     sent = _wanted_extra(req, dialect)
     return sorted(k for k in req.extra if k not in sent and k != "anthropic_beta")
 
 
-def build_request(req: ChatRequest, model: str, *, stream: bool, dialect: AnthropicDialect) -> dict:
+def to_anthropic_request(req: ChatRequest, model: str, *, stream: bool, dialect: AnthropicDialect) -> dict:
     """ChatRequest -> the /v1/messages JSON body. Raises ValidationException for content the API
     cannot take (Office documents, non-UTF-8 text documents), naming the block."""
     p = dialect.provider
@@ -372,7 +372,7 @@ def stop_reason(value) -> str:
     return STOP_FROM_ANTHROPIC.get(value, "end_turn")
 
 
-def parse_response(doc: dict, *, provider: str) -> ChatResponse:
+def from_anthropic_response(doc: dict, *, provider: str) -> ChatResponse:
     """A /v1/messages answer -> ChatResponse. Raises ModelErrorException for a body that is not one."""
     if not isinstance(doc, dict) or not isinstance(doc.get("content"), list):
         raise _bad(provider, doc, "a body that is not an Anthropic Messages response (no \"content\" list)")
@@ -405,7 +405,7 @@ def _event_name(event: str | None, data: dict) -> str | None:
     return t if isinstance(t, str) else event
 
 
-class StreamDecoder:
+class AnthropicStreamDecoder:
     """Anthropic SSE events -> canonical StreamEvents (table in the module docstring).
 
     Keeps: the Anthropic index -> canonical block map (None for a skipped block), the blocks still
@@ -611,12 +611,12 @@ class StreamDecoder:
 
 
 _HANDLERS = {
-    "message_start": StreamDecoder.on_message_start,
-    "content_block_start": StreamDecoder.on_block_start,
-    "content_block_delta": StreamDecoder.on_block_delta,
-    "content_block_stop": StreamDecoder.on_block_stop,
-    "message_delta": StreamDecoder.on_message_delta,
-    "message_stop": StreamDecoder.on_message_stop,
+    "message_start": AnthropicStreamDecoder.on_message_start,
+    "content_block_start": AnthropicStreamDecoder.on_block_start,
+    "content_block_delta": AnthropicStreamDecoder.on_block_delta,
+    "content_block_stop": AnthropicStreamDecoder.on_block_stop,
+    "message_delta": AnthropicStreamDecoder.on_message_delta,
+    "message_stop": AnthropicStreamDecoder.on_message_stop,
 }   # ping and unknown events: no handler, ignored
 
 

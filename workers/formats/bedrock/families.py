@@ -1,19 +1,18 @@
 """Model-family native formats for InvokeModel and InvokeModelWithResponseStream. Pure.
 
 `family_for(model_id, body)` picks the `Family` that reads a native body and writes the native
-answer and stream chunks. Each family module holds one vendor's formats:
+answer and stream chunks. Each vendor's formats live in its own module under workers/formats/:
 
-    anthropic.py    anthropic-messages, anthropic-text (legacy Text Completions)
-    mistral.py      mistral-text (mistral-chat is in openai_like.py)
-    meta.py         meta-llama
-    titan.py        titan-text
-    nova.py         nova
-    cohere.py       cohere-command-r, cohere-command
-    ai21.py         ai21-jurassic (ai21-jamba is in openai_like.py)
-    openai_like.py  mistral-chat, ai21-jamba, openai-chat (any other `messages` body)
-    embeddings.py   titan-embed, cohere-embed
-    prompts.py      chat-template prompt strings -> messages
-    _common.py      the Family and StreamEncoder bases, invocation metrics, ids
+    anthropic/invoke.py     anthropic-messages, anthropic-text (legacy Text Completions)
+    mistral/invoke.py       mistral-text, mistral-chat
+    openai/invoke.py        openai-chat (any other `messages` body)
+    meta.py                 meta-llama
+    titan.py                titan-text
+    nova.py                 nova
+    cohere.py               cohere-command-r, cohere-command
+    ai21.py                 ai21-jamba, ai21-jurassic
+    embeddings.py           titan-embed, cohere-embed
+    bedrock/invoke.py       the Family, PromptFamily and StreamEncoder bases, invocation metrics, model ids
 
 A Family has `name`, `kind` ("chat" | "embed"), `streams`, `parse_request(body)`,
 `render_response(resp, model_id)`, `render_embed_response(resp, req=..., model_id=...)` and

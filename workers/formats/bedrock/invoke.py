@@ -126,6 +126,14 @@ class StreamEncoder:
             return chunks
         raise ValueError(f"unknown stream event kind {kind!r}")
 
+    def first_input_tokens(self) -> int | None:
+        """The input token count for the stream's first chunk, None for every later one (formats
+        that repeat the field but fill it once)."""
+        if self.first:
+            self.first = False
+            return self.input_tokens or 0
+        return None
+
     # hooks ---------------------------------------------------------------------------------
     def on_start(self) -> list[dict]:
         return []

@@ -74,27 +74,27 @@ MISTRAL_STYLE = oc.ChatStyle(api="Mistral chat completions", image=_image, pdf=N
                              tool_result_name=True, bridge_after_tool=BRIDGE)
 
 
-def build_request(req: ChatRequest, model: str, *, stream: bool, dialect: MistralDialect) -> dict:
+def to_mistral_request(req: ChatRequest, model: str, *, stream: bool, dialect: MistralDialect) -> dict:
     """ChatRequest -> the Mistral chat completions request body.
 
     Raises:
         GatewayError(ValidationException): content Mistral cannot take, naming the block.
     """
-    return oc.build_body(req, model, stream=stream, provider=dialect.provider, style=MISTRAL_STYLE,
+    return oc.to_chat_request(req, model, stream=stream, provider=dialect.provider, style=MISTRAL_STYLE,
                          max_tokens_field="max_tokens", stream_usage=False,
                          passthrough=frozenset(dialect.passthrough_fields))
 
 
-def parse_response(doc: dict, *, provider: str) -> ChatResponse:
+def from_mistral_response(doc: dict, *, provider: str) -> ChatResponse:
     """A Mistral chat completion -> ChatResponse.
 
     Raises:
         GatewayError(ModelErrorException): no choices[0].message, or finish_reason "error".
     """
-    return oc.parse_body(doc, provider=provider, finish_table=MISTRAL_FINISH, error_finish=MISTRAL_ERROR_FINISH)
+    return oc.from_chat_response(doc, provider=provider, finish_table=MISTRAL_FINISH, error_finish=MISTRAL_ERROR_FINISH)
 
 
-class StreamDecoder(oc.StreamDecoder):
+class MistralStreamDecoder(oc.OpenAIStreamDecoder):
     """Mistral chat completion chunks -> canonical StreamEvents. The chunks are OpenAI's shape;
     tool calls usually arrive whole, several in one chunk, and usage rides on the finish chunk."""
 

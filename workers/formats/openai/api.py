@@ -1,8 +1,8 @@
 """Canonical model <-> OpenAI Chat Completions. Pure: functions over dicts, no I/O.
 
 Also serves every OpenAI-compatible server (vLLM, Ollama, Groq, Together, Azure OpenAI: the body is
-the same); `OpenAIDialect` holds the few knobs where those servers differ. `mistral_chat.py` reuses
-this module through `ChatStyle`, `build_body`, `parse_body` and `StreamDecoder`.
+the same); `OpenAIDialect` holds the few knobs where those servers differ. `mistral/api.py` reuses
+this module through `ChatStyle`, `to_chat_request`, `from_chat_response` and `OpenAIStreamDecoder`.
 
 Request (canonical -> provider)
 -------------------------------
@@ -116,7 +116,7 @@ OPENAI_FIELDS = frozenset({
     "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "store",
     "top_logprobs", "user", "verbosity", "web_search_options"})
 
-# Fields build_body sets itself: ChatRequest.extra never overrides them.
+# Fields to_chat_request sets itself: ChatRequest.extra never overrides them.
 RESERVED_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "tools", "tool_choice"})
 
 OPENAI_FINISH = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -376,7 +376,7 @@ def pass_extra(extra: dict, style: ChatStyle, passthrough: frozenset) -> dict:
     return out
 
 
-def build_body(req: ChatRequest, model: str, *, stream: bool, provider: str, style: ChatStyle,
+def to_chat_request(req: ChatRequest, model: str, *, stream: bool, provider: str, style: ChatStyle,
                max_tokens_field: str, stream_usage: bool, passthrough: frozenset) -> dict:
     body: dict = {"model": model, "messages": build_messages(req, provider, style)}
     if req.max_tokens is not None:
@@ -404,14 +404,14 @@ def build_body(req: ChatRequest, model: str, *, stream: bool, provider: str, sty
     return body
 
 
-def build_request(req: ChatRequest, model: str, *, stream: bool, dialect: OpenAIDialect) -> dict:
+def to_openai_request(req: ChatRequest, model: str, *, stream: bool, dialect: OpenAIDialect) -> dict:
     """ChatRequest -> the Chat Completions request body.
 
     Raises:
         GatewayError(ValidationException): content the API cannot take, naming the provider and
             the block (e.g. ``messages[2].content[1]``).
     """
-    return build_body(req, model, stream=stream, provider=dialect.provider, style=OPENAI_STYLE,
+    return to_chat_request(req, model, stream=stream, provider=dialect.provider, style=OPENAI_STYLE,
                       max_tokens_field=dialect.max_tokens_field, stream_usage=dialect.stream_usage,
                       passthrough=frozenset(dialect.passthrough_fields))
 
@@ -540,7 +540,7 @@ def parse_tool_calls(calls: Any, response_id: str) -> tuple[list[dict], bool]:
     return out, ok
 
 
-def parse_body(doc: dict, *, provider: str, finish_table: dict = OPENAI_FINISH,
+def from_chat_response(doc: dict, *, provider: str, finish_table: dict = OPENAI_FINISH,
                error_finish: frozenset = frozenset()) -> ChatResponse:
     choice, msg = _first_message(doc, provider)
     finish = choice.get("finish_reason")
@@ -585,13 +585,13 @@ def _generated_text(content: list[dict]):
             yield compact_json(b["toolUse"]["input"])
 
 
-def parse_response(doc: dict, *, provider: str) -> ChatResponse:
+def from_openai_response(doc: dict, *, provider: str) -> ChatResponse:
     """A Chat Completions answer -> ChatResponse.
 
     Raises:
         GatewayError(ModelErrorException): the document has no choices[0].message.
     """
-    return parse_body(doc, provider=provider)
+    return from_chat_response(doc, provider=provider)
 
 
 # --- stream --------------------------------------------------------------------------------------
@@ -663,7 +663,7 @@ class _Segment:
         self.call = call
 
 
-class StreamDecoder:
+class OpenAIStreamDecoder:
     """Chat Completions SSE chunks -> canonical StreamEvents (ConverseStream order).
 
     feed(event, data) takes one SSE `data:` object (not the "[DONE]" sentinel); finish() is called
