@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from finops.shared import errors
 from finops.shared.model import STOP_REASONS, ChatResponse, Message, StreamEvent
@@ -210,6 +210,13 @@ def compact_json(v: Any) -> str:
 def known_stop_reason(value: str | None) -> str:
     """`value` when it is a canonical stop reason, else "end_turn"."""
     return value if value in STOP_REASONS else "end_turn"
+
+
+class ProviderAPI(NamedTuple):
+    """A provider API's three entry points (`formats/<api>/api.py`), as the JSON providers call them."""
+    to_request: Callable        # (ChatRequest, model, *, stream, dialect) -> the request body
+    from_response: Callable     # (the answer document, *, provider) -> ChatResponse
+    stream_decoder: type        # (provider, input_tokens) -> .feed(event, data) / .finish(): StreamEvents
 
 
 # --- the canonical stream of a complete answer ----------------------------------------------------

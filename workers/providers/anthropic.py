@@ -13,35 +13,35 @@ from __future__ import annotations
 
 from contextlib import aclosing
 
-from finops.shared.config import KeyConfig
+from finops.shared.provider_config import ApiKeyConfig
 from finops.shared.model import ChatRequest
 
 from ..formats import provider_errors
 from ..formats.anthropic import api as anthropic_api
 from .base import Call
 from .json_api import JSONAPIProvider
+from .registry import register
 
 # Fields /v1/messages/count_tokens accepts (Anthropic API reference).
 COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
 
 
+@register
 class AnthropicProvider(JSONAPIProvider):
     kind = "anthropic"
-    to_request = staticmethod(anthropic_api.to_anthropic_request)
-    from_response = staticmethod(anthropic_api.from_anthropic_response)
-    stream_decoder = anthropic_api.AnthropicStreamDecoder
+    api = anthropic_api.API
     done_marker = None
     native_family = "anthropic-messages"
 
     def dialect(self):
         return anthropic_api.AnthropicDialect(provider=self.name,
-                                                   default_max_tokens=self.cfg.default_max_tokens,
-                                                   passthrough_fields=frozenset(self.cfg.passthrough_fields))
+                                              default_max_tokens=self.cfg.default_max_tokens,
+                                              passthrough_fields=frozenset(self.cfg.passthrough_fields))
 
     def endpoint(self, model: str) -> str:
         return f"{self.cfg.base_url}/v1/messages"
 
-    def auth(self, key: KeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+    def auth(self, key: ApiKeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
         h = [(b"anthropic-version", self.cfg.anthropic_version.encode())]
         if key is not None:
             h.append((b"x-api-key", key.api_key.encode()))
@@ -57,7 +57,7 @@ class AnthropicProvider(JSONAPIProvider):
         n = doc.get("input_tokens")
         if not isinstance(n, int):
             raise provider_errors.bad_body(self.name, 200, self.encode(doc),
-                                                              "a count_tokens answer without input_tokens")
+                                           "a count_tokens answer without input_tokens")
         return n
 
     # --- Claude bodies, passed through -----------------------------------------------------

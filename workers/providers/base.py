@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass, field
 
 from finops.shared import errors
-from finops.shared.config import ProviderConfig
+from finops.shared.provider_config import ProviderConfig
 
 
 @dataclass(slots=True)

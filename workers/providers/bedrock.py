@@ -29,12 +29,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from finops.shared import errors, eventstream
-from finops.shared.config import ProviderConfig
+from finops.shared.provider_config import BedrockConfig
 
 from .. import upstream
-from ..formats.bedrock import usage as reported
 from ..formats import provider_errors
+from ..formats.bedrock import usage as reported
 from .base import Call, Provider
+from .registry import register
 
 # Response headers of Bedrock worth passing on (lower-case).
 PASS_HEADERS = ("content-type", "x-amzn-bedrock-content-type", "x-amzn-bedrock-performanceconfig-latency",
@@ -109,11 +110,12 @@ class CachedKeySigV4Auth(SigV4Auth):
         return self._sign(self._key, string_to_sign, hex=True)
 
 
+@register
 class BedrockProvider(Provider):
     kind = "bedrock"
     native_bedrock = True
 
-    def __init__(self, cfg: ProviderConfig):
+    def __init__(self, cfg: BedrockConfig):
         super().__init__(cfg)
         self.base_url = (cfg.base_url or f"https://bedrock-runtime.{cfg.region}.amazonaws.com").rstrip("/")
         self.signers = [CachedKeySigV4Auth(Credentials(k.access_key_id, k.secret_access_key,

@@ -2,11 +2,10 @@
 stream, and the error boundary. The wire formats live in `workers/formats/` (each provider's
 `api.py`); this module is the I/O around them.
 
-A subclass names its format's three entry points and says how to address and authenticate a request:
+A subclass names its format and says how to address and authenticate a request:
 
-    to_request          canonical request -> the API's JSON body (e.g. formats/openai/api.py to_openai_request)
-    from_response       the API's JSON answer -> canonical response
-    stream_decoder      the API's SSE events -> canonical stream events
+    api                 the format's entry points (formats/common.py ProviderAPI), e.g. formats/openai/api.py API:
+                        to_request, from_response, stream_decoder
     dialect()           the format's dialect object for this provider's config
     endpoint(model)     the chat URL for an upstream model name
     auth(key, req)      the headers that carry the chosen key (and per-request headers)
@@ -21,12 +20,12 @@ import json
 import time
 from contextlib import aclosing
 
-from finops.shared.config import KeyConfig, ProviderConfig
+from finops.shared.provider_config import ApiKeyConfig, JSONAPIConfig
 from finops.shared.model import ChatRequest, ChatResponse, request_tokens
 
 from .. import upstream
-from ..formats.common import response_to_events
 from ..formats import provider_errors
+from ..formats.common import ProviderAPI, response_to_events
 from ..formats.sse import SSEDecoder, SSEError
 from .base import Call, Provider
 
@@ -36,12 +35,10 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 class JSONAPIProvider(Provider):
-    to_request = None            # set by subclasses (staticmethods of the format's functions)
-    from_response = None
-    stream_decoder = None
+    api: ProviderAPI = None      # set by subclasses
     done_marker = "[DONE]"       # an SSE data value that ends the stream (OpenAI style); None: end of body
 
-    def __init__(self, cfg: ProviderConfig):
+    def __init__(self, cfg: JSONAPIConfig):
         super().__init__(cfg)
         self.client = upstream.UpstreamClient(cfg)
         self.secrets = tuple(k.api_key for k in cfg.keys if k.api_key)
@@ -54,26 +51,26 @@ class JSONAPIProvider(Provider):
     def endpoint(self, model: str) -> str:
         raise NotImplementedError
 
-    def auth(self, key: KeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+    def auth(self, key: ApiKeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
         raise NotImplementedError
 
     # --- the canonical calls ---------------------------------------------------------------
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
-        body = self.to_request(req, call.upstream_model, stream=False, dialect=self._dialect)
+        body = self.api.to_request(req, call.upstream_model, stream=False, dialect=self._dialect)
         doc = await self.post_json(self.endpoint(call.upstream_model), self.headers(req, call), body)
-        resp = self.from_response(doc, provider=self.name)
+        resp = self.api.from_response(doc, provider=self.name)
         if not resp.usage.input_tokens:      # a server that reports no usage: our estimate
             resp.usage.input_tokens = request_tokens(req)
         resp.latency_ms = int((time.monotonic() - call.started) * 1000)
         return resp
 
     async def chat_stream(self, call: Call, req: ChatRequest):
-        body = self.to_request(req, call.upstream_model, stream=True, dialect=self._dialect)
-        decoder = self.stream_decoder(self.name, request_tokens(req))
+        body = self.api.to_request(req, call.upstream_model, stream=True, dialect=self._dialect)
+        decoder = self.api.stream_decoder(self.name, request_tokens(req))
         async with self.open_stream(self.endpoint(call.upstream_model), self.headers(req, call), body) as events:
             if isinstance(events, dict):
                 # the server ignored "stream": true and answered JSON: replay it as a stream
-                yield response_to_events(self.from_response(events, provider=self.name))
+                yield response_to_events(self.api.from_response(events, provider=self.name))
                 return
             finished = False
             async with aclosing(events):
@@ -94,7 +91,7 @@ class JSONAPIProvider(Provider):
         return request_tokens(req)
 
     # --- I/O -------------------------------------------------------------------------------
-    def pick_key(self, model: str = "", call: Call | None = None) -> KeyConfig | None:
+    def pick_key(self, model: str = "", call: Call | None = None) -> ApiKeyConfig | None:
         i = self.choose_key(model, call)
         return None if i is None else self.cfg.keys[i]
 

@@ -7,25 +7,25 @@ Mistral is an OpenAI dialect with its own rules (tool call ids of 9 letters and 
 """
 from __future__ import annotations
 
-from finops.shared.config import KeyConfig
+from finops.shared.provider_config import ApiKeyConfig
 from finops.shared.model import ChatRequest
 
 from ..formats.mistral import api as mistral_api
 from .json_api import JSONAPIProvider
+from .registry import register
 
 
+@register
 class MistralProvider(JSONAPIProvider):
     kind = "mistral"
-    to_request = staticmethod(mistral_api.to_mistral_request)
-    from_response = staticmethod(mistral_api.from_mistral_response)
-    stream_decoder = mistral_api.MistralStreamDecoder
+    api = mistral_api.API
 
     def dialect(self):
         return mistral_api.MistralDialect(provider=self.name,
-                                           passthrough_fields=frozenset(self.cfg.passthrough_fields))
+                                          passthrough_fields=frozenset(self.cfg.passthrough_fields))
 
     def endpoint(self, model: str) -> str:
         return f"{self.cfg.base_url}/chat/completions"
 
-    def auth(self, key: KeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+    def auth(self, key: ApiKeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
         return [(b"authorization", b"Bearer " + key.api_key.encode())] if key else []

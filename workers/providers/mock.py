@@ -24,6 +24,7 @@ from finops.shared.model import (ChatRequest, ChatResponse, EmbedRequest, EmbedR
                                  Usage, estimate_tokens, request_tokens)
 
 from .base import Call, Provider
+from .registry import register
 
 
 def _value_for(schema: dict, text: str):
@@ -47,6 +48,7 @@ def _value_for(schema: dict, text: str):
     return "mock"
 
 
+@register
 class MockProvider(Provider):
     kind = "mock"
 

@@ -109,7 +109,7 @@ from finops.shared.model import (ChatRequest, ChatResponse, Message, StreamEvent
                                  estimate_tokens)
 
 from .. import provider_errors
-from ..common import b64, compact_json, fail
+from ..common import ProviderAPI, b64, compact_json, fail
 from .invoke import MEDIA_TYPES, STOP_TO_ANTHROPIC
 
 # --- tables -------------------------------------------------------------------------------------
@@ -478,6 +478,14 @@ class AnthropicStreamDecoder:
             raise self._bad(f"a {what} event without an integer \"index\"")
         return i
 
+    def _indexed(self, data: dict, what: str, key: str) -> tuple[int, dict]:
+        """(the event's Anthropic block index, its `key` object), both required."""
+        aindex = self._index(data, what)
+        obj = data.get(key)
+        if not isinstance(obj, dict):
+            raise self._bad(f"a {what} event without a \"{key}\" object")
+        return aindex, obj
+
     def _new_block(self, aindex: int, type_: str) -> _Block:
         blk = _Block(self.next_index, type_)
         self.next_index += 1
@@ -500,10 +508,7 @@ class AnthropicStreamDecoder:
         return out
 
     def on_block_start(self, data: dict) -> list[StreamEvent]:
-        aindex = self._index(data, "content_block_start")
-        cb = data.get("content_block")
-        if not isinstance(cb, dict):
-            raise self._bad("a content_block_start event without a \"content_block\" object")
+        aindex, cb = self._indexed(data, "content_block_start", "content_block")
         t = cb.get("type")
         out = self._start()
         if t not in ("text", "thinking", "redacted_thinking", "tool_use"):
@@ -545,10 +550,7 @@ class AnthropicStreamDecoder:
         return self._delta(blk, {"toolUse": {"input": fragment}})
 
     def on_block_delta(self, data: dict) -> list[StreamEvent]:
-        aindex = self._index(data, "content_block_delta")
-        d = data.get("delta")
-        if not isinstance(d, dict):
-            raise self._bad("a content_block_delta event without a \"delta\" object")
+        aindex, d = self._indexed(data, "content_block_delta", "delta")
         t = d.get("type")
         out = self._start()
         if aindex not in self.blocks:    # a delta with no content_block_start: open the block it implies
@@ -678,3 +680,6 @@ class NativeStreamTracker:
     def _take_usage(self, raw) -> None:
         for attr, v in _usage_fields(raw).items():
             setattr(self.usage, attr, v)
+
+
+API = ProviderAPI(to_anthropic_request, from_anthropic_response, AnthropicStreamDecoder)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 from finops.shared.model import ChatRequest, ChatResponse
 
+from ..common import ProviderAPI
 from ..openai import api as oc
 
 MISTRAL_FIELDS = frozenset({
@@ -100,3 +101,6 @@ class MistralStreamDecoder(oc.OpenAIStreamDecoder):
 
     finish_table = MISTRAL_FINISH
     error_finish = MISTRAL_ERROR_FINISH
+
+
+API = ProviderAPI(to_mistral_request, from_mistral_response, MistralStreamDecoder)

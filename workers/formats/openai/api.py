@@ -105,7 +105,7 @@ from finops.shared import errors
 from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Usage, estimate_tokens
 
 from .. import provider_errors
-from ..common import b64, compact_json, fail, make_id
+from ..common import ProviderAPI, b64, compact_json, fail, make_id
 
 # Documented Chat Completions request fields a ChatRequest.extra key may set
 # (platform.openai.com/docs/api-reference/chat/create). The deprecated functions/function_call are
@@ -865,3 +865,6 @@ class OpenAIStreamDecoder:
             raise provider_errors.cut_stream(self.provider, "no finish_reason")
         usage = self._usage or Usage(self.input_tokens, estimate_tokens("".join(self._generated)))
         return [StreamEvent("metadata", data={"usage": usage})]
+
+
+API = ProviderAPI(to_openai_request, from_openai_response, OpenAIStreamDecoder)
