@@ -11,7 +11,8 @@ import sys
 import pytest
 
 PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.errors", "finops.shared.model",
-        "finops.shared.config", "finops.shared.sigv4", "finops.frontend.routes",
+        "finops.shared.config", "finops.shared.config_schema", "finops.shared.provider_config",
+        "finops.shared.sigv4", "finops.frontend.routes",
         "finops.workers.formats.common", "finops.workers.formats.bedrock.converse",
         "finops.workers.formats.bedrock.families", "finops.workers.formats.bedrock.usage",
         "finops.workers.formats.openai.api", "finops.workers.formats.mistral.api", "finops.workers.formats.anthropic.api",
