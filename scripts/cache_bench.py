@@ -78,7 +78,7 @@ try:
     from botocore.config import Config as BotoConfig
 
     from finops.shared import transport
-    from finops.workers.bedrock import converse
+    from finops.workers.formats.bedrock import converse
     from finops.workers.cache import embedder as embeddermod
     from finops.workers.cache import keys
     from finops.workers.cache.index import CacheIndex, Entry

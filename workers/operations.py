@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from finops.shared import errors
 from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
 
-from .bedrock import converse, families
+from .formats.bedrock import converse, families
 from .reply import Reply
 from .request import Attempt, Progress, Request
-from .translate import provider_errors
+from .formats import provider_errors
 
 JSON = "application/json"
 EVENTSTREAM = "application/vnd.amazon.eventstream"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from finops.shared.config import KeyConfig
+from finops.shared.provider_config import KeyConfig
 from finops.shared.governance import VirtualKey
 
 

@@ -37,7 +37,7 @@ import h11
 import trio
 
 from finops.shared import errors
-from finops.shared.config import ProviderConfig
+from finops.shared.provider_config import HTTPProviderConfig
 
 MAX_IDLE_PER_ORIGIN = 256
 KEEPALIVE_EXPIRY = 55.0      # seconds; under the 60 s idle timeout common to AWS and nginx
@@ -89,7 +89,7 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    def __init__(self, cfg: ProviderConfig):
+    def __init__(self, cfg: HTTPProviderConfig):
         self.cfg = cfg
         self.idle: dict[tuple, list[Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
@@ -238,7 +238,7 @@ class UpstreamClient:
         self.idle.clear()
 
 
-def _map(f: _Failure, cfg: ProviderConfig, where: str) -> errors.GatewayError:
+def _map(f: _Failure, cfg: HTTPProviderConfig, where: str) -> errors.GatewayError:
     """The one place transport failures become AWS errors (and so SDK retry decisions)."""
     if f.kind == "connect_timeout":
         return errors.unavailable(f"{where}: {f} (connect_timeout_seconds).")

@@ -31,11 +31,12 @@ MAY_NOT_IMPORT = {
 }
 
 PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.errors", "finops.shared.model",
+        "finops.shared.config_schema", "finops.shared.provider_config",
         "finops.shared.sigv4", "finops.shared.governance", "finops.frontend.routes",
-        "finops.workers.bedrock.converse", "finops.workers.bedrock.families", "finops.workers.bedrock.reported",
-        "finops.workers.translate.openai_chat", "finops.workers.translate.mistral_chat",
-        "finops.workers.translate.anthropic_messages", "finops.workers.translate.sse",
-        "finops.workers.translate.provider_errors",
+        "finops.workers.formats.common", "finops.workers.formats.bedrock.converse",
+        "finops.workers.formats.bedrock.families", "finops.workers.formats.bedrock.usage",
+        "finops.workers.formats.openai.api", "finops.workers.formats.mistral.api", "finops.workers.formats.anthropic.api",
+        "finops.workers.formats.sse", "finops.workers.formats.provider_errors",
         "finops.workers.governance.auth", "finops.workers.governance.ledger_state",
         "finops.workers.governance.pricing", "finops.workers.governance.periods", "finops.workers.governance.bounds",
         "finops.workers.cache.keys", "finops.workers.cache.index", "finops.workers.observe.metrics",

@@ -47,10 +47,34 @@ def test_azure_needs_base_url():
     ({"passthrough_fields": "top_k"}, "passthrough_fields: expected list"),
     ({"max_tokens_field": "max"}, "max_tokens_field: must be"),
     ({"stream_usage": "yes"}, "stream_usage: expected bool"),
-    ({"default_max_tokens": 0}, "default_max_tokens: must be >= 1")])
+    ({"kind": "anthropic", "keys": [{"api_key": "k"}], "default_max_tokens": 0}, "default_max_tokens: must be >= 1")])
 def test_option_validation(bad, msg):
     with pytest.raises(ConfigError, match=msg):
         cfg({"p": {"kind": "openai", **bad}})
+
+
+@pytest.mark.parametrize("table,key", [
+    ({"kind": "openai", "default_max_tokens": 5}, "default_max_tokens"),       # anthropic's
+    ({"kind": "mock", "base_url": "http://x"}, "base_url"),                    # the mock has no upstream
+    ({"kind": "mock", "keys": [{"api_key": "k"}]}, "keys"),
+    ({"kind": "bedrock", "headers": {"a": "b"}}, "headers"),                   # openai, anthropic, mistral only
+    ({"kind": "anthropic", "keys": [{"api_key": "k"}], "azure_api_version": "v"}, "azure_api_version"),
+    ({"kind": "openai", "region": "eu-west-1"}, "region"),                     # bedrock's
+])
+def test_each_kind_has_only_its_own_keys(table, key):
+    with pytest.raises(ConfigError, match=rf"providers\.p\.{key}: unknown key \(known keys: .*kind"):
+        cfg({"p": table})
+
+
+def test_a_key_of_the_wrong_shape_names_the_fields_of_the_right_one():
+    with pytest.raises(ConfigError, match=r"providers.p.keys\[0\].api_key: unknown key \(known keys: access_key_id, "
+                                          r"models, secret_access_key, session_token, weight\)"):
+        cfg({"p": {"kind": "bedrock", "keys": [{"api_key": "k"}]}})
+
+
+def test_unknown_kind_lists_the_registered_ones():
+    with pytest.raises(ConfigError, match="providers.p.kind: must be one of mock, bedrock, openai, anthropic, mistral"):
+        cfg({"p": {"kind": "vertex"}})
 
 
 def test_max_tokens_field_by_server():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from finops.shared.config import ProviderConfig
+from finops.shared.provider_config import BedrockConfig
 from finops.shared.errors import GatewayError
 from finops.workers.upstream import UpstreamClient
 
@@ -39,7 +39,7 @@ async def read_request(stream) -> bytes:
 
 
 def client(**kw) -> UpstreamClient:
-    return UpstreamClient(ProviderConfig(name="t", kind="bedrock", **kw))
+    return UpstreamClient(BedrockConfig(name="t", **kw))
 
 
 async def test_keep_alive_reuses_one_connection():

@@ -170,7 +170,7 @@ class Cache:
             return None
         over = self.cfg.cache.keys.get(key.id) if key is not None else None
         if over:
-            merged = {f: getattr(base, f) for f in CachePolicy.__dataclass_fields__}
+            merged = {f: getattr(base, f) for f in CachePolicy.__struct_fields__}
             merged.update(over)
             base = CachePolicy(**merged)
         return base if base.enabled else None

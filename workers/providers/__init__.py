@@ -1,25 +1,8 @@
-"""Providers, one module each, behind the interface in `base.py`."""
+"""Providers, one module each, behind the interface in `base.py`. Each module registers its class
+under its kind (registry.py); importing this package imports them all, so every kind is there."""
 from __future__ import annotations
 
-from finops.shared.config import ProviderConfig
+from . import anthropic, bedrock, mistral, mock, openai  # noqa: F401  (each registers its kind)
+from .registry import PROVIDERS, build_provider
 
-from .base import Provider
-
-
-def build_provider(cfg: ProviderConfig) -> Provider:
-    if cfg.kind == "mock":
-        from .mock import MockProvider
-        return MockProvider(cfg)
-    if cfg.kind == "bedrock":
-        from .bedrock import BedrockProvider
-        return BedrockProvider(cfg)
-    if cfg.kind == "openai":
-        from .openai import OpenAIProvider
-        return OpenAIProvider(cfg)
-    if cfg.kind == "anthropic":
-        from .anthropic import AnthropicProvider
-        return AnthropicProvider(cfg)
-    if cfg.kind == "mistral":
-        from .mistral import MistralProvider
-        return MistralProvider(cfg)
-    raise ValueError(f"providers.{cfg.name}.kind: unknown provider kind {cfg.kind!r}")
+__all__ = ["PROVIDERS", "build_provider"]

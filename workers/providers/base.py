@@ -26,7 +26,7 @@ maps its own library's exceptions at its edge (see `upstream.py`).
 from __future__ import annotations
 
 from finops.shared import errors
-from finops.shared.config import ProviderConfig
+from finops.shared.provider_config import ProviderConfig
 
 from ..request import Attempt
 

@@ -13,7 +13,7 @@ five operations and both stream kinds are relayed faithfully:
   ModelStreamErrorException frame, so the client sees the failure and the cache does not keep it;
 - an upstream error response: the same AWS error code, status and message.
 
-The usage charged is what Bedrock reported (workers/bedrock/reported.py): the Converse body's
+The usage charged is what Bedrock reported (workers/formats/bedrock/usage.py): the Converse body's
 `usage`, the InvokeModel token-count headers, the ConverseStream `metadata` event, the invoke
 stream's last chunk; prompt-cache read and write tokens included.
 
@@ -29,13 +29,14 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from finops.shared import errors, eventstream
-from finops.shared.config import ProviderConfig
+from finops.shared.provider_config import BedrockConfig
 
 from .. import upstream
-from ..bedrock import reported
-from ..translate import provider_errors
+from ..formats import provider_errors
+from ..formats.bedrock import usage as reported
 from ..request import Attempt
 from .base import Provider
+from .registry import register
 
 # Response headers of Bedrock worth passing on (lower-case).
 PASS_HEADERS = ("content-type", "x-amzn-bedrock-content-type", "x-amzn-bedrock-performanceconfig-latency",
@@ -110,11 +111,12 @@ class CachedKeySigV4Auth(SigV4Auth):
         return self._sign(self._key, string_to_sign, hex=True)
 
 
+@register
 class BedrockProvider(Provider):
     kind = "bedrock"
     native_bedrock = True
 
-    def __init__(self, cfg: ProviderConfig):
+    def __init__(self, cfg: BedrockConfig):
         super().__init__(cfg)
         self.base_url = (cfg.base_url or f"https://bedrock-runtime.{cfg.region}.amazonaws.com").rstrip("/")
         self.signers = [CachedKeySigV4Auth(Credentials(k.access_key_id, k.secret_access_key,

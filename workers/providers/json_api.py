@@ -1,16 +1,17 @@
 """What the JSON-over-HTTP providers (openai, anthropic, mistral) share: keys, one POST, one SSE
-stream, and the error boundary. The wire formats live in `workers/translate/`; this module is
-the I/O around them.
+stream, and the error boundary. The wire formats live in `workers/formats/` (each provider's
+`api.py`); this module is the I/O around them.
 
-A subclass names its translator module and says how to address and authenticate a request:
+A subclass names its format and says how to address and authenticate a request:
 
-    translator          module with build_request / parse_response / StreamDecoder
-    dialect()           the translator's dialect object for this provider's config
+    api                 the format's entry points (formats/common.py ProviderAPI), e.g. formats/openai/api.py API:
+                        to_request, from_response, stream_decoder
+    dialect()           the format's dialect object for this provider's config
     endpoint(model)     the chat URL for an upstream model name
     auth(key, req)      the headers that carry the chosen key (and per-request headers)
 
 Every failure leaves here as a GatewayError with the AWS code a Bedrock client expects
-(`translate/provider_errors.py` for provider answers, `upstream.py` for transport failures), with
+(`formats/provider_errors.py` for provider answers, `upstream.py` for transport failures), with
 the provider's keys redacted from any message.
 """
 from __future__ import annotations
@@ -19,13 +20,13 @@ import json
 import time
 from contextlib import aclosing
 
-from finops.shared.config import KeyConfig, ProviderConfig
+from finops.shared.provider_config import ApiKeyConfig, JSONAPIConfig
 from finops.shared.model import ChatRequest, ChatResponse, request_tokens
 
 from .. import upstream
-from ..bedrock.converse import response_to_events
-from ..translate import provider_errors
-from ..translate.sse import SSEDecoder, SSEError
+from ..formats import provider_errors
+from ..formats.common import ProviderAPI, response_to_events
+from ..formats.sse import SSEDecoder, SSEError
 from ..request import Attempt
 from .base import Provider
 
@@ -35,10 +36,10 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 class JSONAPIProvider(Provider):
-    translator = None            # set by subclasses
+    api: ProviderAPI = None      # set by subclasses
     done_marker = "[DONE]"       # an SSE data value that ends the stream (OpenAI style); None: end of body
 
-    def __init__(self, cfg: ProviderConfig):
+    def __init__(self, cfg: JSONAPIConfig):
         super().__init__(cfg)
         self.client = upstream.UpstreamClient(cfg)
         self.secrets = tuple(k.api_key for k in cfg.keys if k.api_key)
@@ -51,26 +52,26 @@ class JSONAPIProvider(Provider):
     def endpoint(self, model: str) -> str:
         raise NotImplementedError
 
-    def auth(self, key: KeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+    def auth(self, key: ApiKeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
         raise NotImplementedError
 
     # --- the canonical calls ---------------------------------------------------------------
     async def chat(self, attempt: Attempt, req: ChatRequest) -> ChatResponse:
-        body = self.translator.build_request(req, attempt.upstream_model, stream=False, dialect=self._dialect)
+        body = self.api.to_request(req, attempt.upstream_model, stream=False, dialect=self._dialect)
         doc = await self.post_json(self.endpoint(attempt.upstream_model), self.headers(req, attempt), body)
-        resp = self.translator.parse_response(doc, provider=self.name)
+        resp = self.api.from_response(doc, provider=self.name)
         if not resp.usage.input_tokens:      # a server that reports no usage: our estimate
             resp.usage.input_tokens = request_tokens(req)
         resp.latency_ms = int((time.monotonic() - attempt.started) * 1000)
         return resp
 
     async def chat_stream(self, attempt: Attempt, req: ChatRequest):
-        body = self.translator.build_request(req, attempt.upstream_model, stream=True, dialect=self._dialect)
-        decoder = self.translator.StreamDecoder(self.name, request_tokens(req))
+        body = self.api.to_request(req, attempt.upstream_model, stream=True, dialect=self._dialect)
+        decoder = self.api.stream_decoder(self.name, request_tokens(req))
         async with self.open_stream(self.endpoint(attempt.upstream_model), self.headers(req, attempt), body) as events:
             if isinstance(events, dict):
                 # the server ignored "stream": true and answered JSON: replay it as a stream
-                yield response_to_events(self.translator.parse_response(events, provider=self.name))
+                yield response_to_events(self.api.from_response(events, provider=self.name))
                 return
             finished = False
             async with aclosing(events):

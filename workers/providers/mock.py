@@ -25,6 +25,7 @@ from finops.shared.model import (ChatRequest, ChatResponse, EmbedRequest, EmbedR
 
 from ..request import Attempt
 from .base import Provider
+from .registry import register
 
 
 def _value_for(schema: dict, text: str):
@@ -48,6 +49,7 @@ def _value_for(schema: dict, text: str):
     return "mock"
 
 
+@register
 class MockProvider(Provider):
     kind = "mock"
 

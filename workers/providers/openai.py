@@ -16,16 +16,17 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
-from finops.shared.config import KeyConfig, ProviderConfig
+from finops.shared.provider_config import ApiKeyConfig, OpenAIConfig
 from finops.shared.model import ChatRequest
 
-from ..translate import openai_chat
+from ..formats.openai import api as openai_api
 from .json_api import JSONAPIProvider
+from .registry import register
 
 OFFICIAL_HOSTS = ("api.openai.com",)
 
 
-def max_tokens_field(cfg: ProviderConfig) -> str:
+def max_tokens_field(cfg: OpenAIConfig) -> str:
     if cfg.max_tokens_field:
         return cfg.max_tokens_field
     host = urlsplit(cfg.base_url).hostname or ""
@@ -33,14 +34,15 @@ def max_tokens_field(cfg: ProviderConfig) -> str:
     return "max_completion_tokens" if official else "max_tokens"
 
 
+@register
 class OpenAIProvider(JSONAPIProvider):
     kind = "openai"
-    translator = openai_chat
+    api = openai_api.API
 
     def dialect(self):
-        return openai_chat.OpenAIDialect(provider=self.name, max_tokens_field=max_tokens_field(self.cfg),
-                                         stream_usage=self.cfg.stream_usage,
-                                         passthrough_fields=frozenset(self.cfg.passthrough_fields))
+        return openai_api.OpenAIDialect(provider=self.name, max_tokens_field=max_tokens_field(self.cfg),
+                                        stream_usage=self.cfg.stream_usage,
+                                        passthrough_fields=frozenset(self.cfg.passthrough_fields))
 
     def endpoint(self, model: str) -> str:
         cfg = self.cfg
@@ -50,7 +52,7 @@ class OpenAIProvider(JSONAPIProvider):
                     f"?api-version={quote(cfg.azure_api_version, safe='')}")
         return f"{cfg.base_url}/chat/completions"
 
-    def auth(self, key: KeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
+    def auth(self, key: ApiKeyConfig | None, req: ChatRequest | None) -> list[tuple[bytes, bytes]]:
         if key is None:
             return []
         if self.cfg.azure_api_version:

@@ -31,7 +31,8 @@ import random
 from dataclasses import dataclass
 
 from finops.shared import errors
-from finops.shared.config import KeyConfig, RouteConfig, TargetConfig
+from finops.shared.config import RouteConfig, TargetConfig
+from finops.shared.provider_config import KeyConfig
 
 from . import backoff, router
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import random
 
-from finops.shared.config import ProviderConfig, RouteConfig, TargetConfig
+from finops.shared.config import RouteConfig, TargetConfig
+from finops.shared.provider_config import ProviderConfig
 from finops.shared.errors import GatewayError
 
 from .breaker import BreakerPolicy, Breakers

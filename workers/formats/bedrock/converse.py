@@ -1,0 +1,571 @@
+"""Converse / ConverseStream / CountTokens bodies <-> the canonical model. Pure.
+
+Direction is in the names: `parse_*` turns a wire body (already JSON-decoded) into canonical
+objects, validating it the way Bedrock would; `render_*` and `stream_payload` turn canonical objects
+into wire dicts, ready for `json.dumps`.
+
+Validation failures raise `errors.validation(...)` (HTTP 400 ValidationException). Every message
+starts with the path of the bad field, e.g. ``messages[1].content[0].image.format``, then says what
+is wrong and what to send instead.
+
+Wire facts this module relies on (bedrock-protocol.md 1.4-1.6, 1.9, 2.1):
+
+- Content blocks, tools, tool choices, system blocks and image/document sources are tagged unions:
+  exactly one member per object. A member set to ``null`` counts as absent, as it does in botocore.
+- Blobs (``image.source.bytes`` ...) are base64 strings in the JSON; canonical blocks hold raw bytes.
+- ConverseStream payloads are the member's inner structure (``{"contentBlockIndex": 0, "delta": ...}``),
+  never wrapped in the member name, and no ``contentBlockStart`` is sent for text blocks.
+
+Gateway-level request fields that are not about the model (guardrailConfig, requestMetadata,
+performanceConfig, serviceTier, additionalModelResponseFieldPaths, outputConfig) are validated by
+`parse_request` but do not fit `ChatRequest`; `parse_options` returns them for the pipeline.
+
+The field checks (`want_*`, `one_member`, `fail`) are `formats/common.py`'s.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from finops.shared import errors
+from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Tool
+
+from ..common import (IMAGE_FORMATS, TOOL_NAME, b64, check_image_bytes, check_tool_blocks_need_config,
+                      decode_b64, fail, known_stop_reason, one_member, type_name, want_bool, want_dict,
+                      want_enum, want_int, want_list, want_num, want_str, want_str_list)
+
+# --- images and documents -----------------------------------------------------------------------
+
+DOCUMENT_FORMATS = ("pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md")
+
+
+def _s3_unsupported(path: str) -> errors.GatewayError:
+    return fail(path, "S3 sources are not supported by this gateway; send the content inline as bytes")
+
+
+def parse_image(v: Any, path: str, *, formats=IMAGE_FORMATS) -> dict:
+    """ImageBlock -> {"image": {"format", "bytes"}}."""
+    want_dict(v, path)
+    fmt = want_enum(v.get("format"), f"{path}.format", formats)
+    if v.get("source") is None:
+        raise fail(f"{path}.source", "required; send {\"bytes\": <base64>}")
+    kind, src = one_member(v["source"], f"{path}.source", ("bytes", "s3Location"), "image source")
+    if kind == "s3Location":
+        raise _s3_unsupported(f"{path}.source.s3Location")
+    data = check_image_bytes(decode_b64(src, f"{path}.source.bytes"), fmt, f"{path}.source.bytes")
+    return {"image": {"format": fmt, "bytes": data}}
+
+
+def parse_document(v: Any, path: str) -> dict:
+    """DocumentBlock -> {"document": {"format", "name", "bytes"|"text"[, "context"]}}."""
+    want_dict(v, path)
+    name = want_str(v.get("name"), f"{path}.name", nonblank=True, max_len=200)
+    fmt = v.get("format")
+    if fmt is not None:
+        want_enum(fmt, f"{path}.format", DOCUMENT_FORMATS)
+    if v.get("source") is None:
+        raise fail(f"{path}.source", "required; send one of bytes, text, content")
+    kind, src = one_member(v["source"], f"{path}.source", ("bytes", "s3Location", "text", "content"),
+                           "document source")
+    doc: dict = {"format": fmt or "txt", "name": name}
+    if kind == "s3Location":
+        raise _s3_unsupported(f"{path}.source.s3Location")
+    if kind == "bytes":
+        if fmt is None:
+            raise fail(f"{path}.format", f"required for a bytes source; one of {', '.join(DOCUMENT_FORMATS)}")
+        data = decode_b64(src, f"{path}.source.bytes")
+        if not data:
+            raise fail(f"{path}.source.bytes", "is empty; send the document bytes")
+        doc["bytes"] = data
+    elif kind == "text":
+        doc["text"] = want_str(src, f"{path}.source.text", nonblank=True)
+    else:
+        parts = want_list(src, f"{path}.source.content", min_len=1, what="{text} blocks")
+        doc["text"] = "\n".join(want_str(want_dict(p, f"{path}.source.content[{i}]").get("text"),
+                                         f"{path}.source.content[{i}].text")
+                                for i, p in enumerate(parts))
+    if v.get("context") is not None:
+        doc["context"] = want_str(v["context"], f"{path}.context")
+    cit = v.get("citations")
+    if cit is not None and want_bool(want_dict(cit, f"{path}.citations").get("enabled"),
+                                     f"{path}.citations.enabled"):
+        raise fail(f"{path}.citations", "citations are not supported by this gateway; "
+                   "remove citations or set enabled to false")
+    return {"document": doc}
+
+
+# --- content blocks -----------------------------------------------------------------------------
+
+BLOCK_MEMBERS = ("text", "image", "document", "toolUse", "toolResult", "reasoningContent",
+                 "cachePoint", "guardContent", "citationsContent", "video", "audio", "searchResult",
+                 "toolAddition", "toolRemoval")
+TOOL_RESULT_MEMBERS = ("json", "text", "image", "document", "video", "searchResult")
+TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_.:-]+")
+
+
+def parse_tool_use(v: Any, path: str) -> dict:
+    want_dict(v, path)
+    tid = want_str(v.get("toolUseId"), f"{path}.toolUseId", max_len=64, pattern=TOOL_USE_ID)
+    name = want_str(v.get("name"), f"{path}.name", max_len=64, pattern=TOOL_NAME)
+    if "input" not in v:
+        raise fail(f"{path}.input", "required; send the tool input as a JSON value")
+    return {"toolUse": {"toolUseId": tid, "name": name, "input": v["input"]}}
+
+
+def parse_tool_result(v: Any, path: str) -> dict:
+    want_dict(v, path)
+    tid = want_str(v.get("toolUseId"), f"{path}.toolUseId", max_len=64, pattern=TOOL_USE_ID)
+    if v.get("content") is None:
+        raise fail(f"{path}.content", "required; send a list of {text} or {json} blocks")
+    items = want_list(v["content"], f"{path}.content", what="tool result blocks")
+    content = []
+    for i, item in enumerate(items):
+        p = f"{path}.content[{i}]"
+        kind, val = one_member(item, p, TOOL_RESULT_MEMBERS, "tool result block")
+        if kind == "json":
+            content.append({"json": val})
+        elif kind == "text":
+            content.append({"text": want_str(val, f"{p}.text")})
+        elif kind == "image":
+            content.append(parse_image(val, f"{p}.image"))
+        elif kind == "document":
+            content.append(parse_document(val, f"{p}.document"))
+        else:
+            raise fail(f"{p}.{kind}", f"{kind} tool results are not supported by this gateway; "
+                       "send text, json, image or document")
+    status = v.get("status")
+    if status is not None:
+        want_enum(status, f"{path}.status", ("success", "error"))
+    return {"toolResult": {"toolUseId": tid, "content": content, "status": status or "success"}}
+
+
+def parse_reasoning(v: Any, path: str) -> dict:
+    kind, val = one_member(v, path, ("reasoningText", "redactedContent"), "reasoning block")
+    if kind == "redactedContent":
+        return {"reasoningContent": {"redactedContent": decode_b64(val, f"{path}.redactedContent")}}
+    want_dict(val, f"{path}.reasoningText")
+    text = want_str(val.get("text"), f"{path}.reasoningText.text")
+    sig = val.get("signature")
+    if sig is not None:
+        want_str(sig, f"{path}.reasoningText.signature")
+    return {"reasoningContent": {"text": text, "signature": sig}}
+
+
+def _parse_guard(v: Any, path: str) -> dict:
+    kind, val = one_member(v, path, ("text", "image"), "guard content block")
+    if kind == "text":
+        want_dict(val, f"{path}.text")
+        return {"text": want_str(val.get("text"), f"{path}.text.text", nonblank=True)}
+    return parse_image(val, f"{path}.image", formats=("png", "jpeg"))
+
+
+def _parse_citations(v: Any, path: str) -> dict:
+    want_dict(v, path)
+    parts = want_list(v.get("content", []), f"{path}.content", what="{text} blocks")
+    return {"text": "".join(want_str(want_dict(p, f"{path}.content[{i}]").get("text"),
+                                     f"{path}.content[{i}].text") for i, p in enumerate(parts))}
+
+
+def parse_block(v: Any, path: str) -> dict | None:
+    """One Converse ContentBlock -> a canonical block, or None for a block that carries nothing
+    for the model (cachePoint)."""
+    kind, val = one_member(v, path, BLOCK_MEMBERS, "content block")
+    if kind == "text":
+        return {"text": want_str(val, f"{path}.text", nonblank=True)}
+    if kind == "image":
+        return parse_image(val, f"{path}.image")
+    if kind == "document":
+        return parse_document(val, f"{path}.document")
+    if kind == "toolUse":
+        return parse_tool_use(val, f"{path}.toolUse")
+    if kind == "toolResult":
+        return parse_tool_result(val, f"{path}.toolResult")
+    if kind == "reasoningContent":
+        return parse_reasoning(val, f"{path}.reasoningContent")
+    if kind == "cachePoint":
+        want_dict(val, f"{path}.cachePoint")
+        return None
+    if kind == "guardContent":
+        return _parse_guard(val, f"{path}.guardContent")
+    if kind == "citationsContent":
+        return _parse_citations(val, f"{path}.citationsContent")
+    raise fail(f"{path}.{kind}", f"{kind} blocks are not supported by this gateway; "
+               "send text, image, document, toolUse, toolResult or reasoningContent")
+
+
+def parse_messages(v: Any, path: str = "messages") -> list[Message]:
+    if v is None:
+        raise fail(path, "required; send at least one message, e.g. "
+                   "[{\"role\": \"user\", \"content\": [{\"text\": \"Hello\"}]}]")
+    want_list(v, path, min_len=1, what="messages")
+    out = []
+    for i, m in enumerate(v):
+        p = f"{path}[{i}]"
+        want_dict(m, p)
+        role = want_enum(m.get("role"), f"{p}.role", ("user", "assistant"))
+        content = m.get("content")
+        if content is None:
+            raise fail(f"{p}.content", "required; send a non-empty list of content blocks")
+        want_list(content, f"{p}.content", min_len=1, what="content blocks")
+        blocks = [b for j, raw in enumerate(content)
+                  if (b := parse_block(raw, f"{p}.content[{j}]")) is not None]
+        if not blocks:
+            raise fail(f"{p}.content", "has only cachePoint blocks; add the message content")
+        out.append(Message(role, blocks))
+    return out
+
+
+def parse_system(v: Any, path: str = "system") -> list[str]:
+    want_list(v, path, what="system blocks")
+    texts = []
+    for i, b in enumerate(v):
+        p = f"{path}[{i}]"
+        kind, val = one_member(b, p, ("text", "guardContent", "cachePoint"), "system block")
+        if kind == "text":
+            texts.append(want_str(val, f"{p}.text", nonblank=True))
+        else:
+            want_dict(val, f"{p}.{kind}")
+    return texts
+
+
+def parse_inference_config(v: Any, req: ChatRequest, path: str = "inferenceConfig", *,
+                           nova: bool = False) -> None:
+    """Fill req.max_tokens/temperature/top_p/stop_sequences (and top_k for Nova) from v."""
+    want_dict(v, path)
+    mt = v.get("maxTokens")
+    if nova and mt is None:
+        mt = v.get("max_new_tokens")
+        key = "max_new_tokens"
+    else:
+        key = "maxTokens"
+    if mt is not None:
+        req.max_tokens = want_int(mt, f"{path}.{key}", lo=1)
+    if v.get("temperature") is not None:
+        req.temperature = want_num(v["temperature"], f"{path}.temperature", lo=0, hi=1)
+    if v.get("topP") is not None:
+        req.top_p = want_num(v["topP"], f"{path}.topP", lo=0, hi=1)
+    if nova and v.get("topK") is not None:
+        req.top_k = want_int(v["topK"], f"{path}.topK", lo=1)
+    if v.get("stopSequences") is not None:
+        req.stop_sequences = want_str_list(v["stopSequences"], f"{path}.stopSequences", max_len=2500)
+
+
+def parse_tool_config(v: Any, path: str = "toolConfig") -> tuple[list[Tool], dict | None]:
+    want_dict(v, path)
+    if v.get("tools") is None:
+        raise fail(f"{path}.tools", "required; send at least one {\"toolSpec\": {...}}")
+    raw = want_list(v["tools"], f"{path}.tools", min_len=1, what="tools")
+    tools: list[Tool] = []
+    seen = set()
+    for i, t in enumerate(raw):
+        p = f"{path}.tools[{i}]"
+        kind, spec = one_member(t, p, ("toolSpec", "systemTool", "cachePoint"), "tool")
+        if kind == "cachePoint":
+            want_dict(spec, f"{p}.cachePoint")
+            continue
+        if kind == "systemTool":
+            raise fail(f"{p}.systemTool", "system tools are not supported by this gateway; "
+                       "define the tool with toolSpec")
+        p += ".toolSpec"
+        want_dict(spec, p)
+        name = want_str(spec.get("name"), f"{p}.name", max_len=64, pattern=TOOL_NAME)
+        if name in seen:
+            raise fail(f"{p}.name", f"duplicate tool name {name!r}; tool names must be unique")
+        seen.add(name)
+        desc = spec.get("description")
+        if desc is not None:
+            want_str(desc, f"{p}.description", nonblank=True)
+        if spec.get("inputSchema") is None:
+            raise fail(f"{p}.inputSchema", "required; send {\"json\": {\"type\": \"object\", ...}}")
+        _, schema = one_member(spec["inputSchema"], f"{p}.inputSchema", ("json",), "input schema")
+        want_dict(schema, f"{p}.inputSchema.json")
+        if spec.get("strict") is not None:
+            want_bool(spec["strict"], f"{p}.strict")
+        tools.append(Tool(name, desc or "", schema))
+    if not tools:
+        raise fail(f"{path}.tools", "has no toolSpec entries; define at least one tool")
+    choice = None
+    if v.get("toolChoice") is not None:
+        cp = f"{path}.toolChoice"
+        kind, val = one_member(v["toolChoice"], cp, ("auto", "any", "tool"), "tool choice")
+        want_dict(val, f"{cp}.{kind}")
+        if kind == "tool":
+            name = want_str(val.get("name"), f"{cp}.tool.name", max_len=64, pattern=TOOL_NAME)
+            if name not in seen:
+                raise fail(f"{cp}.tool.name", f"names tool {name!r}, which is not in {path}.tools; "
+                           f"use one of {', '.join(sorted(seen))}")
+            choice = {"tool": {"name": name}}
+        else:
+            choice = {kind: {}}
+    return tools, choice
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+def _apply_extra(req: ChatRequest, v: Any, path: str) -> None:
+    extra = dict(want_dict(v, path))
+    for key in ("top_k", "topK"):
+        if key in extra and isinstance(extra[key], int) and not isinstance(extra[key], bool):
+            req.top_k = extra.pop(key)
+    req.extra = extra
+
+
+def _parse_chat(body: Any, prefix: str, *, inference: bool) -> ChatRequest:
+    want_dict(body, prefix.rstrip(".") or "body")
+    req = ChatRequest(messages=parse_messages(body.get("messages"), f"{prefix}messages"))
+    if body.get("system") is not None:
+        req.system = parse_system(body["system"], f"{prefix}system")
+    if inference and body.get("inferenceConfig") is not None:
+        parse_inference_config(body["inferenceConfig"], req, f"{prefix}inferenceConfig")
+    if body.get("toolConfig") is not None:
+        req.tools, req.tool_choice = parse_tool_config(body["toolConfig"], f"{prefix}toolConfig")
+    check_tool_blocks_need_config(req.messages, bool(req.tools), f"{prefix}toolConfig")
+    if body.get("additionalModelRequestFields") is not None:
+        _apply_extra(req, body["additionalModelRequestFields"], f"{prefix}additionalModelRequestFields")
+    return req
+
+
+def parse_request(body: Any) -> ChatRequest:
+    """A Converse or ConverseStream body -> ChatRequest.
+
+    Raises:
+        GatewayError(ValidationException): naming the first bad field.
+    """
+    if not isinstance(body, dict):
+        raise fail("body", f"must be a JSON object, got {type_name(body)}")
+    req = _parse_chat(body, "", inference=True)
+    parse_options(body)
+    return req
+
+
+_METADATA_VALUE = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
+
+
+def with_output_cap(body: dict, cap: int) -> dict:
+    """A copy of a Converse body that asks for at most `cap` output tokens
+    (`inferenceConfig.maxTokens`); the body is not changed."""
+    cfg = body.get("inferenceConfig")
+    return {**body, "inferenceConfig": {**(cfg if isinstance(cfg, dict) else {}), "maxTokens": cap}}
+
+
+def parse_options(body: dict) -> dict:
+    """The gateway-level Converse fields (not model input), validated; absent ones are left out.
+
+    Keys: guardrailConfig, additionalModelResponseFieldPaths, requestMetadata, performanceConfig,
+    serviceTier, outputConfig.
+    """
+    out: dict = {}
+    if body.get("promptVariables") is not None:
+        raise fail("promptVariables", "only valid with a prompt-management ARN, which this gateway "
+                   "does not serve; put the text into messages instead")
+    g = body.get("guardrailConfig")
+    if g is not None:
+        want_dict(g, "guardrailConfig")
+        want_str(g.get("guardrailIdentifier"), "guardrailConfig.guardrailIdentifier", nonblank=True)
+        want_str(g.get("guardrailVersion"), "guardrailConfig.guardrailVersion", nonblank=True)
+        if g.get("trace") is not None:
+            want_enum(g["trace"], "guardrailConfig.trace", ("enabled", "disabled", "enabled_full"))
+        if g.get("streamProcessingMode") is not None:
+            want_enum(g["streamProcessingMode"], "guardrailConfig.streamProcessingMode", ("sync", "async"))
+        out["guardrailConfig"] = g
+    paths = body.get("additionalModelResponseFieldPaths")
+    if paths is not None:
+        want_str_list(paths, "additionalModelResponseFieldPaths", max_len=10)
+        for i, p in enumerate(paths):
+            if not p.startswith("/"):
+                raise fail(f"additionalModelResponseFieldPaths[{i}]",
+                           f"{p!r} is not a JSON pointer; start it with '/', e.g. '/stop_sequence'")
+        out["additionalModelResponseFieldPaths"] = list(paths)
+    md = body.get("requestMetadata")
+    if md is not None:
+        want_dict(md, "requestMetadata")
+        if not 1 <= len(md) <= 16:
+            raise fail("requestMetadata", f"has {len(md)} entries; send 1 to 16")
+        for k, val in md.items():
+            want_str(k, "requestMetadata", max_len=256)
+            if not k:
+                raise fail("requestMetadata", "has an empty key")
+            want_str(val, f"requestMetadata.{k}", pattern=_METADATA_VALUE,
+                     hint="; use letters, digits, spaces and :_@$#=/+,-. (at most 256)")
+        out["requestMetadata"] = md
+    pc = body.get("performanceConfig")
+    if pc is not None:
+        want_dict(pc, "performanceConfig")
+        if pc.get("latency") is not None:
+            want_enum(pc["latency"], "performanceConfig.latency", ("standard", "optimized"))
+        out["performanceConfig"] = pc
+    st = body.get("serviceTier")
+    if st is not None:
+        want_dict(st, "serviceTier")
+        want_enum(st.get("type"), "serviceTier.type", ("priority", "default", "flex", "reserved"))
+        out["serviceTier"] = st
+    oc = body.get("outputConfig")
+    if oc is not None:
+        out["outputConfig"] = want_dict(oc, "outputConfig")
+    return out
+
+
+def parse_count_tokens(body: Any) -> tuple[str, ChatRequest | bytes]:
+    """A CountTokens body -> ("converse", ChatRequest) or ("invokeModel", raw native body bytes).
+
+    The invokeModel body is only base64-decoded here; the caller parses it with the model's family.
+    """
+    if not isinstance(body, dict):
+        raise fail("body", f"must be a JSON object, got {type_name(body)}")
+    if body.get("input") is None:
+        raise fail("input", "required; send {\"converse\": {\"messages\": [...]}} or "
+                   "{\"invokeModel\": {\"body\": <base64 of the native body>}}")
+    kind, val = one_member(body["input"], "input", ("converse", "invokeModel"), "CountTokens input")
+    if kind == "converse":
+        return "converse", _parse_chat(val, "input.converse.", inference=False)
+    want_dict(val, "input.invokeModel")
+    if val.get("body") is None:
+        raise fail("input.invokeModel.body", "required; send the native request body, base64-encoded")
+    return "invokeModel", decode_b64(val["body"], "input.invokeModel.body")
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+def _render_image(img: dict) -> dict:
+    return {"image": {"format": img["format"], "source": {"bytes": b64(img["bytes"])}}}
+
+
+def _render_document(d: dict) -> dict:
+    out: dict = {"name": d.get("name") or "document"}
+    if d.get("format"):
+        out["format"] = d["format"]
+    out["source"] = {"bytes": b64(d["bytes"])} if "bytes" in d else {"text": d.get("text", "")}
+    if d.get("context"):
+        out["context"] = d["context"]
+    return {"document": out}
+
+
+def _render_reasoning(r: dict) -> dict:
+    if r.get("redactedContent") is not None:
+        return {"reasoningContent": {"redactedContent": b64(r["redactedContent"])}}
+    rt = {"text": r.get("text") or ""}
+    if r.get("signature"):
+        rt["signature"] = r["signature"]
+    return {"reasoningContent": {"reasoningText": rt}}
+
+
+def _render_tool_result(t: dict) -> dict:
+    content = []
+    for c in t.get("content", ()):
+        if "text" in c:
+            content.append({"text": c["text"]})
+        elif "json" in c:
+            content.append({"json": c["json"]})
+        elif "image" in c:
+            content.append(_render_image(c["image"]))
+        elif "document" in c:
+            content.append(_render_document(c["document"]))
+    return {"toolResult": {"toolUseId": t["toolUseId"], "content": content,
+                           "status": t.get("status") or "success"}}
+
+
+_RENDERERS = (
+    ("text", lambda v: {"text": v}),
+    ("reasoningContent", _render_reasoning),
+    ("toolUse", lambda v: {"toolUse": {"toolUseId": v["toolUseId"], "name": v["name"],
+                                       "input": v.get("input", {})}}),
+    ("image", _render_image),
+    ("document", _render_document),
+    ("toolResult", _render_tool_result),
+)
+
+
+def render_blocks(content: list[dict]) -> list[dict]:
+    """Canonical blocks -> Converse ContentBlocks. A canonical block that (wrongly) holds several
+    members becomes several wire blocks, so no wire object ever has two union members set;
+    unknown members are skipped."""
+    out = []
+    for block in content:
+        if len(block) == 1 and "text" in block:  # the common case
+            out.append({"text": block["text"]})
+            continue
+        for key, render in _RENDERERS:
+            if block.get(key) is not None:
+                out.append(render(block[key]))
+    return out
+
+
+def render_response(resp: ChatResponse, *, response_field_paths: list[str] | None = None) -> dict:
+    """ChatResponse -> the Converse response JSON.
+
+    Args:
+        response_field_paths: the request's additionalModelResponseFieldPaths; "/stop_sequence"
+            adds {"additionalModelResponseFields": {"stop_sequence": ...}}.
+    """
+    out = {
+        "output": {"message": {"role": "assistant", "content": render_blocks(resp.content)}},
+        "stopReason": known_stop_reason(resp.stop_reason),
+        "usage": resp.usage.to_converse(),
+        "metrics": {"latencyMs": int(resp.latency_ms)},
+    }
+    if response_field_paths and "/stop_sequence" in response_field_paths:
+        out["additionalModelResponseFields"] = {"stop_sequence": resp.stop_sequence}
+    return out
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+def usage_dict(usage: Any) -> dict:
+    """A Usage (or a dict already in Converse form) -> Converse TokenUsage."""
+    return usage.to_converse() if hasattr(usage, "to_converse") else dict(usage)
+
+
+def _render_delta(d: dict) -> dict:
+    if "text" in d:
+        return {"text": d["text"]}
+    if "toolUse" in d:
+        return {"toolUse": {"input": d["toolUse"].get("input", "")}}
+    if "reasoningContent" in d:
+        r = d["reasoningContent"]
+        for key in ("text", "signature"):
+            if r.get(key) is not None:
+                return {"reasoningContent": {key: r[key]}}
+        if r.get("redactedContent") is not None:
+            return {"reasoningContent": {"redactedContent": b64(r["redactedContent"])}}
+        return {"reasoningContent": {"text": ""}}
+    if "image" in d:
+        img = d["image"]
+        return {"image": {"source": {"bytes": b64(img["bytes"])}}} if "bytes" in img else {"image": img}
+    raise ValueError(f"block_delta with no known member: {sorted(d)}")
+
+
+def _render_start(d: dict) -> dict:
+    if "toolUse" in d:
+        t = d["toolUse"]
+        return {"toolUse": {"toolUseId": t["toolUseId"], "name": t["name"]}}
+    if "image" in d:
+        return {"image": {"format": d["image"]["format"]}}
+    raise ValueError(f"block_start with no known member: {sorted(d)}")
+
+
+def stream_payload(ev: StreamEvent) -> tuple[str, dict]:
+    """A canonical stream event -> (ConverseStream event type, payload).
+
+    The payload is the union member's inner structure, e.g.
+    ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}).
+    Raises ValueError for an event kind that is not in the canonical model (a programming error).
+    """
+    kind = ev.kind
+    if kind == "block_delta":
+        return "contentBlockDelta", {"contentBlockIndex": ev.index, "delta": _render_delta(ev.data)}
+    if kind == "message_start":
+        return "messageStart", {"role": ev.data.get("role", "assistant")}
+    if kind == "block_start":
+        return "contentBlockStart", {"contentBlockIndex": ev.index, "start": _render_start(ev.data)}
+    if kind == "block_stop":
+        return "contentBlockStop", {"contentBlockIndex": ev.index}
+    if kind == "message_stop":
+        p = {"stopReason": known_stop_reason(ev.data.get("stopReason"))}
+        if ev.data.get("additionalModelResponseFields") is not None:
+            p["additionalModelResponseFields"] = ev.data["additionalModelResponseFields"]
+        return "messageStop", p
+    if kind == "metadata":
+        return "metadata", {"usage": usage_dict(ev.data["usage"]),
+                            "metrics": {"latencyMs": int(ev.data.get("latencyMs") or 0)}}
+    raise ValueError(f"unknown stream event kind {kind!r}")
+
