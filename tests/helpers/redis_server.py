@@ -6,8 +6,8 @@
     RedisServer(tmp_path, password="pw", tls=True)    # AUTH and TLS: rediss://:pw@127.0.0.1:PORT/0,
                                                       # srv.ca_file signs its certificate
 
-Failure tests can `stop()` (SIGTERM), `kill()` (SIGKILL), `start()` again on the same port,
-`flushall()`. `persist=True` turns the append-only file on (fsync every write), so a restart
+Failure tests can `stop()` (SIGTERM), `kill()` (SIGKILL), `pause()` / `resume()` (SIGSTOP /
+SIGCONT: a stalled server), `start()` again on the same port, `flushall()`. `persist=True` turns the append-only file on (fsync every write), so a restart
 keeps the data; without it a restart starts empty, like a failover to an empty replica.
 
 When `redis-server` is missing it is installed with apt-get (scripts/apt_packages.py, as for the
@@ -129,6 +129,7 @@ class RedisServer:
         p = self.proc
         if p is None or p.poll() is not None:
             return
+        p.send_signal(signal.SIGCONT)      # a paused server cannot handle SIGTERM
         p.send_signal(signal.SIGTERM)
         try:
             p.wait(timeout)
@@ -142,6 +143,15 @@ class RedisServer:
         if p is not None and p.poll() is None:
             p.kill()
             p.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis stops answering but keeps its connections (a stalled server)."""
+        if self.running:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            self.proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()

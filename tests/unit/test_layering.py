@@ -18,6 +18,7 @@ PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.er
         "finops.workers.translate.provider_errors", "finops.shared.governance",
         "finops.workers.governance.auth", "finops.workers.governance.ledger_state",
         "finops.workers.governance.pricing", "finops.workers.governance.periods", "finops.workers.governance.bounds",
+        "finops.workers.governance.redis_lua",
         "finops.workers.cache.keys", "finops.workers.cache.index", "finops.workers.cache.embedder",
         "finops.workers.observe.logdb", "finops.workers.observe.metrics", "finops.workers.observe.report",
         "finops.workers.observe.dashboard", "finops.frontend.ui_static"]

@@ -324,7 +324,7 @@ class RedisLedger:
         return (None, None) if best is None else (_usd(best), p.budgets[at].label)
 
     # --- reserve -----------------------------------------------------------------------------
-    def _reserve_call(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid):
+    def _reserve_call(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid=0):
         max_m = _exact(_micros(max_cost_usd, "max_cost_usd"), "max_cost_usd")
         est = int(est_tokens)
         if est < 0:
@@ -369,7 +369,8 @@ class RedisLedger:
         return self._reserve_reply(self._eval("reserve", keys, args, idempotent=False), ctx)
 
     # --- settle ------------------------------------------------------------------------------
-    def _settle_call(self, rid: str, cost_usd: float, tokens: int, key_id: str, env: str, saved_usd: float):
+    def _settle_call(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
+                     saved_usd: float = 0.0):
         cost_m = _exact(_micros(cost_usd, "cost_usd"), "cost_usd")
         saved_m = _exact(_micros(saved_usd, "saved_usd"), "saved_usd") if saved_usd else 0
         tokens = int(tokens)
