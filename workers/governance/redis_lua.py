@@ -19,6 +19,7 @@ Conventions shared by every script:
 * A counter is a hash {u: used, r: reserved} (budget: micro-dollars; requests: count in u;
   tokens: u used, r reserved). A counter reference inside a record is "key deadline", and a counter
   whose deadline has passed is no longer touched (it is invisible: its period ended long ago).
+  A counter gets its EXPIRE (deadline - now) when a script creates it, not on every change.
 
 Replies are arrays whose first element is a status word; the Python side turns them into the
 same dicts as LedgerState.
@@ -44,8 +45,14 @@ local function each(list, now, fn)
     end
   end
 end
-local function add(k, field, n)
-  if n ~= 0 then redis.call('HINCRBY', k, field, I(n)) end
+-- add n to a counter's field and return the new value (nil when n is 0: nothing done); when
+-- that leaves the field at n (it was 0 or absent: the counter may have been created just now)
+-- the counter gets its TTL, which it otherwise has already
+local function bump(k, field, n, d, now)
+  if n == 0 then return nil end
+  local v = redis.call('HINCRBY', k, field, I(n))
+  if v == n then touch(k, d, now) end
+  return v
 end
 -- the worker process `pid` no longer holds `rid`
 local function disown(owners, P, pid, rid)
@@ -72,9 +79,10 @@ local now = tonumber(ARGV[1])
 local max, est = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nb, nr, nt = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local n = nb + nr + nt
-local u, r = {}, {}
+local u, r, new = {}, {}, {}
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[5 + i], 'u', 'r')
+  if not v[1] and not v[2] then new[i] = true end
   local ui, ri = tonumber(v[1]) or 0, tonumber(v[2]) or 0
   local lim = tonumber(ARGV[10 + 2 * i])
   local over
@@ -99,7 +107,7 @@ for i = 1, n do
     r[i] = redis.call('HINCRBY', k, 'r', ARGV[4])
     tl[#tl + 1] = k; tl[#tl + 1] = d
   end
-  touch(k, tonumber(d), now)
+  if new[i] then touch(k, tonumber(d), now) end
 end
 local rid, pid = ARGV[2], ARGV[5]
 redis.call('HSET', KEYS[2], 'k', ARGV[6], 'e', ARGV[7], 'm', ARGV[3], 't', ARGV[4], 'c', ARGV[1],
@@ -137,11 +145,15 @@ local function remember()
   if over > 0 then redis.call('ZPOPMIN', KEYS[5], over) end
 end
 local status, key, env = 'D', '', ''
+local seen = {}     -- counter -> {u, r} as this settle left it (both known), to answer without reading
 local rec = redis.call('HMGET', KEYS[1], 'k', 'e', 'm', 't', 'p', 'b', 'tk')
 if rec[1] then
   local max, est = tonumber(rec[3]), tonumber(rec[4])
-  each(rec[6], now, function(k, d) add(k, 'r', -max); add(k, 'u', cost); touch(k, d, now) end)
-  each(rec[7], now, function(k, d) add(k, 'r', -est); add(k, 'u', tok); touch(k, d, now) end)
+  each(rec[6], now, function(k, d)
+    local r, u = bump(k, 'r', -max, d, now), bump(k, 'u', cost, d, now)
+    if r and u then seen[k] = {u, r} end
+  end)
+  each(rec[7], now, function(k, d) bump(k, 'r', -est, d, now); bump(k, 'u', tok, d, now) end)
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[3], rid)
   disown(KEYS[7], P, rec[5], rid)
@@ -153,17 +165,15 @@ else
   local x = redis.call('HMGET', KEYS[2], 'k', 'e', 'm', 't', 'b', 'tk')
   if x[1] then
     local dm, dt = cost - tonumber(x[3]), tok - tonumber(x[4])
-    each(x[5], now, function(k, d) add(k, 'u', dm); touch(k, d, now) end)
-    each(x[6], now, function(k, d) add(k, 'u', dt); touch(k, d, now) end)
+    each(x[5], now, function(k, d) bump(k, 'u', dm, d, now) end)
+    each(x[6], now, function(k, d) bump(k, 'u', dt, d, now) end)
     redis.call('DEL', KEYS[2])
     redis.call('ZREM', KEYS[4], rid)
     remember()
     status, key, env = 'C', x[1], x[2]
   else
     for i = 1, nb + nt do
-      local k = KEYS[7 + i]
-      add(k, 'u', i <= nb and cost or tok)
-      touch(k, tonumber(ARGV[10 + i]), now)
+      bump(KEYS[7 + i], 'u', i <= nb and cost or tok, tonumber(ARGV[10 + i]), now)
     end
     remember()
     status = 'U'
@@ -171,8 +181,12 @@ else
 end
 local out = {status, key, env}
 for i = 1, nb do
-  local v = redis.call('HMGET', KEYS[7 + i], 'u', 'r')
-  out[#out + 1] = tonumber(v[1]) or 0; out[#out + 1] = tonumber(v[2]) or 0
+  local v = seen[KEYS[7 + i]]
+  if not v then
+    v = redis.call('HMGET', KEYS[7 + i], 'u', 'r')
+    v = {tonumber(v[1]) or 0, tonumber(v[2]) or 0}
+  end
+  out[#out + 1] = v[1]; out[#out + 1] = v[2]
 end
 return out
 """
@@ -202,8 +216,8 @@ for _, rid in ipairs(todo) do
   redis.call('ZREM', KEYS[1], rid)
   if rec[1] then
     local max, est = tonumber(rec[3]), tonumber(rec[4])
-    each(rec[6], now, function(k, d) add(k, 'r', -max); add(k, 'u', max); touch(k, d, now) end)
-    each(rec[7], now, function(k, d) add(k, 'r', -est); add(k, 'u', est); touch(k, d, now) end)
+    each(rec[6], now, function(k, d) bump(k, 'r', -max, d, now); bump(k, 'u', max, d, now) end)
+    each(rec[7], now, function(k, d) bump(k, 'r', -est, d, now); bump(k, 'u', est, d, now) end)
     disown(KEYS[4], P, rec[5], rid)
     local xk = P .. 'x:' .. rid
     redis.call('RENAME', rk, xk)
