@@ -132,11 +132,17 @@ def test_every_key_is_in_one_cluster_slot_and_everything_but_the_fixed_keys_expi
     assert all(k.startswith("{acme}:") for k in keys), keys
     assert len({key_slot(k.encode()) for k in keys}) == 1
     counters = [k for k in keys if k.startswith("{acme}:c:")]
-    assert len(counters) == 2 and all(":" not in k.split(":", 2)[2].replace(":", "", 6) for k in counters)
+    assert len(counters) == 2 and all(len(k.split(":")) == 8 for k in counters)    # owner and env %-encoded
     no_ttl = {k for k in keys if r.ttl(k) == -1}
     assert no_ttl == {"{acme}:ready", "{acme}:open", "{acme}:settled", "{acme}:owners", "{acme}:saved",
                       "{acme}:p:7"}
     assert all(r.ttl(k) > 0 for k in counters + ["{acme}:r:r2"])
+    # a counter lives until its period's end (by the ledger's clock) + TTL + retention + 60 s
+    day_end = datetime(2026, 11, 28, tzinfo=timezone.utc).timestamp()
+    budget = [k for k in counters if ":budget:day:" in k][0]
+    assert abs(r.ttl(budget) - (day_end - T0 + 900 + 3600 + 60)) <= 2
+    tokens = [k for k in counters if ":tokens:minute:" in k][0]
+    assert abs(r.ttl(tokens) - (30 + 900 + 3600 + 60)) <= 2
     assert spent(led, owner="vk:1 {x}")["spent_usd"] == 1.0
     assert led.savings() == [{"key": "", "env": "", "saved_usd": 0.1}]
 
