@@ -293,3 +293,40 @@ def test_tls_with_the_servers_ca_and_refused_without_it(tmp_path):
         plain = RedisLedger.from_url(srv.url.replace("rediss://", "redis://"), SHARED, clock=Clock(), timeout=0.5)
         with pytest.raises(LedgerUnavailable):
             plain.reserve("r3", "vk-1", "", 0.1, 0)
+
+
+def test_older_rows_are_summed_per_counter_and_a_rebuild_stopped_half_way_counts_nothing_twice(redis_db):
+    clock = Clock()
+    d = directory(vk("vk-1", team="t1", budgets=[Budget(100, "day")], limits=[RateLimit("hour", requests=10_000)]),
+                  teams=[Team("t1", budgets=[Budget(1000, "month")])])
+    # 1,500 older rows this morning (summed: one entry per counter) and 700 recent ones (one entry each)
+    rows = [SettledRow(f"old{i}", "vk-1", "", 10_000 + i, 5, T0 - 3 * 3600 + i) for i in range(1500)]
+    rows += [SettledRow(f"new{i}", "vk-1", "", 1_000, 5, T0 - 600 + i * 0.5) for i in range(700)]
+    rows.append(SettledRow("ghost", "nobody", "", 5_000_000, 5, T0))        # a key no longer in the directory
+    want_day = sum(r.cost_micros for r in rows[:-1])
+    want_hour = sum(1 for r in rows[:-1] if r.at >= T0 - 30)                  # the hour started at 12:00:00
+
+    class NodeDied(Exception):
+        pass
+
+    def dies_after(n):
+        for i, r in enumerate(rows):
+            if i == n:
+                raise NodeDied()
+            yield r
+
+    a = ledger(redis_db.url, d, clock, ready=False)
+    with pytest.raises(NodeDied):
+        a.rebuild(dies_after(1500 + 600))           # 600 recent rows sent (one chunk of 500 applied)
+    b = RedisLedger.from_url(redis_db.url, d, clock=clock)
+    with pytest.raises(RebuildBusy):                 # the lock is still held for the dead node
+        b.rebuild(rows)
+    redis_db.client().delete("{finops}:rebuild")     # ... until it expires
+    assert b.rebuild(rows) == 200 + 2 + 1            # the recent rows not applied yet, 2 sums (key day, team month), the ghost
+    day = spent(b, period="day")
+    assert round(day["spent_usd"] * 1e6) == want_day
+    assert spent(b, "team", "t1")["spent_usd"] == day["spent_usd"]
+    assert spent(b, kind="requests")["used"] == want_hour
+    assert not redis_db.client().exists("{finops}:rebuilt")
+    assert b.settle("new699", 0.001, 5, "vk-1", "")["charged"] is False     # recent rids are remembered
+    assert b.settle("old0", 0.01, 5, "vk-1", "")["charged"] is True          # older ones are not (summed)

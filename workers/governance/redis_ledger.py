@@ -45,7 +45,9 @@ Lua script may touch them all):
 
     {NS}:ready                   string  present while the counters are complete (set by rebuild)
     {NS}:rebuild                 string  the rebuild lock (a random token, PX 60 s, renewed)
-    {NS}:rebuilt                 set     rids a rebuild in progress has applied
+    {NS}:rebuilt                 set     rids and counter sums a rebuild in progress has applied
+                                         (so one stopped half way is finished without counting
+                                         twice; EXPIRE a day, deleted when the rebuild is done)
     {NS}:c:LEVEL:OWNER:KIND:PERIOD:ENV:START
                                  hash    u (used), r (reserved); KIND budget (micro-dollars),
                                          requests, tokens; ENV "*" for every env; START the
@@ -92,6 +94,7 @@ MAX_EXACT = 2**53 - 1          # the largest integer a Lua number (a double) hol
 EXPIRE_BATCH = 1000            # past-TTL reservations closed per expire script call
 REBUILD_CHUNK = 500            # settled rows per rebuild script call
 LOCK_MS = 60_000               # the rebuild lock's lifetime, renewed by every chunk
+REBUILT_TTL = 86_400           # what a stopped rebuild applied is remembered this long (seconds)
 RECORD_GRACE = 86_400          # how long past TTL + retention a record lives if no one expires it
 _UNAVAILABLE = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "BUSY", "OOM", "NOAUTH", "WRONGPASS",
                 "TRYAGAIN")
@@ -527,19 +530,28 @@ class RedisLedger:
         """False when Redis holds no complete set of counters (new, flushed, or restarted empty)."""
         return bool(self._call(lambda: self.r.exists(self.k_ready), idempotent=True))
 
-    def rebuild(self, rows: Iterable, now: float | None = None) -> int | None:
+    def rebuild(self, rows: Iterable, now: float | None = None, recent_seconds: float = 900.0) -> int | None:
         """Put back the counters of the current periods from the durable record of settled
-        charges, then admit requests again. `rows`: SettledRow-like tuples (rid, key, env,
-        cost_micros, tokens, at) of at least the current periods (the longest budget or limit
-        period in use; older rows are skipped); each counts one request, its tokens and its cost
-        in the periods containing `at`, on the key's budgets and limits as the directory says now.
-        A rid settled in Redis since the loss has its cost and tokens counted already (that
-        settle charged them as an unknown rid): only its request is added.
+        charges, then admit requests again.
 
-        Returns the rows applied, or None when the ledger was ready already (nothing done).
-        Raises RebuildBusy while another node is rebuilding, LedgerUnavailable if Redis goes away.
-        Reservations open when the data was lost are gone: their settles charge the current
-        periods as unknown rids, and savings (all time) are not rebuilt."""
+        `rows`: SettledRow-like tuples (rid, key, env, cost_micros, tokens, at), streamed, covering
+        at least the current periods (since the start of the longest budget or limit period in use;
+        older rows are skipped). Each counts one request, its tokens and its cost in the periods
+        containing `at`, on the key's budgets and limits as the directory says now.
+
+        Rows of the last `recent_seconds` go to Redis one by one with their rid: a rid settled in
+        Redis since the loss had its cost and tokens charged by that settle (as an unknown rid),
+        so only its request is added, and these rids are remembered as settled (within the
+        retention). Older rows cannot be such settles: they are summed here per counter and sent
+        as one amount per counter, so a month of requests costs one entry per counter, not one
+        per request.
+
+        Returns the entries applied (recent rows and counter sums), or None when the ledger was
+        ready already (nothing done). Raises RebuildBusy while another node holds the rebuild
+        lock, LedgerUnavailable if Redis goes away; either way reserves keep failing closed and
+        any node may call rebuild again (what a stopped rebuild applied is not applied twice).
+        Reservations open when the data was lost are gone (their settles charge the current
+        periods as unknown rids), and savings (all time) are not rebuilt."""
         if now is None:
             now = self._clock()
         if self.ready():
@@ -548,45 +560,69 @@ class RedisLedger:
         if not self._call(lambda: self.r.set(self.k_lock, token, nx=True, px=LOCK_MS), idempotent=False):
             raise RebuildBusy(f"The governance ledger ({self.where}) is being rebuilt by another node; "
                               f"retry shortly.")
-        keep = now - self._retention
+        recent_after = now - recent_seconds
+        keep = max(recent_after, now - self._retention)
         applied = 0
         chunk: list = []
+        sums: dict[str, list] = {}            # counter key -> [kind flag, amount, deadline]
         for row in rows:
-            chunk.append(row)
+            rid, key, env, cost_m, tokens, at = row[:6]
+            at = float(at)
+            parts = self._row_parts(key, env, _exact(int(cost_m), "cost_micros"), int(tokens), at, now)
+            if at >= recent_after:
+                chunk.append(("r", rid, repr(at), parts))
+                if len(chunk) >= REBUILD_CHUNK:
+                    applied += self._rebuild_chunk(chunk, token, now, keep)
+                    chunk = []
+            else:
+                for k, flag, n, d in parts:
+                    s = sums.get(k)
+                    if s is None:
+                        sums[k] = [flag, n, d]
+                    else:
+                        s[1] += n
+        for k, (flag, n, d) in sums.items():
+            chunk.append(("a", "sum:" + k, "0", [(k, flag, _exact(n, "a counter's sum"), d)]))
             if len(chunk) >= REBUILD_CHUNK:
                 applied += self._rebuild_chunk(chunk, token, now, keep)
                 chunk = []
         if chunk:
             applied += self._rebuild_chunk(chunk, token, now, keep)
-        marker = json.dumps({"rebuilt_at": now, "rows": applied})
+        marker = json.dumps({"rebuilt_at": now, "entries": applied})
         done = self._eval("rebuilt", [self.k_lock, self.k_ready, self.k_rebuilt], [token, marker], idempotent=False)
         if done != 1:
             raise RebuildBusy(f"The governance ledger ({self.where}) rebuild lost its lock; retry.")
-        log.warning("%s: ledger counters rebuilt from %d settled charges", self.where, applied)
+        log.warning("%s: ledger counters rebuilt (%d entries)", self.where, applied)
         return applied
 
-    def _rebuild_chunk(self, rows: list, token: str, now: float, keep: float) -> int:
+    def _row_parts(self, key: str, env: str, cost_m: int, tokens: int, at: float, now: float) -> list:
+        """[(counter key, 'q' | 'm', amount, deadline)] a settled row adds to, current periods only."""
+        sp, _ = self._env_specs(key, env)
+        parts: list = []
+        if sp is None:
+            return parts
+        for kind, specs in (("budget", sp.budgets), ("requests", sp.requests), ("tokens", sp.tokens)):
+            for s in specs:
+                start, end = bounds(s.period, at, self._tz)
+                if start != bounds(s.period, now, self._tz)[0]:
+                    continue           # a period that has ended: nothing enforces it any more
+                n = cost_m if kind == "budget" else 1 if kind == "requests" else tokens
+                if n:
+                    parts.append((self.counter_key(s.base, start), "q" if kind == "requests" else "m", n,
+                                  repr(end + self._grace)))
+        return parts
+
+    def _rebuild_chunk(self, entries: list, token: str, now: float, keep: float) -> int:
         keys = [self.k_lock, self.k_ready, self.k_settled, self.k_rebuilt]
         index: dict[str, int] = {}
-        args: list = [token, repr(now), LOCK_MS, repr(keep), self._settled_max]
-        for row in rows:
-            rid, key, env, cost_m, tokens, at = row[:6]
-            cost_m, tokens, at = _exact(int(cost_m), "cost_micros"), int(tokens), float(at)
-            sp, _ = self._env_specs(key, env)
-            parts: list = []
-            if sp is not None:
-                for kind, specs in (("budget", sp.budgets), ("requests", sp.requests), ("tokens", sp.tokens)):
-                    for s in specs:
-                        start, end = bounds(s.period, at, self._tz)
-                        if start != bounds(s.period, now, self._tz)[0]:
-                            continue           # a period that has ended: nothing enforces it any more
-                        k = self.counter_key(s.base, start)
-                        if k not in index:
-                            index[k] = len(keys) + 1
-                            keys.append(k)
-                        n = cost_m if kind == "budget" else 1 if kind == "requests" else tokens
-                        parts += [index[k], "q" if kind == "requests" else "m", n, repr(end + self._grace)]
-            args += [rid, repr(at), len(parts) // 4, *parts]
+        args: list = [token, repr(now), LOCK_MS, repr(keep), self._settled_max, REBUILT_TTL]
+        for kind, ident, at, parts in entries:
+            args += [kind, ident, at, len(parts)]
+            for k, flag, n, d in parts:
+                if k not in index:
+                    index[k] = len(keys) + 1
+                    keys.append(k)
+                args += [index[k], flag, n, d]
         got = self._eval("rebuild", keys, args, idempotent=False)
         if got == -1:
             raise RebuildBusy(f"The governance ledger ({self.where}) rebuild lost its lock (it took over "

@@ -255,27 +255,32 @@ end
 return out
 """
 
-# rebuild, one chunk of settled rows: add each row's charge to the counters of its current
-# periods, unless this rebuild applied its rid already (the rebuilt set). A rid settled in Redis
-# since the data was lost (in the settled zset) had its cost and tokens charged by that settle,
-# as an unknown rid, but not its request: only its request counters are added. Only the holder
-# of the rebuild lock may do it.
+# rebuild, one chunk: entries of two types.
+#  'r' a recent settled row: add its charge to the counters of its current periods, unless this
+#      rebuild applied its rid already (the rebuilt set). A rid settled in Redis since the data was
+#      lost (in the settled zset) had its cost and tokens charged by that settle, as an unknown rid,
+#      but not its request: only its request counters are added. Rows settled at or after
+#      `remember after` are remembered as settled (a duplicate settle counts once).
+#  'a' the sum of the older rows on one counter (no settle since the loss can be one of them):
+#      added unless this rebuild applied it already (its id in the rebuilt set).
+# Only the holder of the rebuild lock may do it; the rebuilt set lets a rebuild that stopped half
+# way (its node died, the lock expired) be done again by another node without counting twice.
 #   KEYS  1 lock, 2 ready marker, 3 settled zset, 4 rebuilt set, 5.. counters
-#   ARGV  1 lock token, 2 now, 3 lock TTL ms, 4 remember rows settled at or after this time,
-#         5 settled_max, then per row: rid, settled at, n, and n x (counter index in KEYS,
+#   ARGV  1 lock token, 2 now, 3 lock TTL ms, 4 remember after, 5 settled_max, 6 rebuilt set TTL,
+#         then per entry: type, rid or id, settled at, n, and n x (counter index in KEYS,
 #         'q' for a request counter or 'm' for money and tokens, amount, deadline)
-#   ->    rows applied, or -1 (the lock is not ours any more), -2 (the ledger is ready already)
+#   ->    entries applied, or -1 (the lock is not ours any more), -2 (the ledger is ready already)
 REBUILD = PRELUDE + r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local now, keep = tonumber(ARGV[2]), tonumber(ARGV[4])
-local i, applied = 6, 0
+local i, applied = 7, 0
 while i <= #ARGV do
-  local rid, at, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  i = i + 3
-  if redis.call('SISMEMBER', KEYS[4], rid) == 0 then
-    local only_requests = redis.call('ZSCORE', KEYS[3], rid)
+  local kind, id, at, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  i = i + 4
+  if redis.call('SISMEMBER', KEYS[4], id) == 0 then
+    local only_requests = kind == 'r' and redis.call('ZSCORE', KEYS[3], id)
     for j = 0, n - 1 do
       if not only_requests or ARGV[i + 4 * j + 1] == 'q' then
         local k = KEYS[tonumber(ARGV[i + 4 * j])]
@@ -283,12 +288,13 @@ while i <= #ARGV do
         touch(k, tonumber(ARGV[i + 4 * j + 3]), now)
       end
     end
-    redis.call('SADD', KEYS[4], rid)
-    if not only_requests and tonumber(at) >= keep then redis.call('ZADD', KEYS[3], at, rid) end
+    redis.call('SADD', KEYS[4], id)
+    if kind == 'r' and not only_requests and tonumber(at) >= keep then redis.call('ZADD', KEYS[3], at, id) end
     applied = applied + 1
   end
   i = i + 4 * n
 end
+redis.call('EXPIRE', KEYS[4], ARGV[6])
 local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
 if over > 0 then redis.call('ZPOPMIN', KEYS[3], over) end
 return applied
