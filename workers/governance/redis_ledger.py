@@ -7,9 +7,10 @@
     led.settle(rid, cost_usd, tokens, key_id, env, saved_usd)
     led.expire(dead_pids)                     # every second, from any node (each call is atomic)
     led.usage(key_id), led.savings(key_id), led.owners(), led.expired_charge(rid)
+    led.reserve_many([...]), led.settle_many([...])   # one round trip for a batch (a pipeline)
 
 Same replies as `LedgerState` (ledger_state.py: its module docstring is the contract; the
-conformance suite tests/unit/test_ledger_conformance.py runs the same sequences on both), with
+conformance suite tests/redis/test_ledger_conformance.py runs the same sequences on both), with
 these differences, all due to the state being shared:
 
 * Each operation is ONE Lua script (redis_lua.py) run with EVALSHA (loaded with SCRIPT LOAD,
@@ -30,13 +31,18 @@ these differences, all due to the state being shared:
   `LedgerNotReady` until `rebuild(rows)` has put back the current periods' counters from the
   durable record of settled charges, which the caller supplies (PostgreSQL or the request log).
   Settles are still applied meanwhile (as unknown rids: they charge the current periods) and the
-  rebuild adds only the request of their rids, so nothing counts twice. One node rebuilds at a time (a lock with a
-  fencing token); the others get `RebuildBusy` and keep failing closed until it is done.
+  rebuild adds only the request of their rids, so nothing counts twice. One node rebuilds at a
+  time (a lock with a fencing token); the others get `RebuildBusy` and keep failing closed until
+  it is done.
 * Money: integer micro-dollars, exact up to 2^53 (about $9 billion) per amount or counter: a
   larger reservation or cost raises ValueError, a larger limit is capped there.
 * Reservation owners (`pid`) are opaque strings here: with several nodes give each node's pids a
   node prefix ("node-a/1234") and pass only your own dead ones to `expire`; `owners()` returns
   every node's (ints when they are digits, for the single-node callers).
+* Redis Cluster: every key is in one slot, so the scripts run there as they are; `from_url`
+  connects to one endpoint (a standalone Redis or Valkey, or a proxy): for a cluster, pass a
+  `redis.cluster.RedisCluster` as the client (not tested here). One slot means one shard holds the
+  whole ledger: a cluster gives it failover, not more throughput.
 * No snapshot()/restore(): Redis is the store. Redis must keep what it is given: run it with
   `maxmemory-policy noeviction` (checked and logged at start when CONFIG is allowed).
 
