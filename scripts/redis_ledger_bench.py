@@ -21,7 +21,9 @@ Method:
                    node's ledger actor batching its workers' messages would do);
     P procs        P client processes at once, each `single`, or `batch N` with --procs-batch.
 - Reported per mode: pairs per second (wall time), the Redis server's CPU per pair (INFO
-  used_cpu_user + used_cpu_sys before and after, all its threads), and the client's CPU per pair
+  used_cpu_user + used_cpu_sys before and after, all its threads) and, of it, the time inside the
+  scripts (INFO commandstats, EVALSHA's usec: the rest is the network and the event loop), and
+  the client's CPU per pair
   (time.process_time of the process(es) calling RedisLedger: Python, redis-py, the sockets):
   what a gateway node would spend on the ledger. On one small machine the client processes and
   Redis share the cores: `P procs` is bounded by that, not by Redis alone.
@@ -55,9 +57,11 @@ DIRS = {
 }
 
 
-def redis_cpu(led: RedisLedger) -> float:
+def redis_cpu(led: RedisLedger) -> tuple[float, float]:
+    """(Redis CPU seconds, all threads; seconds spent inside EVALSHA, the scripts themselves)."""
     info = led.r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    stats = led.r.info("commandstats").get("cmdstat_evalsha", {})
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), stats.get("usec", 0) / 1e6
 
 
 def run_pairs(url: str, dname: str, ns: str, tag: str, pairs: int, batch: int) -> tuple[float, float]:
@@ -115,7 +119,8 @@ def measure(url: str, dname: str, mode: str, pairs: int, batch: int, procs: int,
     warm = 50 * max(1, procs)
     probe.close()
     return {"dir": dname, "mode": mode, "pairs": total_pairs, "per_s": total_pairs / wall,
-            "redis_us": (r1 - r0) * 1e6 / (total_pairs + warm), "client_us": client_cpu * 1e6 / total_pairs}
+            "redis_us": (r1[0] - r0[0]) * 1e6 / (total_pairs + warm),
+            "script_us": (r1[1] - r0[1]) * 1e6 / (total_pairs + warm), "client_us": client_cpu * 1e6 / total_pairs}
 
 
 def main(argv: list[str]) -> int:
@@ -137,14 +142,15 @@ def main(argv: list[str]) -> int:
               f"{args.pairs} pairs per mode and process", flush=True)
         modes = [("single", 1, 1), ("batch 16", 16, 1), ("batch 64", 64, 1),
                  (f"{args.procs} procs single", 1, args.procs), (f"{args.procs} procs batch 64", 64, args.procs)]
-        print(f"{'directory':10} {'mode':22} {'pairs/s':>10} {'redis CPU us/pair':>18} {'client CPU us/pair':>19}")
+        print(f"{'directory':10} {'mode':22} {'pairs/s':>8} {'redis CPU us/pair':>18} {'in scripts':>11} "
+              f"{'client CPU us/pair':>19}")
         n = 0
         for dname in DIRS:
             for mode, batch, procs in modes:
                 n += 1
                 m = measure(url, dname, mode, args.pairs, batch, procs, n)
-                print(f"{m['dir']:10} {m['mode']:22} {m['per_s']:10,.0f} {m['redis_us']:18.1f} {m['client_us']:19.1f}",
-                      flush=True)
+                print(f"{m['dir']:10} {m['mode']:22} {m['per_s']:8,.0f} {m['redis_us']:18.1f} "
+                      f"{m['script_us']:11.1f} {m['client_us']:19.1f}", flush=True)
     finally:
         if srv is not None:
             srv.stop()

@@ -134,7 +134,7 @@ def test_every_key_is_in_one_cluster_slot_and_everything_but_the_fixed_keys_expi
     counters = [k for k in keys if k.startswith("{acme}:c:")]
     assert len(counters) == 2 and all(len(k.split(":")) == 8 for k in counters)    # owner and env %-encoded
     no_ttl = {k for k in keys if r.ttl(k) == -1}
-    assert no_ttl == {"{acme}:ready", "{acme}:open", "{acme}:settled", "{acme}:owners", "{acme}:saved",
+    assert no_ttl == {"{acme}:ready", "{acme}:open", "{acme}:settled", "{acme}:pids", "{acme}:saved",
                       "{acme}:p:7"}
     assert all(r.ttl(k) > 0 for k in counters + ["{acme}:r:r2"])
     # a counter lives until its period's end (by the ledger's clock) + TTL + retention + 60 s

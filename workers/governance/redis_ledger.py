@@ -55,8 +55,9 @@ Lua script may touch them all):
                                          (so one stopped half way is finished without counting
                                          twice; EXPIRE a day, deleted when the rebuild is done)
     {NS}:c:LEVEL:OWNER:KIND:PERIOD:ENV:START
-                                 hash    u (used), r (reserved); KIND budget (micro-dollars),
-                                         requests, tokens; ENV "*" for every env; START the
+                                 hash    u (used), t (used + reserved; budgets and tokens);
+                                         KIND budget (micro-dollars), requests, tokens;
+                                         ENV "*" for every env; START the
                                          period's start, epoch seconds; OWNER and ENV
                                          %-encoded; EXPIRE = period end + TTL + retention + 60 s
     {NS}:r:RID                   hash    open reservation: k key, e env, m max micros, t est
@@ -69,7 +70,7 @@ Lua script may touch them all):
     {NS}:expired                 zset    expired rids by expiry time (retention, settled_max)
     {NS}:settled                 zset    recently settled rids by settle time (idempotency;
                                          retention, settled_max)
-    {NS}:owners                  hash    pid -> open reservations it holds
+    {NS}:pids                    set     pids that may hold open reservations
     {NS}:p:PID                   set     the open rids of a pid
     {NS}:saved                   hash    JSON [key, env] -> micro-dollars cache hits saved, all time
 """
@@ -187,7 +188,7 @@ class RedisLedger:
         p = self.prefix = "{" + namespace + "}:"
         self.k_ready, self.k_lock, self.k_rebuilt = p + "ready", p + "rebuild", p + "rebuilt"
         self.k_open, self.k_expired, self.k_settled = p + "open", p + "expired", p + "settled"
-        self.k_owners, self.k_saved = p + "owners", p + "saved"
+        self.k_pids, self.k_saved = p + "pids", p + "saved"
         self._scripts = {n: _Script(n, s) for n, s in redis_lua.SCRIPTS.items()}
         self._specs: dict[str, tuple[dict, object] | None] = {}
         self._plans: dict[tuple[str, str], _Plan] = {}
@@ -323,11 +324,12 @@ class RedisLedger:
         p.keys, p.args, p.ends, p.skeys, p.sargs, p.lo, p.hi = keys, args, ends, skeys, sargs, lo, hi
 
     @staticmethod
-    def _tightest(p: _Plan, vals: list) -> tuple[float | None, str | None]:
-        """min over the budgets of limit - used - reserved (vals: u, r per budget counter)."""
+    def _tightest(p: _Plan, totals: list) -> tuple[float | None, str | None]:
+        """min over the budgets of limit - used - reserved (totals: used + reserved per budget
+        counter, in p.budgets order), and its label."""
         best, at = None, 0
         for i, s in enumerate(p.budgets):
-            left = s.limit - vals[2 * i] - vals[2 * i + 1]
+            left = s.limit - totals[i]
             if best is None or left < best:
                 best, at = left, i
         return (None, None) if best is None else (_usd(best), p.budgets[at].label)
@@ -341,8 +343,8 @@ class RedisLedger:
         now = self._clock()
         p = self._plan(key_id, env, now)
         pid_s = str(pid) if pid else ""
-        keys = [self.k_ready, self.prefix + "r:" + rid, self.k_open, self.k_owners,
-                self.prefix + "p:" + pid_s if pid_s else self.k_owners, *p.keys]
+        keys = [self.k_ready, self.prefix + "r:" + rid, self.k_open, self.k_pids,
+                self.prefix + "p:" + pid_s if pid_s else self.k_pids, *p.keys]
         args = [repr(now), rid, max_m, est, pid_s, key_id, env, len(p.budgets), len(p.requests), len(p.tokens),
                 self._record_ttl, *p.args]
         return keys, args, (rid, p, max_m, now)
@@ -351,12 +353,12 @@ class RedisLedger:
         rid, p, max_m, now = ctx
         status = out[0]
         if status == b"OK":
-            vals = out[1:]
+            vals = out[1:]          # per counter: used + reserved (budgets, tokens) or requests counted
             rem, label = self._tightest(p, vals)
             req = None
             nb = len(p.budgets)
             for j, s in enumerate(p.requests):
-                left = s.limit - vals[2 * (nb + j)]
+                left = s.limit - vals[nb + j]
                 if req is None or left < req:
                     req = left
             return {"ok": True, "remaining_usd": rem, "budget": label, "requests_remaining": req}
@@ -365,11 +367,11 @@ class RedisLedger:
         if status == b"LOST":
             raise LedgerNotReady(f"The governance ledger ({self.where}) lost its counters and has not rebuilt "
                                  f"them yet; the request was not sent upstream. Retry shortly.")
-        i, u, r = int(out[1]) - 1, int(out[2]), int(out[3])
+        i, before = int(out[1]) - 1, int(out[2])
         specs = (*p.budgets, *p.requests, *p.tokens)
         s = specs[i]
         if status == b"BUDGET":
-            return budget_refusal(s.label, s.limit - u - r, max_m, p.ends[i])
+            return budget_refusal(s.label, s.limit - before, max_m, p.ends[i])
         return limit_refusal(s.label, p.ends[i], now)
 
     def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid=0) -> dict:
@@ -389,7 +391,7 @@ class RedisLedger:
         p = self._plan(key_id, env, now)
         pf = self.prefix
         keys = [pf + "r:" + rid, pf + "x:" + rid, self.k_open, self.k_expired, self.k_settled, self.k_saved,
-                self.k_owners, *p.skeys]
+                *p.skeys]
         args = [repr(now), rid, cost_m, tokens, saved_m, json.dumps([key_id, env]), self._settled_max,
                 len(p.budgets), len(p.tokens), pf, *p.sargs]
         return keys, args, (cost_m, key_id, env, p, now)
@@ -398,12 +400,13 @@ class RedisLedger:
         cost_m, key_id, env, p, now = ctx
         status = out[0]
         rkey, renv = out[1].decode(), out[2].decode()
-        vals = out[3:]
+        totals = out[3:]
         if status in (b"S", b"C") and (rkey, renv) != (key_id, env):
             # the reservation was another key's: remaining is over its key and env
             p = self._plan(rkey, renv, now)
-            vals = self._read(p.keys[:len(p.budgets)])
-        rem, label = self._tightest(p, vals)
+            got = self._read(p.keys[:len(p.budgets)])
+            totals = [got[i] + got[i + 1] for i in range(0, len(got), 2)]
+        rem, label = self._tightest(p, totals)
         return {"cost_usd": _usd(cost_m), "remaining_usd": rem, "budget": label, "charged": status != b"D",
                 "corrected": status == b"C"}
 
@@ -462,7 +465,7 @@ class RedisLedger:
         expired rids. Any node may call it at any time (each call is atomic)."""
         now = self._clock()
         dead_s = [str(d) for d in dead if d]
-        keys = [self.k_open, self.k_expired, self.k_settled, self.k_owners]
+        keys = [self.k_open, self.k_expired, self.k_settled, self.k_pids]
         out: list[str] = []
         while True:
             args = [repr(now), repr(now - self._ttl), repr(now - self._retention), self._settled_max,
@@ -480,7 +483,7 @@ class RedisLedger:
 
     def owners(self) -> set:
         """The pids holding open reservations, every node's (ints when they are digits)."""
-        got = self._call(lambda: self.r.hkeys(self.k_owners), idempotent=True)
+        got = self._eval("owners", [self.k_pids], [self.prefix], idempotent=True)
         return {int(p) if p.isdigit() else p.decode() for p in got}
 
     # --- reporting ---------------------------------------------------------------------------

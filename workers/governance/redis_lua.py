@@ -16,10 +16,15 @@ Conventions shared by every script:
 * Times are the caller's clock (`now`, epoch seconds as Python's repr, stored verbatim): period
   bounds, TTL cut-offs and retention all use it, so the scripts never read Redis' own clock except
   through relative EXPIREs (a counter lives `deadline - now` more seconds, at least 1).
-* A counter is a hash {u: used, r: reserved} (budget: micro-dollars; requests: count in u;
-  tokens: u used, r reserved). A counter reference inside a record is "key deadline", and a counter
-  whose deadline has passed is no longer touched (it is invisible: its period ended long ago).
-  A counter gets its EXPIRE (deadline - now) when a script creates it, not on every change.
+* A counter is a hash. Budgets (micro-dollars) and token limits: u = used, t = used + reserved
+  (the figure every check compares with the limit, so a reserve is one HINCRBY per counter);
+  request limits: u = requests counted. A counter reference inside a record is "key deadline",
+  and a counter whose deadline has passed is no longer touched (it is invisible: its period ended
+  long ago). A counter gets its EXPIRE (deadline - now) when a script creates it, not on every
+  change.
+* Every redis.call costs about a microsecond on top of the command (Redis encodes the reply and
+  Lua parses it back), so the scripts make as few as they can: a reserve increments first and
+  undoes its increments when a counter refuses, instead of reading every counter before.
 
 Replies are arrays whose first element is a status word; the Python side turns them into the
 same dicts as LedgerState.
@@ -54,60 +59,45 @@ local function bump(k, field, n, d, now)
   if v == n then touch(k, d, now) end
   return v
 end
--- the worker process `pid` no longer holds `rid`
-local function disown(owners, P, pid, rid)
-  if pid and pid ~= '' then
-    if redis.call('HINCRBY', owners, pid, -1) <= 0 then redis.call('HDEL', owners, pid) end
-    redis.call('SREM', P .. 'p:' .. pid, rid)
-  end
-end
 """
 
-# reserve(rid): check every counter, then reserve on all of them, or change nothing.
-#   KEYS  1 ready marker, 2 reservation r:<rid>, 3 open zset, 4 owners hash, 5 pid set p:<pid>
+# reserve(rid): every counter takes the request, or none does.
+#   KEYS  1 ready marker, 2 reservation r:<rid>, 3 open zset, 4 pids set, 5 pid set p:<pid>
 #         (any key when no pid), 6.. counters: nb budgets, nr request limits, nt token limits
 #   ARGV  1 now, 2 rid, 3 max micros, 4 est tokens, 5 pid ('' none), 6 key id, 7 env,
 #         8 nb, 9 nr, 10 nt, 11 record TTL seconds, then per counter i: 10+2i limit, 11+2i deadline
-#   ->    {'LOST'}                   the ledger's data is gone (no ready marker): rebuild first
-#         {'DUP'}                    an open reservation has this rid
-#         {'BUDGET'|'LIMIT', i, u, r}  counter i refuses (the first in order); nothing changed
-#         {'OK', u1, r1, u2, r2, ...}  every counter after the reservation
+#   ->    {'LOST'}                  the ledger's data is gone (no ready marker): rebuild first
+#         {'DUP'}                   an open reservation has this rid
+#         {'BUDGET'|'LIMIT', i, v}  counter i refuses (the first in order), v its t (budget,
+#                                   tokens) or u (requests) before; nothing changed
+#         {'OK', v1, v2, ...}       every counter's t (budget, tokens) or u (requests) after
 RESERVE = PRELUDE + r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'LOST'} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'DUP'} end
 local now = tonumber(ARGV[1])
-local max, est = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nb, nr, nt = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local n = nb + nr + nt
-local u, r, new = {}, {}, {}
+local field, inc = {}, {}
 for i = 1, n do
-  local v = redis.call('HMGET', KEYS[5 + i], 'u', 'r')
-  if not v[1] and not v[2] then new[i] = true end
-  local ui, ri = tonumber(v[1]) or 0, tonumber(v[2]) or 0
-  local lim = tonumber(ARGV[10 + 2 * i])
-  local over
-  if i <= nb then over = ui + ri + max > lim
-  elseif i <= nb + nr then over = ui >= lim
-  else over = ui + ri + est > lim end
-  if over then
-    if i <= nb then return {'BUDGET', i, ui, ri} end
-    return {'LIMIT', i, ui, ri}
-  end
-  u[i], r[i] = ui, ri
+  if i <= nb then field[i], inc[i] = 't', tonumber(ARGV[3])
+  elseif i <= nb + nr then field[i], inc[i] = 'u', 1
+  else field[i], inc[i] = 't', tonumber(ARGV[4]) end
 end
-local bl, tl = {}, {}
+local out, bl, tl = {'OK'}, {}, {}
 for i = 1, n do
   local k, d = KEYS[5 + i], ARGV[11 + 2 * i]
-  if i <= nb then
-    r[i] = redis.call('HINCRBY', k, 'r', ARGV[3])
-    bl[#bl + 1] = k; bl[#bl + 1] = d
-  elseif i <= nb + nr then
-    u[i] = redis.call('HINCRBY', k, 'u', 1)
-  else
-    r[i] = redis.call('HINCRBY', k, 'r', ARGV[4])
-    tl[#tl + 1] = k; tl[#tl + 1] = d
+  local v = redis.call('HINCRBY', k, field[i], I(inc[i]))
+  if v == inc[i] then touch(k, tonumber(d), now) end
+  if v > tonumber(ARGV[10 + 2 * i]) then
+    for j = 1, i do
+      if inc[j] ~= 0 then redis.call('HINCRBY', KEYS[5 + j], field[j], I(-inc[j])) end
+    end
+    if i <= nb then return {'BUDGET', i, v - inc[i]} end
+    return {'LIMIT', i, v - inc[i]}
   end
-  if new[i] then touch(k, tonumber(d), now) end
+  out[#out + 1] = v
+  if i <= nb then bl[#bl + 1] = k; bl[#bl + 1] = d
+  elseif i > nb + nr then tl[#tl + 1] = k; tl[#tl + 1] = d end
 end
 local rid, pid = ARGV[2], ARGV[5]
 redis.call('HSET', KEYS[2], 'k', ARGV[6], 'e', ARGV[7], 'm', ARGV[3], 't', ARGV[4], 'c', ARGV[1],
@@ -115,11 +105,9 @@ redis.call('HSET', KEYS[2], 'k', ARGV[6], 'e', ARGV[7], 'm', ARGV[3], 't', ARGV[
 redis.call('EXPIRE', KEYS[2], ARGV[11])
 redis.call('ZADD', KEYS[3], ARGV[1], rid)
 if pid ~= '' then
-  redis.call('HINCRBY', KEYS[4], pid, 1)
   redis.call('SADD', KEYS[5], rid)
+  redis.call('SADD', KEYS[4], pid)
 end
-local out = {'OK'}
-for i = 1, n do out[#out + 1] = u[i]; out[#out + 1] = r[i] end
 return out
 """
 
@@ -127,12 +115,12 @@ return out
 # before counts once; an expired rid (charged its maximum) is corrected to the real cost; an
 # unknown rid charges the caller's key and env in the current periods (the counters passed).
 #   KEYS  1 r:<rid>, 2 x:<rid>, 3 open zset, 4 expired zset, 5 settled zset, 6 savings hash,
-#         7 owners hash, 8.. the caller's current counters: nb budgets then nt token limits
+#         7.. the caller's current counters: nb budgets then nt token limits
 #   ARGV  1 now, 2 rid, 3 cost micros, 4 tokens, 5 saved micros, 6 savings field,
 #         7 settled_max, 8 nb, 9 nt, 10 prefix, then per counter i: 10+i deadline
-#   ->    {status, key, env, u1, r1, ...}  status 'S' settled an open reservation, 'C' corrected
+#   ->    {status, key, env, t1, t2, ...}  status 'S' settled an open reservation, 'C' corrected
 #         an expired one, 'U' charged an unknown rid, 'D' duplicate (nothing charged); key and env
-#         are the reservation's ('' for U and D); then the caller's budget counters after it.
+#         are the reservation's ('' for U and D); then t of the caller's budget counters after it.
 SETTLE = PRELUDE + r"""
 local now, rid, P = tonumber(ARGV[1]), ARGV[2], ARGV[10]
 local cost, tok = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -144,19 +132,21 @@ local function remember()
   local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[7])
   if over > 0 then redis.call('ZPOPMIN', KEYS[5], over) end
 end
+local seen = {}     -- counter -> t as this settle left it, to answer without reading it again
+local function charge(k, d, dt, du)
+  local t = bump(k, 't', dt, d, now)
+  bump(k, 'u', du, d, now)
+  if t then seen[k] = t end
+end
 local status, key, env = 'D', '', ''
-local seen = {}     -- counter -> {u, r} as this settle left it (both known), to answer without reading
 local rec = redis.call('HMGET', KEYS[1], 'k', 'e', 'm', 't', 'p', 'b', 'tk')
 if rec[1] then
   local max, est = tonumber(rec[3]), tonumber(rec[4])
-  each(rec[6], now, function(k, d)
-    local r, u = bump(k, 'r', -max, d, now), bump(k, 'u', cost, d, now)
-    if r and u then seen[k] = {u, r} end
-  end)
-  each(rec[7], now, function(k, d) bump(k, 'r', -est, d, now); bump(k, 'u', tok, d, now) end)
+  each(rec[6], now, function(k, d) charge(k, d, cost - max, cost) end)
+  each(rec[7], now, function(k, d) charge(k, d, tok - est, tok) end)
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[3], rid)
-  disown(KEYS[7], P, rec[5], rid)
+  if rec[5] ~= '' then redis.call('SREM', P .. 'p:' .. rec[5], rid) end
   remember()
   status, key, env = 'S', rec[1], rec[2]
 elseif was then
@@ -165,15 +155,16 @@ else
   local x = redis.call('HMGET', KEYS[2], 'k', 'e', 'm', 't', 'b', 'tk')
   if x[1] then
     local dm, dt = cost - tonumber(x[3]), tok - tonumber(x[4])
-    each(x[5], now, function(k, d) bump(k, 'u', dm, d, now) end)
-    each(x[6], now, function(k, d) bump(k, 'u', dt, d, now) end)
+    each(x[5], now, function(k, d) charge(k, d, dm, dm) end)
+    each(x[6], now, function(k, d) charge(k, d, dt, dt) end)
     redis.call('DEL', KEYS[2])
     redis.call('ZREM', KEYS[4], rid)
     remember()
     status, key, env = 'C', x[1], x[2]
   else
     for i = 1, nb + nt do
-      bump(KEYS[7 + i], 'u', i <= nb and cost or tok, tonumber(ARGV[10 + i]), now)
+      local amount = i <= nb and cost or tok
+      charge(KEYS[6 + i], tonumber(ARGV[10 + i]), amount, amount)
     end
     remember()
     status = 'U'
@@ -181,12 +172,8 @@ else
 end
 local out = {status, key, env}
 for i = 1, nb do
-  local v = seen[KEYS[7 + i]]
-  if not v then
-    v = redis.call('HMGET', KEYS[7 + i], 'u', 'r')
-    v = {tonumber(v[1]) or 0, tonumber(v[2]) or 0}
-  end
-  out[#out + 1] = v[1]; out[#out + 1] = v[2]
+  local k = KEYS[6 + i]
+  out[#out + 1] = seen[k] or tonumber(redis.call('HGET', k, 't')) or 0
 end
 return out
 """
@@ -194,7 +181,7 @@ return out
 # expire: charge at their maximum the open reservations created before `cutoff` and those held by
 # the dead pids, keep them as expired (x:<rid>) for their late settle; bound the expired set to
 # settled_max; forget settled and expired rids older than the retention.
-#   KEYS  1 open zset, 2 expired zset, 3 settled zset, 4 owners hash
+#   KEYS  1 open zset, 2 expired zset, 3 settled zset, 4 pids set
 #   ARGV  1 now, 2 cutoff (created < cutoff expires), 3 forget before, 4 settled_max, 5 prefix,
 #         6 expired record TTL seconds, 7 at most this many past-TTL rids per call, 8.. dead pids
 #   ->    {n past-TTL rids looked at, rid1, key1, env1, max1, rid2, ...}
@@ -204,8 +191,7 @@ local todo, seen = {}, {}
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[7])
 for _, rid in ipairs(old) do seen[rid] = true; todo[#todo + 1] = rid end
 for i = 8, #ARGV do
-  local ps = P .. 'p:' .. ARGV[i]
-  for _, rid in ipairs(redis.call('SMEMBERS', ps)) do
+  for _, rid in ipairs(redis.call('SMEMBERS', P .. 'p:' .. ARGV[i])) do
     if not seen[rid] then seen[rid] = true; todo[#todo + 1] = rid end
   end
 end
@@ -216,9 +202,9 @@ for _, rid in ipairs(todo) do
   redis.call('ZREM', KEYS[1], rid)
   if rec[1] then
     local max, est = tonumber(rec[3]), tonumber(rec[4])
-    each(rec[6], now, function(k, d) bump(k, 'r', -max, d, now); bump(k, 'u', max, d, now) end)
-    each(rec[7], now, function(k, d) bump(k, 'r', -est, d, now); bump(k, 'u', est, d, now) end)
-    disown(KEYS[4], P, rec[5], rid)
+    each(rec[6], now, function(k, d) bump(k, 'u', max, d, now) end)     -- t already holds it
+    each(rec[7], now, function(k, d) bump(k, 'u', est, d, now) end)
+    if rec[5] ~= '' then redis.call('SREM', P .. 'p:' .. rec[5], rid) end
     local xk = P .. 'x:' .. rid
     redis.call('RENAME', rk, xk)
     redis.call('HSET', xk, 'x', ARGV[1])
@@ -228,9 +214,8 @@ for _, rid in ipairs(todo) do
   end
 end
 for i = 8, #ARGV do       -- a dead pid's set may still name rids whose record is gone
-  local ps = P .. 'p:' .. ARGV[i]
-  redis.call('DEL', ps)
-  redis.call('HDEL', KEYS[4], ARGV[i])
+  redis.call('DEL', P .. 'p:' .. ARGV[i])
+  redis.call('SREM', KEYS[4], ARGV[i])
 end
 local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
 if over > 0 then
@@ -244,13 +229,25 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
 return out
 """
 
+# owners: the pids holding open reservations (a pid whose set has emptied is dropped).
+#   KEYS  1 pids set    ARGV  1 prefix    ->  {pid, ...}
+OWNERS = r"""
+local out = {}
+for _, pid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('SCARD', ARGV[1] .. 'p:' .. pid) > 0 then out[#out + 1] = pid
+  else redis.call('SREM', KEYS[1], pid) end
+end
+return out
+"""
+
 # read: the counters named, in one consistent look.
-#   KEYS  counters    ->  {u1, r1, u2, r2, ...} (0 for a counter that does not exist)
+#   KEYS  counters    ->  {u1, r1, u2, r2, ...} (used, reserved; 0 for a counter that does not exist)
 READ = r"""
 local out = {}
 for i = 1, #KEYS do
-  local v = redis.call('HMGET', KEYS[i], 'u', 'r')
-  out[#out + 1] = tonumber(v[1]) or 0; out[#out + 1] = tonumber(v[2]) or 0
+  local v = redis.call('HMGET', KEYS[i], 'u', 't')
+  local u = tonumber(v[1]) or 0
+  out[#out + 1] = u; out[#out + 1] = (tonumber(v[2]) or u) - u
 end
 return out
 """
@@ -282,9 +279,11 @@ while i <= #ARGV do
   if redis.call('SISMEMBER', KEYS[4], id) == 0 then
     local only_requests = kind == 'r' and redis.call('ZSCORE', KEYS[3], id)
     for j = 0, n - 1 do
-      if not only_requests or ARGV[i + 4 * j + 1] == 'q' then
+      local flag = ARGV[i + 4 * j + 1]
+      if not only_requests or flag == 'q' then
         local k = KEYS[tonumber(ARGV[i + 4 * j])]
         redis.call('HINCRBY', k, 'u', ARGV[i + 4 * j + 2])
+        if flag == 'm' then redis.call('HINCRBY', k, 't', ARGV[i + 4 * j + 2]) end
         touch(k, tonumber(ARGV[i + 4 * j + 3]), now)
       end
     end
@@ -310,5 +309,5 @@ redis.call('DEL', KEYS[3], KEYS[1])
 return 1
 """
 
-SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "expire": EXPIRE, "read": READ, "rebuild": REBUILD,
-           "rebuilt": REBUILT}
+SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "expire": EXPIRE, "owners": OWNERS, "read": READ,
+           "rebuild": REBUILD, "rebuilt": REBUILT}
