@@ -330,3 +330,14 @@ def test_older_rows_are_summed_per_counter_and_a_rebuild_stopped_half_way_counts
     assert not redis_db.client().exists("{finops}:rebuilt")
     assert b.settle("new699", 0.001, 5, "vk-1", "")["charged"] is False     # recent rids are remembered
     assert b.settle("old0", 0.01, 5, "vk-1", "")["charged"] is True          # older ones are not (summed)
+
+
+def test_usage_over_more_counters_than_one_read_holds(redis_db):
+    keys = [vk(f"vk-{i:04d}", budgets=[Budget(1, "day"), Budget(5, "month")]) for i in range(600)]
+    led = ledger(redis_db.url, directory(*keys))
+    led.reserve("a", "vk-0000", "", 0.25, 0)
+    led.reserve("b", "vk-0599", "", 0.5, 0)
+    rows = led.usage()
+    assert len(rows) == 1200
+    assert [(u["owner"], u["period"], u["reserved_usd"]) for u in rows if u["reserved_usd"]] == [
+        ("vk-0000", "day", 0.25), ("vk-0000", "month", 0.25), ("vk-0599", "day", 0.5), ("vk-0599", "month", 0.5)]

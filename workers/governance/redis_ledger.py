@@ -100,6 +100,7 @@ log = logging.getLogger("finops.ledger.redis")
 MAX_EXACT = 2**53 - 1          # the largest integer a Lua number (a double) holds exactly
 EXPIRE_BATCH = 1000            # past-TTL reservations closed per expire script call
 REBUILD_CHUNK = 500            # settled rows per rebuild script call
+READ_CHUNK = 1000              # counters per read script call (usage)
 LOCK_MS = 60_000               # the rebuild lock's lifetime, renewed by every chunk
 REBUILT_TTL = 86_400           # what a stopped rebuild applied is remembered this long (seconds)
 RECORD_GRACE = 86_400          # how long past TTL + retention a record lives if no one expires it
@@ -488,9 +489,12 @@ class RedisLedger:
 
     # --- reporting ---------------------------------------------------------------------------
     def _read(self, keys: list[str]) -> list[int]:
-        if not keys:
-            return []
-        return self._eval("read", keys, [], idempotent=True)
+        """[used, reserved] of each counter, READ_CHUNK counters per script call (so a report over
+        every key does not hold Redis for long)."""
+        out: list[int] = []
+        for i in range(0, len(keys), READ_CHUNK):
+            out += self._eval("read", keys[i:i + READ_CHUNK], [], idempotent=True)
+        return out
 
     def usage(self, key_id: str | None = None) -> list[dict]:
         """LedgerState.usage, read in one consistent look at Redis."""
