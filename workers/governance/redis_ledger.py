@@ -144,15 +144,19 @@ def _q(s: str) -> str:
 
 class _Plan:
     """Everything a request on (key, env) touches in the periods containing `lo <= now < hi`:
-    the specs, their counter keys, and the script arguments (limit, deadline) per counter."""
-    __slots__ = ("budgets", "requests", "tokens", "keys", "args", "skeys", "sargs", "lo", "hi", "ends")
+    the specs, their counter keys, and the script arguments (limit, deadline) per counter, encoded
+    once (redis-py passes bytes through as they are)."""
+    __slots__ = ("budgets", "requests", "tokens", "keys", "args", "skeys", "sargs", "lo", "hi", "ends",
+                 "counts", "scounts")
 
     def __init__(self):
         self.budgets = self.requests = self.tokens = ()
-        self.keys: list[str] = []
-        self.args: list = []
-        self.skeys: list[str] = []      # budgets then tokens (what a settle may charge)
-        self.sargs: list = []           # their deadlines
+        self.keys: list[bytes] = []
+        self.args: list[bytes] = []
+        self.skeys: list[bytes] = []    # budgets then tokens (what a settle may charge)
+        self.sargs: list[bytes] = []    # their deadlines
+        self.counts: list[bytes] = [b"0", b"0", b"0"]   # budgets, request limits, token limits
+        self.scounts: list[bytes] = [b"0", b"0"]        # budgets, token limits
         self.ends: list[float] = []     # every counter's period end, in keys order
         self.lo, self.hi = 0.0, 0.0     # not resolved yet
 
@@ -190,6 +194,12 @@ class RedisLedger:
         self.k_ready, self.k_lock, self.k_rebuilt = p + "ready", p + "rebuild", p + "rebuilt"
         self.k_open, self.k_expired, self.k_settled = p + "open", p + "expired", p + "settled"
         self.k_pids, self.k_saved = p + "pids", p + "saved"
+        # the same, encoded once for the hot path (redis-py passes bytes through as they are)
+        self.b_prefix, self.b_ready, self.b_open, self.b_pids = p.encode(), *(k.encode() for k in (
+            self.k_ready, self.k_open, self.k_pids))
+        self.b_expired, self.b_settled, self.b_saved = (k.encode() for k in (self.k_expired, self.k_settled,
+                                                                              self.k_saved))
+        self.b_record_ttl, self.b_settled_max = str(self._record_ttl).encode(), str(self._settled_max).encode()
         self._scripts = {n: _Script(n, s) for n, s in redis_lua.SCRIPTS.items()}
         self._specs: dict[str, tuple[dict, object] | None] = {}
         self._plans: dict[tuple[str, str], _Plan] = {}
@@ -311,18 +321,20 @@ class RedisLedger:
     def _resolve(self, p: _Plan, now: float) -> None:
         lo, hi = -math.inf, math.inf
         keys, args, ends, skeys, sargs = [], [], [], [], []
-        nb = len(p.budgets)
+        nb, nr, nt = len(p.budgets), len(p.requests), len(p.tokens)
         for i, s in enumerate((*p.budgets, *p.requests, *p.tokens)):
             start, end = bounds(s.period, now, self._tz)
             lo, hi = max(lo, start), min(hi, end)
-            k, d = self.counter_key(s.base, start), repr(end + self._grace)
+            k, d = self.counter_key(s.base, start).encode(), repr(end + self._grace).encode()
             keys.append(k)
-            args += [min(s.limit, MAX_EXACT), d]
+            args += [str(min(s.limit, MAX_EXACT)).encode(), d]
             ends.append(end)
-            if i < nb or i >= nb + len(p.requests):
+            if i < nb or i >= nb + nr:
                 skeys.append(k)
                 sargs.append(d)
         p.keys, p.args, p.ends, p.skeys, p.sargs, p.lo, p.hi = keys, args, ends, skeys, sargs, lo, hi
+        p.counts = [str(nb).encode(), str(nr).encode(), str(nt).encode()]
+        p.scounts = [p.counts[0], p.counts[2]]
 
     @staticmethod
     def _tightest(p: _Plan, totals: list) -> tuple[float | None, str | None]:
@@ -344,10 +356,11 @@ class RedisLedger:
         now = self._clock()
         p = self._plan(key_id, env, now)
         pid_s = str(pid) if pid else ""
-        keys = [self.k_ready, self.prefix + "r:" + rid, self.k_open, self.k_pids,
-                self.prefix + "p:" + pid_s if pid_s else self.k_pids, *p.keys]
-        args = [repr(now), rid, max_m, est, pid_s, key_id, env, len(p.budgets), len(p.requests), len(p.tokens),
-                self._record_ttl, *p.args]
+        rid_b = rid.encode()
+        keys = [self.b_ready, self.b_prefix + b"r:" + rid_b, self.b_open, self.b_pids,
+                self.b_prefix + b"p:" + pid_s.encode() if pid_s else self.b_pids, *p.keys]
+        args = [repr(now).encode(), rid_b, str(max_m).encode(), str(est).encode(), pid_s.encode(), key_id.encode(),
+                env.encode(), *p.counts, self.b_record_ttl, *p.args]
         return keys, args, (rid, p, max_m, now)
 
     def _reserve_reply(self, out, ctx) -> dict:
@@ -390,11 +403,12 @@ class RedisLedger:
             raise ValueError(f"tokens must be >= 0, got {tokens!r}")
         now = self._clock()
         p = self._plan(key_id, env, now)
-        pf = self.prefix
-        keys = [pf + "r:" + rid, pf + "x:" + rid, self.k_open, self.k_expired, self.k_settled, self.k_saved,
+        pf, rid_b = self.b_prefix, rid.encode()
+        keys = [pf + b"r:" + rid_b, pf + b"x:" + rid_b, self.b_open, self.b_expired, self.b_settled, self.b_saved,
                 *p.skeys]
-        args = [repr(now), rid, cost_m, tokens, saved_m, json.dumps([key_id, env]), self._settled_max,
-                len(p.budgets), len(p.tokens), pf, *p.sargs]
+        args = [repr(now).encode(), rid_b, str(cost_m).encode(), str(tokens).encode(), str(saved_m).encode(),
+                json.dumps([key_id, env]).encode() if saved_m else b"", self.b_settled_max, *p.scounts, pf,
+                *p.sargs]
         return keys, args, (cost_m, key_id, env, p, now)
 
     def _settle_reply(self, out, ctx) -> dict:
