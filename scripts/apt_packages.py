@@ -1,7 +1,12 @@
 """Debian packages that development tools need (nginx and wrk for the bench, Chromium for the
-dashboard test), installed with apt-get when missing. One way to do it for every caller:
-`apt-get update` only when the package lists are empty or the first install fails,
-DEBIAN_FRONTEND=noninteractive, sudo (non-interactive) when not root.
+dashboard test, redis-server for the Redis ledger's tests), installed with apt-get when missing.
+One way to do it for every caller: `apt-get update` only when the package lists are empty or the
+first install fails, DEBIAN_FRONTEND=noninteractive, sudo (non-interactive) when not root.
+
+    python3 scripts/apt_packages.py PACKAGE[=EXECUTABLE] ...
+
+installs each package whose executable (default: the package's name; looked for on PATH and in
+/usr/sbin, /usr/bin) is missing, and does nothing when all are there (.ci/run uses it).
 """
 from __future__ import annotations
 
@@ -33,3 +38,36 @@ def install(packages: list[str], log=lambda msg: print(f"[apt] {msg}", file=sys.
             return
     raise AptError(f"apt-get install {' '.join(packages)} failed; install by hand: "
                    f"apt-get install -y {' '.join(packages)}")
+
+
+def find_executable(name: str) -> str | None:
+    """`name` on PATH, or in /usr/sbin or /usr/bin (root's PATH may lack /usr/sbin)."""
+    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}")
+                                       if os.access(p, os.X_OK)), None)
+
+
+def ensure(wanted: dict[str, str], log=lambda msg: print(f"[apt] {msg}", file=sys.stderr, flush=True)) -> None:
+    """Install the packages of `wanted` ({package: executable}) whose executable is missing."""
+    missing = [pkg for pkg, exe in wanted.items() if not find_executable(exe)]
+    if missing:
+        install(missing, log)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or any(a.startswith("-") for a in argv):
+        print("usage: python3 scripts/apt_packages.py PACKAGE[=EXECUTABLE] ...", file=sys.stderr)
+        return 2
+    wanted = {}
+    for a in argv:
+        pkg, _, exe = a.partition("=")
+        wanted[pkg] = exe or pkg
+    try:
+        ensure(wanted)
+    except AptError as e:
+        print(f"[apt] {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

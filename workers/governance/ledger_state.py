@@ -81,6 +81,28 @@ def limit_label(level: str, owner: str, limit: RateLimit, kind: str) -> str:
             + (f" (env {limit.env})" if limit.env else ""))
 
 
+def budget_refusal(label: str, left_m: int, max_m: int, end: float) -> dict:
+    """The reply refusing a reservation of `max_m` micro-dollars on a budget with `left_m` left
+    (limit - spent - reserved) until `end` (shared by every ledger backend)."""
+    when = iso(end)
+    left = max(0, left_m)
+    msg = (f"Budget exceeded: the {label} has {_fmt_usd(left)} left until it resets at {when}, "
+           f"and this request may cost up to {_fmt_usd(max_m)}. Retry after {when}, or ask an "
+           f"administrator to raise the budget.")
+    return {"ok": False, "code": _QUOTA, "status": AWS_ERRORS[_QUOTA][0], "message": msg,
+            "budget": label, "resets_at": when, "remaining_usd": _usd(left)}
+
+
+def limit_refusal(label: str, end: float, now: float) -> dict:
+    """The reply refusing a request on a rate limit used up until `end`."""
+    when = iso(end)
+    ms = max(1, math.ceil((end - now) * 1000))
+    msg = (f"Rate limit exceeded: the {label} is used up for this window, which resets at "
+           f"{when}. Retry after {ms} ms.")
+    return {"ok": False, "code": _THROTTLE, "status": AWS_ERRORS[_THROTTLE][0],
+            "retry_after_ms": ms, "message": msg, "limit": label, "resets_at": when}
+
+
 class _Counter:
     __slots__ = ("base", "start", "used", "reserved")
 
@@ -314,23 +336,10 @@ class LedgerState:
         return (None, None) if best is None else (_usd(best), sp.budgets[at].label)
 
     def _refuse_budget(self, s: _Spec, c: _Counter, max_m: int, now: float) -> dict:
-        end = self._bounds(s.period, now)[1]
-        when = iso(end)
-        left = max(0, s.limit - c.used - c.reserved)
-        msg = (f"Budget exceeded: the {s.label} has {_fmt_usd(left)} left until it resets at {when}, "
-               f"and this request may cost up to {_fmt_usd(max_m)}. Retry after {when}, or ask an "
-               f"administrator to raise the budget.")
-        return {"ok": False, "code": _QUOTA, "status": AWS_ERRORS[_QUOTA][0], "message": msg,
-                "budget": s.label, "resets_at": when, "remaining_usd": _usd(left)}
+        return budget_refusal(s.label, s.limit - c.used - c.reserved, max_m, self._bounds(s.period, now)[1])
 
     def _refuse_limit(self, s: _Spec, now: float) -> dict:
-        end = self._bounds(s.period, now)[1]
-        when = iso(end)
-        ms = max(1, math.ceil((end - now) * 1000))
-        msg = (f"Rate limit exceeded: the {s.label} is used up for this window, which resets at "
-               f"{when}. Retry after {ms} ms.")
-        return {"ok": False, "code": _THROTTLE, "status": AWS_ERRORS[_THROTTLE][0],
-                "retry_after_ms": ms, "message": msg, "limit": s.label, "resets_at": when}
+        return limit_refusal(s.label, self._bounds(s.period, now)[1], now)
 
     # --- settle ------------------------------------------------------------------------------
     def settle(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",

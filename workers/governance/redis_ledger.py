@@ -1,0 +1,662 @@
+"""The ledger on Redis: LedgerState's contract, with the state in Redis for several gateway nodes.
+
+    led = RedisLedger.from_url("rediss://:secret@redis.internal:6380/0", directory, tz="Europe/Paris",
+                               reservation_ttl=900, ca_file="ca.pem")
+    led.rebuild(settled_rows)                 # once after Redis lost its data (or on a new Redis)
+    led.reserve(rid, key_id, env, max_cost_usd, est_tokens, pid="node-a/1234")
+    led.settle(rid, cost_usd, tokens, key_id, env, saved_usd)
+    led.expire(dead_pids)                     # every second, from any node (each call is atomic)
+    led.usage(key_id), led.savings(key_id), led.owners(), led.expired_charge(rid)
+    led.reserve_many([...]), led.settle_many([...])   # one round trip for a batch (a pipeline)
+
+Same replies as `LedgerState` (ledger_state.py: its module docstring is the contract; the
+conformance suite tests/redis/test_ledger_conformance.py runs the same sequences on both), with
+these differences, all due to the state being shared:
+
+* Each operation is ONE Lua script (redis_lua.py) run with EVALSHA (loaded with SCRIPT LOAD,
+  loaded again on NOSCRIPT), atomic over every counter it touches, so any number of nodes and
+  workers calling at once get the single-owner guarantee: a refusal changes nothing, settled spend
+  never exceeds a budget through reservations, a limit of N admits exactly N.
+* The directory and the calendar stay in Python: for a (key, env) the applicable budgets and
+  limits are `LedgerState._build_env`'s, and their current periods `periods.bounds(period, now,
+  tz)`'s; the script gets the counter keys, limits and deadlines. `now` is this process's clock
+  (nodes should run NTP: a skewed node counts its requests in its own idea of the period).
+* Redis unreachable, timing out, loading, read-only (a failover in progress) or refusing the
+  password: `LedgerUnavailable`, never a silent pass (the caller fails closed with a 503 or serves
+  uncounted by its own policy). A reserve is not retried on a connection error (it may have been
+  applied: a caller that gives up on it should `settle(rid, 0, 0)` later so it is not charged in
+  full when it expires); reads, settles and expiry are retried once (they are idempotent).
+* Lost data. Redis may come back empty (restart without persistence, FLUSHALL, failover to an
+  empty replica). The ledger notices (its `ready` marker is gone) and refuses reserves with
+  `LedgerNotReady` until `rebuild(rows)` has put back the current periods' counters from the
+  durable record of settled charges, which the caller supplies (PostgreSQL or the request log).
+  Settles are still applied meanwhile (as unknown rids: they charge the current periods) and the
+  rebuild adds only the request of their rids, so nothing counts twice. One node rebuilds at a
+  time (a lock with a fencing token); the others get `RebuildBusy` and keep failing closed until
+  it is done.
+* Money: integer micro-dollars, exact up to 2^53 (about $9 billion) per amount or counter: a
+  larger reservation or cost raises ValueError, a larger limit is capped there.
+* Reservation owners (`pid`) are opaque strings here: with several nodes give each node's pids a
+  node prefix ("node-a/1234") and pass only your own dead ones to `expire`; `owners()` returns
+  every node's (ints when they are digits, for the single-node callers).
+* Redis Cluster: every key is in one slot, so the scripts run there as they are; `from_url`
+  connects to one endpoint (a standalone Redis or Valkey, or a proxy): for a cluster, pass a
+  `redis.cluster.RedisCluster` as the client (not tested here). One slot means one shard holds the
+  whole ledger: a cluster gives it failover, not more throughput.
+* No snapshot()/restore(): Redis is the store. Redis must keep what it is given: run it with
+  `maxmemory-policy noeviction` (checked and logged at start when CONFIG is allowed).
+
+Key layout (every key starts with `{NS}:`, NS = `namespace`, the Redis Cluster hash tag, so one
+Lua script may touch them all):
+
+    {NS}:ready                   string  present while the counters are complete (set by rebuild)
+    {NS}:rebuild                 string  the rebuild lock (a random token, PX 60 s, renewed)
+    {NS}:rebuilt                 set     rids and counter sums a rebuild in progress has applied
+                                         (so one stopped half way is finished without counting
+                                         twice; EXPIRE a day, deleted when the rebuild is done)
+    {NS}:c:LEVEL:OWNER:KIND:PERIOD:ENV:START
+                                 hash    u (used), t (used + reserved; budgets and tokens);
+                                         KIND budget (micro-dollars), requests, tokens;
+                                         ENV "*" for every env; START the
+                                         period's start, epoch seconds; OWNER and ENV
+                                         %-encoded; EXPIRE = period end + TTL + retention + 60 s
+    {NS}:r:RID                   hash    open reservation: k key, e env, m max micros, t est
+                                         tokens, c created, p pid, b / tk "counter deadline ..."
+                                         of its budget and token counters; EXPIRE a day past
+                                         TTL + retention (a net: `expire` closes it first)
+    {NS}:x:RID                   hash    expired reservation (same fields, x expired at), kept
+                                         for a late settle's correction
+    {NS}:open                    zset    open rids by created time (TTL expiry)
+    {NS}:expired                 zset    expired rids by expiry time (retention, settled_max)
+    {NS}:settled                 zset    recently settled rids by settle time (idempotency;
+                                         retention, settled_max)
+    {NS}:pids                    set     pids that may hold open reservations
+    {NS}:p:PID                   set     the open rids of a pid
+    {NS}:saved                   hash    JSON [key, env] -> micro-dollars cache hits saved, all time
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import secrets
+import time
+from typing import Iterable, NamedTuple
+from urllib.parse import quote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from finops.shared.governance import Directory
+from finops.workers.governance import redis_lua
+from finops.workers.governance.ledger_state import (LedgerState, _micros, _usd, budget_refusal, limit_label,
+                                                    limit_refusal)
+from finops.workers.governance.periods import bounds, iso
+
+log = logging.getLogger("finops.ledger.redis")
+
+MAX_EXACT = 2**53 - 1          # the largest integer a Lua number (a double) holds exactly
+EXPIRE_BATCH = 1000            # past-TTL reservations closed per expire script call
+REBUILD_CHUNK = 500            # settled rows per rebuild script call
+READ_CHUNK = 1000              # counters per read script call (usage)
+LOCK_MS = 60_000               # the rebuild lock's lifetime, renewed by every chunk
+REBUILT_TTL = 86_400           # what a stopped rebuild applied is remembered this long (seconds)
+RECORD_GRACE = 86_400          # how long past TTL + retention a record lives if no one expires it
+_UNAVAILABLE = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "BUSY", "OOM", "NOAUTH", "WRONGPASS",
+                "TRYAGAIN")
+
+
+class LedgerUnavailable(RuntimeError):
+    """Redis cannot be used right now (unreachable, timing out, loading, read-only, refusing the
+    password); the message says which Redis and why. The caller fails closed (503)."""
+
+
+class LedgerNotReady(LedgerUnavailable):
+    """Redis has lost the ledger's data and the counters have not been rebuilt yet."""
+
+
+class RebuildBusy(LedgerUnavailable):
+    """Another node holds the rebuild lock."""
+
+
+class SettledRow(NamedTuple):
+    """One settled charge from the durable record, as `rebuild` reads it."""
+    rid: str
+    key: str
+    env: str
+    cost_micros: int
+    tokens: int
+    at: float                 # when it was settled (epoch seconds): it counts in the periods containing it
+
+
+def _exact(m: int, what: str) -> int:
+    if m > MAX_EXACT:
+        raise ValueError(f"{what} must be at most ${MAX_EXACT / 1e6:,.0f} in the Redis ledger, got ${m / 1e6:,.6f}")
+    return m
+
+
+def _q(s: str) -> str:
+    """A key component: %-encoded so it holds no ':', space, brace or control character."""
+    return quote(s, safe="-_.~*@+=,")
+
+
+class _Plan:
+    """Everything a request on (key, env) touches in the periods containing `lo <= now < hi`:
+    the specs, their counter keys, and the script arguments (limit, deadline) per counter, encoded
+    once (redis-py passes bytes through as they are)."""
+    __slots__ = ("budgets", "requests", "tokens", "keys", "args", "skeys", "sargs", "lo", "hi", "ends",
+                 "counts", "scounts")
+
+    def __init__(self):
+        self.budgets = self.requests = self.tokens = ()
+        self.keys: list[bytes] = []
+        self.args: list[bytes] = []
+        self.skeys: list[bytes] = []    # budgets then tokens (what a settle may charge)
+        self.sargs: list[bytes] = []    # their deadlines
+        self.counts: list[bytes] = [b"0", b"0", b"0"]   # budgets, request limits, token limits
+        self.scounts: list[bytes] = [b"0", b"0"]        # budgets, token limits
+        self.ends: list[float] = []     # every counter's period end, in keys order
+        self.lo, self.hi = 0.0, 0.0     # not resolved yet
+
+
+_NO_PLAN = _Plan()                      # an unknown key: nothing applies, at any time
+_NO_PLAN.lo, _NO_PLAN.hi = -math.inf, math.inf
+
+
+class _Script:
+    def __init__(self, name: str, source: str):
+        self.name, self.source = name, source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class RedisLedger:
+    """Budgets and rate limits for every key, team and customer, in Redis; see the module docstring."""
+
+    def __init__(self, client: redis.Redis, directory: Directory, *, clock=time.time, tz: str = "UTC",
+                 reservation_ttl: float = 900.0, settled_retention: float | None = None,
+                 settled_max: int = 100_000, namespace: str = "finops", where: str = "Redis"):
+        if not namespace or any(c in namespace for c in "{}: "):
+            raise ValueError(f"namespace must be a non-empty word without braces, colons or spaces: {namespace!r}")
+        self.r = client
+        self.where = where
+        self._dir = directory
+        self._clock = clock
+        self._tz = tz
+        self._ttl = float(reservation_ttl)
+        self._retention = float(settled_retention if settled_retention is not None else 4 * reservation_ttl)
+        self._settled_max = int(settled_max)
+        self._grace = self._ttl + self._retention + 60.0      # how long a counter outlives its period
+        self._record_ttl = int(math.ceil(self._ttl + self._retention)) + RECORD_GRACE
+        self._xrecord_ttl = int(math.ceil(self._retention)) + RECORD_GRACE
+        p = self.prefix = "{" + namespace + "}:"
+        self.k_ready, self.k_lock, self.k_rebuilt = p + "ready", p + "rebuild", p + "rebuilt"
+        self.k_open, self.k_expired, self.k_settled = p + "open", p + "expired", p + "settled"
+        self.k_pids, self.k_saved = p + "pids", p + "saved"
+        # the same, encoded once for the hot path (redis-py passes bytes through as they are)
+        self.b_prefix, self.b_ready, self.b_open, self.b_pids = p.encode(), *(k.encode() for k in (
+            self.k_ready, self.k_open, self.k_pids))
+        self.b_expired, self.b_settled, self.b_saved = (k.encode() for k in (self.k_expired, self.k_settled,
+                                                                              self.k_saved))
+        self.b_record_ttl, self.b_settled_max = str(self._record_ttl).encode(), str(self._settled_max).encode()
+        self._scripts = {n: _Script(n, s) for n, s in redis_lua.SCRIPTS.items()}
+        self._specs: dict[str, tuple[dict, object] | None] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}
+        try:
+            self.load_scripts()
+            self._check_eviction()
+        except LedgerUnavailable as e:      # not there yet: every call tries again
+            log.warning("%s", e)
+
+    @classmethod
+    def from_url(cls, url: str, directory: Directory, *, password: str | None = None, ca_file: str | None = None,
+                 timeout: float = 1.0, **kw) -> "RedisLedger":
+        """Connect with a `redis://` or `rediss://` (TLS) URL; a password in the URL or given
+        separately; `ca_file` verifies the server's certificate (default: the system's CAs)."""
+        opts: dict = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                      "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+        if password is not None:
+            opts["password"] = password
+        if ca_file:
+            opts["ssl_ca_certs"] = ca_file
+        client = redis.Redis.from_url(url, **opts)
+        c = client.connection_pool.connection_kwargs
+        where = f"Redis at {c.get('host', '?')}:{c.get('port', '?')}"
+        return cls(client, directory, where=where, **kw)
+
+    def close(self) -> None:
+        self.r.close()
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _unavailable(self, e: Exception) -> LedgerUnavailable:
+        return LedgerUnavailable(f"The governance ledger ({self.where}) is unavailable: {e}. The request was "
+                                 f"not counted; retry shortly.")
+
+    def _call(self, fn, idempotent: bool):
+        """Run fn() mapping Redis' availability failures to LedgerUnavailable; idempotent calls
+        are tried twice (a pooled connection may be stale after Redis restarted)."""
+        for attempt in range(2 if idempotent else 1):
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                err = e
+            except redis.ResponseError as e:
+                if not str(e).startswith(_UNAVAILABLE):
+                    raise
+                err = e
+        raise self._unavailable(err)
+
+    def load_scripts(self) -> None:
+        """SCRIPT LOAD every script (done at start and again whenever Redis says NOSCRIPT)."""
+        def load():
+            for s in self._scripts.values():
+                sha = self.r.script_load(s.source)
+                if sha != s.sha:
+                    raise RuntimeError(f"Redis returned sha {sha} for the {s.name} script, expected {s.sha}")
+        self._call(load, idempotent=True)
+
+    def _eval(self, name: str, keys: list, args: list, idempotent: bool):
+        s = self._scripts[name]
+
+        def run():
+            try:
+                return self.r.evalsha(s.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:       # Redis restarted or SCRIPT FLUSH: the script did not run
+                self.r.script_load(s.source)
+                return self.r.evalsha(s.sha, len(keys), *keys, *args)
+        return self._call(run, idempotent)
+
+    def _check_eviction(self) -> None:
+        try:
+            policy = self.r.config_get("maxmemory-policy").get("maxmemory-policy")
+        except redis.ResponseError:      # CONFIG disabled (managed Redis): nothing to check
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise self._unavailable(e) from None
+        if policy not in (None, "noeviction", b"noeviction"):
+            log.warning("%s has maxmemory-policy %s: it may evict the ledger's counters under memory pressure; "
+                        "set maxmemory-policy noeviction", self.where, policy)
+
+    # --- directory & plans -------------------------------------------------------------------
+    def set_directory(self, directory: Directory) -> None:
+        """Keys, teams or customers changed. Counters and reservations are kept."""
+        self._dir = directory
+        self._specs.clear()
+        self._plans.clear()
+
+    def _env_specs(self, key_id: str, env: str):
+        ks = self._specs.get(key_id, False)
+        if ks is False:
+            scopes = self._dir.scopes(key_id)
+            if not scopes:
+                return None, ""          # unknown key: nothing applies (not cached: ids are unbounded)
+            envs = {b.env for _, _, bs, _ in scopes for b in bs if b.env}
+            envs |= {r.env for _, _, _, rs in scopes for r in rs if r.env}
+            ks = self._specs[key_id] = ({e: LedgerState._build_env(scopes, e) for e in envs},
+                                        LedgerState._build_env(scopes, ""))
+        by_env, default = ks
+        sp = by_env.get(env)
+        return (sp, env) if sp is not None else (default, "")
+
+    def counter_key(self, base: tuple, start: float) -> str:
+        level, owner, kind, period, env = base
+        return f"{self.prefix}c:{level}:{_q(owner)}:{kind}:{period}:{_q(env)}:{int(start)}"
+
+    def _plan(self, key_id: str, env: str, now: float) -> _Plan:
+        p = self._plans.get((key_id, env))
+        if p is None:
+            sp, env_key = self._env_specs(key_id, env)
+            if sp is None:
+                return _NO_PLAN
+            p = self._plans.get((key_id, env_key))
+            if p is None:
+                p = _Plan()
+                p.budgets, p.requests, p.tokens = sp.budgets, sp.requests, sp.tokens
+                self._plans[(key_id, env_key)] = p
+        if not (p.lo <= now < p.hi):
+            self._resolve(p, now)
+        return p
+
+    def _resolve(self, p: _Plan, now: float) -> None:
+        lo, hi = -math.inf, math.inf
+        keys, args, ends, skeys, sargs = [], [], [], [], []
+        nb, nr, nt = len(p.budgets), len(p.requests), len(p.tokens)
+        for i, s in enumerate((*p.budgets, *p.requests, *p.tokens)):
+            start, end = bounds(s.period, now, self._tz)
+            lo, hi = max(lo, start), min(hi, end)
+            k, d = self.counter_key(s.base, start).encode(), repr(end + self._grace).encode()
+            keys.append(k)
+            args += [str(min(s.limit, MAX_EXACT)).encode(), d]
+            ends.append(end)
+            if i < nb or i >= nb + nr:
+                skeys.append(k)
+                sargs.append(d)
+        p.keys, p.args, p.ends, p.skeys, p.sargs, p.lo, p.hi = keys, args, ends, skeys, sargs, lo, hi
+        p.counts = [str(nb).encode(), str(nr).encode(), str(nt).encode()]
+        p.scounts = [p.counts[0], p.counts[2]]
+
+    @staticmethod
+    def _tightest(p: _Plan, totals: list) -> tuple[float | None, str | None]:
+        """min over the budgets of limit - used - reserved (totals: used + reserved per budget
+        counter, in p.budgets order), and its label."""
+        best, at = None, 0
+        for i, s in enumerate(p.budgets):
+            left = s.limit - totals[i]
+            if best is None or left < best:
+                best, at = left, i
+        return (None, None) if best is None else (_usd(best), p.budgets[at].label)
+
+    # --- reserve -----------------------------------------------------------------------------
+    def _reserve_call(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid=0):
+        max_m = _exact(_micros(max_cost_usd, "max_cost_usd"), "max_cost_usd")
+        est = int(est_tokens)
+        if est < 0:
+            raise ValueError(f"est_tokens must be >= 0, got {est_tokens!r}")
+        now = self._clock()
+        p = self._plan(key_id, env, now)
+        pid_s = str(pid) if pid else ""
+        rid_b = rid.encode()
+        keys = [self.b_ready, self.b_prefix + b"r:" + rid_b, self.b_open, self.b_pids,
+                self.b_prefix + b"p:" + pid_s.encode() if pid_s else self.b_pids, *p.keys]
+        args = [repr(now).encode(), rid_b, str(max_m).encode(), str(est).encode(), pid_s.encode(), key_id.encode(),
+                env.encode(), *p.counts, self.b_record_ttl, *p.args]
+        return keys, args, (rid, p, max_m, now)
+
+    def _reserve_reply(self, out, ctx) -> dict:
+        rid, p, max_m, now = ctx
+        status = out[0]
+        if status == b"OK":
+            vals = out[1:]          # per counter: used + reserved (budgets, tokens) or requests counted
+            rem, label = self._tightest(p, vals)
+            req = None
+            nb = len(p.budgets)
+            for j, s in enumerate(p.requests):
+                left = s.limit - vals[nb + j]
+                if req is None or left < req:
+                    req = left
+            return {"ok": True, "remaining_usd": rem, "budget": label, "requests_remaining": req}
+        if status == b"DUP":
+            raise ValueError(f"reservation {rid!r} already exists")
+        if status == b"LOST":
+            raise LedgerNotReady(f"The governance ledger ({self.where}) lost its counters and has not rebuilt "
+                                 f"them yet; the request was not sent upstream. Retry shortly.")
+        i, before = int(out[1]) - 1, int(out[2])
+        specs = (*p.budgets, *p.requests, *p.tokens)
+        s = specs[i]
+        if status == b"BUDGET":
+            return budget_refusal(s.label, s.limit - before, max_m, p.ends[i])
+        return limit_refusal(s.label, p.ends[i], now)
+
+    def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid=0) -> dict:
+        """LedgerState.reserve, atomically in Redis. Raises LedgerUnavailable / LedgerNotReady."""
+        keys, args, ctx = self._reserve_call(rid, key_id, env, max_cost_usd, est_tokens, pid)
+        return self._reserve_reply(self._eval("reserve", keys, args, idempotent=False), ctx)
+
+    # --- settle ------------------------------------------------------------------------------
+    def _settle_call(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
+                     saved_usd: float = 0.0):
+        cost_m = _exact(_micros(cost_usd, "cost_usd"), "cost_usd")
+        saved_m = _exact(_micros(saved_usd, "saved_usd"), "saved_usd") if saved_usd else 0
+        tokens = int(tokens)
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens!r}")
+        now = self._clock()
+        p = self._plan(key_id, env, now)
+        pf, rid_b = self.b_prefix, rid.encode()
+        keys = [pf + b"r:" + rid_b, pf + b"x:" + rid_b, self.b_open, self.b_expired, self.b_settled, self.b_saved,
+                *p.skeys]
+        args = [repr(now).encode(), rid_b, str(cost_m).encode(), str(tokens).encode(), str(saved_m).encode(),
+                json.dumps([key_id, env]).encode() if saved_m else b"", self.b_settled_max, *p.scounts, pf,
+                *p.sargs]
+        return keys, args, (cost_m, key_id, env, p, now)
+
+    def _settle_reply(self, out, ctx) -> dict:
+        cost_m, key_id, env, p, now = ctx
+        status = out[0]
+        rkey, renv = out[1].decode(), out[2].decode()
+        totals = out[3:]
+        if status in (b"S", b"C") and (rkey, renv) != (key_id, env):
+            # the reservation was another key's: remaining is over its key and env
+            p = self._plan(rkey, renv, now)
+            got = self._read(p.keys[:len(p.budgets)])
+            totals = [got[i] + got[i + 1] for i in range(0, len(got), 2)]
+        rem, label = self._tightest(p, totals)
+        return {"cost_usd": _usd(cost_m), "remaining_usd": rem, "budget": label, "charged": status != b"D",
+                "corrected": status == b"C"}
+
+    def settle(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
+               saved_usd: float = 0.0) -> dict:
+        """LedgerState.settle, atomically in Redis (idempotent by rid). Raises LedgerUnavailable."""
+        keys, args, ctx = self._settle_call(rid, cost_usd, tokens, key_id, env, saved_usd)
+        return self._settle_reply(self._eval("settle", keys, args, idempotent=True), ctx)
+
+    # --- batches (one round trip) ------------------------------------------------------------
+    def _batch(self, name: str, calls: list, idempotent: bool) -> list:
+        s = self._scripts[name]
+
+        def run():
+            pipe = self.r.pipeline(transaction=False)
+            for keys, args, _ in calls:
+                pipe.evalsha(s.sha, len(keys), *keys, *args)
+            outs = pipe.execute(raise_on_error=False)
+            for i, o in enumerate(outs):     # NOSCRIPT: that call did not run; load and run it again
+                if isinstance(o, redis.exceptions.NoScriptError):
+                    self.r.script_load(s.source)
+                    keys, args, _ = calls[i]
+                    outs[i] = self.r.evalsha(s.sha, len(keys), *keys, *args)
+            return outs
+        return self._call(run, idempotent)
+
+    def reserve_many(self, items: Iterable[tuple]) -> list:
+        """Several reserves in one round trip (a pipeline; each is still its own atomic script):
+        items are reserve()'s arguments as tuples; returns reserve()'s reply for each, or the
+        ValueError it would have raised."""
+        calls = [self._reserve_call(*it) for it in items]
+        outs = self._batch("reserve", calls, idempotent=False)
+        res = []
+        for o, (_, _, ctx) in zip(outs, calls):
+            if isinstance(o, Exception):
+                raise self._unavailable(o) if str(o).startswith(_UNAVAILABLE) else o
+            try:
+                res.append(self._reserve_reply(o, ctx))
+            except ValueError as e:
+                res.append(e)
+        return res
+
+    def settle_many(self, items: Iterable[tuple]) -> list[dict]:
+        """Several settles in one round trip; items are settle()'s arguments as tuples."""
+        calls = [self._settle_call(*it) for it in items]
+        outs = self._batch("settle", calls, idempotent=True)
+        for o in outs:
+            if isinstance(o, Exception):
+                raise self._unavailable(o) if str(o).startswith(_UNAVAILABLE) else o
+        return [self._settle_reply(o, ctx) for o, (_, _, ctx) in zip(outs, calls)]
+
+    # --- expire ------------------------------------------------------------------------------
+    def expire(self, dead: Iterable = frozenset()) -> list[str]:
+        """LedgerState.expire: charge at their maximum the reservations older than the TTL and
+        those of the `dead` pids; forget settled / expired rids past retention. Returns the
+        expired rids. Any node may call it at any time (each call is atomic)."""
+        now = self._clock()
+        dead_s = [str(d) for d in dead if d]
+        keys = [self.k_open, self.k_expired, self.k_settled, self.k_pids]
+        out: list[str] = []
+        while True:
+            args = [repr(now), repr(now - self._ttl), repr(now - self._retention), self._settled_max,
+                    self.prefix, self._xrecord_ttl, EXPIRE_BATCH, *dead_s]
+            r = self._eval("expire", keys, args, idempotent=True)
+            out += [r[i].decode() for i in range(1, len(r), 4)]
+            if r[0] < EXPIRE_BATCH:
+                return out
+            dead_s = []
+
+    def expired_charge(self, rid: str) -> tuple[str, str, float] | None:
+        """(key, env, USD charged) of a reservation `expire` closed, while it is remembered."""
+        k, e, m = self._call(lambda: self.r.hmget(self.prefix + "x:" + rid, "k", "e", "m"), idempotent=True)
+        return None if k is None else (k.decode(), e.decode(), _usd(int(m)))
+
+    def owners(self) -> set:
+        """The pids holding open reservations, every node's (ints when they are digits)."""
+        got = self._eval("owners", [self.k_pids], [self.prefix], idempotent=True)
+        return {int(p) if p.isdigit() else p.decode() for p in got}
+
+    # --- reporting ---------------------------------------------------------------------------
+    def _read(self, keys: list[str]) -> list[int]:
+        """[used, reserved] of each counter, READ_CHUNK counters per script call (so a report over
+        every key does not hold Redis for long)."""
+        out: list[int] = []
+        for i in range(0, len(keys), READ_CHUNK):
+            out += self._eval("read", keys[i:i + READ_CHUNK], [], idempotent=True)
+        return out
+
+    def usage(self, key_id: str | None = None) -> list[dict]:
+        """LedgerState.usage, read in one consistent look at Redis."""
+        if key_id is not None:
+            scopes = self._dir.scopes(key_id)
+        else:
+            d = self._dir
+            scopes = ([("key", k.id, k.budgets, k.rate_limits) for k in d.keys.values()]
+                      + [("team", t.id, t.budgets, t.rate_limits) for t in d.teams.values()]
+                      + [("customer", c.id, c.budgets, c.rate_limits) for c in d.customers.values()])
+        now = self._clock()
+        rows: list[tuple] = []       # (level, owner, kind, period, env, limit-ish, label, start, end)
+        for level, owner, budgets, limits in scopes:
+            for b in budgets:
+                rows.append((level, owner, "budget", b.period, b.env, _micros(b.amount_usd, "amount_usd"),
+                             b.label(level, owner)))
+            for r in limits:
+                for kind, n in (("requests", r.requests), ("tokens", r.tokens)):
+                    if n is not None:
+                        rows.append((level, owner, kind, r.window, r.env, n, limit_label(level, owner, r, kind)))
+        spans = [bounds(row[3], now, self._tz) for row in rows]
+        vals = self._read([self.counter_key((lv, ow, kind, per, env or "*"), sp[0])
+                           for (lv, ow, kind, per, env, _, _), sp in zip(rows, spans)])
+        out: list[dict] = []
+        for i, ((level, owner, kind, period, env, n, label), (start, end)) in enumerate(zip(rows, spans)):
+            used, res = vals[2 * i], vals[2 * i + 1]
+            if kind == "budget":
+                out.append({"level": level, "owner": owner, "kind": "budget", "period": period, "env": env,
+                            "label": label, "limit_usd": _usd(n), "spent_usd": _usd(used),
+                            "reserved_usd": _usd(res), "remaining_usd": _usd(n - used - res),
+                            "period_start": iso(start), "resets_at": iso(end)})
+            else:
+                out.append({"level": level, "owner": owner, "kind": kind, "period": period, "env": env,
+                            "label": label, "limit": n, "used": used, "reserved": res,
+                            "remaining": n - used - res, "period_start": iso(start), "resets_at": iso(end)})
+        return out
+
+    def savings(self, key_id: str | None = None) -> list[dict]:
+        """What cache hits saved, all time: [{"key", "env", "saved_usd"}], for one key or all."""
+        got = self._call(lambda: self.r.hgetall(self.k_saved), idempotent=True)
+        rows = sorted((tuple(json.loads(f)), int(m)) for f, m in got.items())
+        return [{"key": k, "env": e, "saved_usd": _usd(m)} for (k, e), m in rows if key_id is None or k == key_id]
+
+    # --- lost data ---------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """False when Redis holds no complete set of counters (new, flushed, or restarted empty)."""
+        return bool(self._call(lambda: self.r.exists(self.k_ready), idempotent=True))
+
+    def rebuild(self, rows: Iterable, now: float | None = None, recent_seconds: float = 900.0) -> int | None:
+        """Put back the counters of the current periods from the durable record of settled
+        charges, then admit requests again.
+
+        `rows`: SettledRow-like tuples (rid, key, env, cost_micros, tokens, at), streamed, covering
+        at least the current periods (since the start of the longest budget or limit period in use;
+        older rows are skipped). Each counts one request, its tokens and its cost in the periods
+        containing `at`, on the key's budgets and limits as the directory says now.
+
+        Rows of the last `recent_seconds` go to Redis one by one with their rid: a rid settled in
+        Redis since the loss had its cost and tokens charged by that settle (as an unknown rid),
+        so only its request is added, and these rids are remembered as settled (within the
+        retention). Older rows cannot be such settles: they are summed here per counter and sent
+        as one amount per counter, so a month of requests costs one entry per counter, not one
+        per request.
+
+        Returns the entries applied (recent rows and counter sums), or None when the ledger was
+        ready already (nothing done). Raises RebuildBusy while another node holds the rebuild
+        lock, LedgerUnavailable if Redis goes away; either way reserves keep failing closed and
+        any node may call rebuild again (what a stopped rebuild applied is not applied twice).
+        Reservations open when the data was lost are gone (their settles charge the current
+        periods as unknown rids), and savings (all time) are not rebuilt."""
+        if now is None:
+            now = self._clock()
+        if self.ready():
+            return None
+        token = secrets.token_hex(16)
+        if not self._call(lambda: self.r.set(self.k_lock, token, nx=True, px=LOCK_MS), idempotent=False):
+            raise RebuildBusy(f"The governance ledger ({self.where}) is being rebuilt by another node; "
+                              f"retry shortly.")
+        recent_after = now - recent_seconds
+        keep = max(recent_after, now - self._retention)
+        applied = 0
+        chunk: list = []
+        sums: dict[str, list] = {}            # counter key -> [kind flag, amount, deadline]
+        for row in rows:
+            rid, key, env, cost_m, tokens, at = row[:6]
+            at = float(at)
+            parts = self._row_parts(key, env, _exact(int(cost_m), "cost_micros"), int(tokens), at, now)
+            if at >= recent_after:
+                chunk.append(("r", rid, repr(at), parts))
+                if len(chunk) >= REBUILD_CHUNK:
+                    applied += self._rebuild_chunk(chunk, token, now, keep)
+                    chunk = []
+            else:
+                for k, flag, n, d in parts:
+                    s = sums.get(k)
+                    if s is None:
+                        sums[k] = [flag, n, d]
+                    else:
+                        s[1] += n
+        for k, (flag, n, d) in sums.items():
+            chunk.append(("a", "sum:" + k, "0", [(k, flag, _exact(n, "a counter's sum"), d)]))
+            if len(chunk) >= REBUILD_CHUNK:
+                applied += self._rebuild_chunk(chunk, token, now, keep)
+                chunk = []
+        if chunk:
+            applied += self._rebuild_chunk(chunk, token, now, keep)
+        marker = json.dumps({"rebuilt_at": now, "entries": applied})
+        done = self._eval("rebuilt", [self.k_lock, self.k_ready, self.k_rebuilt], [token, marker], idempotent=False)
+        if done != 1:
+            raise RebuildBusy(f"The governance ledger ({self.where}) rebuild lost its lock; retry.")
+        log.warning("%s: ledger counters rebuilt (%d entries)", self.where, applied)
+        return applied
+
+    def _row_parts(self, key: str, env: str, cost_m: int, tokens: int, at: float, now: float) -> list:
+        """[(counter key, 'q' | 'm', amount, deadline)] a settled row adds to, current periods only."""
+        sp, _ = self._env_specs(key, env)
+        parts: list = []
+        if sp is None:
+            return parts
+        for kind, specs in (("budget", sp.budgets), ("requests", sp.requests), ("tokens", sp.tokens)):
+            for s in specs:
+                start, end = bounds(s.period, at, self._tz)
+                if start != bounds(s.period, now, self._tz)[0]:
+                    continue           # a period that has ended: nothing enforces it any more
+                n = cost_m if kind == "budget" else 1 if kind == "requests" else tokens
+                if n:
+                    parts.append((self.counter_key(s.base, start), "q" if kind == "requests" else "m", n,
+                                  repr(end + self._grace)))
+        return parts
+
+    def _rebuild_chunk(self, entries: list, token: str, now: float, keep: float) -> int:
+        keys = [self.k_lock, self.k_ready, self.k_settled, self.k_rebuilt]
+        index: dict[str, int] = {}
+        args: list = [token, repr(now), LOCK_MS, repr(keep), self._settled_max, REBUILT_TTL]
+        for kind, ident, at, parts in entries:
+            args += [kind, ident, at, len(parts)]
+            for k, flag, n, d in parts:
+                if k not in index:
+                    index[k] = len(keys) + 1
+                    keys.append(k)
+                args += [index[k], flag, n, d]
+        got = self._eval("rebuild", keys, args, idempotent=False)
+        if got == -1:
+            raise RebuildBusy(f"The governance ledger ({self.where}) rebuild lost its lock (it took over "
+                              f"{LOCK_MS // 1000} s between chunks); retry.")
+        if got == -2:
+            raise RebuildBusy(f"The governance ledger ({self.where}) was rebuilt by another node meanwhile.")
+        return got
+
+
+__all__ = ["RedisLedger", "LedgerUnavailable", "LedgerNotReady", "RebuildBusy", "SettledRow", "MAX_EXACT"]
