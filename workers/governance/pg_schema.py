@@ -117,7 +117,7 @@ def redact(url: str) -> str:
     return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
 
 
-def connect(url: str, *, application_name: str = "finops") -> psycopg.Connection:
+def connect(url: str, *, application_name: str = "finops", what: str = "governance store") -> psycopg.Connection:
     """An autocommit connection to `url` (a postgresql:// URL or a libpq conninfo string) with the
     module's timeouts; `StoreUnavailable` when the server cannot be reached, `StoreError` for a URL
     that cannot be parsed."""
@@ -131,12 +131,12 @@ def connect(url: str, *, application_name: str = "finops") -> psycopg.Connection
     try:
         conn = psycopg.connect(autocommit=True, **params)
     except psycopg.Error as e:
-        raise StoreUnavailable(f"governance store {redact(url)}: cannot connect: {_first_line(e)}") from None
+        raise StoreUnavailable(f"{what} {redact(url)}: cannot connect: {_first_line(e)}") from None
     try:
         conn.execute(_SESSION)
     except psycopg.Error as e:
         conn.close()
-        raise StoreUnavailable(f"governance store {redact(url)}: {_first_line(e)}") from None
+        raise StoreUnavailable(f"{what} {redact(url)}: {_first_line(e)}") from None
     return conn
 
 
