@@ -1,7 +1,7 @@
 """The governance store, one suite over both backends: SQLite in the data dir (store.py, the embedded
 default) and PostgreSQL (pg_store.py, shared by several nodes; a real server, tests/helpers/
-postgres_server.py). Tests taking `store` or `backend` run against both; the others are one backend's
-own (SQLite's file and pragmas; PostgreSQL's per-node snapshot)."""
+postgres_server.py). Tests taking `store` (tests/unit/conftest.py) or `backend` run against both; the
+others are one backend's own (SQLite's file and pragmas; PostgreSQL's per-node snapshot)."""
 import os
 import sqlite3
 import stat
@@ -50,14 +50,6 @@ def backend(request, tmp_path):
     if request.param == "sqlite":
         return Backend("sqlite", str(tmp_path))
     return Backend("postgres", request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def store(backend):
-    """A governance store on a fresh data dir / database, of each backend."""
-    s = backend.open()
-    yield s
-    s.close()
 
 
 def test_open_creates_a_private_wal_file_with_the_pragmas(tmp_path):
