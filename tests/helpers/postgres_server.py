@@ -23,6 +23,7 @@ import glob
 import os
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -79,13 +80,13 @@ def ensure_installed() -> str:
     return d
 
 
-def _as_os_user() -> list[str]:
-    """The command prefix that runs a server command as a user PostgreSQL accepts."""
+def _as_os_user(cmd: list[str]) -> list[str]:
+    """`cmd` run as a user PostgreSQL accepts: as is unless root; as `postgres` (runuser, else su)."""
     if os.geteuid() != 0:
-        return []
+        return cmd
     if shutil.which("runuser"):
-        return ["runuser", "-u", OS_USER, "--"]
-    return ["su", OS_USER, "-s", "/bin/sh", "-c", '"$0" "$@"']   # su runs a shell: pass the argv through
+        return ["runuser", "-u", OS_USER, "--"] + cmd
+    return ["su", "-s", "/bin/sh", "-c", shlex.join(cmd), OS_USER]
 
 
 class PostgresServer:
@@ -111,7 +112,7 @@ class PostgresServer:
     # --- running server commands --------------------------------------------------------------
 
     def _run(self, prog: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        cmd = _as_os_user() + [os.path.join(self.bindir, prog), *args]
+        cmd = _as_os_user([os.path.join(self.bindir, prog), *args])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir)
         if check and r.returncode != 0:
             raise RuntimeError(f"{prog} failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}"
