@@ -117,3 +117,16 @@ def test_during_an_outage_the_watcher_keeps_its_keys_and_catches_up_after(tmp_pa
                 pg.terminate_connections(url.rsplit("/", 1)[1])
                 s.delete_key("vk-1")
                 changes.until(lambda d: set(d.keys) == {"vk-2"})
+
+
+def test_a_worker_that_made_the_change_can_take_it_at_once(postgres_url):
+    """After an admin write in a worker, its next request must see the change: the worker offers
+    the directory it reloaded itself; an older one offered late is ignored (versions only move forward)."""
+    with PgStore.open(postgres_url) as s, DirectoryWatcher(postgres_url, poll_seconds=NO_POLL) as w:
+        old = s.load_versioned_directory()
+        s.put_key(VirtualKey("vk-1", SECRET))
+        new = s.load_versioned_directory()
+        if w.data_version() < new[0]:                   # the notification may have been quicker
+            assert w.offer(*new)
+        assert "vk-1" in w.load_directory().keys and w.data_version() == new[0]
+        assert not w.offer(*old) and "vk-1" in w.load_directory().keys

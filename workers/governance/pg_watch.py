@@ -23,8 +23,10 @@ worker's trio loop; with a remote database that is a millisecond or more added t
 a database that hangs would stall the worker for the connect or statement timeout. The thread
 costs one idle connection per worker process and about two tiny queries a second.
 
-`on_change(version, directory)`, if given, is called from the thread after each reload (e.g. to wake
-a trio loop with `trio.lowlevel.TrioToken.run_sync_soon`); it must not block.
+`on_change(version, directory)`, if given, is called from the thread after each reload that brought
+a newer version (e.g. to wake a trio loop with `trio.lowlevel.TrioToken.run_sync_soon`); it must not
+block. A process that changed the directory itself (the admin API in a worker) can `offer()` what it
+reloaded, so its next request does not wait for the notification. Versions only move forward.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class DirectoryWatcher:
         self.retry_seconds = retry_seconds
         self.on_change = on_change
         self._state: tuple[int, Directory] | None = None     # (version, directory), swapped whole
+        self._swap = threading.Lock()                       # versions only move forward
         self._stop = threading.Event()
         self._loaded = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,13 +150,27 @@ class DirectoryWatcher:
             if notified or time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + self.poll_seconds
                 row = conn.execute("SELECT version FROM finops_directory_version WHERE id = 1").fetchone()
-                if row["version"] != self.data_version():
+                if row["version"] > self.data_version():
                     self._load(store)
+
+    def offer(self, version: int, directory: Directory) -> bool:
+        """Take a directory the caller loaded itself (`PgStore.load_versioned_directory()`), e.g. right
+        after its own admin write, so its next request sees the change without waiting for the
+        notification; ignored unless newer than the one held. True if taken."""
+        with self._swap:
+            state = self._state
+            if state is not None and version <= state[0]:
+                return False
+            self._state = (version, directory)
+        return True
 
     def _load(self, store: PgStore) -> None:
         version, directory = store.load_versioned_directory()
-        changed = self._state is None or version != self._state[0]
-        self._state = (version, directory)
+        with self._swap:
+            state = self._state
+            changed = state is None or version > state[0]
+            if changed:
+                self._state = (version, directory)
         self.reloads += 1
         self.last_error = ""
         self._loaded.set()
