@@ -116,6 +116,7 @@ class DirectoryWatcher:
         while not self._stop.is_set():
             try:
                 self._watch()
+                continue                                # reconnected on the way: LISTEN again now
             except Exception as e:                      # noqa: BLE001 - the thread must outlive any failure
                 if not isinstance(e, (StoreError, psycopg.Error)):
                     log.exception("governance: the directory watcher failed")
@@ -152,6 +153,8 @@ class DirectoryWatcher:
                 row = conn.execute("SELECT version FROM finops_directory_version WHERE id = 1").fetchone()
                 if row["version"] > self.data_version():
                     self._load(store)
+                    if store._conn is not conn:         # the load reconnected: LISTEN again, on the new one
+                        return
 
     def offer(self, version: int, directory: Directory) -> bool:
         """Take a directory the caller loaded itself (`PgStore.load_versioned_directory()`), e.g. right
