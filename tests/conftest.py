@@ -1,8 +1,10 @@
-"""Fixtures for every test directory: a real Redis, started once per session when a test asks."""
+"""Fixtures for every test directory: a real Redis and a real PostgreSQL, each started once per
+session when a test asks (tests/helpers/redis_server.py, tests/helpers/postgres_server.py)."""
 from __future__ import annotations
 
 import pytest
 
+from tests.helpers.postgres_server import PostgresServer
 from tests.helpers.redis_server import RedisServer
 
 
@@ -20,3 +22,19 @@ def redis_db(redis_server):
         redis_server.start()
     redis_server.flushall()
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the session (tests/helpers/postgres_server.py), started on first use."""
+    with PostgresServer() as pg:
+        yield pg
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """A fresh database (and its owner role) on the session's server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    if postgres.running:
+        postgres.drop_database(url.rsplit("/", 1)[1])

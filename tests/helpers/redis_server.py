@@ -65,7 +65,7 @@ class RedisServer:
         self.ca_file = None
         self.exe = redis_server_path()
         if tls:
-            from finops.shared import certs
+            from finops.launcher import certs
             paths = certs.make(os.path.join(self.dir, "tls"), [])   # covers 127.0.0.1 and localhost
             self.ca_file, self.cert_file, self.key_file = paths["ca"], paths["cert"], paths["key"]
 

@@ -1,4 +1,7 @@
-"""The governance store: SQLite in the data dir (keys, teams, customers, the ledger snapshot)."""
+"""The governance store, one suite over both backends: SQLite in the data dir (store.py, the embedded
+default) and PostgreSQL (pg_store.py, shared by several nodes; a real server, tests/helpers/
+postgres_server.py). Tests taking `store` (tests/unit/conftest.py) or `backend` run against both; the
+others are one backend's own (SQLite's file and pragmas; PostgreSQL's per-node snapshot)."""
 import os
 import sqlite3
 import stat
@@ -7,7 +10,9 @@ import pytest
 
 from finops.shared.config import build
 from finops.shared.governance import Budget, Customer, RateLimit, Team, VirtualKey
+from finops.workers.governance import pg_schema
 from finops.workers.governance import store as storemod
+from finops.workers.governance.pg_store import PgStore
 from finops.workers.governance.store import (Conflict, InvalidReference, NotFound, Store, StoreError,
                                              generate_key, new_key_id, new_secret)
 
@@ -17,6 +22,34 @@ SECRET = "s" * 20
 def gov(customers=(), teams=(), keys=()):
     return build({"governance": {"customers": list(customers), "teams": list(teams), "keys": list(keys)}},
                  "t", env={}).governance
+
+
+class Backend:
+    """Where a store lives, and how to open another connection to the same one."""
+
+    def __init__(self, name: str, where: str):
+        self.name = name
+        self.where = where            # the data dir (SQLite) or the database URL (PostgreSQL)
+
+    def open(self, **kw):
+        return Store.open(self.where) if self.name == "sqlite" else PgStore.open(self.where, **kw)
+
+    def set_schema_version(self, v: int) -> None:
+        if self.name == "sqlite":
+            db = sqlite3.connect(os.path.join(self.where, "governance.sqlite"))
+            db.execute("UPDATE schema_version SET version = ?", (v,))
+            db.commit()
+            db.close()
+        else:
+            with pg_schema.connect(self.where) as c:
+                c.execute("UPDATE finops_schema_version SET version = %s", (v,))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path):
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path))
+    return Backend("postgres", request.getfixturevalue("postgres_url"))
 
 
 def test_open_creates_a_private_wal_file_with_the_pragmas(tmp_path):
@@ -47,14 +80,15 @@ def test_an_existing_world_readable_file_is_made_private(tmp_path):
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
 
 
-def test_a_newer_schema_is_refused(tmp_path):
-    Store.open(str(tmp_path)).close()
-    db = sqlite3.connect(tmp_path / "governance.sqlite")
-    db.execute("UPDATE schema_version SET version = 99")
-    db.commit()
-    db.close()
+def test_reopening_migrates_nothing_and_a_newer_schema_is_refused(backend):
+    with backend.open() as s:
+        assert s.schema_version() == 1
+        s.put_customer(Customer("acme"))
+    with backend.open() as s:
+        assert s.schema_version() == 1 and s.get_customer("acme") == Customer("acme")
+    backend.set_schema_version(99)
     with pytest.raises(StoreError, match="schema version 99 was written by a newer finops"):
-        Store.open(str(tmp_path))
+        backend.open()
 
 
 def test_round_trips(store):
@@ -165,34 +199,71 @@ def test_sync_config_keeps_a_removed_team_that_api_keys_still_use(store):
     assert store.get_key("vk-api").team == "cfg-team"
 
 
-def test_data_version_changes_when_another_connection_writes(tmp_path):
-    a = Store.open(str(tmp_path))
-    b = Store.open(str(tmp_path))
+def test_data_version_changes_when_another_connection_writes(backend):
+    a = backend.open()
+    b = backend.open()
     try:
         v = a.data_version()
         a.put_customer(Customer("mine"))
+        a.put_team(Team("mine"))
+        a.delete_team("mine")
         assert a.data_version() == v                    # own writes do not count
         b.put_customer(Customer("theirs"))
         v2 = a.data_version()
         assert v2 != v
         assert {c.id for c in a.list_customers()} == {"mine", "theirs"}
         assert a.data_version() == v2                   # reading changes nothing
-        b.save_snapshot({"x": 1})
+        with pytest.raises(NotFound):
+            b.delete_key("nope")                        # a failed write changes nothing either
+        assert a.data_version() == v2
+        b.delete_customer("theirs")
         assert a.data_version() != v2
     finally:
         a.close()
         b.close()
 
 
-def test_snapshot_round_trip(tmp_path):
-    with Store.open(str(tmp_path)) as s:
+def test_a_snapshot_saved_by_another_process_changes_the_sqlite_data_version(tmp_path):
+    a = Store.open(str(tmp_path))
+    b = Store.open(str(tmp_path))
+    try:
+        v = a.data_version()
+        b.save_snapshot({"x": 1})
+        assert a.data_version() != v                    # SQLite counts any commit to the file
+    finally:
+        a.close()
+        b.close()
+
+
+def test_snapshot_round_trip(backend):
+    with backend.open() as s:
         assert s.load_snapshot() is None and s.snapshot_saved_at() is None
         s.save_snapshot({"counters": {"key:vk-1": [1.5, 2]}, "v": 1})
         s.save_snapshot({"counters": {"key:vk-1": [3.0, 4]}, "v": 1})
         assert s.snapshot_saved_at() > 0
-    with Store.open(str(tmp_path)) as s:
+    with backend.open() as s:
         assert s.load_snapshot() == {"counters": {"key:vk-1": [3.0, 4]}, "v": 1}
+
+
+def test_sqlite_keeps_one_snapshot_row(tmp_path):
+    with Store.open(str(tmp_path)) as s:
+        s.save_snapshot({"v": 1})
+        s.save_snapshot({"v": 2})
         assert s._db.execute("SELECT count(*) FROM ledger_snapshot").fetchone()[0] == 1
+
+
+def test_postgres_keeps_a_snapshot_per_node_outside_the_directory_version(postgres_url):
+    """Each node's local ledger has its own counters; saving them (every second) is no change of
+    keys, teams or customers, so no worker anywhere reloads for it."""
+    with PgStore.open(postgres_url, node="a") as a, PgStore.open(postgres_url, node="b") as b, \
+            PgStore.open(postgres_url) as watcher:
+        v = watcher.data_version()
+        a.save_snapshot({"node": "a"})
+        b.save_snapshot({"node": "b"})
+        a.save_snapshot({"node": "a", "again": True})
+        assert a.load_snapshot() == {"node": "a", "again": True} and b.load_snapshot() == {"node": "b"}
+        assert watcher.load_snapshot() is None          # node "" saved nothing
+        assert watcher.data_version() == v
 
 
 def test_generated_ids_and_secrets():

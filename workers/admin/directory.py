@@ -37,7 +37,7 @@ import time
 from finops.shared.config import ConfigError, _budgets, _rate_limits, parse_time
 from finops.shared.governance import KEY_ID, Customer, Team
 
-from ..governance.store import (Conflict, InvalidReference, NotFound, StoreError, budgets_to_json,
+from ..governance.store import (Conflict, InvalidReference, NotFound, StoreError, StoreUnavailable, budgets_to_json,
                                 generate_key, new_secret, rate_limits_to_json)
 
 _SECRET = re.compile(r"^[\x21-\x7e]{16,256}$")      # printable ASCII, no spaces: fits every header
@@ -312,6 +312,8 @@ def run(handler, store, req) -> tuple[int, dict]:
         return 404, {"message": str(e)}
     except Conflict as e:
         return 409, {"message": str(e)}
+    except StoreUnavailable as e:                # PostgreSQL down or busy: retry
+        return 503, {"message": f"governance store unavailable, try again: {e}"}
     except StoreError as e:
         return 500, {"message": str(e)}
     except sqlite3.OperationalError as e:       # e.g. still locked after the busy timeout

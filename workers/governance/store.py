@@ -92,6 +92,11 @@ class StoreError(Exception):
     """Something the caller asked of the store cannot be done; the message says why."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or is busy right now (PostgreSQL down, connection lost, a lock
+    held too long): nothing was changed, or the change may be retried; try again."""
+
+
 class NotFound(StoreError):
     """No key, team or customer with that id."""
 

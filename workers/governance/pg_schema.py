@@ -1,0 +1,197 @@
+"""PostgreSQL for governance: connecting, and the schema with its migrations.
+
+Several gateway nodes share one PostgreSQL database: keys, teams and customers (pg_store.py), the
+notification of their changes (pg_watch.py), and the durable record of settled spend (pg_spend.py).
+Every table is prefixed `finops_`, so the database may be shared with other applications.
+
+**Migrations** run at start, from every node: `migrate(conn)` takes a transaction-level advisory
+lock (`pg_advisory_xact_lock(MIGRATION_LOCK)`), reads `finops_schema_version`, applies the missing
+steps of `MIGRATIONS`, records the version and commits, all in one transaction (PostgreSQL's DDL is
+transactional). Nodes starting together queue on the lock: the first one migrates, the others find
+the schema current and go on; a failed step leaves the schema as it was. A database migrated by a
+newer finops is refused with a message (never downgraded).
+
+**Connections** (`connect`) are autocommit (the modules open their own transactions), with a
+5 s connect timeout, TCP keepalives and a TCP user timeout (so a cut network is noticed in
+seconds, not at TCP's retransmission limit of minutes), `lock_timeout` 5 s (as the SQLite store's
+busy timeout: short writes queue, a stuck one fails) and `statement_timeout` 30 s. Settings given
+in the URL win. Failures to reach the server are `StoreUnavailable` (retry), with the URL's
+password left out of every message.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
+
+from .store import StoreError, StoreUnavailable
+
+log = logging.getLogger("finops.governance.pg")
+
+# The advisory lock key of the schema check/upgrade ("FinOps" as a 48-bit integer).
+MIGRATION_LOCK = 0x46696E4F7073
+# NOTIFY channel of directory changes; the payload is the new directory version.
+CHANNEL = "finops_directory"
+
+_CONNECT_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "3",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",        # ms
+}
+_SESSION = "SET lock_timeout = '5s'; SET statement_timeout = '30s'"
+
+# MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
+# JSON columns hold the same JSON text as the SQLite store (store.py), so both share (de)serialisers.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE finops_customers (
+            id          text PRIMARY KEY,
+            name        text NOT NULL DEFAULT '',
+            budgets     text NOT NULL DEFAULT '[]',      -- JSON [{amount_usd, period, env}]
+            rate_limits text NOT NULL DEFAULT '[]',      -- JSON [{window, requests, tokens, env}]
+            source      text NOT NULL DEFAULT 'api'      -- 'config' | 'api'
+        )""",
+        """CREATE TABLE finops_teams (
+            id          text PRIMARY KEY,
+            name        text NOT NULL DEFAULT '',
+            customer    text NOT NULL DEFAULT '',        -- finops_customers.id, '' = none
+            budgets     text NOT NULL DEFAULT '[]',
+            rate_limits text NOT NULL DEFAULT '[]',
+            source      text NOT NULL DEFAULT 'api'
+        )""",
+        "CREATE INDEX finops_teams_customer ON finops_teams (customer)",
+        """CREATE TABLE finops_keys (
+            id          text PRIMARY KEY,                -- also the SigV4 access key id
+            secret      text NOT NULL,                   -- as given: SigV4 needs it (see store.py)
+            name        text NOT NULL DEFAULT '',
+            team        text NOT NULL DEFAULT '',        -- finops_teams.id, '' = none
+            models      text NOT NULL DEFAULT '["*"]',   -- JSON list of globs
+            providers   text NOT NULL DEFAULT '["*"]',
+            enabled     boolean NOT NULL DEFAULT true,
+            expires_at  double precision,                -- epoch seconds, NULL = never
+            budgets     text NOT NULL DEFAULT '[]',
+            rate_limits text NOT NULL DEFAULT '[]',
+            created_at  double precision NOT NULL,
+            source      text NOT NULL DEFAULT 'api'
+        )""",
+        "CREATE INDEX finops_keys_team ON finops_keys (team)",
+        # One row: bumped by every write of keys, teams or customers, in the same transaction.
+        """CREATE TABLE finops_directory_version (
+            id      integer PRIMARY KEY CHECK (id = 1),
+            version bigint NOT NULL
+        )""",
+        "INSERT INTO finops_directory_version (id, version) VALUES (1, 0)",
+        # The local ledger's snapshot, one per node (nodes with a local ledger each keep their own).
+        """CREATE TABLE finops_ledger_snapshots (
+            node     text PRIMARY KEY,
+            doc      text NOT NULL,                      -- JSON
+            saved_at double precision NOT NULL
+        )""",
+        # Settled charges, the durable truth the Redis ledger's counters are rebuilt from (pg_spend.py).
+        """CREATE TABLE finops_settled (
+            request_id  text PRIMARY KEY,                -- a settle written twice counts once
+            key_id      text NOT NULL,
+            env         text NOT NULL DEFAULT '',
+            team        text NOT NULL DEFAULT '',        -- as charged (the key's team then), '' = none
+            customer    text NOT NULL DEFAULT '',
+            cost_micro  bigint NOT NULL,                 -- USD x 1e6
+            tokens      bigint NOT NULL DEFAULT 0,
+            saved_micro bigint NOT NULL DEFAULT 0,       -- what the cache saved, USD x 1e6
+            settled_at  double precision NOT NULL        -- epoch seconds: the periods it counts in
+        )""",
+        "CREATE INDEX finops_settled_at ON finops_settled (settled_at)",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for messages and logs."""
+    url = re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+
+
+def connect(url: str, *, application_name: str = "finops", what: str = "governance store") -> psycopg.Connection:
+    """An autocommit connection to `url` (a postgresql:// URL or a libpq conninfo string) with the
+    module's timeouts; `StoreUnavailable` when the server cannot be reached, `StoreError` for a URL
+    that cannot be parsed."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as e:
+        raise StoreError(f"postgres_url {redact(url)!r} is not a PostgreSQL URL: {e}") from None
+    for k, v in _CONNECT_DEFAULTS.items():
+        params.setdefault(k, v)
+    params.setdefault("application_name", application_name)
+    try:
+        conn = psycopg.connect(autocommit=True, **params)
+    except psycopg.Error as e:
+        raise StoreUnavailable(f"{what} {redact(url)}: cannot connect: {_first_line(e)}") from None
+    try:
+        conn.execute(_SESSION)
+    except psycopg.Error as e:
+        conn.close()
+        raise StoreUnavailable(f"{what} {redact(url)}: {_first_line(e)}") from None
+    return conn
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    """The version recorded in the database (0: never migrated)."""
+    cur = conn.cursor(row_factory=tuple_row)
+    if cur.execute("SELECT to_regclass('finops_schema_version')").fetchone()[0] is None:
+        return 0
+    row = cur.execute("SELECT version FROM finops_schema_version").fetchone()
+    return row[0] if row else 0
+
+
+def migrate(conn: psycopg.Connection, where: str = "") -> int:
+    """Bring the schema to SCHEMA_VERSION (see the module doc); returns the version found before."""
+    where = where or "governance store"
+    try:
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SET LOCAL statement_timeout = 0")            # a migration may take long
+            conn.execute("SET LOCAL lock_timeout = '60s'")             # another node's migration
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            version = schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{where}: schema version {version} was written by a newer finops "
+                                 f"(this one knows up to {SCHEMA_VERSION}); upgrade finops")
+            if version == 0 and conn.cursor(row_factory=tuple_row).execute(
+                    "SELECT to_regclass('finops_schema_version')").fetchone()[0] is None:
+                conn.execute("CREATE TABLE finops_schema_version (version integer NOT NULL)")
+            for i in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[i]:
+                    conn.execute(stmt)
+            if version != SCHEMA_VERSION:
+                n = conn.execute("UPDATE finops_schema_version SET version = %s", (SCHEMA_VERSION,)).rowcount
+                if n == 0:
+                    conn.execute("INSERT INTO finops_schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+        except BaseException:
+            _rollback(conn)
+            raise
+        conn.execute("COMMIT")
+    except psycopg.OperationalError as e:
+        raise StoreUnavailable(f"{where}: schema migration failed: {_first_line(e)}") from None
+    except psycopg.Error as e:
+        raise StoreError(f"{where}: schema migration failed: {_first_line(e)}") from None
+    if version != SCHEMA_VERSION:
+        log.info("%s: schema version %d -> %d", where, version, SCHEMA_VERSION)
+    return version
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    try:
+        if not conn.broken and not conn.closed:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass
