@@ -161,38 +161,38 @@ class App:
             self.pool.outcomes.failure(req.rid, req.started, req.route.op, req.route.model_id, req.hdr,
                                        200 if stream else e.status, e.code, stream, messages)
 
-    async def relay(self, req: "Inbound", pending, send, env=None) -> None:
-        """Relay the worker's replies (`env`: the first, if already received) to the client.
+    async def relay(self, req: "Inbound", pending, send, msg=None) -> None:
+        """Relay the worker's replies (`msg`: the first, if already received) to the client.
         A reply is an envelope (finops.shared.envelope) or the pool's own WorkerLost."""
         rid = req.rid
         timeout = self.cfg.server.request_timeout_seconds
         recv = pending.recv_ch
         with trio.move_on_after(timeout) as scope:
-            if env is None:
-                env = await recv.receive()
+            if msg is None:
+                msg = await recv.receive()
         if scope.cancelled_caught:
             pending.why = envelope.Why(408, "ModelTimeoutException", "upstream")
             return await send_error(send, rid, errors.model_timeout(
                 f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))
-        kind = type(env)
+        kind = type(msg)
         if kind is envelope.Error or kind is WorkerLost:
-            e = errors.GatewayError.from_wire(env.error)
+            e = errors.GatewayError.from_wire(msg.error)
             if kind is WorkerLost:          # its worker died: no worker row will come
                 self.failed(req, e, messages=0)
             return await send_error(send, rid, e)
-        if kind is not envelope.Head or pending.seq.check(env):
-            log.error("request %s: expected head, got %s", rid, envelope.kind(env))
+        if kind is not envelope.Head or pending.seq.check(msg):
+            log.error("request %s: expected head, got %s", rid, envelope.kind(msg))
             pending.why = envelope.Why(500, "InternalServerException", "gateway")
             return await send_error(send, rid, errors.internal())
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in env.headers]
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in msg.headers]
         headers.append((b"x-amzn-requestid", rid.encode()))
-        if not env.stream:
+        if not msg.stream:
             with trio.move_on_after(timeout):
                 nxt = await recv.receive()
                 kind = type(nxt)
                 if kind is envelope.Body and not pending.seq.check(nxt):
                     headers.append((b"content-length", str(len(nxt.data)).encode()))
-                    await send({"type": "http.response.start", "status": env.status, "headers": headers})
+                    await send({"type": "http.response.start", "status": msg.status, "headers": headers})
                     return await send({"type": "http.response.body", "body": nxt.data})
                 if kind is envelope.Error or kind is WorkerLost:
                     e = errors.GatewayError.from_wire(nxt.error)
@@ -201,7 +201,7 @@ class App:
                     return await send_error(send, rid, e)
             pending.why = envelope.Why(500, "InternalServerException", "gateway")
             return await send_error(send, rid, errors.internal())
-        await self.relay_stream(req, pending, env.status, headers, send)
+        await self.relay_stream(req, pending, msg.status, headers, send)
 
     async def relay_stream(self, req: "Inbound", pending, status, headers, send) -> None:
         """Relay stream chunks as event-stream frames; a failure ends it with an exception frame.
@@ -225,35 +225,35 @@ class App:
             err = None
             finished = False
             with trio.move_on_after(idle) as scope:
-                env = await recv.receive()
+                msg = await recv.receive()
             if scope.cancelled_caught:
                 err = errors.model_timeout(f"The model sent nothing for {idle:.0f}s mid-stream.")
                 pending.why = envelope.Why(200, err.code, "upstream")
             while err is None:
-                kind = type(env)
+                kind = type(msg)
                 received += 1
                 if kind is WorkerLost:      # its worker died mid-stream: no worker row will come
-                    err = errors.GatewayError.from_wire(env.error)
+                    err = errors.GatewayError.from_wire(msg.error)
                     self.failed(req, err, stream=True, messages=received - 1)
-                elif bad := pending.seq.check(env):
+                elif bad := pending.seq.check(msg):
                     log.error("request %s: %s", rid, bad)
                     err = errors.internal("The gateway lost part of this stream internally; retry the request.")
                     pending.why = envelope.Why(200, err.code, "gateway")
                 elif kind is envelope.Chunk:
-                    events = env.events
+                    events = msg.events
                     for et, data in events:
                         out.append(event_frame(et, data))
                     consumed += len(events)
                 elif kind is envelope.End:
                     finished = True
                 elif kind is envelope.Error:
-                    err = errors.GatewayError.from_wire(env.error)
+                    err = errors.GatewayError.from_wire(msg.error)
                 else:
                     err = errors.internal()
                 if finished or err is not None or len(out) >= MAX_FRAMES_PER_WRITE:
                     break
                 try:
-                    env = recv.receive_nowait()
+                    msg = recv.receive_nowait()
                 except trio.WouldBlock:
                     break
             if err is not None:

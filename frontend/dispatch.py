@@ -249,33 +249,33 @@ class WorkerPool:
             now = time.monotonic()
             for raw in [data] + pull.recv_batch_nowait():
                 try:
-                    env = envelope.decode(raw)
+                    msg = envelope.decode(raw)
                 except envelope.EnvelopeError as e:
                     log.error("dropping reply: %s", e)
                     continue
-                if not isinstance(env, envelope.Sequenced):
-                    if type(env) is envelope.Pong:
-                        self._on_pong(env)
+                if not isinstance(msg, envelope.Sequenced):
+                    if type(msg) is envelope.Pong:
+                        self._on_pong(msg)
                     else:
-                        log.error("dropping reply: a worker sent a %s envelope", envelope.kind(env))
+                        log.error("dropping reply: a worker sent a %s envelope", envelope.kind(msg))
                     continue
-                final = isinstance(env, envelope.Final)
+                final = isinstance(msg, envelope.Final)
                 if final:
-                    outcomes.take(env, now)     # the row and settle, whether or not the client is still here
-                p = self.pending.get(env.rid)
+                    outcomes.take(msg, now)     # the row and settle, whether or not the client is still here
+                p = self.pending.get(msg.rid)
                 if p is None:
                     continue  # the request already ended (client gone, or timed out)
                 if final:
                     p.finished = True
                 try:
-                    p.send_ch.send_nowait(env)
+                    p.send_ch.send_nowait(msg)
                 except trio.WouldBlock:
                     log.error("request %s: worker sent past its credit; ending the request", p.rid)
                     self.close(p)
 
-    def _on_pong(self, env: envelope.Pong) -> None:
+    def _on_pong(self, msg: envelope.Pong) -> None:
         try:
-            pid = int(env.wid)
+            pid = int(msg.wid)
         except ValueError:
             return
         w = self.workers.get(pid)

@@ -57,12 +57,12 @@ class Outcomes:
     def __repr__(self) -> str:
         return f"<Outcomes {len(self.rows)} rows waiting, {len(self.recent)} recent settles, {self.dropped} dropped>"
 
-    def take(self, env: envelope.Final, now: float) -> None:
+    def take(self, msg: envelope.Final, now: float) -> None:
         """The outcome a worker's final envelope carries (nothing when it has none)."""
-        row = env.row
+        row = msg.row
         if row is not None:
             self.add(row)
-        settle = env.settle
+        settle = msg.settle
         if settle is not None:
             self.recent.append((now, settle))
             while self.recent[0][0] < now - REPLAY_SECONDS:

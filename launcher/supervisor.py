@@ -2,7 +2,7 @@
 
 Processes (each a `python -m` module, so the Procfile can start the same ones without us):
 
-    ledger   ×1                  python -m finops.workers.governance.ledger   (budgets, rate limits)
+    ledger   ×1                  python -m finops.workers.ledger.actor   (budgets, rate limits)
     cache    ×1 when a route caches   python -m finops.workers.cache.actor   (the response cache's index)
     observer ×1                  python -m finops.workers.observe.actor   (request log, metrics)
     worker   ×server.workers     python -m finops.workers
@@ -55,8 +55,8 @@ class Child:
         pid = self.proc.pid if self.proc else None
         return f"<{self.kind}#{self.index} pid={pid} restarts={self.restarts}>"
 
-    def start(self, env: dict) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env)
+    def start(self, environ: dict) -> None:
+        self.proc = subprocess.Popen(self.argv, env=environ)
         self.started = time.monotonic()
         log.info("started %s#%d pid %d", self.kind, self.index, self.proc.pid)
 
@@ -64,15 +64,15 @@ class Child:
 class Supervisor:
     def __init__(self, cfg: Config, config_path: str | None):
         self.cfg = cfg
-        self.env = dict(os.environ)
+        self.environ = dict(os.environ)
         if config_path:
-            self.env["FINOPS_CONFIG"] = os.path.abspath(config_path)
+            self.environ["FINOPS_CONFIG"] = os.path.abspath(config_path)
         s = cfg.server
         # The children load the same file; these make them see the same effective values.
-        self.env.update(FINOPS_HOST=s.host, FINOPS_PORT=str(s.port), FINOPS_DATA_DIR=s.data_dir,
+        self.environ.update(FINOPS_HOST=s.host, FINOPS_PORT=str(s.port), FINOPS_DATA_DIR=s.data_dir,
                         FINOPS_WORKERS=str(s.workers), FINOPS_FRONTENDS=str(s.frontends))
         py = sys.executable
-        actors = [Child("ledger", 0, [py, "-m", "finops.workers.governance.ledger"]),
+        actors = [Child("ledger", 0, [py, "-m", "finops.workers.ledger.actor"]),
                   Child("observer", 0, [py, "-m", "finops.workers.observe.actor"])]
         if cfg.caching:
             actors.append(Child("cache", 0, [py, "-m", "finops.workers.cache.actor"]))
@@ -89,7 +89,7 @@ class Supervisor:
         os.makedirs(self.cfg.run_dir, exist_ok=True)
         self.write_restarts()
         for c in self.workers + self.frontends:
-            c.start(self.env)
+            c.start(self.environ)
         announced = False
         while not self.stopping:
             now = time.monotonic()
@@ -108,7 +108,7 @@ class Supervisor:
                     c.restarts += 1
                     self.write_restarts()
                 elif c.proc is None and now >= c.restart_at:
-                    c.start(self.env)
+                    c.start(self.environ)
                 elif c.proc is not None and now - c.started > HEALTHY_AFTER:
                     c.backoff = BACKOFF_START
             if not announced and self._healthy():

@@ -230,7 +230,7 @@ def role_of(pid: int) -> str:
         return "gone"
     if "finops.frontend" in cmd:
         return "frontend"
-    if "finops.workers.governance.ledger" in cmd:
+    if "finops.workers.ledger.actor" in cmd:
         return "ledger"
     if "finops.workers.observe.actor" in cmd:
         return "observer"

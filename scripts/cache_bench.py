@@ -211,7 +211,7 @@ def fmt(v, nd=2) -> str:
 # --- /proc ----------------------------------------------------------------------------------
 
 ROLES = {"finops.workers": "worker", "finops.frontend": "frontend", "finops.workers.cache.actor": "cache",
-         "finops.workers.governance.ledger": "ledger", "finops.workers.observe.actor": "observer"}
+         "finops.workers.ledger.actor": "ledger", "finops.workers.observe.actor": "observer"}
 
 
 def role_of(pid: int) -> str:

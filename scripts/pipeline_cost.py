@@ -68,7 +68,7 @@ async def cost(log_on: bool, op: str, n: int) -> float:
     for i in range(n):
         await p.handle(request(f"r-{i}"), NullReply())
     spent = time.process_time() - t
-    p.requestlog.client.close()
+    p.observer.close()
     p.gov.close()
     return spent / n * 1000
 

@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))             # the checkout, for tests.helpers.redis_server
 
 from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey  # noqa: E402
-from finops.workers.governance.redis_ledger import RedisLedger  # noqa: E402
+from finops.workers.ledger.redis_state import RedisLedger  # noqa: E402
 
 BIG = 1e9
 DIRS = {

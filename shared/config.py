@@ -224,21 +224,21 @@ TABLES = ("server", "providers", "routes", "default_route", "governance", "prici
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand(value, where: str, env):
+def _expand(value, where: str, environ):
     if isinstance(value, str):
         def sub(m):
             name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
+            if name in environ:
+                return environ[name]
             if default is not None:
                 return default
             raise ConfigError(f"{where}: environment variable {name} is not set "
                               f"(set it, or write ${{{name}:-default}})")
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand(v, f"{where}.{k}", env) for k, v in value.items()}
+        return {k: _expand(v, f"{where}.{k}", environ) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+        return [_expand(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
     return value
 
 
@@ -247,10 +247,11 @@ def _positive(where: str, value, minimum=1):
         raise ConfigError(f"{where}: must be >= {minimum}, got {value}")
 
 
-def build(raw: dict, source: str, env=None) -> Config:
-    """The parsed TOML document -> Config, every key checked (ConfigError names the first bad one)."""
-    env = os.environ if env is None else env
-    raw = _expand(raw, "config", env)
+def build(raw: dict, source: str, environ=None) -> Config:
+    """The parsed TOML document -> Config, every key checked (ConfigError names the first bad one).
+    `environ`: the environment `${VAR}` reads (default os.environ)."""
+    environ = os.environ if environ is None else environ
+    raw = _expand(raw, "config", environ)
     unknown = set(raw) - set(TABLES)
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table (known: {', '.join(TABLES)})")
@@ -457,16 +458,16 @@ def parse_time(value, where: str) -> float | None:
 
 # --- loading --------------------------------------------------------------------------------------
 
-def default_data_dir(env) -> str:
-    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+def default_data_dir(environ) -> str:
+    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "finops")
 
 
 def load(path: str | None = None, *, host: str | None = None, port: int | None = None,
-         env=None) -> Config:
+         environ=None) -> Config:
     """Load the configuration from `path` (or FINOPS_CONFIG, or the embedded defaults)."""
-    env = os.environ if env is None else env
-    path = path or env.get("FINOPS_CONFIG") or None
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("FINOPS_CONFIG") or None
     if path:
         try:
             with open(path, "rb") as f:
@@ -475,21 +476,21 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
             raise ConfigError(f"config file {path}: not found") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
-        cfg = build(raw, os.path.abspath(path), env)
+        cfg = build(raw, os.path.abspath(path), environ)
     else:
-        cfg = build(EMBEDDED_DEFAULTS, "embedded defaults", env)
+        cfg = build(EMBEDDED_DEFAULTS, "embedded defaults", environ)
     s = cfg.server
     for var, attr, conv in (("FINOPS_HOST", "host", str), ("FINOPS_PORT", "port", int),
                             ("FINOPS_DATA_DIR", "data_dir", str), ("FINOPS_WORKERS", "workers", int),
                             ("FINOPS_FRONTENDS", "frontends", int)):
-        if env.get(var):
+        if environ.get(var):
             try:
-                setattr(s, attr, conv(env[var]))
+                setattr(s, attr, conv(environ[var]))
             except ValueError:
-                raise ConfigError(f"{var}: expected {conv.__name__}, got {env[var]!r}") from None
+                raise ConfigError(f"{var}: expected {conv.__name__}, got {environ[var]!r}") from None
     if host is not None:
         s.host = host
     if port is not None:
         s.port = port
-    s.data_dir = os.path.abspath(s.data_dir or default_data_dir(env))
+    s.data_dir = os.path.abspath(s.data_dir or default_data_dir(environ))
     return cfg

@@ -187,16 +187,16 @@ RECORDS = (Request, Credit, Cancel, Ping, Pong, Head, Chunk, Body, End, Error, L
 KINDS = frozenset(t.__struct_config__.tag for t in RECORDS)
 
 
-def kind(env: Envelope) -> str:
+def kind(msg: Envelope) -> str:
     """The wire name of an envelope's kind ("head", "chunk", ...)."""
-    return env.__struct_config__.tag
+    return msg.__struct_config__.tag
 
 
 _decoder = msgspec.msgpack.Decoder(Union[RECORDS])   # type: ignore[valid-type]
 _encoder = msgspec.msgpack.Encoder()
 
 encode = _encoder.encode
-"""encode(env: Envelope) -> bytes: the envelope's byte form."""
+"""encode(msg: Envelope) -> bytes: the envelope's byte form."""
 
 
 def decode(data: bytes) -> Envelope:
@@ -227,7 +227,7 @@ def _refusal(data: bytes, e: msgspec.DecodeError) -> str:
 class SequenceChecker:
     """Checks the replies of one request arrive in order, head first. Pure.
 
-    `check(env)` returns None when the envelope is the next expected one, else a one-line reason.
+    `check(msg)` returns None when the envelope is the next expected one, else a one-line reason.
     """
 
     __slots__ = ("expected",)
@@ -235,9 +235,9 @@ class SequenceChecker:
     def __init__(self) -> None:
         self.expected = 0
 
-    def check(self, env: Envelope) -> str | None:
-        n = getattr(env, "n", None)
+    def check(self, msg: Envelope) -> str | None:
+        n = getattr(msg, "n", None)
         if n != self.expected:
-            return f"reply {kind(env)} #{n} arrived, #{self.expected} expected"
+            return f"reply {kind(msg)} #{n} arrived, #{self.expected} expected"
         self.expected += 1
         return None

@@ -32,6 +32,7 @@ from . import operations
 from .admin.api import Admin
 from .cache.service import CACHEABLE_OPS, Cache
 from .governance.governor import Governor
+from .observe.client import ObserverClient
 from .observe.requestlog import RequestLog
 from .observe.tracing import Tracing
 from .providers import build_provider
@@ -51,16 +52,17 @@ class Pipeline:
         self.keys_of = {name: p.keys for name, p in cfg.providers.items()}
         self.gov = Governor(cfg)
         self.requestlog = RequestLog(cfg, customer_of=self.gov.customer_of)
+        self.observer = ObserverClient(cfg.run_dir, cfg.server.transport)
         o = cfg.observability
         self.tracing = Tracing(o.otlp_endpoint, o.service_name, o.otlp_headers, o.trace_sample_ratio)
         self.cache = Cache(cfg) if cfg.caching else None
         self.circuits = router.Circuits(cfg.providers)
-        self.admin = Admin(cfg, self.gov, self.requestlog, self.cache, self.circuits)
+        self.admin = Admin(cfg, self.gov, self.observer, self.cache, self.circuits)
 
     async def aclose(self) -> None:
         for p in self.providers.values():
             await p.aclose()
-        self.requestlog.close()
+        self.observer.close()
         self.admin.close()
         self.gov.close()
         await trio.to_thread.run_sync(self.tracing.shutdown)

@@ -68,7 +68,7 @@ class WorkerActor:
                 self._nursery = nursery
                 nursery.start_soon(self._signals, announced)
                 nursery.start_soon(self.pipeline.admin.run)      # circuit states for /admin/circuits
-                nursery.start_soon(self.pipeline.requestlog.run, self.gauges)
+                nursery.start_soon(self.pipeline.observer.run, self.gauges)
                 nursery.start_soon(self.pipeline.gov.run)
                 if self.pipeline.cache is not None:
                     nursery.start_soon(self.pipeline.cache.run)
@@ -94,45 +94,45 @@ class WorkerActor:
 
     def _on_message(self, data: bytes) -> None:
         try:
-            env = envelope.decode(data)
+            msg = envelope.decode(data)
         except envelope.EnvelopeError as e:
             log.error("dropping message: %s", e)
             return
-        kind = type(env)
+        kind = type(msg)
         if kind is envelope.Request:
-            self._nursery.start_soon(self._run_request, env)
+            self._nursery.start_soon(self._run_request, msg)
         elif kind is envelope.Credit:
-            item = self.inflight.get(env.rid)
+            item = self.inflight.get(msg.rid)
             if item is not None:
-                item[1].grant(env.grant)
+                item[1].grant(msg.grant)
         elif kind is envelope.Cancel:
-            item = self.inflight.get(env.rid)
+            item = self.inflight.get(msg.rid)
             if item is not None:
-                item[1].why = env.why             # a frontend timeout: the row says so
+                item[1].why = msg.why             # a frontend timeout: the row says so
                 item[0].cancel()
         elif kind is envelope.Ping:
             # answered while draining too, so frontends do not take a draining worker for hung
-            self.reply_socket(env.reply).send_nowait(envelope.encode(
-                envelope.Pong(wid=self.wid, t=env.t, inflight=len(self.inflight))))
+            self.reply_socket(msg.reply).send_nowait(envelope.encode(
+                envelope.Pong(wid=self.wid, t=msg.t, inflight=len(self.inflight))))
         else:
-            log.error("dropping message: a frontend sent a %s envelope", envelope.kind(env))
+            log.error("dropping message: a frontend sent a %s envelope", envelope.kind(msg))
 
-    async def _run_request(self, env: envelope.Request) -> None:
-        rid = env.rid
-        sock = self.reply_socket(env.reply)
-        reply = Reply(rid, sock, env.window, env.deadline)
+    async def _run_request(self, msg: envelope.Request) -> None:
+        rid = msg.rid
+        sock = self.reply_socket(msg.reply)
+        reply = Reply(rid, sock, msg.window, msg.deadline)
         if len(self.inflight) >= self.cfg.server.worker_concurrency:
             e = errors.unavailable(
                 f"This gateway worker is at its limit of {self.cfg.server.worker_concurrency} requests "
                 "in flight (server.worker_concurrency); retry shortly.")
             await reply.error(e)
-            await reply.finish(self.pipeline.requestlog.refusal_row(env, e.status, e.code))
+            await reply.finish(self.pipeline.requestlog.refusal_row(msg, e.status, e.code))
             return
         scope = trio.CancelScope()
         self.inflight[rid] = (scope, reply)
         try:
             with scope:
-                await self.pipeline.handle(env, reply)
+                await self.pipeline.handle(msg, reply)
         except Exception:           # the pipeline handles its own failures; this is a last resort
             log.exception("request %s failed", rid)
             with trio.move_on_after(1):

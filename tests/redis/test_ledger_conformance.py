@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
 
 from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey
-from finops.workers.governance.ledger_state import LedgerState
-from finops.workers.governance.redis_ledger import RedisLedger
+from finops.workers.ledger.state import LedgerState
+from finops.workers.ledger.redis_state import RedisLedger
 
 
 def ts(s: str) -> float:

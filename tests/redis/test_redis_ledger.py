@@ -14,7 +14,7 @@ import pytest
 from redis.crc import key_slot
 
 from finops.shared.governance import Budget, Directory, RateLimit, Team, VirtualKey
-from finops.workers.governance.redis_ledger import (MAX_EXACT, LedgerNotReady, LedgerUnavailable, RebuildBusy,
+from finops.workers.ledger.redis_state import (MAX_EXACT, LedgerNotReady, LedgerUnavailable, RebuildBusy,
                                                     RedisLedger, SettledRow)
 from tests.helpers.redis_server import RedisServer
 

@@ -34,7 +34,7 @@ import pytest
 
 from finops.shared import config as configmod
 from finops.workers.governance.directory import load_directory
-from finops.workers.governance.ledger_state import LedgerState
+from finops.workers.ledger.state import LedgerState
 from finops.workers.governance.store import Store
 from finops.workers.observe import logdb
 from tests.helpers.chromium import ARGS, chromium_path
@@ -185,7 +185,7 @@ def seed(gw: Gateway, rows: list[dict]) -> list[dict]:
     have left (each reserved at its cost, then settled); returns the ledger's usage."""
     store = Store.open(gw.data_dir)
     try:
-        cfg = configmod.load(gw.config_path, env={"FINOPS_DATA_DIR": gw.data_dir})
+        cfg = configmod.load(gw.config_path, environ={"FINOPS_DATA_DIR": gw.data_dir})
         store.sync_config(cfg.governance)
         clock = [0.0]
         state = LedgerState(load_directory(store, cfg), clock=lambda: clock[0], tz=cfg.governance.timezone)

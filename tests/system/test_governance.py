@@ -345,7 +345,7 @@ def test_a_killed_ledger_fails_closed_then_recovers_with_its_counters(tmp_path):
             time.sleep(0.05)
         assert before > 0
         time.sleep(1.5)                                   # the ledger has snapshotted it
-        [pid] = g.child_pids("workers.governance.ledger")
+        [pid] = g.child_pids("workers.ledger.actor")
         os.kill(pid, signal.SIGKILL)
         outcomes = []
         deadline = time.monotonic() + 20
@@ -359,5 +359,5 @@ def test_a_killed_ledger_fails_closed_then_recovers_with_its_counters(tmp_path):
                 outcomes.append(e.response["Error"]["Code"])
         assert set(outcomes) <= {"ok", "ServiceUnavailableException"}, outcomes
         assert outcomes[-1] == "ok", outcomes
-        assert g.child_pids("workers.governance.ledger") != [pid]
+        assert g.child_pids("workers.ledger.actor") != [pid]
         assert spent(g, "vk-conc") >= before

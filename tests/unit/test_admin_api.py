@@ -48,7 +48,7 @@ class FakeGovernor:
         self.index = index
 
 
-class FakeRequestLog:
+class FakeObserver:
     async def sync(self):
         pass
 
@@ -64,7 +64,7 @@ class FakeCircuits:
 @pytest.fixture
 def admin(tmp_path):
     cfg = build({"server": {"data_dir": str(tmp_path)}}, "test")
-    a = api.Admin(cfg, FakeGovernor(), FakeRequestLog(), None, FakeCircuits())
+    a = api.Admin(cfg, FakeGovernor(), FakeObserver(), None, FakeCircuits())
     (tmp_path / "run").mkdir()
     yield a
     a.close()

@@ -21,7 +21,7 @@ def config_rows(store):
     """A customer, team and key declared in the config file."""
     g = build({"governance": {"customers": [{"id": "cfg-cust"}], "teams": [{"id": "cfg-team", "customer": "cfg-cust"}],
                               "keys": [{"id": "cfg-key", "secret": "c" * 20, "team": "cfg-team"}]}},
-              "t", env={}).governance
+              "t", environ={}).governance
     store.sync_config(g)
 
 

@@ -58,7 +58,7 @@ def test_strings_from_env_expansion_read_as_numbers_and_booleans():
     s = table(Sample, {"port": "9000", "flag": "false", "items": [{"weight": "2.5"}]}, "t")
     assert (s.port, s.flag, s.items[0].weight) == (9000, False, 2.5)
     cfg = build({"server": {"port": "${P}", "workers": "${W:-3}"}, "providers": {"m": {"kind": "mock"}},
-                 "default_route": {"provider": "m"}}, "test", env={"P": "9001"})
+                 "default_route": {"provider": "m"}}, "test", environ={"P": "9001"})
     assert (cfg.server.port, cfg.server.workers) == (9001, 3)
 
 

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey
-from finops.workers.governance.ledger_state import LedgerState
+from finops.workers.ledger.state import LedgerState
 from finops.workers.observe import logdb
 from finops.workers.observe.dashboard import dashboard_data
 from tests.helpers.logrows import insert, row

@@ -10,7 +10,7 @@ from finops.workers.governance.store import Store
 
 @pytest.fixture
 def cfg(tmp_path):
-    c = build({"server": {"data_dir": str(tmp_path)}}, "t", env={})
+    c = build({"server": {"data_dir": str(tmp_path)}}, "t", environ={})
     c.server.data_dir = str(tmp_path)
     return c
 
@@ -121,7 +121,7 @@ def test_teams_and_customers(cfg, capsys):
 
 
 def test_config_entries_are_listed_but_read_only(cfg, capsys):
-    g = build({"governance": {"keys": [{"id": "cfg-key", "secret": "c" * 20}]}}, "t", env={}).governance
+    g = build({"governance": {"keys": [{"id": "cfg-key", "secret": "c" * 20}]}}, "t", environ={}).governance
     with Store.open(cfg.server.data_dir) as s:
         s.sync_config(g)
     code, out, _ = run(cfg, capsys, "keys", "list")

@@ -21,7 +21,7 @@ SECRET = "s" * 20
 
 def gov(customers=(), teams=(), keys=()):
     return build({"governance": {"customers": list(customers), "teams": list(teams), "keys": list(keys)}},
-                 "t", env={}).governance
+                 "t", environ={}).governance
 
 
 class Backend:

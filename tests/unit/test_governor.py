@@ -31,7 +31,7 @@ def gov(tmp_path):
                  "governance": {"default_max_tokens": 64,
                                 "keys": [{"id": "vk-1", "secret": "s" * 20,
                                           "budgets": [{"amount_usd": 2, "period": "day"}]},
-                                         {"id": "vk-open", "secret": "o" * 20}]}}, "t", env={})
+                                         {"id": "vk-open", "secret": "o" * 20}]}}, "t", environ={})
     cfg.server.data_dir = str(tmp_path)
     g = Governor(cfg)
     g.ledger = StubLedger()

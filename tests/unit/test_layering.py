@@ -37,9 +37,9 @@ PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.er
         "finops.workers.formats.bedrock.families", "finops.workers.formats.bedrock.usage",
         "finops.workers.formats.openai.api", "finops.workers.formats.mistral.api", "finops.workers.formats.anthropic.api",
         "finops.workers.formats.sse", "finops.workers.formats.provider_errors",
-        "finops.workers.governance.auth", "finops.workers.governance.ledger_state",
+        "finops.workers.governance.auth", "finops.workers.ledger.state",
         "finops.workers.governance.pricing", "finops.workers.governance.periods", "finops.workers.governance.bounds",
-        "finops.workers.governance.redis_lua",
+        "finops.workers.ledger.redis_lua",
         "finops.workers.cache.keys", "finops.workers.cache.index", "finops.workers.observe.metrics",
         "finops.workers.admin.routes"]
 

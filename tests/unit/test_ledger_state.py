@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey
-from finops.workers.governance import ledger_state as ls
-from finops.workers.governance.ledger_state import LedgerState
+from finops.workers.ledger import state as ls
+from finops.workers.ledger.state import LedgerState
 
 
 def ts(s: str) -> float:
@@ -555,7 +555,7 @@ def test_module_imports_no_io():
     code = ("import sys\nclass B:\n def find_spec(self, n, p=None, t=None):\n"
             "  if n.split('.')[0] in ('trio','zmq','httpx','httpcore','hypercorn','h11','h2','sqlite3'):\n"
             "   raise ImportError(n)\nsys.meta_path.insert(0, B())\n"
-            "import finops.workers.governance.ledger_state")
+            "import finops.workers.ledger.state")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
 

@@ -28,7 +28,7 @@ def _start_node(url: str, barrier, results) -> None:
     try:
         barrier.wait(timeout=60)
         with PgStore.open(url) as s:
-            out = s.sync_config(build(CONFIG, "t", env={}).governance)
+            out = s.sync_config(build(CONFIG, "t", environ={}).governance)
             results.put(("ok", s.schema_version(), out["upserted"]))
     except BaseException as e:           # noqa: BLE001 - reported to the test
         results.put(("error", repr(e), 0))

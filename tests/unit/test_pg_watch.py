@@ -81,7 +81,7 @@ def test_a_lost_notification_is_caught_by_the_version_poll(postgres_url):
 def test_the_watcher_is_what_the_governor_reads(postgres_url):
     """data_version() and load_directory() with no I/O: directory.load_directory(watcher, cfg) puts
     the config file's entries on top, as with the SQLite store."""
-    cfg = build({"governance": {"keys": [{"id": "cfg-1", "secret": SECRET}]}}, "t", env={})
+    cfg = build({"governance": {"keys": [{"id": "cfg-1", "secret": SECRET}]}}, "t", environ={})
     with PgStore.open(postgres_url) as s:
         s.put_key(VirtualKey("vk-db", SECRET))
     with DirectoryWatcher(postgres_url, poll_seconds=NO_POLL) as w:

@@ -17,7 +17,7 @@ def config(*keys, targets=None, retries=0):
                          "b": {"kind": "openai", "keys": [{"api_key": "z"}]}},
            "routes": [{"models": ["*"], "retries": retries,
                        **({"targets": targets} if targets else {"provider": "o"})}]}
-    return build(raw, "test", env={})
+    return build(raw, "test", environ={})
 
 
 def plan_for(cfg, rng=None):

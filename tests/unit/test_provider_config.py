@@ -10,7 +10,7 @@ from finops.workers.routing.router import Circuits
 
 
 def cfg(providers, **rest):
-    return build({"providers": providers, **rest}, "test", env={"OPENAI_API_KEY": "sk-x", "K": "k"})
+    return build({"providers": providers, **rest}, "test", environ={"OPENAI_API_KEY": "sk-x", "K": "k"})
 
 
 def test_defaults_base_urls_and_strips_trailing_slash():

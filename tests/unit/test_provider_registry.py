@@ -17,7 +17,7 @@ def test_every_kind_has_a_config_table_and_a_provider():
 
 
 def test_build_provider_picks_the_class_of_the_configs_kind():
-    c = build({"providers": {k: {"kind": k, **t} for k, t in MINIMAL.items()}}, "test", env={})
+    c = build({"providers": {k: {"kind": k, **t} for k, t in MINIMAL.items()}}, "test", environ={})
     for kind, pc in c.providers.items():
         assert type(pc) is PROVIDER_CONFIGS[kind]
         p = build_provider(pc)
@@ -33,7 +33,7 @@ def test_the_frontend_reads_every_kind_without_the_workers():
             "        if name.startswith('finops.workers'): raise ImportError(name)\n"
             "sys.meta_path.insert(0, Block())\n"
             "from finops.shared.config import build\n"
-            f"c = build({{'providers': {{k: {{'kind': k, **t}} for k, t in {MINIMAL!r}.items()}}}}, 't', env={{}})\n"
+            f"c = build({{'providers': {{k: {{'kind': k, **t}} for k, t in {MINIMAL!r}.items()}}}}, 't', environ={{}})\n"
             "print(sorted(c.providers))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

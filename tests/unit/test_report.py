@@ -301,7 +301,7 @@ def test_json_round_trip(log):
 
 @pytest.fixture
 def cfg(tmp_path):
-    c = build({"server": {"data_dir": str(tmp_path)}, "governance": {"timezone": "UTC"}}, "t", env={})
+    c = build({"server": {"data_dir": str(tmp_path)}, "governance": {"timezone": "UTC"}}, "t", environ={})
     c.server.data_dir = str(tmp_path)
     return c
 

@@ -90,18 +90,13 @@ def make_cfg(tmp_path, **observability) -> configmod.Config:
 
 @pytest.fixture
 def logs(tmp_path, monkeypatch):
-    """RequestLogs on a temp data dir, with a fixed clock; each is closed at the end."""
+    """RequestLogs on a temp data dir, with a fixed clock."""
     monkeypatch.setattr(requestlog, "time", SimpleNamespace(time=lambda: T_WALL, monotonic=lambda: T_MONO))
-    made = []
 
     def make(customer_of=lambda team: "", **observability):
-        rl = RequestLog(make_cfg(tmp_path, **observability), customer_of=customer_of)
-        made.append(rl)
-        return rl
+        return RequestLog(make_cfg(tmp_path, **observability), customer_of=customer_of)
 
-    yield make
-    for rl in made:
-        rl.close()
+    return make
 
 
 def key(id_="vk-1", name="alice", team="search"):

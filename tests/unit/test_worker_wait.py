@@ -87,7 +87,7 @@ def test_worker_wait_seconds_default_and_values():
     assert build({}, "test").server.worker_wait_seconds == 5.0
     assert build({"server": {"worker_wait_seconds": 0}}, "test").server.worker_wait_seconds == 0
     env = {"WAIT": "0.5"}
-    assert build({"server": {"worker_wait_seconds": "${WAIT}"}}, "test", env=env).server.worker_wait_seconds == 0.5
+    assert build({"server": {"worker_wait_seconds": "${WAIT}"}}, "test", environ=env).server.worker_wait_seconds == 0.5
 
 
 @pytest.mark.parametrize("bad", [-1, -0.1, math.nan, math.inf, "soon"])

@@ -50,10 +50,10 @@ class Raw:
 
 
 class Admin:
-    def __init__(self, cfg: Config, gov, requestlog, cache, circuits):
+    def __init__(self, cfg: Config, gov, observer, cache, circuits):
         self.cfg = cfg
         self.gov = gov                  # governance.Governor: the ledger client, the key index
-        self.requestlog = requestlog    # observe.RequestLog: the observer's client
+        self.observer = observer        # observe.client.ObserverClient
         self.cache = cache              # cache.Cache, or None when no route caches
         self.circuit_files = CircuitFiles(circuits, cfg.run_dir)
         self._store: Store | None = None    # this worker's admin connection, used in a thread
@@ -112,7 +112,7 @@ class Admin:
 
     # --- the other routes -------------------------------------------------------------------
     async def metrics(self, req: Request) -> tuple[int, Raw]:
-        return 200, Raw(METRICS_CONTENT_TYPE, await self.requestlog.scrape())
+        return 200, Raw(METRICS_CONTENT_TYPE, await self.observer.scrape())
 
     async def usage(self, req: Request) -> tuple[int, dict]:
         return 200, await self.gov.ledger.usage(req.query.get("key"))
@@ -142,7 +142,7 @@ class Admin:
         days = req.query.get("days", "30")
         if not (days.isdigit() and 1 <= int(days) <= 366):
             return 400, {"message": f"days: {days!r} is not a whole number of days from 1 to 366"}
-        await self.requestlog.sync()        # the rows already answered are in the log
+        await self.observer.sync()        # the rows already answered are in the log
         usage = (await self.gov.ledger.usage(None))["usage"]
         return 200, await self.read_log(dashboard.dashboard_data, usage, int(days), self.cfg.governance.timezone)
 
@@ -155,7 +155,7 @@ class Admin:
             by = [d for d in q.get("by", "model").split(",") if d]
             since, until = report.parse_period(q.get("since", ""), q.get("until", ""), self.cfg.governance.timezone)
             where = {k: q[k] for k in report.FILTERS if k in q}
-            await self.requestlog.sync()
+            await self.observer.sync()
             rows = await self.read_log(report.summarize, by, since, until, where)
         except ValueError as e:
             return 400, {"message": str(e)}

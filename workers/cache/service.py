@@ -31,8 +31,8 @@ from finops.shared import errors
 from finops.shared.config import CachePolicy, Config
 from finops.shared.model import ChatRequest
 
-from finops.shared.actors import ActorClient
 from . import keys
+from .client import CacheClient
 
 log = logging.getLogger("finops.cache")
 
@@ -106,33 +106,10 @@ def request_options(headers: dict, policy: CachePolicy) -> dict:
     return out
 
 
-class CacheClient(ActorClient):
-    def __init__(self, run_dir: str, transport_kind: str = "ipc"):
-        super().__init__(run_dir, "cache", transport_kind, timeout=LOOKUP_TIMEOUT)
-
-    async def get(self, exact: str, final: bool) -> dict:
-        """`final`: no semantic search follows a miss (the actor counts the miss)."""
-        return await self.request({"k": "get", "exact": exact, "final": final})
-
-    async def search(self, scope: str, vec: bytes, emb: str, threshold: float) -> dict:
-        return await self.request({"k": "search", "scope": scope, "vec": vec, "emb": emb, "threshold": threshold})
-
-    def put(self, msg: dict) -> bool:
-        msg["k"] = "put"
-        return self.send(msg)
-
-    async def stats(self) -> dict:
-        return await self.request({"k": "stats"}, timeout=5.0, what="The cache actor did not answer; is it running?")
-
-    async def clear(self, owner: str | None, model: str | None) -> dict:
-        return await self.request({"k": "clear", "owner": owner, "model": model}, timeout=5.0,
-                                  what="The cache actor did not answer; is it running?")
-
-
 class Cache:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.client = CacheClient(cfg.run_dir, cfg.server.transport)
+        self.client = CacheClient(cfg.run_dir, cfg.server.transport, timeout=LOOKUP_TIMEOUT)
         self.embedder = None
         self.semantic_off_reason = ""
         self._limiter = trio.CapacityLimiter(1)

@@ -31,7 +31,7 @@ from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, request_tokens
 
 from . import auth, bounds
-from .client import LedgerClient
+from ..ledger.client import LedgerClient
 from .directory import load_directory
 from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
 from .store import Store

@@ -126,18 +126,20 @@ class SettledSpend:
 
     def write(self, rows: Iterable[SettledCharge | tuple]) -> int:
         """Record settled charges (see the module doc); returns how many were not recorded before.
-        A request id repeated within the batch counts once too (the first one wins)."""
-        cols: list[list] = [[] for _ in range(9)]
-        seen: set[str] = set()
+        A request id repeated within the batch counts once too (the first one wins).
+
+        Rows go in in request-id order: two nodes writing overlapping batches (a settle sent again
+        racing the original) then take their row locks in the same order and cannot deadlock."""
+        first: dict[str, SettledCharge] = {}
         for r in rows:
             r = SettledCharge(*r)
-            if r.request_id in seen:
-                continue
-            seen.add(r.request_id)
-            for i, v in enumerate(r):
-                cols[i].append(v)
-        if not seen:
+            first.setdefault(r.request_id, r)
+        if not first:
             return 0
+        cols: list[list] = [[] for _ in range(9)]
+        for rid in sorted(first):
+            for i, v in enumerate(first[rid]):
+                cols[i].append(v)
         return self._run(_INSERT, cols).rowcount
 
     def prune(self, before: float) -> int:

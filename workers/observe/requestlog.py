@@ -1,4 +1,4 @@
-"""The workers' side of the request log: the row of each request, and this worker's gauges.
+"""The workers' side of the request log: the row of each request.
 
 `row()` builds a request's row (finops.shared.logrow, about 5 µs) and packs it; the pipeline puts
 it in the request's final envelope, and the frontend forwards it to the observer actor, which
@@ -6,27 +6,19 @@ writes SQLite and updates the metrics in its own process. Nothing here waits or 
 travels with the answer, so a worker that dies right after answering takes no row with it
 (README: Request log).
 
-`run()` reports this worker's gauges to the observer every GAUGE_SECONDS, and takes the observer's
-replies (scrape, sync).
-
 Bodies are logged only on routes with `log_bodies = true`, cut at BODY_LIMIT bytes. Credentials
 never are: they travel in headers, and no header but the user agent is logged.
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 
-import trio
-
 from finops.shared import envelope, logrow
-from finops.shared.actors import ActorClient
 from finops.shared.config import Config
 
 log = logging.getLogger("finops.requestlog")
 
-GAUGE_SECONDS = 1.0
 BODY_LIMIT = 1024 * 1024
 assert logrow.NAMES[0] == "id" and len(logrow.NAMES) == 33, "row() follows logrow.COLUMNS"
 
@@ -34,7 +26,6 @@ assert logrow.NAMES[0] == "id" and len(logrow.NAMES) == 33, "row() follows logro
 class RequestLog:
     def __init__(self, cfg: Config, customer_of=lambda team: ""):
         self.enabled = cfg.observability.request_log
-        self.client = ActorClient(cfg.run_dir, "observer", cfg.server.transport)
         self.customer_of = customer_of
         self.days = logrow.Days(cfg.governance.timezone)
 
@@ -81,24 +72,3 @@ class RequestLog:
                                               hdr.get("x-bf-env", ""), hdr.get("user-agent", ""), status, error, 0.0,
                                               messages=1))
 
-    async def run(self, gauges=lambda: {}) -> None:
-        """Report `gauges()` every GAUGE_SECONDS; take the observer's replies (scrape, sync)."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.client.run)
-            proc = f"worker-{os.getpid()}"
-            while True:
-                self.client.send({"k": "gauges", "proc": proc, "kind": "worker", "g": gauges()})
-                await trio.sleep(GAUGE_SECONDS)
-
-    async def scrape(self) -> bytes:
-        out = await self.client.request({"k": "scrape"}, timeout=5.0,
-                                        what="The gateway's observer did not answer; metrics are unavailable.")
-        return out["text"]
-
-    async def sync(self) -> None:
-        """Wait until the observer has written every row it has been sent (for reports)."""
-        await self.client.request({"k": "flush"}, timeout=5.0,
-                                  what="The gateway's observer did not answer; the request log is unavailable.")
-
-    def close(self) -> None:
-        self.client.close()

@@ -9,7 +9,7 @@
     led.usage(key_id), led.savings(key_id), led.owners(), led.expired_charge(rid)
     led.reserve_many([...]), led.settle_many([...])   # one round trip for a batch (a pipeline)
 
-Same replies as `LedgerState` (ledger_state.py: its module docstring is the contract; the
+Same replies as `LedgerState` (state.py: its module docstring is the contract; the
 conformance suite tests/redis/test_ledger_conformance.py runs the same sequences on both), with
 these differences, all due to the state being shared:
 
@@ -90,8 +90,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from finops.shared.governance import Directory
-from finops.workers.governance import redis_lua
-from finops.workers.governance.ledger_state import (LedgerState, _micros, _usd, budget_refusal, limit_label,
+from finops.workers.ledger import redis_lua
+from finops.workers.ledger.state import (LedgerState, _micros, _usd, budget_refusal, limit_label,
                                                     limit_refusal)
 from finops.workers.governance.periods import bounds, iso
 

@@ -1,6 +1,6 @@
 """The ledger actor: one process that owns every budget and rate-limit counter.
 
-    python -m finops.workers.governance.ledger      (started by `finops serve`, or the Procfile)
+    python -m finops.workers.ledger.actor      (started by `finops serve`, or the Procfile)
 
 The loop and the sockets are `finops.shared.actors.BlockingActor`'s. Why an actor and not an atomic store: a single owner applies reserve and settle one message at a
 time, so limits are exact across every worker process with no locks, no retries and no
@@ -41,9 +41,9 @@ from finops.shared import config as configmod
 from finops.shared.actors import BlockingActor
 from finops.shared.transport import zmq
 
-from .directory import load_directory
-from .ledger_state import LedgerState
-from .store import Store
+from ..governance.directory import load_directory
+from ..governance.store import Store
+from .state import LedgerState
 
 log = logging.getLogger("finops.ledger")
 
