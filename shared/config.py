@@ -362,8 +362,8 @@ def _owner(e: dict, where: str) -> dict:
     e = dict(e)
     if not isinstance(e.get("id"), str) or not KEY_ID.match(e["id"]):
         raise ConfigError(f"{where}.id: required, 3-128 letters, digits, '-' or '_'")
-    e["budgets"] = _budgets(e.get("budgets", []), f"{where}.budgets")
-    e["rate_limits"] = _rate_limits(e.get("rate_limits", []), f"{where}.rate_limits")
+    e["budgets"] = read_budgets(e.get("budgets", []), f"{where}.budgets")
+    e["rate_limits"] = read_rate_limits(e.get("rate_limits", []), f"{where}.rate_limits")
     return e
 
 
@@ -426,12 +426,12 @@ def _rate_limit(r: dict, where: str) -> RateLimit:
     return rl
 
 
-def _budgets(raw, where: str) -> tuple:
+def read_budgets(raw, where: str) -> tuple:
     return _records(raw, where, '{amount_usd = 10, period = "day"}',
                     '{amount_usd = N, period = "day", env = "..." (optional)}', ("amount_usd", "period"), _budget)
 
 
-def _rate_limits(raw, where: str) -> tuple:
+def read_rate_limits(raw, where: str) -> tuple:
     return _records(raw, where, '{requests = 100, window = "minute"}',
                     '{window = "minute", requests = N and/or tokens = N}', ("window",), _rate_limit)
 

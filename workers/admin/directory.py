@@ -34,7 +34,7 @@ import re
 import sqlite3
 import time
 
-from finops.shared.config import ConfigError, _budgets, _rate_limits, parse_time
+from finops.shared.config import ConfigError, read_budgets, read_rate_limits, parse_time
 from finops.shared.governance import KEY_ID, Customer, Team
 
 from ..governance.store import (Conflict, InvalidReference, NotFound, StoreError, StoreUnavailable, budgets_to_json,
@@ -154,9 +154,9 @@ def _common(doc: dict) -> dict:
     if "name" in doc:
         out["name"] = _str(doc["name"], "name")
     if "budgets" in doc:
-        out["budgets"] = _budgets(doc["budgets"], "budgets")           # ConfigError -> 400
+        out["budgets"] = read_budgets(doc["budgets"], "budgets")           # ConfigError -> 400
     if "rate_limits" in doc:
-        out["rate_limits"] = _rate_limits(doc["rate_limits"], "rate_limits")
+        out["rate_limits"] = read_rate_limits(doc["rate_limits"], "rate_limits")
     return out
 
 

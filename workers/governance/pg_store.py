@@ -41,8 +41,8 @@ from finops.shared.governance import Customer, Directory, Team, VirtualKey
 
 from . import pg_schema
 from .pg_schema import CHANNEL, SCHEMA_VERSION, redact
-from .store import (KINDS, Conflict, InvalidReference, NotFound, StoreError, StoreUnavailable, _customer, _dumps,
-                    _key, _short_list, _SINGULAR, _team, budgets_to_json, rate_limits_to_json)
+from .store import (KINDS, Conflict, InvalidReference, NotFound, StoreError, StoreUnavailable, customer_from_row, to_json,
+                    key_from_row, short_list, SINGULAR, team_from_row, budgets_to_json, rate_limits_to_json)
 
 log = logging.getLogger("finops.governance.store")
 
@@ -207,14 +207,14 @@ class PgStore:
 
     def _check_new(self, db, kind: str, id: str, create: bool) -> None:
         if create and self._exists(db, kind, id):
-            raise Conflict(f"{_SINGULAR[kind]} {id!r} already exists")
+            raise Conflict(f"{SINGULAR[kind]} {id!r} already exists")
 
     def _put_customer(self, db, c: Customer, source: str, create: bool) -> None:
         self._check_new(db, "customers", c.id, create)
         db.execute("INSERT INTO finops_customers (id, name, budgets, rate_limits, source) VALUES (%s, %s, %s, %s, %s) "
                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, budgets = excluded.budgets, "
                    "rate_limits = excluded.rate_limits, source = excluded.source",
-                   (c.id, c.name, _dumps(budgets_to_json(c.budgets)), _dumps(rate_limits_to_json(c.rate_limits)),
+                   (c.id, c.name, to_json(budgets_to_json(c.budgets)), to_json(rate_limits_to_json(c.rate_limits)),
                     source))
 
     def _put_team(self, db, t: Team, source: str, create: bool) -> None:
@@ -225,8 +225,8 @@ class PgStore:
                    "VALUES (%s, %s, %s, %s, %s, %s) "
                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, customer = excluded.customer, "
                    "budgets = excluded.budgets, rate_limits = excluded.rate_limits, source = excluded.source",
-                   (t.id, t.name, t.customer, _dumps(budgets_to_json(t.budgets)),
-                    _dumps(rate_limits_to_json(t.rate_limits)), source))
+                   (t.id, t.name, t.customer, to_json(budgets_to_json(t.budgets)),
+                    to_json(rate_limits_to_json(t.rate_limits)), source))
 
     def _put_key(self, db, k: VirtualKey, create: bool) -> None:
         self._check_new(db, "keys", k.id, create)
@@ -238,9 +238,9 @@ class PgStore:
                    "team = excluded.team, models = excluded.models, providers = excluded.providers, "
                    "enabled = excluded.enabled, expires_at = excluded.expires_at, budgets = excluded.budgets, "
                    "rate_limits = excluded.rate_limits, source = excluded.source",
-                   (k.id, k.secret, k.name, k.team, _dumps(list(k.models)), _dumps(list(k.providers)),
-                    bool(k.enabled), k.expires_at, _dumps(budgets_to_json(k.budgets)),
-                    _dumps(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
+                   (k.id, k.secret, k.name, k.team, to_json(list(k.models)), to_json(list(k.providers)),
+                    bool(k.enabled), k.expires_at, to_json(budgets_to_json(k.budgets)),
+                    to_json(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
 
     def delete_key(self, id: str) -> None:
         with self._write() as db:
@@ -275,33 +275,33 @@ class PgStore:
         if users:
             child = "key" if kind == "teams" else "team"
             them = "them" if len(users) > 1 else "it"
-            raise Conflict(f"{_SINGULAR[kind]} {id!r} still has {len(users)} {child}"
-                           f"{'s' if len(users) > 1 else ''} ({_short_list(users)}): delete {them} or move "
-                           f"{them} to another {_SINGULAR[kind]} first")
+            raise Conflict(f"{SINGULAR[kind]} {id!r} still has {len(users)} {child}"
+                           f"{'s' if len(users) > 1 else ''} ({short_list(users)}): delete {them} or move "
+                           f"{them} to another {SINGULAR[kind]} first")
 
     # --- reads ------------------------------------------------------------------------------
 
     def get_key(self, id: str) -> VirtualKey | None:
         r = self._one("SELECT * FROM finops_keys WHERE id = %s", (id,))
-        return _key(r) if r else None
+        return key_from_row(r) if r else None
 
     def get_team(self, id: str) -> Team | None:
         r = self._one("SELECT * FROM finops_teams WHERE id = %s", (id,))
-        return _team(r) if r else None
+        return team_from_row(r) if r else None
 
     def get_customer(self, id: str) -> Customer | None:
         r = self._one("SELECT * FROM finops_customers WHERE id = %s", (id,))
-        return _customer(r) if r else None
+        return customer_from_row(r) if r else None
 
     def list_keys(self) -> list[VirtualKey]:
         """Oldest first."""
-        return [_key(r) for r in self._all("SELECT * FROM finops_keys ORDER BY created_at, id")]
+        return [key_from_row(r) for r in self._all("SELECT * FROM finops_keys ORDER BY created_at, id")]
 
     def list_teams(self) -> list[Team]:
-        return [_team(r) for r in self._all("SELECT * FROM finops_teams ORDER BY id")]
+        return [team_from_row(r) for r in self._all("SELECT * FROM finops_teams ORDER BY id")]
 
     def list_customers(self) -> list[Customer]:
-        return [_customer(r) for r in self._all("SELECT * FROM finops_customers ORDER BY id")]
+        return [customer_from_row(r) for r in self._all("SELECT * FROM finops_customers ORDER BY id")]
 
     def source_of(self, kind: str, id: str) -> str | None:
         """"config" | "api" for the row `id` of `kind` ("keys", "teams", "customers"); None if absent."""
@@ -325,9 +325,9 @@ class PgStore:
         exactly the one of the rows returned (pg_watch.py keeps both)."""
         with self._read() as db:
             version = db.execute("SELECT version FROM finops_directory_version WHERE id = 1").fetchone()["version"]
-            keys = [_key(r) for r in db.execute("SELECT * FROM finops_keys")]
-            teams = [_team(r) for r in db.execute("SELECT * FROM finops_teams")]
-            customers = [_customer(r) for r in db.execute("SELECT * FROM finops_customers")]
+            keys = [key_from_row(r) for r in db.execute("SELECT * FROM finops_keys")]
+            teams = [team_from_row(r) for r in db.execute("SELECT * FROM finops_teams")]
+            customers = [customer_from_row(r) for r in db.execute("SELECT * FROM finops_customers")]
         return version, Directory(keys={k.id: k for k in keys}, teams={t.id: t for t in teams},
                                   customers={c.id: c for c in customers})
 
@@ -361,14 +361,14 @@ class PgStore:
                 for id in stale:
                     if kind != "keys" and self._users(db, kind, id):
                         db.execute(f"UPDATE {table} SET source = 'api' WHERE id = %s", (id,))
-                        adopted.append(f"{_SINGULAR[kind]}:{id}")
+                        adopted.append(f"{SINGULAR[kind]}:{id}")
                         log.warning("governance: %s %r was removed from the config file but %s still "
                                     "belong to it; kept as an API-managed %s (delete it with the CLI or "
-                                    "admin API once they are moved)", _SINGULAR[kind], id,
-                                    "keys" if kind == "teams" else "teams", _SINGULAR[kind])
+                                    "admin API once they are moved)", SINGULAR[kind], id,
+                                    "keys" if kind == "teams" else "teams", SINGULAR[kind])
                     else:
                         db.execute(f"DELETE FROM {table} WHERE id = %s", (id,))
-                        removed.append(f"{_SINGULAR[kind]}:{id}")
+                        removed.append(f"{SINGULAR[kind]}:{id}")
         if removed:
             log.info("governance: removed from the store (no longer in the config file): %s", ", ".join(removed))
         return {"upserted": len(gov_cfg.customers) + len(gov_cfg.teams) + len(gov_cfg.keys),
@@ -380,7 +380,7 @@ class PgStore:
         """Replace this node's snapshot (one statement; not a directory change: no version bump)."""
         self._all("INSERT INTO finops_ledger_snapshots (node, doc, saved_at) VALUES (%s, %s, %s) "
                   "ON CONFLICT (node) DO UPDATE SET doc = excluded.doc, saved_at = excluded.saved_at",
-                  (self.node, _dumps(doc), time.time()), rows=False)
+                  (self.node, to_json(doc), time.time()), rows=False)
 
     def load_snapshot(self) -> dict | None:
         """This node's last saved document, or None if none was saved."""

@@ -84,7 +84,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 KINDS = ("keys", "teams", "customers")
-_SINGULAR = {"keys": "key", "teams": "team", "customers": "customer"}
+SINGULAR = {"keys": "key", "teams": "team", "customers": "customer"}
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -142,39 +142,39 @@ def rate_limits_to_json(limits) -> list[dict]:
     return [{"window": r.window, "requests": r.requests, "tokens": r.tokens, "env": r.env} for r in limits]
 
 
-def _budgets_from(text: str) -> tuple[Budget, ...]:
+def budgets_from_json(text: str) -> tuple[Budget, ...]:
     return tuple(Budget(amount_usd=float(d["amount_usd"]), period=d["period"], env=d.get("env", ""))
                  for d in json.loads(text))
 
 
-def _rate_limits_from(text: str) -> tuple[RateLimit, ...]:
+def rate_limits_from_json(text: str) -> tuple[RateLimit, ...]:
     return tuple(RateLimit(window=d["window"], requests=d.get("requests"), tokens=d.get("tokens"),
                            env=d.get("env", "")) for d in json.loads(text))
 
 
-def _dumps(v) -> str:
+def to_json(v) -> str:
     return json.dumps(v, separators=(",", ":"))
 
 
-def _key(r: sqlite3.Row) -> VirtualKey:
+def key_from_row(r: sqlite3.Row) -> VirtualKey:
     return VirtualKey(id=r["id"], secret=r["secret"], name=r["name"], team=r["team"],
                       models=tuple(json.loads(r["models"])), providers=tuple(json.loads(r["providers"])),
                       enabled=bool(r["enabled"]), expires_at=r["expires_at"],
-                      budgets=_budgets_from(r["budgets"]), rate_limits=_rate_limits_from(r["rate_limits"]),
+                      budgets=budgets_from_json(r["budgets"]), rate_limits=rate_limits_from_json(r["rate_limits"]),
                       created_at=r["created_at"], source=r["source"])
 
 
-def _team(r: sqlite3.Row) -> Team:
-    return Team(id=r["id"], name=r["name"], customer=r["customer"], budgets=_budgets_from(r["budgets"]),
-                rate_limits=_rate_limits_from(r["rate_limits"]))
+def team_from_row(r: sqlite3.Row) -> Team:
+    return Team(id=r["id"], name=r["name"], customer=r["customer"], budgets=budgets_from_json(r["budgets"]),
+                rate_limits=rate_limits_from_json(r["rate_limits"]))
 
 
-def _customer(r: sqlite3.Row) -> Customer:
-    return Customer(id=r["id"], name=r["name"], budgets=_budgets_from(r["budgets"]),
-                    rate_limits=_rate_limits_from(r["rate_limits"]))
+def customer_from_row(r: sqlite3.Row) -> Customer:
+    return Customer(id=r["id"], name=r["name"], budgets=budgets_from_json(r["budgets"]),
+                    rate_limits=rate_limits_from_json(r["rate_limits"]))
 
 
-def _short_list(ids: list[str], n: int = 5) -> str:
+def short_list(ids: list[str], n: int = 5) -> str:
     return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
@@ -307,14 +307,14 @@ class Store:
 
     def _check_new(self, db, kind: str, id: str, create: bool) -> None:
         if create and self._exists(db, kind, id):
-            raise Conflict(f"{_SINGULAR[kind]} {id!r} already exists")
+            raise Conflict(f"{SINGULAR[kind]} {id!r} already exists")
 
     def _put_customer(self, db, c: Customer, source: str, create: bool) -> None:
         self._check_new(db, "customers", c.id, create)
         db.execute("INSERT INTO customers (id, name, budgets, rate_limits, source) VALUES (?, ?, ?, ?, ?) "
                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, budgets = excluded.budgets, "
                    "rate_limits = excluded.rate_limits, source = excluded.source",
-                   (c.id, c.name, _dumps(budgets_to_json(c.budgets)), _dumps(rate_limits_to_json(c.rate_limits)),
+                   (c.id, c.name, to_json(budgets_to_json(c.budgets)), to_json(rate_limits_to_json(c.rate_limits)),
                     source))
 
     def _put_team(self, db, t: Team, source: str, create: bool) -> None:
@@ -324,8 +324,8 @@ class Store:
         db.execute("INSERT INTO teams (id, name, customer, budgets, rate_limits, source) VALUES (?, ?, ?, ?, ?, ?) "
                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, customer = excluded.customer, "
                    "budgets = excluded.budgets, rate_limits = excluded.rate_limits, source = excluded.source",
-                   (t.id, t.name, t.customer, _dumps(budgets_to_json(t.budgets)),
-                    _dumps(rate_limits_to_json(t.rate_limits)), source))
+                   (t.id, t.name, t.customer, to_json(budgets_to_json(t.budgets)),
+                    to_json(rate_limits_to_json(t.rate_limits)), source))
 
     def _put_key(self, db, k: VirtualKey, create: bool) -> None:
         self._check_new(db, "keys", k.id, create)
@@ -337,9 +337,9 @@ class Store:
                    "team = excluded.team, models = excluded.models, providers = excluded.providers, "
                    "enabled = excluded.enabled, expires_at = excluded.expires_at, budgets = excluded.budgets, "
                    "rate_limits = excluded.rate_limits, source = excluded.source",
-                   (k.id, k.secret, k.name, k.team, _dumps(list(k.models)), _dumps(list(k.providers)),
-                    int(k.enabled), k.expires_at, _dumps(budgets_to_json(k.budgets)),
-                    _dumps(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
+                   (k.id, k.secret, k.name, k.team, to_json(list(k.models)), to_json(list(k.providers)),
+                    int(k.enabled), k.expires_at, to_json(budgets_to_json(k.budgets)),
+                    to_json(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
 
     def delete_key(self, id: str) -> None:
         with self._write() as db:
@@ -372,34 +372,34 @@ class Store:
         users = self._users(db, kind, id)
         if users:
             child = "key" if kind == "teams" else "team"
-            raise Conflict(f"{_SINGULAR[kind]} {id!r} still has {len(users)} {child}"
-                           f"{'s' if len(users) > 1 else ''} ({_short_list(users)}): delete "
+            raise Conflict(f"{SINGULAR[kind]} {id!r} still has {len(users)} {child}"
+                           f"{'s' if len(users) > 1 else ''} ({short_list(users)}): delete "
                            f"{'them' if len(users) > 1 else 'it'} or move {'them' if len(users) > 1 else 'it'} "
-                           f"to another {_SINGULAR[kind]} first")
+                           f"to another {SINGULAR[kind]} first")
 
     # --- reads ------------------------------------------------------------------------------
 
     def get_key(self, id: str) -> VirtualKey | None:
         r = self._db.execute("SELECT * FROM keys WHERE id = ?", (id,)).fetchone()
-        return _key(r) if r else None
+        return key_from_row(r) if r else None
 
     def get_team(self, id: str) -> Team | None:
         r = self._db.execute("SELECT * FROM teams WHERE id = ?", (id,)).fetchone()
-        return _team(r) if r else None
+        return team_from_row(r) if r else None
 
     def get_customer(self, id: str) -> Customer | None:
         r = self._db.execute("SELECT * FROM customers WHERE id = ?", (id,)).fetchone()
-        return _customer(r) if r else None
+        return customer_from_row(r) if r else None
 
     def list_keys(self) -> list[VirtualKey]:
         """Oldest first."""
-        return [_key(r) for r in self._db.execute("SELECT * FROM keys ORDER BY created_at, id")]
+        return [key_from_row(r) for r in self._db.execute("SELECT * FROM keys ORDER BY created_at, id")]
 
     def list_teams(self) -> list[Team]:
-        return [_team(r) for r in self._db.execute("SELECT * FROM teams ORDER BY id")]
+        return [team_from_row(r) for r in self._db.execute("SELECT * FROM teams ORDER BY id")]
 
     def list_customers(self) -> list[Customer]:
-        return [_customer(r) for r in self._db.execute("SELECT * FROM customers ORDER BY id")]
+        return [customer_from_row(r) for r in self._db.execute("SELECT * FROM customers ORDER BY id")]
 
     def source_of(self, kind: str, id: str) -> str | None:
         """"config" | "api" for the row `id` of `kind` ("keys", "teams", "customers"); None if absent."""
@@ -417,9 +417,9 @@ class Store:
     def load_directory(self) -> Directory:
         """Every key, team and customer, read in one snapshot."""
         with self._read() as db:
-            keys = [_key(r) for r in db.execute("SELECT * FROM keys")]
-            teams = [_team(r) for r in db.execute("SELECT * FROM teams")]
-            customers = [_customer(r) for r in db.execute("SELECT * FROM customers")]
+            keys = [key_from_row(r) for r in db.execute("SELECT * FROM keys")]
+            teams = [team_from_row(r) for r in db.execute("SELECT * FROM teams")]
+            customers = [customer_from_row(r) for r in db.execute("SELECT * FROM customers")]
         return Directory(keys={k.id: k for k in keys}, teams={t.id: t for t in teams},
                          customers={c.id: c for c in customers})
 
@@ -457,14 +457,14 @@ class Store:
                 for id in stale:
                     if kind != "keys" and self._users(db, kind, id):
                         db.execute(f"UPDATE {kind} SET source = 'api' WHERE id = ?", (id,))
-                        adopted.append(f"{_SINGULAR[kind]}:{id}")
+                        adopted.append(f"{SINGULAR[kind]}:{id}")
                         log.warning("governance: %s %r was removed from the config file but %s still "
                                     "belong to it; kept as an API-managed %s (delete it with the CLI or "
-                                    "admin API once they are moved)", _SINGULAR[kind], id,
-                                    "keys" if kind == "teams" else "teams", _SINGULAR[kind])
+                                    "admin API once they are moved)", SINGULAR[kind], id,
+                                    "keys" if kind == "teams" else "teams", SINGULAR[kind])
                     else:
                         db.execute(f"DELETE FROM {kind} WHERE id = ?", (id,))
-                        removed.append(f"{_SINGULAR[kind]}:{id}")
+                        removed.append(f"{SINGULAR[kind]}:{id}")
         if removed:
             log.info("governance: removed from the store (no longer in the config file): %s", ", ".join(removed))
         return {"upserted": len(gov_cfg.customers) + len(gov_cfg.teams) + len(gov_cfg.keys),
@@ -473,7 +473,7 @@ class Store:
     # --- the ledger's snapshot --------------------------------------------------------------
 
     def save_snapshot(self, doc: dict) -> None:
-        text = _dumps(doc)
+        text = to_json(doc)
         with self._write() as db:
             db.execute("INSERT INTO ledger_snapshot (id, doc, saved_at) VALUES (1, ?, ?) "
                        "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, saved_at = excluded.saved_at",

@@ -91,7 +91,7 @@ from redis.retry import Retry
 
 from finops.shared.governance import Directory
 from finops.workers.ledger import redis_lua
-from finops.workers.ledger.state import (LedgerState, _micros, _usd, budget_refusal, limit_label,
+from finops.workers.ledger.state import (LedgerState, to_micros, to_usd, budget_refusal, limit_label,
                                                     limit_refusal)
 from finops.workers.governance.periods import bounds, iso
 
@@ -345,11 +345,11 @@ class RedisLedger:
             left = s.limit - totals[i]
             if best is None or left < best:
                 best, at = left, i
-        return (None, None) if best is None else (_usd(best), p.budgets[at].label)
+        return (None, None) if best is None else (to_usd(best), p.budgets[at].label)
 
     # --- reserve -----------------------------------------------------------------------------
     def _reserve_call(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid=0):
-        max_m = _exact(_micros(max_cost_usd, "max_cost_usd"), "max_cost_usd")
+        max_m = _exact(to_micros(max_cost_usd, "max_cost_usd"), "max_cost_usd")
         est = int(est_tokens)
         if est < 0:
             raise ValueError(f"est_tokens must be >= 0, got {est_tokens!r}")
@@ -396,8 +396,8 @@ class RedisLedger:
     # --- settle ------------------------------------------------------------------------------
     def _settle_call(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
                      saved_usd: float = 0.0):
-        cost_m = _exact(_micros(cost_usd, "cost_usd"), "cost_usd")
-        saved_m = _exact(_micros(saved_usd, "saved_usd"), "saved_usd") if saved_usd else 0
+        cost_m = _exact(to_micros(cost_usd, "cost_usd"), "cost_usd")
+        saved_m = _exact(to_micros(saved_usd, "saved_usd"), "saved_usd") if saved_usd else 0
         tokens = int(tokens)
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens!r}")
@@ -422,7 +422,7 @@ class RedisLedger:
             got = self._read(p.keys[:len(p.budgets)])
             totals = [got[i] + got[i + 1] for i in range(0, len(got), 2)]
         rem, label = self._tightest(p, totals)
-        return {"cost_usd": _usd(cost_m), "remaining_usd": rem, "budget": label, "charged": status != b"D",
+        return {"cost_usd": to_usd(cost_m), "remaining_usd": rem, "budget": label, "charged": status != b"D",
                 "corrected": status == b"C"}
 
     def settle(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
@@ -494,7 +494,7 @@ class RedisLedger:
     def expired_charge(self, rid: str) -> tuple[str, str, float] | None:
         """(key, env, USD charged) of a reservation `expire` closed, while it is remembered."""
         k, e, m = self._call(lambda: self.r.hmget(self.prefix + "x:" + rid, "k", "e", "m"), idempotent=True)
-        return None if k is None else (k.decode(), e.decode(), _usd(int(m)))
+        return None if k is None else (k.decode(), e.decode(), to_usd(int(m)))
 
     def owners(self) -> set:
         """The pids holding open reservations, every node's (ints when they are digits)."""
@@ -523,7 +523,7 @@ class RedisLedger:
         rows: list[tuple] = []       # (level, owner, kind, period, env, limit-ish, label, start, end)
         for level, owner, budgets, limits in scopes:
             for b in budgets:
-                rows.append((level, owner, "budget", b.period, b.env, _micros(b.amount_usd, "amount_usd"),
+                rows.append((level, owner, "budget", b.period, b.env, to_micros(b.amount_usd, "amount_usd"),
                              b.label(level, owner)))
             for r in limits:
                 for kind, n in (("requests", r.requests), ("tokens", r.tokens)):
@@ -537,8 +537,8 @@ class RedisLedger:
             used, res = vals[2 * i], vals[2 * i + 1]
             if kind == "budget":
                 out.append({"level": level, "owner": owner, "kind": "budget", "period": period, "env": env,
-                            "label": label, "limit_usd": _usd(n), "spent_usd": _usd(used),
-                            "reserved_usd": _usd(res), "remaining_usd": _usd(n - used - res),
+                            "label": label, "limit_usd": to_usd(n), "spent_usd": to_usd(used),
+                            "reserved_usd": to_usd(res), "remaining_usd": to_usd(n - used - res),
                             "period_start": iso(start), "resets_at": iso(end)})
             else:
                 out.append({"level": level, "owner": owner, "kind": kind, "period": period, "env": env,
@@ -550,7 +550,7 @@ class RedisLedger:
         """What cache hits saved, all time: [{"key", "env", "saved_usd"}], for one key or all."""
         got = self._call(lambda: self.r.hgetall(self.k_saved), idempotent=True)
         rows = sorted((tuple(json.loads(f)), int(m)) for f, m in got.items())
-        return [{"key": k, "env": e, "saved_usd": _usd(m)} for (k, e), m in rows if key_id is None or k == key_id]
+        return [{"key": k, "env": e, "saved_usd": to_usd(m)} for (k, e), m in rows if key_id is None or k == key_id]
 
     # --- lost data ---------------------------------------------------------------------------
     def ready(self) -> bool:

@@ -59,17 +59,17 @@ _QUOTA = "ServiceQuotaExceededException"
 _THROTTLE = "ThrottlingException"
 
 
-def _micros(usd: float, what: str) -> int:
+def to_micros(usd: float, what: str) -> int:
     if not (usd >= 0.0) or usd > 1e12:   # also refuses NaN and inf
         raise ValueError(f"{what} must be a finite amount of USD >= 0, got {usd!r}")
     return round(usd * MICRO)
 
 
-def _usd(micros: int) -> float:
+def to_usd(micros: int) -> float:
     return round(micros / MICRO, 6)
 
 
-def _fmt_usd(micros: int) -> str:
+def fmt_usd(micros: int) -> str:
     whole, frac = f"{micros / MICRO:.6f}".rstrip("0").split(".")
     return f"${whole}.{frac.ljust(2, '0')}"
 
@@ -86,11 +86,11 @@ def budget_refusal(label: str, left_m: int, max_m: int, end: float) -> dict:
     (limit - spent - reserved) until `end` (shared by every ledger backend)."""
     when = iso(end)
     left = max(0, left_m)
-    msg = (f"Budget exceeded: the {label} has {_fmt_usd(left)} left until it resets at {when}, "
-           f"and this request may cost up to {_fmt_usd(max_m)}. Retry after {when}, or ask an "
+    msg = (f"Budget exceeded: the {label} has {fmt_usd(left)} left until it resets at {when}, "
+           f"and this request may cost up to {fmt_usd(max_m)}. Retry after {when}, or ask an "
            f"administrator to raise the budget.")
     return {"ok": False, "code": _QUOTA, "status": AWS_ERRORS[_QUOTA][0], "message": msg,
-            "budget": label, "resets_at": when, "remaining_usd": _usd(left)}
+            "budget": label, "resets_at": when, "remaining_usd": to_usd(left)}
 
 
 def limit_refusal(label: str, end: float, now: float) -> dict:
@@ -215,7 +215,7 @@ class LedgerState:
         for level, owner, budgets, limits in scopes:
             for b in budgets:
                 if b.env == "" or b.env == env:
-                    add("budget", level, owner, b.period, b.env, _micros(b.amount_usd, "amount_usd"),
+                    add("budget", level, owner, b.period, b.env, to_micros(b.amount_usd, "amount_usd"),
                         b.label(level, owner))
             for r in limits:
                 if r.env == "" or r.env == env:
@@ -292,7 +292,7 @@ class LedgerState:
         """
         if rid in self._open:
             raise ValueError(f"reservation {rid!r} already exists")
-        max_m = _micros(max_cost_usd, "max_cost_usd")
+        max_m = to_micros(max_cost_usd, "max_cost_usd")
         est = int(est_tokens)
         if est < 0:
             raise ValueError(f"est_tokens must be >= 0, got {est_tokens!r}")
@@ -333,7 +333,7 @@ class LedgerState:
             left = lim - c.used - c.reserved
             if best is None or left < best:
                 best, at = left, i
-        return (None, None) if best is None else (_usd(best), sp.budgets[at].label)
+        return (None, None) if best is None else (to_usd(best), sp.budgets[at].label)
 
     def _refuse_budget(self, s: _Spec, c: _Counter, max_m: int, now: float) -> dict:
         return budget_refusal(s.label, s.limit - c.used - c.reserved, max_m, self._bounds(s.period, now)[1])
@@ -353,10 +353,10 @@ class LedgerState:
         the cost and tokens go to the current periods of `key_id` / `env`. `saved_usd` is what a
         cache hit saved; it is kept per key and env (`savings()`), outside every budget.
         """
-        cost_m = _micros(cost_usd, "cost_usd")
+        cost_m = to_micros(cost_usd, "cost_usd")
         if saved_usd and rid not in self._settled:
             k = (key_id, env)
-            self._saved[k] = self._saved.get(k, 0) + _micros(saved_usd, "saved_usd")
+            self._saved[k] = self._saved.get(k, 0) + to_micros(saved_usd, "saved_usd")
         tokens = int(tokens)
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens!r}")
@@ -395,7 +395,7 @@ class LedgerState:
                 c.used += tokens
             self._remember(rid, now)
         rem, label = self._tightest(self._specs_for(key_id, env, now))
-        return {"cost_usd": _usd(cost_m), "remaining_usd": rem, "budget": label, "charged": charged,
+        return {"cost_usd": to_usd(cost_m), "remaining_usd": rem, "budget": label, "charged": charged,
                 "corrected": corrected}
 
     def _remember(self, rid: str, now: float) -> None:
@@ -447,7 +447,7 @@ class LedgerState:
     def expired_charge(self, rid: str) -> tuple[str, str, float] | None:
         """(key, env, USD charged) of a reservation `expire` closed, while it is remembered."""
         r = self._expired.get(rid)
-        return None if r is None else (r.key, r.env, _usd(r.max_m))
+        return None if r is None else (r.key, r.env, to_usd(r.max_m))
 
     def _prune(self, now: float) -> None:
         ended = [b for b, c in self._table.items() if self._bounds(b[3], now)[0] != c.start]
@@ -524,7 +524,7 @@ class LedgerState:
 
     def savings(self, key_id: str | None = None) -> list[dict]:
         """What cache hits saved, all time: [{"key", "env", "saved_usd"}], for one key or all."""
-        return [{"key": k, "env": e, "saved_usd": _usd(m)} for (k, e), m in sorted(self._saved.items())
+        return [{"key": k, "env": e, "saved_usd": to_usd(m)} for (k, e), m in sorted(self._saved.items())
                 if key_id is None or k == key_id]
 
     # --- reporting ---------------------------------------------------------------------------
@@ -551,11 +551,11 @@ class LedgerState:
             for b in budgets:
                 c, (start, end) = self._peek((level, owner, "budget", b.period, b.env or "*"), b.period, now)
                 used, res = (c.used, c.reserved) if c else (0, 0)
-                amount = _micros(b.amount_usd, "amount_usd")
+                amount = to_micros(b.amount_usd, "amount_usd")
                 out.append({"level": level, "owner": owner, "kind": "budget", "period": b.period,
-                            "env": b.env, "label": b.label(level, owner), "limit_usd": _usd(amount),
-                            "spent_usd": _usd(used), "reserved_usd": _usd(res),
-                            "remaining_usd": _usd(amount - used - res),
+                            "env": b.env, "label": b.label(level, owner), "limit_usd": to_usd(amount),
+                            "spent_usd": to_usd(used), "reserved_usd": to_usd(res),
+                            "remaining_usd": to_usd(amount - used - res),
                             "period_start": iso(start), "resets_at": iso(end)})
             for r in limits:
                 for kind, n in (("requests", r.requests), ("tokens", r.tokens)):
