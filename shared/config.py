@@ -34,7 +34,6 @@ __all__ = ["Config", "ConfigError", "ServerConfig", "RouteConfig", "TargetConfig
            "ObservabilityConfig", "GovernanceConfig", "build", "load", "default_data_dir", "parse_time"]
 
 SECONDS = 1.0
-MILLISECONDS = 0.001
 MIB = 1024 * 1024
 
 Positive = Annotated[int, Meta(ge=1)]

@@ -40,7 +40,6 @@ from .formats import provider_errors
 JSON = "application/json"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 CONVERSE_OPS = ("converse", "converse-stream")
-INVOKE_OPS = ("invoke", "invoke-with-response-stream")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 

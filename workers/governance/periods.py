@@ -42,7 +42,6 @@ __all__ = ["PERIODS", "bounds", "iso"]
 
 _UNIT = {"minute": 60, "hour": 3600}          # fixed-length windows, seconds
 _EPOCH = date(1970, 1, 1)
-_MONDAY = 4 * 86400                           # 1970-01-05, the first Monday after the epoch
 _UTC_NAMES = ("UTC", "Etc/UTC", "Z")
 
 _last: dict[tuple[str, str], tuple[float, float]] = {}   # (period, tz) -> last interval returned

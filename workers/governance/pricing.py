@@ -47,7 +47,6 @@ from urllib.parse import unquote
 __all__ = ["Price", "SHIPPED", "PricingTable", "normalize", "MICRO", "cost_micros", "max_cost_micros", "cost",
            "max_cost"]
 
-PER = 1_000_000          # prices are per million tokens
 _MEMO_MAX = 4096          # price_for answers kept; the names come from clients, so it is bounded
 _REGION = re.compile(r"^(?:us-gov|us|eu|apac|global|jp|au|ca)\.(?=.)")
 _GEO = ("us", "eu", "apac", "jp", "au", "ca")     # Bedrock geographic inference profiles

@@ -23,9 +23,6 @@ prometheus_client.disable_created_metrics()
 MAX_VALUES = 200           # distinct values per client-chosen label
 GAUGE_TTL = 10.0           # seconds a process's gauges count after its last report
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-GOVERNANCE_CODES = frozenset({"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
-                              "IncompleteSignatureException", "ThrottlingException",
-                              "ServiceQuotaExceededException"})
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 
