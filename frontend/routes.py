@@ -32,7 +32,7 @@ OPERATIONS = {
 STREAMING = frozenset(op for op, (_, s) in OPERATIONS.items() if s)
 
 PREFIX = b"/bedrock"
-MAX_MODEL_ID_BYTES = 2048
+MAX_MODEL_ID_BYTES = 2048          # the Bedrock Runtime model: modelId is 1 to 2048 characters (bedrock-protocol.md 1.1)
 
 
 class Route:

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SERVER_DAYS = 825
-CA_DAYS = 3650
+SERVER_DAYS = 825       # the longest validity Apple platforms accept for a TLS server certificate
+CA_DAYS = 3650          # the development CA: ten years
 
 
 def _write(path: str, data: bytes, private: bool) -> None:

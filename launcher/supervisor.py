@@ -34,10 +34,10 @@ from finops.shared.rundir import RESTARTS_FILE
 
 log = logging.getLogger("finops.supervisor")
 
-BACKOFF_START = 0.1
-BACKOFF_MAX = 5.0
-HEALTHY_AFTER = 30.0
-KILL_GRACE = 3.0
+BACKOFF_START = 0.1     # seconds before restarting a process that died ...
+BACKOFF_MAX = 5.0       # ... doubling at each death in a row, up to this
+HEALTHY_AFTER = 30.0    # a process up this long starts again from BACKOFF_START when it dies
+KILL_GRACE = 3.0        # after its drain, a process gets this long to exit before SIGKILL
 
 
 class Child:

@@ -40,7 +40,7 @@ log = logging.getLogger("finops.actors")
 _pack = msgpack.Packer(use_bin_type=True).pack
 pack = _pack      # how every actor message is encoded
 
-MAX_REPLY_SOCKETS = 1024
+MAX_REPLY_SOCKETS = 1024      # reply endpoints an actor keeps open; workers come and go, the oldest is closed
 
 
 class BlockingActor:

@@ -26,15 +26,13 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from .config_schema import ConfigError, Table, table
+from .config_schema import MIB, SECONDS, ConfigError, Table, table
 from .governance import KEY_ID, PERIODS, Budget, Customer, RateLimit, Team, VirtualKey
 from .provider_config import ProviderConfig, provider_table
 
 __all__ = ["Config", "ConfigError", "ServerConfig", "RouteConfig", "TargetConfig", "CachePolicy", "CacheConfig",
            "ObservabilityConfig", "GovernanceConfig", "build", "load", "default_data_dir", "parse_time"]
 
-SECONDS = 1.0
-MIB = 1024 * 1024
 
 Positive = Annotated[int, Meta(ge=1)]
 
@@ -99,6 +97,8 @@ class CacheConfig(Table):
     embedding_sha256: str = ""       # expected sha256 of a mounted model file (checked at load)
     max_entries: Positive = 100_000  # the whole cache; least recently used go first
     max_entry_bytes: Positive = 1 * MIB   # answers larger than this are not stored
+    lookup_timeout_seconds: Annotated[float, Meta(gt=0)] = 0.5 * SECONDS   # a lookup slower than this is a
+                                     # miss: the cache never fails or holds up a request for long
     keys: dict[str, dict] = {}       # virtual key id -> CachePolicy overrides (only the keys given);
                                      # they adjust routes with a [routes.cache], never turn one on
 
@@ -157,6 +157,8 @@ class GovernanceConfig(Table):
     default_max_tokens: Positive = 4096   # a request without maxTokens reserves this many output tokens
     clock_skew_seconds: float = 300 * SECONDS   # SigV4: accepted difference to the client's clock
     reservation_ttl_seconds: float = 900 * SECONDS  # an unsettled reservation is charged in full after this
+    ledger_timeout_seconds: Annotated[float, Meta(gt=0)] = 2 * SECONDS   # the ledger not answering a reserve
+                                     # within this fails the request closed (503 ServiceUnavailableException)
     customers: list = []             # [Customer], from [[governance.customers]]
     teams: list = []                 # [Team]
     keys: list = []                  # [VirtualKey] declared in the file

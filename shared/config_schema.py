@@ -34,6 +34,11 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and says what is wrong."""
 
 
+# units of the config's defaults, so each reads with its unit (hypercorn's habit: 5 * SECONDS)
+SECONDS = 1.0
+MIB = 1024 * 1024
+
+
 class Table(msgspec.Struct, forbid_unknown_fields=True):
     """A config table: unknown keys are errors; `check` validates what the types cannot."""
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 MAX_HEADERS_LENGTH = 128 * 1024        # botocore _MAX_HEADERS_LENGTH
 MAX_PAYLOAD_LENGTH = 24 * 1024 * 1024  # botocore _MAX_PAYLOAD_LENGTH
-PRELUDE_LENGTH = 12
-MESSAGE_CRC_LENGTH = 4
+PRELUDE_LENGTH = 12                   # total length, headers length, prelude CRC: 4 bytes each
+MESSAGE_CRC_LENGTH = 4                # the CRC-32 closing every message
 
 _PRELUDE = struct.Struct(">III")
 _U32 = struct.Struct(">I")

@@ -25,9 +25,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
-from .config_schema import ConfigError, Table, table
-
-SECONDS = 1.0
+from .config_schema import SECONDS, ConfigError, Table, table
 
 PROVIDER_CONFIGS: dict[str, type[ProviderConfig]] = {}
 

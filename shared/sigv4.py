@@ -64,7 +64,7 @@ from botocore.credentials import ReadOnlyCredentials
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "bedrock"
 TERMINATOR = "aws4_request"
-DEFAULT_MAX_SKEW_SECONDS = 300
+DEFAULT_MAX_SKEW_SECONDS = 300      # AWS refuses a signature more than 5 minutes off (RequestTimeTooSkewed)
 
 INCOMPLETE = "IncompleteSignatureException"
 INVALID = "InvalidSignatureException"

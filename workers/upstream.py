@@ -39,9 +39,9 @@ import trio
 from finops.shared import errors
 from finops.shared.provider_config import HTTPProviderConfig
 
-MAX_IDLE_PER_ORIGIN = 256
+MAX_IDLE_PER_ORIGIN = 256    # idle keep-alive connections kept per upstream origin
 KEEPALIVE_EXPIRY = 55.0      # seconds; under the 60 s idle timeout common to AWS and nginx
-READ_SIZE = 65536
+READ_SIZE = 65536            # bytes asked of the socket per read (one TCP window)
 
 
 class _Failure(Exception):

@@ -41,7 +41,7 @@ from ..governance.store import (Conflict, InvalidReference, NotFound, StoreError
                                 generate_key, new_secret, rate_limits_to_json)
 
 _SECRET = re.compile(r"^[\x21-\x7e]{16,256}$")      # printable ASCII, no spaces: fits every header
-MAX_NAME = 256
+MAX_NAME = 256          # characters of a key, team or customer name
 
 KEY_FIELDS = ("name", "team", "models", "providers", "budgets", "rate_limits", "expires", "enabled")
 TEAM_FIELDS = ("name", "customer", "budgets", "rate_limits")

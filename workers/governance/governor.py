@@ -37,7 +37,7 @@ from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
 from .store import Store
 
 log = logging.getLogger("finops.governance")
-RELOAD_EVERY = 1.0
+RELOAD_EVERY = 1.0      # seconds between checks that keys changed elsewhere (README: changes in force within 1 s)
 UNPRICED = Price(input=15.0, output=75.0)   # USD per 1M tokens: Claude Opus list prices, the dearest common rate
 
 
@@ -92,7 +92,7 @@ class Governor:
         self.version = self.store.data_version()
         self.index = auth.KeyIndex.of(load_directory(self.store, cfg))
         self.checked = time.monotonic()
-        self.ledger = LedgerClient(cfg.run_dir, cfg.server.transport)
+        self.ledger = LedgerClient(cfg.run_dir, cfg.server.transport, timeout=self.g.ledger_timeout_seconds)
         self._unpriced: set[str] = set()
 
     def customer_of(self, team_id: str) -> str:

@@ -31,14 +31,9 @@ from typing import Iterable, NamedTuple
 import psycopg
 
 from . import pg_schema
+from .money import MICRO, micros
 from .store import StoreError, StoreUnavailable
 
-MICRO = 1_000_000
-
-
-def micros(usd: float) -> int:
-    """USD -> integer micro-dollars, rounded as the ledgers round."""
-    return round(usd * MICRO)
 
 
 class SettledCharge(NamedTuple):

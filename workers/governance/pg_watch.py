@@ -46,10 +46,10 @@ from .store import StoreError, StoreUnavailable
 
 log = logging.getLogger("finops.governance.watch")
 
-POLL_SECONDS = 0.5
-RETRY_SECONDS = 1.0
+POLL_SECONDS = 0.5          # the version is also polled this often, in case a NOTIFY was lost
+RETRY_SECONDS = 1.0         # PostgreSQL unreachable: try again this often
 WAKE_SECONDS = 0.25         # the longest wait between looks at the stop flag
-WARN_EVERY_SECONDS = 30.0
+WARN_EVERY_SECONDS = 30.0   # an unreachable PostgreSQL is logged at most this often
 
 
 class DirectoryWatcher:

@@ -44,6 +44,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from .money import MICRO
+
 __all__ = ["Price", "SHIPPED", "PricingTable", "normalize", "MICRO", "cost_micros", "max_cost_micros", "cost",
            "max_cost"]
 
@@ -310,7 +312,6 @@ class PricingTable:
 # --- cost ----------------------------------------------------------------------------------------
 # Money is charged in integer micro-dollars (the ledger's unit): with prices in USD per million
 # tokens, tokens x price IS micro-dollars, so a request's charge is one sum and one rounding.
-MICRO = 1_000_000
 
 
 def cost_micros(price: Price | None, input_tokens: int, output_tokens: int,

@@ -38,7 +38,7 @@ from finops.shared.governance import Budget, Customer, Directory, RateLimit, Tea
 log = logging.getLogger("finops.governance.store")
 
 FILENAME = "governance.sqlite"
-BUSY_TIMEOUT_SECONDS = 5.0
+BUSY_TIMEOUT_SECONDS = 5.0     # SQLite waits this long for another process's write lock
 
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
 MIGRATIONS: list[tuple[str, ...]] = [

@@ -47,7 +47,7 @@ from .state import LedgerState
 
 log = logging.getLogger("finops.ledger")
 
-SNAPSHOT_SECONDS = 1.0
+SNAPSHOT_SECONDS = 1.0     # counters saved at least this often (what a crash of the ledger can lose)
 MAX_CHARGES = 100_000      # charges kept while the observer is away
 
 

@@ -51,22 +51,22 @@ from collections import OrderedDict, deque
 
 from finops.shared.errors import AWS_ERRORS
 from finops.shared.governance import Directory, RateLimit
+from finops.workers.governance.money import MICRO, micros, usd
 from finops.workers.governance.periods import bounds, iso
 
-MICRO = 1_000_000
 SNAPSHOT_VERSION = 1
 _QUOTA = "ServiceQuotaExceededException"
 _THROTTLE = "ThrottlingException"
 
 
-def to_micros(usd: float, what: str) -> int:
-    if not (usd >= 0.0) or usd > 1e12:   # also refuses NaN and inf
-        raise ValueError(f"{what} must be a finite amount of USD >= 0, got {usd!r}")
-    return round(usd * MICRO)
+def to_micros(amount: float, what: str) -> int:
+    """USD -> micro-dollars; a ValueError naming `what` for anything but a finite amount >= 0."""
+    if not (amount >= 0.0) or amount > 1e12:   # also refuses NaN and inf
+        raise ValueError(f"{what} must be a finite amount of USD >= 0, got {amount!r}")
+    return micros(amount)
 
 
-def to_usd(micros: int) -> float:
-    return round(micros / MICRO, 6)
+to_usd = usd
 
 
 def fmt_usd(micros: int) -> str:

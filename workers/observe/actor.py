@@ -44,11 +44,11 @@ from .metrics import Metrics
 
 log = logging.getLogger("finops.observer")
 
-COMMIT_SECONDS = 0.5
-COMMIT_ROWS = 2000
-PRUNE_SECONDS = 3600.0
+COMMIT_SECONDS = 0.5        # rows are committed at least this often (what a crash of the observer can lose)
+COMMIT_ROWS = 2000          # ... or as soon as this many wait
+PRUNE_SECONDS = 3600.0      # retention deletes old rows once an hour
 ORPHAN_SECONDS = 60.0       # a ledger charge waits this long for its request's row
-MAX_ORPHANS = 100_000
+MAX_ORPHANS = 100_000       # ledger charges kept waiting for their rows
 
 
 class ObserverActor(BlockingActor):

@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta
 
 from .report import ERROR_SQL, HIT_SQL, days_between, micros_sql, usd, zone
 
-TOP = 8
+TOP = 8         # keys and models the dashboard charts by name; the rest are "other"
 OTHER = "(other)"
 NO_ENV = "(none)"
 ANONYMOUS = "(anonymous)"

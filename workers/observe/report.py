@@ -36,9 +36,9 @@ import time
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from finops.workers.governance.money import MICRO, micros, usd
 from finops.workers.governance.periods import bounds
 
-MICRO = 1_000_000
 CLIENT_LEFT = ("cancelled", "client_gone")
 
 # SQL fragments shared with dashboard.py (constants: never built from input)
@@ -51,12 +51,6 @@ def micros_sql(column: str) -> str:
     return f"IFNULL(SUM(CAST(ROUND(IFNULL({column}, 0) * {MICRO}) AS INTEGER)), 0)"
 
 
-def usd(micros: int) -> float:
-    return round(micros / MICRO, 6)
-
-
-def to_micros(amount: float) -> int:
-    return round(amount * MICRO)
 
 
 # --- grouping ------------------------------------------------------------------------------------
@@ -173,7 +167,7 @@ def total(rows: list[dict]) -> dict:
     lat_sum, lat_n = 0.0, 0
     for r in rows:
         for m in ADDITIVE:
-            out[m] += to_micros(r[m]) if m in MONEY else r[m]
+            out[m] += micros(r[m]) if m in MONEY else r[m]
         if r.get("avg_latency_ms") is not None:
             lat_sum += r["avg_latency_ms"] * r["requests"]
             lat_n += r["requests"]

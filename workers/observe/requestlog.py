@@ -19,7 +19,7 @@ from finops.shared.config import Config
 
 log = logging.getLogger("finops.requestlog")
 
-BODY_LIMIT = 1024 * 1024
+BODY_LIMIT = 1024 * 1024        # bytes of each body kept with log_bodies = true (README: Request log)
 assert logrow.NAMES[0] == "id" and len(logrow.NAMES) == 33, "row() follows logrow.COLUMNS"
 
 

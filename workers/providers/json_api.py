@@ -32,7 +32,7 @@ from .base import Provider
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 USER_AGENT = b"finops-gateway/0.1"
-MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_BODY = 64 * 1024     # bytes of a provider's error answer read (its message is near the start)
 
 
 class JSONAPIProvider(Provider):
