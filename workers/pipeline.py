@@ -30,16 +30,16 @@ from finops.shared.config import Config
 
 from . import operations
 from .admin.api import Admin
-from .cache.service import CACHEABLE_OPS, Cache
+from .cache.service import CACHEABLE_OPS, Cache, hit_headers
 from .governance.governor import Governor
 from .observe.client import ObserverClient
 from .observe.requestlog import RequestLog
 from .observe.tracing import Tracing
 from .providers import build_provider
-from .reply import Reply
+from .reply import Reply, recorded_body
 from .request import Attempt, Outcome, Progress, Request
 from .routing import backoff, router
-from .routing.planner import AttemptPlan, Step
+from .routing.planner import AttemptPlan
 
 log = logging.getLogger("finops.pipeline")
 FINISH_SECONDS = 1.0     # the final reply's send may wait this long for the frontend's socket
@@ -91,7 +91,7 @@ class Pipeline:
             if plan is not None:
                 hit, vec = await self.cache.lookup(plan)
                 if hit is not None:
-                    return await self.cache.replay(hit, reply, cache_headers(hit))
+                    return await self.cache.replay(hit, reply, hit_headers(hit))
                 if plan.store:
                     reply.tape = []
             if route.log_bodies and reply.tape is None:
@@ -112,7 +112,7 @@ class Pipeline:
             await reply.error(e)
         finally:
             if not error and not reply.done:            # the frontend stopped waiting and cancelled us
-                status, error, origin = cancelled(reply.why, status)
+                status, error, origin = Outcome.cancelled(reply.why, status)
             # one charge: the ledger's settle, the log's cost and x-bf-cost-usd are the same figure
             last = progress.last
             charge = self.gov.charge(adm, usage, last.upstream_model if last else "", parsed and parsed.req,
@@ -166,7 +166,7 @@ class Pipeline:
         last = None
         step = planner.next()
         while step is not None:
-            attempt = attempt_for(request, step, self.keys_of)
+            attempt = Attempt.of(request, step, self.keys_of)
             progress.attempts, progress.last = step.number, attempt
             child = self.tracing.upstream(span, attempt.provider, attempt.upstream_model, step.number, step.name)
             try:
@@ -217,36 +217,11 @@ class Pipeline:
         return h + self.gov.headers(adm, charge)
 
 
-def cancelled(why, status: int) -> tuple[int, str, str]:
-    """(status, error, origin) of a request the frontend stopped waiting for: a timeout it
-    answered itself (`why`, an envelope.Why, says so), or a client that went away."""
-    return (why.status, why.error, why.origin) if why is not None else (status, "cancelled", "client")
-
-
 def cache_result(plan, hit) -> dict:
     """The cache's part of the outcome: what it did, and what a hit saved."""
     if hit is not None:
         return {"cache": hit.kind, "similarity": hit.similarity, "saved_usd": hit.saved_usd}
     return {"cache": "" if plan is None else "miss"}
-
-
-def attempt_for(request: Request, step: Step, keys_of: dict) -> Attempt:
-    """The `Attempt` a provider gets for a planner's step."""
-    t = step.target
-    return Attempt(number=step.number, target=step.name, provider=t.provider, upstream_model=t.model or request.model_id,
-                   fallback=step.fallback, key_index=step.key,
-                   key=keys_of[t.provider][step.key] if step.key is not None else None,
-                   key_circuit=step.key_circuit, op=request.op, model_id=request.model_id,
-                   headers=request.headers, started=request.started)
-
-
-def cache_headers(hit) -> list:
-    """A cache hit's own headers: what happened, the similarity of a semantic hit, and what it
-    cost (nothing) and saved."""
-    h = [["x-bf-cache", hit.kind], ["x-bf-cost-usd", "0.000000"], ["x-bf-cache-saved-usd", f"{hit.saved_usd:.6f}"]]
-    if hit.kind == "hit-semantic":
-        h.append(["x-bf-cache-similarity", f"{hit.similarity:.4f}"])
-    return h
 
 
 async def finish(reply: Reply, row: bytes | None = None, settle: list | None = None) -> None:
@@ -255,16 +230,3 @@ async def finish(reply: Reply, row: bytes | None = None, settle: list | None = N
     with trio.CancelScope(shield=True):
         with trio.move_on_after(FINISH_SECONDS):
             await reply.finish(row, settle)
-
-
-def recorded_body(tape: list | None) -> bytes | None:
-    """The response body a `Reply.tape` recorded: the body, or a stream's event payloads one per
-    line (None when nothing was recorded: a failure before the answer)."""
-    if not tape:
-        return None
-    body = [item[1] for item in tape if item[0] == "body"]
-    if body:
-        return body[0]
-    return b"\n".join(payload for item in tape if item[0] == "chunks" for _, payload in item[1])
-
-

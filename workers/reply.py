@@ -113,3 +113,14 @@ class Reply:
         kind, fields = self.final or (envelope.Log, {})
         await self.sock.send(envelope.encode(kind(rid=self.rid, n=self.n, row=row, settle=settle, **fields)))
         self.n += 1
+
+
+def recorded_body(tape: list | None) -> bytes | None:
+    """The response body a `Reply.tape` recorded: the body, or a stream's event payloads one per
+    line (None when nothing was recorded: a failure before the answer)."""
+    if not tape:
+        return None
+    body = [item[1] for item in tape if item[0] == "body"]
+    if body:
+        return body[0]
+    return b"\n".join(payload for item in tape if item[0] == "chunks" for _, payload in item[1])

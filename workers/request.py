@@ -60,6 +60,16 @@ class Attempt:
     headers: Mapping[str, str]
     started: float
 
+    @classmethod
+    def of(cls, request: Request, step, keys_of: dict) -> "Attempt":
+        """The attempt the routing planner's `step` (routing/planner.py: Step) makes for `request`."""
+        t = step.target
+        return cls(number=step.number, target=step.name, provider=t.provider,
+                   upstream_model=t.model or request.model_id, fallback=step.fallback, key_index=step.key,
+                   key=keys_of[t.provider][step.key] if step.key is not None else None,
+                   key_circuit=step.key_circuit, op=request.op, model_id=request.model_id,
+                   headers=request.headers, started=request.started)
+
 
 @dataclass(slots=True)
 class Progress:
@@ -83,3 +93,9 @@ class Outcome:
     cache: str = ""                 # "" (no caching) | "miss" | "hit-exact" | "hit-semantic"
     similarity: float = 0.0
     saved_usd: float = 0.0
+
+    @staticmethod
+    def cancelled(why, status: int) -> tuple[int, str, str]:
+        """(status, error, origin) of a request the frontend stopped waiting for: a timeout it
+        answered itself (`why`, an envelope.Why, says so), or a client that went away."""
+        return (why.status, why.error, why.origin) if why is not None else (status, "cancelled", "client")

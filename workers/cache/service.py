@@ -253,3 +253,12 @@ def recorded_answer(tape: list | None) -> dict | None:
     ans["chunks"] = [[list(ev) for ev in item[1]] for item in tape[1:-1] if item[0] == "chunks"]
     ans["usage"] = tape[-1][1]
     return ans
+
+
+def hit_headers(hit: Hit) -> list:
+    """A cache hit's own headers: what happened, the similarity of a semantic hit, and what it
+    cost (nothing) and saved."""
+    h = [["x-bf-cache", hit.kind], ["x-bf-cost-usd", "0.000000"], ["x-bf-cache-saved-usd", f"{hit.saved_usd:.6f}"]]
+    if hit.kind == "hit-semantic":
+        h.append(["x-bf-cache-similarity", f"{hit.similarity:.4f}"])
+    return h
