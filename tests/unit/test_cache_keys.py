@@ -4,6 +4,7 @@ another; one that includes the question stops paraphrases from ever matching; on
 between processes loses the cache on every restart."""
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -16,6 +17,7 @@ from hypothesis import given, settings, strategies as st
 
 from finops.shared.model import ChatRequest, Message, Tool
 from finops.workers.cache import keys
+from finops.workers.formats.bedrock import converse, families
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 OTHER_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(1, 65))
@@ -379,3 +381,127 @@ def test_a_change_to_an_earlier_turn_changes_the_scope(req, q, where, block):
     else:
         b.messages[i].content.append(block)
     assert scope_of(a) != scope_of(b)
+
+
+# --- keys of parsed requests are pinned --------------------------------------------------------------
+# A cache outlives the gateway's code: entries stored by one version must still be found by the next
+# (a change of the canonical form bumps keys.VERSION instead). These are the keys of requests each
+# client format parses into, with every kind of content block, as the gateway computed them when
+# this test was written; a refactoring of the canonical model must leave them unchanged.
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+B64_PNG = base64.b64encode(PNG).decode()
+PINNED_BODIES = {
+    "converse-every-block": {
+        "system": [{"text": "You are terse."}, {"cachePoint": {"type": "default"}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"text": "Look at these."},
+                {"image": {"format": "png", "source": {"bytes": B64_PNG}}},
+                {"document": {"format": "pdf", "name": "report", "source": {"bytes": _b64(b"%PDF-1.4 x")}}},
+                {"document": {"name": "notes", "source": {"text": "plain notes"}, "context": "ctx"}},
+                {"guardContent": {"text": {"text": "guarded"}}},
+                {"citationsContent": {"content": [{"text": "cited"}]}}]},
+            {"role": "assistant", "content": [
+                {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "sig"}}},
+                {"reasoningContent": {"redactedContent": _b64(b"\x01\x02")}},
+                {"text": "Calling."},
+                {"toolUse": {"toolUseId": "tu_1", "name": "lookup", "input": {"q": "x", "n": [1, 2.5]}}}]},
+            {"role": "user", "content": [
+                {"toolResult": {"toolUseId": "tu_1", "status": "error", "content": [
+                    {"text": "found"}, {"json": {"k": "v"}},
+                    {"image": {"format": "png", "source": {"bytes": B64_PNG}}},
+                    {"document": {"format": "txt", "name": "d", "source": {"bytes": _b64(b"doc text")}}}]}},
+                {"text": "And now?"}]}],
+        "inferenceConfig": {"maxTokens": 300, "temperature": 0.5, "topP": 0.9, "stopSequences": ["END"]},
+        "toolConfig": {"tools": [{"toolSpec": {"name": "lookup", "description": "Look up", "inputSchema": {
+                           "json": {"type": "object", "properties": {"q": {"type": "string"}}}}}}],
+                       "toolChoice": {"tool": {"name": "lookup"}}},
+        "additionalModelRequestFields": {"top_k": 40, "thinking": {"type": "enabled"}}},
+    "converse-tool-choice-any": {
+        "messages": [{"role": "user", "content": [{"text": "What is 2+2?"}]}],
+        "toolConfig": {"tools": [{"toolSpec": {"name": "calc", "inputSchema": {"json": {"type": "object"}}}}],
+                       "toolChoice": {"any": {}}}},
+    "anthropic.claude-3-haiku-20240307-v1:0": {
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 100, "system": "sys", "top_k": 5,
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": B64_PNG}},
+                {"type": "document", "title": "t", "source": {"type": "text", "media_type": "text/plain",
+                                                              "data": "doc"}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "redacted_thinking", "data": _b64(b"zz")},
+                {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "42", "is_error": True},
+                {"type": "text", "text": "next?"}]}],
+        "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "auto"}, "anthropic_beta": ["x"]},
+    "openai.gpt-oss-120b-1:0": {
+        "messages": [
+            {"role": "system", "content": "s"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "r1"},
+            {"role": "user", "content": [{"type": "text", "text": "q"},
+                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + B64_PNG}}]}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tool_choice": "required", "max_tokens": 50, "temperature": 1.5, "stop": "X", "seed": 3},
+    "cohere.command-r-v1:0": {
+        "message": "", "preamble": "pre", "p": 0.5, "k": 3,
+        "chat_history": [{"role": "USER", "message": "hi"},
+                         {"role": "CHATBOT", "message": "ok", "tool_calls": [{"name": "f", "parameters": {"a": 1}}]}],
+        "tool_results": [{"call": {"name": "f", "parameters": {"a": 1}}, "outputs": [{"r": 1}]},
+                         {"call": {"name": "g"}, "outputs": [{"r": 2}]}],
+        "tools": [{"name": "f", "description": "d", "parameter_definitions": {"a": {"type": "int", "required": True}}},
+                  {"name": "g", "description": "d"}]},
+    "meta.llama3-2-11b-instruct-v1:0": {
+        "prompt": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nDescribe<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "max_gen_len": 20, "images": [B64_PNG]},
+    "amazon.titan-text-express-v1": {
+        "inputText": "User: hi\nBot: hello\nUser: again\nBot:",
+        "textGenerationConfig": {"maxTokenCount": 9, "stopSequences": ["|"]}},
+    "amazon.nova-lite-v1:0": {
+        "schemaVersion": "messages-v1", "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "inferenceConfig": {"max_new_tokens": 10, "topK": 4, "foo": 1}},
+}
+
+
+def _parsed(name: str) -> ChatRequest:
+    body = PINNED_BODIES[name]
+    if name.startswith("converse"):
+        return converse.parse_request(body)
+    return families.family_for(name, body).parse_request(body)
+
+
+PINNED = {
+    "converse-every-block": ("73aa0ccc66135920bfb61edc445cf58b952bc33220c07ab11124279074c3c892",
+                             "9d44f3d45d002dd13c11a9229a84ec512509e0a4cd32049690b56f9ab56bd96d"),
+    "converse-tool-choice-any": ("f43731982c48e0523be9ee9afae8b182e50bf4772fcde4613689b12572a4394f",
+                                 "c0c4015b04541da6676d9d9c5bd5d68b3ae5a4f93d275b62f70f97702882c2b2"),
+    "anthropic.claude-3-haiku-20240307-v1:0": ("5282f9a1d49fb876087bd4fc679ece84b8d9f11a7f033ae506d9a0f940e5f705",
+                                               "7a3f8d99b2d2597c4e3ec594f3cd326bda455d84d1c87512512af3a82bf2303b"),
+    "openai.gpt-oss-120b-1:0": ("d3ee8e17a2736d7af6a3b705e51736abe8dd73106b47bc70dd0033858cac84fc",
+                                "438439f2fac7e6070204525c9a09b4827bbe781de2cb06e4ce332cf6135a5dac"),
+    "cohere.command-r-v1:0": ("a7cbaa0d0c11ef10bc6ab21fe06a45b80d8f033de2e583c8ab8f2b392a0fbce0",
+                              "16cdd96664b0b103d9385437ca799e8f91d559442bf22c471eb52c2ec08610ca"),
+    "meta.llama3-2-11b-instruct-v1:0": ("9434a07ebbc8e5ce09be8c9097b4bb2ad67caa112b2a85522d7d75e9f61d3aca",
+                                        "fd44ad4442459f57368d9014c9fd885471f79bc92af74282b69cdff3268da7c8"),
+    "amazon.titan-text-express-v1": ("8bf7d1c2308997f6f4da688ef57aa9ec3823765070c6de57664cfe9a215cd42a",
+                                     "1fa0dc65bf2eb52bfa35c85cc18f46d7c4295205c1a26971ebdae0397e3cd008"),
+    "amazon.nova-lite-v1:0": ("71e2274a458bd9781138c1cd2faf934492eadf787e45129d923fb07171f8e48a",
+                              "f877e488ab6f21fdf33b2f0889197208880499aebd9eda84f56ed2e11f8c577b"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_keys_of_parsed_requests_are_pinned(name):
+    ctx, q = keys.split(_parsed(name))
+    scope = keys.scope_key("converse", "m", "key:vk", ctx)
+    assert (scope, keys.exact_key(scope, q)) == PINNED[name]
