@@ -67,29 +67,26 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     (gc=False): a record holds strings, numbers, bytes, JSON values and other records."""
 
 
-def _tuple(rec: Record, name: str, allowed: tuple | frozenset | None = None) -> None:
-    """Store `rec.name` as a tuple (a list is copied into one); with `allowed`, every item's type
-    must be one of those."""
-    value = getattr(rec, name)
+def _tuple(rec: Record, name: str, value, allowed: frozenset | None = None) -> tuple:
+    """`value` (field `name` of `rec`) stored as a tuple: a list is copied into one. With
+    `allowed`, every item's type must be one of those."""
     if type(value) is not tuple:
         value = tuple(value)
         msgspec.structs.force_setattr(rec, name, value)
     if allowed is not None:
-        for i, item in enumerate(value):
+        for item in value:
             if type(item) not in allowed:
-                raise TypeError(f"{type(rec).__name__}.{name}[{i}]: {type(item).__name__} is not one of "
-                                f"{', '.join(sorted(t.__name__ for t in allowed))}")
+                raise TypeError(f"{type(rec).__name__}.{name}[{value.index(item)}]: {type(item).__name__} is not "
+                                f"one of {', '.join(sorted(t.__name__ for t in allowed))}")
+    return value
 
 
-def _one_of(rec: Record, name: str, allowed) -> None:
-    value = getattr(rec, name)
-    if value not in allowed:
-        raise ValueError(f"{type(rec).__name__}.{name}: {value!r} is not one of {', '.join(sorted(allowed))}")
+def _invalid(rec: Record, name: str, value, allowed) -> ValueError:
+    return ValueError(f"{type(rec).__name__}.{name}: {value!r} is not one of {', '.join(sorted(allowed))}")
 
 
-def _bytes(rec: Record, name: str) -> None:
-    """Store `rec.name` as bytes (a bytearray or memoryview is copied), unless it is None."""
-    value = getattr(rec, name)
+def _bytes(rec: Record, name: str, value) -> None:
+    """Store `value` (field `name` of `rec`) as bytes: a bytearray or memoryview is copied."""
     if value is not None and type(value) is not bytes:
         msgspec.structs.force_setattr(rec, name, bytes(value))
 
@@ -107,8 +104,9 @@ class ImageBlock(Record):
     data: bytes
 
     def __post_init__(self) -> None:
-        _one_of(self, "format", IMAGE_FORMATS)
-        _bytes(self, "data")
+        if self.format not in IMAGE_FORMATS:
+            raise _invalid(self, "format", self.format, IMAGE_FORMATS)
+        _bytes(self, "data", self.data)
 
 
 class DocumentBlock(Record):
@@ -120,10 +118,11 @@ class DocumentBlock(Record):
     context: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self, "format", DOCUMENT_FORMATS)
+        if self.format not in DOCUMENT_FORMATS:
+            raise _invalid(self, "format", self.format, DOCUMENT_FORMATS)
         if (self.data is None) == (self.text is None):
             raise ValueError("DocumentBlock: give exactly one of data (bytes) and text")
-        _bytes(self, "data")
+        _bytes(self, "data", self.data)
 
 
 class ToolUseBlock(Record):
@@ -146,8 +145,9 @@ class ToolResultBlock(Record):
     status: str = "success"
 
     def __post_init__(self) -> None:
-        _tuple(self, "content", TOOL_RESULT_ITEMS)
-        _one_of(self, "status", TOOL_RESULT_STATUSES)
+        _tuple(self, "content", self.content, TOOL_RESULT_ITEMS)
+        if self.status not in TOOL_RESULT_STATUSES:
+            raise _invalid(self, "status", self.status, TOOL_RESULT_STATUSES)
 
 
 class ReasoningBlock(Record):
@@ -161,7 +161,7 @@ class RedactedReasoningBlock(Record):
     data: bytes
 
     def __post_init__(self) -> None:
-        _bytes(self, "data")
+        _bytes(self, "data", self.data)
 
 
 Block = (TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock
@@ -184,7 +184,8 @@ class ToolChoice(Record):
     name: str | None = None      # the tool to call, for kind "tool" (only then)
 
     def __post_init__(self) -> None:
-        _one_of(self, "kind", TOOL_CHOICES)
+        if self.kind not in TOOL_CHOICES:
+            raise _invalid(self, "kind", self.kind, TOOL_CHOICES)
         if (self.kind == "tool") != (self.name is not None):
             raise ValueError("ToolChoice: a name goes with kind 'tool', and only with it")
 
@@ -198,8 +199,13 @@ class Message(Record):
     content: tuple[Block, ...]
 
     def __post_init__(self) -> None:
-        _one_of(self, "role", ROLES)
-        _tuple(self, "content", BLOCKS)
+        if self.role not in ROLES:
+            raise _invalid(self, "role", self.role, ROLES)
+        _tuple(self, "content", self.content, BLOCKS)
+
+
+_MESSAGE = frozenset({Message})
+_TOOL = frozenset({Tool})
 
 
 class ChatRequest(Record):
@@ -216,10 +222,10 @@ class ChatRequest(Record):
     extra: dict = {}             # additionalModelRequestFields / family-only fields
 
     def __post_init__(self) -> None:
-        _tuple(self, "messages", (Message,))
-        _tuple(self, "system")
-        _tuple(self, "stop_sequences")
-        _tuple(self, "tools", (Tool,))
+        _tuple(self, "messages", self.messages, _MESSAGE)
+        _tuple(self, "system", self.system)
+        _tuple(self, "stop_sequences", self.stop_sequences)
+        _tuple(self, "tools", self.tools, _TOOL)
         if self.tool_choice is not None and type(self.tool_choice) is not ToolChoice:
             raise TypeError(f"ChatRequest.tool_choice: {type(self.tool_choice).__name__} is not a ToolChoice")
 
@@ -236,7 +242,7 @@ class EmbedRequest(Record):
     extra: dict = {}
 
     def __post_init__(self) -> None:
-        _tuple(self, "texts")
+        _tuple(self, "texts", self.texts)
 
 
 # --- answers ----------------------------------------------------------------------------------------
@@ -274,8 +280,9 @@ class ChatResponse(Record):
     stop_sequence: str | None = None
 
     def __post_init__(self) -> None:
-        _tuple(self, "content", BLOCKS)
-        _one_of(self, "stop_reason", STOP_REASONS)
+        _tuple(self, "content", self.content, BLOCKS)
+        if self.stop_reason not in STOP_REASONS:
+            raise _invalid(self, "stop_reason", self.stop_reason, STOP_REASONS)
 
 
 class EmbedResponse(Record):
@@ -283,7 +290,7 @@ class EmbedResponse(Record):
     input_tokens: int = 0
 
     def __post_init__(self) -> None:
-        _tuple(self, "embeddings")
+        _tuple(self, "embeddings", self.embeddings)
 
 
 # --- stream events ----------------------------------------------------------------------------------
@@ -343,7 +350,8 @@ class MessageStop(Record):
     stop_sequence: str | None = None     # the stop sequence that ended the answer
 
     def __post_init__(self) -> None:
-        _one_of(self, "stop_reason", STOP_REASONS)
+        if self.stop_reason not in STOP_REASONS:
+            raise _invalid(self, "stop_reason", self.stop_reason, STOP_REASONS)
 
 
 class Metadata(Record):
@@ -369,27 +377,29 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4 if text else 0
 
 
-def _block_tokens(b: Block) -> int:
-    match b:
-        case TextBlock():
-            return estimate_tokens(b.text)
-        case ToolUseBlock():
-            return estimate_tokens(str(b.input)) + 4
-        case ToolResultBlock():
-            return sum(estimate_tokens(c.text if type(c) is TextBlock else str(c.value) if type(c) is JsonBlock
-                                       else "") for c in b.content) + 4
-        case ImageBlock():
-            return 1600 if not b.data else max(85, len(b.data) // 750)
-        case DocumentBlock():
-            return estimate_tokens(b.text or "") + len(b.data or b"") // 4
-    return 0        # reasoning: not counted
+def _tool_result_tokens(b: ToolResultBlock) -> int:
+    return sum(estimate_tokens(c.text if type(c) is TextBlock else str(c.value) if type(c) is JsonBlock else "")
+               for c in b.content) + 4
+
+
+_BLOCK_TOKENS = {           # reasoning is not counted
+    TextBlock: lambda b: estimate_tokens(b.text),
+    ToolUseBlock: lambda b: estimate_tokens(str(b.input)) + 4,
+    ToolResultBlock: _tool_result_tokens,
+    ImageBlock: lambda b: 1600 if not b.data else max(85, len(b.data) // 750),
+    DocumentBlock: lambda b: estimate_tokens(b.text or "") + len(b.data or b"") // 4,
+    ReasoningBlock: lambda b: 0,
+    RedactedReasoningBlock: lambda b: 0,
+}
 
 
 def request_tokens(req: ChatRequest) -> int:
     """Deterministic input-token estimate of a whole request (system, messages, tools)."""
     n = sum(estimate_tokens(s) for s in req.system)
     for m in req.messages:
-        n += 3 + sum(_block_tokens(b) for b in m.content)
+        n += 3
+        for b in m.content:
+            n += _BLOCK_TOKENS[type(b)](b)
     for t in req.tools:
         n += estimate_tokens(t.name + t.description + str(t.input_schema))
     return max(n, 1)

@@ -513,6 +513,28 @@ def render_response(resp: ChatResponse, *, response_field_paths: list[str] | Non
 
 # --- streams ------------------------------------------------------------------------------------
 
+def _delta(index: int, delta: dict) -> tuple[str, dict]:
+    return "contentBlockDelta", {"contentBlockIndex": index, "delta": delta}
+
+
+_PAYLOADS = {
+    TextDelta: lambda ev: _delta(ev.index, {"text": ev.text}),
+    ToolInputDelta: lambda ev: _delta(ev.index, {"toolUse": {"input": ev.input}}),
+    ReasoningDelta: lambda ev: _delta(ev.index, {"reasoningContent": {"text": ev.text}}),
+    ReasoningSignatureDelta: lambda ev: _delta(ev.index, {"reasoningContent": {"signature": ev.signature}}),
+    RedactedReasoningDelta: lambda ev: _delta(ev.index, {"reasoningContent": {"redactedContent": b64(ev.data)}}),
+    ImageDelta: lambda ev: _delta(ev.index, {"image": {"source": {"bytes": b64(ev.data)}}}),
+    MessageStart: lambda ev: ("messageStart", {"role": "assistant"}),
+    ToolUseStart: lambda ev: ("contentBlockStart", {"contentBlockIndex": ev.index, "start": {
+        "toolUse": {"toolUseId": ev.tool_use_id, "name": ev.name}}}),
+    ImageStart: lambda ev: ("contentBlockStart", {"contentBlockIndex": ev.index, "start": {
+        "image": {"format": ev.format}}}),
+    BlockStop: lambda ev: ("contentBlockStop", {"contentBlockIndex": ev.index}),
+    MessageStop: lambda ev: ("messageStop", {"stopReason": ev.stop_reason}),
+    Metadata: lambda ev: ("metadata", {"usage": ev.usage.to_converse(), "metrics": {"latencyMs": int(ev.latency_ms)}}),
+}
+
+
 def stream_payload(ev: StreamEvent) -> tuple[str, dict]:
     """A canonical stream event -> (ConverseStream event type, payload).
 
@@ -520,34 +542,7 @@ def stream_payload(ev: StreamEvent) -> tuple[str, dict]:
     ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}).
     Raises TypeError for anything that is not a canonical stream event (a programming error).
     """
-    match ev:
-        case TextDelta():
-            return "contentBlockDelta", {"contentBlockIndex": ev.index, "delta": {"text": ev.text}}
-        case ToolInputDelta():
-            return "contentBlockDelta", {"contentBlockIndex": ev.index, "delta": {"toolUse": {"input": ev.input}}}
-        case ReasoningDelta():
-            return "contentBlockDelta", {"contentBlockIndex": ev.index,
-                                         "delta": {"reasoningContent": {"text": ev.text}}}
-        case ReasoningSignatureDelta():
-            return "contentBlockDelta", {"contentBlockIndex": ev.index,
-                                         "delta": {"reasoningContent": {"signature": ev.signature}}}
-        case RedactedReasoningDelta():
-            return "contentBlockDelta", {"contentBlockIndex": ev.index,
-                                         "delta": {"reasoningContent": {"redactedContent": b64(ev.data)}}}
-        case ImageDelta():
-            return "contentBlockDelta", {"contentBlockIndex": ev.index, "delta": {"image": {"source": {
-                "bytes": b64(ev.data)}}}}
-        case MessageStart():
-            return "messageStart", {"role": "assistant"}
-        case ToolUseStart():
-            return "contentBlockStart", {"contentBlockIndex": ev.index, "start": {"toolUse": {
-                "toolUseId": ev.tool_use_id, "name": ev.name}}}
-        case ImageStart():
-            return "contentBlockStart", {"contentBlockIndex": ev.index, "start": {"image": {"format": ev.format}}}
-        case BlockStop():
-            return "contentBlockStop", {"contentBlockIndex": ev.index}
-        case MessageStop():
-            return "messageStop", {"stopReason": ev.stop_reason}
-        case Metadata():
-            return "metadata", {"usage": ev.usage.to_converse(), "metrics": {"latencyMs": int(ev.latency_ms)}}
-    raise TypeError(f"not a canonical stream event: {type(ev).__name__}")
+    render = _PAYLOADS.get(type(ev))
+    if render is None:
+        raise TypeError(f"not a canonical stream event: {type(ev).__name__}")
+    return render(ev)
