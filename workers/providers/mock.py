@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import msgspec
 import trio
 
 from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, MessageStart,
@@ -64,7 +63,8 @@ class MockProvider(Provider):
             intro = f"Calling {tool.name}."
             call = ToolUseBlock(tool_id, tool.name, _value_for(tool.input_schema, text))
             usage = Usage(input_tokens, estimate_tokens(intro) + estimate_tokens(json.dumps(call.input)))
-            return ChatResponse([TextBlock(intro), call], "tool_use", usage, model=attempt.upstream_model)
+            return ChatResponse([TextBlock(intro), call], "tool_use", usage, int(self.cfg.latency_ms),
+                                model=attempt.upstream_model)
         answer = f"FinOps mock ({attempt.upstream_model}) received: {text}"
         stop, stop_seq = "end_turn", None
         for s in req.stop_sequences:
@@ -75,7 +75,8 @@ class MockProvider(Provider):
         if req.max_tokens is not None and estimate_tokens(answer) > req.max_tokens:
             answer, stop = answer[:req.max_tokens * 4], "max_tokens"
         usage = Usage(input_tokens, max(1, estimate_tokens(answer)))
-        return ChatResponse([TextBlock(answer)], stop, usage, model=attempt.upstream_model, stop_sequence=stop_seq)
+        return ChatResponse([TextBlock(answer)], stop, usage, int(self.cfg.latency_ms), model=attempt.upstream_model,
+                            stop_sequence=stop_seq)
 
     @staticmethod
     def tool_to_call(req: ChatRequest, text: str):
@@ -92,7 +93,7 @@ class MockProvider(Provider):
     async def chat(self, attempt: Attempt, req: ChatRequest) -> ChatResponse:
         if self.cfg.latency_ms:
             await trio.sleep(self.cfg.latency_ms / 1000)
-        return msgspec.structs.replace(self.answer(attempt, req), latency_ms=int(self.cfg.latency_ms))
+        return self.answer(attempt, req)
 
     async def chat_stream(self, attempt: Attempt, req: ChatRequest):
         if self.cfg.latency_ms:
@@ -114,7 +115,7 @@ class MockProvider(Provider):
                     batch.append(ToolInputDelta(index, piece))
             batch.append(BlockStop(index))
         batch.append(MessageStop(resp.stop_reason))
-        batch.append(Metadata(resp.usage, int(self.cfg.latency_ms)))
+        batch.append(Metadata(resp.usage, resp.latency_ms))
         yield batch
 
     async def count_tokens(self, attempt: Attempt, req: ChatRequest) -> int:
