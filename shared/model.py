@@ -45,6 +45,16 @@ tool (and image) blocks are announced by a start event; every block ends with a 
     BlockStop(index)
     MessageStop(stop_reason, stop_sequence?)
     Metadata(usage, latency_ms, first_byte_latency_ms?)   last: what the answer cost and took
+
+`Block`, `BlockStart`, `BlockDelta` and `StreamEvent` are the unions (`isinstance` takes them);
+code dispatches on a record's type (`match`, or a table keyed by `type(ev)` on the hot paths).
+
+Cost (Python 3.11, a shared 2-core machine, best of 7): a stream event costs about 0.1 us to build,
+a third of the mutable `StreamEvent(kind, index, data: dict)` it replaced (a frozen dataclass would
+cost twice as much as that one); a 20-delta ConverseStream answer's 24 events 4.6 us instead of
+10; parsing a one-message Converse body 5.5 us instead of 4.7 (the constructors' checks).
+scripts/pipeline_cost.py, the whole worker in process, before and after in one alternating run:
+converse +0.002 ms, converse-stream -0.003 ms per request (best rounds; medians -0.005, -0.004).
 """
 from __future__ import annotations
 
