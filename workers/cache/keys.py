@@ -14,25 +14,61 @@ key never sees another's answers. `exact_key()` hashes scope and normalised ques
 the exact layer. Both are sha256 over a canonical JSON form (sorted keys, blobs by their own
 sha256), so they are the same in every process and after a restart (Python's `hash()` is salted
 per process, which is how Bifrost-style in-process hashing loses its cache on restart).
+
+The canonical form of a request is its fields by name; a content block's is the Converse-shaped
+object the canonical model held before its blocks were typed (`{"image": {"format", "bytes"}}` ...,
+`_FORMS`), and a tool choice's `ToolChoice.to_dict()`. Changing either changes every key: that is
+a new VERSION, since stored entries would otherwise never be found again
+(tests/unit/test_cache_keys.py pins the keys of parsed requests).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
 import unicodedata
 
-from finops.shared.model import ChatRequest
+import msgspec
+
+from finops.shared.model import (ChatRequest, DocumentBlock, ImageBlock, JsonBlock, ReasoningBlock,
+                                 RedactedReasoningBlock, TextBlock, ToolChoice, ToolResultBlock, ToolUseBlock)
 
 VERSION = "1"          # bump when the canonical form changes: old entries then simply miss
 _WS = re.compile(r"\s+")
 _dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
 
 
+def _document(d: DocumentBlock) -> dict:
+    doc = {"format": d.format, "name": d.name}
+    if d.data is not None:
+        doc["bytes"] = d.data
+    else:
+        doc["text"] = d.text
+    if d.context is not None:
+        doc["context"] = d.context
+    return {"document": doc}
+
+
+_FORMS = {
+    TextBlock: lambda b: {"text": b.text},
+    ImageBlock: lambda b: {"image": {"format": b.format, "bytes": b.data}},
+    DocumentBlock: _document,
+    ToolUseBlock: lambda b: {"toolUse": {"toolUseId": b.tool_use_id, "name": b.name, "input": b.input}},
+    ToolResultBlock: lambda b: {"toolResult": {"toolUseId": b.tool_use_id, "content": b.content,
+                                               "status": b.status}},
+    JsonBlock: lambda b: {"json": b.value},
+    ReasoningBlock: lambda b: {"reasoningContent": {"text": b.text, "signature": b.signature}},
+    RedactedReasoningBlock: lambda b: {"reasoningContent": {"redactedContent": b.data}},
+    ToolChoice: ToolChoice.to_dict,
+}
+
+
 def _canonical(obj):
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    form = _FORMS.get(type(obj))
+    if form is not None:
+        return _canonical(form(obj))
+    if isinstance(obj, msgspec.Struct):
+        return {name: _canonical(getattr(obj, name)) for name in obj.__struct_fields__}
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -67,8 +103,8 @@ def split(req: ChatRequest) -> tuple[dict, str]:
     question = ""
     if msgs and msgs[-1]["role"] == "user":
         last = msgs[-1]
-        question = "".join(b["text"] for b in last["content"] if isinstance(b, dict) and "text" in b)
-        last["content"] = [b for b in last["content"] if not (isinstance(b, dict) and "text" in b)]
+        question = "".join(b["text"] for b in last["content"] if "text" in b)
+        last["content"] = [b for b in last["content"] if "text" not in b]
     return ctx, question
 
 

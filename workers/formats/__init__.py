@@ -1,5 +1,6 @@
 """Every wire format the gateway speaks, one place per format, both directions in it. Pure:
-functions and small sans-I/O objects over dicts and bytes; no I/O, no clock, no randomness.
+functions and small sans-I/O objects over dicts, bytes and the canonical model's frozen records;
+no I/O, no clock, no randomness.
 
 Between every format sits the canonical model (`finops.shared.model`). A client's body is parsed
 into it, a provider's answer is read into it, and the answer is rendered from it into what the

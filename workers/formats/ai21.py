@@ -6,10 +6,10 @@ endpoint with ValidationException "The model is unsupported for streaming", so `
 """
 from __future__ import annotations
 
-from finops.shared.model import ChatRequest, ChatResponse
+from finops.shared.model import ChatResponse, text_of
 
 from .bedrock.invoke import PromptFamily
-from .common import fail, make_id, text_blocks, want_int
+from .common import fail, make_id, want_int
 from .openai.invoke import OpenAIChat
 
 
@@ -25,12 +25,12 @@ class Jurassic(PromptFamily):
     sampling = {"max_tokens": "maxTokens", "top_p": "topP", "top_k": None, "stop": "stopSequences"}
     read = ("numResults",)
 
-    def parse_more(self, body: dict, req: ChatRequest) -> None:
+    def parse_more(self, body: dict, fields: dict) -> None:
         if body.get("numResults") is not None and want_int(body["numResults"], "numResults", lo=1) != 1:
             raise fail("numResults", "only 1 result per request is supported by this gateway")
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
-        text = text_blocks(resp.content)
+        text = text_of(resp.content)
         rid = int(make_id("", response_id or model_id, text, n=8), 16)
         reason = "length" if resp.stop_reason == "max_tokens" else "endoftext"
         return {"id": rid, "prompt": {"text": "", "tokens": []},

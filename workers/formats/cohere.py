@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 
-from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
+from finops.shared.model import (BlockDelta, BlockStart, ChatRequest, ChatResponse, JsonBlock, Message,
+                                 TextBlock, Tool, ToolInputDelta, ToolResultBlock, ToolUseBlock, ToolUseStart, Usage,
+                                 text_of)
 
 from .bedrock.invoke import Family, PromptFamily, StreamEncoder, leftovers, take_sampling, take_tools
-from .common import (TOOL_NAME, fail, make_id, text_blocks, tool_uses, want_dict, want_enum, want_int,
-                     want_list, want_str)
+from .common import TOOL_NAME, fail, make_id, tool_uses, want_dict, want_enum, want_int, want_list, want_str
 
 _ROLES = {"USER": "user", "CHATBOT": "assistant", "SYSTEM": "system", "TOOL": "tool"}
 _TYPES = {"str": "string", "string": "string", "int": "integer", "integer": "integer", "float": "number",
@@ -66,38 +67,36 @@ def _parse_tools(raw) -> list[Tool]:
     return tools
 
 
-def _tool_calls(raw, path: str, counter: list) -> list[dict]:
+def _tool_calls(raw, path: str, counter: list) -> list[ToolUseBlock]:
     out = []
     for i, c in enumerate(want_list(raw, path, what="tool calls")):
         want_dict(c, f"{path}[{i}]")
         counter[0] += 1
-        out.append({"toolUse": {"toolUseId": f"cohere_{counter[0]}",
-                                "name": want_str(c.get("name"), f"{path}[{i}].name", nonblank=True),
-                                "input": c.get("parameters") or {}}})
+        out.append(ToolUseBlock(f"cohere_{counter[0]}", want_str(c.get("name"), f"{path}[{i}].name", nonblank=True),
+                                c.get("parameters") or {}))
     return out
 
 
 def _add_tool_results(msgs: list[Message], raw, path: str, counter: list) -> None:
     pending = []
     if msgs and msgs[-1].role == "assistant":
-        pending = [b["toolUse"] for b in msgs[-1].content if "toolUse" in b]
+        pending = tool_uses(msgs[-1].content)
     calls, results = [], []
     for i, r in enumerate(want_list(raw, path, what="tool results")):
         p = f"{path}[{i}]"
         want_dict(r, p)
         call = want_dict(r.get("call"), f"{p}.call")
         name = want_str(call.get("name"), f"{p}.call.name", nonblank=True)
-        match = next((t for t in pending if t["name"] == name), None)
+        match = next((t for t in pending if t.name == name), None)
         if match is not None:
             pending.remove(match)
-            tid = match["toolUseId"]
+            tid = match.tool_use_id
         else:
             counter[0] += 1
             tid = f"cohere_{counter[0]}"
-            calls.append({"toolUse": {"toolUseId": tid, "name": name, "input": call.get("parameters") or {}}})
+            calls.append(ToolUseBlock(tid, name, call.get("parameters") or {}))
         outputs = want_list(r.get("outputs", []), f"{p}.outputs", what="output objects")
-        results.append({"toolResult": {"toolUseId": tid, "content": [{"json": o} for o in outputs],
-                                       "status": "success"}})
+        results.append(ToolResultBlock(tid, [JsonBlock(o) for o in outputs], "success"))
     if calls:
         msgs.append(Message("assistant", calls))
     if results:
@@ -129,33 +128,32 @@ class CommandR(Family):
                 if text:
                     system.append(text)
                 continue
-            blocks = [{"text": text}] if text.strip() else []
+            blocks: list = [TextBlock(text)] if text.strip() else []
             if role == "assistant" and h.get("tool_calls"):
                 blocks += _tool_calls(h["tool_calls"], f"{p}.tool_calls", counter)
             if not blocks:
                 raise fail(f"{p}.message", "is blank; send the turn's text")
             msgs.append(Message(role, blocks))
         if message.strip():
-            msgs.append(Message("user", [{"text": message}]))
+            msgs.append(Message("user", [TextBlock(message)]))
         if has_results:
             _add_tool_results(msgs, body["tool_results"], "tool_results", counter)
         if body.get("preamble") is not None:
             pre = want_str(body["preamble"], "preamble")
             if pre:
                 system.insert(0, pre)
-        req = ChatRequest(messages=msgs, system=system)
+        fields: dict = {"messages": msgs, "system": system}
         used = {"message", "chat_history", "preamble", "tools", "tool_results", "stream"}
-        take_sampling(body, req, max_tokens="max_tokens", top_p="p", top_k="k", used=used)
-        take_tools(body, req, _parse_tools)
-        req.extra = leftovers(body, used)
-        return req
+        take_sampling(body, fields, max_tokens="max_tokens", top_p="p", top_k="k", used=used)
+        take_tools(body, fields, _parse_tools)
+        return ChatRequest(**fields, extra=leftovers(body, used))
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
-        text = text_blocks(resp.content)
+        text = text_of(resp.content)
         rid = response_id or make_id("", model_id, text, n=32)
         out = {"response_id": _uuidish(rid), "text": text, "generation_id": _uuidish(make_id("", "gen", rid, n=32)),
                "finish_reason": _finish(resp.stop_reason)}
-        calls = [{"name": t["name"], "parameters": t.get("input", {})} for t in tool_uses(resp.content)]
+        calls = [{"name": t.name, "parameters": t.input} for t in tool_uses(resp.content)]
         if calls:
             out["tool_calls"] = calls
         return out
@@ -191,14 +189,14 @@ class _REncoder(StreamEncoder):
         out.append({"is_finished": False, "event_type": "text-generation", "text": text})
         return out
 
-    def on_block_start(self, index: int, data: dict) -> list[dict]:
-        if "toolUse" in data:
-            self.tools[index] = [data["toolUse"]["name"], []]
+    def on_block_start(self, ev: BlockStart) -> list[dict]:
+        if type(ev) is ToolUseStart:
+            self.tools[ev.index] = [ev.name, []]
         return []
 
-    def on_other_delta(self, index: int, data: dict) -> list[dict]:
-        if "toolUse" in data:
-            self.tools.setdefault(index, ["", []])[1].append(data["toolUse"].get("input", ""))
+    def on_other_delta(self, ev: BlockDelta) -> list[dict]:
+        if type(ev) is ToolInputDelta:
+            self.tools.setdefault(ev.index, ["", []])[1].append(ev.input)
         return []
 
     def on_block_stop(self, index: int) -> list[dict]:
@@ -235,12 +233,12 @@ class Command(PromptFamily):
     sampling = {"max_tokens": "max_tokens", "top_p": "p", "top_k": "k", "temp_hi": 5.0}
     read = ("stream", "num_generations")
 
-    def parse_more(self, body: dict, req: ChatRequest) -> None:
+    def parse_more(self, body: dict, fields: dict) -> None:
         if body.get("num_generations") is not None and want_int(body["num_generations"], "num_generations", lo=1) != 1:
             raise fail("num_generations", "only 1 generation per request is supported by this gateway")
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
-        text = text_blocks(resp.content)
+        text = text_of(resp.content)
         rid = response_id or make_id("", model_id, text, n=32)
         return {"generations": [{"id": _uuidish(make_id("", "gen", rid, n=32)), "text": text,
                                  "finish_reason": _finish(resp.stop_reason)}], "id": _uuidish(rid)}

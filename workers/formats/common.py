@@ -17,7 +17,11 @@ import re
 from typing import Any, Callable, NamedTuple
 
 from finops.shared import errors
-from finops.shared.model import STOP_REASONS, ChatResponse, Message, StreamEvent
+from finops.shared.model import (BlockStop, ChatResponse, ImageBlock, ImageDelta, ImageStart,
+                                 Message, MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
+                                 ReasoningSignatureDelta, RedactedReasoningBlock, RedactedReasoningDelta,
+                                 StreamEvent, TextBlock, TextDelta, ToolInputDelta, ToolResultBlock, ToolUseBlock,
+                                 ToolUseStart)
 
 # --- field checks -------------------------------------------------------------------------------
 
@@ -145,9 +149,6 @@ def b64(data: bytes) -> str:
 
 # --- images -------------------------------------------------------------------------------------
 
-IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
-
-
 def sniff_image(data: bytes) -> str | None:
     """The image format the magic number says, or None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -178,13 +179,8 @@ def check_image_bytes(data: bytes, fmt: str, path: str) -> bytes:
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]+")     # Bedrock's tool name pattern, which every format enforces
 
 
-def text_blocks(content: list[dict]) -> str:
-    """The text of an answer's text blocks, joined."""
-    return "".join(b["text"] for b in content if "text" in b)
-
-
-def tool_uses(content: list[dict]) -> list[dict]:
-    return [b["toolUse"] for b in content if "toolUse" in b]
+def tool_uses(content) -> list[ToolUseBlock]:
+    return [b for b in content if type(b) is ToolUseBlock]
 
 
 def check_tool_blocks_need_config(messages: list[Message], has_tools: bool, path: str) -> None:
@@ -192,7 +188,7 @@ def check_tool_blocks_need_config(messages: list[Message], has_tools: bool, path
         return
     for m in messages:
         for b in m.content:
-            if "toolUse" in b or "toolResult" in b:
+            if type(b) in (ToolUseBlock, ToolResultBlock):
                 raise fail(path, "must be defined when messages contain toolUse or toolResult "
                            "blocks; add toolConfig.tools with the tools the conversation uses")
 
@@ -207,11 +203,6 @@ def compact_json(v: Any) -> str:
     return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
 
 
-def known_stop_reason(value: str | None) -> str:
-    """`value` when it is a canonical stop reason, else "end_turn"."""
-    return value if value in STOP_REASONS else "end_turn"
-
-
 class ProviderAPI(NamedTuple):
     """A provider API's three entry points (`formats/<api>/api.py`), as the JSON providers call them."""
     to_request: Callable        # (ChatRequest, model, *, stream, dialect) -> the request body
@@ -221,44 +212,40 @@ class ProviderAPI(NamedTuple):
 
 # --- the canonical stream of a complete answer ----------------------------------------------------
 
-# Block members in the order a canonical block that (wrongly) holds several is split into wire
-# blocks. Documents and tool results are input-only: an answer never streams them.
-_STREAMED_MEMBERS = ("text", "reasoningContent", "toolUse", "image")
-
-
 def response_to_events(resp: ChatResponse) -> list[StreamEvent]:
     """The ConverseStream event sequence real Bedrock would send for a complete response.
 
-    Text blocks get no block_start; toolUse blocks get a block_start and their input as one JSON
-    string delta; reasoning becomes a text delta then a signature delta.
+    Text blocks get no start event; a tool use gets a ToolUseStart and its input as one JSON
+    delta; reasoning becomes a text delta then a signature delta. Documents and tool results are
+    input only: an answer never streams them, and they take no block index.
     """
-    evs = [StreamEvent("message_start", data={"role": "assistant"})]
+    evs: list[StreamEvent] = [MessageStart()]
     index = 0
     for block in resp.content:
-        for key in _STREAMED_MEMBERS:
-            val = block.get(key)
-            if val is not None:
-                evs += _block_events(key, val, index)
-                evs.append(StreamEvent("block_stop", index))
-                index += 1
-    evs.append(StreamEvent("message_stop", data={"stopReason": known_stop_reason(resp.stop_reason)}))
-    evs.append(StreamEvent("metadata", data={"usage": resp.usage, "latencyMs": int(resp.latency_ms)}))
+        deltas = _block_events(block, index)
+        if deltas:
+            evs += deltas
+            evs.append(BlockStop(index))
+            index += 1
+    evs.append(MessageStop(resp.stop_reason))
+    evs.append(Metadata(resp.usage, int(resp.latency_ms)))
     return evs
 
 
-def _block_events(key: str, val: dict | str, index: int) -> list[StreamEvent]:
-    if key == "text":
-        return [StreamEvent("block_delta", index, {"text": val})]
-    if key == "toolUse":
-        return [StreamEvent("block_start", index, {"toolUse": {"toolUseId": val["toolUseId"], "name": val["name"]}}),
-                StreamEvent("block_delta", index, {"toolUse": {
-                    "input": json.dumps(val.get("input", {}), separators=(",", ":"))}})]
-    if key == "image":
-        return [StreamEvent("block_start", index, {"image": {"format": val["format"]}}),
-                StreamEvent("block_delta", index, {"image": {"bytes": val["bytes"]}})]
-    if val.get("redactedContent") is not None:          # reasoningContent
-        return [StreamEvent("block_delta", index, {"reasoningContent": {"redactedContent": val["redactedContent"]}})]
-    out = [StreamEvent("block_delta", index, {"reasoningContent": {"text": val.get("text") or ""}})]
-    if val.get("signature"):
-        out.append(StreamEvent("block_delta", index, {"reasoningContent": {"signature": val["signature"]}}))
-    return out
+def _block_events(b, index: int) -> list[StreamEvent]:
+    match b:
+        case TextBlock():
+            return [TextDelta(index, b.text)]
+        case ToolUseBlock():
+            return [ToolUseStart(index, b.tool_use_id, b.name),
+                    ToolInputDelta(index, json.dumps(b.input, separators=(",", ":")))]
+        case ImageBlock():
+            return [ImageStart(index, b.format), ImageDelta(index, b.data)]
+        case ReasoningBlock():
+            out: list[StreamEvent] = [ReasoningDelta(index, b.text)]
+            if b.signature:
+                out.append(ReasoningSignatureDelta(index, b.signature))
+            return out
+        case RedactedReasoningBlock():
+            return [RedactedReasoningDelta(index, b.data)]
+    return []

@@ -48,11 +48,11 @@ class TitanEmbed(_Embed):
     def parse_request(self, body: dict) -> EmbedRequest:
         self.check_input(body)
         text = want_str(body["inputText"], "inputText", nonblank=True)
-        req = EmbedRequest(texts=[text])
+        dimensions = None
         if body.get("dimensions") is not None:
-            req.dimensions = want_int(body["dimensions"], "dimensions")
-            if req.dimensions not in TITAN_DIMENSIONS:
-                raise fail("dimensions", f"{req.dimensions} is not valid; use 256, 512 or 1024")
+            dimensions = want_int(body["dimensions"], "dimensions")
+            if dimensions not in TITAN_DIMENSIONS:
+                raise fail("dimensions", f"{dimensions} is not valid; use 256, 512 or 1024")
         extra = leftovers(body, {"inputText", "dimensions"})
         if body.get("normalize") is not None:
             want_bool(body["normalize"], "normalize")
@@ -60,8 +60,7 @@ class TitanEmbed(_Embed):
             types = want_list(body["embeddingTypes"], "embeddingTypes", min_len=1, what="embedding types")
             for i, t in enumerate(types):
                 want_enum(t, f"embeddingTypes[{i}]", TITAN_TYPES)
-        req.extra = extra
-        return req
+        return EmbedRequest(texts=[text], dimensions=dimensions, extra=extra)
 
     def render_embed_response(self, resp: EmbedResponse, *, req: EmbedRequest | None = None,
                               model_id: str = "") -> dict:
@@ -103,13 +102,13 @@ class CohereEmbed(_Embed):
 
     def render_embed_response(self, resp: EmbedResponse, *, req: EmbedRequest | None = None,
                               model_id: str = "") -> dict:
-        texts = req.texts if req else []
+        texts = list(req.texts) if req else []
         rid = make_id("", model_id, *texts, n=32)
         rid = f"{rid[:8]}-{rid[8:12]}-{rid[12:16]}-{rid[16:20]}-{rid[20:]}"
         if req and req.extra.get("embedding_types"):
-            return {"embeddings": {"float": resp.embeddings}, "id": rid,
+            return {"embeddings": {"float": list(resp.embeddings)}, "id": rid,
                     "response_type": "embeddings_by_type", "texts": texts}
-        return {"embeddings": resp.embeddings, "id": rid, "response_type": "embeddings_floats", "texts": texts}
+        return {"embeddings": list(resp.embeddings), "id": rid, "response_type": "embeddings_floats", "texts": texts}
 
 
 TITAN_EMBED = TitanEmbed()

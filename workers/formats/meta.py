@@ -8,26 +8,27 @@ Answer and stream chunks are ``{"generation", "prompt_token_count", "generation_
 """
 from __future__ import annotations
 
-from finops.shared.model import ChatRequest, ChatResponse, Usage, estimate_tokens
+from finops.shared.model import ChatResponse, ImageBlock, Message, Usage, estimate_tokens, text_of
 
 from .bedrock.invoke import PromptFamily, StreamEncoder
-from .common import decode_b64, fail, sniff_image, text_blocks, want_list
+from .common import decode_b64, fail, sniff_image, want_list
 
 
 def _reason(stop: str) -> str:
     return "length" if stop == "max_tokens" else "stop"
 
 
-def _parse_images(raw, req: ChatRequest) -> None:
+def _with_images(raw, messages: list[Message]) -> list[Message]:
+    """`messages` with the body's images put first in the last user message."""
     blocks = []
     for i, s in enumerate(want_list(raw, "images", what="base64 images")):
         data = decode_b64(s, f"images[{i}]")
         fmt = sniff_image(data)
         if fmt is None:
             raise fail(f"images[{i}]", "is not a png, jpeg, gif or webp image; send the image file base64-encoded")
-        blocks.append({"image": {"format": fmt, "bytes": data}})
-    last_user = next(m for m in reversed(req.messages) if m.role == "user")
-    last_user.content[:0] = blocks
+        blocks.append(ImageBlock(fmt, data))
+    last = max(i for i, m in enumerate(messages) if m.role == "user")
+    return [*messages[:last], Message("user", (*blocks, *messages[last].content)), *messages[last + 1:]]
 
 
 class Llama(PromptFamily):
@@ -36,12 +37,12 @@ class Llama(PromptFamily):
     sampling = {"max_tokens": "max_gen_len", "top_k": None, "stop": None}
     read = ("images", "stream")
 
-    def parse_more(self, body: dict, req: ChatRequest) -> None:
+    def parse_more(self, body: dict, fields: dict) -> None:
         if body.get("images") is not None:
-            _parse_images(body["images"], req)
+            fields["messages"] = _with_images(body["images"], fields["messages"])
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
-        return {"generation": text_blocks(resp.content), "prompt_token_count": resp.usage.input_tokens,
+        return {"generation": text_of(resp.content), "prompt_token_count": resp.usage.input_tokens,
                 "generation_token_count": resp.usage.output_tokens, "stop_reason": _reason(resp.stop_reason)}
 
 

@@ -9,12 +9,12 @@ usage names say ...TokenCount for the cache fields. Stream chunks are Converse s
 """
 from __future__ import annotations
 
-from finops.shared.model import ChatRequest, ChatResponse, StreamEvent, Usage
+from finops.shared.model import ChatRequest, ChatResponse, Metadata, StreamEvent, Usage
 
 from .bedrock.converse import (parse_inference_config, parse_messages, parse_system, parse_tool_config,
                                render_blocks, stream_payload)
-from .bedrock.invoke import METRICS_KEY, Family, StreamEncoder, as_usage, invocation_metrics, leftovers
-from .common import check_tool_blocks_need_config, known_stop_reason, want_dict, want_enum
+from .bedrock.invoke import METRICS_KEY, Family, StreamEncoder, invocation_metrics, leftovers
+from .common import check_tool_blocks_need_config, want_dict, want_enum
 
 _INFERENCE_KEYS = {"maxTokens", "max_new_tokens", "temperature", "topP", "topK", "stopSequences"}
 
@@ -32,34 +32,33 @@ class Nova(Family):
         want_dict(body, "body")
         if body.get("schemaVersion") is not None:
             want_enum(body["schemaVersion"], "schemaVersion", ("messages-v1",))
-        req = ChatRequest(messages=parse_messages(body.get("messages")))
+        fields: dict = {"messages": parse_messages(body.get("messages"))}
         if body.get("system") is not None:
-            req.system = parse_system(body["system"])
+            fields["system"] = parse_system(body["system"])
         extra = leftovers(body, {"schemaVersion", "messages", "system", "inferenceConfig", "toolConfig"})
         cfg = body.get("inferenceConfig")
         if cfg is not None:
-            parse_inference_config(cfg, req, nova=True)
+            fields.update(parse_inference_config(cfg, nova=True))
             rest = {k: v for k, v in cfg.items() if k not in _INFERENCE_KEYS}
             if rest:
                 extra["inferenceConfig"] = rest
         if body.get("toolConfig") is not None:
-            req.tools, req.tool_choice = parse_tool_config(body["toolConfig"])
-        check_tool_blocks_need_config(req.messages, bool(req.tools), "toolConfig")
-        req.extra = extra
-        return req
+            fields["tools"], fields["tool_choice"] = parse_tool_config(body["toolConfig"])
+        check_tool_blocks_need_config(fields["messages"], bool(fields.get("tools")), "toolConfig")
+        return ChatRequest(**fields, extra=extra)
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         return {"output": {"message": {"role": "assistant", "content": render_blocks(resp.content)}},
-                "stopReason": known_stop_reason(resp.stop_reason), "usage": nova_usage(resp.usage)}
+                "stopReason": resp.stop_reason, "usage": nova_usage(resp.usage)}
 
 
 class _Encoder(StreamEncoder):
     __slots__ = ()
 
     def feed(self, ev: StreamEvent) -> list[dict]:
-        if ev.kind == "metadata":
-            return [{"metadata": {"usage": nova_usage(as_usage(ev.data.get("usage"))), "metrics": {}, "trace": {}},
-                     METRICS_KEY: invocation_metrics(ev.data)}]
+        if type(ev) is Metadata:
+            return [{"metadata": {"usage": nova_usage(ev.usage), "metrics": {}, "trace": {}},
+                     METRICS_KEY: invocation_metrics(ev)}]
         name, payload = stream_payload(ev)
         return [{name: payload}]
 

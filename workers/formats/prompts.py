@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import re
 
-from finops.shared.model import Message
+from finops.shared.model import Message, TextBlock
 
 from .common import fail
+
+# A conversation being read: [role, text] per turn (`_add` joins a turn's texts with a blank line);
+# the Messages are built from it at the end.
+Turns = list[list]
 
 _LLAMA3_HEADER = re.compile(r"<\|start_header_id\|>(.*?)<\|end_header_id\|>")
 _LLAMA3_END = re.compile(r"<\|(?:eot_id|eom_id|end_of_text)\|>")
@@ -36,20 +40,20 @@ _HUMAN = re.compile(r"(?:^|\n\n|\n)(Human|Assistant):")
 _USERBOT = re.compile(r"(?m)^(User|Bot):")
 
 
-def _add(msgs: list[Message], role: str, text: str) -> None:
+def _add(msgs: Turns, role: str, text: str) -> None:
     text = text.strip()
     if not text:
         return
-    if msgs and msgs[-1].role == role:
-        msgs[-1].content[-1]["text"] += "\n\n" + text
+    if msgs and msgs[-1][0] == role:
+        msgs[-1][1] += "\n\n" + text
     else:
-        msgs.append(Message(role, [{"text": text}]))
+        msgs.append([role, text])
 
 
-def _llama3(prompt: str) -> tuple[list[str], list[Message]]:
+def _llama3(prompt: str) -> tuple[list[str], Turns]:
     p = _LLAMA3_STRIP.sub("", prompt)
     system: list[str] = []
-    msgs: list[Message] = []
+    msgs: Turns = []
     heads = list(_LLAMA3_HEADER.finditer(p))
     for i, h in enumerate(heads):
         end = heads[i + 1].start() if i + 1 < len(heads) else len(p)
@@ -63,14 +67,14 @@ def _llama3(prompt: str) -> tuple[list[str], list[Message]]:
     return system, msgs
 
 
-def _inst(prompt: str) -> tuple[list[str], list[Message]]:
+def _inst(prompt: str) -> tuple[list[str], Turns]:
     system: list[str] = []
     p = prompt
     m = _MISTRAL_SYS.search(p)
     if m:
         system.append(m.group(1).strip())
         p = p[:m.start()] + p[m.end():]
-    msgs: list[Message] = []
+    msgs: Turns = []
     pos = 0
     for m in _INST.finditer(p):
         before = _BOS_EOS.sub("", p[pos:m.start()])
@@ -91,10 +95,10 @@ def _inst(prompt: str) -> tuple[list[str], list[Message]]:
     return system, msgs
 
 
-def _turns(prompt: str, pattern: re.Pattern, roles: dict) -> tuple[list[str], list[Message]]:
+def _turns(prompt: str, pattern: re.Pattern, roles: dict) -> tuple[list[str], Turns]:
     marks = list(pattern.finditer(prompt))
     system = [prompt[:marks[0].start()].strip()] if prompt[:marks[0].start()].strip() else []
-    msgs: list[Message] = []
+    msgs: Turns = []
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(prompt)
         _add(msgs, roles[m.group(1)], prompt[m.end():end])
@@ -124,7 +128,7 @@ def parse_prompt(prompt, path: str = "prompt", *, words: str | None = None
     elif words == "userbot" and _USERBOT.search(prompt):
         system, msgs = _turns(prompt, _USERBOT, {"User": "user", "Bot": "assistant"})
     else:
-        return [], [Message("user", [{"text": prompt}])]
-    if not any(m.role == "user" for m in msgs):
+        return [], [Message("user", [TextBlock(prompt)])]
+    if not any(role == "user" for role, _ in msgs):
         raise fail(path, "holds no user text after its template tokens; put the question in a user turn")
-    return system, msgs
+    return system, [Message(role, [TextBlock(text)]) for role, text in msgs]

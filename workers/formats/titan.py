@@ -7,10 +7,10 @@ bedrock-protocol.md 6.4. Request ``{"inputText", "textGenerationConfig": {"tempe
 """
 from __future__ import annotations
 
-from finops.shared.model import ChatRequest, ChatResponse, Usage
+from finops.shared.model import ChatResponse, Usage, text_of
 
 from .bedrock.invoke import PromptFamily, StreamEncoder
-from .common import text_blocks, want_dict, want_int, want_num, want_str_list
+from .common import want_dict, want_int, want_num, want_str_list
 
 _REASONS = {"max_tokens": "LENGTH", "stop_sequence": "STOP_CRITERIA_MET",
             "content_filtered": "CONTENT_FILTERED", "guardrail_intervened": "CONTENT_FILTERED"}
@@ -28,24 +28,24 @@ class TitanText(PromptFamily):
     sampling = {"temperature": None, "top_p": None, "top_k": None, "stop": None}   # in textGenerationConfig
     read = ("textGenerationConfig",)
 
-    def parse_more(self, body: dict, req: ChatRequest) -> None:
+    def parse_more(self, body: dict, fields: dict) -> None:
         cfg = body.get("textGenerationConfig")
         if cfg is None:
             return
         p = "textGenerationConfig"
         want_dict(cfg, p)
         if cfg.get("maxTokenCount") is not None:
-            req.max_tokens = want_int(cfg["maxTokenCount"], f"{p}.maxTokenCount", lo=1)
+            fields["max_tokens"] = want_int(cfg["maxTokenCount"], f"{p}.maxTokenCount", lo=1)
         if cfg.get("temperature") is not None:
-            req.temperature = want_num(cfg["temperature"], f"{p}.temperature", lo=0, hi=1)
+            fields["temperature"] = want_num(cfg["temperature"], f"{p}.temperature", lo=0, hi=1)
         if cfg.get("topP") is not None:
-            req.top_p = want_num(cfg["topP"], f"{p}.topP", lo=0, hi=1)
+            fields["top_p"] = want_num(cfg["topP"], f"{p}.topP", lo=0, hi=1)
         if cfg.get("stopSequences") is not None:
-            req.stop_sequences = want_str_list(cfg["stopSequences"], f"{p}.stopSequences")
+            fields["stop_sequences"] = want_str_list(cfg["stopSequences"], f"{p}.stopSequences")
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         return {"inputTextTokenCount": resp.usage.input_tokens,
-                "results": [{"tokenCount": resp.usage.output_tokens, "outputText": text_blocks(resp.content),
+                "results": [{"tokenCount": resp.usage.output_tokens, "outputText": text_of(resp.content),
                              "completionReason": _reason(resp.stop_reason)}]}
 
 

@@ -93,10 +93,9 @@ image; Anthropic documents 1,500-3,000 text tokens a page; the page count is the
 /Type /Page objects, also inside object streams, which are inflated up to a fixed budget; none
 found: one page per 100 KB).
 
-Everything else is an estimate: redacted reasoning (encrypted; its length as bytes), blocks of an
-unknown kind (the bytes of their strings and blobs), and every request to the "unknown" vendor,
-whose template and tokenizer are unknown. The worst overshoot of an estimate is bounded only by the
-model's context window: the upstream refuses a longer prompt.
+Everything else is an estimate: redacted reasoning (encrypted; its length as bytes), and every
+request to the "unknown" vendor, whose template and tokenizer are unknown. The worst overshoot of
+an estimate is bounded only by the model's context window: the upstream refuses a longer prompt.
 
 Cost. One pass over the request, linear in its size: ASCII text costs an O(1) check and a length;
 other text one encode and two normalization quick checks; JSON one C-speed dump (two when it has
@@ -115,7 +114,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from finops.shared.model import ChatRequest, EmbedRequest, estimate_tokens, request_tokens
+from finops.shared.model import (ChatRequest, DocumentBlock, EmbedRequest, ImageBlock, JsonBlock, ReasoningBlock,
+                                 RedactedReasoningBlock, TextBlock, ToolResultBlock, ToolUseBlock, estimate_tokens,
+                                 request_tokens)
 
 __all__ = ["VENDORS", "InputBound", "vendor_of", "input_bound", "image_size", "image_tokens",
            "pdf_page_count", "utf8_bound"]
@@ -509,9 +510,8 @@ def image_tokens(vendor: str, model: str, size: tuple[int, int] | None) -> Input
     return InputBound(n, note is None, (note,) if note else ())
 
 
-def _image_block(vendor: str, model: str, img: Any) -> tuple[int, str | None]:
-    data = img.get("bytes") if isinstance(img, dict) else None
-    size = image_size(data, img.get("format") or "") if data else None
+def _image_block(vendor: str, model: str, img: ImageBlock) -> tuple[int, str | None]:
+    size = image_size(img.data, img.format) if img.data else None
     return _image(vendor, model, size)
 
 
@@ -572,19 +572,13 @@ def _zip_parts(data: bytes) -> tuple[int, int] | None:
     return size, media
 
 
-def _document(vendor: str, model: str, d: Any) -> tuple[int, str | None]:
+def _document(vendor: str, model: str, d: DocumentBlock) -> tuple[int, str | None]:
     """Tokens of one document block and, for an estimate, what was assumed."""
-    if not isinstance(d, dict):
-        return _walk(d), "document of an unknown shape"
-    n = 16 + _text(d.get("name")) + _text(d.get("context"))
-    if d.get("text") is not None:
-        return n + _text(d["text"]), None
-    fmt = str(d.get("format") or "txt").lower()
-    data = d.get("bytes") or b""
-    if isinstance(data, str):                   # canonical blocks hold bytes; be lenient with anything else
-        data = data.encode("utf-8", "surrogatepass")
-    elif not isinstance(data, (bytes, bytearray)):
-        data = bytes(data) if isinstance(data, memoryview) else b""
+    n = 16 + _text(d.name) + _text(d.context)
+    if d.text is not None:
+        return n + _text(d.text), None
+    fmt = d.format
+    data = d.data
     if fmt in _TEXT_DOCS:
         return n + _bytes_text(data), None
     if fmt == "pdf":
@@ -652,38 +646,32 @@ class _Sum:
             self.notes.append(f"{where}: {note}" if where else note)
 
 
-def _content(acc: _Sum, b: Any, vendor: str, model: str, f: _Framing, where) -> None:
+def _content(acc: _Sum, b, vendor: str, model: str, f: _Framing, where) -> None:
     """One content block (or tool-result item). `where` builds the block's path, only for notes."""
     acc.add(f.block)
-    if not isinstance(b, dict):
-        acc.add(_walk(b), "content of an unknown shape (estimate)", where())
-    elif "text" in b:
-        acc.add(_text(b["text"]))
-    elif "json" in b:
-        acc.add(_json(b["json"]))
-    elif "image" in b:
-        n, note = _image_block(vendor, model, b["image"])
-        acc.add(n, note, where() if note else "")
-    elif "document" in b:
-        n, note = _document(vendor, model, b["document"])
-        acc.add(n, note, where() if note else "")
-    elif "toolUse" in b:
-        tu = b["toolUse"] if isinstance(b["toolUse"], dict) else {}
-        acc.add(_text(tu.get("name")) + _text(tu.get("toolUseId")) + _json(tu.get("input")))
-    elif "toolResult" in b:
-        tr = b["toolResult"] if isinstance(b["toolResult"], dict) else {}
-        acc.add(_text(tr.get("toolUseId")) + _text(tr.get("status")))
-        for k, item in enumerate(tr.get("content") or ()):
-            _content(acc, item, vendor, model, f, lambda k=k: f"{where()}.toolResult.content[{k}]")
-    elif "reasoningContent" in b:
-        rc = b["reasoningContent"] if isinstance(b["reasoningContent"], dict) else {}
-        if "redactedContent" in rc:
-            acc.add(_walk(rc["redactedContent"]), "redacted reasoning: encrypted, its length (estimate)", where())
-        else:
-            acc.add(_text(rc.get("text")) + _text(rc.get("signature")))
-    else:
-        kind = next(iter(b), "?")
-        acc.add(_walk(b), f"{kind} block: the size of its content (estimate)", where())
+    match b:
+        case TextBlock():
+            acc.add(_text(b.text))
+        case JsonBlock():
+            acc.add(_json(b.value))
+        case ImageBlock():
+            n, note = _image_block(vendor, model, b)
+            acc.add(n, note, where() if note else "")
+        case DocumentBlock():
+            n, note = _document(vendor, model, b)
+            acc.add(n, note, where() if note else "")
+        case ToolUseBlock():
+            acc.add(_text(b.name) + _text(b.tool_use_id) + _json(b.input))
+        case ToolResultBlock():
+            acc.add(_text(b.tool_use_id) + _text(b.status))
+            for k, item in enumerate(b.content):
+                _content(acc, item, vendor, model, f, lambda k=k: f"{where()}.toolResult.content[{k}]")
+        case ReasoningBlock():
+            acc.add(_text(b.text) + _text(b.signature))
+        case RedactedReasoningBlock():
+            acc.add(_walk(b.data), "redacted reasoning: encrypted, its length (estimate)", where())
+        case _:
+            raise TypeError(f"not a content block: {type(b).__name__}")
 
 
 def input_bound(req: ChatRequest | EmbedRequest, vendor: str, model: str) -> InputBound:
@@ -720,8 +708,8 @@ def input_bound(req: ChatRequest | EmbedRequest, vendor: str, model: str) -> Inp
                 "tools")
         for t in req.tools:
             acc.add(f.tool + _text(t.name) + _text(t.description) + _json(t.input_schema))
-    if req.tool_choice:
-        acc.add(_json(req.tool_choice))
+    if req.tool_choice is not None:
+        acc.add(_json(req.tool_choice.to_dict()))
     if req.extra:
         acc.add(_json(req.extra))
     return InputBound(acc.tokens, not acc.notes, tuple(acc.notes))

@@ -20,6 +20,8 @@ import json
 import time
 from contextlib import aclosing
 
+import msgspec
+
 from finops.shared.provider_config import ApiKeyConfig, JSONAPIConfig
 from finops.shared.model import ChatRequest, ChatResponse, request_tokens
 
@@ -60,10 +62,10 @@ class JSONAPIProvider(Provider):
         body = self.api.to_request(req, attempt.upstream_model, stream=False, dialect=self._dialect)
         doc = await self.post_json(self.endpoint(attempt.upstream_model), self.headers(req, attempt), body)
         resp = self.api.from_response(doc, provider=self.name)
-        if not resp.usage.input_tokens:      # a server that reports no usage: our estimate
-            resp.usage.input_tokens = request_tokens(req)
-        resp.latency_ms = int((time.monotonic() - attempt.started) * 1000)
-        return resp
+        usage = resp.usage
+        if not usage.input_tokens:      # a server that reports no usage: our estimate
+            usage = msgspec.structs.replace(usage, input_tokens=request_tokens(req))
+        return msgspec.structs.replace(resp, usage=usage, latency_ms=int((time.monotonic() - attempt.started) * 1000))
 
     async def chat_stream(self, attempt: Attempt, req: ChatRequest):
         body = self.api.to_request(req, attempt.upstream_model, stream=True, dialect=self._dialect)

@@ -20,8 +20,9 @@ import json
 
 import trio
 
-from finops.shared.model import (ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent,
-                                 Usage, estimate_tokens, request_tokens)
+from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, MessageStart,
+                                 MessageStop, Metadata, TextBlock, TextDelta, ToolInputDelta, ToolUseBlock,
+                                 ToolUseStart, Usage, estimate_tokens, request_tokens)
 
 from ..request import Attempt
 from .base import Provider
@@ -55,16 +56,15 @@ class MockProvider(Provider):
 
     def answer(self, attempt: Attempt, req: ChatRequest) -> ChatResponse:
         text = req.last_user_text()
-        usage = Usage(input_tokens=request_tokens(req))
+        input_tokens = request_tokens(req)
         tool = self.tool_to_call(req, text)
         if tool is not None:
             tool_id = "tooluse_" + hashlib.sha1(f"{attempt.model_id}|{text}".encode()).hexdigest()[:20]
             intro = f"Calling {tool.name}."
-            content = [{"text": intro},
-                       {"toolUse": {"toolUseId": tool_id, "name": tool.name,
-                                    "input": _value_for(tool.input_schema, text)}}]
-            usage.output_tokens = estimate_tokens(intro) + estimate_tokens(json.dumps(content[1]["toolUse"]["input"]))
-            return ChatResponse(content, "tool_use", usage, model=attempt.upstream_model)
+            call = ToolUseBlock(tool_id, tool.name, _value_for(tool.input_schema, text))
+            usage = Usage(input_tokens, estimate_tokens(intro) + estimate_tokens(json.dumps(call.input)))
+            return ChatResponse([TextBlock(intro), call], "tool_use", usage, int(self.cfg.latency_ms),
+                                model=attempt.upstream_model)
         answer = f"FinOps mock ({attempt.upstream_model}) received: {text}"
         stop, stop_seq = "end_turn", None
         for s in req.stop_sequences:
@@ -74,51 +74,48 @@ class MockProvider(Provider):
                 break
         if req.max_tokens is not None and estimate_tokens(answer) > req.max_tokens:
             answer, stop = answer[:req.max_tokens * 4], "max_tokens"
-        usage.output_tokens = max(1, estimate_tokens(answer))
-        return ChatResponse([{"text": answer}], stop, usage, model=attempt.upstream_model, stop_sequence=stop_seq)
+        usage = Usage(input_tokens, max(1, estimate_tokens(answer)))
+        return ChatResponse([TextBlock(answer)], stop, usage, int(self.cfg.latency_ms), model=attempt.upstream_model,
+                            stop_sequence=stop_seq)
 
     @staticmethod
     def tool_to_call(req: ChatRequest, text: str):
         """The first tool when the text names it; the forced tool under toolChoice any/tool."""
         if not req.tools:
             return None
-        choice = req.tool_choice or {}
-        if "tool" in choice:
-            return next((t for t in req.tools if t.name == choice["tool"].get("name")), req.tools[0])
-        if "any" in choice or req.tools[0].name in text:
+        kind = req.tool_choice.kind if req.tool_choice is not None else "auto"
+        if kind == "tool":
+            return next((t for t in req.tools if t.name == req.tool_choice.name), req.tools[0])
+        if kind == "any" or req.tools[0].name in text:
             return req.tools[0]
         return None
 
     async def chat(self, attempt: Attempt, req: ChatRequest) -> ChatResponse:
         if self.cfg.latency_ms:
             await trio.sleep(self.cfg.latency_ms / 1000)
-        resp = self.answer(attempt, req)
-        resp.latency_ms = int(self.cfg.latency_ms)
-        return resp
+        return self.answer(attempt, req)
 
     async def chat_stream(self, attempt: Attempt, req: ChatRequest):
         if self.cfg.latency_ms:
             await trio.sleep(self.cfg.latency_ms / 1000)
         resp = self.answer(attempt, req)
         delay = self.cfg.chunk_delay_ms / 1000
-        batch = [StreamEvent("message_start", data={"role": "assistant"})]
+        batch = [MessageStart()]
         for index, block in enumerate(resp.content):
-            if "text" in block:
-                for piece in split_even(block["text"], max(1, self.cfg.chunks)):
-                    batch.append(StreamEvent("block_delta", index, {"text": piece}))
+            if type(block) is TextBlock:
+                for piece in split_even(block.text, max(1, self.cfg.chunks)):
+                    batch.append(TextDelta(index, piece))
                     if delay:   # paced: each delta is its own message, as from a slow model
                         yield batch
                         batch = []
                         await trio.sleep(delay)
-            elif "toolUse" in block:
-                tu = block["toolUse"]
-                batch.append(StreamEvent("block_start", index, {"toolUse": {"toolUseId": tu["toolUseId"], "name": tu["name"]}}))
-                doc = json.dumps(tu["input"])
-                for piece in split_even(doc, 2):
-                    batch.append(StreamEvent("block_delta", index, {"toolUse": {"input": piece}}))
-            batch.append(StreamEvent("block_stop", index))
-        batch.append(StreamEvent("message_stop", data={"stopReason": resp.stop_reason}))
-        batch.append(StreamEvent("metadata", data={"usage": resp.usage, "latencyMs": int(self.cfg.latency_ms)}))
+            elif type(block) is ToolUseBlock:
+                batch.append(ToolUseStart(index, block.tool_use_id, block.name))
+                for piece in split_even(json.dumps(block.input), 2):
+                    batch.append(ToolInputDelta(index, piece))
+            batch.append(BlockStop(index))
+        batch.append(MessageStop(resp.stop_reason))
+        batch.append(Metadata(resp.usage, resp.latency_ms))
         yield batch
 
     async def count_tokens(self, attempt: Attempt, req: ChatRequest) -> int:

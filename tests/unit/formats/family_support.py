@@ -7,7 +7,8 @@ import base64
 import pytest
 
 from finops.shared.errors import GatewayError
-from finops.shared.model import ChatRequest, StreamEvent, Usage
+from finops.shared.model import (BlockStop, ChatRequest, MessageStart, MessageStop, Metadata, StreamEvent, TextDelta,
+                                 Usage, text_of)
 from finops.workers.formats.bedrock.families import FAMILIES
 
 PNG = b"\x89PNG\r\n\x1a\nfakepng"
@@ -39,7 +40,7 @@ def raises(fn, *a) -> str:
 
 
 def roles(req: ChatRequest) -> list[tuple[str, str]]:
-    return [(m.role, "".join(b.get("text", "") for b in m.content)) for m in req.messages]
+    return [(m.role, text_of(m.content)) for m in req.messages]
 
 
 def feed_all(encoder, events) -> list[dict]:
@@ -50,13 +51,10 @@ def feed_all(encoder, events) -> list[dict]:
 
 
 def text_events(*parts, stop="end_turn", usage=Usage(8, 4), latency=511, first_byte=358) -> list[StreamEvent]:
-    evs = [StreamEvent("message_start", data={"role": "assistant"})]
-    evs += [StreamEvent("block_delta", 0, {"text": p}) for p in parts]
-    evs += [StreamEvent("block_stop", 0), StreamEvent("message_stop", data={"stopReason": stop})]
-    meta = {"usage": usage, "latencyMs": latency}
-    if first_byte is not None:
-        meta["firstByteLatencyMs"] = first_byte
-    return evs + [StreamEvent("metadata", data=meta)]
+    evs: list[StreamEvent] = [MessageStart()]
+    evs += [TextDelta(0, p) for p in parts]
+    evs += [BlockStop(0), MessageStop(stop)]
+    return evs + [Metadata(usage, latency, first_byte)]
 
 
 METRICS = {"inputTokenCount": 8, "outputTokenCount": 4, "invocationLatency": 511, "firstByteLatency": 358}

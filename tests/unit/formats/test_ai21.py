@@ -1,7 +1,7 @@
 """AI21 Jamba and Jurassic-2 on Bedrock InvokeModel (workers/formats/ai21.py, bedrock-protocol.md 6.7)."""
 from __future__ import annotations
 
-from finops.shared.model import ChatResponse, Usage
+from finops.shared.model import ChatResponse, TextBlock, Usage
 from finops.workers.formats.bedrock.invoke import METRICS_KEY
 from tests.unit.formats.family_support import METRICS, fam, feed_all, raises, roles, text_events
 
@@ -13,9 +13,9 @@ def test_jamba_parse_render_stream():
     req = f.parse_request({"messages": [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi"}],
                            "n": 1, "max_tokens": 10, "temperature": 0.7, "top_p": 1, "stop": ["\n"],
                            "frequency_penalty": 0.1, "presence_penalty": 0})
-    assert req.system == ["Be brief"] and roles(req) == [("user", "Hi")]
+    assert req.system == ("Be brief",) and roles(req) == [("user", "Hi")]
     assert req.extra == {"frequency_penalty": 0.1, "presence_penalty": 0}
-    out = f.render_response(ChatResponse(content=[{"text": "Hello"}], stop_reason="max_tokens", usage=Usage(3, 2)),
+    out = f.render_response(ChatResponse(content=[TextBlock("Hello")], stop_reason="max_tokens", usage=Usage(3, 2)),
                             "ai21.jamba-1-5-mini-v1:0", response_id="r1")
     assert out == {"id": "r1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"},
                                              "finish_reason": "length"}],
@@ -31,9 +31,9 @@ def test_jurassic_parse_render_no_stream():
     f = fam("ai21-jurassic")
     req = f.parse_request({"prompt": "Hi", "maxTokens": 50, "temperature": 0.5, "topP": 1, "stopSequences": ["##"],
                            "countPenalty": {"scale": 0}})
-    assert roles(req) == [("user", "Hi")] and req.max_tokens == 50 and req.stop_sequences == ["##"]
+    assert roles(req) == [("user", "Hi")] and req.max_tokens == 50 and req.stop_sequences == ("##",)
     assert req.extra == {"countPenalty": {"scale": 0}}
-    out = f.render_response(ChatResponse(content=[{"text": "Yo"}], stop_reason="max_tokens"), "ai21.j2-ultra-v1")
+    out = f.render_response(ChatResponse(content=[TextBlock("Yo")], stop_reason="max_tokens"), "ai21.j2-ultra-v1")
     assert out["completions"] == [{"data": {"text": "Yo", "tokens": []}, "finishReason": {"reason": "length"}}]
     assert isinstance(out["id"], int) and out["prompt"] == {"text": "", "tokens": []}
     assert f.streams is False

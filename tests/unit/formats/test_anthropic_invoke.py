@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from finops.shared.model import ChatResponse, StreamEvent, Usage
+from finops.shared.model import (ChatResponse, ImageBlock, MessageStart, ReasoningBlock, TextBlock, ToolChoice,
+                                 ToolResultBlock, ToolUseBlock, Usage)
 from finops.workers.formats.bedrock.invoke import METRICS_KEY
 from finops.workers.formats.common import response_to_events
 from tests.unit.formats.family_support import (ANTH, CLAUDE3, JPEG, METRICS, MSGS, PNG, b64, fam, feed_all,
@@ -34,15 +35,13 @@ def test_anthropic_parse_documented_request():
         "tools": [{"name": "lookup", "description": "Look up", "input_schema": {"type": "object"}}],
         "tool_choice": {"type": "tool", "name": "lookup"},
         "thinking": {"type": "enabled", "budget_tokens": 2000}})
-    assert req.system == ["Be terse."] and req.max_tokens == 1024
-    assert (req.temperature, req.top_p, req.top_k, req.stop_sequences) == (1.0, 0.999, 250, ["\n\nHuman:"])
-    assert req.messages[0].content[1] == {"image": {"format": "jpeg", "bytes": JPEG}}
-    assert req.messages[1].content == [{"reasoningContent": {"text": "hmm", "signature": "sig"}},
-                                       {"toolUse": {"toolUseId": "toolu_01", "name": "lookup", "input": {"q": "x"}}}]
-    assert req.messages[2].content == [
-        {"toolResult": {"toolUseId": "toolu_01", "content": [{"text": "found"}], "status": "success"}},
-        {"toolResult": {"toolUseId": "toolu_02", "content": [{"text": "bad"}], "status": "error"}}]
-    assert req.tools[0].name == "lookup" and req.tool_choice == {"tool": {"name": "lookup"}}
+    assert req.system == ("Be terse.",) and req.max_tokens == 1024
+    assert (req.temperature, req.top_p, req.top_k, req.stop_sequences) == (1.0, 0.999, 250, ("\n\nHuman:",))
+    assert req.messages[0].content[1] == ImageBlock("jpeg", JPEG)
+    assert req.messages[1].content == (ReasoningBlock("hmm", "sig"), ToolUseBlock("toolu_01", "lookup", {"q": "x"}))
+    assert req.messages[2].content == (ToolResultBlock("toolu_01", [TextBlock("found")], "success"),
+                                       ToolResultBlock("toolu_02", [TextBlock("bad")], "error"))
+    assert req.tools[0].name == "lookup" and req.tool_choice == ToolChoice("tool", "lookup")
     assert req.extra == {"anthropic_beta": ["computer-use-2024-10-22"],
                          "thinking": {"type": "enabled", "budget_tokens": 2000}}
 
@@ -50,7 +49,7 @@ def test_anthropic_parse_documented_request():
 def test_anthropic_parse_string_content_and_system():
     req = fam("anthropic-messages").parse_request({**ANTH, "system": "sys",
                                                    "messages": [{"role": "user", "content": "Write a haiku about coding."}]})
-    assert req.system == ["sys"] and roles(req) == [("user", "Write a haiku about coding.")]
+    assert req.system == ("sys",) and roles(req) == [("user", "Write a haiku about coding.")]
 
 
 ANTH_ERRORS = [
@@ -92,8 +91,8 @@ def test_anthropic_errors(b, path, text):
 
 
 def test_anthropic_render_response():
-    resp = ChatResponse(content=[{"reasoningContent": {"text": "t", "signature": "s"}}, {"text": "42"},
-                                 {"toolUse": {"toolUseId": "toolu_1", "name": "f", "input": {"a": 1}}}],
+    resp = ChatResponse(content=[ReasoningBlock("t", "s"), TextBlock("42"),
+                                 ToolUseBlock("toolu_1", "f", {"a": 1})],
                         stop_reason="tool_use", usage=Usage(30, 265, 3, 4))
     out = fam("anthropic-messages").render_response(resp, "us." + CLAUDE3, response_id="msg_bdrk_X")
     assert out == {"id": "msg_bdrk_X", "type": "message", "role": "assistant", "model": "claude-3-haiku-20240307",
@@ -106,7 +105,7 @@ def test_anthropic_render_response():
 
 
 def test_anthropic_render_default_id_and_stop_sequence():
-    resp = ChatResponse(content=[{"text": "x"}], stop_reason="stop_sequence", stop_sequence="END")
+    resp = ChatResponse(content=[TextBlock("x")], stop_reason="stop_sequence", stop_sequence="END")
     out = fam("anthropic-messages").render_response(resp, CLAUDE3)
     assert out["id"].startswith("msg_bdrk_") and out["stop_reason"] == "stop_sequence" and out["stop_sequence"] == "END"
 
@@ -128,8 +127,8 @@ def test_anthropic_stream_matches_documented_sequence():
 
 
 def test_anthropic_stream_tool_and_thinking_blocks():
-    resp = ChatResponse(content=[{"reasoningContent": {"text": "hm", "signature": "sg"}}, {"text": "ok"},
-                                 {"toolUse": {"toolUseId": "toolu_9", "name": "f", "input": {"x": 1}}}],
+    resp = ChatResponse(content=[ReasoningBlock("hm", "sg"), TextBlock("ok"),
+                                 ToolUseBlock("toolu_9", "f", {"x": 1})],
                         stop_reason="tool_use", usage=Usage(1, 2), latency_ms=3)
     chunks = feed_all(fam("anthropic-messages").stream_encoder(CLAUDE3), response_to_events(resp))
     types = [(c["type"], c.get("index"), (c.get("content_block") or c.get("delta") or {}).get("type")) for c in chunks]
@@ -147,7 +146,7 @@ def test_anthropic_stream_tool_and_thinking_blocks():
 
 def test_anthropic_stream_input_tokens_from_message_start():
     enc = fam("anthropic-messages").stream_encoder(CLAUDE3)
-    first = enc.feed(StreamEvent("message_start", data={"role": "assistant", "usage": Usage(77, 0)}))
+    first = enc.feed(MessageStart(Usage(77, 0)))
     assert first[0]["message"]["usage"]["input_tokens"] == 77
 
 
@@ -158,10 +157,10 @@ def test_claude_text_parse_and_render():
     req = f.parse_request({"prompt": "\n\nHuman: Tell me a joke\n\nAssistant:", "max_tokens_to_sample": 300,
                            "temperature": 0.5, "top_k": 250, "top_p": 1, "stop_sequences": ["\n\nHuman:"]})
     assert roles(req) == [("user", "Tell me a joke")]
-    assert (req.max_tokens, req.top_k, req.stop_sequences) == (300, 250, ["\n\nHuman:"])
-    out = f.render_response(ChatResponse(content=[{"text": " Why?"}]), "anthropic.claude-v2")
+    assert (req.max_tokens, req.top_k, req.stop_sequences) == (300, 250, ("\n\nHuman:",))
+    out = f.render_response(ChatResponse(content=[TextBlock(" Why?")]), "anthropic.claude-v2")
     assert out == {"type": "completion", "completion": " Why?", "stop_reason": "stop_sequence", "stop": "\n\nHuman:"}
-    out = f.render_response(ChatResponse(content=[{"text": "x"}], stop_reason="max_tokens"), "anthropic.claude-v2")
+    out = f.render_response(ChatResponse(content=[TextBlock("x")], stop_reason="max_tokens"), "anthropic.claude-v2")
     assert out["stop_reason"] == "max_tokens" and out["stop"] is None
 
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from finops.shared.model import Usage
+from finops.shared.model import Metadata, Usage
 from finops.workers.formats.bedrock import families
 from finops.workers.formats.bedrock import usage as reported
 
@@ -62,7 +62,7 @@ def test_invoke_chunk_with_metrics_is_the_usage():
 
 def test_the_gateways_own_invocation_metrics_read_back():
     """What the gateway writes for non-Bedrock providers (families.invocation_metrics) reads back."""
-    m = families.invocation_metrics({"usage": Usage(10, 20, 300, 40), "latencyMs": 9})
+    m = families.invocation_metrics(Metadata(Usage(10, 20, 300, 40), 9))
     assert reported.from_metrics(m) == FULL
 
 

@@ -2,7 +2,7 @@
 bedrock-protocol.md 6.6)."""
 from __future__ import annotations
 
-from finops.shared.model import ChatResponse
+from finops.shared.model import ChatResponse, JsonBlock, TextBlock, ToolUseBlock
 from finops.workers.formats.bedrock.invoke import METRICS_KEY
 from tests.unit.formats.family_support import METRICS, fam, feed_all, raises, roles, text_events
 
@@ -15,7 +15,7 @@ def test_command_r_parse_documented():
         "chat_history": [{"role": "USER", "message": "Name a planet"}, {"role": "CHATBOT", "message": "Mars"}],
         "documents": [{"title": "t", "snippet": "s"}], "max_tokens": 100, "temperature": 0.3, "p": 0.75, "k": 0,
         "stop_sequences": ["\n"], "seed": 7})
-    assert req.system == ["You are terse."]
+    assert req.system == ("You are terse.",)
     assert roles(req) == [("user", "Name a planet"), ("assistant", "Mars"), ("user", "And the third?")]
     assert (req.max_tokens, req.temperature, req.top_p, req.top_k) == (100, 0.3, 0.75, 0)
     assert req.extra == {"documents": [{"title": "t", "snippet": "s"}], "seed": 7}
@@ -34,10 +34,9 @@ def test_command_r_tools_and_results():
                           "outputs": [{"total": 10000}]}]})
     assert req.tools[0].input_schema == {"type": "object", "properties": {
         "day": {"type": "string", "description": "date"}, "limit": {"type": "integer"}}, "required": ["day"]}
-    call = req.messages[1].content[0]["toolUse"]
-    result = req.messages[2].content[0]["toolResult"]
-    assert call["name"] == "query_daily_sales_report" and result["toolUseId"] == call["toolUseId"]
-    assert result["content"] == [{"json": {"total": 10000}}]
+    call, result = req.messages[1].content[0], req.messages[2].content[0]
+    assert call.name == "query_daily_sales_report" and result.tool_use_id == call.tool_use_id
+    assert result.content == (JsonBlock({"total": 10000}),)
 
 
 def test_command_r_tool_result_without_call_gets_synthetic_tool_use():
@@ -45,7 +44,7 @@ def test_command_r_tool_result_without_call_gets_synthetic_tool_use():
         "message": "weather?", "tools": [{"name": "w", "parameter_definitions": {}}],
         "tool_results": [{"call": {"name": "w", "parameters": {}}, "outputs": [{"t": 20}]}]})
     assert [m.role for m in req.messages] == ["user", "assistant", "user"]
-    assert req.messages[1].content[0]["toolUse"]["toolUseId"] == req.messages[2].content[0]["toolResult"]["toolUseId"]
+    assert req.messages[1].content[0].tool_use_id == req.messages[2].content[0].tool_use_id
 
 
 def test_command_r_errors():
@@ -59,8 +58,7 @@ def test_command_r_errors():
 
 def test_command_r_render_and_stream():
     f = fam("cohere-command-r")
-    out = f.render_response(ChatResponse(content=[{"text": "Hi"}, {"toolUse": {"toolUseId": "x", "name": "w",
-                                                                                 "input": {"c": 1}}}],
+    out = f.render_response(ChatResponse(content=[TextBlock("Hi"), ToolUseBlock("x", "w", {"c": 1})],
                                          stop_reason="max_tokens"), "cohere.command-r-v1:0")
     assert out["text"] == "Hi" and out["finish_reason"] == "MAX_TOKENS"
     assert out["tool_calls"] == [{"name": "w", "parameters": {"c": 1}}]
@@ -80,7 +78,7 @@ def test_command_legacy_parse_render_stream():
     assert roles(req) == [("user", "What is AWS ?")] and req.extra == {"return_likelihoods": "NONE"}
     assert (req.max_tokens, req.top_p, req.top_k) == (400, 0.01, 0)
     assert raises(f.parse_request, {"prompt": "x", "num_generations": 3}).startswith("num_generations: ")
-    out = f.render_response(ChatResponse(content=[{"text": "A cloud"}]), "cohere.command-text-v14")
+    out = f.render_response(ChatResponse(content=[TextBlock("A cloud")]), "cohere.command-text-v14")
     assert out["generations"][0]["text"] == "A cloud" and out["generations"][0]["finish_reason"] == "COMPLETE"
     assert set(out) == {"generations", "id"}
     chunks = feed_all(f.stream_encoder("cohere.command-text-v14"), text_events("A", " cloud"))

@@ -14,7 +14,10 @@ import pytest
 from botocore.parsers import ResponseParserError
 
 from finops.shared.errors import GatewayError
-from finops.shared.model import ChatResponse, StreamEvent, Usage
+from finops.shared.model import (BlockStop, ChatResponse, DocumentBlock, ImageBlock, JsonBlock, MessageStart,
+                                 MessageStop, Metadata, ReasoningBlock, ReasoningDelta, ReasoningSignatureDelta,
+                                 RedactedReasoningBlock, RedactedReasoningDelta, TextBlock, TextDelta, ToolChoice,
+                                 ToolInputDelta, ToolResultBlock, ToolUseBlock, ToolUseStart, Usage)
 from finops.workers.formats.bedrock import converse as cv
 from finops.workers.formats import common
 from finops.workers.formats.common import response_to_events
@@ -92,8 +95,8 @@ def raises(b, *, fn=cv.parse_request) -> GatewayError:
 
 def test_parse_minimal_hello():
     req = cv.parse_request({"messages": [{"role": "user", "content": [{"text": "Hello!"}]}]})
-    assert [(m.role, m.content) for m in req.messages] == [("user", [{"text": "Hello!"}])]
-    assert req.system == [] and req.max_tokens is None and req.tools == [] and req.extra == {}
+    assert [(m.role, m.content) for m in req.messages] == [("user", (TextBlock("Hello!"),))]
+    assert req.system == () and req.max_tokens is None and req.tools == () and req.extra == {}
 
 
 def test_parse_full_request():
@@ -109,8 +112,8 @@ def test_parse_full_request():
         "guardrailConfig": {"guardrailIdentifier": "g1", "guardrailVersion": "DRAFT", "trace": "enabled"},
         "serviceTier": {"type": "flex"},
     })
-    assert req.system == ["You are terse.", "Second."]
-    assert (req.max_tokens, req.temperature, req.top_p, req.stop_sequences) == (512, 0.5, 0.9, ["END"])
+    assert req.system == ("You are terse.", "Second.")
+    assert (req.max_tokens, req.temperature, req.top_p, req.stop_sequences) == (512, 0.5, 0.9, ("END",))
     assert req.top_k == 5
     assert req.extra == {"thinking": {"type": "enabled", "budget_tokens": 1024}}
 
@@ -147,19 +150,17 @@ def test_parse_tool_conversation():
     ], "toolConfig": tools})
     assert [t.name for t in req.tools] == ["top_song"]
     assert req.tools[0].input_schema["required"] == ["sign"]
-    assert req.tool_choice == {"tool": {"name": "top_song"}}
+    assert req.tool_choice == ToolChoice("tool", "top_song")
     a = req.messages[1].content
-    assert a[0] == {"reasoningContent": {"text": "need the tool", "signature": "sig=="}}
-    assert a[2] == {"toolUse": {"toolUseId": "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q", "name": "top_song",
-                                "input": {"sign": "WZPZ"}}}
-    tr = req.messages[2].content[0]["toolResult"]
-    assert tr["content"] == [{"json": {"song": "Elemental Hotel"}}, {"text": "ok"},
-                             {"image": {"format": "png", "bytes": PNG}}]
-    assert tr["status"] == "success"
+    assert a[0] == ReasoningBlock("need the tool", "sig==")
+    assert a[2] == ToolUseBlock("tooluse_kZJMlvQmRJ6eAyJE5GIl7Q", "top_song", {"sign": "WZPZ"})
+    tr = req.messages[2].content[0]
+    assert tr.content == (JsonBlock({"song": "Elemental Hotel"}), TextBlock("ok"), ImageBlock("png", PNG))
+    assert tr.status == "success"
 
 
-@pytest.mark.parametrize("choice,expect", [({"auto": {}}, {"auto": {}}), ({"any": {}}, {"any": {}}),
-                                           ({"auto": {}, "any": None}, {"auto": {}})])
+@pytest.mark.parametrize("choice,expect", [({"auto": {}}, ToolChoice("auto")), ({"any": {}}, ToolChoice("any")),
+                                           ({"auto": {}, "any": None}, ToolChoice("auto"))])
 def test_parse_tool_choice(choice, expect):
     b = body(toolConfig={"tools": [{"toolSpec": {"name": "t", "inputSchema": {"json": {}}}}], "toolChoice": choice})
     assert cv.parse_request(b).tool_choice == expect
@@ -168,7 +169,7 @@ def test_parse_tool_choice(choice, expect):
 def test_tool_status_defaults_to_success():
     b = body(user({"toolResult": {"toolUseId": "a", "content": []}}),
              toolConfig={"tools": [{"toolSpec": {"name": "t", "inputSchema": {"json": {}}}}]})
-    assert cv.parse_request(b).messages[0].content[0]["toolResult"]["status"] == "success"
+    assert cv.parse_request(b).messages[0].content[0].status == "success"
 
 
 @pytest.mark.parametrize("fmt,data", [("png", PNG), ("jpeg", JPEG), ("gif", GIF), ("webp", WEBP),
@@ -176,7 +177,7 @@ def test_tool_status_defaults_to_success():
 def test_parse_images_become_raw_bytes(fmt, data):
     req = cv.parse_request(body(user({"text": "what is this?"},
                                      {"image": {"format": fmt, "source": {"bytes": b64(data)}}})))
-    assert req.messages[0].content[1] == {"image": {"format": fmt, "bytes": data}}
+    assert req.messages[0].content[1] == ImageBlock(fmt, data)
 
 
 def test_parse_documents():
@@ -186,9 +187,9 @@ def test_parse_documents():
         {"document": {"name": "parts", "source": {"content": [{"text": "a"}, {"text": "b"}]}}},
         {"text": "Summarise"})))
     c = req.messages[0].content
-    assert c[0] == {"document": {"format": "pdf", "name": "Report 2024", "bytes": PDF}}
-    assert c[1] == {"document": {"format": "md", "name": "notes", "text": "# hi", "context": "ctx"}}
-    assert c[2] == {"document": {"format": "txt", "name": "parts", "text": "a\nb"}}
+    assert c[0] == DocumentBlock("Report 2024", "pdf", data=PDF)
+    assert c[1] == DocumentBlock("notes", "md", text="# hi", context="ctx")
+    assert c[2] == DocumentBlock("parts", "txt", text="a\nb")
 
 
 def test_parse_guard_citations_cachepoint_blocks():
@@ -199,14 +200,14 @@ def test_parse_guard_citations_cachepoint_blocks():
         {"role": "assistant", "content": [{"citationsContent": {"content": [{"text": "cited "}, {"text": "answer"}],
                                                                 "citations": []}}]},
         user({"reasoningContent": {"redactedContent": b64(b"\x00secret")}})))
-    assert req.messages[0].content == [{"text": "check me"}, {"image": {"format": "jpeg", "bytes": JPEG}}]
-    assert req.messages[1].content == [{"text": "cited answer"}]
-    assert req.messages[2].content == [{"reasoningContent": {"redactedContent": b"\x00secret"}}]
+    assert req.messages[0].content == (TextBlock("check me"), ImageBlock("jpeg", JPEG))
+    assert req.messages[1].content == (TextBlock("cited answer"),)
+    assert req.messages[2].content == (RedactedReasoningBlock(b"\x00secret"),)
 
 
 def test_null_union_members_are_absent():
     req = cv.parse_request(body(user({"text": "hi", "image": None})))
-    assert req.messages[0].content == [{"text": "hi"}]
+    assert req.messages[0].content == (TextBlock("hi"),)
 
 
 def test_unknown_top_level_fields_are_ignored():
@@ -361,8 +362,8 @@ def test_count_tokens_converse():
         "messages": [user({"text": "count me"})], "system": [{"text": "sys"}],
         "toolConfig": TOOLS, "additionalModelRequestFields": {"x": 1}}}})
     assert kind == "converse"
-    assert req.messages[0].content == [{"text": "count me"}]
-    assert req.system == ["sys"] and req.tools[0].name == "get_weather" and req.extra == {"x": 1}
+    assert req.messages[0].content == (TextBlock("count me"),)
+    assert req.system == ("sys",) and req.tools[0].name == "get_weather" and req.extra == {"x": 1}
 
 
 def test_count_tokens_invoke_model_body_is_decoded():
@@ -393,11 +394,11 @@ def test_count_tokens_errors(b, path, text):
 # --- render_response ----------------------------------------------------------------------------
 
 FULL = ChatResponse(
-    content=[{"reasoningContent": {"text": "think", "signature": "sig"}},
-             {"text": "Here you go."},
-             {"toolUse": {"toolUseId": "tooluse_1", "name": "top_song", "input": {"sign": "WZPZ"}}},
-             {"image": {"format": "png", "bytes": PNG}},
-             {"reasoningContent": {"redactedContent": b"\x01\x02"}}],
+    content=[ReasoningBlock("think", "sig"),
+             TextBlock("Here you go."),
+             ToolUseBlock("tooluse_1", "top_song", {"sign": "WZPZ"}),
+             ImageBlock("png", PNG),
+             RedactedReasoningBlock(b"\x01\x02")],
     stop_reason="tool_use", usage=Usage(12, 34, 5, 7), latency_ms=321, stop_sequence=None)
 
 
@@ -426,21 +427,19 @@ def test_render_response_parses_with_botocore():
     assert parsed["usage"]["totalTokens"] == 46 and parsed["metrics"]["latencyMs"] == 321
 
 
-def test_render_never_emits_two_union_members():
-    # a provider bug: one canonical block with several members
-    resp = ChatResponse(content=[{"text": "a", "toolUse": {"toolUseId": "t", "name": "n", "input": {}}},
-                                 {"unknownThing": 1}, {"text": "b"}])
-    out = cv.render_response(resp)
+def test_a_block_is_one_member_and_nothing_else_is_a_block():
+    # the old dict blocks could (by a provider bug) hold several members; typed blocks cannot
+    with pytest.raises(TypeError):
+        ChatResponse(content=[{"text": "a", "toolUse": {"toolUseId": "t", "name": "n", "input": {}}}])
+    out = cv.render_response(ChatResponse(content=[TextBlock("a"), ToolUseBlock("t", "n", {}), TextBlock("b")]))
     assert out["output"]["message"]["content"] == [
         {"text": "a"}, {"toolUse": {"toolUseId": "t", "name": "n", "input": {}}}, {"text": "b"}]
     boto_parse(out)
 
 
 def test_render_document_and_tool_result_blocks_parse():
-    resp = ChatResponse(content=[{"document": {"format": "pdf", "name": "d", "bytes": PDF}},
-                                 {"document": {"format": "txt", "name": "t", "text": "hello"}},
-                                 {"toolResult": {"toolUseId": "t1", "content": [{"text": "x"}, {"json": {"a": 1}}],
-                                                 "status": "error"}}])
+    resp = ChatResponse(content=[DocumentBlock("d", "pdf", data=PDF), DocumentBlock("t", "txt", text="hello"),
+                                 ToolResultBlock("t1", [TextBlock("x"), JsonBlock({"a": 1})], "error")])
     parsed = boto_parse(cv.render_response(resp))
     c = parsed["output"]["message"]["content"]
     assert c[0]["document"]["source"]["bytes"] == PDF
@@ -448,18 +447,21 @@ def test_render_document_and_tool_result_blocks_parse():
     assert c[2]["toolResult"]["status"] == "error"
 
 
-def test_render_unknown_stop_reason_becomes_end_turn():
-    assert cv.render_response(ChatResponse(content=[], stop_reason="stop"))["stopReason"] == "end_turn"
+def test_an_unknown_stop_reason_cannot_be_rendered():
+    with pytest.raises(ValueError):
+        ChatResponse(content=[], stop_reason="stop")
+    with pytest.raises(ValueError):
+        MessageStop("stop")
     assert cv.render_response(ChatResponse(content=[], stop_reason="max_tokens"))["stopReason"] == "max_tokens"
 
 
 def test_render_usage_without_cache_fields():
-    out = cv.render_response(ChatResponse(content=[{"text": "x"}], usage=Usage(1, 2)))
+    out = cv.render_response(ChatResponse(content=[TextBlock("x")], usage=Usage(1, 2)))
     assert out["usage"] == {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3}
 
 
 def test_render_additional_response_fields_when_asked():
-    resp = ChatResponse(content=[{"text": "x"}], stop_reason="stop_sequence", stop_sequence="END")
+    resp = ChatResponse(content=[TextBlock("x")], stop_reason="stop_sequence", stop_sequence="END")
     assert "additionalModelResponseFields" not in cv.render_response(resp)
     out = cv.render_response(resp, response_field_paths=["/stop_sequence"])
     assert out["additionalModelResponseFields"] == {"stop_sequence": "END"}
@@ -467,7 +469,7 @@ def test_render_additional_response_fields_when_asked():
 
 
 def test_rendered_content_parses_back_to_the_same_canonical_blocks():
-    content = [b for b in FULL.content if "image" not in b] + [{"image": {"format": "png", "bytes": PNG}}]
+    content = (*(b for b in FULL.content if type(b) is not ImageBlock), ImageBlock("png", PNG))
     wire = cv.render_response(ChatResponse(content=content))["output"]["message"]["content"]
     req = cv.parse_request({"messages": [user({"text": "q"}), {"role": "assistant", "content": wire}],
                             "toolConfig": {"tools": [{"toolSpec": {"name": "top_song", "inputSchema": {"json": {}}}}]}})
@@ -479,22 +481,21 @@ def test_rendered_content_parses_back_to_the_same_canonical_blocks():
 def test_stream_payload_each_kind():
     u = Usage(3, 4, 1, 0)
     cases = [
-        (StreamEvent("message_start", data={"role": "assistant"}), "messageStart", {"role": "assistant"}),
-        (StreamEvent("block_start", 1, {"toolUse": {"toolUseId": "t1", "name": "n"}}), "contentBlockStart",
+        (MessageStart(), "messageStart", {"role": "assistant"}),
+        (ToolUseStart(1, "t1", "n"), "contentBlockStart",
          {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "n"}}}),
-        (StreamEvent("block_delta", 0, {"text": "Hel"}), "contentBlockDelta",
-         {"contentBlockIndex": 0, "delta": {"text": "Hel"}}),
-        (StreamEvent("block_delta", 1, {"toolUse": {"input": "{\"a\":"}}), "contentBlockDelta",
+        (TextDelta(0, "Hel"), "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hel"}}),
+        (ToolInputDelta(1, "{\"a\":"), "contentBlockDelta",
          {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":"}}}),
-        (StreamEvent("block_delta", 2, {"reasoningContent": {"text": "hm"}}), "contentBlockDelta",
+        (ReasoningDelta(2, "hm"), "contentBlockDelta",
          {"contentBlockIndex": 2, "delta": {"reasoningContent": {"text": "hm"}}}),
-        (StreamEvent("block_delta", 2, {"reasoningContent": {"signature": "s"}}), "contentBlockDelta",
+        (ReasoningSignatureDelta(2, "s"), "contentBlockDelta",
          {"contentBlockIndex": 2, "delta": {"reasoningContent": {"signature": "s"}}}),
-        (StreamEvent("block_delta", 2, {"reasoningContent": {"redactedContent": b"\x00"}}), "contentBlockDelta",
+        (RedactedReasoningDelta(2, b"\x00"), "contentBlockDelta",
          {"contentBlockIndex": 2, "delta": {"reasoningContent": {"redactedContent": "AA=="}}}),
-        (StreamEvent("block_stop", 2), "contentBlockStop", {"contentBlockIndex": 2}),
-        (StreamEvent("message_stop", data={"stopReason": "end_turn"}), "messageStop", {"stopReason": "end_turn"}),
-        (StreamEvent("metadata", data={"usage": u, "latencyMs": 42}), "metadata",
+        (BlockStop(2), "contentBlockStop", {"contentBlockIndex": 2}),
+        (MessageStop("end_turn"), "messageStop", {"stopReason": "end_turn"}),
+        (Metadata(u, 42), "metadata",
          {"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7, "cacheReadInputTokens": 1},
           "metrics": {"latencyMs": 42}}),
     ]
@@ -504,18 +505,13 @@ def test_stream_payload_each_kind():
         assert name in parsed, (name, parsed)  # botocore accepted it as that union member
 
 
-def test_stream_payload_reasoning_with_two_members_sends_one():
-    name, p = cv.stream_payload(StreamEvent("block_delta", 0, {"reasoningContent": {"text": "a", "signature": "s"}}))
-    assert p["delta"] == {"reasoningContent": {"text": "a"}}
-
-
-def test_stream_payload_unknown_kind_is_a_programming_error():
-    with pytest.raises(ValueError):
-        cv.stream_payload(StreamEvent("bogus"))
+def test_stream_payload_of_anything_else_is_a_programming_error():
+    with pytest.raises(TypeError):
+        cv.stream_payload(TextBlock("not an event"))
 
 
 def test_response_to_events_plain_text_has_no_block_start():
-    resp = ChatResponse(content=[{"text": "42"}], usage=Usage(8, 4), latency_ms=511)
+    resp = ChatResponse(content=[TextBlock("42")], usage=Usage(8, 4), latency_ms=511)
     frames = [cv.stream_payload(e) for e in response_to_events(resp)]
     assert frames == [
         ("messageStart", {"role": "assistant"}),
@@ -528,9 +524,8 @@ def test_response_to_events_plain_text_has_no_block_start():
 
 def test_response_to_events_matches_the_verified_13_event_sequence():
     # bedrock-protocol.md 2.1: reasoning (text, signature), stop, text, stop, toolUse start, deltas, stop ...
-    resp = ChatResponse(content=[{"reasoningContent": {"text": "think", "signature": "sig"}},
-                                 {"text": "Hello"},
-                                 {"toolUse": {"toolUseId": "t1", "name": "calc", "input": {"x": 1}}}],
+    resp = ChatResponse(content=[ReasoningBlock("think", "sig"), TextBlock("Hello"),
+                                 ToolUseBlock("t1", "calc", {"x": 1})],
                         stop_reason="tool_use", usage=Usage(1, 2), latency_ms=5)
     frames = [cv.stream_payload(e) for e in response_to_events(resp)]
     assert [f[0] for f in frames] == [
@@ -545,18 +540,18 @@ def test_response_to_events_matches_the_verified_13_event_sequence():
 
 
 def test_response_to_events_indices_and_image():
-    resp = ChatResponse(content=[{"text": "a"}, {"image": {"format": "png", "bytes": PNG}}, {"text": "b"}])
+    resp = ChatResponse(content=[TextBlock("a"), ImageBlock("png", PNG), TextBlock("b")])
     evs = response_to_events(resp)
-    assert [(e.kind, e.index) for e in evs if e.kind.startswith("block")] == [
-        ("block_delta", 0), ("block_stop", 0), ("block_start", 1), ("block_delta", 1), ("block_stop", 1),
-        ("block_delta", 2), ("block_stop", 2)]
+    assert [(type(e).__name__, e.index) for e in evs if hasattr(e, "index")] == [
+        ("TextDelta", 0), ("BlockStop", 0), ("ImageStart", 1), ("ImageDelta", 1), ("BlockStop", 1),
+        ("TextDelta", 2), ("BlockStop", 2)]
     for e in evs:
         boto_parse_event(*cv.stream_payload(e))
 
 
 def test_events_reassemble_to_the_response():
     """What a client rebuilds from the frames equals the rendered non-stream answer."""
-    resp = ChatResponse(content=[{"text": "Hi "}, {"toolUse": {"toolUseId": "t9", "name": "f", "input": {"q": [1, 2]}}}],
+    resp = ChatResponse(content=[TextBlock("Hi "), ToolUseBlock("t9", "f", {"q": [1, 2]})],
                         stop_reason="tool_use", usage=Usage(2, 3), latency_ms=9)
     blocks: dict[int, dict] = {}
     stop = None

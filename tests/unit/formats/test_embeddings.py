@@ -15,7 +15,7 @@ def test_titan_embed_v2():
     f = fam("titan-embed")
     req = f.parse_request({"inputText": "hello", "dimensions": 256, "normalize": True,
                            "embeddingTypes": ["float", "binary"]})
-    assert isinstance(req, EmbedRequest) and req.texts == ["hello"] and req.dimensions == 256
+    assert isinstance(req, EmbedRequest) and req.texts == ("hello",) and req.dimensions == 256
     assert req.extra == {"normalize": True, "embeddingTypes": ["float", "binary"]}
     out = f.render_embed_response(EmbedResponse([[0.5, -0.25, 0.0]], 2), req=req,
                                   model_id="amazon.titan-embed-text-v2:0")
@@ -40,7 +40,7 @@ def test_titan_embed_errors(b, path):
 def test_cohere_embed():
     f = fam("cohere-embed")
     req = f.parse_request({"texts": ["a", "b"], "input_type": "search_document", "truncate": "END"})
-    assert req.texts == ["a", "b"] and req.extra == {"input_type": "search_document", "truncate": "END"}
+    assert req.texts == ("a", "b") and req.extra == {"input_type": "search_document", "truncate": "END"}
     out = f.render_embed_response(EmbedResponse([[0.1], [0.2]], 2), req=req, model_id="cohere.embed-english-v3")
     assert out["embeddings"] == [[0.1], [0.2]] and out["response_type"] == "embeddings_floats"
     assert out["texts"] == ["a", "b"] and len(out["id"]) == 36

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from finops.shared.model import ChatResponse, EmbedResponse, StreamEvent, Usage
+from finops.shared.model import ChatResponse, EmbedResponse, Metadata, ReasoningBlock, TextBlock, ToolUseBlock, Usage
 from finops.workers.formats.bedrock.families import FAMILIES, family_for, parse_invoke_request
 from finops.workers.formats.bedrock.invoke import METRICS_KEY, model_id_candidates
 from finops.workers.formats.common import response_to_events
@@ -124,8 +124,7 @@ def test_parse_invoke_request_convenience():
 # --- properties every streaming family shares ---------------------------------------------------
 
 STREAMING = sorted(n for n, f in FAMILIES.items() if f.streams)
-RICH = ChatResponse(content=[{"reasoningContent": {"text": "hm", "signature": "s"}}, {"text": "Hello"},
-                             {"toolUse": {"toolUseId": "t1", "name": "f", "input": {"x": [1]}}}],
+RICH = ChatResponse(content=[ReasoningBlock("hm", "s"), TextBlock("Hello"), ToolUseBlock("t1", "f", {"x": [1]})],
                     stop_reason="tool_use", usage=Usage(8, 4, 2, 1), latency_ms=511)
 
 
@@ -149,7 +148,7 @@ def test_metrics_ride_on_the_last_chunk_only(name):
 def test_metadata_alone_still_yields_a_final_chunk(name):
     # an empty answer: the encoder must still end the stream with the metrics
     enc = fam(name).stream_encoder("x.model")
-    out = enc.feed(StreamEvent("metadata", data={"usage": {"in": 3, "out": 0}, "latencyMs": 9, "firstByteLatencyMs": 4}))
+    out = enc.feed(Metadata(Usage(3, 0), 9, 4))
     assert out and out[-1][METRICS_KEY] == {"inputTokenCount": 3, "outputTokenCount": 0, "invocationLatency": 9,
                                             "firstByteLatency": 4}
 

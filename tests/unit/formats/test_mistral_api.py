@@ -14,7 +14,9 @@ import re
 import pytest
 from hypothesis import given
 
-from finops.shared.model import ChatRequest, StreamEvent, Tool, Usage
+from finops.shared.model import (BlockStop, ChatRequest, DocumentBlock, ImageBlock, JsonBlock, MessageStart,
+                                 MessageStop, Metadata, ReasoningBlock, TextBlock, TextDelta, Tool, ToolChoice,
+                                 ToolUseBlock, Usage, text_of)
 from finops.workers.formats.common import response_to_events
 from finops.workers.formats.mistral.invoke import MISTRAL_CHAT
 from finops.workers.formats.openai.invoke import GENERIC
@@ -44,7 +46,7 @@ def test_dialect_defaults_and_frozen():
 # --- request ------------------------------------------------------------------------------------
 
 def test_image_url_is_the_string_form():
-    body = build(req_of(user("see", {"image": {"format": "png", "bytes": PNG}})))
+    body = build(req_of(user("see", ImageBlock("png", PNG))))
     assert body["messages"][0]["content"] == [
         {"type": "text", "text": "see"},
         {"type": "image_url", "image_url": "data:image/png;base64," + base64.b64encode(PNG).decode()}]
@@ -52,7 +54,7 @@ def test_image_url_is_the_string_form():
 
 @pytest.mark.parametrize("fmt", ["pdf", "doc", "docx", "xls", "xlsx"])
 def test_binary_documents_are_refused_naming_provider_kind_path_and_fix(fmt):
-    req = req_of(user("a"), assistant("b"), user("x", {"document": {"format": fmt, "name": "n", "bytes": b"%PDF"}}))
+    req = req_of(user("a"), assistant("b"), user("x", DocumentBlock("n", fmt, data=b"%PDF")))
     e = gateway_error(build, req, dialect=mc.MistralDialect("la-plateforme"))
     assert e.message.startswith("messages[2].content[1]:")
     assert "'la-plateforme'" in e.message and f"{fmt} documents" in e.message
@@ -60,13 +62,13 @@ def test_binary_documents_are_refused_naming_provider_kind_path_and_fix(fmt):
 
 
 def test_text_documents_still_become_tagged_text():
-    body = build(req_of(user({"document": {"format": "md", "name": "n", "text": "# t"}}, "go")))
+    body = build(req_of(user(DocumentBlock("n", "md", text="# t"), "go")))
     assert body["messages"][0]["content"][0] == {"type": "text", "text": '<document name="n">\n# t\n</document>'}
 
 
 def test_image_in_tool_result_is_refused():
     req = req_of(user("q"), assistant(tool_use("abcDEF123")),
-                 user(tool_result("abcDEF123", {"image": {"format": "png", "bytes": PNG}})), tools=[Tool("f")])
+                 user(tool_result("abcDEF123", ImageBlock("png", PNG))), tools=[Tool("f")])
     e = gateway_error(build, req)
     assert e.message.startswith("messages[2].content[0].toolResult.content[0]:") and "'mistral'" in e.message
 
@@ -74,8 +76,8 @@ def test_image_in_tool_result_is_refused():
 def test_valid_tool_ids_pass_others_are_mapped_consistently():
     long_id = "toolu_01A09q90qw90lq917835lq9"
     req = req_of(user("q"), assistant(tool_use("abcDEF123", "f"), tool_use(long_id, "g"), tool_use("call_1", "f")),
-                 user(tool_result("abcDEF123", {"text": "1"}), tool_result(long_id, {"text": "2"}),
-                      tool_result("call_1", {"text": "3"})), tools=[Tool("f"), Tool("g")])
+                 user(tool_result("abcDEF123", TextBlock("1")), tool_result(long_id, TextBlock("2")),
+                      tool_result("call_1", TextBlock("3"))), tools=[Tool("f"), Tool("g")])
     msgs = build(req)["messages"]
     ids = [c["id"] for c in msgs[1]["tool_calls"]]
     assert ids[0] == "abcDEF123" and all(ID9.fullmatch(i) for i in ids) and len(set(ids)) == 3
@@ -85,7 +87,7 @@ def test_valid_tool_ids_pass_others_are_mapped_consistently():
 
 def test_tool_messages_carry_the_tool_name_when_known():
     req = req_of(user("q"), assistant(tool_use("abcDEF123", "get_weather")),
-                 user(tool_result("abcDEF123", {"json": {"t": 20}}), tool_result("zzzzzzzzz", {"text": "?"})),
+                 user(tool_result("abcDEF123", JsonBlock({"t": 20})), tool_result("zzzzzzzzz", TextBlock("?"))),
                  tools=[Tool("get_weather")])
     assert build(req)["messages"][2:] == [
         {"role": "tool", "tool_call_id": "abcDEF123", "content": '{"t":20}', "name": "get_weather"},
@@ -94,32 +96,32 @@ def test_tool_messages_carry_the_tool_name_when_known():
 
 def test_error_results_are_prefixed():
     req = req_of(user("q"), assistant(tool_use("abcDEF123")),
-                 user(tool_result("abcDEF123", {"text": "no"}, status="error")), tools=[Tool("f")])
+                 user(tool_result("abcDEF123", TextBlock("no"), status="error")), tools=[Tool("f")])
     assert build(req)["messages"][-1]["content"] == "Error: no"
 
 
 def test_a_user_message_after_a_tool_message_gets_a_bridge():
     req = req_of(user("q"), assistant(tool_use("abcDEF123")),
-                 user(tool_result("abcDEF123", {"text": "r"}), "thanks, now?"), tools=[Tool("f")])
+                 user(tool_result("abcDEF123", TextBlock("r")), "thanks, now?"), tools=[Tool("f")])
     assert [m["role"] for m in build(req)["messages"]] == ["user", "assistant", "tool", "assistant", "user"]
     assert build(req)["messages"][3] == {"role": "assistant", "content": mc.BRIDGE}
     # tool followed by the assistant's answer: no bridge
-    req = req_of(user("q"), assistant(tool_use("abcDEF123")), user(tool_result("abcDEF123", {"text": "r"})),
+    req = req_of(user("q"), assistant(tool_use("abcDEF123")), user(tool_result("abcDEF123", TextBlock("r"))),
                  assistant("done"), user("more"), tools=[Tool("f")])
     assert [m["role"] for m in build(req)["messages"]] == ["user", "assistant", "tool", "assistant", "user"]
     assert mc.BRIDGE not in json.dumps(build(req))
 
 
 def test_openai_style_requests_get_no_bridge():
-    req = req_of(user("q"), assistant(tool_use("t1")), user(tool_result("t1", {"text": "r"}), "now?"),
+    req = req_of(user("q"), assistant(tool_use("t1")), user(tool_result("t1", TextBlock("r")), "now?"),
                  tools=[Tool("f")])
     assert [m["role"] for m in oc.to_openai_request(req, "m", stream=False, dialect=oc.OpenAIDialect("o"))["messages"]] == [
         "user", "assistant", "tool", "user"]
 
 
 @pytest.mark.parametrize("choice,wire", [
-    ({"auto": {}}, "auto"), ({"any": {}}, "any"), ({"none": {}}, "none"),
-    ({"tool": {"name": "f"}}, {"type": "function", "function": {"name": "f"}})])
+    (ToolChoice("auto"), "auto"), (ToolChoice("any"), "any"), (ToolChoice("none"), "none"),
+    (ToolChoice("tool", "f"), {"type": "function", "function": {"name": "f"}})])
 def test_tool_choice(choice, wire):
     assert build(req_of(user("q"), tools=[Tool("f")], tool_choice=choice))["tool_choice"] == wire
 
@@ -160,7 +162,7 @@ def test_response_text_usage_model():
                                                 "prefix": False}, "finish_reason": "stop"}],
            "usage": {"prompt_tokens": 16, "completion_tokens": 34, "total_tokens": 50}}
     r = mc.from_mistral_response(doc, provider="mistral")
-    assert r.content == [{"text": "Bonjour"}] and r.stop_reason == "end_turn"
+    assert r.content == (TextBlock("Bonjour"),) and r.stop_reason == "end_turn"
     assert r.usage == Usage(16, 34) and r.model == "mistral-small-latest"
 
 
@@ -181,8 +183,8 @@ def test_response_thinking_parts_and_object_arguments():
            "tool_calls": [{"id": "D681PevKs", "function": {"name": "f", "arguments": {"a": 1}}, "index": 0},
                           {"id": "Q9vW8xYz1", "function": {"name": "g", "arguments": '{"b": 2}'}, "index": 0}]}
     r = mc.from_mistral_response(completion(msg, finish="tool_calls"), provider="m")
-    assert r.content == [{"reasoningContent": {"text": "Let me think.", "signature": None}}, {"text": "Calling."},
-                         tool_use("D681PevKs", "f", {"a": 1}), tool_use("Q9vW8xYz1", "g", {"b": 2})]
+    assert r.content == (ReasoningBlock("Let me think."), TextBlock("Calling."), tool_use("D681PevKs", "f", {"a": 1}),
+                         tool_use("Q9vW8xYz1", "g", {"b": 2}))
     assert r.stop_reason == "tool_use"
 
 
@@ -204,10 +206,10 @@ def test_stream_text_with_usage_on_the_finish_chunk():
     evs = feed_all(mc.MistralStreamDecoder("mistral", 99), [
         mchunk({"role": "assistant", "content": ""}), mchunk({"content": "Bon"}), mchunk({"content": "jour"}),
         mchunk({"content": ""}, "stop", {"prompt_tokens": 7, "total_tokens": 10, "completion_tokens": 3})])
-    assert evs == [StreamEvent("message_start", data={"role": "assistant"}),
-                   StreamEvent("block_delta", 0, {"text": "Bon"}), StreamEvent("block_delta", 0, {"text": "jour"}),
-                   StreamEvent("block_stop", 0), StreamEvent("message_stop", data={"stopReason": "end_turn"}),
-                   StreamEvent("metadata", data={"usage": Usage(7, 3)})]
+    assert evs == [MessageStart(),
+                   TextDelta(0, "Bon"), TextDelta(0, "jour"),
+                   BlockStop(0), MessageStop("end_turn"),
+                   Metadata(Usage(7, 3))]
 
 
 def test_stream_whole_tool_calls_in_one_chunk_with_the_same_index():
@@ -227,7 +229,7 @@ def test_stream_thinking_content_is_reasoning():
         mchunk({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "m"}]}]}),
         mchunk({"content": [{"type": "text", "text": "Yes"}]}), mchunk({"content": " indeed"}), mchunk({}, "stop")])
     check_well_formed(evs)
-    assert assemble(evs) == [{"reasoningContent": {"text": "hmm"}}, {"text": "Yes indeed"}]
+    assert assemble(evs) == [ReasoningBlock("hmm"), TextBlock("Yes indeed")]
 
 
 def test_stream_model_length_and_error_finish():
@@ -269,7 +271,7 @@ def test_property_request_round_trips_through_the_mistral_body_parser(req):
     assert all(ID9.fullmatch(c["id"]) for m in msgs for c in m.get("tool_calls", ()))
     assert all(ID9.fullmatch(m["tool_call_id"]) for m in msgs if m["role"] == "tool")
     assert not any(a["role"] == "tool" and b["role"] == "user" for a, b in zip(msgs, msgs[1:]))
-    names = {b["toolUse"]["toolUseId"]: b["toolUse"]["name"] for m in req.messages for b in m.content if "toolUse" in b}
+    names = {b.tool_use_id: b.name for m in req.messages for b in m.content if type(b) is ToolUseBlock}
     by_new_id = {mc.mistral_tool_id(k): v for k, v in names.items()}
     assert all(m.get("name") == by_new_id.get(m["tool_call_id"]) for m in msgs if m["role"] == "tool")
     body["messages"] = [m for m in msgs if m != {"role": "assistant", "content": mc.BRIDGE}]
@@ -286,7 +288,7 @@ def test_property_response_round_trips(resp):
     # api.mistral.ai answers in the OpenAI shape (finish_reason, usage), which the generic family renders
     doc = json.loads(json.dumps(GENERIC.render_response(resp, "mistral-large-latest")))
     back = mc.from_mistral_response(doc, provider="mistral")
-    assert [b for b in back.content if "toolUse" in b] == [b for b in resp.content if "toolUse" in b]
+    assert [b for b in back.content if type(b) is ToolUseBlock] == [b for b in resp.content if type(b) is ToolUseBlock]
     assert back.stop_reason == expected_stop(resp) and back.usage == resp.usage
 
 
@@ -305,8 +307,8 @@ def test_property_split_and_interleaved_arguments(case):
     chunks, _, text, calls = case
     evs = decode_stream(mc.MistralStreamDecoder("mistral", 3), chunks)
     blocks = assemble(evs)
-    assert "".join(b["text"] for b in blocks if "text" in b) == text
-    assert [(b["toolUse"]["toolUseId"], b["toolUse"]["input"]) for b in blocks if "toolUse" in b] == [
+    assert text_of(blocks) == text
+    assert [(b.tool_use_id, b.input) for b in blocks if type(b) is ToolUseBlock] == [
         (tid, oc.compact_json(inp)) for tid, _, inp in calls]
 
 

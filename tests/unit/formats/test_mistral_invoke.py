@@ -2,7 +2,7 @@
 (bedrock-protocol.md 6.2)."""
 from __future__ import annotations
 
-from finops.shared.model import ChatResponse, Usage
+from finops.shared.model import ChatResponse, TextBlock, ToolChoice, ToolResultBlock, ToolUseBlock, Usage
 from finops.workers.formats.bedrock.invoke import METRICS_KEY
 from finops.workers.formats.common import response_to_events
 from tests.unit.formats.family_support import METRICS, fam, feed_all, roles, text_events
@@ -15,7 +15,7 @@ def test_mistral_text_parse_documented():
                                              "max_tokens": 400, "stop": ["</s>"], "temperature": 0.7,
                                              "top_p": 0.7, "top_k": 50})
     assert roles(req) == [("user", "What is your favourite condiment?")]
-    assert (req.max_tokens, req.stop_sequences, req.temperature, req.top_p, req.top_k) == (400, ["</s>"], 0.7, 0.7, 50)
+    assert (req.max_tokens, req.stop_sequences, req.temperature, req.top_p, req.top_k) == (400, ("</s>",), 0.7, 0.7, 50)
 
 
 def test_mistral_text_parse_product_doc_example():
@@ -26,7 +26,7 @@ def test_mistral_text_parse_product_doc_example():
 
 def test_mistral_text_render_and_stream():
     f = fam("mistral-text")
-    assert f.render_response(ChatResponse(content=[{"text": "Lemon"}], stop_reason="max_tokens"), "m") == {
+    assert f.render_response(ChatResponse(content=[TextBlock("Lemon")], stop_reason="max_tokens"), "m") == {
         "outputs": [{"text": "Lemon", "stop_reason": "length"}]}
     chunks = feed_all(f.stream_encoder("mistral.mistral-7b-instruct-v0:2"), text_events("Le", "mon"))
     assert chunks == [{"outputs": [{"text": "Le", "stop_reason": None}]},
@@ -47,25 +47,23 @@ MISTRAL_CHAT_BODY = {
 
 def test_mistral_chat_parse_documented():
     req = fam("mistral-chat").parse_request(MISTRAL_CHAT_BODY)
-    assert req.system == ["You are a DJ."]
-    assert req.messages[1].content == [{"toolUse": {"toolUseId": "v6RMMiRlT", "name": "top_song",
-                                                    "input": {"sign": "WZPZ"}}}]
-    assert req.messages[2].content == [{"toolResult": {"toolUseId": "v6RMMiRlT",
-                                                       "content": [{"text": "Elemental Hotel"}], "status": "success"}}]
+    assert req.system == ("You are a DJ.",)
+    assert req.messages[1].content == (ToolUseBlock("v6RMMiRlT", "top_song", {"sign": "WZPZ"}),)
+    assert req.messages[2].content == (ToolResultBlock("v6RMMiRlT", [TextBlock("Elemental Hotel")], "success"),)
     assert req.tools[0].input_schema["properties"] == {"sign": {"type": "string"}}
-    assert req.tool_choice == {"any": {}} and (req.max_tokens, req.top_p, req.temperature) == (200, 0.9, 0.2)
+    assert req.tool_choice == ToolChoice("any") and (req.max_tokens, req.top_p, req.temperature) == (200, 0.9, 0.2)
 
 
 def test_mistral_chat_render_and_stream():
     f = fam("mistral-chat")
-    resp = ChatResponse(content=[{"toolUse": {"toolUseId": "c1", "name": "top_song", "input": {"sign": "WZPZ"}}}],
+    resp = ChatResponse(content=[ToolUseBlock("c1", "top_song", {"sign": "WZPZ"})],
                         stop_reason="tool_use")
     out = f.render_response(resp, "mistral.mistral-large-2407-v1:0")
     assert out == {"choices": [{"index": 0, "message": {"role": "assistant", "content": "", "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "top_song", "arguments": "{\"sign\": \"WZPZ\"}"}}]},
         "stop_reason": "tool_calls"}]}
     chunks = feed_all(f.stream_encoder("mistral.mistral-large-2407-v1:0"), response_to_events(
-        ChatResponse(content=[{"text": "Hi"}, {"toolUse": {"toolUseId": "c1", "name": "f", "input": {"a": 1}}}],
+        ChatResponse(content=[TextBlock("Hi"), ToolUseBlock("c1", "f", {"a": 1})],
                      stop_reason="tool_use", usage=Usage(8, 4), latency_ms=511)))
     assert chunks[0] == {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "stop_reason": None}]}
     assert chunks[1]["choices"][0]["message"]["tool_calls"] == [{"id": "c1", "function": {"name": "f",

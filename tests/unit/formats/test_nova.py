@@ -1,7 +1,7 @@
 """Amazon Nova on Bedrock InvokeModel (workers/formats/nova.py, bedrock-protocol.md 6.5)."""
 from __future__ import annotations
 
-from finops.shared.model import ChatResponse, Usage
+from finops.shared.model import ChatResponse, ImageBlock, TextBlock, ToolChoice, Usage
 from finops.workers.formats.bedrock.invoke import METRICS_KEY
 from tests.unit.formats.family_support import JPEG, METRICS, PNG, b64, fam, feed_all, raises, text_events
 
@@ -19,10 +19,10 @@ NOVA_BODY = {"schemaVersion": "messages-v1", "system": [{"text": "Be helpful."}]
 
 def test_nova_parse_documented():
     req = fam("nova").parse_request(NOVA_BODY)
-    assert req.system == ["Be helpful."]
-    assert req.messages[0].content[1] == {"image": {"format": "png", "bytes": PNG}}
-    assert (req.max_tokens, req.temperature, req.top_p, req.top_k, req.stop_sequences) == (300, 0.3, 0.1, 20, ["END"])
-    assert req.tools[0].name == "f" and req.tool_choice == {"auto": {}}
+    assert req.system == ("Be helpful.",)
+    assert req.messages[0].content[1] == ImageBlock("png", PNG)
+    assert (req.max_tokens, req.temperature, req.top_p, req.top_k, req.stop_sequences) == (300, 0.3, 0.1, 20, ("END",))
+    assert req.tools[0].name == "f" and req.tool_choice == ToolChoice("auto")
     assert req.extra == {"inferenceConfig": {"reasoningConfig": {"type": "enabled"}}}
     req2 = fam("nova").parse_request({**MSGS_NOVA, "inferenceConfig": {"maxTokens": 7}})
     assert req2.max_tokens == 7
@@ -44,7 +44,7 @@ def test_nova_errors():
 
 def test_nova_render_and_stream():
     f = fam("nova")
-    resp = ChatResponse(content=[{"text": "Hi"}], usage=Usage(3, 2, 1, 0))
+    resp = ChatResponse(content=[TextBlock("Hi")], usage=Usage(3, 2, 1, 0))
     assert f.render_response(resp, "amazon.nova-lite-v1:0") == {
         "output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}}, "stopReason": "end_turn",
         "usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5, "cacheReadInputTokenCount": 1,

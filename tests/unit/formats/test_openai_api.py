@@ -13,7 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from finops.shared.errors import GatewayError
-from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Tool, Usage, text_of
+from finops.shared.model import (BlockDelta, BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock,
+                                 JsonBlock, Message, MessageStart, MessageStop, Metadata, ReasoningBlock,
+                                 ReasoningDelta, StreamEvent, TextBlock, TextDelta, Tool, ToolChoice,
+                                 ToolInputDelta, ToolResultBlock, ToolUseBlock, ToolUseStart, Usage, text_of)
 from finops.workers.formats.bedrock import converse as cv
 from finops.workers.formats.common import response_to_events
 from finops.workers.formats.openai.invoke import GENERIC
@@ -31,19 +34,20 @@ PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthC
 # --- helpers ------------------------------------------------------------------------------------
 
 def user(*blocks) -> Message:
-    return Message("user", [b if isinstance(b, dict) else {"text": b} for b in blocks])
+    """A user message; a string is a text block."""
+    return Message("user", [TextBlock(b) if isinstance(b, str) else b for b in blocks])
 
 
 def assistant(*blocks) -> Message:
-    return Message("assistant", [b if isinstance(b, dict) else {"text": b} for b in blocks])
+    return Message("assistant", [TextBlock(b) if isinstance(b, str) else b for b in blocks])
 
 
-def tool_use(tid: str, name: str = "f", inp=None) -> dict:
-    return {"toolUse": {"toolUseId": tid, "name": name, "input": {"a": 1} if inp is None else inp}}
+def tool_use(tid: str, name: str = "f", inp=None) -> ToolUseBlock:
+    return ToolUseBlock(tid, name, {"a": 1} if inp is None else inp)
 
 
-def tool_result(tid: str, *content, status: str = "success") -> dict:
-    return {"toolResult": {"toolUseId": tid, "content": list(content), "status": status}}
+def tool_result(tid: str, *content, status: str = "success") -> ToolResultBlock:
+    return ToolResultBlock(tid, content, status)
 
 
 def build(req: ChatRequest, *, stream: bool = False, dialect=OPENAI) -> dict:
@@ -91,61 +95,58 @@ def call_delta(index: int, tid: str | None = None, name: str | None = None, args
 
 
 def check_well_formed(events: list[StreamEvent]) -> None:
-    """ConverseStream order: message_start; blocks numbered 0.. in order, one open at a time, tool
-    blocks announced by block_start, text/reasoning blocks not; message_stop after the last
-    block_stop; metadata last."""
-    assert events[0].kind == "message_start" and events[0].data == {"role": "assistant"}
+    """ConverseStream order: MessageStart; blocks numbered 0.. in order, one open at a time, tool
+    blocks announced by ToolUseStart, text/reasoning blocks not; MessageStop after the last
+    BlockStop; Metadata last."""
+    assert events[0] == MessageStart()
     open_idx, next_idx, kinds, stopped = None, 0, {}, False
     for ev in events[1:]:
-        assert not stopped or ev.kind == "metadata", ev
-        if ev.kind == "block_start":
-            assert open_idx is None and ev.index == next_idx and set(ev.data) == {"toolUse"}, ev
-            assert set(ev.data["toolUse"]) == {"toolUseId", "name"}
-            open_idx, kinds[ev.index] = ev.index, "toolUse"
+        assert not stopped or type(ev) is Metadata, ev
+        if type(ev) is ToolUseStart:
+            assert open_idx is None and ev.index == next_idx, ev
+            open_idx, kinds[ev.index] = ev.index, ToolInputDelta
             next_idx += 1
-        elif ev.kind == "block_delta":
-            (kind,) = ev.data
+        elif isinstance(ev, BlockDelta):
             if open_idx is None:
-                assert ev.index == next_idx and kind in ("text", "reasoningContent"), ev
-                open_idx, kinds[ev.index] = ev.index, kind
+                assert ev.index == next_idx and type(ev) in (TextDelta, ReasoningDelta), ev
+                open_idx, kinds[ev.index] = ev.index, type(ev)
                 next_idx += 1
-            assert ev.index == open_idx and kinds[ev.index] == kind, ev
-        elif ev.kind == "block_stop":
+            assert ev.index == open_idx and kinds[ev.index] is type(ev), ev
+        elif type(ev) is BlockStop:
             assert ev.index == open_idx, ev
             open_idx = None
-        elif ev.kind == "message_stop":
+        elif type(ev) is MessageStop:
             assert open_idx is None
             stopped = True
         else:
-            assert ev.kind == "metadata" and stopped and ev is events[-1], ev
+            assert type(ev) is Metadata and stopped and ev is events[-1], ev
     assert stopped
 
 
-def assemble(events: list[StreamEvent]) -> list[dict]:
-    """The blocks a client assembles from the events, by index."""
-    blocks: dict[int, dict] = {}
+def assemble(events: list[StreamEvent]) -> list:
+    """The blocks a client assembles from the events, by index (a tool's input is its JSON text)."""
+    parts: dict[int, list] = {}         # index -> [kind, text, tool id, tool name]
     for ev in events:
-        if ev.kind == "block_start":
-            t = ev.data["toolUse"]
-            blocks[ev.index] = {"toolUse": {"toolUseId": t["toolUseId"], "name": t["name"], "input": ""}}
-        elif ev.kind == "block_delta":
-            d = ev.data
-            if "text" in d:
-                blocks.setdefault(ev.index, {"text": ""})["text"] += d["text"]
-            elif "reasoningContent" in d:
-                b = blocks.setdefault(ev.index, {"reasoningContent": {"text": ""}})
-                b["reasoningContent"]["text"] += d["reasoningContent"]["text"]
-            else:
-                blocks[ev.index]["toolUse"]["input"] += d["toolUse"]["input"]
-    return [blocks[i] for i in sorted(blocks)]
+        match ev:
+            case ToolUseStart():
+                parts[ev.index] = ["tool", "", ev.tool_use_id, ev.name]
+            case TextDelta():
+                parts.setdefault(ev.index, ["text", ""])[1] += ev.text
+            case ReasoningDelta():
+                parts.setdefault(ev.index, ["reasoning", ""])[1] += ev.text
+            case ToolInputDelta():
+                parts[ev.index][1] += ev.input
+    kinds = {"text": lambda p: TextBlock(p[1]), "reasoning": lambda p: ReasoningBlock(p[1]),
+             "tool": lambda p: ToolUseBlock(p[2], p[3], p[1])}
+    return [kinds[parts[i][0]](parts[i]) for i in sorted(parts)]
 
 
 def stop_of(events) -> str:
-    return next(e.data["stopReason"] for e in events if e.kind == "message_stop")
+    return next(e.stop_reason for e in events if type(e) is MessageStop)
 
 
 def usage_of(events) -> Usage:
-    return next(e.data["usage"] for e in events if e.kind == "metadata")
+    return next(e.usage for e in events if type(e) is Metadata)
 
 
 def test_dialect_defaults_and_frozen():
@@ -171,7 +172,7 @@ def test_text_only_message_is_a_string_of_its_texts():
 
 @pytest.mark.parametrize("fmt", sorted(IMAGES))
 def test_image_becomes_an_image_url_data_part(fmt):
-    body = build(req_of(user("look", {"image": {"format": fmt, "bytes": IMAGES[fmt]}}, "now")))
+    body = build(req_of(user("look", ImageBlock(fmt, IMAGES[fmt]), "now")))
     url = f"data:image/{fmt};base64," + base64.b64encode(IMAGES[fmt]).decode()
     assert body["messages"] == [{"role": "user", "content": [
         {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": url}},
@@ -180,8 +181,8 @@ def test_image_becomes_an_image_url_data_part(fmt):
 
 @pytest.mark.parametrize("fmt", ["txt", "md", "csv", "html"])
 def test_text_documents_become_tagged_text_parts(fmt):
-    doc_bytes = {"document": {"format": fmt, "name": "notes", "bytes": "a,b\nü".encode()}}
-    doc_text = {"document": {"format": fmt, "name": "notes", "text": "a,b\nü"}}
+    doc_bytes = DocumentBlock("notes", fmt, data="a,b\nü".encode())
+    doc_text = DocumentBlock("notes", fmt, text="a,b\nü")
     for doc in (doc_bytes, doc_text):
         body = build(req_of(user(doc, "summarise")))
         assert body["messages"][0]["content"] == [
@@ -190,13 +191,13 @@ def test_text_documents_become_tagged_text_parts(fmt):
 
 
 def test_document_name_is_escaped_and_context_kept():
-    doc = {"document": {"format": "txt", "name": 'a "q" <b>', "text": "x", "context": "use it"}}
+    doc = DocumentBlock('a "q" <b>', "txt", text="x", context="use it")
     part = build(req_of(user(doc)))["messages"][0]["content"][0]
     assert part["text"] == '<document name="a &quot;q&quot; &lt;b&gt;" context="use it">\nx\n</document>'
 
 
 def test_text_document_that_is_not_utf8_is_a_validation_error():
-    doc = {"document": {"format": "txt", "name": "n", "bytes": b"\xff\xfe\x00bad"}}
+    doc = DocumentBlock("n", "txt", data=b"\xff\xfe\x00bad")
     e = gateway_error(build, req_of(user("x", doc)))
     assert e.message.startswith("messages[0].content[1].document:") and "UTF-8" in e.message
 
@@ -204,14 +205,14 @@ def test_text_document_that_is_not_utf8_is_a_validation_error():
 @pytest.mark.parametrize("name,filename", [("report", "report.pdf"), ("report.PDF", "report.PDF")])
 def test_pdf_becomes_a_file_part(name, filename):
     data = b"%PDF-1.7 fake"
-    body = build(req_of(user({"document": {"format": "pdf", "name": name, "bytes": data}})))
+    body = build(req_of(user(DocumentBlock(name, "pdf", data=data))))
     assert body["messages"][0]["content"] == [{"type": "file", "file": {
         "filename": filename, "file_data": "data:application/pdf;base64," + base64.b64encode(data).decode()}}]
 
 
 @pytest.mark.parametrize("fmt", ["doc", "docx", "xls", "xlsx"])
 def test_office_documents_are_refused_naming_provider_kind_path_and_fix(fmt):
-    req = req_of(user("a"), assistant("b"), user("read", {"document": {"format": fmt, "name": "n", "bytes": b"PK.."}}))
+    req = req_of(user("a"), assistant("b"), user("read", DocumentBlock("n", fmt, data=b"PK..")))
     e = gateway_error(build, req, dialect=oc.OpenAIDialect("my-openai"))
     assert e.message.startswith("messages[2].content[1]:")
     assert "'my-openai'" in e.message and f"{fmt} documents" in e.message
@@ -220,7 +221,7 @@ def test_office_documents_are_refused_naming_provider_kind_path_and_fix(fmt):
 
 def test_image_in_a_tool_result_is_refused():
     req = req_of(user("q"), assistant(tool_use("t1")),
-                 user(tool_result("t1", {"text": "ok"}, {"image": {"format": "png", "bytes": PNG}})),
+                 user(tool_result("t1", TextBlock("ok"), ImageBlock("png", PNG))),
                  tools=[Tool("f")])
     e = gateway_error(build, req)
     assert e.message.startswith("messages[2].content[0].toolResult.content[1]:")
@@ -228,8 +229,8 @@ def test_image_in_a_tool_result_is_refused():
 
 
 def test_pdf_in_a_tool_result_is_refused_text_document_is_kept():
-    pdf = {"document": {"format": "pdf", "name": "r", "bytes": b"%PDF"}}
-    txt = {"document": {"format": "md", "name": "r", "text": "# hi"}}
+    pdf = DocumentBlock("r", "pdf", data=b"%PDF")
+    txt = DocumentBlock("r", "md", text="# hi")
     base = [user("q"), assistant(tool_use("t1"))]
     e = gateway_error(build, req_of(*base, user(tool_result("t1", pdf)), tools=[Tool("f")]))
     assert e.message.startswith("messages[2].content[0].toolResult.content[0]:") and "pdf" in e.message
@@ -250,18 +251,20 @@ def test_guard_and_citations_content_arrive_as_text_and_images():
     assert content[0]["text"] == "guarded" and content[2]["text"] == "cited"
 
 
-def test_unknown_blocks_are_refused_and_cache_points_skipped():
-    e = gateway_error(build, req_of(user("a", {"video": {"format": "mp4"}})))
-    assert e.message.startswith("messages[0].content[1]:") and "video" in e.message and "'openai'" in e.message
-    assert build(req_of(user("a", {"cachePoint": {}})))["messages"] == [{"role": "user", "content": "a"}]
+def test_blocks_of_unknown_kinds_cannot_be_built():
+    # the formats refuse them (or drop a cachePoint) before anything is built
+    with pytest.raises(TypeError):
+        user("a", {"video": {"format": "mp4"}})
+    with pytest.raises(TypeError):
+        user("a", {"cachePoint": {}})
 
 
 def test_blocks_in_the_wrong_role_are_refused():
     e = gateway_error(build, req_of(user(tool_use("t1")), tools=[Tool("f")]))
     assert e.message.startswith("messages[0].content[0]:") and "assistant" in e.message
-    e = gateway_error(build, req_of(user("q"), assistant(tool_result("t1", {"text": "x"}))))
+    e = gateway_error(build, req_of(user("q"), assistant(tool_result("t1", TextBlock("x")))))
     assert e.message.startswith("messages[1].content[0]:") and "user message" in e.message
-    e = gateway_error(build, req_of(user("q"), assistant("a", {"image": {"format": "png", "bytes": PNG}})))
+    e = gateway_error(build, req_of(user("q"), assistant("a", ImageBlock("png", PNG))))
     assert e.message.startswith("messages[1].content[1]:") and "image" in e.message
 
 
@@ -280,8 +283,8 @@ def test_assistant_with_only_tool_uses_has_null_content():
 
 def test_tool_results_become_tool_messages_before_the_rest_of_the_turn():
     req = req_of(user("q"), assistant(tool_use("t1"), tool_use("t2")),
-                 user("and now?", tool_result("t1", {"text": "one"}, {"json": {"x": [1, 2]}}),
-                      tool_result("t2", {"json": "s"})),
+                 user("and now?", tool_result("t1", TextBlock("one"), JsonBlock({"x": [1, 2]})),
+                      tool_result("t2", JsonBlock("s"))),
                  tools=[Tool("f")])
     assert build(req)["messages"][2:] == [
         {"role": "tool", "tool_call_id": "t1", "content": 'one\n{"x":[1,2]}'},
@@ -291,7 +294,7 @@ def test_tool_results_become_tool_messages_before_the_rest_of_the_turn():
 
 def test_error_tool_result_is_prefixed_and_empty_result_is_empty_text():
     req = req_of(user("q"), assistant(tool_use("t1"), tool_use("t2")),
-                 user(tool_result("t1", {"text": "boom"}, status="error"), tool_result("t2")), tools=[Tool("f")])
+                 user(tool_result("t1", TextBlock("boom"), status="error"), tool_result("t2")), tools=[Tool("f")])
     tools = build(req)["messages"][2:]
     assert tools == [{"role": "tool", "tool_call_id": "t1", "content": "Error: boom"},
                      {"role": "tool", "tool_call_id": "t2", "content": ""}]
@@ -299,7 +302,7 @@ def test_error_tool_result_is_prefixed_and_empty_result_is_empty_text():
 
 
 def test_reasoning_in_history_is_dropped():
-    r = {"reasoningContent": {"text": "hmm", "signature": "sig"}}
+    r = ReasoningBlock("hmm", "sig")
     body = build(req_of(user("q"), assistant(r, "answer"), user("q2"), assistant(r), user("q3")))
     assert body["messages"] == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "answer"},
                                 {"role": "user", "content": "q2"}, {"role": "user", "content": "q3"}]
@@ -308,7 +311,7 @@ def test_reasoning_in_history_is_dropped():
 def test_long_tool_ids_are_shortened_consistently_short_ones_kept():
     long_id = "toolu_" + "x" * 50
     req = req_of(user("q"), assistant(tool_use(long_id), tool_use("call_ok")),
-                 user(tool_result(long_id, {"text": "r"}), tool_result("call_ok", {"text": "r"})), tools=[Tool("f")])
+                 user(tool_result(long_id, TextBlock("r")), tool_result("call_ok", TextBlock("r"))), tools=[Tool("f")])
     msgs = build(req)["messages"]
     new = msgs[1]["tool_calls"][0]["id"]
     assert new != long_id and len(new) <= 40 and new == msgs[2]["tool_call_id"] == oc.openai_tool_id(long_id)
@@ -347,20 +350,20 @@ def test_tools_map_to_functions():
 
 
 @pytest.mark.parametrize("choice,wire", [
-    ({"auto": {}}, "auto"), ({"any": {}}, "required"), ({"none": {}}, "none"),
-    ({"tool": {"name": "f"}}, {"type": "function", "function": {"name": "f"}})])
+    (ToolChoice("auto"), "auto"), (ToolChoice("any"), "required"), (ToolChoice("none"), "none"),
+    (ToolChoice("tool", "f"), {"type": "function", "function": {"name": "f"}})])
 def test_tool_choice_maps(choice, wire):
     assert build(req_of(user("q"), tools=[Tool("f")], tool_choice=choice))["tool_choice"] == wire
 
 
 def test_tool_choice_without_tools():
-    for c in ({"auto": {}}, {"none": {}}):  # same meaning without tools: left out
+    for c in (ToolChoice("auto"), ToolChoice("none")):  # same meaning without tools: left out
         assert "tool_choice" not in build(req_of(user("q"), tool_choice=c))
-    for c in ({"any": {}}, {"tool": {"name": "f"}}):
+    for c in (ToolChoice("any"), ToolChoice("tool", "f")):
         e = gateway_error(build, req_of(user("q"), tool_choice=c))
         assert e.message.startswith("toolConfig.toolChoice:")
-    e = gateway_error(build, req_of(user("q"), tools=[Tool("f")], tool_choice={"weird": {}}))
-    assert "weird" in e.message
+    with pytest.raises(ValueError):
+        ToolChoice("weird")
 
 
 def test_extra_passes_documented_fields_only():
@@ -393,9 +396,9 @@ def test_stream_flags():
     assert "stream" not in build(req_of(user("q"))) and "stream_options" not in build(req_of(user("q")))
 
 
-def test_bad_role_is_refused():
-    e = gateway_error(build, req_of(Message("system", [{"text": "x"}])))
-    assert e.message.startswith("messages[0].role:")
+def test_a_message_of_another_role_cannot_be_built():
+    with pytest.raises(ValueError):
+        Message("system", [TextBlock("x")])
 
 
 # --- response -----------------------------------------------------------------------------------
@@ -411,7 +414,7 @@ def completion(message: dict, finish="stop", usage=None, **top) -> dict:
 
 def test_text_answer_usage_and_model():
     r = oc.from_openai_response(completion({"content": "Hello"}), provider="openai")
-    assert r.content == [{"text": "Hello"}] and r.stop_reason == "end_turn"
+    assert r.content == (TextBlock("Hello"),) and r.stop_reason == "end_turn"
     assert r.usage == Usage(10, 5, 0, 0) and r.model == "gpt-4o-2024-08-06" and r.stop_sequence is None
 
 
@@ -433,12 +436,12 @@ def test_missing_usage_estimates_output_only():
 @pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
 def test_reasoning_fields_become_a_first_reasoning_block(key):
     r = oc.from_openai_response(completion({"content": "4", key: "2+2"}), provider="vllm")
-    assert r.content == [{"reasoningContent": {"text": "2+2", "signature": None}}, {"text": "4"}]
+    assert r.content == (ReasoningBlock("2+2"), TextBlock("4"))
 
 
 def test_reasoning_content_wins_over_reasoning():
     r = oc.from_openai_response(completion({"content": "4", "reasoning_content": "a", "reasoning": "a"}), provider="p")
-    assert r.content[0] == {"reasoningContent": {"text": "a", "signature": None}} and len(r.content) == 2
+    assert r.content[0] == ReasoningBlock("a") and len(r.content) == 2
 
 
 def test_content_parts_including_thinking():
@@ -446,12 +449,12 @@ def test_content_parts_including_thinking():
              {"type": "text", "text": "The answer"}, {"type": "reference", "reference_ids": [1]},
              {"type": "text", "text": " is 4."}]
     r = oc.from_openai_response(completion({"content": parts}), provider="mistral")
-    assert r.content == [{"reasoningContent": {"text": "let me see", "signature": None}}, {"text": "The answer is 4."}]
+    assert r.content == (ReasoningBlock("let me see"), TextBlock("The answer is 4."))
 
 
 def test_refusal_is_text_and_content_filtered():
     r = oc.from_openai_response(completion({"content": None, "refusal": "I can't help with that."}), provider="p")
-    assert r.content == [{"text": "I can't help with that."}] and r.stop_reason == "content_filtered"
+    assert r.content == (TextBlock("I can't help with that."),) and r.stop_reason == "content_filtered"
 
 
 def test_tool_calls_become_tool_uses():
@@ -459,15 +462,15 @@ def test_tool_calls_become_tool_uses():
              {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": ""}},
              {"id": "call_3", "type": "function", "function": {"name": "h", "arguments": {"k": "v"}}}]
     r = oc.from_openai_response(completion({"content": "ok", "tool_calls": calls}, finish="tool_calls"), provider="p")
-    assert r.content == [{"text": "ok"}, tool_use("call_1", "f", {"a": 1}), tool_use("call_2", "g", {}),
-                         tool_use("call_3", "h", {"k": "v"})]
+    assert r.content == (TextBlock("ok"), tool_use("call_1", "f", {"a": 1}), tool_use("call_2", "g", {}),
+                         tool_use("call_3", "h", {"k": "v"}))
     assert r.stop_reason == "tool_use"
 
 
 def test_invalid_arguments_give_empty_input_and_malformed_tool_use():
     calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}]
     r = oc.from_openai_response(completion({"content": None, "tool_calls": calls}, finish="tool_calls"), provider="p")
-    assert r.content == [tool_use("c", "f", {})] and r.stop_reason == "malformed_tool_use"
+    assert r.content == (tool_use("c", "f", {}),) and r.stop_reason == "malformed_tool_use"
     # truncated by the token limit: max_tokens explains it better
     r = oc.from_openai_response(completion({"content": None, "tool_calls": calls}, finish="length"), provider="p")
     assert r.stop_reason == "max_tokens"
@@ -477,8 +480,8 @@ def test_tool_call_without_id_gets_a_deterministic_one_without_name_is_malformed
     calls = [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]
     a = oc.from_openai_response(completion({"tool_calls": calls}, finish="tool_calls"), provider="p")
     b = oc.from_openai_response(completion({"tool_calls": calls}, finish="tool_calls"), provider="p")
-    tid = a.content[0]["toolUse"]["toolUseId"]
-    assert tid.startswith("call_") and tid == b.content[0]["toolUse"]["toolUseId"]
+    tid = a.content[0].tool_use_id
+    assert tid.startswith("call_") and tid == b.content[0].tool_use_id
     assert cv.TOOL_USE_ID.fullmatch(tid)
     r = oc.from_openai_response(completion({"tool_calls": [{"id": "x", "function": {"arguments": "{}"}}]}), provider="p")
     assert r.stop_reason == "malformed_tool_use"
@@ -517,7 +520,7 @@ def test_unreadable_answers_are_model_errors(doc, problem):
 
 
 def test_empty_content_gives_no_blocks():
-    assert oc.from_openai_response(completion({"content": ""}), provider="p").content == []
+    assert oc.from_openai_response(completion({"content": ""}), provider="p").content == ()
 
 
 # --- stream -------------------------------------------------------------------------------------
@@ -530,10 +533,10 @@ def test_stream_text_exact_events():
     evs = feed_all(oc.OpenAIStreamDecoder("openai", 50), [
         chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"}),
         chunk({}, "stop"), USAGE_CHUNK])
-    assert evs == [StreamEvent("message_start", data={"role": "assistant"}),
-                   StreamEvent("block_delta", 0, {"text": "Hel"}), StreamEvent("block_delta", 0, {"text": "lo"}),
-                   StreamEvent("block_stop", 0), StreamEvent("message_stop", data={"stopReason": "end_turn"}),
-                   StreamEvent("metadata", data={"usage": Usage(5, 3, 4, 0)})]
+    assert evs == [MessageStart(),
+                   TextDelta(0, "Hel"), TextDelta(0, "lo"),
+                   BlockStop(0), MessageStop("end_turn"),
+                   Metadata(Usage(5, 3, 4, 0))]
 
 
 def test_stream_reasoning_text_tool_exact_events():
@@ -544,25 +547,25 @@ def test_stream_reasoning_text_tool_exact_events():
         chunk({"tool_calls": [call_delta(0, args='{"x":')]}), chunk({"tool_calls": [call_delta(0, args="1}")]}),
         chunk({}, "tool_calls"), USAGE_CHUNK])
     assert evs[1:-1] == [
-        StreamEvent("block_delta", 0, {"reasoningContent": {"text": "think"}}),
-        StreamEvent("block_delta", 0, {"reasoningContent": {"text": "ing"}}),
-        StreamEvent("block_stop", 0),
-        StreamEvent("block_delta", 1, {"text": "Answer"}),
-        StreamEvent("block_stop", 1),
-        StreamEvent("block_start", 2, {"toolUse": {"toolUseId": "call_a", "name": "f"}}),
-        StreamEvent("block_delta", 2, {"toolUse": {"input": '{"x":'}}),
-        StreamEvent("block_delta", 2, {"toolUse": {"input": "1}"}}),
-        StreamEvent("block_stop", 2),
-        StreamEvent("message_stop", data={"stopReason": "tool_use"})]
+        ReasoningDelta(0, "think"),
+        ReasoningDelta(0, "ing"),
+        BlockStop(0),
+        TextDelta(1, "Answer"),
+        BlockStop(1),
+        ToolUseStart(2, "call_a", "f"),
+        ToolInputDelta(2, '{"x":'),
+        ToolInputDelta(2, "1}"),
+        BlockStop(2),
+        MessageStop("tool_use")]
     check_well_formed(evs)
 
 
 def test_stream_arguments_in_the_same_chunk_as_id_and_name():
     evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c1", "f", '{"a":1}')]}),
                                                chunk({}, "tool_calls")])
-    assert evs[1:4] == [StreamEvent("block_start", 0, {"toolUse": {"toolUseId": "c1", "name": "f"}}),
-                        StreamEvent("block_delta", 0, {"toolUse": {"input": '{"a":1}'}}),
-                        StreamEvent("block_stop", 0)]
+    assert evs[1:4] == [ToolUseStart(0, "c1", "f"),
+                        ToolInputDelta(0, '{"a":1}'),
+                        BlockStop(0)]
 
 
 def test_stream_sequential_parallel_calls():
@@ -573,8 +576,7 @@ def test_stream_sequential_parallel_calls():
     check_well_formed(evs)
     assert assemble(evs) == [tool_use("c1", "f", '{"a":1}'), tool_use("c2", "g", '{"b":2}')]
     # the first call was streamed live, before the second one started
-    kinds = [(e.kind, e.index) for e in evs]
-    assert kinds.index(("block_stop", 0)) < kinds.index(("block_start", 1))
+    assert evs.index(BlockStop(0)) < evs.index(ToolUseStart(1, "c2", "g"))
 
 
 def test_stream_interleaved_parallel_calls_are_buffered_not_mixed():
@@ -588,7 +590,7 @@ def test_stream_interleaved_parallel_calls_are_buffered_not_mixed():
         chunk({}, "tool_calls")])
     check_well_formed(evs)
     assert assemble(evs) == [tool_use("c1", "f", '{"a":[1,"}"]}'), tool_use("c2", "g", '{"b":"x"}'),
-                             {"text": "trailing"}, tool_use("c3", "h", "{}")]
+                             TextBlock("trailing"), tool_use("c3", "h", "{}")]
     assert stop_of(evs) == "tool_use"
 
 
@@ -613,13 +615,13 @@ def test_stream_name_arriving_after_arguments_delays_the_block_start():
         chunk({"tool_calls": [call_delta(0, None, "f", ':1}')]}), chunk({}, "tool_calls")])
     check_well_formed(evs)
     assert assemble(evs) == [tool_use("c1", "f", '{"a":1}')]
-    assert evs[1].kind == "block_start"
+    assert type(evs[1]) is ToolUseStart
 
 
 def test_stream_call_without_id_gets_a_deterministic_id_and_without_name_is_malformed():
     evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, None, "f", "{}")]}),
                                                chunk({}, "tool_calls")])
-    tid = assemble(evs)[0]["toolUse"]["toolUseId"]
+    tid = assemble(evs)[0].tool_use_id
     assert tid.startswith("call_") and cv.TOOL_USE_ID.fullmatch(tid)
     evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"tool_calls": [call_delta(0, "c", None, "{}")]}),
                                                chunk({}, "tool_calls")])
@@ -664,7 +666,7 @@ def test_stream_stop_with_tool_calls_is_tool_use_and_refusal_is_content_filtered
                                                chunk({}, "stop")])
     assert stop_of(evs) == "tool_use"
     evs = feed_all(oc.OpenAIStreamDecoder("p", 1), [chunk({"refusal": "No."}), chunk({}, "stop")])
-    assert assemble(evs) == [{"text": "No."}] and stop_of(evs) == "content_filtered"
+    assert assemble(evs) == [TextBlock("No.")] and stop_of(evs) == "content_filtered"
 
 
 def test_stream_usage_in_the_finish_chunk_and_from_groq():
@@ -688,7 +690,7 @@ def test_stream_empty_first_chunk_and_empty_content_make_no_block():
     evs = feed_all(oc.OpenAIStreamDecoder("azure", 1), [
         {"id": "", "choices": [], "prompt_filter_results": [{"prompt_index": 0}]},
         chunk({"role": "assistant", "content": ""}), chunk({}, "stop"), USAGE_CHUNK])
-    assert [e.kind for e in evs] == ["message_start", "message_stop", "metadata"]
+    assert [type(e) for e in evs] == [MessageStart, MessageStop, Metadata]
 
 
 def test_stream_ignores_other_choices_and_content_after_finish():
@@ -696,7 +698,7 @@ def test_stream_ignores_other_choices_and_content_after_finish():
         {"choices": [{"index": 1, "delta": {"content": "other"}}, {"index": 0, "delta": {"content": "mine"}}]},
         chunk({}, "stop"), chunk({"content": "late"}), USAGE_CHUNK])
     check_well_formed(evs)
-    assert assemble(evs) == [{"text": "mine"}] and usage_of(evs) == Usage(5, 3, 4)
+    assert assemble(evs) == [TextBlock("mine")] and usage_of(evs) == Usage(5, 3, 4)
 
 
 @pytest.mark.parametrize("err,code", [
@@ -732,15 +734,14 @@ def test_stream_vllm_stop_string():
     evs = feed_all(oc.OpenAIStreamDecoder("vllm", 1), [chunk({"content": "x"}),
                                                   {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
                                                                 "stop_reason": "END"}]}])
-    stop = next(e for e in evs if e.kind == "message_stop")
-    assert stop.data == {"stopReason": "stop_sequence", "stopSequence": "END"}
+    assert MessageStop("stop_sequence", "END") in evs
 
 
 def test_decoders_are_independent():
     a, b = oc.OpenAIStreamDecoder("p", 1), oc.OpenAIStreamDecoder("p", 1)
     a.feed(None, chunk({"content": "one"}))
     evs = feed_all(b, [chunk({"content": "two"}), chunk({}, "stop")])
-    assert evs[1] == StreamEvent("block_delta", 0, {"text": "two"})
+    assert evs[1] == TextDelta(0, "two")
 
 
 # --- property tests -----------------------------------------------------------------------------
@@ -753,8 +754,8 @@ JSON = st.recursive(JSON_SCALAR, lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
 JSON_OBJ = st.dictionaries(st.text(max_size=6), JSON, max_size=4)
 IMAGE = st.sampled_from(sorted(IMAGES)).flatmap(
-    lambda f: st.binary(max_size=8).map(lambda tail: {"image": {"format": f, "bytes": IMAGES[f] + tail}}))
-REASONING = TEXT.map(lambda t: {"reasoningContent": {"text": t, "signature": "sig"}})
+    lambda f: st.binary(max_size=8).map(lambda tail: ImageBlock(f, IMAGES[f] + tail)))
+REASONING = TEXT.map(lambda t: ReasoningBlock(t, "sig"))
 
 
 @st.composite
@@ -766,24 +767,23 @@ def conversations(draw):
     messages: list[Message] = []
     pending: list[str] = []
     for turn in range(draw(st.integers(1, 4))):
-        result_items = st.lists(st.one_of(TEXT.map(lambda t: {"text": t}), JSON.map(lambda j: {"json": j})),
-                                min_size=1, max_size=2)
-        blocks = [{"toolResult": {"toolUseId": tid, "status": draw(st.sampled_from(["success", "error"])),
-                                  "content": draw(result_items)}} for tid in pending]
-        extra = draw(st.lists(st.one_of(TEXT.map(lambda t: {"text": t}), IMAGE),
-                              min_size=0 if blocks else 1, max_size=3))
+        result_items = st.lists(st.one_of(TEXT.map(TextBlock), JSON.map(JsonBlock)), min_size=1, max_size=2)
+        blocks = [ToolResultBlock(tid, draw(result_items), draw(st.sampled_from(["success", "error"])))
+                  for tid in pending]
+        extra = draw(st.lists(st.one_of(TEXT.map(TextBlock), IMAGE), min_size=0 if blocks else 1, max_size=3))
         messages.append(Message("user", draw(st.permutations(blocks + extra))))
         if turn == 0 or draw(st.booleans()):
-            uses = [{"toolUse": {"toolUseId": draw(TOOL_IDS), "name": draw(TOOL_NAMES), "input": draw(JSON_OBJ)}}
+            uses = [ToolUseBlock(draw(TOOL_IDS), draw(TOOL_NAMES), draw(JSON_OBJ))
                     for _ in range(draw(st.integers(0, 2)))]
-            uses = list({u["toolUse"]["toolUseId"]: u for u in uses}.values())
-            texts = draw(st.lists(TEXT.map(lambda t: {"text": t}), min_size=0 if uses else 1, max_size=2))
+            uses = list({u.tool_use_id: u for u in uses}.values())
+            texts = draw(st.lists(TEXT.map(TextBlock), min_size=0 if uses else 1, max_size=2))
             reasoning = draw(st.lists(REASONING, max_size=1))
             messages.append(Message("assistant", reasoning + draw(st.permutations(texts + uses))))
-            pending = [u["toolUse"]["toolUseId"] for u in uses]
+            pending = [u.tool_use_id for u in uses]
         else:
             pending = []
-    choice = draw(st.sampled_from([None, {"auto": {}}, {"any": {}}, {"none": {}}, {"tool": {"name": "f"}}]))
+    choice = draw(st.sampled_from([None, ToolChoice("auto"), ToolChoice("any"), ToolChoice("none"),
+                                   ToolChoice("tool", "f")]))
     return ChatRequest(
         messages=messages, system=draw(st.lists(TEXT, max_size=2)),
         max_tokens=draw(st.none() | st.integers(1, 10**5)),
@@ -794,9 +794,9 @@ def conversations(draw):
                                    st.integers(0, 5), max_size=4)))
 
 
-def _merge_and_coalesce(messages: list[Message]) -> list[tuple[str, list[dict]]]:
+def _merge_and_coalesce(messages) -> list[tuple[str, list]]:
     """Consecutive same-role messages merged, adjacent text blocks joined, empty messages dropped."""
-    out: list[tuple[str, list[dict]]] = []
+    out: list[tuple[str, list]] = []
     for m in messages:
         if not m.content:
             continue
@@ -807,33 +807,31 @@ def _merge_and_coalesce(messages: list[Message]) -> list[tuple[str, list[dict]]]
     for _, blocks in out:
         i = 0
         while i + 1 < len(blocks):
-            if "text" in blocks[i] and "text" in blocks[i + 1]:
-                blocks[i:i + 2] = [{"text": blocks[i]["text"] + blocks[i + 1]["text"]}]
+            if type(blocks[i]) is TextBlock and type(blocks[i + 1]) is TextBlock:
+                blocks[i:i + 2] = [TextBlock(blocks[i].text + blocks[i + 1].text)]
             else:
                 i += 1
     return out
 
 
-def expected_messages(req: ChatRequest, tool_id) -> list[tuple[str, list[dict]]]:
+def expected_messages(req: ChatRequest, tool_id) -> list[tuple[str, list]]:
     """What the OpenAI-style parser should read back from build_request's messages."""
     msgs = []
     for m in req.messages:
         if m.role == "assistant":
-            texts = [b for b in m.content if "text" in b]
-            uses = [{"toolUse": {**b["toolUse"], "toolUseId": tool_id(b["toolUse"]["toolUseId"])}}
-                    for b in m.content if "toolUse" in b]
-            msgs.append(Message("assistant", ([{"text": "".join(b["text"] for b in texts)}] if texts else []) + uses))
+            text = text_of(m.content)
+            uses = [ToolUseBlock(tool_id(b.tool_use_id), b.name, b.input) for b in m.content if type(b) is ToolUseBlock]
+            has_text = any(type(b) is TextBlock for b in m.content)
+            msgs.append(Message("assistant", ([TextBlock(text)] if has_text else []) + uses))
             continue
         results = []
         for b in m.content:
-            if "toolResult" in b:
-                t = b["toolResult"]
-                text = "\n".join(c["text"] if "text" in c else oc.compact_json(c["json"]) for c in t["content"])
-                text = ("Error: " + text) if t["status"] == "error" else text
-                results.append({"toolResult": {"toolUseId": tool_id(t["toolUseId"]),
-                                               "content": [{"text": text}], "status": "success"}})
+            if type(b) is ToolResultBlock:
+                text = "\n".join(c.text if type(c) is TextBlock else oc.compact_json(c.value) for c in b.content)
+                text = ("Error: " + text) if b.status == "error" else text
+                results.append(ToolResultBlock(tool_id(b.tool_use_id), [TextBlock(text)], "success"))
         msgs.append(Message("user", results))
-        msgs.append(Message("user", [b for b in m.content if "toolResult" not in b]))
+        msgs.append(Message("user", [b for b in m.content if type(b) is not ToolResultBlock]))
     return _merge_and_coalesce(msgs)
 
 
@@ -858,16 +856,16 @@ def test_property_request_round_trips_through_the_openai_body_parser(req, field)
 
 @st.composite
 def responses(draw):
-    uses = [{"toolUse": {"toolUseId": draw(TOOL_IDS), "name": draw(TOOL_NAMES), "input": draw(JSON_OBJ)}}
+    uses = [ToolUseBlock(draw(TOOL_IDS), draw(TOOL_NAMES), draw(JSON_OBJ))
             for _ in range(draw(st.integers(0, 3)))]
-    text = draw(st.lists(TEXT.map(lambda t: {"text": t}), min_size=0 if uses else 1, max_size=3))
+    text = draw(st.lists(TEXT.map(TextBlock), min_size=0 if uses else 1, max_size=3))
     stop = draw(st.sampled_from(["end_turn", "max_tokens", "content_filtered"] + (["tool_use"] if uses else [])))
     return ChatResponse(content=text + uses, stop_reason=stop,
                         usage=Usage(draw(st.integers(0, 10**6)), draw(st.integers(0, 10**6))))
 
 
 def expected_stop(resp: ChatResponse) -> str:
-    has_tools = any("toolUse" in b for b in resp.content)
+    has_tools = any(type(b) is ToolUseBlock for b in resp.content)
     return "tool_use" if has_tools and resp.stop_reason == "end_turn" else resp.stop_reason
 
 
@@ -877,7 +875,7 @@ def test_property_response_round_trips_through_the_openai_renderer(resp):
     doc = json.loads(json.dumps(GENERIC.render_response(resp, "gpt-x")))
     back = oc.from_openai_response(doc, provider="openai")
     assert text_of(back.content) == text_of(resp.content)
-    assert [b for b in back.content if "toolUse" in b] == [b for b in resp.content if "toolUse" in b]
+    assert [b for b in back.content if type(b) is ToolUseBlock] == [b for b in resp.content if type(b) is ToolUseBlock]
     assert back.stop_reason == expected_stop(resp)
     assert back.usage == resp.usage and back.model == "gpt-x"
 
@@ -890,11 +888,9 @@ def decode_stream(decoder, chunks) -> list[StreamEvent]:
 
 def check_stream_matches(evs: list[StreamEvent], resp: ChatResponse) -> None:
     blocks = assemble(evs)
-    assert "".join(b["text"] for b in blocks if "text" in b) == text_of(resp.content)
-    got = [(b["toolUse"]["toolUseId"], b["toolUse"]["name"], json.loads(b["toolUse"]["input"]))
-           for b in blocks if "toolUse" in b]
-    uses = [b["toolUse"] for b in resp.content if "toolUse" in b]
-    assert got == [(t["toolUseId"], t["name"], t["input"]) for t in uses]
+    assert text_of(blocks) == text_of(resp.content)
+    got = [(b.tool_use_id, b.name, json.loads(b.input)) for b in blocks if type(b) is ToolUseBlock]
+    assert got == [(t.tool_use_id, t.name, t.input) for t in resp.content if type(t) is ToolUseBlock]
     assert stop_of(evs) == expected_stop(resp)
 
 
@@ -963,9 +959,9 @@ def test_property_split_and_interleaved_arguments_are_reassembled(case):
     chunks, reasoning, text, calls = case
     evs = decode_stream(oc.OpenAIStreamDecoder("openai", 3), chunks)
     blocks = assemble(evs)
-    assert "".join(b["reasoningContent"]["text"] for b in blocks if "reasoningContent" in b) == reasoning
-    assert "".join(b["text"] for b in blocks if "text" in b) == text
-    got = [(b["toolUse"]["toolUseId"], b["toolUse"]["name"], b["toolUse"]["input"]) for b in blocks if "toolUse" in b]
+    assert "".join(b.text for b in blocks if type(b) is ReasoningBlock) == reasoning
+    assert text_of(blocks) == text
+    got = [(b.tool_use_id, b.name, b.input) for b in blocks if type(b) is ToolUseBlock]
     assert got == [(tid, name, oc.compact_json(inp)) for tid, name, inp in calls]
     assert stop_of(evs) == ("tool_use" if calls else "end_turn")
 

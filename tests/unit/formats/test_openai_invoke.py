@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from finops.shared.model import ChatResponse, Usage
+from finops.shared.model import ChatResponse, ImageBlock, TextBlock, ToolUseBlock, Usage
 from finops.workers.formats.common import response_to_events
 from tests.unit.formats.family_support import MSGS, PNG, b64, fam, feed_all, raises
 
@@ -43,12 +43,12 @@ def test_openai_like_data_url_image_and_parts():
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64(PNG)}}]}],
         "max_completion_tokens": 9, "stop": "END", "model": "ignored"})
-    assert req.messages[0].content == [{"text": "What is this?"}, {"image": {"format": "png", "bytes": PNG}}]
-    assert req.max_tokens == 9 and req.stop_sequences == ["END"] and "model" not in req.extra
+    assert req.messages[0].content == (TextBlock("What is this?"), ImageBlock("png", PNG))
+    assert req.max_tokens == 9 and req.stop_sequences == ("END",) and "model" not in req.extra
 
 
 def test_openai_generic_stream_tool_calls():
-    resp = ChatResponse(content=[{"toolUse": {"toolUseId": "call_1", "name": "f", "input": {"a": 1}}}],
+    resp = ChatResponse(content=[ToolUseBlock("call_1", "f", {"a": 1})],
                         stop_reason="tool_use", usage=Usage(1, 1))
     chunks = feed_all(fam("openai-chat").stream_encoder("openai.gpt-oss-120b-1:0"), response_to_events(resp))
     assert chunks[0]["choices"][0]["delta"]["tool_calls"] == [

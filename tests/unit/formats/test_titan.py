@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from finops.shared.model import ChatResponse, Usage
+from finops.shared.model import ChatResponse, TextBlock, Usage
 from finops.workers.formats.bedrock.invoke import METRICS_KEY
 from tests.unit.formats.family_support import METRICS, fam, feed_all, raises, roles, text_events
 
@@ -14,7 +14,7 @@ def test_titan_parse_documented():
     req = fam("titan-text").parse_request({"inputText": "User: Tell me a story\nBot:", "textGenerationConfig": {
         "temperature": 0.7, "topP": 0.9, "maxTokenCount": 512, "stopSequences": ["|"]}})
     assert roles(req) == [("user", "Tell me a story")]
-    assert (req.temperature, req.top_p, req.max_tokens, req.stop_sequences) == (0.7, 0.9, 512, ["|"])
+    assert (req.temperature, req.top_p, req.max_tokens, req.stop_sequences) == (0.7, 0.9, 512, ("|",))
 
 
 def test_titan_errors():
@@ -29,7 +29,7 @@ def test_titan_errors():
 @pytest.mark.parametrize("stop,reason", [("end_turn", "FINISH"), ("max_tokens", "LENGTH"),
                                          ("stop_sequence", "STOP_CRITERIA_MET"), ("content_filtered", "CONTENT_FILTERED")])
 def test_titan_render(stop, reason):
-    out = fam("titan-text").render_response(ChatResponse(content=[{"text": "Once"}], stop_reason=stop,
+    out = fam("titan-text").render_response(ChatResponse(content=[TextBlock("Once")], stop_reason=stop,
                                                          usage=Usage(5, 7)), "amazon.titan-text-express-v1")
     assert out == {"inputTextTokenCount": 5, "results": [{"tokenCount": 7, "outputText": "Once",
                                                           "completionReason": reason}]}

@@ -13,8 +13,8 @@ Request (canonical -> Anthropic)
     temperature, top_p, top_k           temperature, top_p, top_k                      omitted when None
     stop_sequences                      stop_sequences                                 omitted when empty
     tools [Tool]                        tools [{"name","description"?,"input_schema"}] description omitted when ""
-    tool_choice {"auto"|"any"|"none":{}} tool_choice {"type": "auto"|"any"|"none"}
-    tool_choice {"tool":{"name"}}       tool_choice {"type":"tool","name"}
+    ToolChoice auto / any / none        tool_choice {"type": "auto"|"any"|"none"}
+    ToolChoice("tool", name)            tool_choice {"type":"tool","name"}
     stream=True                         "stream": true (no "stream" key otherwise)
     extra[anthropic_beta]               not in the body: `beta_header()` gives the anthropic-beta HTTP header
     extra[f], f in REQUEST_FIELDS       f (thinking, metadata, service_tier, container, mcp_servers,
@@ -28,32 +28,33 @@ Request (canonical -> Anthropic)
                                         unknown fields. `dropped_extra()` names them for logs.
 
     content block                       Anthropic block
-    {"text"}                            {"type":"text","text"}
-    {"image":{format,bytes}}            {"type":"image","source":{"type":"base64","media_type":"image/<format>",
+    TextBlock                           {"type":"text","text"}
+    ImageBlock(format, data)            {"type":"image","source":{"type":"base64","media_type":"image/<format>",
                                                                  "data": b64}}
-    {"document": pdf bytes}             {"type":"document","title": name, "context"?,
+    DocumentBlock pdf, data             {"type":"document","title": name, "context"?,
                                          "source":{"type":"base64","media_type":"application/pdf","data": b64}}
-    {"document": txt/md/csv/html,       {"type":"document","title": name, "context"?,
-      "text" or UTF-8 "bytes"}           "source":{"type":"text","media_type":"text/plain","data": text}}
-                                        (any document with a "text" source goes this way)
-    {"document": doc/docx/xls/xlsx}     ValidationException naming the provider, the format and the block path
-    {"toolUse"}                         {"type":"tool_use","id","name","input"}
-    {"toolResult"}                      {"type":"tool_result","tool_use_id","content":[...],
+    DocumentBlock txt/md/csv/html,      {"type":"document","title": name, "context"?,
+      text or UTF-8 data                 "source":{"type":"text","media_type":"text/plain","data": text}}
+                                        (any document with text goes this way)
+    DocumentBlock doc/docx/xls/xlsx     ValidationException naming the provider, the format and the block path
+    ToolUseBlock                        {"type":"tool_use","id","name","input"}
+    ToolResultBlock                     {"type":"tool_result","tool_use_id","content":[...],
                                          "is_error": true only when status is "error"}
-        content {"text"}                  {"type":"text","text"}  (empty text is skipped: the API rejects empty
+        content TextBlock                 {"type":"text","text"}  (empty text is skipped: the API rejects empty
                                                                    text blocks)
-        content {"json"}                  {"type":"text","text": compact JSON}
-        content {"image"} / {"document"}  as above
-    {"reasoningContent":{text,signature}}  {"type":"thinking","thinking","signature"}; without a signature (reasoning
+        content JsonBlock                 {"type":"text","text": compact JSON}
+        content ImageBlock / DocumentBlock  as above
+    ReasoningBlock(text, signature)     {"type":"thinking","thinking","signature"}; without a signature (reasoning
                                          another provider produced) the block is dropped, since Anthropic
                                          refuses unsigned thinking, and a message left empty is dropped too
-    {"reasoningContent":{redactedContent}} {"type":"redacted_thinking","data": b64}
+    RedactedReasoningBlock(data)        {"type":"redacted_thinking","data": b64}
 Messages keep their roles and block order, one Anthropic message per canonical message (several
 tool calls of one turn stay in one message). Tool-use ids are sent as they are.
 
 Response (Anthropic -> canonical)
 ---------------------------------
-    content text / tool_use / thinking / redacted_thinking   {"text"} / {"toolUse"} / {"reasoningContent"}
+    content text / tool_use / thinking / redacted_thinking   TextBlock / ToolUseBlock / ReasoningBlock /
+                                        RedactedReasoningBlock
     other block types (server_tool_use, web_search_tool_result, mcp_tool_use, container_upload ...)
                                         skipped: the server ran those tools itself, and the canonical model
                                         (like Converse) has no block for them. Text citations are dropped too.
@@ -65,30 +66,31 @@ Response (Anthropic -> canonical)
     redacted_thinking data              base64-decoded to bytes (data that is not base64 is kept as its UTF-8 bytes)
 A document without a "content" list is not a Messages response: ModelErrorException (bad_body, HTTP 200).
 
-Stream (Anthropic SSE events -> canonical StreamEvents, see `finops.shared.model`)
--------------------------------------------------------------------------------
-    message_start                       message_start {"role":"assistant", "usage"?: Usage(provider input, cache)}
+Stream (Anthropic SSE events -> canonical stream events, see `finops.shared.model`)
+----------------------------------------------------------------------------------
+    message_start                       MessageStart(usage?: Usage(provider input, cache))
     content_block_start text            nothing (canonical streams announce tool blocks only);
-                                        non-empty start text -> block_delta {"text"}
-    content_block_start thinking        nothing; non-empty start thinking/signature -> reasoning deltas
-    content_block_start redacted_thinking  block_delta {"reasoningContent":{"redactedContent": bytes}}
-    content_block_start tool_use        block_start {"toolUse":{"toolUseId","name"}} (+ a non-empty start
-                                        input as one JSON fragment)
+                                        non-empty start text -> TextDelta
+    content_block_start thinking        nothing; non-empty start thinking/signature -> ReasoningDelta,
+                                        ReasoningSignatureDelta
+    content_block_start redacted_thinking  RedactedReasoningDelta(data: bytes)
+    content_block_start tool_use        ToolUseStart(index, id, name) (+ a non-empty start input as one
+                                        ToolInputDelta)
     content_block_start (other types)   nothing, and the block gets no canonical index
-    content_block_delta text_delta      block_delta {"text"}                       (empty skipped)
-                        input_json_delta  block_delta {"toolUse":{"input": fragment}}  (empty skipped)
-                        thinking_delta  block_delta {"reasoningContent":{"text"}}  (empty skipped)
-                        signature_delta block_delta {"reasoningContent":{"signature"}}
+    content_block_delta text_delta      TextDelta                                  (empty skipped)
+                        input_json_delta  ToolInputDelta(fragment)               (empty skipped)
+                        thinking_delta  ReasoningDelta                             (empty skipped)
+                        signature_delta ReasoningSignatureDelta
                         citations_delta and unknown types: skipped
-    content_block_stop                  block_stop; a tool block that had no input fragment first gets
+    content_block_stop                  BlockStop; a tool block that had no input fragment first gets
                                         the fragment "{}" so that its input always parses as JSON
     message_delta                       remembered: stop_reason, stop_sequence, usage (cumulative)
-    message_stop                        block_stop for blocks still open, then message_stop
-                                        {"stopReason": mapped, "stopSequence"?}
+    message_stop                        BlockStop for blocks still open, then MessageStop(mapped stop
+                                        reason, stop_sequence)
     ping, unknown events                ignored
     error                               raises provider_errors.in_stream(provider, data["error"])
     finish() without message_stop       raises provider_errors.cut_stream
-    finish()                            metadata {"usage": Usage}: the provider's numbers; input_tokens from the
+    finish()                            Metadata(usage): the provider's numbers; input_tokens from the
                                         constructor and an output estimate when the provider sent none
 Canonical block indexes are 0, 1, 2 ... in order of appearance; skipped blocks leave no gap.
 
@@ -105,8 +107,13 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from finops.shared.model import (ChatRequest, ChatResponse, Message, StreamEvent, Tool, Usage,
-                                 estimate_tokens)
+import msgspec
+
+from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock, JsonBlock, Message,
+                                 MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
+                                 ReasoningSignatureDelta, RedactedReasoningBlock, RedactedReasoningDelta,
+                                 StreamEvent, TextBlock, TextDelta, Tool, ToolChoice, ToolInputDelta,
+                                 ToolResultBlock, ToolUseBlock, ToolUseStart, Usage, estimate_tokens)
 
 from .. import provider_errors
 from ..common import ProviderAPI, b64, compact_json, fail
@@ -148,92 +155,80 @@ class AnthropicDialect:
 
 # --- request ------------------------------------------------------------------------------------
 
-def _image(img: dict, path: str, provider: str) -> dict:
-    media = IMAGE_MEDIA_TYPES.get(img.get("format"))
-    if media is None:
-        raise fail(f"{path}.image.format", f"provider {provider!r} cannot read {img.get('format')!r} images; "
-                   f"send one of {', '.join(IMAGE_MEDIA_TYPES)}")
-    return {"type": "image", "source": {"type": "base64", "media_type": media, "data": b64(img.get("bytes") or b"")}}
+def _image(img: ImageBlock) -> dict:
+    return {"type": "image", "source": {"type": "base64", "media_type": IMAGE_MEDIA_TYPES[img.format],
+                                        "data": b64(img.data)}}
 
 
-def _document_text(doc: dict, path: str, provider: str) -> str:
-    if "text" in doc:
-        return doc["text"]
+def _document_text(doc: DocumentBlock, path: str, provider: str) -> str:
+    if doc.text is not None:
+        return doc.text
     try:
-        return doc.get("bytes", b"").decode("utf-8")
+        return doc.data.decode("utf-8")
     except UnicodeDecodeError:
         raise fail(f"{path}.document.source.bytes",
-                   f"provider {provider!r} reads {doc.get('format')} documents as plain text, and these bytes "
+                   f"provider {provider!r} reads {doc.format} documents as plain text, and these bytes "
                    "are not UTF-8; send the document as UTF-8 text or as a PDF") from None
 
 
-def _document(doc: dict, path: str, provider: str) -> dict:
-    fmt = doc.get("format") or "txt"
-    if "text" in doc or fmt in TEXT_DOCUMENT_FORMATS:
+def _document(doc: DocumentBlock, path: str, provider: str) -> dict:
+    fmt = doc.format
+    if doc.text is not None or fmt in TEXT_DOCUMENT_FORMATS:
         source = {"type": "text", "media_type": "text/plain", "data": _document_text(doc, path, provider)}
     elif fmt == "pdf":
-        source = {"type": "base64", "media_type": PDF_MEDIA_TYPE, "data": b64(doc.get("bytes") or b"")}
+        source = {"type": "base64", "media_type": PDF_MEDIA_TYPE, "data": b64(doc.data)}
     else:
         raise fail(path, f"provider {provider!r} cannot read {fmt} documents (the Anthropic API takes PDF and "
                    "plain text); convert the document to PDF, or send its text as a txt, md, csv or html document")
-    out = {"type": "document", "source": source, "title": doc.get("name") or "document"}
-    if doc.get("context"):
-        out["context"] = doc["context"]
+    out = {"type": "document", "source": source, "title": doc.name or "document"}
+    if doc.context:
+        out["context"] = doc.context
     return out
 
 
-def _tool_result(t: dict, path: str, provider: str) -> dict:
+def _tool_result(t: ToolResultBlock, path: str, provider: str) -> dict:
     content = []
-    for i, c in enumerate(t.get("content") or ()):
-        p = f"{path}.toolResult.content[{i}]"
-        if "text" in c:
-            if c["text"]:
-                content.append({"type": "text", "text": c["text"]})
-        elif "json" in c:
-            content.append({"type": "text", "text": compact_json(c["json"])})
-        elif "image" in c:
-            content.append(_image(c["image"], p, provider))
-        elif "document" in c:
-            content.append(_document(c["document"], p, provider))
-        else:
-            raise fail(p, f"provider {provider!r} cannot take {'/'.join(c) or 'empty'} tool results; "
-                       "send text, json, image or document")
-    out = {"type": "tool_result", "tool_use_id": t["toolUseId"], "content": content}
-    if t.get("status") == "error":
+    for i, c in enumerate(t.content):
+        match c:
+            case TextBlock():
+                if c.text:
+                    content.append({"type": "text", "text": c.text})
+            case JsonBlock():
+                content.append({"type": "text", "text": compact_json(c.value)})
+            case ImageBlock():
+                content.append(_image(c))
+            case DocumentBlock():
+                content.append(_document(c, f"{path}.toolResult.content[{i}]", provider))
+    out = {"type": "tool_result", "tool_use_id": t.tool_use_id, "content": content}
+    if t.status == "error":
         out["is_error"] = True
     return out
 
 
-def _reasoning(r: dict) -> dict:
-    if r.get("redactedContent") is not None:
-        return {"type": "redacted_thinking", "data": b64(r["redactedContent"])}
-    out = {"type": "thinking", "thinking": r.get("text") or ""}
-    if r.get("signature") is not None:
-        out["signature"] = r["signature"]
-    return out
+def _block(b, path: str, provider: str) -> dict:
+    match b:
+        case TextBlock():
+            return {"type": "text", "text": b.text}
+        case ImageBlock():
+            return _image(b)
+        case DocumentBlock():
+            return _document(b, path, provider)
+        case ToolUseBlock():
+            return {"type": "tool_use", "id": b.tool_use_id, "name": b.name, "input": b.input}
+        case ToolResultBlock():
+            return _tool_result(b, path, provider)
+        case ReasoningBlock():
+            out = {"type": "thinking", "thinking": b.text}
+            if b.signature is not None:
+                out["signature"] = b.signature
+            return out
+        case RedactedReasoningBlock():
+            return {"type": "redacted_thinking", "data": b64(b.data)}
+    raise TypeError(f"not a content block: {type(b).__name__}")
 
 
-def _block(b: dict, path: str, provider: str) -> dict:
-    if "text" in b:
-        return {"type": "text", "text": b["text"]}
-    if "image" in b:
-        return _image(b["image"], path, provider)
-    if "document" in b:
-        return _document(b["document"], path, provider)
-    if "toolUse" in b:
-        t = b["toolUse"]
-        return {"type": "tool_use", "id": t["toolUseId"], "name": t["name"], "input": t.get("input", {})}
-    if "toolResult" in b:
-        return _tool_result(b["toolResult"], path, provider)
-    if "reasoningContent" in b:
-        return _reasoning(b["reasoningContent"])
-    raise fail(path, f"provider {provider!r} cannot take {'/'.join(b) or 'empty'} content blocks; "
-               "send text, image, document, toolUse, toolResult or reasoningContent")
-
-
-def _unsigned_reasoning(b: dict) -> bool:
-    r = b.get("reasoningContent")
-    return r is not None and r.get("redactedContent") is None and not r.get("signature")
+def _unsigned_reasoning(b) -> bool:
+    return type(b) is ReasoningBlock and not b.signature
 
 
 def _message(m: Message, i: int, provider: str) -> dict:
@@ -250,14 +245,8 @@ def _tool(t: Tool) -> dict:
     return out
 
 
-def _tool_choice(choice: dict, provider: str) -> dict:
-    for kind in ("auto", "any", "none"):
-        if kind in choice:
-            return {"type": kind}
-    if "tool" in choice:
-        return {"type": "tool", "name": choice["tool"]["name"]}
-    raise fail("tool_choice", f"provider {provider!r} cannot take tool choice {'/'.join(choice) or 'empty'}; "
-               "send auto, any, tool or none")
+def _tool_choice(choice: ToolChoice) -> dict:
+    return {"type": "tool", "name": choice.name} if choice.kind == "tool" else {"type": choice.kind}
 
 
 def _wanted_extra(req: ChatRequest, dialect: AnthropicDialect) -> dict:
@@ -266,7 +255,7 @@ def _wanted_extra(req: ChatRequest, dialect: AnthropicDialect) -> dict:
         if k in OWNED_FIELDS:
             continue
         if k in SLOT_FIELDS:
-            if getattr(req, k) in (None, []):
+            if getattr(req, k) in (None, ()):
                 out[k] = v
         elif k in REQUEST_FIELDS or k in dialect.passthrough_fields:
             out[k] = v
@@ -296,8 +285,8 @@ def to_anthropic_request(req: ChatRequest, model: str, *, stream: bool, dialect:
         body["stop_sequences"] = list(req.stop_sequences)
     if req.tools:
         body["tools"] = [_tool(t) for t in req.tools]
-    if req.tool_choice:
-        body["tool_choice"] = _tool_choice(req.tool_choice, p)
+    if req.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(req.tool_choice)
     body.update(_wanted_extra(req, dialect))
     if stream:
         body["stream"] = True
@@ -338,22 +327,21 @@ def _want_str(block: dict, key: str, where: str, provider: str, doc) -> str:
     return v
 
 
-def _response_block(b, i: int, provider: str, doc) -> dict | None:
+def _response_block(b, i: int, provider: str, doc):
     if not isinstance(b, dict):
         raise _bad(provider, doc, f"a Messages response whose content[{i}] is not an object")
     t = b.get("type")
     where = f"content[{i}] ({t})"
     if t == "text":
-        return {"text": _want_str(b, "text", where, provider, doc)}
+        return TextBlock(_want_str(b, "text", where, provider, doc))
     if t == "tool_use":
-        return {"toolUse": {"toolUseId": _want_str(b, "id", where, provider, doc),
-                            "name": _want_str(b, "name", where, provider, doc), "input": b.get("input", {})}}
+        return ToolUseBlock(_want_str(b, "id", where, provider, doc), _want_str(b, "name", where, provider, doc),
+                            b.get("input", {}))
     if t == "thinking":
         sig = b.get("signature")
-        return {"reasoningContent": {"text": _want_str(b, "thinking", where, provider, doc),
-                                     "signature": sig if isinstance(sig, str) else None}}
+        return ReasoningBlock(_want_str(b, "thinking", where, provider, doc), sig if isinstance(sig, str) else None)
     if t == "redacted_thinking":
-        return {"reasoningContent": {"redactedContent": _redacted_bytes(_want_str(b, "data", where, provider, doc))}}
+        return RedactedReasoningBlock(_redacted_bytes(_want_str(b, "data", where, provider, doc)))
     return None   # server tool blocks and future types: see the module docstring
 
 
@@ -453,7 +441,7 @@ class AnthropicStreamDecoder:
                       output_tokens=u.get("output_tokens", estimate_tokens("".join(self.pieces))),
                       cache_read_tokens=u.get("cache_read_tokens", 0),
                       cache_write_tokens=u.get("cache_write_tokens", 0))
-        return [StreamEvent("metadata", data={"usage": usage})]
+        return [Metadata(usage)]
 
     # --- helpers --------------------------------------------------------------------------
     def _cut_reason(self) -> str:
@@ -470,7 +458,7 @@ class AnthropicStreamDecoder:
         if self.started:
             return []
         self.started = True
-        return [StreamEvent("message_start", data={"role": "assistant"})]
+        return [MessageStart()]
 
     def _index(self, data: dict, what: str) -> int:
         i = data.get("index")
@@ -493,9 +481,6 @@ class AnthropicStreamDecoder:
         self.open[aindex] = blk
         return blk
 
-    def _delta(self, blk: _Block, data: dict) -> StreamEvent:
-        return StreamEvent("block_delta", blk.index, data)
-
     # --- handlers -------------------------------------------------------------------------
     def on_message_start(self, data: dict) -> list[StreamEvent]:
         msg = data.get("message")
@@ -503,8 +488,8 @@ class AnthropicStreamDecoder:
         self.usage.update(fields)
         out = self._start()
         if out and "input_tokens" in fields:
-            out[0].data["usage"] = Usage(fields["input_tokens"], 0, fields.get("cache_read_tokens", 0),
-                                         fields.get("cache_write_tokens", 0))
+            out[0] = MessageStart(Usage(fields["input_tokens"], 0, fields.get("cache_read_tokens", 0),
+                                        fields.get("cache_write_tokens", 0)))
         return out
 
     def on_block_start(self, data: dict) -> list[StreamEvent]:
@@ -519,35 +504,34 @@ class AnthropicStreamDecoder:
             if isinstance(cb.get("text"), str) and cb["text"]:
                 out.append(self._text(blk, cb["text"]))
         elif t == "thinking":
-            for key, val in (("text", cb.get("thinking")), ("signature", cb.get("signature"))):
-                if isinstance(val, str) and val:
-                    out.append(self._reasoning(blk, key, val))
+            if isinstance(cb.get("thinking"), str) and cb["thinking"]:
+                out.append(self._reasoning(blk, cb["thinking"]))
+            if isinstance(cb.get("signature"), str) and cb["signature"]:
+                out.append(ReasoningSignatureDelta(blk.index, cb["signature"]))
         elif t == "redacted_thinking":
             data_ = cb.get("data")
-            out.append(self._delta(blk, {"reasoningContent": {
-                "redactedContent": _redacted_bytes(data_) if isinstance(data_, str) else b""}}))
+            out.append(RedactedReasoningDelta(blk.index, _redacted_bytes(data_) if isinstance(data_, str) else b""))
         else:
             tid, name = cb.get("id"), cb.get("name")
             if not isinstance(tid, str) or not isinstance(name, str):
                 raise self._bad("a tool_use content_block_start without string \"id\" and \"name\"")
-            out.append(StreamEvent("block_start", blk.index, {"toolUse": {"toolUseId": tid, "name": name}}))
+            out.append(ToolUseStart(blk.index, tid, name))
             if cb.get("input"):
                 out.append(self._input(blk, compact_json(cb["input"])))
         return out
 
     def _text(self, blk: _Block, text: str) -> StreamEvent:
         self.pieces.append(text)
-        return self._delta(blk, {"text": text})
+        return TextDelta(blk.index, text)
 
-    def _reasoning(self, blk: _Block, key: str, val: str) -> StreamEvent:
-        if key == "text":
-            self.pieces.append(val)
-        return self._delta(blk, {"reasoningContent": {key: val}})
+    def _reasoning(self, blk: _Block, text: str) -> StreamEvent:
+        self.pieces.append(text)
+        return ReasoningDelta(blk.index, text)
 
     def _input(self, blk: _Block, fragment: str) -> StreamEvent:
         blk.has_input = True
         self.pieces.append(fragment)
-        return self._delta(blk, {"toolUse": {"input": fragment}})
+        return ToolInputDelta(blk.index, fragment)
 
     def on_block_delta(self, data: dict) -> list[StreamEvent]:
         aindex, d = self._indexed(data, "content_block_delta", "delta")
@@ -570,9 +554,9 @@ class AnthropicStreamDecoder:
         elif t == "input_json_delta":
             out.append(self._input(blk, val))
         elif t == "thinking_delta":
-            out.append(self._reasoning(blk, "text", val))
+            out.append(self._reasoning(blk, val))
         else:
-            out.append(self._reasoning(blk, "signature", val))
+            out.append(ReasoningSignatureDelta(blk.index, val))
         return out
 
     def _close(self, aindex: int) -> list[StreamEvent]:
@@ -580,7 +564,7 @@ class AnthropicStreamDecoder:
         out = []
         if blk.type == "tool_use" and not blk.has_input:
             out.append(self._input(blk, "{}"))
-        out.append(StreamEvent("block_stop", blk.index))
+        out.append(BlockStop(blk.index))
         return out
 
     def on_block_stop(self, data: dict) -> list[StreamEvent]:
@@ -604,10 +588,7 @@ class AnthropicStreamDecoder:
         out = self._start()
         for aindex in list(self.open):
             out += self._close(aindex)
-        stop = {"stopReason": stop_reason(self.stop)}
-        if self.stop_sequence is not None:
-            stop["stopSequence"] = self.stop_sequence
-        out.append(StreamEvent("message_stop", data=stop))
+        out.append(MessageStop(stop_reason(self.stop), self.stop_sequence))
         self.done = True
         return out
 
@@ -678,8 +659,9 @@ class NativeStreamTracker:
             self.done = True
 
     def _take_usage(self, raw) -> None:
-        for attr, v in _usage_fields(raw).items():
-            setattr(self.usage, attr, v)
+        fields = _usage_fields(raw)
+        if fields:
+            self.usage = msgspec.structs.replace(self.usage, **fields)
 
 
 API = ProviderAPI(to_anthropic_request, from_anthropic_response, AnthropicStreamDecoder)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 
-from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
+from finops.shared.model import (BlockStart, BlockDelta, ChatRequest, ChatResponse, DocumentBlock, ImageBlock,
+                                 Message, ReasoningBlock, ReasoningDelta, ReasoningSignatureDelta,
+                                 RedactedReasoningBlock, RedactedReasoningDelta, TextBlock, Tool, ToolChoice,
+                                 ToolInputDelta, ToolResultBlock, ToolUseBlock, ToolUseStart, Usage, text_of)
 
 from ..bedrock.invoke import (Family, PromptFamily, StreamEncoder, base_model_id, leftovers, take_sampling,
                               take_tools)
-from ..common import (TOOL_NAME, b64, check_image_bytes, decode_b64, fail, make_id, text_blocks, want_bool,
-                      want_dict, want_enum, want_list, want_str)
+from ..common import (TOOL_NAME, b64, check_image_bytes, decode_b64, fail, make_id, want_bool, want_dict,
+                      want_enum, want_list, want_str)
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 MEDIA_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
@@ -38,7 +41,7 @@ def model_name(model_id: str, fallback: str = "") -> str:
 
 # --- request ------------------------------------------------------------------------------------
 
-def _parse_image_source(src, path: str) -> dict:
+def _parse_image_source(src, path: str) -> ImageBlock:
     want_dict(src, path)
     if src.get("type") != "base64":
         raise fail(f"{path}.type", f"{src.get('type')!r} is not supported by this gateway; "
@@ -46,10 +49,10 @@ def _parse_image_source(src, path: str) -> dict:
     media = want_enum(src.get("media_type"), f"{path}.media_type", tuple(MEDIA_TYPES))
     fmt = MEDIA_TYPES[media]
     data = check_image_bytes(decode_b64(src.get("data"), f"{path}.data"), fmt, f"{path}.data")
-    return {"image": {"format": fmt, "bytes": data}}
+    return ImageBlock(fmt, data)
 
 
-def _parse_document(b: dict, path: str) -> dict:
+def _parse_document(b: dict, path: str) -> DocumentBlock:
     src = want_dict(b.get("source"), f"{path}.source")
     name = b.get("title") if isinstance(b.get("title"), str) and b.get("title") else "document"
     st = src.get("type")
@@ -58,31 +61,30 @@ def _parse_document(b: dict, path: str) -> dict:
         data = decode_b64(src.get("data"), f"{path}.source.data")
         if not data:
             raise fail(f"{path}.source.data", "is empty; send the PDF bytes")
-        return {"document": {"format": "pdf", "name": name, "bytes": data}}
+        return DocumentBlock(name, "pdf", data=data)
     if st == "text":
-        return {"document": {"format": "txt", "name": name,
-                             "text": want_str(src.get("data"), f"{path}.source.data")}}
+        return DocumentBlock(name, "txt", text=want_str(src.get("data"), f"{path}.source.data"))
     if st == "content":
         parts = want_list(src.get("content"), f"{path}.source.content", what="text blocks")
-        return {"document": {"format": "txt", "name": name, "text": "\n".join(
+        return DocumentBlock(name, "txt", text="\n".join(
             want_str(want_dict(p, f"{path}.source.content[{i}]").get("text"), f"{path}.source.content[{i}].text")
-            for i, p in enumerate(parts))}}
+            for i, p in enumerate(parts)))
     raise fail(f"{path}.source.type", f"{st!r} is not supported by this gateway; use base64, text or content")
 
 
-def _parse_tool_result(b: dict, path: str) -> dict:
+def _parse_tool_result(b: dict, path: str) -> ToolResultBlock:
     tid = want_str(b.get("tool_use_id"), f"{path}.tool_use_id", nonblank=True)
     raw = b.get("content", "")
-    content: list[dict] = []
+    content: list = []
     if isinstance(raw, str):
         if raw:
-            content.append({"text": raw})
+            content.append(TextBlock(raw))
     else:
         for i, c in enumerate(want_list(raw, f"{path}.content", what="text or image blocks")):
             p = f"{path}.content[{i}]"
             t = want_dict(c, p).get("type")
             if t == "text":
-                content.append({"text": want_str(c.get("text"), f"{p}.text")})
+                content.append(TextBlock(want_str(c.get("text"), f"{p}.text")))
             elif t == "image":
                 content.append(_parse_image_source(c.get("source"), f"{p}.source"))
             elif t == "document":
@@ -92,14 +94,14 @@ def _parse_tool_result(b: dict, path: str) -> dict:
     err = b.get("is_error")
     if err is not None:
         want_bool(err, f"{path}.is_error")
-    return {"toolResult": {"toolUseId": tid, "content": content, "status": "error" if err else "success"}}
+    return ToolResultBlock(tid, content, "error" if err else "success")
 
 
-def _parse_block(b, path: str) -> dict:
+def _parse_block(b, path: str):
     want_dict(b, path)
     t = b.get("type")
     if t == "text":
-        return {"text": want_str(b.get("text"), f"{path}.text", nonblank=True)}
+        return TextBlock(want_str(b.get("text"), f"{path}.text", nonblank=True))
     if t == "image":
         return _parse_image_source(b.get("source"), f"{path}.source")
     if t == "document":
@@ -107,17 +109,16 @@ def _parse_block(b, path: str) -> dict:
     if t == "tool_use":
         if "input" not in b:
             raise fail(f"{path}.input", "required; send the tool input object")
-        return {"toolUse": {"toolUseId": want_str(b.get("id"), f"{path}.id", nonblank=True),
-                            "name": want_str(b.get("name"), f"{path}.name", nonblank=True),
-                            "input": b["input"]}}
+        return ToolUseBlock(want_str(b.get("id"), f"{path}.id", nonblank=True),
+                            want_str(b.get("name"), f"{path}.name", nonblank=True), b["input"])
     if t == "tool_result":
         return _parse_tool_result(b, path)
     if t == "thinking":
         sig = b.get("signature")
-        return {"reasoningContent": {"text": want_str(b.get("thinking"), f"{path}.thinking"),
-                                     "signature": want_str(sig, f"{path}.signature") if sig is not None else None}}
+        return ReasoningBlock(want_str(b.get("thinking"), f"{path}.thinking"),
+                              want_str(sig, f"{path}.signature") if sig is not None else None)
     if t == "redacted_thinking":
-        return {"reasoningContent": {"redactedContent": decode_b64(b.get("data"), f"{path}.data")}}
+        return RedactedReasoningBlock(decode_b64(b.get("data"), f"{path}.data"))
     raise fail(f"{path}.type", f"unknown content block type {t!r}; expected one of {', '.join(BLOCK_TYPES)}")
 
 
@@ -132,7 +133,7 @@ def _parse_messages(raw, path: str = "messages") -> list[Message]:
         c = m.get("content")
         if isinstance(c, str):
             want_str(c, f"{p}.content", nonblank=True)
-            blocks = [{"text": c}]
+            blocks = [TextBlock(c)]
         else:
             if c is None:
                 raise fail(f"{p}.content", "required; send a string or a list of content blocks")
@@ -173,15 +174,15 @@ def _parse_tools(raw) -> list[Tool]:
     return tools
 
 
-def _parse_tool_choice(raw, tools: list[Tool]) -> dict:
+def _parse_tool_choice(raw, tools: list[Tool]) -> ToolChoice:
     want_dict(raw, "tool_choice")
     t = want_enum(raw.get("type"), "tool_choice.type", ("auto", "any", "tool", "none"))
     if t != "tool":
-        return {t: {}}
+        return ToolChoice(t)
     name = want_str(raw.get("name"), "tool_choice.name", nonblank=True)
     if name not in {x.name for x in tools}:
         raise fail("tool_choice.name", f"names tool {name!r}, which is not in tools")
-    return {"tool": {"name": name}}
+    return ToolChoice("tool", name)
 
 
 class AnthropicMessages(Family):
@@ -194,37 +195,32 @@ class AnthropicMessages(Family):
         if body.get("max_tokens") is None:
             raise fail("max_tokens", "required; send the maximum number of tokens to generate, e.g. 1024")
         used = {"anthropic_version", "messages", "system", "tools", "tool_choice", "stream"}
-        req = ChatRequest(messages=_parse_messages(body.get("messages")))
-        take_sampling(body, req, max_tokens="max_tokens", used=used)
+        fields: dict = {"messages": _parse_messages(body.get("messages"))}
+        take_sampling(body, fields, max_tokens="max_tokens", used=used)
         if body.get("system") is not None:
-            req.system = _parse_system(body["system"])
-        take_tools(body, req, _parse_tools, _parse_tool_choice)
-        req.extra = leftovers(body, used)
-        return req
+            fields["system"] = _parse_system(body["system"])
+        take_tools(body, fields, _parse_tools, _parse_tool_choice)
+        return ChatRequest(**fields, extra=leftovers(body, used))
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         content = []
         for b in resp.content:
-            if "text" in b:
-                content.append({"type": "text", "text": b["text"]})
-            elif "toolUse" in b:
-                t = b["toolUse"]
-                content.append({"type": "tool_use", "id": t["toolUseId"], "name": t["name"],
-                                "input": t.get("input", {})})
-            elif "reasoningContent" in b:
-                r = b["reasoningContent"]
-                if r.get("redactedContent") is not None:
-                    content.append({"type": "redacted_thinking", "data": b64(r["redactedContent"])})
-                else:
-                    content.append({"type": "thinking", "thinking": r.get("text") or "",
-                                    "signature": r.get("signature") or ""})
+            match b:
+                case TextBlock():
+                    content.append({"type": "text", "text": b.text})
+                case ToolUseBlock():
+                    content.append({"type": "tool_use", "id": b.tool_use_id, "name": b.name, "input": b.input})
+                case RedactedReasoningBlock():
+                    content.append({"type": "redacted_thinking", "data": b64(b.data)})
+                case ReasoningBlock():
+                    content.append({"type": "thinking", "thinking": b.text, "signature": b.signature or ""})
         u = resp.usage
         usage = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
         if u.cache_write_tokens:
             usage["cache_creation_input_tokens"] = u.cache_write_tokens
         if u.cache_read_tokens:
             usage["cache_read_input_tokens"] = u.cache_read_tokens
-        return {"id": response_id or make_id("msg_bdrk_", model_id, text_blocks(resp.content)),
+        return {"id": response_id or make_id("msg_bdrk_", model_id, text_of(resp.content)),
                 "type": "message", "role": "assistant", "model": model_name(model_id, resp.model),
                 "content": content, "stop_reason": STOP_TO_ANTHROPIC.get(resp.stop_reason, "end_turn"),
                 "stop_sequence": resp.stop_sequence, "usage": usage}
@@ -261,30 +257,30 @@ class _MessagesEncoder(StreamEncoder):
         out.append(delta)
         return out
 
-    def on_other_delta(self, index: int, data: dict) -> list[dict]:
-        r = data.get("reasoningContent")
-        if r is not None:
-            if r.get("redactedContent") is not None:
-                return self._open(index, {"type": "redacted_thinking", "data": b64(r["redactedContent"])})
-            if r.get("signature") is not None:
-                d = {"type": "signature_delta", "signature": r["signature"]}
-            else:
-                d = {"type": "thinking_delta", "thinking": r.get("text") or ""}
-            out = [] if index in self.open else self._open(index, {"type": "thinking", "thinking": ""})
-        elif "toolUse" in data:
-            d = {"type": "input_json_delta", "partial_json": data["toolUse"].get("input", "")}
-            out = [] if index in self.open else self._open(
-                index, {"type": "tool_use", "id": f"toolu_bdrk_{index}", "name": "", "input": {}})
-        else:
-            return []
+    def on_other_delta(self, ev: BlockDelta) -> list[dict]:
+        index = ev.index
+        match ev:
+            case RedactedReasoningDelta():
+                return self._open(index, {"type": "redacted_thinking", "data": b64(ev.data)})
+            case ReasoningSignatureDelta():
+                d = {"type": "signature_delta", "signature": ev.signature}
+                start = {"type": "thinking", "thinking": ""}
+            case ReasoningDelta():
+                d = {"type": "thinking_delta", "thinking": ev.text}
+                start = {"type": "thinking", "thinking": ""}
+            case ToolInputDelta():
+                d = {"type": "input_json_delta", "partial_json": ev.input}
+                start = {"type": "tool_use", "id": f"toolu_bdrk_{index}", "name": "", "input": {}}
+            case _:
+                return []
+        out = [] if index in self.open else self._open(index, start)
         out.append({"type": "content_block_delta", "index": index, "delta": d})
         return out
 
-    def on_block_start(self, index: int, data: dict) -> list[dict]:
-        t = data.get("toolUse")
-        if t is None:
+    def on_block_start(self, ev: BlockStart) -> list[dict]:
+        if type(ev) is not ToolUseStart:
             return []
-        return self._open(index, {"type": "tool_use", "id": t["toolUseId"], "name": t["name"], "input": {}})
+        return self._open(ev.index, {"type": "tool_use", "id": ev.tool_use_id, "name": ev.name, "input": {}})
 
     def on_block_stop(self, index: int) -> list[dict]:
         out = [] if index in self.open else self._open(index, {"type": "text", "text": ""})
@@ -325,7 +321,7 @@ class ClaudeText(PromptFamily):
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
         reason, stop = _text_stop(resp.stop_reason, resp.stop_sequence)
-        return {"type": "completion", "completion": text_blocks(resp.content), "stop_reason": reason, "stop": stop}
+        return {"type": "completion", "completion": text_of(resp.content), "stop_reason": reason, "stop": stop}
 
 
 class _TextEncoder(StreamEncoder):

@@ -28,23 +28,26 @@ import re
 from typing import Any
 
 from finops.shared import errors
-from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Tool
+from finops.shared.model import (DOCUMENT_FORMATS, IMAGE_FORMATS, BlockStop, ChatRequest, ChatResponse,
+                                 DocumentBlock, ImageBlock, ImageDelta, ImageStart, JsonBlock, Message,
+                                 MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
+                                 ReasoningSignatureDelta, RedactedReasoningBlock, RedactedReasoningDelta,
+                                 StreamEvent, TextBlock, TextDelta, Tool, ToolChoice, ToolInputDelta,
+                                 ToolResultBlock, ToolUseBlock, ToolUseStart)
 
-from ..common import (IMAGE_FORMATS, TOOL_NAME, b64, check_image_bytes, check_tool_blocks_need_config,
-                      decode_b64, fail, known_stop_reason, one_member, type_name, want_bool, want_dict,
-                      want_enum, want_int, want_list, want_num, want_str, want_str_list)
+from ..common import (TOOL_NAME, b64, check_image_bytes, check_tool_blocks_need_config, decode_b64, fail,
+                      one_member, type_name, want_bool, want_dict, want_enum, want_int, want_list, want_num,
+                      want_str, want_str_list)
 
 # --- images and documents -----------------------------------------------------------------------
-
-DOCUMENT_FORMATS = ("pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md")
 
 
 def _s3_unsupported(path: str) -> errors.GatewayError:
     return fail(path, "S3 sources are not supported by this gateway; send the content inline as bytes")
 
 
-def parse_image(v: Any, path: str, *, formats=IMAGE_FORMATS) -> dict:
-    """ImageBlock -> {"image": {"format", "bytes"}}."""
+def parse_image(v: Any, path: str, *, formats=IMAGE_FORMATS) -> ImageBlock:
+    """A Converse ImageBlock."""
     want_dict(v, path)
     fmt = want_enum(v.get("format"), f"{path}.format", formats)
     if v.get("source") is None:
@@ -53,11 +56,11 @@ def parse_image(v: Any, path: str, *, formats=IMAGE_FORMATS) -> dict:
     if kind == "s3Location":
         raise _s3_unsupported(f"{path}.source.s3Location")
     data = check_image_bytes(decode_b64(src, f"{path}.source.bytes"), fmt, f"{path}.source.bytes")
-    return {"image": {"format": fmt, "bytes": data}}
+    return ImageBlock(fmt, data)
 
 
-def parse_document(v: Any, path: str) -> dict:
-    """DocumentBlock -> {"document": {"format", "name", "bytes"|"text"[, "context"]}}."""
+def parse_document(v: Any, path: str) -> DocumentBlock:
+    """A Converse DocumentBlock (a text source, or a content list joined into one, becomes text)."""
     want_dict(v, path)
     name = want_str(v.get("name"), f"{path}.name", nonblank=True, max_len=200)
     fmt = v.get("format")
@@ -67,7 +70,7 @@ def parse_document(v: Any, path: str) -> dict:
         raise fail(f"{path}.source", "required; send one of bytes, text, content")
     kind, src = one_member(v["source"], f"{path}.source", ("bytes", "s3Location", "text", "content"),
                            "document source")
-    doc: dict = {"format": fmt or "txt", "name": name}
+    data = text = None
     if kind == "s3Location":
         raise _s3_unsupported(f"{path}.source.s3Location")
     if kind == "bytes":
@@ -76,22 +79,20 @@ def parse_document(v: Any, path: str) -> dict:
         data = decode_b64(src, f"{path}.source.bytes")
         if not data:
             raise fail(f"{path}.source.bytes", "is empty; send the document bytes")
-        doc["bytes"] = data
     elif kind == "text":
-        doc["text"] = want_str(src, f"{path}.source.text", nonblank=True)
+        text = want_str(src, f"{path}.source.text", nonblank=True)
     else:
         parts = want_list(src, f"{path}.source.content", min_len=1, what="{text} blocks")
-        doc["text"] = "\n".join(want_str(want_dict(p, f"{path}.source.content[{i}]").get("text"),
-                                         f"{path}.source.content[{i}].text")
-                                for i, p in enumerate(parts))
-    if v.get("context") is not None:
-        doc["context"] = want_str(v["context"], f"{path}.context")
+        text = "\n".join(want_str(want_dict(p, f"{path}.source.content[{i}]").get("text"),
+                                  f"{path}.source.content[{i}].text")
+                         for i, p in enumerate(parts))
+    context = want_str(v["context"], f"{path}.context") if v.get("context") is not None else None
     cit = v.get("citations")
     if cit is not None and want_bool(want_dict(cit, f"{path}.citations").get("enabled"),
                                      f"{path}.citations.enabled"):
         raise fail(f"{path}.citations", "citations are not supported by this gateway; "
                    "remove citations or set enabled to false")
-    return {"document": doc}
+    return DocumentBlock(name, fmt or "txt", data, text, context)
 
 
 # --- content blocks -----------------------------------------------------------------------------
@@ -103,16 +104,16 @@ TOOL_RESULT_MEMBERS = ("json", "text", "image", "document", "video", "searchResu
 TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_.:-]+")
 
 
-def parse_tool_use(v: Any, path: str) -> dict:
+def parse_tool_use(v: Any, path: str) -> ToolUseBlock:
     want_dict(v, path)
     tid = want_str(v.get("toolUseId"), f"{path}.toolUseId", max_len=64, pattern=TOOL_USE_ID)
     name = want_str(v.get("name"), f"{path}.name", max_len=64, pattern=TOOL_NAME)
     if "input" not in v:
         raise fail(f"{path}.input", "required; send the tool input as a JSON value")
-    return {"toolUse": {"toolUseId": tid, "name": name, "input": v["input"]}}
+    return ToolUseBlock(tid, name, v["input"])
 
 
-def parse_tool_result(v: Any, path: str) -> dict:
+def parse_tool_result(v: Any, path: str) -> ToolResultBlock:
     want_dict(v, path)
     tid = want_str(v.get("toolUseId"), f"{path}.toolUseId", max_len=64, pattern=TOOL_USE_ID)
     if v.get("content") is None:
@@ -123,9 +124,9 @@ def parse_tool_result(v: Any, path: str) -> dict:
         p = f"{path}.content[{i}]"
         kind, val = one_member(item, p, TOOL_RESULT_MEMBERS, "tool result block")
         if kind == "json":
-            content.append({"json": val})
+            content.append(JsonBlock(val))
         elif kind == "text":
-            content.append({"text": want_str(val, f"{p}.text")})
+            content.append(TextBlock(want_str(val, f"{p}.text")))
         elif kind == "image":
             content.append(parse_image(val, f"{p}.image"))
         elif kind == "document":
@@ -136,42 +137,42 @@ def parse_tool_result(v: Any, path: str) -> dict:
     status = v.get("status")
     if status is not None:
         want_enum(status, f"{path}.status", ("success", "error"))
-    return {"toolResult": {"toolUseId": tid, "content": content, "status": status or "success"}}
+    return ToolResultBlock(tid, content, status or "success")
 
 
-def parse_reasoning(v: Any, path: str) -> dict:
+def parse_reasoning(v: Any, path: str) -> ReasoningBlock | RedactedReasoningBlock:
     kind, val = one_member(v, path, ("reasoningText", "redactedContent"), "reasoning block")
     if kind == "redactedContent":
-        return {"reasoningContent": {"redactedContent": decode_b64(val, f"{path}.redactedContent")}}
+        return RedactedReasoningBlock(decode_b64(val, f"{path}.redactedContent"))
     want_dict(val, f"{path}.reasoningText")
     text = want_str(val.get("text"), f"{path}.reasoningText.text")
     sig = val.get("signature")
     if sig is not None:
         want_str(sig, f"{path}.reasoningText.signature")
-    return {"reasoningContent": {"text": text, "signature": sig}}
+    return ReasoningBlock(text, sig)
 
 
-def _parse_guard(v: Any, path: str) -> dict:
+def _parse_guard(v: Any, path: str) -> TextBlock | ImageBlock:
     kind, val = one_member(v, path, ("text", "image"), "guard content block")
     if kind == "text":
         want_dict(val, f"{path}.text")
-        return {"text": want_str(val.get("text"), f"{path}.text.text", nonblank=True)}
+        return TextBlock(want_str(val.get("text"), f"{path}.text.text", nonblank=True))
     return parse_image(val, f"{path}.image", formats=("png", "jpeg"))
 
 
-def _parse_citations(v: Any, path: str) -> dict:
+def _parse_citations(v: Any, path: str) -> TextBlock:
     want_dict(v, path)
     parts = want_list(v.get("content", []), f"{path}.content", what="{text} blocks")
-    return {"text": "".join(want_str(want_dict(p, f"{path}.content[{i}]").get("text"),
-                                     f"{path}.content[{i}].text") for i, p in enumerate(parts))}
+    return TextBlock("".join(want_str(want_dict(p, f"{path}.content[{i}]").get("text"),
+                                      f"{path}.content[{i}].text") for i, p in enumerate(parts)))
 
 
-def parse_block(v: Any, path: str) -> dict | None:
+def parse_block(v: Any, path: str):
     """One Converse ContentBlock -> a canonical block, or None for a block that carries nothing
     for the model (cachePoint)."""
     kind, val = one_member(v, path, BLOCK_MEMBERS, "content block")
     if kind == "text":
-        return {"text": want_str(val, f"{path}.text", nonblank=True)}
+        return TextBlock(want_str(val, f"{path}.text", nonblank=True))
     if kind == "image":
         return parse_image(val, f"{path}.image")
     if kind == "document":
@@ -228,10 +229,11 @@ def parse_system(v: Any, path: str = "system") -> list[str]:
     return texts
 
 
-def parse_inference_config(v: Any, req: ChatRequest, path: str = "inferenceConfig", *,
-                           nova: bool = False) -> None:
-    """Fill req.max_tokens/temperature/top_p/stop_sequences (and top_k for Nova) from v."""
+def parse_inference_config(v: Any, path: str = "inferenceConfig", *, nova: bool = False) -> dict:
+    """The ChatRequest fields max_tokens, temperature, top_p, stop_sequences (and top_k for Nova)
+    that `v` sets."""
     want_dict(v, path)
+    out: dict = {}
     mt = v.get("maxTokens")
     if nova and mt is None:
         mt = v.get("max_new_tokens")
@@ -239,18 +241,19 @@ def parse_inference_config(v: Any, req: ChatRequest, path: str = "inferenceConfi
     else:
         key = "maxTokens"
     if mt is not None:
-        req.max_tokens = want_int(mt, f"{path}.{key}", lo=1)
+        out["max_tokens"] = want_int(mt, f"{path}.{key}", lo=1)
     if v.get("temperature") is not None:
-        req.temperature = want_num(v["temperature"], f"{path}.temperature", lo=0, hi=1)
+        out["temperature"] = want_num(v["temperature"], f"{path}.temperature", lo=0, hi=1)
     if v.get("topP") is not None:
-        req.top_p = want_num(v["topP"], f"{path}.topP", lo=0, hi=1)
+        out["top_p"] = want_num(v["topP"], f"{path}.topP", lo=0, hi=1)
     if nova and v.get("topK") is not None:
-        req.top_k = want_int(v["topK"], f"{path}.topK", lo=1)
+        out["top_k"] = want_int(v["topK"], f"{path}.topK", lo=1)
     if v.get("stopSequences") is not None:
-        req.stop_sequences = want_str_list(v["stopSequences"], f"{path}.stopSequences", max_len=2500)
+        out["stop_sequences"] = want_str_list(v["stopSequences"], f"{path}.stopSequences", max_len=2500)
+    return out
 
 
-def parse_tool_config(v: Any, path: str = "toolConfig") -> tuple[list[Tool], dict | None]:
+def parse_tool_config(v: Any, path: str = "toolConfig") -> tuple[list[Tool], ToolChoice | None]:
     want_dict(v, path)
     if v.get("tools") is None:
         raise fail(f"{path}.tools", "required; send at least one {\"toolSpec\": {...}}")
@@ -294,35 +297,38 @@ def parse_tool_config(v: Any, path: str = "toolConfig") -> tuple[list[Tool], dic
             if name not in seen:
                 raise fail(f"{cp}.tool.name", f"names tool {name!r}, which is not in {path}.tools; "
                            f"use one of {', '.join(sorted(seen))}")
-            choice = {"tool": {"name": name}}
+            choice = ToolChoice("tool", name)
         else:
-            choice = {kind: {}}
+            choice = ToolChoice(kind)
     return tools, choice
 
 
 # --- requests -----------------------------------------------------------------------------------
 
-def _apply_extra(req: ChatRequest, v: Any, path: str) -> None:
+def _extra_fields(v: Any, path: str) -> dict:
+    """additionalModelRequestFields -> the ChatRequest fields: extra, and top_k when it names one."""
     extra = dict(want_dict(v, path))
+    out: dict = {}
     for key in ("top_k", "topK"):
         if key in extra and isinstance(extra[key], int) and not isinstance(extra[key], bool):
-            req.top_k = extra.pop(key)
-    req.extra = extra
+            out["top_k"] = extra.pop(key)
+    out["extra"] = extra
+    return out
 
 
 def _parse_chat(body: Any, prefix: str, *, inference: bool) -> ChatRequest:
     want_dict(body, prefix.rstrip(".") or "body")
-    req = ChatRequest(messages=parse_messages(body.get("messages"), f"{prefix}messages"))
+    fields: dict = {"messages": parse_messages(body.get("messages"), f"{prefix}messages")}
     if body.get("system") is not None:
-        req.system = parse_system(body["system"], f"{prefix}system")
+        fields["system"] = parse_system(body["system"], f"{prefix}system")
     if inference and body.get("inferenceConfig") is not None:
-        parse_inference_config(body["inferenceConfig"], req, f"{prefix}inferenceConfig")
+        fields.update(parse_inference_config(body["inferenceConfig"], f"{prefix}inferenceConfig"))
     if body.get("toolConfig") is not None:
-        req.tools, req.tool_choice = parse_tool_config(body["toolConfig"], f"{prefix}toolConfig")
-    check_tool_blocks_need_config(req.messages, bool(req.tools), f"{prefix}toolConfig")
+        fields["tools"], fields["tool_choice"] = parse_tool_config(body["toolConfig"], f"{prefix}toolConfig")
+    check_tool_blocks_need_config(fields["messages"], bool(fields.get("tools")), f"{prefix}toolConfig")
     if body.get("additionalModelRequestFields") is not None:
-        _apply_extra(req, body["additionalModelRequestFields"], f"{prefix}additionalModelRequestFields")
-    return req
+        fields.update(_extra_fields(body["additionalModelRequestFields"], f"{prefix}additionalModelRequestFields"))
+    return ChatRequest(**fields)
 
 
 def parse_request(body: Any) -> ChatRequest:
@@ -426,68 +432,65 @@ def parse_count_tokens(body: Any) -> tuple[str, ChatRequest | bytes]:
 
 # --- responses ----------------------------------------------------------------------------------
 
-def _render_image(img: dict) -> dict:
-    return {"image": {"format": img["format"], "source": {"bytes": b64(img["bytes"])}}}
+def _render_image(img: ImageBlock) -> dict:
+    return {"image": {"format": img.format, "source": {"bytes": b64(img.data)}}}
 
 
-def _render_document(d: dict) -> dict:
-    out: dict = {"name": d.get("name") or "document"}
-    if d.get("format"):
-        out["format"] = d["format"]
-    out["source"] = {"bytes": b64(d["bytes"])} if "bytes" in d else {"text": d.get("text", "")}
-    if d.get("context"):
-        out["context"] = d["context"]
+def _render_document(d: DocumentBlock) -> dict:
+    out: dict = {"name": d.name or "document"}
+    if d.format:
+        out["format"] = d.format
+    out["source"] = {"bytes": b64(d.data)} if d.data is not None else {"text": d.text}
+    if d.context:
+        out["context"] = d.context
     return {"document": out}
 
 
-def _render_reasoning(r: dict) -> dict:
-    if r.get("redactedContent") is not None:
-        return {"reasoningContent": {"redactedContent": b64(r["redactedContent"])}}
-    rt = {"text": r.get("text") or ""}
-    if r.get("signature"):
-        rt["signature"] = r["signature"]
+def _render_reasoning(r: ReasoningBlock) -> dict:
+    rt = {"text": r.text}
+    if r.signature:
+        rt["signature"] = r.signature
     return {"reasoningContent": {"reasoningText": rt}}
 
 
-def _render_tool_result(t: dict) -> dict:
+def _render_tool_result(t: ToolResultBlock) -> dict:
     content = []
-    for c in t.get("content", ()):
-        if "text" in c:
-            content.append({"text": c["text"]})
-        elif "json" in c:
-            content.append({"json": c["json"]})
-        elif "image" in c:
-            content.append(_render_image(c["image"]))
-        elif "document" in c:
-            content.append(_render_document(c["document"]))
-    return {"toolResult": {"toolUseId": t["toolUseId"], "content": content,
-                           "status": t.get("status") or "success"}}
+    for c in t.content:
+        match c:
+            case TextBlock():
+                content.append({"text": c.text})
+            case JsonBlock():
+                content.append({"json": c.value})
+            case ImageBlock():
+                content.append(_render_image(c))
+            case DocumentBlock():
+                content.append(_render_document(c))
+    return {"toolResult": {"toolUseId": t.tool_use_id, "content": content, "status": t.status}}
 
 
-_RENDERERS = (
-    ("text", lambda v: {"text": v}),
-    ("reasoningContent", _render_reasoning),
-    ("toolUse", lambda v: {"toolUse": {"toolUseId": v["toolUseId"], "name": v["name"],
-                                       "input": v.get("input", {})}}),
-    ("image", _render_image),
-    ("document", _render_document),
-    ("toolResult", _render_tool_result),
-)
+def render_block(b) -> dict:
+    """A canonical block -> a Converse ContentBlock."""
+    match b:
+        case TextBlock():
+            return {"text": b.text}
+        case ToolUseBlock():
+            return {"toolUse": {"toolUseId": b.tool_use_id, "name": b.name, "input": b.input}}
+        case ReasoningBlock():
+            return _render_reasoning(b)
+        case RedactedReasoningBlock():
+            return {"reasoningContent": {"redactedContent": b64(b.data)}}
+        case ImageBlock():
+            return _render_image(b)
+        case DocumentBlock():
+            return _render_document(b)
+        case ToolResultBlock():
+            return _render_tool_result(b)
+    raise TypeError(f"not a content block: {type(b).__name__}")
 
 
-def render_blocks(content: list[dict]) -> list[dict]:
-    """Canonical blocks -> Converse ContentBlocks. A canonical block that (wrongly) holds several
-    members becomes several wire blocks, so no wire object ever has two union members set;
-    unknown members are skipped."""
-    out = []
-    for block in content:
-        if len(block) == 1 and "text" in block:  # the common case
-            out.append({"text": block["text"]})
-            continue
-        for key, render in _RENDERERS:
-            if block.get(key) is not None:
-                out.append(render(block[key]))
-    return out
+def render_blocks(content) -> list[dict]:
+    """Canonical blocks -> Converse ContentBlocks."""
+    return [render_block(b) for b in content]
 
 
 def render_response(resp: ChatResponse, *, response_field_paths: list[str] | None = None) -> dict:
@@ -499,7 +502,7 @@ def render_response(resp: ChatResponse, *, response_field_paths: list[str] | Non
     """
     out = {
         "output": {"message": {"role": "assistant", "content": render_blocks(resp.content)}},
-        "stopReason": known_stop_reason(resp.stop_reason),
+        "stopReason": resp.stop_reason,
         "usage": resp.usage.to_converse(),
         "metrics": {"latencyMs": int(resp.latency_ms)},
     }
@@ -510,37 +513,26 @@ def render_response(resp: ChatResponse, *, response_field_paths: list[str] | Non
 
 # --- streams ------------------------------------------------------------------------------------
 
-def usage_dict(usage: Any) -> dict:
-    """A Usage (or a dict already in Converse form) -> Converse TokenUsage."""
-    return usage.to_converse() if hasattr(usage, "to_converse") else dict(usage)
+def _delta(index: int, delta: dict) -> tuple[str, dict]:
+    return "contentBlockDelta", {"contentBlockIndex": index, "delta": delta}
 
 
-def _render_delta(d: dict) -> dict:
-    if "text" in d:
-        return {"text": d["text"]}
-    if "toolUse" in d:
-        return {"toolUse": {"input": d["toolUse"].get("input", "")}}
-    if "reasoningContent" in d:
-        r = d["reasoningContent"]
-        for key in ("text", "signature"):
-            if r.get(key) is not None:
-                return {"reasoningContent": {key: r[key]}}
-        if r.get("redactedContent") is not None:
-            return {"reasoningContent": {"redactedContent": b64(r["redactedContent"])}}
-        return {"reasoningContent": {"text": ""}}
-    if "image" in d:
-        img = d["image"]
-        return {"image": {"source": {"bytes": b64(img["bytes"])}}} if "bytes" in img else {"image": img}
-    raise ValueError(f"block_delta with no known member: {sorted(d)}")
-
-
-def _render_start(d: dict) -> dict:
-    if "toolUse" in d:
-        t = d["toolUse"]
-        return {"toolUse": {"toolUseId": t["toolUseId"], "name": t["name"]}}
-    if "image" in d:
-        return {"image": {"format": d["image"]["format"]}}
-    raise ValueError(f"block_start with no known member: {sorted(d)}")
+_PAYLOADS = {
+    TextDelta: lambda ev: _delta(ev.index, {"text": ev.text}),
+    ToolInputDelta: lambda ev: _delta(ev.index, {"toolUse": {"input": ev.input}}),
+    ReasoningDelta: lambda ev: _delta(ev.index, {"reasoningContent": {"text": ev.text}}),
+    ReasoningSignatureDelta: lambda ev: _delta(ev.index, {"reasoningContent": {"signature": ev.signature}}),
+    RedactedReasoningDelta: lambda ev: _delta(ev.index, {"reasoningContent": {"redactedContent": b64(ev.data)}}),
+    ImageDelta: lambda ev: _delta(ev.index, {"image": {"source": {"bytes": b64(ev.data)}}}),
+    MessageStart: lambda ev: ("messageStart", {"role": "assistant"}),
+    ToolUseStart: lambda ev: ("contentBlockStart", {"contentBlockIndex": ev.index, "start": {
+        "toolUse": {"toolUseId": ev.tool_use_id, "name": ev.name}}}),
+    ImageStart: lambda ev: ("contentBlockStart", {"contentBlockIndex": ev.index, "start": {
+        "image": {"format": ev.format}}}),
+    BlockStop: lambda ev: ("contentBlockStop", {"contentBlockIndex": ev.index}),
+    MessageStop: lambda ev: ("messageStop", {"stopReason": ev.stop_reason}),
+    Metadata: lambda ev: ("metadata", {"usage": ev.usage.to_converse(), "metrics": {"latencyMs": int(ev.latency_ms)}}),
+}
 
 
 def stream_payload(ev: StreamEvent) -> tuple[str, dict]:
@@ -548,24 +540,9 @@ def stream_payload(ev: StreamEvent) -> tuple[str, dict]:
 
     The payload is the union member's inner structure, e.g.
     ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}).
-    Raises ValueError for an event kind that is not in the canonical model (a programming error).
+    Raises TypeError for anything that is not a canonical stream event (a programming error).
     """
-    kind = ev.kind
-    if kind == "block_delta":
-        return "contentBlockDelta", {"contentBlockIndex": ev.index, "delta": _render_delta(ev.data)}
-    if kind == "message_start":
-        return "messageStart", {"role": ev.data.get("role", "assistant")}
-    if kind == "block_start":
-        return "contentBlockStart", {"contentBlockIndex": ev.index, "start": _render_start(ev.data)}
-    if kind == "block_stop":
-        return "contentBlockStop", {"contentBlockIndex": ev.index}
-    if kind == "message_stop":
-        p = {"stopReason": known_stop_reason(ev.data.get("stopReason"))}
-        if ev.data.get("additionalModelResponseFields") is not None:
-            p["additionalModelResponseFields"] = ev.data["additionalModelResponseFields"]
-        return "messageStop", p
-    if kind == "metadata":
-        return "metadata", {"usage": usage_dict(ev.data["usage"]),
-                            "metrics": {"latencyMs": int(ev.data.get("latencyMs") or 0)}}
-    raise ValueError(f"unknown stream event kind {kind!r}")
-
+    render = _PAYLOADS.get(type(ev))
+    if render is None:
+        raise TypeError(f"not a canonical stream event: {type(ev).__name__}")
+    return render(ev)

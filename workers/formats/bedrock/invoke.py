@@ -5,17 +5,21 @@ chunks); `PromptFamily` is the kind whose conversation is one templated prompt s
 the sampling and tool fields every family reads by its own names, the invocation metrics of a
 stream's last chunk, and the model id helpers (region prefixes, ARNs).
 
-A stream encoder is a small sans-I/O object: `feed(ev)` takes one canonical `StreamEvent` and
+A stream encoder is a small sans-I/O object: `feed(ev)` takes one canonical stream event and
 returns the list of native chunk dicts to send (often none, sometimes several). When fed the final
-`metadata` event it returns at least one chunk, and the last one carries
+`Metadata` event it returns at least one chunk, and the last one carries
 ``"amazon-bedrock-invocationMetrics"`` (bedrock-protocol.md 2.2).
+
+A parser builds its `ChatRequest` once, at the end: the helpers here (`take_sampling`,
+`take_tools`) and a family's `parse_more` fill `fields`, the dict of the request's keyword
+arguments so far.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from finops.shared import errors
-from finops.shared.model import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage
+from finops.shared.model import (BlockDelta, BlockStart, BlockStop, ChatRequest, ChatResponse, EmbedRequest,
+                                 EmbedResponse, ImageStart, MessageStart, MessageStop, Metadata, StreamEvent, TextDelta,
+                                 ToolUseStart, Usage)
 
 from ..common import check_tool_blocks_need_config, fail, make_id, want_dict, want_int, want_num, want_str_list
 from ..prompts import parse_prompt
@@ -23,23 +27,11 @@ from ..prompts import parse_prompt
 METRICS_KEY = "amazon-bedrock-invocationMetrics"
 
 
-def as_usage(u: Any) -> Usage:
-    """A Usage, its wire dict ({"in","out","cr","cw"}) or a Converse usage dict -> Usage."""
-    if isinstance(u, Usage):
-        return u
-    if isinstance(u, dict):
-        if "in" in u or "out" in u:
-            return Usage(u.get("in", 0), u.get("out", 0), u.get("cr", 0), u.get("cw", 0))
-        return Usage(u.get("inputTokens", 0), u.get("outputTokens", 0),
-                     u.get("cacheReadInputTokens", 0), u.get("cacheWriteInputTokens", 0))
-    return Usage()
-
-
-def invocation_metrics(data: dict) -> dict:
-    """The `amazon-bedrock-invocationMetrics` object for a final `metadata` event's data."""
-    u = as_usage(data.get("usage"))
-    latency = int(data.get("latencyMs") or 0)
-    fb = data.get("firstByteLatencyMs")
+def invocation_metrics(meta: Metadata) -> dict:
+    """The `amazon-bedrock-invocationMetrics` object for a stream's final `Metadata` event."""
+    u = meta.usage
+    latency = int(meta.latency_ms)
+    fb = meta.first_byte_latency_ms
     m = {"inputTokenCount": u.input_tokens, "outputTokenCount": u.output_tokens,
          "invocationLatency": latency, "firstByteLatency": int(fb) if fb is not None else latency}
     if u.cache_read_tokens:
@@ -49,34 +41,34 @@ def invocation_metrics(data: dict) -> dict:
     return m
 
 
-def take_sampling(body: dict, req: ChatRequest, *, temperature: str | None = "temperature",
+def take_sampling(body: dict, fields: dict, *, temperature: str | None = "temperature",
                   top_p: str | None = "top_p", top_k: str | None = "top_k",
                   stop: str | None = "stop_sequences", max_tokens: str | None = None,
                   temp_hi: float = 1.0, used: set | None = None) -> None:
-    """Copy the usual sampling fields (by their native names) into `req`, validating them."""
+    """Copy the usual sampling fields (by their native names) into `fields`, validating them."""
     if max_tokens and body.get(max_tokens) is not None:
-        req.max_tokens = want_int(body[max_tokens], max_tokens, lo=1)
+        fields["max_tokens"] = want_int(body[max_tokens], max_tokens, lo=1)
     if temperature and body.get(temperature) is not None:
-        req.temperature = want_num(body[temperature], temperature, lo=0, hi=temp_hi)
+        fields["temperature"] = want_num(body[temperature], temperature, lo=0, hi=temp_hi)
     if top_p and body.get(top_p) is not None:
-        req.top_p = want_num(body[top_p], top_p, lo=0, hi=1)
+        fields["top_p"] = want_num(body[top_p], top_p, lo=0, hi=1)
     if top_k and body.get(top_k) is not None:
-        req.top_k = want_int(body[top_k], top_k, lo=0)
+        fields["top_k"] = want_int(body[top_k], top_k, lo=0)
     if stop and body.get(stop) is not None:
         v = body[stop]
-        req.stop_sequences = [v] if isinstance(v, str) and v else want_str_list(v, stop)
+        fields["stop_sequences"] = [v] if isinstance(v, str) and v else want_str_list(v, stop)
     if used is not None:
         used.update(k for k in (max_tokens, temperature, top_p, top_k, stop) if k)
 
 
-def take_tools(body: dict, req: ChatRequest, parse_tools, parse_choice=None) -> None:
-    """The native `tools` (and `tool_choice`) fields into `req`, read by the family's own parsers;
-    then, as on Converse, toolUse or toolResult blocks need tools."""
+def take_tools(body: dict, fields: dict, parse_tools, parse_choice=None) -> None:
+    """The native `tools` (and `tool_choice`) fields into `fields`, read by the family's own
+    parsers; then, as on Converse, toolUse or toolResult blocks need tools."""
     if body.get("tools") is not None:
-        req.tools = parse_tools(body["tools"])
+        fields["tools"] = parse_tools(body["tools"])
     if parse_choice is not None and body.get("tool_choice") is not None:
-        req.tool_choice = parse_choice(body["tool_choice"], req.tools)
-    check_tool_blocks_need_config(req.messages, bool(req.tools), "tools")
+        fields["tool_choice"] = parse_choice(body["tool_choice"], fields.get("tools", ()))
+    check_tool_blocks_need_config(fields["messages"], bool(fields.get("tools")), "tools")
 
 
 def leftovers(body: dict, used: set) -> dict:
@@ -101,30 +93,28 @@ class StreamEncoder:
         self.response_id = response_id or make_id("", "stream", model_id, n=32)
 
     def feed(self, ev: StreamEvent) -> list[dict]:
-        kind = ev.kind
-        if kind == "block_delta":
-            d = ev.data
-            if "text" in d:
-                return self.on_text(ev.index, d["text"])
-            return self.on_other_delta(ev.index, d)
-        if kind == "message_start":
-            u = ev.data.get("usage")
-            if u is not None:
-                self.input_tokens = as_usage(u).input_tokens
-            return self.on_start()
-        if kind == "block_start":
-            return self.on_block_start(ev.index, ev.data)
-        if kind == "block_stop":
-            return self.on_block_stop(ev.index)
-        if kind == "message_stop":
-            self.stop = ev.data.get("stopReason") or "end_turn"
-            self.stop_sequence = ev.data.get("stopSequence")
-            return []
-        if kind == "metadata":
-            chunks = self.on_final(as_usage(ev.data.get("usage")))
-            chunks[-1][METRICS_KEY] = invocation_metrics(ev.data)
-            return chunks
-        raise ValueError(f"unknown stream event kind {kind!r}")
+        match ev:
+            case TextDelta():
+                return self.on_text(ev.index, ev.text)
+            case BlockStop():
+                return self.on_block_stop(ev.index)
+            case ToolUseStart() | ImageStart():
+                return self.on_block_start(ev)
+            case MessageStart():
+                if ev.usage is not None:
+                    self.input_tokens = ev.usage.input_tokens
+                return self.on_start()
+            case MessageStop():
+                self.stop = ev.stop_reason
+                self.stop_sequence = ev.stop_sequence
+                return []
+            case Metadata():
+                chunks = self.on_final(ev.usage)
+                chunks[-1][METRICS_KEY] = invocation_metrics(ev)
+                return chunks
+        if isinstance(ev, BlockDelta):
+            return self.on_other_delta(ev)
+        raise TypeError(f"not a canonical stream event: {type(ev).__name__}")
 
     def first_input_tokens(self) -> int | None:
         """The input token count for the stream's first chunk, None for every later one (formats
@@ -141,10 +131,11 @@ class StreamEncoder:
     def on_text(self, index: int, text: str) -> list[dict]:
         raise NotImplementedError
 
-    def on_other_delta(self, index: int, data: dict) -> list[dict]:
+    def on_other_delta(self, ev: BlockDelta) -> list[dict]:
+        """A delta other than text (tool input, reasoning, image)."""
         return []  # text-only formats cannot carry tool or reasoning deltas
 
-    def on_block_start(self, index: int, data: dict) -> list[dict]:
+    def on_block_start(self, ev: BlockStart) -> list[dict]:
         return []
 
     def on_block_stop(self, index: int) -> list[dict]:
@@ -223,15 +214,15 @@ class PromptFamily(Family):
         for field, problem in self.required:
             if body.get(field) is None:
                 raise fail(field, problem)
-        req = ChatRequest(messages=messages, system=system)
+        fields = {"messages": messages, "system": system}
         used = {self.prompt_field, *self.read}
-        take_sampling(body, req, used=used, **self.sampling)
-        self.parse_more(body, req)
-        req.extra = leftovers(body, used)
-        return req
+        take_sampling(body, fields, used=used, **self.sampling)
+        self.parse_more(body, fields)
+        return ChatRequest(**fields, extra=leftovers(body, used))
 
-    def parse_more(self, body: dict, req: ChatRequest) -> None:
-        """The family's own fields beyond the prompt and sampling (listed in `read`)."""
+    def parse_more(self, body: dict, fields: dict) -> None:
+        """The family's own fields beyond the prompt and sampling (listed in `read`), into
+        `fields` (the ChatRequest's keyword arguments so far)."""
 
 
 def with_path(doc: dict, path: tuple[str, ...], value) -> dict:

@@ -6,7 +6,7 @@ as the table in `openai_chat` says.
 
 Where Mistral differs
 ---------------------
-    image blocks                        {"type": "image_url", "image_url": "data:image/png;base64,..."}
+    ImageBlocks                         {"type": "image_url", "image_url": "data:image/png;base64,..."}
                                         (the string form of Mistral's ImageURLChunk)
     pdf documents                       ValidationException: Mistral chat takes documents only by URL
                                         (document_url), which the gateway cannot host; send the text
@@ -19,15 +19,15 @@ Where Mistral differs
     a user message right after a        Mistral rejects it ("Unexpected role 'user' after role 'tool'"):
       tool message                      the assistant message `BRIDGE` is put between them
     max_tokens                          "max_tokens" (always)
-    tool_choice {"any": {}}             "any"
+    ToolChoice("any")                   "any"
     stream=True                         "stream": true; no stream_options (usage comes in the last chunk)
     ChatRequest.extra                   only `MISTRAL_FIELDS` and dialect.passthrough_fields;
                                         "seed" becomes "random_seed" (an explicit random_seed wins)
     finish_reason model_length          max_tokens
     finish_reason error                 the answer failed: ModelErrorException (non-streaming), or the
                                         in-stream error (provider_errors.in_stream)
-    content as parts                    text parts -> text, {"type": "thinking", "thinking": [...]} ->
-                                        reasoningContent (Magistral), references ignored
+    content as parts                    text parts -> TextBlocks, {"type": "thinking", "thinking": [...]} ->
+                                        ReasoningBlocks (Magistral), references ignored
     tool call arguments                 a JSON string or an object; both accepted
 
 A final assistant message (a Converse "prefill") is sent as is: Mistral answers it with a

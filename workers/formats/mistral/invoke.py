@@ -7,10 +7,9 @@ usage, and stream chunks that each carry a whole `message` (tool calls go out wh
 """
 from __future__ import annotations
 
-from finops.shared.model import ChatResponse, Usage
+from finops.shared.model import BlockDelta, BlockStart, ChatResponse, ToolInputDelta, ToolUseStart, Usage, text_of
 
 from ..bedrock.invoke import PromptFamily, StreamEncoder
-from ..common import text_blocks
 from ..openai.invoke import OpenAIChat, finish_reason
 
 
@@ -23,7 +22,7 @@ class MistralText(PromptFamily):
     sampling = {"max_tokens": "max_tokens", "stop": "stop"}
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
-        return {"outputs": [{"text": text_blocks(resp.content), "stop_reason": _reason(resp.stop_reason)}]}
+        return {"outputs": [{"text": text_of(resp.content), "stop_reason": _reason(resp.stop_reason)}]}
 
 
 class _Encoder(StreamEncoder):
@@ -58,15 +57,14 @@ class _MessageEncoder(StreamEncoder):
     def on_text(self, index: int, text: str) -> list[dict]:
         return [self._chunk({"content": text})]
 
-    def on_block_start(self, index: int, data: dict) -> list[dict]:
-        t = data.get("toolUse")
-        if t is not None:
-            self.tools[index] = [t["toolUseId"], t["name"], []]
+    def on_block_start(self, ev: BlockStart) -> list[dict]:
+        if type(ev) is ToolUseStart:
+            self.tools[ev.index] = [ev.tool_use_id, ev.name, []]
         return []
 
-    def on_other_delta(self, index: int, data: dict) -> list[dict]:
-        if "toolUse" in data:
-            self.tools.setdefault(index, [f"call_{index}", "", []])[2].append(data["toolUse"].get("input", ""))
+    def on_other_delta(self, ev: BlockDelta) -> list[dict]:
+        if type(ev) is ToolInputDelta:
+            self.tools.setdefault(ev.index, [f"call_{ev.index}", "", []])[2].append(ev.input)
         return []
 
     def on_block_stop(self, index: int) -> list[dict]:

@@ -7,27 +7,26 @@ this module through `ChatStyle`, `to_chat_request`, `from_chat_response` and `Op
 Request (canonical -> provider)
 -------------------------------
     ChatRequest.system[k]               {"role": "system", "content": s}, one each, first
-    text blocks only                    "content": the texts joined (a string)
+    TextBlocks only                     "content": the texts joined (a string)
     text + image/document blocks        "content": parts, in block order:
-      text                                {"type": "text", "text"}
-      image (png, jpeg, gif, webp)        {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}
-      document txt/md/csv/html            {"type": "text", "text": '<document name="NAME">\\n...\\n</document>'}
+      TextBlock                           {"type": "text", "text"}
+      ImageBlock (png, jpeg, gif, webp)   {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}
+      DocumentBlock txt/md/csv/html       {"type": "text", "text": '<document name="NAME">\\n...\\n</document>'}
                                           (text source, or utf-8 bytes; `context` becomes a context="..." attribute)
-      document pdf (bytes)                {"type": "file", "file": {"filename": "NAME.pdf",
+      DocumentBlock pdf (bytes)           {"type": "file", "file": {"filename": "NAME.pdf",
                                                                     "file_data": "data:application/pdf;base64,..."}}
-      document doc/docx/xls/xlsx          ValidationException naming the provider, kind and block path
-    assistant toolUse blocks            "tool_calls": [{"id", "type": "function",
+      DocumentBlock doc/docx/xls/xlsx     ValidationException naming the provider, kind and block path
+    assistant ToolUseBlocks             "tool_calls": [{"id", "type": "function",
                                                         "function": {"name", "arguments": compact JSON}}]
                                         with the message's text in "content" (null when none)
-    user toolResult blocks              one {"role": "tool", "tool_call_id", "content": text} per result,
+    user ToolResultBlocks               one {"role": "tool", "tool_call_id", "content": text} per result,
                                         before the rest of that user turn. Items are joined with "\\n";
-                                        json items become compact JSON; text documents the tagged text.
+                                        JsonBlock items become compact JSON; text documents the tagged text.
                                         status "error": the API has no flag, so content starts "Error: ".
                                         Images (and binary documents) in a result: ValidationException,
                                         a tool message takes text only.
-    reasoningContent blocks             dropped: the API has no input slot for earlier reasoning. An
+    Reasoning/RedactedReasoningBlock    dropped: the API has no input slot for earlier reasoning. An
                                         assistant message left with nothing is dropped too.
-    cachePoint                          dropped (no equivalent)
     tool ids longer than 40 chars       "call_" + a hash (OpenAI rejects longer ids); the same id always
                                         maps the same way, so a toolUse and its toolResult still match
     max_tokens                          dialect.max_tokens_field ("max_completion_tokens" or "max_tokens")
@@ -35,8 +34,8 @@ Request (canonical -> provider)
     stop_sequences                      "stop" (omitted when empty)
     top_k                               "top_k", only when "top_k" is in dialect.passthrough_fields
     tools                               [{"type": "function", "function": {"name", "description", "parameters"}}]
-    tool_choice auto / any / none       "auto" / "required" / "none"
-    tool_choice {"tool": {"name": N}}   {"type": "function", "function": {"name": N}}
+    ToolChoice auto / any / none        "auto" / "required" / "none"
+    ToolChoice("tool", N)               {"type": "function", "function": {"name": N}}
                                         (with no tools: auto and none are omitted, which means the same;
                                         any and tool are a ValidationException)
     ChatRequest.extra                   only `OPENAI_FIELDS` (documented request fields) and
@@ -48,13 +47,13 @@ Request (canonical -> provider)
 
 Response (provider -> canonical)
 --------------------------------
-    message.reasoning_content           a reasoningContent block, first (vLLM, DeepSeek); else
+    message.reasoning_content           a ReasoningBlock (no signature), first (vLLM, DeepSeek); else
       or message.reasoning                `reasoning` (vLLM >= 0.10, Groq, OpenRouter). Never both.
-    message.content                     a string -> one text block; a list of parts -> text blocks
-                                        (adjacent text parts merged) and reasoningContent blocks for
+    message.content                     a string -> one TextBlock; a list of parts -> TextBlocks
+                                        (adjacent text parts merged) and ReasoningBlocks for
                                         Mistral's {"type": "thinking", "thinking": [{"type": "text"}]}
-    message.refusal                     a text block, stopReason content_filtered
-    message.tool_calls                  toolUse blocks; input = json.loads(arguments) ("" -> {}, an
+    message.refusal                     a TextBlock, stopReason content_filtered
+    message.tool_calls                  ToolUseBlocks; input = json.loads(arguments) ("" -> {}, an
                                         object is taken as is); invalid JSON -> {} and stopReason
                                         malformed_tool_use (unless the answer hit max_tokens)
     finish_reason                       stop -> end_turn, length -> max_tokens, tool_calls and
@@ -70,18 +69,19 @@ Response (provider -> canonical)
     model                               ChatResponse.model
     no choices[0].message               ModelErrorException (provider_errors.bad_body)
 
-Stream (chat.completion.chunk objects -> StreamEvents)
-------------------------------------------------------
-    first chunk                         message_start {"role": "assistant"}
-    delta.reasoning_content / reasoning reasoningContent deltas (no block_start)
-    delta.content (str or parts)        text deltas (no block_start); thinking parts -> reasoning
-    delta.refusal                       text deltas; the stop reason becomes content_filtered
-    delta.tool_calls[]                  block_start {"toolUse": {"toolUseId", "name"}} once id and
-                                        name are known, then {"toolUse": {"input": fragment}} deltas.
-                                        A call is found by its id, else by its index. A tool block
-                                        that got no arguments at all gets one "{}" delta.
-    finish_reason                       every open/buffered block is closed, then message_stop
-    usage (any chunk; x_groq.usage)     remembered; finish() returns metadata {"usage": Usage}
+Stream (chat.completion.chunk objects -> canonical stream events)
+----------------------------------------------------------------
+    first chunk                         MessageStart()
+    delta.reasoning_content / reasoning ReasoningDeltas (no start event)
+    delta.content (str or parts)        TextDeltas (no start event); thinking parts -> ReasoningDeltas
+    delta.refusal                       TextDeltas; the stop reason becomes content_filtered
+    delta.tool_calls[]                  ToolUseStart(index, id, name) once id and name are known, then
+                                        ToolInputDelta(index, fragment)s. A call is found by its id,
+                                        else by its index. A tool block that got no arguments at all
+                                        gets one "{}" delta.
+    finish_reason                       every open/buffered block is closed (BlockStop), then
+                                        MessageStop(stop reason, the vLLM stop string if any)
+    usage (any chunk; x_groq.usage)     remembered; finish() returns Metadata(usage)
     {"error": {...}} / event: error     provider_errors.in_stream
     finish() before a finish_reason     provider_errors.cut_stream
 
@@ -102,7 +102,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from finops.shared import errors
-from finops.shared.model import ChatRequest, ChatResponse, Message, StreamEvent, Usage, estimate_tokens
+from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock, JsonBlock, Message,
+                                 MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
+                                 RedactedReasoningBlock, StreamEvent, TextBlock, TextDelta, ToolChoice,
+                                 ToolInputDelta, ToolResultBlock, ToolUseBlock, ToolUseStart, Usage, estimate_tokens)
 
 from .. import provider_errors
 from ..common import ProviderAPI, b64, compact_json, fail, make_id
@@ -185,32 +188,28 @@ OPENAI_STYLE = ChatStyle(api="OpenAI Chat Completions", image=_openai_image, pdf
 
 # --- request -------------------------------------------------------------------------------------
 
-def _block_kind(b: dict) -> str:
-    return next(iter(b), "empty")
-
-
-def _document_text(d: dict, path: str) -> str | None:
+def _document_text(d: DocumentBlock, path: str) -> str | None:
     """The `<document>`-tagged text of a text document, or None for a binary one."""
-    if d.get("text") is not None:
-        text = d["text"]
-    elif (d.get("format") or "txt") in TEXT_DOCUMENTS and d.get("bytes") is not None:
+    if d.text is not None:
+        text = d.text
+    elif d.format in TEXT_DOCUMENTS:
         try:
-            text = d["bytes"].decode("utf-8")
+            text = d.data.decode("utf-8")
         except UnicodeDecodeError:
-            raise fail(f"{path}.document", f"the {d.get('format')} document is not UTF-8 text; "
+            raise fail(f"{path}.document", f"the {d.format} document is not UTF-8 text; "
                        "send it UTF-8 encoded") from None
     else:
         return None
-    attrs = f' name="{html.escape(d.get("name") or "document")}"'
-    if d.get("context"):
-        attrs += f' context="{html.escape(d["context"])}"'
+    attrs = f' name="{html.escape(d.name or "document")}"'
+    if d.context:
+        attrs += f' context="{html.escape(d.context)}"'
     return f"<document{attrs}>\n{text}\n</document>"
 
 
-def _binary_document(d: dict, path: str, provider: str, style: ChatStyle, *, in_tool: bool = False) -> dict:
-    fmt = d.get("format") or "binary"
+def _binary_document(d: DocumentBlock, path: str, provider: str, style: ChatStyle, *, in_tool: bool = False) -> dict:
+    fmt = d.format
     if fmt == "pdf" and style.pdf is not None and not in_tool:
-        return style.pdf(d.get("name") or "document", d.get("bytes") or b"")
+        return style.pdf(d.name or "document", d.data)
     if in_tool:
         raise fail(path, f"provider {provider!r} cannot take a {fmt} document in a tool result: "
                    f"{style.api} tool messages carry text only. Send the document's text "
@@ -220,49 +219,47 @@ def _binary_document(d: dict, path: str, provider: str, style: ChatStyle, *, in_
                f"convert it and send it as one of those formats, or send its text in a text block")
 
 
-def _user_part(b: dict, path: str, provider: str, style: ChatStyle) -> dict:
-    if "text" in b:
-        return {"type": "text", "text": b["text"]}
-    if "image" in b:
-        img = b["image"]
-        return style.image(data_url(f"image/{img['format']}", img["bytes"]))
-    if "document" in b:
-        text = _document_text(b["document"], path)
-        if text is not None:
-            return {"type": "text", "text": text}
-        return _binary_document(b["document"], path, provider, style)
-    if "toolUse" in b:
-        raise fail(path, "a toolUse block belongs in an assistant message; move it there")
-    raise fail(path, f"{_block_kind(b)} blocks cannot be sent to provider {provider!r} ({style.api}); "
+def _user_part(b, path: str, provider: str, style: ChatStyle) -> dict:
+    match b:
+        case TextBlock():
+            return {"type": "text", "text": b.text}
+        case ImageBlock():
+            return style.image(data_url(f"image/{b.format}", b.data))
+        case DocumentBlock():
+            text = _document_text(b, path)
+            if text is not None:
+                return {"type": "text", "text": text}
+            return _binary_document(b, path, provider, style)
+        case ToolUseBlock():
+            raise fail(path, "a toolUse block belongs in an assistant message; move it there")
+    raise fail(path, f"{b.kind} blocks cannot be sent to provider {provider!r} ({style.api}); "
                "send text, image or document blocks")
 
 
-def _tool_message(t: dict, path: str, provider: str, style: ChatStyle, names: dict) -> dict:
+def _tool_message(t: ToolResultBlock, path: str, provider: str, style: ChatStyle, names: dict) -> dict:
     texts = []
-    for k, c in enumerate(t.get("content") or ()):
+    for k, c in enumerate(t.content):
         cp = f"{path}.toolResult.content[{k}]"
-        if "text" in c:
-            texts.append(c["text"])
-        elif "json" in c:
-            texts.append(compact_json(c["json"]))
-        elif "document" in c:
-            text = _document_text(c["document"], cp)
-            if text is None:
-                _binary_document(c["document"], cp, provider, style, in_tool=True)
-            texts.append(text)
-        elif "image" in c:
-            raise fail(cp, f"provider {provider!r} cannot take an image in a tool result: {style.api} "
-                       "tool messages carry text only. Describe the image in text, or send it as an "
-                       "image block of a user message")
-        else:
-            raise fail(cp, f"{_block_kind(c)} tool results cannot be sent to provider {provider!r}; "
-                       "send text or json")
+        match c:
+            case TextBlock():
+                texts.append(c.text)
+            case JsonBlock():
+                texts.append(compact_json(c.value))
+            case DocumentBlock():
+                text = _document_text(c, cp)
+                if text is None:
+                    _binary_document(c, cp, provider, style, in_tool=True)
+                texts.append(text)
+            case ImageBlock():
+                raise fail(cp, f"provider {provider!r} cannot take an image in a tool result: {style.api} "
+                           "tool messages carry text only. Describe the image in text, or send it as an "
+                           "image block of a user message")
     content = "\n".join(texts)
-    if t.get("status") == "error":
+    if t.status == "error":
         content = "Error: " + content
-    msg = {"role": "tool", "tool_call_id": style.tool_id(t["toolUseId"]), "content": content}
-    if style.tool_result_name and names.get(t["toolUseId"]):
-        msg["name"] = names[t["toolUseId"]]
+    msg = {"role": "tool", "tool_call_id": style.tool_id(t.tool_use_id), "content": content}
+    if style.tool_result_name and names.get(t.tool_use_id):
+        msg["name"] = names[t.tool_use_id]
     return msg
 
 
@@ -272,12 +269,12 @@ def _user_messages(m: Message, path: str, provider: str, style: ChatStyle, names
     text_only = True
     for j, b in enumerate(m.content):
         bp = f"{path}.content[{j}]"
-        if "toolResult" in b:
-            tools.append(_tool_message(b["toolResult"], bp, provider, style, names))
-        elif "reasoningContent" in b or "cachePoint" in b:
+        if type(b) is ToolResultBlock:
+            tools.append(_tool_message(b, bp, provider, style, names))
+        elif type(b) in (ReasoningBlock, RedactedReasoningBlock):
             continue
         else:
-            text_only = text_only and "text" in b
+            text_only = text_only and type(b) is TextBlock
             parts.append(_user_part(b, bp, provider, style))
     if parts:
         content = "".join(p["text"] for p in parts) if text_only else parts
@@ -285,26 +282,27 @@ def _user_messages(m: Message, path: str, provider: str, style: ChatStyle, names
     return tools
 
 
-def _tool_call(t: dict, style: ChatStyle) -> dict:
-    return {"id": style.tool_id(t["toolUseId"]), "type": "function",
-            "function": {"name": t["name"], "arguments": compact_json(t.get("input", {}))}}
+def _tool_call(t: ToolUseBlock, style: ChatStyle) -> dict:
+    return {"id": style.tool_id(t.tool_use_id), "type": "function",
+            "function": {"name": t.name, "arguments": compact_json(t.input)}}
 
 
 def _assistant_message(m: Message, path: str, provider: str, style: ChatStyle) -> dict | None:
     texts, calls = [], []
     for j, b in enumerate(m.content):
         bp = f"{path}.content[{j}]"
-        if "text" in b:
-            texts.append(b["text"])
-        elif "toolUse" in b:
-            calls.append(_tool_call(b["toolUse"], style))
-        elif "reasoningContent" in b or "cachePoint" in b:
-            continue
-        elif "toolResult" in b:
-            raise fail(bp, "a toolResult block belongs in a user message; move it there")
-        else:
-            raise fail(bp, f"provider {provider!r} ({style.api}) takes only text and tool calls in "
-                       f"assistant messages; remove the {_block_kind(b)} block or move it to a user message")
+        match b:
+            case TextBlock():
+                texts.append(b.text)
+            case ToolUseBlock():
+                calls.append(_tool_call(b, style))
+            case ReasoningBlock() | RedactedReasoningBlock():
+                continue
+            case ToolResultBlock():
+                raise fail(bp, "a toolResult block belongs in a user message; move it there")
+            case _:
+                raise fail(bp, f"provider {provider!r} ({style.api}) takes only text and tool calls in "
+                           f"assistant messages; remove the {b.kind} block or move it to a user message")
     if not texts and not calls:
         return None
     msg: dict = {"role": "assistant", "content": "".join(texts) if texts else None}
@@ -315,17 +313,15 @@ def _assistant_message(m: Message, path: str, provider: str, style: ChatStyle) -
 
 def build_messages(req: ChatRequest, provider: str, style: ChatStyle) -> list[dict]:
     out: list[dict] = [{"role": "system", "content": s} for s in req.system]
-    names = {b["toolUse"]["toolUseId"]: b["toolUse"]["name"]
-             for m in req.messages for b in m.content if "toolUse" in b} if style.tool_result_name else {}
+    names = {b.tool_use_id: b.name for m in req.messages for b in m.content
+             if type(b) is ToolUseBlock} if style.tool_result_name else {}
     for i, m in enumerate(req.messages):
         path = f"messages[{i}]"
         if m.role == "assistant":
             msg = _assistant_message(m, path, provider, style)
             new = [msg] if msg else []
-        elif m.role == "user":
-            new = _user_messages(m, path, provider, style, names)
         else:
-            raise fail(f"{path}.role", f"{m.role!r} is not valid; use user or assistant")
+            new = _user_messages(m, path, provider, style, names)
         for msg in new:
             if style.bridge_after_tool and msg["role"] == "user" and out and out[-1]["role"] == "tool":
                 out.append({"role": "assistant", "content": style.bridge_after_tool})
@@ -344,17 +340,15 @@ def build_tools(req: ChatRequest) -> list[dict]:
     return out
 
 
-def build_tool_choice(choice: dict, has_tools: bool, style: ChatStyle) -> str | dict | None:
+def build_tool_choice(choice: ToolChoice, has_tools: bool, style: ChatStyle) -> str | dict | None:
     """The tool_choice value, or None to leave it out (only when that means the same)."""
-    kind = _block_kind(choice)
-    if kind not in ("auto", "any", "none", "tool"):
-        raise fail("toolConfig.toolChoice", f"unknown tool choice {kind!r}; use auto, any, tool or none")
+    kind = choice.kind
     if not has_tools:
         if kind in ("auto", "none"):
             return None
         raise fail("toolConfig.toolChoice", f"{kind} needs tools; add toolConfig.tools or remove toolChoice")
     if kind == "tool":
-        return {"type": "function", "function": {"name": choice["tool"]["name"]}}
+        return {"type": "function", "function": {"name": choice.name}}
     return style.any_choice if kind == "any" else kind
 
 
@@ -522,7 +516,7 @@ def _first_message(doc: Any, provider: str) -> tuple[dict, dict]:
     return choices[0], msg
 
 
-def parse_tool_calls(calls: Any, response_id: str) -> tuple[list[dict], bool]:
+def parse_tool_calls(calls: Any, response_id: str) -> tuple[list[ToolUseBlock], bool]:
     """message.tool_calls -> (toolUse blocks, all well-formed)."""
     out, ok = [], True
     for k, c in enumerate(calls if isinstance(calls, list) else ()):
@@ -535,7 +529,7 @@ def parse_tool_calls(calls: Any, response_id: str) -> tuple[list[dict], bool]:
             name, ok = "", False
         value, good = parse_arguments(fn.get("arguments"))
         tid = c.get("id") if isinstance(c.get("id"), str) and c.get("id") else make_id("call_", response_id, str(k))
-        out.append({"toolUse": {"toolUseId": tid, "name": name, "input": value}})
+        out.append(ToolUseBlock(tid, name, value))
         ok = ok and good
     return out, ok
 
@@ -546,21 +540,21 @@ def from_chat_response(doc: dict, *, provider: str, finish_table: dict = OPENAI_
     finish = choice.get("finish_reason")
     if finish in error_finish:
         raise _finish_error(provider, finish, stream=False)
-    content: list[dict] = []
+    content: list = []
     reasoning = reasoning_of(msg)
     if reasoning:
-        content.append({"reasoningContent": {"text": reasoning, "signature": None}})
+        content.append(ReasoningBlock(reasoning))
     for kind, text in content_pieces(msg.get("content")):
         if kind == "reasoning":
-            content.append({"reasoningContent": {"text": text, "signature": None}})
-        elif content and "text" in content[-1]:
-            content[-1] = {"text": content[-1]["text"] + text}
+            content.append(ReasoningBlock(text))
+        elif content and type(content[-1]) is TextBlock:
+            content[-1] = TextBlock(content[-1].text + text)
         else:
-            content.append({"text": text})
+            content.append(TextBlock(text))
     refusal = msg.get("refusal")
     refused = isinstance(refusal, str) and bool(refusal)
     if refused:
-        content.append({"text": refusal})
+        content.append(TextBlock(refusal))
     calls, well_formed = parse_tool_calls(msg.get("tool_calls"), str(doc.get("id") or ""))
     content += calls
     matched = choice.get("stop_reason")
@@ -575,14 +569,12 @@ def from_chat_response(doc: dict, *, provider: str, finish_table: dict = OPENAI_
         stop_sequence=matched if isinstance(matched, str) and matched else None)
 
 
-def _generated_text(content: list[dict]):
+def _generated_text(content: list):
     for b in content:
-        if "text" in b:
-            yield b["text"]
-        elif "reasoningContent" in b:
-            yield b["reasoningContent"].get("text") or ""
-        elif "toolUse" in b:
-            yield compact_json(b["toolUse"]["input"])
+        if type(b) in (TextBlock, ReasoningBlock):
+            yield b.text
+        elif type(b) is ToolUseBlock:
+            yield compact_json(b.input)
 
 
 def from_openai_response(doc: dict, *, provider: str) -> ChatResponse:
@@ -698,7 +690,7 @@ class OpenAIStreamDecoder:
         out: list[StreamEvent] = []
         if not self._started:
             self._started = True
-            out.append(StreamEvent("message_start", data={"role": "assistant"}))
+            out.append(MessageStart())
         if not self._chunk_id and isinstance(data.get("id"), str):
             self._chunk_id = data["id"]
         x_groq = data.get("x_groq")
@@ -797,12 +789,10 @@ class OpenAIStreamDecoder:
     @staticmethod
     def _delta(seg: _Segment, text: str) -> StreamEvent:
         if seg.kind == "text":
-            data = {"text": text}
-        elif seg.kind == "reasoning":
-            data = {"reasoningContent": {"text": text}}
-        else:
-            data = {"toolUse": {"input": text}}
-        return StreamEvent("block_delta", seg.index, data)
+            return TextDelta(seg.index, text)
+        if seg.kind == "reasoning":
+            return ReasoningDelta(seg.index, text)
+        return ToolInputDelta(seg.index, text)
 
     def _start(self, seg: _Segment, out: list[StreamEvent], *, force: bool = False) -> bool:
         """Open `seg` (a tool block needs its name) and send what it buffered."""
@@ -812,8 +802,7 @@ class OpenAIStreamDecoder:
                 return False
             if not call.id:
                 call.id = make_id("call_", self._chunk_id, str(self._calls.index(call)))
-            out.append(StreamEvent("block_start", seg.index,
-                                   {"toolUse": {"toolUseId": call.id, "name": call.name or ""}}))
+            out.append(ToolUseStart(seg.index, call.id, call.name or ""))
         seg.started = True
         if seg.parts:
             out.append(self._delta(seg, "".join(seg.parts)))
@@ -823,7 +812,7 @@ class OpenAIStreamDecoder:
     def _close(self, seg: _Segment, out: list[StreamEvent]) -> None:
         if seg.kind == "tool" and not seg.call.args:
             out.append(self._delta(seg, "{}"))  # what the non-streaming answer would say: input {}
-        out.append(StreamEvent("block_stop", seg.index))
+        out.append(BlockStop(seg.index))
         seg.closed = True
 
     def _advance(self, out: list[StreamEvent]) -> None:
@@ -850,10 +839,7 @@ class OpenAIStreamDecoder:
         malformed = self._late or any(not c.name or not parse_arguments("".join(c.args))[1] for c in self._calls)
         self._stop = stop_reason(finish, self.finish_table, tools=bool(self._calls), refused=self._refused,
                                  malformed=malformed, matched=matched)
-        data = {"stopReason": self._stop}
-        if self._stop == "stop_sequence":
-            data["stopSequence"] = matched
-        out.append(StreamEvent("message_stop", data=data))
+        out.append(MessageStop(self._stop, matched if self._stop == "stop_sequence" else None))
 
     def finish(self) -> list[StreamEvent]:
         """At [DONE] or the end of the body: the final metadata event.
@@ -864,7 +850,7 @@ class OpenAIStreamDecoder:
         if self._stop is None:
             raise provider_errors.cut_stream(self.provider, "no finish_reason")
         usage = self._usage or Usage(self.input_tokens, estimate_tokens("".join(self._generated)))
-        return [StreamEvent("metadata", data={"usage": usage})]
+        return [Metadata(usage)]
 
 
 API = ProviderAPI(to_openai_request, from_openai_response, OpenAIStreamDecoder)

@@ -19,16 +19,18 @@ import base64
 import binascii
 import json
 
-from finops.shared.model import ChatRequest, ChatResponse, Message, Tool, Usage
+from finops.shared.model import (IMAGE_FORMATS, BlockDelta, BlockStart, ChatRequest, ChatResponse, ImageBlock,
+                                 Message, TextBlock, Tool, ToolChoice, ToolInputDelta, ToolResultBlock,
+                                 ToolUseBlock, ToolUseStart, Usage, text_of)
 
 from ..bedrock.invoke import Family, StreamEncoder, leftovers, take_sampling, take_tools
-from ..common import (IMAGE_FORMATS, TOOL_NAME, check_image_bytes, fail, make_id, text_blocks, tool_uses,
-                      want_dict, want_enum, want_int, want_list, want_str)
+from ..common import (TOOL_NAME, check_image_bytes, fail, make_id, tool_uses, want_dict, want_enum, want_int,
+                      want_list, want_str)
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
-def _parse_data_url(url, path: str) -> dict:
+def _parse_data_url(url, path: str) -> ImageBlock:
     want_str(url, path)
     if not url.startswith("data:image/") or ";base64," not in url:
         raise fail(path, "only data:image/<format>;base64,... URLs are supported by this gateway; "
@@ -42,16 +44,16 @@ def _parse_data_url(url, path: str) -> dict:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise fail(path, "the data URL is not valid base64") from None
-    return {"image": {"format": fmt, "bytes": check_image_bytes(raw, fmt, path)}}
+    return ImageBlock(fmt, check_image_bytes(raw, fmt, path))
 
 
-def _parse_content(c, path: str, *, allow_empty: bool = False) -> list[dict]:
+def _parse_content(c, path: str, *, allow_empty: bool = False) -> list[TextBlock | ImageBlock]:
     if isinstance(c, str):
         if not c.strip():
             if allow_empty:
                 return []
             raise fail(path, "is blank; send the message text")
-        return [{"text": c}]
+        return [TextBlock(c)]
     if c is None and allow_empty:
         return []
     blocks = []
@@ -60,7 +62,7 @@ def _parse_content(c, path: str, *, allow_empty: bool = False) -> list[dict]:
         want_dict(part, p)
         t = part.get("type", "text" if "text" in part else None)
         if t == "text":
-            blocks.append({"text": want_str(part.get("text"), f"{p}.text")})
+            blocks.append(TextBlock(want_str(part.get("text"), f"{p}.text")))
         elif t == "image_url":
             iu = part.get("image_url")
             url = iu.get("url") if isinstance(iu, dict) else iu
@@ -70,7 +72,7 @@ def _parse_content(c, path: str, *, allow_empty: bool = False) -> list[dict]:
     return blocks
 
 
-def _parse_tool_calls(calls, path: str) -> list[dict]:
+def _parse_tool_calls(calls, path: str) -> list[ToolUseBlock]:
     out = []
     for i, c in enumerate(want_list(calls, path, what="tool calls")):
         p = f"{path}[{i}]"
@@ -83,9 +85,8 @@ def _parse_tool_calls(calls, path: str) -> list[dict]:
             except ValueError:
                 raise fail(f"{p}.function.arguments", "is not valid JSON; send the arguments as a JSON "
                            "object encoded in a string") from None
-        out.append({"toolUse": {"toolUseId": want_str(c.get("id"), f"{p}.id", nonblank=True),
-                                "name": want_str(fn.get("name"), f"{p}.function.name", nonblank=True),
-                                "input": args}})
+        out.append(ToolUseBlock(want_str(c.get("id"), f"{p}.id", nonblank=True),
+                                want_str(fn.get("name"), f"{p}.function.name", nonblank=True), args))
     return out
 
 
@@ -93,30 +94,30 @@ def parse_openai_messages(raw, path: str = "messages") -> tuple[list[str], list[
     if raw is None:
         raise fail(path, "required; send [{\"role\": \"user\", \"content\": \"Hello\"}]")
     system: list[str] = []
-    msgs: list[Message] = []
+    turns: list[tuple[str, list]] = []      # (role, blocks): consecutive tool results share a user turn
     for i, m in enumerate(want_list(raw, path, min_len=1, what="messages")):
         p = f"{path}[{i}]"
         want_dict(m, p)
         role = want_enum(m.get("role"), f"{p}.role", _ROLES)
         if role in ("system", "developer"):
-            system.extend(b["text"] for b in _parse_content(m.get("content"), f"{p}.content") if "text" in b)
+            system.extend(b.text for b in _parse_content(m.get("content"), f"{p}.content") if type(b) is TextBlock)
         elif role == "tool":
             tid = want_str(m.get("tool_call_id"), f"{p}.tool_call_id", nonblank=True)
             content = _parse_content(m.get("content", ""), f"{p}.content", allow_empty=True)
-            block = {"toolResult": {"toolUseId": tid, "content": content, "status": "success"}}
-            if msgs and msgs[-1].role == "user" and all("toolResult" in b for b in msgs[-1].content):
-                msgs[-1].content.append(block)
+            block = ToolResultBlock(tid, content, "success")
+            if turns and turns[-1][0] == "user" and all(type(b) is ToolResultBlock for b in turns[-1][1]):
+                turns[-1][1].append(block)
             else:
-                msgs.append(Message("user", [block]))
+                turns.append(("user", [block]))
         else:
             calls = m.get("tool_calls") if role == "assistant" else None
             blocks = _parse_content(m.get("content"), f"{p}.content", allow_empty=bool(calls))
             if calls:
                 blocks += _parse_tool_calls(calls, f"{p}.tool_calls")
-            msgs.append(Message(role, blocks))
-    if not msgs:
+            turns.append((role, blocks))
+    if not turns:
         raise fail(path, "has only system messages; add a user message")
-    return system, msgs
+    return system, [Message(role, blocks) for role, blocks in turns]
 
 
 def _parse_tools(raw) -> list[Tool]:
@@ -134,16 +135,16 @@ def _parse_tools(raw) -> list[Tool]:
     return tools
 
 
-def _parse_tool_choice(raw, tools: list[Tool]) -> dict:
+def _parse_tool_choice(raw, tools: list[Tool]) -> ToolChoice:
     if isinstance(raw, str):
         c = want_enum(raw, "tool_choice", ("auto", "any", "required", "none"))
-        return {"any": {}} if c == "required" else {c: {}}
+        return ToolChoice("any" if c == "required" else c)
     want_dict(raw, "tool_choice")
     name = want_str(want_dict(raw.get("function"), "tool_choice.function").get("name"),
                     "tool_choice.function.name", nonblank=True)
     if name not in {t.name for t in tools}:
         raise fail("tool_choice.function.name", f"names tool {name!r}, which is not in tools")
-    return {"tool": {"name": name}}
+    return ToolChoice("tool", name)
 
 
 def finish_reason(stop: str) -> str:
@@ -152,9 +153,8 @@ def finish_reason(stop: str) -> str:
             "guardrail_intervened": "content_filter"}.get(stop, "stop")
 
 
-def _render_calls(content: list[dict]) -> list[dict]:
-    return [{"id": t["toolUseId"], "type": "function",
-             "function": {"name": t["name"], "arguments": json.dumps(t.get("input", {}))}}
+def _render_calls(content) -> list[dict]:
+    return [{"id": t.tool_use_id, "type": "function", "function": {"name": t.name, "arguments": json.dumps(t.input)}}
             for t in tool_uses(content)]
 
 
@@ -175,20 +175,19 @@ class OpenAIChat(Family):
     def parse_request(self, body: dict) -> ChatRequest:
         want_dict(body, "body")
         system, messages = parse_openai_messages(body.get("messages"))
-        req = ChatRequest(messages=messages, system=system)
+        fields: dict = {"messages": messages, "system": system}
         used = {"messages", "tools", "tool_choice", "stream", "model", "n", "max_completion_tokens"}
-        take_sampling(body, req, max_tokens="max_tokens", top_k=None, stop="stop", temp_hi=self.temp_hi,
+        take_sampling(body, fields, max_tokens="max_tokens", top_k=None, stop="stop", temp_hi=self.temp_hi,
                       used=used)
-        if req.max_tokens is None and body.get("max_completion_tokens") is not None:
-            req.max_tokens = want_int(body["max_completion_tokens"], "max_completion_tokens", lo=1)
+        if fields.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
+            fields["max_tokens"] = want_int(body["max_completion_tokens"], "max_completion_tokens", lo=1)
         if body.get("n") is not None and want_int(body["n"], "n", lo=1) != 1:
             raise fail("n", "only 1 completion per request is supported by this gateway; send n=1")
-        take_tools(body, req, _parse_tools, _parse_tool_choice)
-        req.extra = leftovers(body, used)
-        return req
+        take_tools(body, fields, _parse_tools, _parse_tool_choice)
+        return ChatRequest(**fields, extra=leftovers(body, used))
 
     def render_response(self, resp: ChatResponse, model_id: str, *, response_id: str | None = None) -> dict:
-        msg: dict = {"role": "assistant", "content": text_blocks(resp.content)}
+        msg: dict = {"role": "assistant", "content": text_of(resp.content)}
         calls = _render_calls(resp.content)
         if calls:
             msg["tool_calls"] = calls
@@ -223,20 +222,18 @@ class _DeltaEncoder(StreamEncoder):
     def on_text(self, index: int, text: str) -> list[dict]:
         return [self._chunk({"content": text})]
 
-    def on_block_start(self, index: int, data: dict) -> list[dict]:
-        t = data.get("toolUse")
-        if t is None:
+    def on_block_start(self, ev: BlockStart) -> list[dict]:
+        if type(ev) is not ToolUseStart:
             return []
-        k = self.calls[index] = len(self.calls)
-        return [self._chunk({"tool_calls": [{"index": k, "id": t["toolUseId"], "type": "function",
-                                             "function": {"name": t["name"], "arguments": ""}}]})]
+        k = self.calls[ev.index] = len(self.calls)
+        return [self._chunk({"tool_calls": [{"index": k, "id": ev.tool_use_id, "type": "function",
+                                             "function": {"name": ev.name, "arguments": ""}}]})]
 
-    def on_other_delta(self, index: int, data: dict) -> list[dict]:
-        if "toolUse" not in data:
+    def on_other_delta(self, ev: BlockDelta) -> list[dict]:
+        if type(ev) is not ToolInputDelta:
             return []
-        k = self.calls.setdefault(index, len(self.calls))
-        return [self._chunk({"tool_calls": [{"index": k, "function": {
-            "arguments": data["toolUse"].get("input", "")}}]})]
+        k = self.calls.setdefault(ev.index, len(self.calls))
+        return [self._chunk({"tool_calls": [{"index": k, "function": {"arguments": ev.input}}]})]
 
     def on_final(self, usage: Usage) -> list[dict]:
         c = self._chunk({}, finish_reason(self.stop))
