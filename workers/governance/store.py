@@ -203,7 +203,7 @@ class Names(NamedTuple):
         return ", ".join([self.p] * n)
 
 
-def check_kind(kind: str) -> None:
+def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
 
@@ -391,14 +391,14 @@ class DirectoryStore:
 
     def source_of(self, kind: str, id: str) -> str | None:
         """"config" | "api" for the row `id` of `kind` ("keys", "teams", "customers"); None if absent."""
-        check_kind(kind)
+        _check_kind(kind)
         n = self.NAMES
         r = self._execute(f"SELECT source FROM {n.table(kind)} WHERE id = {n.p}", (id,)).fetchone()
         return r["source"] if r else None
 
     def sources(self, kind: str) -> dict[str, str]:
         """{id: source} for every row of `kind` (keys carry theirs in VirtualKey.source already)."""
-        check_kind(kind)
+        _check_kind(kind)
         return {r["id"]: r["source"] for r in self._execute(f"SELECT id, source FROM {self.NAMES.table(kind)}")}
 
     def load_directory(self) -> Directory:
