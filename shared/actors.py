@@ -47,9 +47,12 @@ class BlockingActor:
     kind = "actor"          # the name it announces in the run directory
     TICK_SECONDS = 1.0
 
-    def __init__(self, run_dir: str, transport_kind: str):
-        self.run_dir = run_dir
-        self.transport_kind = transport_kind
+    def __init__(self, cfg: configmod.Config, clock=time.time):
+        """`clock`: the time the actor's state is kept in (tests inject one)."""
+        self.cfg = cfg
+        self.clock = clock
+        self.run_dir = cfg.run_dir
+        self.transport_kind = cfg.server.transport
         self.replies: dict[str, zmq.Socket] = {}
         self._pull: zmq.Socket | None = None
         self._draining = False

@@ -37,8 +37,8 @@ import time
 from finops.shared.config import ConfigError, read_budgets, read_rate_limits, parse_time
 from finops.shared.governance import KEY_ID, Customer, Team
 
-from ..governance.store import (Conflict, InvalidReference, NotFound, StoreError, StoreUnavailable, budgets_to_json,
-                                generate_key, new_secret, rate_limits_to_json)
+from ..governance.store import (SINGULAR, Conflict, InvalidReference, NotFound, StoreError, StoreUnavailable,
+                                budgets_to_json, generate_key, new_secret, rate_limits_to_json)
 
 _SECRET = re.compile(r"^[\x21-\x7e]{16,256}$")      # printable ASCII, no spaces: fits every header
 MAX_NAME = 256          # characters of a key, team or customer name
@@ -46,7 +46,6 @@ MAX_NAME = 256          # characters of a key, team or customer name
 KEY_FIELDS = ("name", "team", "models", "providers", "budgets", "rate_limits", "expires", "enabled")
 TEAM_FIELDS = ("name", "customer", "budgets", "rate_limits")
 CUSTOMER_FIELDS = ("name", "budgets", "rate_limits")
-_SINGULAR = {"keys": "key", "teams": "team", "customers": "customer"}
 
 
 class BadRequest(Exception):
@@ -196,7 +195,7 @@ def _q(query: dict | None, name: str) -> str | None:
 
 
 def _read_only(kind: str, id: str) -> Conflict:
-    return Conflict(f"{_SINGULAR[kind]} {id!r} is declared in the config file, so it is read-only here: "
+    return Conflict(f"{SINGULAR[kind]} {id!r} is declared in the config file, so it is read-only here: "
                     f"edit the config file instead (changes apply when the gateway restarts)")
 
 
@@ -255,7 +254,7 @@ class Group:
 
     def __init__(self, kind, cls, fields, changes, to_json, parent=None):
         self.kind, self.cls, self.fields, self.changes, self.to_json = kind, cls, fields, changes, to_json
-        self.one = _SINGULAR[kind]
+        self.one = SINGULAR[kind]
         self.parent = parent            # the list filter: teams?customer=...
 
     def _get(self, store, id: str, *, writable: bool = False):

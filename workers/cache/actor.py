@@ -43,8 +43,7 @@ class CacheActor(BlockingActor):
     TICK_SECONDS = 1.0
 
     def __init__(self, cfg: configmod.Config, clock=time.time):
-        super().__init__(cfg.run_dir, cfg.server.transport)
-        self.clock = clock
+        super().__init__(cfg, clock)
         self.db = persist.open_db(cfg.server.data_dir)
         self.index = persist.load(self.db, clock(), cfg.cache.max_entries)
         log.info("cache: %d entries restored (%d with vectors of %s)", len(self.index.entries),

@@ -16,7 +16,8 @@ newer finops is refused with a message (never downgraded).
 seconds, not at TCP's retransmission limit of minutes), `lock_timeout` 5 s (as the SQLite store's
 busy timeout: short writes queue, a stuck one fails) and `statement_timeout` 30 s. Settings given
 in the URL win. Failures to reach the server are `StoreUnavailable` (retry), with the URL's
-password left out of every message.
+password left out of every message. A `Link` is the connection one user keeps (the store, the
+settled spend): made again when found dead, and a statement that found it dead sent again once.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 
-from .store import StoreError, StoreUnavailable
+from .store import Names, StoreError, StoreUnavailable, upgrade
 
 log = logging.getLogger("finops.governance.pg")
 
@@ -109,6 +110,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# What the governance store's shared logic (store.DirectoryStore) calls things here.
+NAMES = Names(p="%s", keys="finops_keys", teams="finops_teams", customers="finops_customers",
+              schema_version="finops_schema_version", snapshots="finops_ledger_snapshots", snapshot_key="node")
 
 
 def redact(url: str) -> str:
@@ -131,16 +135,16 @@ def connect(url: str, *, application_name: str = "finops", what: str = "governan
     try:
         conn = psycopg.connect(autocommit=True, **params)
     except psycopg.Error as e:
-        raise StoreUnavailable(f"{what} {redact(url)}: cannot connect: {_first_line(e)}") from None
+        raise StoreUnavailable(f"{what} {redact(url)}: cannot connect: {first_line(e)}") from None
     try:
         conn.execute(_SESSION)
     except psycopg.Error as e:
         conn.close()
-        raise StoreUnavailable(f"{what} {redact(url)}: {_first_line(e)}") from None
+        raise StoreUnavailable(f"{what} {redact(url)}: {first_line(e)}") from None
     return conn
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
@@ -163,35 +167,96 @@ def migrate(conn: psycopg.Connection, where: str = "") -> int:
             conn.execute("SET LOCAL lock_timeout = '60s'")             # another node's migration
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             version = schema_version(conn)
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{where}: schema version {version} was written by a newer finops "
-                                 f"(this one knows up to {SCHEMA_VERSION}); upgrade finops")
             if version == 0 and conn.cursor(row_factory=tuple_row).execute(
                     "SELECT to_regclass('finops_schema_version')").fetchone()[0] is None:
                 conn.execute("CREATE TABLE finops_schema_version (version integer NOT NULL)")
-            for i in range(version, SCHEMA_VERSION):
-                for stmt in MIGRATIONS[i]:
-                    conn.execute(stmt)
-            if version != SCHEMA_VERSION:
-                n = conn.execute("UPDATE finops_schema_version SET version = %s", (SCHEMA_VERSION,)).rowcount
-                if n == 0:
-                    conn.execute("INSERT INTO finops_schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+            upgrade(conn, version, MIGRATIONS, names=NAMES, where=where)
         except BaseException:
-            _rollback(conn)
+            end(conn, "ROLLBACK")
             raise
         conn.execute("COMMIT")
     except psycopg.OperationalError as e:
-        raise StoreUnavailable(f"{where}: schema migration failed: {_first_line(e)}") from None
+        raise StoreUnavailable(f"{where}: schema migration failed: {first_line(e)}") from None
     except psycopg.Error as e:
-        raise StoreError(f"{where}: schema migration failed: {_first_line(e)}") from None
+        raise StoreError(f"{where}: schema migration failed: {first_line(e)}") from None
     if version != SCHEMA_VERSION:
         log.info("%s: schema version %d -> %d", where, version, SCHEMA_VERSION)
     return version
 
 
-def _rollback(conn: psycopg.Connection) -> None:
+def end(conn: psycopg.Connection, sql: str) -> None:
+    """End a transaction with `sql` (COMMIT or ROLLBACK) if the connection is still usable; a
+    failure is ignored (the transaction is over either way)."""
     try:
         if not conn.broken and not conn.closed:
-            conn.execute("ROLLBACK")
+            conn.execute(sql)
     except psycopg.Error:
         pass
+
+
+class Link:
+    """One connection to the database for one user (not shared between threads), made on first
+    use and made again when found dead (closed, or broken by a lost connection). `what` names the
+    user in messages ("governance store", "settled spend")."""
+
+    def __init__(self, url: str, *, what: str, application_name: str, row_factory=None):
+        self.url = url
+        self.path = redact(url)
+        self.what = what
+        self.application_name = application_name
+        self.row_factory = row_factory
+        self.conn: psycopg.Connection | None = None
+
+    def open(self) -> None:
+        """Connect and bring the schema up to date (`migrate`: safe when several nodes start at
+        once); the connection is closed again if that fails."""
+        conn = self.live()
+        try:
+            migrate(conn, f"{self.what} {self.path}")
+        except BaseException:
+            self.close()
+            raise
+
+    def live(self) -> psycopg.Connection:
+        """The connection, made (again) if there is none or it is dead."""
+        conn = self.conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            self.conn = None
+            conn = connect(self.url, application_name=self.application_name, what=self.what)
+            if self.row_factory is not None:
+                conn.row_factory = self.row_factory
+            self.conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def unavailable(self, e: psycopg.Error) -> StoreUnavailable:
+        return StoreUnavailable(f"{self.what} {self.path}: {first_line(e)}")
+
+    def failed(self, e: psycopg.Error) -> StoreError:
+        return StoreError(f"{self.what} {self.path}: {first_line(e)}")
+
+    def run(self, sql: str, params=()) -> psycopg.Cursor:
+        """One statement, in a transaction of its own (autocommit) unless one is open. Every
+        statement sent here is BEGIN, a read or an idempotent write, so a connection found dead is
+        replaced and the statement sent again, once. `StoreUnavailable` when the server cannot be
+        reached, `StoreError` when it refuses the statement."""
+        for attempt in (0, 1):
+            conn = self.live()
+            try:
+                return conn.execute(sql, params)
+            except psycopg.OperationalError as e:
+                if not conn.broken or attempt:
+                    raise self.unavailable(e) from None
+            except psycopg.Error as e:
+                raise self.failed(e) from None
+
+    def begin(self) -> psycopg.Connection:
+        """BEGIN a transaction on a live connection (one found dead here is replaced once: nothing
+        of the transaction had run)."""
+        return self.run("BEGIN").connection

@@ -28,12 +28,8 @@ from __future__ import annotations
 
 from typing import Iterable, NamedTuple
 
-import psycopg
-
 from . import pg_schema
 from .money import MICRO, micros
-from .store import StoreError, StoreUnavailable
-
 
 
 class SettledCharge(NamedTuple):
@@ -67,55 +63,30 @@ _INSERT = (f"INSERT INTO finops_settled ({_COLUMNS}) "
 
 
 class SettledSpend:
-    """One connection to the shared database for settled spend. Not shared between threads."""
+    """One connection to the shared database for settled spend. Not shared between threads. Every
+    statement is one transaction, a read or an idempotent write (so `Link.run` may send it again
+    after a lost connection)."""
 
     def __init__(self, url: str):
         self.url = url
-        self.path = pg_schema.redact(url)
-        self._conn: psycopg.Connection | None = None
+        self.link = pg_schema.Link(url, what="settled spend", application_name="finops-spend")
+        self.path = self.link.path
 
     @classmethod
     def open(cls, url: str) -> "SettledSpend":
         """Connect and migrate the schema (pg_schema.migrate: safe when several nodes start at once)."""
         s = cls(url)
-        s._conn = pg_schema.connect(url, application_name="finops-spend", what="settled spend")
-        try:
-            pg_schema.migrate(s._conn, f"settled spend {s.path}")
-        except BaseException:
-            s.close()
-            raise
+        s.link.open()
         return s
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.link.close()
 
     def __enter__(self) -> "SettledSpend":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def _live(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = pg_schema.connect(self.url, application_name="finops-spend", what="settled spend")
-        return self._conn
-
-    def _run(self, sql: str, params=()) -> psycopg.Cursor:
-        """One statement (autocommit: its own transaction). Every statement here is a read or an
-        idempotent write, so a connection found dead is replaced and the statement sent again once."""
-        for attempt in (0, 1):
-            conn = self._live()
-            try:
-                return conn.execute(sql, params)
-            except psycopg.OperationalError as e:
-                if not conn.broken or attempt:
-                    raise StoreUnavailable(f"settled spend {self.path}: {pg_schema._first_line(e)}") from None
-            except psycopg.Error as e:
-                raise StoreError(f"settled spend {self.path}: {pg_schema._first_line(e)}") from None
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -135,29 +106,29 @@ class SettledSpend:
         for rid in sorted(first):
             for i, v in enumerate(first[rid]):
                 cols[i].append(v)
-        return self._run(_INSERT, cols).rowcount
+        return self.link.run(_INSERT, cols).rowcount
 
     def prune(self, before: float) -> int:
         """Delete the rows settled before `before` (epoch seconds); returns how many."""
-        return self._run("DELETE FROM finops_settled WHERE settled_at < %s", (before,)).rowcount
+        return self.link.run("DELETE FROM finops_settled WHERE settled_at < %s", (before,)).rowcount
 
     # --- reading --------------------------------------------------------------------------------
 
     def since(self, t: float) -> list[SettledCharge]:
         """The rows settled at or after `t` (epoch seconds), oldest first."""
-        cur = self._run(f"SELECT {_COLUMNS} FROM finops_settled WHERE settled_at >= %s "
+        cur = self.link.run(f"SELECT {_COLUMNS} FROM finops_settled WHERE settled_at >= %s "
                         "ORDER BY settled_at, request_id", (t,))
         return [SettledCharge(*r) for r in cur.fetchall()]
 
     def totals_since(self, t: float) -> list[SpendTotal]:
         """Per (key, env, team, customer): the sums of the rows settled at or after `t`."""
-        cur = self._run("SELECT key_id, env, team, customer, sum(cost_micro)::bigint, sum(tokens)::bigint, "
+        cur = self.link.run("SELECT key_id, env, team, customer, sum(cost_micro)::bigint, sum(tokens)::bigint, "
                         "sum(saved_micro)::bigint, count(*) FROM finops_settled WHERE settled_at >= %s "
                         "GROUP BY key_id, env, team, customer ORDER BY key_id, env, team, customer", (t,))
         return [SpendTotal(*r) for r in cur.fetchall()]
 
     def count(self) -> int:
-        return self._run("SELECT count(*) FROM finops_settled").fetchone()[0]
+        return self.link.run("SELECT count(*) FROM finops_settled").fetchone()[0]
 
 
 __all__ = ["SettledSpend", "SettledCharge", "SpendTotal", "micros", "MICRO"]

@@ -120,7 +120,7 @@ class DirectoryWatcher:
             except Exception as e:                      # noqa: BLE001 - the thread must outlive any failure
                 if not isinstance(e, (StoreError, psycopg.Error)):
                     log.exception("governance: the directory watcher failed")
-                self.last_error = pg_schema._first_line(e)
+                self.last_error = pg_schema.first_line(e)
                 now = time.monotonic()
                 if now - warned > WARN_EVERY_SECONDS:
                     warned = now
@@ -136,7 +136,7 @@ class DirectoryWatcher:
     def _watch(self) -> None:
         """One connection's life: LISTEN, load, then wait for notifications or the poll timeout."""
         store = self._store = PgStore(self.url)
-        conn = store._connect()
+        conn = store.link.live()
         conn.execute(f"LISTEN {CHANNEL}")              # before loading: no change can fall in between
         self.connected = True
         self._load(store)
@@ -153,7 +153,7 @@ class DirectoryWatcher:
                 row = conn.execute("SELECT version FROM finops_directory_version WHERE id = 1").fetchone()
                 if row["version"] > self.data_version():
                     self._load(store)
-                    if store._conn is not conn:         # the load reconnected: LISTEN again, on the new one
+                    if store.link.conn is not conn:         # the load reconnected: LISTEN again, on the new one
                         return
 
     def offer(self, version: int, directory: Directory) -> bool:

@@ -20,6 +20,10 @@ for entries made with the CLI or the admin API (never touched by `sync_config`).
 
 Schema changes are migrations: append a tuple of statements to `MIGRATIONS`; `open` applies the
 ones the file has not had yet, in one transaction, and records the version in `schema_version`.
+
+The store's logic (checks, refusals, `sync_config`, reads) is written once, in `DirectoryStore`,
+for both backends: `Store` here gives it SQLite (the file, its transactions, `PRAGMA
+data_version`), `PgStore` (pg_store.py) gives it PostgreSQL.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import sqlite3
 import string
 import time
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from finops.shared.governance import Budget, Customer, Directory, RateLimit, Team, VirtualKey
 
@@ -156,7 +161,8 @@ def to_json(v) -> str:
     return json.dumps(v, separators=(",", ":"))
 
 
-def key_from_row(r: sqlite3.Row) -> VirtualKey:
+def key_from_row(r) -> VirtualKey:
+    """A key from a row read by column name (either backend's)."""
     return VirtualKey(id=r["id"], secret=r["secret"], name=r["name"], team=r["team"],
                       models=tuple(json.loads(r["models"])), providers=tuple(json.loads(r["providers"])),
                       enabled=bool(r["enabled"]), expires_at=r["expires_at"],
@@ -164,12 +170,12 @@ def key_from_row(r: sqlite3.Row) -> VirtualKey:
                       created_at=r["created_at"], source=r["source"])
 
 
-def team_from_row(r: sqlite3.Row) -> Team:
+def team_from_row(r) -> Team:
     return Team(id=r["id"], name=r["name"], customer=r["customer"], budgets=budgets_from_json(r["budgets"]),
                 rate_limits=rate_limits_from_json(r["rate_limits"]))
 
 
-def customer_from_row(r: sqlite3.Row) -> Customer:
+def customer_from_row(r) -> Customer:
     return Customer(id=r["id"], name=r["name"], budgets=budgets_from_json(r["budgets"]),
                     rate_limits=rate_limits_from_json(r["rate_limits"]))
 
@@ -178,13 +184,333 @@ def short_list(ids: list[str], n: int = 5) -> str:
     return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
-class Store:
-    """One connection to the governance database. Not shared between threads; open one per process.
+class Names(NamedTuple):
+    """What one backend calls things in its SQL: the parameter placeholder and the tables."""
+    p: str                  # "?" (sqlite3) or "%s" (psycopg)
+    keys: str
+    teams: str
+    customers: str
+    schema_version: str
+    snapshots: str          # the ledger's snapshot
+    snapshot_key: str       # its key column: "id" (one row) or "node" (one row per node)
+
+    def table(self, kind: str) -> str:
+        """The table of `kind` ("keys", "teams", "customers")."""
+        return getattr(self, kind)
+
+    def marks(self, n: int) -> str:
+        """`n` placeholders, comma-separated."""
+        return ", ".join([self.p] * n)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+
+
+def upgrade(db, found: int, migrations: list[tuple[str, ...]], *, names: Names, where: str) -> None:
+    """Take a schema at version `found` to `len(migrations)`, inside the caller's transaction
+    (which holds the lock that makes it safe and has made the version table): refuse a schema a
+    newer finops wrote, apply the missing steps, record the version."""
+    target = len(migrations)
+    if found > target:
+        raise StoreError(f"{where}: schema version {found} was written by a newer finops "
+                         f"(this one knows up to {target}); upgrade finops")
+    for steps in migrations[found:]:
+        for stmt in steps:
+            db.execute(stmt)
+    if found != target:
+        t, p = names.schema_version, names.p
+        if db.execute(f"UPDATE {t} SET version = {p}", (target,)).rowcount == 0:
+            db.execute(f"INSERT INTO {t} (version) VALUES ({p})", (target,))
+
+
+class DirectoryStore:
+    """The governance store's logic, written once for both backends: writes and deletes of keys,
+    teams and customers with their checks and refusals, reads, `sync_config`, the ledger's
+    snapshot. `Store` (below, SQLite) and `PgStore` (pg_store.py, PostgreSQL) give the backend:
+
+    * `NAMES`: the placeholder and the table names (rows are read by column name: sqlite3.Row
+      and psycopg's dict_row both allow it);
+    * `_write()`: one write transaction that holds the database's write lock from its start, so
+      a check and the write it guards are atomic; it yields `db`, whose `execute(sql, params)`
+      returns a cursor;
+    * `_read()`: one read transaction (every SELECT sees the same snapshot), yielding such a `db`;
+    * `_execute(sql, params)`: one statement in a transaction of its own (a read, or the
+      snapshot's upsert), returning a cursor;
+    * `_snapshot_id` and `_snapshot_name`: this store's row of the snapshot table, and what
+      messages call it;
+    * `open()`, `close()` and `data_version()`.
+    """
+
+    NAMES: Names
+    path: str
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _write(self):
+        raise NotImplementedError
+
+    def _read(self):
+        raise NotImplementedError
+
+    def _execute(self, sql: str, params=()):
+        raise NotImplementedError
+
+    def schema_version(self) -> int:
+        return self._execute(f"SELECT version FROM {self.NAMES.schema_version}").fetchone()["version"]
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def put_customer(self, c: Customer, *, source: str = "api", create: bool = False) -> None:
+        """Insert or replace customer `c`. `create=True`: raise Conflict if the id exists."""
+        with self._write() as db:
+            self._put_customer(db, c, source, create)
+
+    def put_team(self, t: Team, *, source: str = "api", create: bool = False) -> None:
+        """Insert or replace team `t`; its customer (if any) must exist (InvalidReference)."""
+        with self._write() as db:
+            self._put_team(db, t, source, create)
+
+    def put_key(self, k: VirtualKey, *, create: bool = False) -> None:
+        """Insert or replace key `k` (source from `k.source`; created_at kept on update, set to now
+        when 0); its team (if any) must exist (InvalidReference)."""
+        with self._write() as db:
+            self._put_key(db, k, create)
+
+    def _exists(self, db, kind: str, id: str) -> bool:
+        n = self.NAMES
+        return db.execute(f"SELECT 1 FROM {n.table(kind)} WHERE id = {n.p}", (id,)).fetchone() is not None
+
+    def _check_new(self, db, kind: str, id: str, create: bool) -> None:
+        if create and self._exists(db, kind, id):
+            raise Conflict(f"{SINGULAR[kind]} {id!r} already exists")
+
+    def _put_customer(self, db, c: Customer, source: str, create: bool) -> None:
+        self._check_new(db, "customers", c.id, create)
+        n = self.NAMES
+        db.execute(f"INSERT INTO {n.customers} (id, name, budgets, rate_limits, source) VALUES ({n.marks(5)}) "
+                   "ON CONFLICT (id) DO UPDATE SET name = excluded.name, budgets = excluded.budgets, "
+                   "rate_limits = excluded.rate_limits, source = excluded.source",
+                   (c.id, c.name, to_json(budgets_to_json(c.budgets)), to_json(rate_limits_to_json(c.rate_limits)),
+                    source))
+
+    def _put_team(self, db, t: Team, source: str, create: bool) -> None:
+        self._check_new(db, "teams", t.id, create)
+        if t.customer and not self._exists(db, "customers", t.customer):
+            raise InvalidReference(f"customer: no customer {t.customer!r}")
+        n = self.NAMES
+        db.execute(f"INSERT INTO {n.teams} (id, name, customer, budgets, rate_limits, source) VALUES ({n.marks(6)}) "
+                   "ON CONFLICT (id) DO UPDATE SET name = excluded.name, customer = excluded.customer, "
+                   "budgets = excluded.budgets, rate_limits = excluded.rate_limits, source = excluded.source",
+                   (t.id, t.name, t.customer, to_json(budgets_to_json(t.budgets)),
+                    to_json(rate_limits_to_json(t.rate_limits)), source))
+
+    def _put_key(self, db, k: VirtualKey, create: bool) -> None:
+        self._check_new(db, "keys", k.id, create)
+        if k.team and not self._exists(db, "teams", k.team):
+            raise InvalidReference(f"team: no team {k.team!r}")
+        n = self.NAMES
+        db.execute(f"INSERT INTO {n.keys} (id, secret, name, team, models, providers, enabled, expires_at, "
+                   f"budgets, rate_limits, created_at, source) VALUES ({n.marks(12)}) "
+                   "ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, name = excluded.name, "
+                   "team = excluded.team, models = excluded.models, providers = excluded.providers, "
+                   "enabled = excluded.enabled, expires_at = excluded.expires_at, budgets = excluded.budgets, "
+                   "rate_limits = excluded.rate_limits, source = excluded.source",
+                   (k.id, k.secret, k.name, k.team, to_json(list(k.models)), to_json(list(k.providers)),
+                    bool(k.enabled), k.expires_at, to_json(budgets_to_json(k.budgets)),   # SQLite keeps a bool as 1/0
+                    to_json(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
+
+    def delete_key(self, id: str) -> None:
+        self._delete("keys", id)
+
+    def delete_team(self, id: str) -> None:
+        """Refused (Conflict) while keys belong to the team."""
+        self._delete("teams", id)
+
+    def delete_customer(self, id: str) -> None:
+        """Refused (Conflict) while teams belong to the customer."""
+        self._delete("customers", id)
+
+    def _delete(self, kind: str, id: str) -> None:
+        n = self.NAMES
+        with self._write() as db:
+            if not self._exists(db, kind, id):
+                raise NotFound(f"no {SINGULAR[kind]} {id!r}")
+            if kind != "keys":
+                self._refuse_if_used(db, kind, id)
+            db.execute(f"DELETE FROM {n.table(kind)} WHERE id = {n.p}", (id,))
+
+    def _users(self, db, kind: str, id: str) -> list[str]:
+        """The ids of the rows that point at team/customer `id`."""
+        n = self.NAMES
+        child, column = (n.keys, "team") if kind == "teams" else (n.teams, "customer")
+        return [r["id"] for r in db.execute(f"SELECT id FROM {child} WHERE {column} = {n.p} ORDER BY id", (id,))]
+
+    def _refuse_if_used(self, db, kind: str, id: str) -> None:
+        users = self._users(db, kind, id)
+        if users:
+            child = "key" if kind == "teams" else "team"
+            them = "them" if len(users) > 1 else "it"
+            raise Conflict(f"{SINGULAR[kind]} {id!r} still has {len(users)} {child}"
+                           f"{'s' if len(users) > 1 else ''} ({short_list(users)}): delete {them} or move "
+                           f"{them} to another {SINGULAR[kind]} first")
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _get(self, kind: str, id: str, from_row):
+        n = self.NAMES
+        r = self._execute(f"SELECT * FROM {n.table(kind)} WHERE id = {n.p}", (id,)).fetchone()
+        return from_row(r) if r else None
+
+    def get_key(self, id: str) -> VirtualKey | None:
+        return self._get("keys", id, key_from_row)
+
+    def get_team(self, id: str) -> Team | None:
+        return self._get("teams", id, team_from_row)
+
+    def get_customer(self, id: str) -> Customer | None:
+        return self._get("customers", id, customer_from_row)
+
+    def list_keys(self) -> list[VirtualKey]:
+        """Oldest first."""
+        return [key_from_row(r) for r in self._execute(f"SELECT * FROM {self.NAMES.keys} ORDER BY created_at, id")]
+
+    def list_teams(self) -> list[Team]:
+        return [team_from_row(r) for r in self._execute(f"SELECT * FROM {self.NAMES.teams} ORDER BY id")]
+
+    def list_customers(self) -> list[Customer]:
+        return [customer_from_row(r) for r in self._execute(f"SELECT * FROM {self.NAMES.customers} ORDER BY id")]
+
+    def source_of(self, kind: str, id: str) -> str | None:
+        """"config" | "api" for the row `id` of `kind` ("keys", "teams", "customers"); None if absent."""
+        _check_kind(kind)
+        n = self.NAMES
+        r = self._execute(f"SELECT source FROM {n.table(kind)} WHERE id = {n.p}", (id,)).fetchone()
+        return r["source"] if r else None
+
+    def sources(self, kind: str) -> dict[str, str]:
+        """{id: source} for every row of `kind` (keys carry theirs in VirtualKey.source already)."""
+        _check_kind(kind)
+        return {r["id"]: r["source"] for r in self._execute(f"SELECT id, source FROM {self.NAMES.table(kind)}")}
+
+    def load_directory(self) -> Directory:
+        """Every key, team and customer, read in one snapshot."""
+        with self._read() as db:
+            return self._directory(db)
+
+    def _directory(self, db) -> Directory:
+        n = self.NAMES
+        keys = [key_from_row(r) for r in db.execute(f"SELECT * FROM {n.keys}")]
+        teams = [team_from_row(r) for r in db.execute(f"SELECT * FROM {n.teams}")]
+        customers = [customer_from_row(r) for r in db.execute(f"SELECT * FROM {n.customers}")]
+        return Directory(keys={k.id: k for k in keys}, teams={t.id: t for t in teams},
+                         customers={c.id: c for c in customers})
+
+    # --- the config file's entries ----------------------------------------------------------
+
+    def sync_config(self, gov_cfg) -> dict:
+        """Make the store hold exactly the keys, teams and customers `gov_cfg` (a GovernanceConfig)
+        declares, as source="config": upsert each one (an API-made row with the same id is taken
+        over by the file), and remove config-sourced rows the file no longer declares. API-made rows
+        are not touched.
+
+        A removed config team that API-made keys still belong to (or a removed config customer that
+        API-made teams still belong to) is not deleted, which would silently drop its budgets: it
+        is kept and becomes source="api", so the CLI or admin API can change or delete it; a
+        warning is logged. All in one transaction (nodes starting at once with the same file
+        queue on the write lock and leave the same rows).
+
+        Returns {"upserted": N, "removed": ["key:ID", ...], "adopted": ["team:ID", ...]}.
+        """
+        removed: list[str] = []
+        adopted: list[str] = []
+        n = self.NAMES
+        with self._write() as db:
+            for c in gov_cfg.customers:
+                self._put_customer(db, c, "config", False)
+            for t in gov_cfg.teams:
+                self._put_team(db, t, "config", False)
+            for k in gov_cfg.keys:
+                if k.source != "config":
+                    k = dataclasses.replace(k, source="config")
+                self._put_key(db, k, False)
+            declared = {"keys": {k.id for k in gov_cfg.keys}, "teams": {t.id for t in gov_cfg.teams},
+                        "customers": {c.id for c in gov_cfg.customers}}
+            for kind in KINDS:              # keys first: a team's keys go before the team
+                table = n.table(kind)
+                stale = [r["id"] for r in db.execute(f"SELECT id FROM {table} WHERE source = 'config' ORDER BY id")
+                         if r["id"] not in declared[kind]]
+                for id in stale:
+                    if kind != "keys" and self._users(db, kind, id):
+                        db.execute(f"UPDATE {table} SET source = 'api' WHERE id = {n.p}", (id,))
+                        adopted.append(f"{SINGULAR[kind]}:{id}")
+                        log.warning("governance: %s %r was removed from the config file but %s still "
+                                    "belong to it; kept as an API-managed %s (delete it with the CLI or "
+                                    "admin API once they are moved)", SINGULAR[kind], id,
+                                    "keys" if kind == "teams" else "teams", SINGULAR[kind])
+                    else:
+                        db.execute(f"DELETE FROM {table} WHERE id = {n.p}", (id,))
+                        removed.append(f"{SINGULAR[kind]}:{id}")
+        if removed:
+            log.info("governance: removed from the store (no longer in the config file): %s", ", ".join(removed))
+        return {"upserted": len(gov_cfg.customers) + len(gov_cfg.teams) + len(gov_cfg.keys),
+                "removed": removed, "adopted": adopted}
+
+    # --- the ledger's snapshot --------------------------------------------------------------
+
+    _snapshot_id: object
+    _snapshot_name: str
+
+    def save_snapshot(self, doc: dict) -> None:
+        """Replace this store's snapshot (one statement: not a directory change)."""
+        n = self.NAMES
+        self._execute(f"INSERT INTO {n.snapshots} ({n.snapshot_key}, doc, saved_at) VALUES ({n.marks(3)}) "
+                      f"ON CONFLICT ({n.snapshot_key}) DO UPDATE SET doc = excluded.doc, saved_at = excluded.saved_at",
+                      (self._snapshot_id, to_json(doc), time.time()))
+
+    def _snapshot(self, column: str):
+        n = self.NAMES
+        r = self._execute(f"SELECT {column} FROM {n.snapshots} WHERE {n.snapshot_key} = {n.p}",
+                          (self._snapshot_id,)).fetchone()
+        return None if r is None else r[column]
+
+    def load_snapshot(self) -> dict | None:
+        """The last saved document, or None if none was saved."""
+        text = self._snapshot("doc")
+        if text is None:
+            return None
+        try:
+            doc = json.loads(text)
+        except ValueError as e:
+            raise StoreError(f"governance store {self.path}: {self._snapshot_name} is not valid JSON ({e})") from None
+        return doc if isinstance(doc, dict) else None
+
+    def snapshot_saved_at(self) -> float | None:
+        """When the snapshot was saved (epoch seconds), or None."""
+        return self._snapshot("saved_at")
+
+
+class Store(DirectoryStore):
+    """One connection to the governance database in the data dir (SQLite). Not shared between
+    threads; open one per process.
 
     Reads see the latest committed state. `data_version()` changes when *another* connection
     commits (this connection's own writes do not change it), so a process can poll it cheaply and
     reload its directory only when the CLI, the admin API or another process changed something.
     """
+
+    NAMES = Names(p="?", keys="keys", teams="teams", customers="customers", schema_version="schema_version",
+                  snapshots="ledger_snapshot", snapshot_key="id")
+    _snapshot_id = 1                                    # one row
+    _snapshot_name = "the ledger snapshot"
 
     def __init__(self, db: sqlite3.Connection, path: str):
         self._db = db
@@ -230,32 +556,16 @@ class Store:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def _migrate(self) -> None:
         with self._write() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = row[0] if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"governance store {self.path}: schema version {version} was written by a newer "
-                                 f"finops (this one knows up to {SCHEMA_VERSION}); upgrade finops")
-            for i in range(version, SCHEMA_VERSION):
-                for stmt in MIGRATIONS[i]:
-                    db.execute(stmt)
-            if row is None:
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif version != SCHEMA_VERSION:
-                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-            if version != SCHEMA_VERSION:
-                log.info("governance store %s: schema version %d -> %d", self.path, version, SCHEMA_VERSION)
+            version = row["version"] if row else 0
+            upgrade(db, version, MIGRATIONS, names=self.NAMES, where=f"governance store {self.path}")
+        if version != SCHEMA_VERSION:
+            log.info("governance store %s: schema version %d -> %d", self.path, version, SCHEMA_VERSION)
 
-    def schema_version(self) -> int:
-        return self._db.execute("SELECT version FROM schema_version").fetchone()[0]
+    # --- the backend seam (DirectoryStore) --------------------------------------------------
 
     @contextmanager
     def _write(self):
@@ -279,218 +589,10 @@ class Store:
         finally:
             db.execute("COMMIT")
 
+    def _execute(self, sql: str, params=()) -> sqlite3.Cursor:
+        return self._db.execute(sql, params)        # autocommit (isolation_level=None)
+
     def data_version(self) -> int:
         """Changes whenever another connection (any process) committed a change to the file.
         Read it *before* `load_directory` so a change made in between is noticed next time."""
         return self._db.execute("PRAGMA data_version").fetchone()[0]
-
-    # --- writes -----------------------------------------------------------------------------
-
-    def put_customer(self, c: Customer, *, source: str = "api", create: bool = False) -> None:
-        """Insert or replace customer `c`. `create=True`: raise Conflict if the id exists."""
-        with self._write() as db:
-            self._put_customer(db, c, source, create)
-
-    def put_team(self, t: Team, *, source: str = "api", create: bool = False) -> None:
-        """Insert or replace team `t`; its customer (if any) must exist (InvalidReference)."""
-        with self._write() as db:
-            self._put_team(db, t, source, create)
-
-    def put_key(self, k: VirtualKey, *, create: bool = False) -> None:
-        """Insert or replace key `k` (source from `k.source`; created_at kept on update, set to now
-        when 0); its team (if any) must exist (InvalidReference)."""
-        with self._write() as db:
-            self._put_key(db, k, create)
-
-    def _exists(self, db, kind: str, id: str) -> bool:
-        return db.execute(f"SELECT 1 FROM {kind} WHERE id = ?", (id,)).fetchone() is not None
-
-    def _check_new(self, db, kind: str, id: str, create: bool) -> None:
-        if create and self._exists(db, kind, id):
-            raise Conflict(f"{SINGULAR[kind]} {id!r} already exists")
-
-    def _put_customer(self, db, c: Customer, source: str, create: bool) -> None:
-        self._check_new(db, "customers", c.id, create)
-        db.execute("INSERT INTO customers (id, name, budgets, rate_limits, source) VALUES (?, ?, ?, ?, ?) "
-                   "ON CONFLICT (id) DO UPDATE SET name = excluded.name, budgets = excluded.budgets, "
-                   "rate_limits = excluded.rate_limits, source = excluded.source",
-                   (c.id, c.name, to_json(budgets_to_json(c.budgets)), to_json(rate_limits_to_json(c.rate_limits)),
-                    source))
-
-    def _put_team(self, db, t: Team, source: str, create: bool) -> None:
-        self._check_new(db, "teams", t.id, create)
-        if t.customer and not self._exists(db, "customers", t.customer):
-            raise InvalidReference(f"customer: no customer {t.customer!r}")
-        db.execute("INSERT INTO teams (id, name, customer, budgets, rate_limits, source) VALUES (?, ?, ?, ?, ?, ?) "
-                   "ON CONFLICT (id) DO UPDATE SET name = excluded.name, customer = excluded.customer, "
-                   "budgets = excluded.budgets, rate_limits = excluded.rate_limits, source = excluded.source",
-                   (t.id, t.name, t.customer, to_json(budgets_to_json(t.budgets)),
-                    to_json(rate_limits_to_json(t.rate_limits)), source))
-
-    def _put_key(self, db, k: VirtualKey, create: bool) -> None:
-        self._check_new(db, "keys", k.id, create)
-        if k.team and not self._exists(db, "teams", k.team):
-            raise InvalidReference(f"team: no team {k.team!r}")
-        db.execute("INSERT INTO keys (id, secret, name, team, models, providers, enabled, expires_at, budgets, "
-                   "rate_limits, created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                   "ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, name = excluded.name, "
-                   "team = excluded.team, models = excluded.models, providers = excluded.providers, "
-                   "enabled = excluded.enabled, expires_at = excluded.expires_at, budgets = excluded.budgets, "
-                   "rate_limits = excluded.rate_limits, source = excluded.source",
-                   (k.id, k.secret, k.name, k.team, to_json(list(k.models)), to_json(list(k.providers)),
-                    int(k.enabled), k.expires_at, to_json(budgets_to_json(k.budgets)),
-                    to_json(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
-
-    def delete_key(self, id: str) -> None:
-        with self._write() as db:
-            if db.execute("DELETE FROM keys WHERE id = ?", (id,)).rowcount == 0:
-                raise NotFound(f"no key {id!r}")
-
-    def delete_team(self, id: str) -> None:
-        """Refused (Conflict) while keys belong to the team."""
-        with self._write() as db:
-            if not self._exists(db, "teams", id):
-                raise NotFound(f"no team {id!r}")
-            self._refuse_if_used(db, "teams", id)
-            db.execute("DELETE FROM teams WHERE id = ?", (id,))
-
-    def delete_customer(self, id: str) -> None:
-        """Refused (Conflict) while teams belong to the customer."""
-        with self._write() as db:
-            if not self._exists(db, "customers", id):
-                raise NotFound(f"no customer {id!r}")
-            self._refuse_if_used(db, "customers", id)
-            db.execute("DELETE FROM customers WHERE id = ?", (id,))
-
-    def _users(self, db, kind: str, id: str) -> list[str]:
-        """The ids of the rows that point at team/customer `id`."""
-        if kind == "teams":
-            return [r[0] for r in db.execute("SELECT id FROM keys WHERE team = ? ORDER BY id", (id,))]
-        return [r[0] for r in db.execute("SELECT id FROM teams WHERE customer = ? ORDER BY id", (id,))]
-
-    def _refuse_if_used(self, db, kind: str, id: str) -> None:
-        users = self._users(db, kind, id)
-        if users:
-            child = "key" if kind == "teams" else "team"
-            raise Conflict(f"{SINGULAR[kind]} {id!r} still has {len(users)} {child}"
-                           f"{'s' if len(users) > 1 else ''} ({short_list(users)}): delete "
-                           f"{'them' if len(users) > 1 else 'it'} or move {'them' if len(users) > 1 else 'it'} "
-                           f"to another {SINGULAR[kind]} first")
-
-    # --- reads ------------------------------------------------------------------------------
-
-    def get_key(self, id: str) -> VirtualKey | None:
-        r = self._db.execute("SELECT * FROM keys WHERE id = ?", (id,)).fetchone()
-        return key_from_row(r) if r else None
-
-    def get_team(self, id: str) -> Team | None:
-        r = self._db.execute("SELECT * FROM teams WHERE id = ?", (id,)).fetchone()
-        return team_from_row(r) if r else None
-
-    def get_customer(self, id: str) -> Customer | None:
-        r = self._db.execute("SELECT * FROM customers WHERE id = ?", (id,)).fetchone()
-        return customer_from_row(r) if r else None
-
-    def list_keys(self) -> list[VirtualKey]:
-        """Oldest first."""
-        return [key_from_row(r) for r in self._db.execute("SELECT * FROM keys ORDER BY created_at, id")]
-
-    def list_teams(self) -> list[Team]:
-        return [team_from_row(r) for r in self._db.execute("SELECT * FROM teams ORDER BY id")]
-
-    def list_customers(self) -> list[Customer]:
-        return [customer_from_row(r) for r in self._db.execute("SELECT * FROM customers ORDER BY id")]
-
-    def source_of(self, kind: str, id: str) -> str | None:
-        """"config" | "api" for the row `id` of `kind` ("keys", "teams", "customers"); None if absent."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}")
-        r = self._db.execute(f"SELECT source FROM {kind} WHERE id = ?", (id,)).fetchone()
-        return r[0] if r else None
-
-    def sources(self, kind: str) -> dict[str, str]:
-        """{id: source} for every row of `kind` (keys carry theirs in VirtualKey.source already)."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}")
-        return {r[0]: r[1] for r in self._db.execute(f"SELECT id, source FROM {kind}")}
-
-    def load_directory(self) -> Directory:
-        """Every key, team and customer, read in one snapshot."""
-        with self._read() as db:
-            keys = [key_from_row(r) for r in db.execute("SELECT * FROM keys")]
-            teams = [team_from_row(r) for r in db.execute("SELECT * FROM teams")]
-            customers = [customer_from_row(r) for r in db.execute("SELECT * FROM customers")]
-        return Directory(keys={k.id: k for k in keys}, teams={t.id: t for t in teams},
-                         customers={c.id: c for c in customers})
-
-    # --- the config file's entries ----------------------------------------------------------
-
-    def sync_config(self, gov_cfg) -> dict:
-        """Make the store hold exactly the keys, teams and customers `gov_cfg` (a GovernanceConfig)
-        declares, as source="config": upsert each one (an API-made row with the same id is taken
-        over by the file), and remove config-sourced rows the file no longer declares. API-made rows
-        are not touched.
-
-        A removed config team that API-made keys still belong to (or a removed config customer that
-        API-made teams still belong to) is not deleted, which would silently drop its budgets: it
-        is kept and becomes source="api", so the CLI or admin API can change or delete it; a
-        warning is logged. All in one transaction.
-
-        Returns {"upserted": N, "removed": ["key:ID", ...], "adopted": ["team:ID", ...]}.
-        """
-        removed: list[str] = []
-        adopted: list[str] = []
-        with self._write() as db:
-            for c in gov_cfg.customers:
-                self._put_customer(db, c, "config", False)
-            for t in gov_cfg.teams:
-                self._put_team(db, t, "config", False)
-            for k in gov_cfg.keys:
-                if k.source != "config":
-                    k = dataclasses.replace(k, source="config")
-                self._put_key(db, k, False)
-            declared = {"keys": {k.id for k in gov_cfg.keys}, "teams": {t.id for t in gov_cfg.teams},
-                        "customers": {c.id for c in gov_cfg.customers}}
-            for kind in KINDS:              # keys first: a team's keys go before the team
-                stale = [r[0] for r in db.execute(f"SELECT id FROM {kind} WHERE source = 'config' ORDER BY id")
-                         if r[0] not in declared[kind]]
-                for id in stale:
-                    if kind != "keys" and self._users(db, kind, id):
-                        db.execute(f"UPDATE {kind} SET source = 'api' WHERE id = ?", (id,))
-                        adopted.append(f"{SINGULAR[kind]}:{id}")
-                        log.warning("governance: %s %r was removed from the config file but %s still "
-                                    "belong to it; kept as an API-managed %s (delete it with the CLI or "
-                                    "admin API once they are moved)", SINGULAR[kind], id,
-                                    "keys" if kind == "teams" else "teams", SINGULAR[kind])
-                    else:
-                        db.execute(f"DELETE FROM {kind} WHERE id = ?", (id,))
-                        removed.append(f"{SINGULAR[kind]}:{id}")
-        if removed:
-            log.info("governance: removed from the store (no longer in the config file): %s", ", ".join(removed))
-        return {"upserted": len(gov_cfg.customers) + len(gov_cfg.teams) + len(gov_cfg.keys),
-                "removed": removed, "adopted": adopted}
-
-    # --- the ledger's snapshot --------------------------------------------------------------
-
-    def save_snapshot(self, doc: dict) -> None:
-        text = to_json(doc)
-        with self._write() as db:
-            db.execute("INSERT INTO ledger_snapshot (id, doc, saved_at) VALUES (1, ?, ?) "
-                       "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, saved_at = excluded.saved_at",
-                       (text, time.time()))
-
-    def load_snapshot(self) -> dict | None:
-        """The last saved document, or None if none was saved."""
-        r = self._db.execute("SELECT doc FROM ledger_snapshot WHERE id = 1").fetchone()
-        if r is None:
-            return None
-        try:
-            doc = json.loads(r[0])
-        except ValueError as e:
-            raise StoreError(f"governance store {self.path}: the ledger snapshot is not valid JSON ({e})") from None
-        return doc if isinstance(doc, dict) else None
-
-    def snapshot_saved_at(self) -> float | None:
-        """When the snapshot was saved (epoch seconds), or None."""
-        r = self._db.execute("SELECT saved_at FROM ledger_snapshot WHERE id = 1").fetchone()
-        return r[0] if r else None

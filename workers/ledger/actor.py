@@ -56,8 +56,7 @@ class LedgerActor(BlockingActor):
     TICK_SECONDS = SNAPSHOT_SECONDS
 
     def __init__(self, cfg: configmod.Config, clock=time.time):
-        super().__init__(cfg.run_dir, cfg.server.transport)
-        self.cfg = cfg
+        super().__init__(cfg, clock)
         self.store = Store.open(cfg.server.data_dir)
         self.store.sync_config(cfg.governance)
         self.version = self.store.data_version()

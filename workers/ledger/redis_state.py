@@ -91,9 +91,9 @@ from redis.retry import Retry
 
 from finops.shared.governance import Directory
 from finops.workers.ledger import redis_lua
-from finops.workers.ledger.state import (LedgerState, to_micros, to_usd, budget_refusal, limit_label,
-                                                    limit_refusal)
-from finops.workers.governance.periods import bounds, iso
+from finops.workers.ledger.state import (LedgerState, to_micros, to_usd, budget_refusal, limit_refusal,
+                                         usage_entry, usage_lines)
+from finops.workers.governance.periods import bounds
 
 log = logging.getLogger("finops.ledger.redis")
 
@@ -512,39 +512,12 @@ class RedisLedger:
 
     def usage(self, key_id: str | None = None) -> list[dict]:
         """LedgerState.usage, read in one consistent look at Redis."""
-        if key_id is not None:
-            scopes = self._dir.scopes(key_id)
-        else:
-            d = self._dir
-            scopes = ([("key", k.id, k.budgets, k.rate_limits) for k in d.keys.values()]
-                      + [("team", t.id, t.budgets, t.rate_limits) for t in d.teams.values()]
-                      + [("customer", c.id, c.budgets, c.rate_limits) for c in d.customers.values()])
         now = self._clock()
-        rows: list[tuple] = []       # (level, owner, kind, period, env, limit-ish, label, start, end)
-        for level, owner, budgets, limits in scopes:
-            for b in budgets:
-                rows.append((level, owner, "budget", b.period, b.env, to_micros(b.amount_usd, "amount_usd"),
-                             b.label(level, owner)))
-            for r in limits:
-                for kind, n in (("requests", r.requests), ("tokens", r.tokens)):
-                    if n is not None:
-                        rows.append((level, owner, kind, r.window, r.env, n, limit_label(level, owner, r, kind)))
-        spans = [bounds(row[3], now, self._tz) for row in rows]
-        vals = self._read([self.counter_key((lv, ow, kind, per, env or "*"), sp[0])
-                           for (lv, ow, kind, per, env, _, _), sp in zip(rows, spans)])
-        out: list[dict] = []
-        for i, ((level, owner, kind, period, env, n, label), (start, end)) in enumerate(zip(rows, spans)):
-            used, res = vals[2 * i], vals[2 * i + 1]
-            if kind == "budget":
-                out.append({"level": level, "owner": owner, "kind": "budget", "period": period, "env": env,
-                            "label": label, "limit_usd": to_usd(n), "spent_usd": to_usd(used),
-                            "reserved_usd": to_usd(res), "remaining_usd": to_usd(n - used - res),
-                            "period_start": iso(start), "resets_at": iso(end)})
-            else:
-                out.append({"level": level, "owner": owner, "kind": kind, "period": period, "env": env,
-                            "label": label, "limit": n, "used": used, "reserved": res,
-                            "remaining": n - used - res, "period_start": iso(start), "resets_at": iso(end)})
-        return out
+        lines = usage_lines(self._dir, key_id)
+        spans = [bounds(line.period, now, self._tz) for line in lines]
+        vals = self._read([self.counter_key(line.base, span[0]) for line, span in zip(lines, spans)])
+        return [usage_entry(line, vals[2 * i], vals[2 * i + 1], start, end)
+                for i, (line, (start, end)) in enumerate(zip(lines, spans))]
 
     def savings(self, key_id: str | None = None) -> list[dict]:
         """What cache hits saved, all time: [{"key", "env", "saved_usd"}], for one key or all."""

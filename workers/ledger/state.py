@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
+from typing import NamedTuple
 
 from finops.shared.errors import AWS_ERRORS
 from finops.shared.governance import Directory, RateLimit
@@ -101,6 +102,59 @@ def limit_refusal(label: str, end: float, now: float) -> dict:
            f"{when}. Retry after {ms} ms.")
     return {"ok": False, "code": _THROTTLE, "status": AWS_ERRORS[_THROTTLE][0],
             "retry_after_ms": ms, "message": msg, "limit": label, "resets_at": when}
+
+
+class UsageLine(NamedTuple):
+    """One budget or limit of a usage report, before its counter is read: `limit` is the budget's
+    amount in micro-dollars, or the number of requests or tokens."""
+    level: str
+    owner: str
+    kind: str               # "budget", "requests" or "tokens"
+    period: str
+    env: str
+    limit: int
+    label: str
+
+    @property
+    def base(self) -> tuple:
+        """The counter's identity without its period start: (level, owner, kind, period, env or "*")."""
+        return (self.level, self.owner, self.kind, self.period, self.env or "*")
+
+
+def usage_lines(directory: Directory, key_id: str | None) -> list[UsageLine]:
+    """Every budget and limit of a key's scopes (key, team, customer), or of every key, team and
+    customer in `directory` (shared by every ledger backend: each reads the counters its way)."""
+    if key_id is not None:
+        scopes = directory.scopes(key_id)
+    else:
+        d = directory
+        scopes = ([("key", k.id, k.budgets, k.rate_limits) for k in d.keys.values()]
+                  + [("team", t.id, t.budgets, t.rate_limits) for t in d.teams.values()]
+                  + [("customer", c.id, c.budgets, c.rate_limits) for c in d.customers.values()])
+    lines: list[UsageLine] = []
+    for level, owner, budgets, limits in scopes:
+        for b in budgets:
+            lines.append(UsageLine(level, owner, "budget", b.period, b.env, to_micros(b.amount_usd, "amount_usd"),
+                                   b.label(level, owner)))
+        for r in limits:
+            for kind, n in (("requests", r.requests), ("tokens", r.tokens)):
+                if n is not None:
+                    lines.append(UsageLine(level, owner, kind, r.window, r.env, n, limit_label(level, owner, r, kind)))
+    return lines
+
+
+def usage_entry(line: UsageLine, used: int, reserved: int, start: float, end: float) -> dict:
+    """A usage report's entry for `line`, whose current counter holds `used` and `reserved` for the
+    period [start, end) (see `LedgerState.usage`)."""
+    if line.kind == "budget":
+        n = line.limit
+        return {"level": line.level, "owner": line.owner, "kind": "budget", "period": line.period,
+                "env": line.env, "label": line.label, "limit_usd": to_usd(n), "spent_usd": to_usd(used),
+                "reserved_usd": to_usd(reserved), "remaining_usd": to_usd(n - used - reserved),
+                "period_start": iso(start), "resets_at": iso(end)}
+    return {"level": line.level, "owner": line.owner, "kind": line.kind, "period": line.period, "env": line.env,
+            "label": line.label, "limit": line.limit, "used": used, "reserved": reserved,
+            "remaining": line.limit - used - reserved, "period_start": iso(start), "resets_at": iso(end)}
 
 
 class _Counter:
@@ -538,33 +592,10 @@ class LedgerState:
                   "limit", "used", "reserved", "remaining", "period_start", "resets_at"}
         (remaining = limit - used - reserved, negative when overspent)
         """
-        if key_id is not None:
-            scopes = self._dir.scopes(key_id)
-        else:
-            d = self._dir
-            scopes = ([("key", k.id, k.budgets, k.rate_limits) for k in d.keys.values()]
-                      + [("team", t.id, t.budgets, t.rate_limits) for t in d.teams.values()]
-                      + [("customer", c.id, c.budgets, c.rate_limits) for c in d.customers.values()])
         now = self._clock()
         out: list[dict] = []
-        for level, owner, budgets, limits in scopes:
-            for b in budgets:
-                c, (start, end) = self._peek((level, owner, "budget", b.period, b.env or "*"), b.period, now)
-                used, res = (c.used, c.reserved) if c else (0, 0)
-                amount = to_micros(b.amount_usd, "amount_usd")
-                out.append({"level": level, "owner": owner, "kind": "budget", "period": b.period,
-                            "env": b.env, "label": b.label(level, owner), "limit_usd": to_usd(amount),
-                            "spent_usd": to_usd(used), "reserved_usd": to_usd(res),
-                            "remaining_usd": to_usd(amount - used - res),
-                            "period_start": iso(start), "resets_at": iso(end)})
-            for r in limits:
-                for kind, n in (("requests", r.requests), ("tokens", r.tokens)):
-                    if n is None:
-                        continue
-                    c, (start, end) = self._peek((level, owner, kind, r.window, r.env or "*"), r.window, now)
-                    used, res = (c.used, c.reserved) if c else (0, 0)
-                    out.append({"level": level, "owner": owner, "kind": kind, "period": r.window,
-                                "env": r.env, "label": limit_label(level, owner, r, kind),
-                                "limit": n, "used": used, "reserved": res, "remaining": n - used - res,
-                                "period_start": iso(start), "resets_at": iso(end)})
+        for line in usage_lines(self._dir, key_id):
+            c, (start, end) = self._peek(line.base, line.period, now)
+            used, res = (c.used, c.reserved) if c else (0, 0)
+            out.append(usage_entry(line, used, res, start, end))
         return out

@@ -56,9 +56,7 @@ class ObserverActor(BlockingActor):
     TICK_SECONDS = COMMIT_SECONDS
 
     def __init__(self, cfg: configmod.Config, clock=time.time):
-        super().__init__(cfg.run_dir, cfg.server.transport)
-        self.cfg = cfg
-        self.clock = clock
+        super().__init__(cfg, clock)
         self.db = logdb.open_db(cfg.server.data_dir)
         self.metrics = Metrics()
         self.pending: list[list] = []
