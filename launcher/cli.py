@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     sp.add_argument("--port", type=int, help="listen port (overrides the file)")
     sp.add_argument("--workers", type=int, help="worker processes (overrides the file)")
     sp.add_argument("--frontends", type=int, help="frontend processes (overrides the file)")
+    sp.add_argument("--node-name", help="this node's name in a fleet (overrides server.node_name; default: host name)")
+    sp.add_argument("--data-dir", help="state directory (overrides server.data_dir): one per node on one machine")
     sub.add_parser("certs", help="make a development CA and server certificate (finops certs --help)", add_help=False)
     sub.add_parser("report", help="spend and usage from the request log (finops report --help)", add_help=False)
     sub.add_parser("cache", help="response cache stats, or clear it (finops cache --help)", add_help=False)
@@ -88,6 +90,10 @@ def main(argv=None) -> int:
         if getattr(args, "frontends", None):
             configmod._positive("--frontends", args.frontends)
             cfg.server.frontends = args.frontends
+        if getattr(args, "node_name", None):
+            cfg.server.node_name = args.node_name
+        if getattr(args, "data_dir", None):
+            cfg.server.data_dir = os.path.abspath(args.data_dir)
     except configmod.ConfigError as e:
         print(f"finops: config error: {e}", file=sys.stderr)
         return 2

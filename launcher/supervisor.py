@@ -70,7 +70,8 @@ class Supervisor:
         s = cfg.server
         # The children load the same file; these make them see the same effective values.
         self.environ.update(FINOPS_HOST=s.host, FINOPS_PORT=str(s.port), FINOPS_DATA_DIR=s.data_dir,
-                        FINOPS_WORKERS=str(s.workers), FINOPS_FRONTENDS=str(s.frontends))
+                            FINOPS_WORKERS=str(s.workers), FINOPS_FRONTENDS=str(s.frontends),
+                            FINOPS_NODE_NAME=s.node_name)
         py = sys.executable
         actors = [Child("ledger", 0, [py, "-m", "finops.workers.ledger.actor"]),
                   Child("observer", 0, [py, "-m", "finops.workers.observe.actor"])]

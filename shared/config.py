@@ -2,7 +2,7 @@
 
 Sources, later wins: embedded defaults < TOML file (`--config PATH` or `FINOPS_CONFIG`) <
 environment (`FINOPS_HOST`, `FINOPS_PORT`, `FINOPS_DATA_DIR`, `FINOPS_WORKERS`,
-`FINOPS_FRONTENDS`) < command-line flags. `${VAR}` in any string of the file is replaced by
+`FINOPS_FRONTENDS`, `FINOPS_NODE_NAME`) < command-line flags. `${VAR}` in any string of the file is replaced by
 the environment variable VAR (`${VAR:-default}` gives a default); a missing variable is an
 error that names the key. Unknown keys are errors too, so a typo never silently does nothing.
 
@@ -19,6 +19,7 @@ import importlib.util
 import math
 import os
 import re
+import socket
 import tomllib
 import zoneinfo
 from typing import Annotated, Literal
@@ -54,6 +55,12 @@ class ServerConfig(Table):
     worker_wait_seconds: float = 5 * SECONDS  # no live worker (start, restarts): a request waits this long for one
     tls_cert_file: str = ""                  # PEM certificate (chain): set both to serve HTTPS (`finops certs`)
     tls_key_file: str = ""                   # PEM private key
+    node_name: str = ""                      # this node's name in a fleet (logs, reservations, /admin/usage);
+                                             # "" = the host name. `finops serve --node-name`
+
+    @property
+    def node(self) -> str:
+        return self.node_name or socket.gethostname()
 
     @property
     def scheme(self) -> str:
@@ -159,6 +166,15 @@ class GovernanceConfig(Table):
     reservation_ttl_seconds: float = 900 * SECONDS  # an unsettled reservation is charged in full after this
     ledger_timeout_seconds: Annotated[float, Meta(gt=0)] = 2 * SECONDS   # the ledger not answering a reserve
                                      # within this fails the request closed (503 ServiceUnavailableException)
+    # Several nodes (README "Several nodes"): counters on Redis, keys/teams/customers on PostgreSQL.
+    ledger: Literal["local", "redis"] = "local"   # "local": this node's ledger actor; "redis": shared by every node
+    redis_url: str = ""              # redis://[:PASSWORD@]HOST:PORT/DB or rediss://... (TLS); ${VAR} for secrets
+    redis_ca_file: str = ""          # PEM CA bundle that signed the Redis server's certificate (rediss://)
+    redis_failure: Literal["closed", "open"] = "closed"   # Redis down: refuse (503) or serve uncounted (logged)
+    redis_timeout_seconds: Annotated[float, Meta(gt=0)] = 0.25 * SECONDS   # one Redis call; past it: Redis counted down
+    store: Literal["sqlite", "postgres"] = "sqlite"   # where keys, teams and customers live
+    postgres_url: str = ""           # postgresql://USER:PASSWORD@HOST:PORT/DB (store = "postgres"; the ledger's
+                                     # durable settled spend when ledger = "redis")
     customers: list = []             # [Customer], from [[governance.customers]]
     teams: list = []                 # [Team]
     keys: list = []                  # [VirtualKey] declared in the file
@@ -169,6 +185,20 @@ class GovernanceConfig(Table):
         except Exception:
             raise ConfigError(f"{where}.timezone: unknown time zone {self.timezone!r} "
                               "(e.g. \"UTC\", \"Europe/Paris\")") from None
+        if self.ledger == "redis":
+            if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError(f"{where}.redis_url: ledger = \"redis\" needs a redis:// or rediss:// URL "
+                                  f"(got {self.redis_url!r})")
+            if not self.postgres_url:
+                raise ConfigError(f"{where}.postgres_url: ledger = \"redis\" needs PostgreSQL too: settled spend "
+                                  "is written there durably, to rebuild the counters if Redis loses its data")
+        if self.store == "postgres" and not self.postgres_url:
+            raise ConfigError(f"{where}.postgres_url: store = \"postgres\" needs a postgresql:// URL")
+        if self.postgres_url and not self.postgres_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{where}.postgres_url: expected postgresql://USER:PASSWORD@HOST:PORT/DB "
+                              f"(got {self.postgres_url[:20]!r}...)")
+        if self.redis_ca_file and not os.path.isfile(self.redis_ca_file):
+            raise ConfigError(f"{where}.redis_ca_file: no such file {self.redis_ca_file!r}")
 
 
 class Price(Table):
@@ -483,7 +513,7 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
     s = cfg.server
     for var, attr, conv in (("FINOPS_HOST", "host", str), ("FINOPS_PORT", "port", int),
                             ("FINOPS_DATA_DIR", "data_dir", str), ("FINOPS_WORKERS", "workers", int),
-                            ("FINOPS_FRONTENDS", "frontends", int)):
+                            ("FINOPS_FRONTENDS", "frontends", int), ("FINOPS_NODE_NAME", "node_name", str)):
         if environ.get(var):
             try:
                 setattr(s, attr, conv(environ[var]))
