@@ -10,7 +10,7 @@
     led.reserve_many([...]), led.settle_many([...])   # one round trip for a batch (a pipeline)
 
 Same replies as `LedgerState` (state.py: its module docstring is the contract; the
-conformance suite tests/redis/test_ledger_conformance.py runs the same sequences on both), with
+conformance suite tests/unit/test_ledger_contract.py runs the same sequences on both), with
 these differences, all due to the state being shared:
 
 * Each operation is ONE Lua script (redis_lua.py) run with EVALSHA (loaded with SCRIPT LOAD,
