@@ -45,15 +45,17 @@ def watched(cfg: Config) -> bool:
     return cfg.governance.store == "postgres"
 
 
-def open_directory(cfg: Config, store: DirectoryStore | None = None, *, timeout: float = START_SECONDS,
+def open_directory(cfg: Config, store: DirectoryStore | None = None, *, timeout: float | None = None,
                    must_load: bool = True):
     """The reader of keys, teams and customers for the request path: `store` itself (or a new
     Store) on SQLite; on PostgreSQL a DirectoryWatcher started on `postgres_url`, waiting up to
-    `timeout` s for its first load (`must_load`: else StoreUnavailable; without it, returned not
-    `loaded` and still trying). Close it when done (closing the SQLite store twice is harmless)."""
+    `timeout` s (default START_SECONDS) for its first load (`must_load`: else StoreUnavailable;
+    without it, returned not `loaded` and still trying). Close it when done (closing the SQLite
+    store twice is harmless)."""
     if watched(cfg):
         from .pg_watch import DirectoryWatcher
-        return DirectoryWatcher(cfg.governance.postgres_url).start(timeout, must_load=must_load)
+        return DirectoryWatcher(cfg.governance.postgres_url).start(
+            START_SECONDS if timeout is None else timeout, must_load=must_load)
     return store if store is not None else open_store(cfg)
 
 
