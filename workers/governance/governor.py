@@ -144,10 +144,12 @@ class Governor:
         self._fresh()
 
     def _unloaded(self) -> errors.GatewayError:
+        """The refusal while the watcher has never loaded the keys (the reason is in the log, not
+        told to clients: it names the database)."""
         e = errors.GatewayError(
             "ServiceUnavailableException",
-            f"The gateway has not loaded its virtual keys from PostgreSQL yet ({self.store.path}: "
-            f"{self.store.last_error or 'no answer'}); retry in a few seconds.")
+            "The gateway has not loaded its virtual keys yet: its PostgreSQL governance store has not "
+            "answered since this worker started. Retry in a few seconds.")
         e.origin = "governance"
         return e
 
