@@ -35,11 +35,10 @@ from finops.shared import errors
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, request_tokens
 
-from . import auth, bounds
+from . import auth, bounds, stores
 from ..ledger.client import LedgerClient
 from .directory import load_directory
 from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
-from . import stores
 
 log = logging.getLogger("finops.governance")
 RELOAD_EVERY = 1.0      # SQLite: seconds between checks that keys changed elsewhere (README: in force within 1 s)
