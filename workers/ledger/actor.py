@@ -42,7 +42,7 @@ from finops.shared.actors import BlockingActor
 from finops.shared.transport import zmq
 
 from ..governance.directory import load_directory
-from ..governance.store import Store
+from ..governance.stores import open_directory, open_store
 from .state import LedgerState
 
 log = logging.getLogger("finops.ledger")
@@ -57,11 +57,12 @@ class LedgerActor(BlockingActor):
 
     def __init__(self, cfg: configmod.Config, clock=time.time):
         super().__init__(cfg, clock)
-        self.store = Store.open(cfg.server.data_dir)
+        self.store = open_store(cfg)                # SQLite, or PostgreSQL (snapshot per node)
         self.store.sync_config(cfg.governance)
-        self.version = self.store.data_version()
+        self.directory = open_directory(cfg, self.store)    # the store, or a DirectoryWatcher (PostgreSQL)
+        self.version = self.directory.data_version()
         g = cfg.governance
-        self.state = LedgerState(load_directory(self.store, cfg), clock=clock, tz=g.timezone,
+        self.state = LedgerState(load_directory(self.directory, cfg), clock=clock, tz=g.timezone,
                                  reservation_ttl=g.reservation_ttl_seconds)
         snap = self.store.load_snapshot()
         if snap:
@@ -139,16 +140,15 @@ class LedgerActor(BlockingActor):
             del self.charges[:-MAX_CHARGES]
 
     def maybe_reload(self) -> None:
-        v = self.store.data_version()
+        v = self.directory.data_version()
         if v != self.version:
             self.version = v
-            self.state.set_directory(load_directory(self.store, self.cfg))
+            self.state.set_directory(load_directory(self.directory, self.cfg))
             log.info("ledger: keys, teams or customers changed; reloaded")
 
     def save(self) -> None:
         if self.dirty:
             self.store.save_snapshot(self.state.snapshot())
-            self.version = self.store.data_version()
             self.dirty = False
 
     def tick(self) -> None:
@@ -163,6 +163,7 @@ class LedgerActor(BlockingActor):
         self.send_charges()
         if self.observer is not None:
             self.observer.close(linger=1000)
+        self.directory.close()
         self.store.close()
 
 
