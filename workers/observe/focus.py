@@ -69,7 +69,7 @@ class Column(NamedTuple):
     name: str
     type: str           # FOCUS data type: Decimal, String, Date/Time, JSON
     level: str          # Mandatory, Conditional, Recommended; "Custom" for x_ columns
-    nullable: bool
+    nullable: bool      # the spec's "Allows nulls" (what we write may be stricter)
     allowed: tuple = ()     # the spec's allowed values, when it has a list (only those we use are listed)
 
 
@@ -79,7 +79,7 @@ class Column(NamedTuple):
 FOCUS_COLUMNS: tuple[Column, ...] = (
     Column("BilledCost", "Decimal", "Mandatory", False),
     Column("BillingAccountId", "String", "Mandatory", False),
-    Column("BillingAccountName", "String", "Mandatory", False),
+    Column("BillingAccountName", "String", "Mandatory", True),
     Column("BillingCurrency", "String", "Mandatory", False, ("USD",)),          # ISO 4217
     Column("BillingPeriodEnd", "Date/Time", "Mandatory", False),
     Column("BillingPeriodStart", "Date/Time", "Mandatory", False),
