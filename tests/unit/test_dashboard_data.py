@@ -312,14 +312,42 @@ def test_forecast_of_a_day_budget_and_one_already_spent(db):
 
 
 def test_usage_with_forecasts_adds_forecast_usd_to_budgets_only(db):
-    from finops.workers.observe.dashboard import budget_forecast, usage_with_forecasts
+    from finops.workers.observe.dashboard import budget_forecasts, usage_with_forecasts
     usage = ledger_usage()
     out = usage_with_forecasts(db, usage, now=NOW)
     assert [u["label"] for u in out] == [u["label"] for u in usage]
     for u, o in zip(usage, out):
         if u["kind"] == "budget":
-            assert o["forecast_usd"] == budget_forecast(db, u, NOW).projected_usd >= u["spent_usd"]
+            [alone] = budget_forecasts(db, [u], NOW)              # the same, asked for one budget
+            assert o["forecast_usd"] == alone.projected_usd >= u["spent_usd"]
             assert "forecast_crosses_at" in o
         else:
             assert o == u
     assert "forecast_usd" not in usage[0]                 # the ledger's entries are not changed
+
+
+def test_forecasts_read_the_log_once_per_level_and_period_and_keep_owners_and_envs_apart(db):
+    """Budgets of several keys (one per env) share one query; each still sees only its own rows."""
+    from finops.workers.observe.dashboard import budget_forecasts
+    from finops.workers.observe.forecast import forecast
+
+    def entry(owner, env=""):
+        return {"level": "key", "owner": owner, "kind": "budget", "period": "month", "env": env,
+                "label": f"{owner}@{env}", "limit_usd": 1.0, "spent_usd": 0.0, "reserved_usd": 0.0,
+                "remaining_usd": 1.0, "period_start": "2026-10-31T23:00:00Z", "resets_at": "2026-11-30T23:00:00Z"}
+    usage = [entry("vk-3"), entry("vk-4"), entry("vk-4", "prod"), entry("vk-5", "dev"), entry("nobody")]
+    queries = []
+    db.set_trace_callback(queries.append)
+    together = budget_forecasts(db, usage, NOW)
+    db.set_trace_callback(None)
+    assert sum(q.lstrip().upper().startswith("SELECT") for q in queries) == 1
+    start = datetime(2026, 11, 1, tzinfo=PARIS).timestamp()
+    end = datetime(2026, 12, 1, tzinfo=PARIS).timestamp()
+    for u, f in zip(usage, together):
+        assert f == budget_forecasts(db, [u], NOW)[0], u["label"]
+        mine = [(r["ts"], r["cost_usd"]) for r in ROWS if r["vk"] == u["owner"] and start <= r["ts"] <= NOW
+                and (not u["env"] or r["env"] == u["env"])]
+        exact = forecast(mine, start, end, NOW, spent=0.0)
+        assert f.projected_usd == pytest.approx(exact.projected_usd, rel=1e-3, abs=1e-9), u["label"]
+    assert together[-1].projected_usd == 0.0
+    assert together[1].projected_usd > together[2].projected_usd > 0        # all envs > prod only

@@ -28,8 +28,8 @@ Choices worth knowing:
   placed at its requests' mean time): projected_usd, rate_usd_per_hour, crosses_at (ISO UTC, when
   spend reaches the limit, past or projected; null if not this period), model, and the projection
   at the end of each remaining day of the period (`days`, `cumulative_usd`: the local days after
-  the burn's last one; empty for minute and hour budgets). `budget_forecast` is the same for any
-  ledger usage entry (the admin API's /admin/usage `forecast_usd`).
+  the burn's last one; empty for minute and hour budgets). `budget_forecasts` is the same for any
+  ledger usage entries (the admin API's /admin/usage `forecast_usd`).
 """
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
             for m, v in zip(daily, vals):
                 daily[m][i] += v
 
+    budgets = [u for u in usage if u.get("kind") == "budget"]
     env_series = _series(db, "IFNULL(env, '')", rng, span, index, len(axis))
     env_series = {(k or NO_ENV): v for k, v in env_series.items()}
     models = _model_stats(db, rng, span)
@@ -89,7 +90,7 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
         "requests_by_day": daily["requests"], "errors_by_day": daily["errors"],
         "cache_hits_by_day": daily["cache_hits"],
         "saved_usd_by_day": [usd(m) for m in daily["saved"]],
-        "budgets": [_budget(db, u, tz, now) for u in usage if u.get("kind") == "budget"],
+        "budgets": [_budget(db, u, tz, now, f) for u, f in zip(budgets, budget_forecasts(db, budgets, now))],
     }
 
 
@@ -161,37 +162,66 @@ def _owner_filter(u: dict) -> tuple[str, list] | None:
     return sql, params
 
 
-def budget_forecast(db: sqlite3.Connection, u: dict, now: float) -> Forecast:
-    """forecast.py's projection for one ledger usage entry of kind "budget": the ledger's spent_usd
-    and limit, the log's spend this period (up to `now`) as the shape."""
-    start, end = _ts(u["period_start"]), _ts(u["resets_at"])
+def budget_forecasts(db: sqlite3.Connection, usage: list[dict], now: float) -> list[Forecast | None]:
+    """forecast.py's projection for each ledger usage entry of kind "budget" (None for the
+    others): the ledger's spent_usd and limit, the log's spend this period (up to `now`) as the
+    shape. The log is read once per (level, period) for all the owners that share it, not once
+    per budget: one query per level and period kind, however many keys have budgets."""
+    out: list[Forecast | None] = [None] * len(usage)
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, u in enumerate(usage):
+        if u.get("kind") == "budget":
+            groups.setdefault((u["level"], u["period_start"], u["resets_at"]), []).append(i)
+    for (level, p0, p1), idx in groups.items():
+        start, end = _ts(p0), _ts(p1)
+        buckets = _owner_buckets(db, OWNER_COLUMN.get(level), sorted({usage[i]["owner"] for i in idx}),
+                                 start, end, now)
+        for i in idx:
+            u = usage[i]
+            agg: dict[int, list] = {}
+            for (owner, env, bucket), (n, ts_sum, m) in buckets.items():
+                if owner == u["owner"] and (not u.get("env") or env == u["env"]):
+                    a = agg.setdefault(bucket, [0, 0.0, 0])
+                    a[0] += n
+                    a[1] += ts_sum
+                    a[2] += m
+            points = [(ts_sum / n, usd(m)) for n, ts_sum, m in agg.values() if m]
+            out[i] = forecast(points, start, end, now, limit=float(u["limit_usd"]), spent=float(u["spent_usd"]))
+    return out
+
+
+def _owner_buckets(db, column: str | None, owners: list[str], start: float, end: float,
+                   now: float) -> dict[tuple[str, str, int], tuple[int, float, int]]:
+    """{(owner, env, bucket): (requests, sum of their ts, micro-dollars)} over [start, min(end,
+    now)], in at most BUCKETS buckets of the period; empty for a level the log cannot tell apart."""
+    out: dict[tuple[str, str, int], tuple[int, float, int]] = {}
+    if column is None or not owners:
+        return out
     width = max(1.0, (end - start) / BUCKETS)
-    points: list[tuple[float, float]] = []
-    owner = _owner_filter(u)
-    if owner is not None:
-        sql = (f"SELECT CAST((ts - ?) / ? AS INTEGER), AVG(ts), {micros_sql('cost_usd')} FROM requests "
-               f"WHERE ts >= ? AND ts < ?{owner[0]} GROUP BY 1")
-        for _, t, m in db.execute(sql, [start, width, start, min(end, now + 1e-6), *owner[1]]):
-            if m:
-                points.append((t, usd(m)))
-    return forecast(points, start, end, now, limit=float(u["limit_usd"]), spent=float(u["spent_usd"]))
+    for k in range(0, len(owners), 500):
+        chunk = owners[k:k + 500]
+        sql = (f"SELECT {column}, IFNULL(env, ''), CAST((ts - ?) / ? AS INTEGER), COUNT(*), SUM(ts), "
+               f"{micros_sql('cost_usd')} FROM requests WHERE ts >= ? AND ts <= ? "
+               f"AND {column} IN ({', '.join('?' * len(chunk))}) GROUP BY 1, 2, 3")
+        for owner, env, bucket, n, ts_sum, m in db.execute(sql, [start, width, start, min(end, now), *chunk]):
+            out[(owner, env, bucket)] = (n, ts_sum, m)
+    return out
 
 
 def usage_with_forecasts(db: sqlite3.Connection, usage: list[dict], now: float | None = None) -> list[dict]:
     """The ledger's usage entries, each budget with `forecast_usd` (its projected spend at the
-    reset) and `forecast_crosses_at` (ISO UTC or null; see budget_forecast)."""
+    reset) and `forecast_crosses_at` (ISO UTC or null; see budget_forecasts)."""
     now = time.time() if now is None else float(now)
     out = []
-    for u in usage:
-        if u.get("kind") == "budget":
-            f = budget_forecast(db, u, now)
+    for u, f in zip(usage, budget_forecasts(db, usage, now)):
+        if f is not None:
             u = {**u, "forecast_usd": f.projected_usd, "forecast_crosses_at": _iso(f.crosses_at)}
         out.append(u)
     return out
 
 
-def _budget(db, u: dict, tz: str, now: float) -> dict:
-    """One ledger budget entry, with its burn-down from the log and its forecast."""
+def _budget(db, u: dict, tz: str, now: float, f: Forecast) -> dict:
+    """One ledger budget entry, with its burn-down from the log and its forecast `f`."""
     start, end = _ts(u["period_start"]), _ts(u["resets_at"])
     first = _local_day(u["period_start"], tz)
     last = datetime.fromtimestamp(max(start, min(now, end - 1)), zone(tz)).date()
@@ -209,7 +239,6 @@ def _budget(db, u: dict, tz: str, now: float) -> dict:
     for m in spend:
         acc += m
         cumulative.append(usd(acc))
-    f = budget_forecast(db, u, now)
     end_day = datetime.fromtimestamp(end - 1, zone(tz)).date()
     ahead = days_between(last + timedelta(days=1), end_day) if end_day > last else []
     return {"label": u["label"], "level": u["level"], "owner": u["owner"], "period": u["period"],
