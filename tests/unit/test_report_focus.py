@@ -258,6 +258,10 @@ def test_money_strings_are_exact():
     assert focus.utc(0) == "1970-01-01T00:00:00Z"
     assert focus.publisher("eu.meta.llama3-8b-instruct-v1:0", "bedrock") == "meta"
     assert focus.publisher("mistral-large", "mistral") == "mistral"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+    assert focus.publisher(arn, "bedrock") == "anthropic"
+    assert focus.publisher("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3", "bedrock") == "bedrock"
+    assert focus.publisher("My Model v2.1", "openai") == "openai"
 
 
 # --- Parquet and the CLI -------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 from datetime import date, datetime, timezone
 from typing import NamedTuple
@@ -126,6 +127,7 @@ MANDATORY = tuple(c.name for c in FOCUS_COLUMNS if c.level == "Mandatory")
 COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "x_CacheSavedCost")
 
 _CACHE_SQL = f"CASE WHEN {HIT_SQL} THEN cache ELSE '' END"
+_VENDOR = re.compile(r"[a-z0-9-]+")
 _REGION_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
 
 
@@ -143,14 +145,15 @@ def utc(t: float) -> str:
 
 def publisher(model: str, provider: str) -> str:
     """Who made the model: the vendor prefix of a Bedrock-style modelId ("anthropic.claude-...",
-    "us.anthropic.claude-..." -> "anthropic"), else the provider that served it."""
-    m = model
+    "us.anthropic.claude-...", an inference-profile ARN ending in one -> "anthropic"), else the
+    provider that served it."""
+    m = model.rsplit("/", 1)[-1] if model.startswith("arn:") else model
     for p in _REGION_PREFIXES:
         if m.startswith(p):
             m = m[len(p):]
             break
     head, dot, _ = m.partition(".")
-    return head if dot and head else provider
+    return head if dot and _VENDOR.fullmatch(head) else provider
 
 
 def _month_bounds(day: str, tz: str) -> tuple[float, float]:
