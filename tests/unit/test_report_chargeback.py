@@ -3,6 +3,7 @@ reconciled to the request log (equal to `finops report`'s TOTAL), CSV for financ
 import csv
 import io
 import json
+from contextlib import closing
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -120,7 +121,8 @@ def test_cli_table_by_default(cfg, capsys):
     assert lines[0] == "Chargeback from 2026-11-01T00:00:00+01:00 to 2026-12-01T00:00:00+01:00 (Europe/Paris)"
     assert lines[1].split() == [c.upper() for c in cb.chargeback_columns(["customer", "team"])]
     total_line = next(line for line in lines if line.startswith("TOTAL"))
-    rows, total = cb.chargeback(logdb.open_db(cfg.server.data_dir, readonly=True), *cb.month_period("2026-11", TZ))
+    with closing(logdb.open_db(cfg.server.data_dir, readonly=True)) as db:
+        rows, total = cb.chargeback(db, *cb.month_period("2026-11", TZ))
     cells = total_line.split()
     assert cells[0] == "TOTAL" and cells[1] == f"{total['requests']:,}"
     assert [float(c) for c in cells[-4:]] == [total["cost_usd"], total["saved_usd"], total["list_usd"], 100.0]
