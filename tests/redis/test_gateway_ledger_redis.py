@@ -80,6 +80,18 @@ def spent(gw, key_id: str = "vk-budget") -> float:
     return sum(u["spent_usd"] for u in json.loads(body)["usage"] if u["kind"] == "budget" and u["level"] == "key")
 
 
+def settled_spend(gw, timeout: float = 15.0) -> float:
+    """The key's spent once nothing is reserved any more (the last settles have landed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = get(gw, "/admin/usage?key=vk-budget")
+        assert status == 200, body
+        u = [u for u in json.loads(body)["usage"] if u["kind"] == "budget" and u["level"] == "key"][0]
+        if u["reserved_usd"] == 0 or time.monotonic() > deadline:
+            return u["spent_usd"]
+        time.sleep(0.05)
+
+
 def converse(c):
     return c.converse(modelId=MODEL, messages=MSG, inferenceConfig={"maxTokens": 20})
 
@@ -139,7 +151,7 @@ def test_budget_refuses_past_its_limit_and_usage_is_redis(node, redis_db):
     c = client(gw, VK_SECRET)
     n = spend_until_refused(c)
     assert n >= 2
-    total = spent(gw)
+    total = settled_spend(gw)
     assert 0 < total <= 0.2
     assert logged_cost(gw) == pytest.approx(total, abs=1e-9)
     # the counters are in Redis (the fleet's): a key there per budget counter, none in a local snapshot
@@ -154,7 +166,7 @@ def test_redis_stopped_fails_closed_with_a_retryable_503_then_resumes_without_re
     gw = node()
     c = client(gw, VK_SECRET)
     converse(c)
-    before = spent(gw)
+    before = settled_spend(gw)
     assert before > 0
     redis_db.stop()
     with pytest.raises(ClientError) as ei:
@@ -173,8 +185,8 @@ def test_redis_stopped_fails_closed_with_a_retryable_503_then_resumes_without_re
     until_ok(c)
     assert spent(gw) >= before > 0                     # what was spent before Redis went away still counts
     spend_until_refused(c)
-    assert spent(gw) <= 0.2
-    assert logged_cost(gw) == pytest.approx(spent(gw), abs=1e-9)
+    assert settled_spend(gw) <= 0.2
+    assert logged_cost(gw) == pytest.approx(settled_spend(gw), abs=1e-9)
 
 
 def test_flushall_mid_way_the_budget_still_holds(node, redis_db):
@@ -182,12 +194,12 @@ def test_flushall_mid_way_the_budget_still_holds(node, redis_db):
     c = client(gw, VK_SECRET)
     for _ in range(3):
         converse(c)
-    before = spent(gw)
+    before = settled_spend(gw)
     redis_db.flushall()
     until_ok(c)                                        # rebuilt before admitting
     assert spent(gw) >= before > 0                     # the spend before the flush still counts
     spend_until_refused(c)
-    total = spent(gw)
+    total = settled_spend(gw)
     assert total <= 0.2
     assert logged_cost(gw) == pytest.approx(total, abs=1e-9)
 
