@@ -126,8 +126,15 @@ class ObservabilityConfig(Table):
     otlp_headers: dict[str, str] = {}
     trace_sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
     service_name: str = "finops-gateway"
+    # Several nodes (README "Several nodes", "Request log on PostgreSQL"): one request log for the fleet.
+    log_store: Literal["sqlite", "postgres"] = "sqlite"   # "postgres": every node writes one shared log
+    log_postgres_url: str = ""               # postgresql://... of the log; "" = governance.postgres_url
+    log_spool_max_mb: Annotated[float, Meta(gt=0)] = 256.0   # rows waiting on disk while PostgreSQL is down
 
     def check(self, where: str) -> None:
+        if self.log_postgres_url and not self.log_postgres_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{where}.log_postgres_url: expected postgresql://USER:PASSWORD@HOST:PORT/DB "
+                              f"(got {self.log_postgres_url[:20]!r}...)")
         if not self.otlp_endpoint:
             return
         if not self.otlp_endpoint.startswith(("http://", "https://")):
@@ -221,6 +228,11 @@ class Config(msgspec.Struct, kw_only=True):
     source: str = "embedded defaults"
 
     @property
+    def log_postgres_url(self) -> str:
+        """The request log's PostgreSQL (log_store = "postgres"): its own URL, else governance's."""
+        return self.observability.log_postgres_url or self.governance.postgres_url
+
+    @property
     def run_dir(self) -> str:
         return os.path.join(self.server.data_dir, "run")
 
@@ -288,11 +300,15 @@ def build(raw: dict, source: str, environ=None) -> Config:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table (known: {', '.join(TABLES)})")
     providers = _providers(raw.get("providers", {}))
     routes, default_route = _routes(raw, providers)
-    return Config(server=table(ServerConfig, raw.get("server", {}), "server"), providers=providers,
-                  routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
-                  pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
-                  observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
-                  source=source)
+    cfg = Config(server=table(ServerConfig, raw.get("server", {}), "server"), providers=providers,
+                 routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
+                 pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
+                 observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
+                 source=source)
+    if cfg.observability.log_store == "postgres" and not cfg.log_postgres_url:
+        raise ConfigError("observability.log_postgres_url: log_store = \"postgres\" needs a postgresql:// URL "
+                          "(here, or governance.postgres_url)")
+    return cfg
 
 
 def _providers(raw) -> dict[str, ProviderConfig]:

@@ -21,9 +21,9 @@ DEFAULTS = {
     "status": 200, "error": "", "error_origin": "", "latency_ms": 100.0, "ttft_ms": None,
     "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
     "cost_usd": 0.0, "cache": "", "cache_similarity": None, "saved_usd": 0.0, "user_agent": "test",
-    "request_body": None, "response_body": None, "messages": 2,
+    "request_body": None, "response_body": None, "messages": 2, "node": "",
 }
-assert set(DEFAULTS) == set(logdb.NAMES), "logdb.COLUMNS changed: update tests/helpers/logrows.py"
+assert set(DEFAULTS) == set(logdb.DB_NAMES), "logdb.COLUMNS changed: update tests/helpers/logrows.py"
 
 _ids = itertools.count(1)
 
@@ -41,5 +41,5 @@ def row(tz: str = "UTC", **kw) -> dict:
 
 
 def insert(db, rows: list[dict]) -> None:
-    db.executemany(logdb.INSERT, [tuple(r[n] for n in logdb.NAMES) for r in rows])
+    db.executemany(logdb.INSERT_NODE, [tuple(r[n] for n in logdb.DB_NAMES) for r in rows])
     db.commit()

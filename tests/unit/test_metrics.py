@@ -245,9 +245,10 @@ def test_names_follow_prometheus_conventions():
     m.report("worker-1", "worker", {"inflight": 1, "queues": {"q": 1}, "semantic": 1})
     m.set_restarts({"worker": 1})
     m.ledger_counts({"uncounted": 2, "settles_dropped": 1, "spend_dropped": 3})
+    m.log_dropped(4)
     text = m.render().decode()
     fams = list(text_string_to_metric_families(text))
-    assert len(fams) == 16
+    assert len(fams) == 17
     for f in fams:
         assert f.name.startswith("finops_"), f.name
         assert f.samples, f"{f.name} has no sample"
@@ -277,3 +278,18 @@ def test_ledger_counts_add_up():
     assert "finops_ledger_uncounted_total 3.0" in text
     assert 'finops_ledger_dropped_total{what="settle"} 4.0' in text
     assert 'finops_ledger_dropped_total{what="spend_row"} 5.0' in text
+
+
+def test_a_nodes_metrics_carry_its_name_on_every_sample():
+    """A fleet: each node's /metrics says which node it is, on every sample, so PromQL can sum
+    over nodes or split by them (README "Several nodes")."""
+    m = Metrics(node='gw-"a"')
+    m.observe(r(vk="vk-1", env="prod", input_tokens=3, cost_usd=0.25))
+    m.report("worker-1", "worker", {"inflight": 1, "queues": {"q": 2}})
+    fams = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    every = [s for f in fams.values() for s in f.samples]
+    assert every and all(s.labels.get("node") == 'gw-"a"' for s in every)
+    assert value(fams, "finops_cost_usd", "_total", virtual_key="vk-1", node='gw-"a"') == 0.25
+    assert value(fams, "finops_queue_depth", queue="q") == 2
+    plain = {f.name: f for f in text_string_to_metric_families(Metrics().render().decode())}
+    assert all("node" not in s.labels for f in plain.values() for s in f.samples)

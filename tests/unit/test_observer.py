@@ -19,6 +19,9 @@ DAY = 86400.0
 NOW = 1_800_000_000.0
 
 
+NODE = "node-a"
+
+
 class Clock:
     def __init__(self, t: float = NOW):
         self.t = t
@@ -34,7 +37,8 @@ def values(**kw) -> list:
 
 
 def make_cfg(data_dir, **observability) -> configmod.Config:
-    return configmod.build({"server": {"data_dir": str(data_dir)}, "observability": observability}, "test")
+    return configmod.build({"server": {"data_dir": str(data_dir), "node_name": NODE},
+                            "observability": observability}, "test")
 
 
 @pytest.fixture
@@ -61,12 +65,15 @@ def observers(tmp_path, clock):
 
 
 def logged(data_dir) -> dict:
-    """{id: row dict} of what a reader sees in the request log."""
+    """{id: row dict} of what a reader sees in the request log (every row names this node, which
+    the dicts then leave out, as the workers' rows have no node)."""
     db = logdb.open_db(str(data_dir), readonly=True)
     try:
-        return {r["id"]: dict(r) for r in db.execute("SELECT * FROM requests")}
+        rows = {r["id"]: dict(r) for r in db.execute("SELECT * FROM requests")}
     finally:
         db.close()
+    assert all(r.pop("node") == NODE for r in rows.values())
+    return {i: {**r, "node": ""} for i, r in rows.items()}
 
 
 def families(text: bytes) -> dict:

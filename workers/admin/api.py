@@ -32,9 +32,9 @@ from finops.shared.config import Config
 from ..cache import keys as cache_keys
 from ..governance import auth
 from ..governance.directory import load_directory
-from ..governance.store import DirectoryStore, StoreError
+from ..governance.store import DirectoryStore, StoreError, StoreUnavailable
 from ..governance.stores import open_store, watched
-from ..observe import dashboard, logdb, report
+from ..observe import dashboard, pglog, report
 from ..observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import directory
 from .circuits import CircuitFiles
@@ -184,13 +184,17 @@ class Admin:
     async def read_log(self, fn, *args):
         """`fn(db, *args)` on a read-only connection to the request log, in a thread."""
         try:
-            return await trio.to_thread.run_sync(read_log, self.cfg.server.data_dir, fn, *args)
+            return await trio.to_thread.run_sync(read_log, self.cfg, fn, *args)
         except FileNotFoundError as e:          # no request logged yet
             raise errors.for_status(404, str(e)) from None
+        except StoreUnavailable as e:           # the fleet's log on PostgreSQL, unreachable
+            raise errors.for_status(503, f"{e}; try again in a few seconds") from None
 
 
-def read_log(data_dir: str, fn, *args):
-    db = logdb.open_db(data_dir, readonly=True)
+def read_log(cfg, fn, *args):
+    """`fn(db, *args)` on a read connection to the request log: this node's SQLite, or the
+    fleet's PostgreSQL (observability.log_store)."""
+    db = pglog.open_reader(cfg)
     try:
         return fn(db, *args)
     finally:

@@ -58,8 +58,15 @@ class ObserverActor(BlockingActor):
 
     def __init__(self, cfg: configmod.Config, clock=time.time):
         super().__init__(cfg, clock)
-        self.db = logdb.open_db(cfg.server.data_dir)
-        self.metrics = Metrics()
+        self.node = cfg.server.node
+        self.pg = None              # the fleet's log (log_store = "postgres"): pgsink.PgSink
+        self.db = None
+        if cfg.observability.log_store == "postgres":
+            self.pg = open_pg_sink(cfg, self.node, clock)
+        else:
+            self.db = logdb.open_db(cfg.server.data_dir, node=self.node)
+        self.metrics = Metrics(node=self.node)
+        self.log_dropped = 0
         self.pending: list[list] = []
         self.written = 0
         self.next_prune = 0.0
@@ -91,10 +98,18 @@ class ObserverActor(BlockingActor):
             return None
         if k == "scrape":
             self.metrics.set_restarts(self._restarts())
-            return {"text": self.metrics.render({"observer_rows": len(self.pending)})}
+            if self.pg is not None:
+                self._pg_results()
+            queues = {"observer_rows": len(self.pending)}
+            if self.pg is not None:
+                queues["request_log_spool_batches"] = self.pg.spooled
+            return {"text": self.metrics.render(queues)}
         if k == "flush":
             self.drain()            # rows a frontend sent before this request are written too
             self.commit()
+            if self.pg is not None:
+                self.pg.flush()
+                self._pg_results()
             return {"rows": self.written}
         log.warning("observer: unknown message kind %r", k)
         return None
@@ -115,6 +130,16 @@ class ObserverActor(BlockingActor):
 
     def charge(self, rid: str, key: str, env: str, cost: float) -> None:
         """The ledger charged request `rid` `cost` USD itself: the row shows it (module docstring)."""
+        if self.pg is not None:
+            for row in self.pending:                 # not written yet: charged in place
+                if row[0] == rid:
+                    old = dict(zip(logdb.NAMES, row))
+                    new = dict(zip(logdb.NAMES, _charged(row, key, env, cost)))
+                    self.metrics.add_cost(new, new["cost_usd"] - (old["cost_usd"] or 0.0))
+                    return
+            self.commit()
+            self.pg.submit({"charges": [[rid, key, env, cost, None]]})
+            return
         self.commit()
         found = self.db.execute(f"SELECT {', '.join(logdb.NAMES)} FROM requests WHERE id = ?", (rid,)).fetchone()
         if found is None:
@@ -136,14 +161,40 @@ class ObserverActor(BlockingActor):
         for rid in late:
             t, key, env, cost = self.unmatched.pop(rid)
             row = list(logrow.gateway_row(rid, t, self.days(t), "", "", env, "", 0, "reservation_expired", 0.0))
+            if self.pg is not None:     # written only if its row is still missing in the fleet's log
+                self.pg.submit({"charges": [[rid, key, env, cost, _charged(row, key, env, cost) + [self.node]]]})
+                continue
             self.add_row(_charged(row, key, env, cost))
+
+    def _pg_results(self) -> None:
+        """What the PostgreSQL writer reports back (pgsink.py): charges' effects on the metrics."""
+        pg = self.pg
+        while pg.results:
+            r = pg.results.popleft()
+            if r[0] == "charged":
+                (model, provider, env, vk, old), cost = r[1], r[2]
+                self.metrics.add_cost({"model": model, "provider": provider, "env": env, "vk": vk},
+                                      round(cost, 6) - old)
+            elif r[0] == "missing":
+                _, rid, key, env, cost = r
+                if len(self.unmatched) < MAX_ORPHANS:
+                    self.unmatched[rid] = (self.clock(), key, env, cost)
+            elif r[0] == "orphan":
+                self.metrics.observe(dict(zip(logdb.NAMES, r[1])))
+        if pg.dropped > self.log_dropped:
+            self.metrics.log_dropped(pg.dropped - self.log_dropped)
+            self.log_dropped = pg.dropped
 
     def commit(self) -> None:
         if not self.pending:
             return
         rows, self.pending = self.pending, []
-        with self.db:
-            self.db.executemany(logdb.INSERT, rows)
+        node = [self.node]
+        if self.pg is not None:
+            self.pg.submit({"rows": [list(r) + node for r in rows]})
+        else:
+            with self.db:
+                self.db.executemany(logdb.INSERT_NODE, [list(r) + node for r in rows])
         self.written += len(rows)
 
     def _restarts(self) -> dict:
@@ -158,9 +209,13 @@ class ObserverActor(BlockingActor):
         if self.unmatched:
             self.orphans(now)
         self.commit()
+        if self.pg is not None:
+            self._pg_results()
         self.metrics.apply()
         days = self.cfg.observability.log_retention_days
-        if days and now >= self.next_prune:
+        if self.pg is not None:
+            self.pg.retention_days = days         # whole daily partitions, dropped by its thread
+        elif days and now >= self.next_prune:
             self.next_prune = now + PRUNE_SECONDS
             n = logdb.prune(self.db, now - days * 86400)
             if n:
@@ -168,7 +223,10 @@ class ObserverActor(BlockingActor):
 
     def close(self) -> None:
         self.commit()
-        self.db.close()
+        if self.pg is not None:
+            self.pg.stop()
+        else:
+            self.db.close()
         log.info("observer: request log closed (%d rows written)", self.written)
 
 
@@ -183,6 +241,25 @@ def _charged(row: list, key: str, env: str, cost: float) -> list:
     if not row[_I["env"]]:
         row[_I["env"]] = env
     return row
+
+
+def open_pg_sink(cfg: configmod.Config, node: str, clock):
+    """The fleet log's writer thread, with its spool in the data dir (pgsink.py). PostgreSQL may be
+    down now: rows wait in the spool until it answers."""
+    from .pglog import PgLogWriter, Spool
+    from .pgsink import PgSink
+    from finops.workers.governance.store import StoreError
+
+    writer = PgLogWriter(cfg.log_postgres_url, node)
+    try:
+        writer.open()
+    except StoreError as e:
+        log.warning("observer: %s; rows wait in the spool until it answers", e)
+    spool = Spool(os.path.join(cfg.server.data_dir, "log-spool"), int(cfg.observability.log_spool_max_mb * 1024 * 1024))
+    sink = PgSink(writer, spool, clock)
+    sink.retention_days = cfg.observability.log_retention_days
+    sink.start()
+    return sink
 
 
 if __name__ == "__main__":

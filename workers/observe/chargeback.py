@@ -22,7 +22,6 @@ dimensions it has (customer, team, env, key, model, ...).
 from __future__ import annotations
 
 import re
-import sqlite3
 from datetime import date
 
 from finops.workers.governance.money import micros, usd
@@ -53,7 +52,7 @@ def chargeback_columns(by: list[str]) -> list[str]:
     return [out for d in by for out, _, _ in DIMENSIONS[d]] + list(CHARGEBACK_METRICS)
 
 
-def chargeback(db: sqlite3.Connection, since: float, until: float, by: list[str] | tuple = DEFAULT_BY,
+def chargeback(db, since: float, until: float, by: list[str] | tuple = DEFAULT_BY,
                where: dict | None = None) -> tuple[list[dict], dict]:
     """(rows, total) for [since, until) grouped by `by` (see the module doc)."""
     by = list(by)

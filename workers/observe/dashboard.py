@@ -1,5 +1,5 @@
 """The dashboard's data: one JSON-able dict over the request log and the ledger's usage. Pure:
-SQL queries on a sqlite3 connection, no other I/O.
+SQL queries on a log connection (SQLite or PostgreSQL: logsql.py), no other I/O.
 
     dashboard_data(db, usage, days=30, tz="Europe/Paris") -> {"since", "until", "days", "totals",
         "spend_by_env", "spend_by_key", "spend_by_model", "top_models", "requests_by_day",
@@ -33,12 +33,12 @@ Choices worth knowing:
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import date, datetime, timedelta, timezone
 
 from .forecast import Forecast, forecast, projected_at
-from .report import ERROR_SQL, HIT_SQL, day_bounds, days_between, micros_sql, usd, zone
+from .logsql import dialect_of
+from .report import ERROR_SQL, HIT_SQL, day_bounds, days_between, usd, zone
 
 TOP = 8         # keys and models the dashboard charts by name; the rest are "other"
 OTHER = "(other)"
@@ -48,7 +48,7 @@ OWNER_COLUMN = {"key": "vk", "team": "team", "customer": "customer"}
 BUCKETS = 744   # at most this many spend points per budget forecast (a month's hours)
 
 
-def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str,
+def dashboard_data(db, usage: list[dict], days: int, tz: str,
                    now: float | None = None) -> dict:
     """The dashboard's JSON document for the last `days` days in `tz` (see the module doc)."""
     if days < 1:
@@ -60,10 +60,11 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
     rng = " WHERE day >= ? AND day <= ?"
     span = [axis[0], axis[-1]]
 
+    d = dialect_of(db)
     daily = {m: [0] * len(axis) for m in ("requests", "errors", "cache_hits", "cost", "saved", "in", "out")}
-    sql = (f"SELECT day, COUNT(*), IFNULL(SUM({ERROR_SQL}), 0), IFNULL(SUM({HIT_SQL}), 0), "
-           f"{micros_sql('cost_usd')}, {micros_sql('saved_usd')}, IFNULL(SUM(input_tokens), 0), "
-           f"IFNULL(SUM(output_tokens), 0) FROM requests{rng} GROUP BY day")
+    sql = (f"SELECT day, COUNT(*), {d.int_sum(ERROR_SQL)}, {d.int_sum(HIT_SQL)}, "
+           f"{d.micros('cost_usd')}, {d.micros('saved_usd')}, {d.int_sum('input_tokens')}, "
+           f"{d.int_sum('output_tokens')} FROM {d.table}{rng} GROUP BY day")
     for day, *vals in db.execute(sql, span):
         i = index.get(day)
         if i is not None:
@@ -71,7 +72,7 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
                 daily[m][i] += v
 
     budgets = [u for u in usage if u.get("kind") == "budget"]
-    env_series = _series(db, "IFNULL(env, '')", rng, span, index, len(axis))
+    env_series = _series(db, "COALESCE(env, '')", rng, span, index, len(axis))
     env_series = {(k or NO_ENV): v for k, v in env_series.items()}
     models = _model_stats(db, rng, span)
     requests = sum(daily["requests"])
@@ -85,7 +86,7 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
                    "input_tokens": sum(daily["in"]), "output_tokens": sum(daily["out"])},
         "spend_by_env": _fold(env_series),
         "spend_by_key": _fold(_key_series(db, rng, span, index, len(axis))),
-        "spend_by_model": _fold(_series(db, "IFNULL(model, '')", rng, span, index, len(axis))),
+        "spend_by_model": _fold(_series(db, "COALESCE(model, '')", rng, span, index, len(axis))),
         "top_models": models[:TOP],
         "requests_by_day": daily["requests"], "errors_by_day": daily["errors"],
         "cache_hits_by_day": daily["cache_hits"],
@@ -97,7 +98,8 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
 def _series(db, expr: str, rng: str, params: list, index: dict, n: int) -> dict[str, list[int]]:
     """{value of `expr` (one of ours): [micro-dollars per day]}."""
     out: dict[str, list[int]] = {}
-    sql = f"SELECT day, {expr}, {micros_sql('cost_usd')} FROM requests{rng} GROUP BY 1, 2"
+    d = dialect_of(db)
+    sql = f"SELECT day, {expr}, {d.micros('cost_usd')} FROM {d.table}{rng} GROUP BY 1, 2"
     for day, name, m in db.execute(sql, params):
         i = index.get(day)
         if i is not None:
@@ -107,8 +109,8 @@ def _series(db, expr: str, rng: str, params: list, index: dict, n: int) -> dict[
 
 def _key_series(db, rng: str, params: list, index: dict, n: int) -> dict[str, list[int]]:
     """Spend per key per day, labelled by vk_name (else id); colliding names get "(id)"."""
-    by_vk = _series(db, "IFNULL(vk, '')", rng, params, index, n)
-    names = dict(db.execute(f"SELECT IFNULL(vk, ''), IFNULL(MAX(vk_name), '') FROM requests{rng} "
+    by_vk = _series(db, "COALESCE(vk, '')", rng, params, index, n)
+    names = dict(db.execute(f"SELECT COALESCE(vk, ''), COALESCE(MAX(vk_name), '') FROM {dialect_of(db).table}{rng} "
                             "GROUP BY 1", params).fetchall())
     label = {vk: (names.get(vk) or vk) if vk else ANONYMOUS for vk in by_vk}
     taken: dict[str, int] = {}
@@ -129,8 +131,9 @@ def _fold(series: dict[str, list[int]]) -> dict[str, list[float]]:
 
 
 def _model_stats(db, rng: str, params: list) -> list[dict]:
-    sql = (f"SELECT IFNULL(model, ''), COUNT(*), {micros_sql('cost_usd')}, IFNULL(SUM(input_tokens), 0), "
-           f"IFNULL(SUM(output_tokens), 0) FROM requests{rng} GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 ASC")
+    d = dialect_of(db)
+    sql = (f"SELECT COALESCE(model, ''), COUNT(*), {d.micros('cost_usd')}, {d.int_sum('input_tokens')}, "
+           f"{d.int_sum('output_tokens')} FROM {d.table}{rng} GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 ASC")
     return [{"model": m, "requests": n, "cost_usd": usd(c), "input_tokens": i, "output_tokens": o}
             for m, n, c, i, o in db.execute(sql, params)]
 
@@ -162,7 +165,7 @@ def _owner_filter(u: dict) -> tuple[str, list] | None:
     return sql, params
 
 
-def budget_forecasts(db: sqlite3.Connection, usage: list[dict], now: float) -> list[Forecast | None]:
+def budget_forecasts(db, usage: list[dict], now: float) -> list[Forecast | None]:
     """forecast.py's projection for each ledger usage entry of kind "budget" (None for the
     others): the ledger's spent_usd and limit, the log's spend this period (up to `now`) as the
     shape. The log is read once per (level, period) for all the owners that share it, not once
@@ -198,17 +201,18 @@ def _owner_buckets(db, column: str | None, owners: list[str], start: float, end:
     if column is None or not owners:
         return out
     width = max(1.0, (end - start) / BUCKETS)
+    d = dialect_of(db)
     for k in range(0, len(owners), 500):
         chunk = owners[k:k + 500]
-        sql = (f"SELECT {column}, IFNULL(env, ''), CAST((ts - ?) / ? AS INTEGER), COUNT(*), SUM(ts), "
-               f"{micros_sql('cost_usd')} FROM requests WHERE ts >= ? AND ts <= ? "
+        sql = (f"SELECT {column}, COALESCE(env, ''), {d.trunc_int('(ts - ?) / ?')}, COUNT(*), SUM(ts), "
+               f"{d.micros('cost_usd')} FROM {d.table} WHERE ts >= ? AND ts <= ? "
                f"AND {column} IN ({', '.join('?' * len(chunk))}) GROUP BY 1, 2, 3")
         for owner, env, bucket, n, ts_sum, m in db.execute(sql, [start, width, start, min(end, now), *chunk]):
             out[(owner, env, bucket)] = (n, ts_sum, m)
     return out
 
 
-def usage_with_forecasts(db: sqlite3.Connection, usage: list[dict], now: float | None = None) -> list[dict]:
+def usage_with_forecasts(db, usage: list[dict], now: float | None = None) -> list[dict]:
     """The ledger's usage entries, each budget with `forecast_usd` (its projected spend at the
     reset) and `forecast_crosses_at` (ISO UTC or null; see budget_forecasts)."""
     now = time.time() if now is None else float(now)
@@ -230,7 +234,8 @@ def _budget(db, u: dict, tz: str, now: float, f: Forecast) -> dict:
     spend = [0] * len(axis)
     owner = _owner_filter(u)
     if owner is not None:
-        sql = f"SELECT day, {micros_sql('cost_usd')} FROM requests WHERE ts >= ? AND ts < ?{owner[0]}"
+        d = dialect_of(db)
+        sql = f"SELECT day, {d.micros('cost_usd')} FROM {d.table} WHERE ts >= ? AND ts < ?{owner[0]}"
         for day, m in db.execute(sql + " GROUP BY day", [start, end, *owner[1]]):
             i = index.get(day)
             if i is not None:

@@ -1,5 +1,5 @@
 """The request log as a FinOps FOCUS 1.2 cost and usage dataset (`finops report --format focus`).
-Pure like report.py: a sqlite3 connection in, rows and bytes out; no files.
+Pure like report.py: a log connection in (SQLite or PostgreSQL), rows and bytes out; no files.
 
     focus_rows(db, since, until, tz, where={...}, grain="hour")  -> [row dict, ...] (COLUMN_NAMES)
     to_focus_csv(rows)                                            -> str
@@ -49,13 +49,13 @@ import csv
 import io
 import json
 import re
-import sqlite3
 from datetime import date, datetime, timezone
 from typing import NamedTuple
 
 from finops.workers.governance.periods import bounds
 
-from .report import ERROR_SQL, HIT_SQL, day_bounds, micros_sql, where_sql, zone
+from .logsql import dialect_of
+from .report import ERROR_SQL, HIT_COND, HIT_SQL, day_bounds, where_sql, zone
 
 FOCUS_VERSION = "1.2"
 GATEWAY = "FinOps gateway"
@@ -126,7 +126,7 @@ COLUMN_NAMES = tuple(c.name for c in FOCUS_COLUMNS)
 MANDATORY = tuple(c.name for c in FOCUS_COLUMNS if c.level == "Mandatory")
 COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "x_CacheSavedCost")
 
-_CACHE_SQL = f"CASE WHEN {HIT_SQL} THEN cache ELSE '' END"
+_CACHE_SQL = f"CASE WHEN {HIT_COND} THEN cache ELSE '' END"
 _VENDOR = re.compile(r"[a-z0-9-]+")
 _REGION_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
 
@@ -161,22 +161,24 @@ def _month_bounds(day: str, tz: str) -> tuple[float, float]:
     return bounds("month", day_bounds(d, tz)[0] + 3600, tz)
 
 
-def focus_rows(db: sqlite3.Connection, since: float, until: float, tz: str, where: dict | None = None,
+def focus_rows(db, since: float, until: float, tz: str, where: dict | None = None,
                grain: str = "hour") -> list[dict]:
     """The requests in [since, until) matching `where` (report.py's filters), as FOCUS rows (see
     the module doc), ordered by charge period, then customer, team, key, env, model, provider."""
     if grain not in GRAINS:
         raise ValueError(f"grain {grain!r}: expected one of {', '.join(GRAINS)}")
     zone(tz)
-    period = "CAST(ts / 3600 AS INTEGER)" if grain == "hour" else "IFNULL(day, '')"
+    d = dialect_of(db)
+    period = d.trunc_int("ts / 3600") if grain == "hour" else "COALESCE(day, '')"
     where_clause, params = where_sql(since, until, where)
-    sql = (f"SELECT {period}, IFNULL(day, ''), IFNULL(vk, ''), IFNULL(MAX(vk_name), ''), IFNULL(team, ''), "
-           f"IFNULL(customer, ''), IFNULL(env, ''), IFNULL(model, ''), IFNULL(provider, ''), {_CACHE_SQL}, "
-           f"COUNT(*), IFNULL(SUM({ERROR_SQL}), 0), IFNULL(SUM({HIT_SQL}), 0), "
-           f"{micros_sql('cost_usd')}, {micros_sql('saved_usd')}, IFNULL(SUM(input_tokens), 0), "
-           f"IFNULL(SUM(output_tokens), 0), IFNULL(SUM(cache_read_tokens), 0), IFNULL(SUM(cache_write_tokens), 0) "
-           f"FROM requests{where_clause} "
-           f"GROUP BY 1, substr(IFNULL(day, ''), 1, 7), 3, 5, 6, 7, 8, 9, 10 "
+    # MIN(day): an hour's rows share their month (grouped), any of their days names it
+    sql = (f"SELECT {period}, MIN(COALESCE(day, '')), COALESCE(vk, ''), COALESCE(MAX(vk_name), ''), COALESCE(team, ''), "
+           f"COALESCE(customer, ''), COALESCE(env, ''), COALESCE(model, ''), COALESCE(provider, ''), {_CACHE_SQL}, "
+           f"COUNT(*), {d.int_sum(ERROR_SQL)}, {d.int_sum(HIT_SQL)}, "
+           f"{d.micros('cost_usd')}, {d.micros('saved_usd')}, {d.int_sum('input_tokens')}, "
+           f"{d.int_sum('output_tokens')}, {d.int_sum('cache_read_tokens')}, {d.int_sum('cache_write_tokens')} "
+           f"FROM {d.table}{where_clause} "
+           f"GROUP BY 1, substr(COALESCE(day, ''), 1, 7), 3, 5, 6, 7, 8, 9, 10 "
            f"ORDER BY 1, 6, 5, 3, 7, 8, 9, 10")
     months: dict[str, tuple[float, float]] = {}
     out = []

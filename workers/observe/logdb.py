@@ -19,22 +19,34 @@ FILENAME = "requests.sqlite"
 
 # the columns, in the order rows are built and sent: finops.shared.logrow (shared with the frontend)
 COLUMNS, NAMES = logrow.COLUMNS, logrow.NAMES
+# ... then what the observer adds as it writes: the node that served the request (server.node_name)
+NODE_COLUMN = ("node", "TEXT NOT NULL DEFAULT ''")
+DB_NAMES = NAMES + ("node",)
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS requests (" + ", ".join(f"{c} {t}" for c, t in COLUMNS)
-    + ", PRIMARY KEY (id)) WITHOUT ROWID",
+    + f", {' '.join(NODE_COLUMN)}, PRIMARY KEY (id)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
     "CREATE INDEX IF NOT EXISTS requests_day ON requests (day)",
 )
+# Migrations (PRAGMA user_version = how many have run): MIGRATIONS[i] takes version i to i + 1.
+# A log made before a step was known gets it at the writer's next open; a fresh one is made at
+# the last version. Version 1: the `node` column (rows already there were this node's: see open_db).
+MIGRATIONS = (
+    (f"ALTER TABLE requests ADD COLUMN {' '.join(NODE_COLUMN)}",),
+)
+VERSION = len(MIGRATIONS)
 INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
+INSERT_NODE = f"INSERT OR REPLACE INTO requests ({', '.join(DB_NAMES)}) VALUES ({', '.join('?' * len(DB_NAMES))})"
 
 
 def path_in(data_dir: str) -> str:
     return os.path.join(data_dir, FILENAME)
 
 
-def open_db(data_dir: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open (and for the writer, create) the request log. Readers never create it."""
+def open_db(data_dir: str, *, readonly: bool = False, node: str = "") -> sqlite3.Connection:
+    """Open (and for the writer, create and migrate) the request log. Readers never create it.
+    `node`: the writer's node name, given to rows a migration finds without one."""
     path = path_in(data_dir)
     if readonly:
         if not os.path.exists(path):
@@ -49,10 +61,28 @@ def open_db(data_dir: str, *, readonly: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=5)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    for stmt in SCHEMA:
-        db.execute(stmt)
-    db.commit()
+    migrate(db, node)
     return db
+
+
+def migrate(db: sqlite3.Connection, node: str = "") -> int:
+    """Bring the log's schema to VERSION in one transaction; returns the version found."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        found = db.execute("PRAGMA user_version").fetchone()[0]
+        fresh = db.execute("SELECT name FROM sqlite_master WHERE name = 'requests'").fetchone() is None
+        if fresh:
+            for stmt in SCHEMA:
+                db.execute(stmt)
+        else:
+            for steps in MIGRATIONS[found:]:
+                for stmt in steps:
+                    db.execute(stmt)
+            if found < 1 and node:
+                db.execute("UPDATE requests SET node = ? WHERE node = ''", (node,))
+        if found != VERSION:
+            db.execute(f"PRAGMA user_version = {VERSION}")
+    return found
 
 
 def prune(db: sqlite3.Connection, before_ts: float) -> int:

@@ -43,8 +43,9 @@ class Bounded:
 
 
 class Metrics:
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic, node: str = ""):
         self.clock = clock
+        self.node = node            # every sample gets node="..." (a fleet: README "Several nodes")
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.model, self.env = Bounded(), Bounded()
         self.vk = Bounded(10 * MAX_VALUES)        # key ids come from the directory, not from clients
@@ -76,6 +77,8 @@ class Metrics:
                                       "Redis was unreachable (settle), settled-spend rows waiting for PostgreSQL "
                                       "(spend_row), past their bounded queues.", ["what"], registry=r)
         self.rows = Counter("finops_request_log_rows", "Rows written to the request log.", registry=r)
+        self.log_drops = Counter("finops_request_log_dropped", "Request-log rows dropped because PostgreSQL was "
+                                 "unreachable and the node's spool was full (log_spool_max_mb).", registry=r)
         self.inflight = Gauge("finops_requests_in_flight", "Requests being served, by process kind.",
                               ["process"], registry=r)
         self.queue = Gauge("finops_queue_depth", "Items waiting in the gateway's internal queues.", ["queue"],
@@ -130,6 +133,9 @@ class Metrics:
             if counts.get(name):
                 self._add(self.ledger_dropped, (what,), counts[name])
 
+    def log_dropped(self, n: int) -> None:
+        self._add(self.log_drops, (), n)
+
     def _add(self, counter, labels: tuple, amount: float) -> None:
         key = (counter, labels)
         self._pending[key] = self._pending.get(key, 0) + amount
@@ -171,7 +177,25 @@ class Metrics:
             self.queue.labels(q).set(n)
         if semantic is not None:
             self.semantic.set(semantic)
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        return with_node(text, self.node) if self.node else text
+
+
+def with_node(text: bytes, node: str) -> bytes:
+    """The exposition `text` with node="..." added to every sample (first, before its own labels)."""
+    esc = node.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    label = f'node="{esc}"'.encode()
+    out = []
+    for line in text.split(b"\n"):
+        if line and not line.startswith(b"#"):
+            name, sep, rest = line.partition(b"{")
+            if sep:
+                line = name + b"{" + label + (b"," if not rest.startswith(b"}") else b"") + rest
+            else:
+                name, _, value = line.partition(b" ")
+                line = name + b"{" + label + b"} " + value
+        out.append(line)
+    return b"\n".join(out)
 
 
 class _Restarts:

@@ -1,5 +1,6 @@
-"""Spend and usage reports over the request log (logdb.py). Pure: a sqlite3 connection in, rows
-and strings out; no printing, no files.
+"""Spend and usage reports over the request log (logdb.py, or pglog.py for a fleet). Pure: a log
+connection in (sqlite3, or pglog.PgLogReader: the SQL is written once, logsql.py holds the two
+dialects' few differences), rows and strings out; no printing, no files.
 
     summarize(db, ["key", "model"], since, until, where={"env": "prod"})  -> [row dict, ...]
     total(rows)                                                           -> the TOTAL line
@@ -31,24 +32,28 @@ import csv
 import io
 import json
 import re
-import sqlite3
 import time
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from finops.workers.governance.money import MICRO, micros, usd
+from finops.workers.governance.money import micros, usd
 from finops.workers.governance.periods import bounds
+
+from .logsql import SQLITE, Dialect, dialect_of
 
 CLIENT_LEFT = ("cancelled", "client_gone")
 
 # SQL fragments shared with dashboard.py (constants: never built from input)
-ERROR_SQL = "(IFNULL(error, '') NOT IN ('', " + ", ".join(f"'{c}'" for c in CLIENT_LEFT) + "))"
-HIT_SQL = "(cache IN ('hit-exact', 'hit-semantic'))"
+# (1 or 0 per row: both engines sum them; PostgreSQL cannot sum a boolean)
+ERROR_SQL = ("(CASE WHEN COALESCE(error, '') NOT IN ('', " + ", ".join(f"'{c}'" for c in CLIENT_LEFT)
+             + ") THEN 1 ELSE 0 END)")
+HIT_COND = "cache IN ('hit-exact', 'hit-semantic')"
+HIT_SQL = f"(CASE WHEN {HIT_COND} THEN 1 ELSE 0 END)"
 
 
-def micros_sql(column: str) -> str:
+def micros_sql(column: str, d: Dialect = SQLITE) -> str:
     """SUM of a USD column as integer micro-dollars (`column` is one of ours, never input)."""
-    return f"IFNULL(SUM(CAST(ROUND(IFNULL({column}, 0) * {MICRO}) AS INTEGER)), 0)"
+    return d.micros(column)
 
 
 
@@ -57,33 +62,38 @@ def micros_sql(column: str) -> str:
 
 # dimension -> ((output column, SQL expression, part of GROUP BY), ...)
 DIMENSIONS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "key": (("key", "IFNULL(vk, '')", True), ("vk_name", "IFNULL(MAX(vk_name), '')", False)),
-    "team": (("team", "IFNULL(team, '')", True),),
-    "customer": (("customer", "IFNULL(customer, '')", True),),
-    "env": (("env", "IFNULL(env, '')", True),),
-    "model": (("model", "IFNULL(model, '')", True),),
-    "provider": (("provider", "IFNULL(provider, '')", True),),
-    "day": (("day", "IFNULL(day, '')", True),),
-    "op": (("op", "IFNULL(op, '')", True),),
-    "status": (("status", "IFNULL(status, 0)", True), ("error", "IFNULL(error, '')", True)),
+    "key": (("key", "COALESCE(vk, '')", True), ("vk_name", "COALESCE(MAX(vk_name), '')", False)),
+    "team": (("team", "COALESCE(team, '')", True),),
+    "customer": (("customer", "COALESCE(customer, '')", True),),
+    "env": (("env", "COALESCE(env, '')", True),),
+    "model": (("model", "COALESCE(model, '')", True),),
+    "provider": (("provider", "COALESCE(provider, '')", True),),
+    "day": (("day", "COALESCE(day, '')", True),),
+    "op": (("op", "COALESCE(op, '')", True),),
+    "status": (("status", "COALESCE(status, 0)", True), ("error", "COALESCE(error, '')", True)),
+    "node": (("node", "COALESCE(node, '')", True),),
 }
 
 # dimension -> the column `where` compares (status: see _status_filter)
 FILTERS = {"key": "vk", "team": "team", "customer": "customer", "env": "env", "model": "model",
-           "provider": "provider", "day": "day", "op": "op"}
+           "provider": "provider", "day": "day", "op": "op", "node": "node"}
 
 # (output column, SQL aggregate); money as micro-dollars, converted in _row
-METRICS: tuple[tuple[str, str], ...] = (
-    ("requests", "COUNT(*)"),
-    ("errors", f"IFNULL(SUM({ERROR_SQL}), 0)"),
-    ("input_tokens", "IFNULL(SUM(input_tokens), 0)"),
-    ("output_tokens", "IFNULL(SUM(output_tokens), 0)"),
-    ("cache_read_tokens", "IFNULL(SUM(cache_read_tokens), 0)"),
-    ("cost_usd", micros_sql("cost_usd")),
-    ("saved_usd", micros_sql("saved_usd")),
-    ("cache_hits", f"IFNULL(SUM({HIT_SQL}), 0)"),
-    ("avg_latency_ms", "AVG(latency_ms)"),
-)
+def metrics_sql(d: Dialect = SQLITE) -> tuple[tuple[str, str], ...]:
+    return (
+        ("requests", "COUNT(*)"),
+        ("errors", d.int_sum(ERROR_SQL)),
+        ("input_tokens", d.int_sum("input_tokens")),
+        ("output_tokens", d.int_sum("output_tokens")),
+        ("cache_read_tokens", d.int_sum("cache_read_tokens")),
+        ("cost_usd", d.micros("cost_usd")),
+        ("saved_usd", d.micros("saved_usd")),
+        ("cache_hits", d.int_sum(HIT_SQL)),
+        ("avg_latency_ms", "AVG(latency_ms)"),
+    )
+
+
+METRICS = metrics_sql(SQLITE)
 METRIC_NAMES = tuple(m for m, _ in METRICS)
 MONEY = ("cost_usd", "saved_usd")
 ADDITIVE = tuple(m for m in METRIC_NAMES if m != "avg_latency_ms")
@@ -105,8 +115,8 @@ def _status_filter(value) -> tuple[str, object]:
     ("ok" or "" = no error)."""
     text = str(value).strip()
     if text.isdigit():
-        return "IFNULL(status, 0) = ?", int(text)
-    return "IFNULL(error, '') = ?", "" if text.lower() == "ok" else text
+        return "COALESCE(status, 0) = ?", int(text)
+    return "COALESCE(error, '') = ?", "" if text.lower() == "ok" else text
 
 
 def where_sql(since: float, until: float, where: dict | None) -> tuple[str, list]:
@@ -117,13 +127,13 @@ def where_sql(since: float, until: float, where: dict | None) -> tuple[str, list
         if dim == "status":
             clause, value = _status_filter(value)
         else:
-            clause = f"IFNULL({FILTERS[dim]}, '') = ?"
+            clause = f"COALESCE({FILTERS[dim]}, '') = ?"
         clauses.append(clause)
         params.append(value)
     return " WHERE " + " AND ".join(clauses), params
 
 
-def summarize(db: sqlite3.Connection, group_by: list[str], since: float, until: float,
+def summarize(db, group_by: list[str], since: float, until: float,
               where: dict | None = None) -> list[dict]:
     """Requests in [since, until) matching `where`, grouped by `group_by` (in that order).
 
@@ -134,15 +144,16 @@ def summarize(db: sqlite3.Connection, group_by: list[str], since: float, until: 
     _check_dims(group_by, "group by")
     if len(set(group_by)) != len(group_by):
         raise ValueError(f"group by {','.join(group_by)}: a dimension is repeated")
+    dialect = dialect_of(db)
     dims = [c for d in group_by for c in DIMENSIONS[d]]
-    select = [expr for _, expr, _ in dims] + [agg for _, agg in METRICS]
+    select = [expr for _, expr, _ in dims] + [agg for _, agg in metrics_sql(dialect)]
     keys = [str(i + 1) for i, (_, _, grouped) in enumerate(dims) if grouped]
     cost = str(len(dims) + METRIC_NAMES.index("cost_usd") + 1)
     order = [f"{cost} DESC", *[f"{k} ASC" for k in keys]]
     if group_by and group_by[0] == "day":
         order.insert(0, "1 ASC")
     where_clause, params = where_sql(since, until, where)
-    sql = f"SELECT {', '.join(select)} FROM requests{where_clause}"
+    sql = f"SELECT {', '.join(select)} FROM {dialect.table}{where_clause}"
     if keys:
         sql += f" GROUP BY {', '.join(keys)}"
     sql += f" ORDER BY {', '.join(order)}"

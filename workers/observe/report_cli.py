@@ -8,7 +8,8 @@ chargeback.
     finops report --chargeback [--month 2026-11] [--by customer,team] [--format table|csv|json]
 
 --by takes dimensions separated by commas, grouped in that order: key (shows vk_name too), team,
-customer, env, model, provider, day, op, status (HTTP status and AWS error code). Default: key
+customer, env, model, provider, day, op, status (HTTP status and AWS error code), node (the
+gateway node that served it). Default: key
 (customer,team with --chargeback).
 --since / --until: an ISO date or datetime, a relative time (7d, 24h, 30m) or today, yesterday,
 this-month, last-month; calendar-aligned in governance.timezone. Default: the last 30 days.
@@ -18,6 +19,8 @@ The filters are equalities; "" matches none (anonymous for --key).
 
 Rows are sorted by cost, highest first (by day when --by starts with day); the table ends with a
 TOTAL line, which equals the sum of the rows. The log is opened read-only; only --output writes.
+With observability.log_store = "postgres" the report reads the fleet's log (every node's rows),
+from any node or any machine with the config.
 See report.py for what counts as an error and a cache hit, focus.py for the FOCUS dataset, and
 chargeback.py for the chargeback's columns.
 """
@@ -31,8 +34,12 @@ import sys
 
 from finops.shared.config import default_data_dir
 
+import psycopg
+
+from finops.workers.governance.store import StoreError
+
 from . import chargeback as cb
-from . import focus, logdb
+from . import focus, logdb, pglog
 from .report import (DIMENSIONS, columns_for, fmt_ts, parse_period, summarize, to_csv, to_json,
                      to_table, total)
 
@@ -127,9 +134,11 @@ def main(argv, cfg) -> int:
         return 2
     where = {f: getattr(args, f) for f in FILTER_FLAGS if getattr(args, f) is not None}
     data_dir = cfg.server.data_dir or default_data_dir(os.environ)
+    where_log = (pglog.pg_schema.redact(cfg.log_postgres_url) if cfg.observability.log_store == "postgres"
+                 else logdb.path_in(data_dir))
     try:
-        db = logdb.open_db(data_dir, readonly=True)
-    except FileNotFoundError as e:
+        db = pglog.open_reader(cfg)
+    except (FileNotFoundError, StoreError) as e:
         print(f"finops report: {e}", file=sys.stderr)
         return 1
     try:
@@ -139,8 +148,8 @@ def main(argv, cfg) -> int:
             rows, totals = cb.chargeback(db, since, until, by, where)
         else:
             rows = summarize(db, by, since, until, where)
-    except sqlite3.Error as e:
-        print(f"finops report: cannot read the request log {logdb.path_in(data_dir)}: {e}", file=sys.stderr)
+    except (sqlite3.Error, psycopg.Error) as e:
+        print(f"finops report: cannot read the request log {where_log}: {e}", file=sys.stderr)
         return 1
     except cb.Unreconciled as e:
         print(f"finops report: {e}", file=sys.stderr)
@@ -148,7 +157,7 @@ def main(argv, cfg) -> int:
     finally:
         db.close()
     meta = {"since": fmt_ts(since, tz), "until": fmt_ts(until, tz), "since_ts": since, "until_ts": until,
-            "timezone": tz, "group_by": by, "where": where, "log": logdb.path_in(data_dir)}
+            "timezone": tz, "group_by": by, "where": where, "log": where_log}
     if args.chargeback:
         return _chargeback_out(args, rows, totals, by, meta)
     columns = columns_for(by)

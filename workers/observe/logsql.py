@@ -1,0 +1,54 @@
+"""The request log's two SQL dialects: SQLite (one node, logdb.py) and PostgreSQL (the fleet,
+pglog.py). Pure.
+
+The reports (report.py, dashboard.py, focus.py, chargeback.py) are written once, in SQL both
+engines run: COALESCE, CASE WHEN, ordinal GROUP BY / ORDER BY, `?` placeholders. What differs is
+here, and a report asks the connection it was given for its dialect (`dialect_of(db)`):
+
+* the table: `requests` (SQLite) or `finops_requests` (PostgreSQL, partitioned by day);
+* whole micro-dollars of a USD column: SQLite's ROUND rounds half away from zero, PostgreSQL's
+  ROUND of a double rounds half to even, so PostgreSQL spells SQLite's rounding out
+  (`SIGN(x) * FLOOR(ABS(x) + 0.5)`), and sums as BIGINT (a SUM of BIGINT is NUMERIC there);
+* truncating a non-negative number to an integer (buckets, hours): SQLite's CAST truncates,
+  PostgreSQL's CAST rounds, so PostgreSQL uses TRUNC;
+* placeholders: psycopg takes `%s`; `PgLogReader.execute` turns each `?` into one (no report's SQL
+  has a `?` or a `%` anywhere else).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from finops.workers.governance.money import MICRO
+
+
+class Dialect(NamedTuple):
+    name: str
+    table: str
+
+    def micros(self, column: str) -> str:
+        """SUM of a USD column as integer micro-dollars (`column` is one of ours, never input)."""
+        v = f"COALESCE({column}, 0) * {MICRO}"
+        if self.name == "postgres":
+            return f"COALESCE(CAST(SUM(SIGN({v}) * FLOOR(ABS({v}) + 0.5)) AS BIGINT), 0)"
+        return f"COALESCE(SUM(CAST(ROUND({v}) AS INTEGER)), 0)"
+
+    def trunc_int(self, expr: str) -> str:
+        """`expr` (non-negative) truncated to an integer."""
+        if self.name == "postgres":
+            return f"CAST(TRUNC({expr}) AS BIGINT)"
+        return f"CAST({expr} AS INTEGER)"
+
+    def int_sum(self, expr: str) -> str:
+        """SUM of an integer expression, 0 when no row, as an integer in both engines."""
+        if self.name == "postgres":
+            return f"COALESCE(CAST(SUM({expr}) AS BIGINT), 0)"
+        return f"COALESCE(SUM({expr}), 0)"
+
+
+SQLITE = Dialect("sqlite", "requests")
+POSTGRES = Dialect("postgres", "finops_requests")
+
+
+def dialect_of(db) -> Dialect:
+    """The dialect of a log connection: a PgLogReader says so; anything else is sqlite3."""
+    return getattr(db, "dialect", SQLITE)
