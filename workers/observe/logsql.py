@@ -6,9 +6,11 @@ engines run: COALESCE, CASE WHEN, ordinal GROUP BY / ORDER BY, `?` placeholders.
 here, and a report asks the connection it was given for its dialect (`dialect_of(db)`):
 
 * the table: `requests` (SQLite) or `finops_requests` (PostgreSQL, partitioned by day);
-* whole micro-dollars of a USD column: SQLite's ROUND rounds half away from zero, PostgreSQL's
-  ROUND of a double rounds half to even, so PostgreSQL spells SQLite's rounding out
-  (`SIGN(x) * FLOOR(ABS(x) + 0.5)`), and sums as BIGINT (a SUM of BIGINT is NUMERIC there);
+* whole micro-dollars of a USD column: PostgreSQL keeps them in a stored generated column
+  (`cost_usd_micros`, `saved_usd_micros`, pglog.py), computed once per row as SQLite's
+  ROUND(x * 1e6) computes them (half away from zero: PostgreSQL's ROUND of a double rounds half to
+  even, so it is spelled `SIGN(x) * FLOOR(ABS(x) + 0.5)`), and sums them as BIGINT (a SUM of BIGINT
+  is NUMERIC there); SQLite rounds per row in the query;
 * truncating a non-negative number to an integer (buckets, hours): SQLite's CAST truncates,
   PostgreSQL's CAST rounds, so PostgreSQL uses TRUNC;
 * placeholders: psycopg takes `%s`; `PgLogReader.execute` turns each `?` into one (no report's SQL
@@ -27,9 +29,9 @@ class Dialect(NamedTuple):
 
     def micros(self, column: str) -> str:
         """SUM of a USD column as integer micro-dollars (`column` is one of ours, never input)."""
+        if self.name == "postgres":           # a stored generated column per money column (pglog.py)
+            return f"COALESCE(CAST(SUM({column}_micros) AS BIGINT), 0)"
         v = f"COALESCE({column}, 0) * {MICRO}"
-        if self.name == "postgres":
-            return f"COALESCE(CAST(SUM(SIGN({v}) * FLOOR(ABS({v}) + 0.5)) AS BIGINT), 0)"
         return f"COALESCE(SUM(CAST(ROUND({v}) AS INTEGER)), 0)"
 
     def trunc_int(self, expr: str) -> str:

@@ -51,13 +51,16 @@ DAY = 86400
 _PG_TYPE = {"TEXT": 'text COLLATE "C"', "REAL": "double precision", "INTEGER": "integer", "BLOB": "bytea"}
 _COLS = [(c, _PG_TYPE[t]) for c, t in logrow.COLUMNS] + [("node", 'text COLLATE "C" NOT NULL DEFAULT \'\'')]
 _COLS = [(c, t + " NOT NULL" if c in ("id", "ts") else t) for c, t in _COLS]
+# each money column's whole micro-dollars, rounded once per row as SQLite's ROUND does (logsql.py)
+_MICROS = [(f"{c}_micros", f"bigint GENERATED ALWAYS AS (CAST(SIGN(COALESCE({c}, 0) * 1000000) * "
+            f"FLOOR(ABS(COALESCE({c}, 0) * 1000000) + 0.5) AS bigint)) STORED") for c in ("cost_usd", "saved_usd")]
 NAMES = logdb.DB_NAMES
 _LIST = ", ".join(NAMES)
 
 # MIGRATIONS[i] takes the log's schema from version i to i + 1. Append only.
 MIGRATIONS: list[tuple[str, ...]] = [
     (
-        f"CREATE TABLE {TABLE} (" + ", ".join(f"{c} {t}" for c, t in _COLS)
+        f"CREATE TABLE {TABLE} (" + ", ".join(f"{c} {t}" for c, t in _COLS + _MICROS)
         + ", PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)",
         f"CREATE INDEX {TABLE}_ts ON {TABLE} (ts)",
         # the forecasts' and budget cards' lookups (per key / team / customer over a period)

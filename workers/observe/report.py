@@ -126,8 +126,10 @@ def where_sql(since: float, until: float, where: dict | None) -> tuple[str, list
     for dim, value in (where or {}).items():
         if dim == "status":
             clause, value = _status_filter(value)
-        else:
+        elif value == "":
             clause = f"COALESCE({FILTERS[dim]}, '') = ?"
+        else:                                   # the bare column: an index on it applies
+            clause = f"{FILTERS[dim]} = ?"
         clauses.append(clause)
         params.append(value)
     return " WHERE " + " AND ".join(clauses), params
