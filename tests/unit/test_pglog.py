@@ -191,3 +191,46 @@ def test_chargeback_and_dashboard_are_equal(both):
               "period": "month", "limit_usd": 1.0, "spent_usd": 0.05, "remaining_usd": 0.95,
               "period_start": "2026-11-01T00:00:00Z", "resets_at": "2026-12-01T00:00:00Z"}]
     assert dashboard.dashboard_data(pg, usage, 14, "UTC", now=NOW) == dashboard.dashboard_data(db, usage, 14, "UTC", now=NOW)
+
+
+# --- the observer actor with log_store = "postgres" -----------------------------------------------
+
+def test_the_observer_writes_the_fleet_log_with_its_node_and_applies_charges(postgres_url, tmp_path):
+    from finops.shared import config as configmod
+    from finops.workers.observe.actor import ObserverActor
+    from tests.unit.test_observer import families, value, values
+
+    cfg = configmod.build({"server": {"data_dir": str(tmp_path), "node_name": "gw-b"},
+                           "observability": {"log_store": "postgres", "log_postgres_url": postgres_url}}, "test")
+    obs = ObserverActor(cfg, clock=lambda: NOW)
+    try:
+        obs.handle({"k": "rows", "rows": [values(id="dead-1", ts=NOW, vk="", env="", model="m", provider="",
+                                                 cost_usd=0.0),
+                                          values(id="ok-1", ts=NOW, vk="vk-9", env="dev", model="m", cost_usd=0.25)]})
+        obs.handle({"k": "charges", "c": [["dead-1", "vk-1", "prod", 0.75]]})      # still pending: in place
+        assert obs.handle({"k": "flush"}) == {"rows": 2}
+        obs.handle({"k": "charges", "c": [["ok-1", "vk-1", "prod", 0.125]]})       # written: an UPDATE
+        obs.handle({"k": "flush"})
+        with psycopg.connect(postgres_url) as c:
+            got = {r[0]: r[1:] for r in c.execute("SELECT id, node, cost_usd, vk, env FROM finops_requests")}
+        assert got == {"dead-1": ("gw-b", 0.75, "vk-1", "prod"), "ok-1": ("gw-b", 0.125, "vk-9", "dev")}
+        assert not os.path.exists(tmp_path / "requests.sqlite")
+        fams = families(obs.handle({"k": "scrape"})["text"])
+        assert value(fams, "finops_cost_usd", "finops_cost_usd_total", virtual_key="vk-1", node="gw-b") == 0.75
+        assert value(fams, "finops_cost_usd", "finops_cost_usd_total", virtual_key="vk-9", node="gw-b") == 0.125
+    finally:
+        obs.close()
+
+
+def test_the_report_cli_reads_the_fleet_log(both, postgres_url, tmp_path, capsys):
+    from finops.shared.config import build
+    from finops.workers.observe import report_cli
+
+    cfg = build({"server": {"data_dir": str(tmp_path / "elsewhere")},
+                 "observability": {"log_store": "postgres", "log_postgres_url": postgres_url}}, "test")
+    assert report_cli.main(["--by", "node", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "json"],
+                           cfg) == 0
+    doc = __import__("json").loads(capsys.readouterr().out)
+    db, _ = both
+    assert doc["rows"] == report.summarize(db, ["node"], *report.parse_period("2026-11-01", "2026-11-30", "UTC"))
+    assert "***" in doc["meta"]["log"] and postgres_url.split(":")[2].split("@")[0] not in doc["meta"]["log"]
