@@ -6,14 +6,15 @@ port, in a temp dir; fsync off: load speed is not what is measured here, except 
 write path below), makes the log's schema, and then, for each size:
 
 1. fills the log up to that many rows with COPY straight into `finops_requests` (30 days, 3 nodes,
-   200 keys in 10 teams and 3 customers, 6 models, 3 envs; daily partitions made first), then
-   ANALYZE;
+   200 keys in 10 teams and 3 customers, skewed (a few heavy keys, a long tail), 6 models, 3
+   envs, 1 % errors, 4 % cache hits; daily partitions made first), rebuilds
+   the hourly rollup from them (the observer keeps it batch by batch), then ANALYZE;
 2. times the main report queries, each run `--repeat` times (the median is printed): `finops
    report` by key, by node,model and by day over 30 days, by key over today, the chargeback of the
    30 days, the dashboard's data (30 days, one budget) and the FOCUS export of one day.
 
 Once, before the fill, it also times the observer's own write path (`PgLogWriter.write`: COPY into
-the stage + INSERT ... ON CONFLICT, batches of 2,000 rows) on 100,000 rows.
+the stage + INSERT ... ON CONFLICT + the rollup's upsert, batches of 2,000 rows) on 100,000 rows.
 
     $FINOPS_VENV/bin/python scripts/pglog_bench.py                       # 1 M then 10 M rows
     $FINOPS_VENV/bin/python scripts/pglog_bench.py --sizes 200000 --repeat 1
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -32,7 +34,8 @@ sys.path.insert(0, ROOT)
 import psycopg  # noqa: E402
 
 from finops.workers.observe import chargeback, dashboard, focus, report  # noqa: E402
-from finops.workers.observe.pglog import DAY, NAMES, TABLE, PgLogReader, PgLogWriter  # noqa: E402
+from finops.workers.observe.logsql import POSTGRES  # noqa: E402
+from finops.workers.observe.pglog import DAY, HOURLY, NAMES, TABLE, PgLogReader, PgLogWriter, _hourly_upsert  # noqa: E402
 from tests.helpers.postgres_server import PostgresServer  # noqa: E402
 
 MODELS = ["anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-5-sonnet-20240620-v1:0",
@@ -42,32 +45,49 @@ NODES = ["gw-a", "gw-b", "gw-c"]
 ENVS = ["prod", "dev", ""]
 
 
+_RNG = random.Random(17)
+
+
+def _u(i: int, salt: int) -> float:
+    """A uniform [0, 1) draw (the same sequence every run)."""
+    return _RNG.random()
+
+
 def make_row(i: int, now: float, span: float) -> list:
-    ts = now - span + (i * 7919 % 1_000_003) / 1_000_003 * span
-    k = i % 200
+    """Row i: spread evenly over the span; keys and models skewed as traffic is (a few heavy keys,
+    a long tail), 1 % throttled, 4 % cache hits."""
+    ts = now - span + _u(i, 1) * span
+    k = int(200 * _u(i, 2) ** 3)
     day = time.strftime("%Y-%m-%d", time.gmtime(ts))
-    err = "ThrottlingException" if i % 97 == 0 else ""
-    hit = "hit-exact" if i % 23 == 0 else ""
+    err = "ThrottlingException" if _u(i, 3) < 0.01 else ""
+    hit = "hit-exact" if not err and _u(i, 4) < 0.04 else ""
+    model = MODELS[int(6 * _u(i, 5) ** 2)]
     r = {"id": f"req-{i:010d}", "ts": ts, "day": day, "vk": f"vk-{k:04d}", "vk_name": f"key {k}",
-         "team": f"team-{k % 10}", "customer": f"cust-{k % 3}", "env": ENVS[i % 3], "op": "converse",
-         "stream": 0, "model": MODELS[i % 6], "provider": "bedrock", "upstream_model": "", "target": "",
+         "team": f"team-{k % 10}", "customer": f"cust-{k % 3}", "env": ENVS[k % 3], "op": "converse",
+         "stream": 0, "model": model, "provider": "bedrock", "upstream_model": "", "target": "",
          "attempts": 1, "fallback": 0, "status": 429 if err else 200, "error": err, "error_origin": "",
          "latency_ms": 100.0 + i % 500, "ttft_ms": None, "input_tokens": 100 + i % 900,
          "output_tokens": 10 + i % 300, "cache_read_tokens": 0, "cache_write_tokens": 0,
          "cost_usd": 0.0 if err or hit else round(0.000123 * (1 + i % 50), 6), "cache": hit,
          "cache_similarity": None, "saved_usd": 0.0021 if hit else 0.0, "user_agent": "bench",
-         "request_body": None, "response_body": None, "messages": 2, "node": NODES[i % 3]}
+         "request_body": None, "response_body": None, "messages": 2, "node": NODES[int(3 * _u(i, 6))]}
     return [r[n] for n in NAMES]
 
 
-def fill(url: str, start: int, end: int, now: float, span: float) -> float:
+def fill(url: str, start: int, end: int, now: float, span: float) -> tuple[float, float]:
+    """COPY rows start..end straight into the table, then rebuild the hourly rollup from every row
+    (what the observer's writes keep up to date batch by batch); (fill seconds, rollup seconds)."""
     t0 = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as c:
         with c.cursor().copy(f"COPY {TABLE} ({', '.join(NAMES)}) FROM STDIN") as cp:
             for i in range(start, end):
                 cp.write_row(make_row(i, now, span))
+        t1 = time.perf_counter()
+        c.execute(f"TRUNCATE {HOURLY}")
+        c.execute(_hourly_upsert(POSTGRES._rows(TABLE)))
         c.execute(f"ANALYZE {TABLE}")
-    return time.perf_counter() - t0
+        c.execute(f"ANALYZE {HOURLY}")
+    return t1 - t0, time.perf_counter() - t1
 
 
 def timed(fn, repeat: int) -> float:
@@ -123,9 +143,12 @@ def main() -> None:
         w.close()
         have = 0
         for size in sizes:
-            dt = fill(url, have, size, now, span)
+            dt, rt = fill(url, have, size, now, span)
+            with psycopg.connect(url) as c:
+                hourly = c.execute(f"SELECT count(*) FROM {HOURLY}").fetchone()[0]
             print(f"\n{size:,} rows: filled {size - have:,} with COPY in {dt:.1f} s "
-                  f"({(size - have) / dt:,.0f} rows/s)", flush=True)
+                  f"({(size - have) / dt:,.0f} rows/s); hourly rollup rebuilt in {rt:.1f} s: {hourly:,} rows",
+                  flush=True)
             have = size
             db = PgLogReader(url)
             try:

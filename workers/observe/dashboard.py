@@ -38,7 +38,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from .forecast import Forecast, forecast, projected_at
 from .logsql import dialect_of
-from .report import ERROR_SQL, HIT_SQL, day_bounds, days_between, usd, zone
+from .report import day_bounds, days_between, usd, zone
 
 TOP = 8         # keys and models the dashboard charts by name; the rest are "other"
 OTHER = "(other)"
@@ -57,14 +57,11 @@ def dashboard_data(db, usage: list[dict], days: int, tz: str,
     today = datetime.fromtimestamp(now, zone(tz)).date()
     axis = days_between(today - timedelta(days=days - 1), today)
     index = {d: i for i, d in enumerate(axis)}
-    rng = " WHERE day >= ? AND day <= ?"
-    span = [axis[0], axis[-1]]
-
     d = dialect_of(db)
+    rng, span = d.source(None, None, ([], []), days=(axis[0], axis[-1]))     # " FROM (...) src"
     daily = {m: [0] * len(axis) for m in ("requests", "errors", "cache_hits", "cost", "saved", "in", "out")}
-    sql = (f"SELECT day, COUNT(*), {d.int_sum(ERROR_SQL)}, {d.int_sum(HIT_SQL)}, "
-           f"{d.micros('cost_usd')}, {d.micros('saved_usd')}, {d.int_sum('input_tokens')}, "
-           f"{d.int_sum('output_tokens')} FROM {d.table}{rng} GROUP BY day")
+    sql = (f"SELECT day, {d.int_sum('n')}, {d.int_sum('errs')}, {d.int_sum('hits')}, {d.int_sum('cost_m')}, "
+           f"{d.int_sum('saved_m')}, {d.int_sum('in_t')}, {d.int_sum('out_t')}{rng} GROUP BY day")
     for day, *vals in db.execute(sql, span):
         i = index.get(day)
         if i is not None:
@@ -72,7 +69,7 @@ def dashboard_data(db, usage: list[dict], days: int, tz: str,
                 daily[m][i] += v
 
     budgets = [u for u in usage if u.get("kind") == "budget"]
-    env_series = _series(db, "COALESCE(env, '')", rng, span, index, len(axis))
+    env_series = _series(db, "env", rng, span, index, len(axis))
     env_series = {(k or NO_ENV): v for k, v in env_series.items()}
     models = _model_stats(db, rng, span)
     requests = sum(daily["requests"])
@@ -86,7 +83,7 @@ def dashboard_data(db, usage: list[dict], days: int, tz: str,
                    "input_tokens": sum(daily["in"]), "output_tokens": sum(daily["out"])},
         "spend_by_env": _fold(env_series),
         "spend_by_key": _fold(_key_series(db, rng, span, index, len(axis))),
-        "spend_by_model": _fold(_series(db, "COALESCE(model, '')", rng, span, index, len(axis))),
+        "spend_by_model": _fold(_series(db, "model", rng, span, index, len(axis))),
         "top_models": models[:TOP],
         "requests_by_day": daily["requests"], "errors_by_day": daily["errors"],
         "cache_hits_by_day": daily["cache_hits"],
@@ -99,7 +96,7 @@ def _series(db, expr: str, rng: str, params: list, index: dict, n: int) -> dict[
     """{value of `expr` (one of ours): [micro-dollars per day]}."""
     out: dict[str, list[int]] = {}
     d = dialect_of(db)
-    sql = f"SELECT day, {expr}, {d.micros('cost_usd')} FROM {d.table}{rng} GROUP BY 1, 2"
+    sql = f"SELECT day, {expr}, {d.int_sum('cost_m')}{rng} GROUP BY 1, 2"
     for day, name, m in db.execute(sql, params):
         i = index.get(day)
         if i is not None:
@@ -109,9 +106,8 @@ def _series(db, expr: str, rng: str, params: list, index: dict, n: int) -> dict[
 
 def _key_series(db, rng: str, params: list, index: dict, n: int) -> dict[str, list[int]]:
     """Spend per key per day, labelled by vk_name (else id); colliding names get "(id)"."""
-    by_vk = _series(db, "COALESCE(vk, '')", rng, params, index, n)
-    names = dict(db.execute(f"SELECT COALESCE(vk, ''), COALESCE(MAX(vk_name), '') FROM {dialect_of(db).table}{rng} "
-                            "GROUP BY 1", params).fetchall())
+    by_vk = _series(db, "vk", rng, params, index, n)
+    names = dict(db.execute(f"SELECT vk, COALESCE(MAX(vk_name), ''){rng} GROUP BY 1", params).fetchall())
     label = {vk: (names.get(vk) or vk) if vk else ANONYMOUS for vk in by_vk}
     taken: dict[str, int] = {}
     for name in label.values():
@@ -132,8 +128,8 @@ def _fold(series: dict[str, list[int]]) -> dict[str, list[float]]:
 
 def _model_stats(db, rng: str, params: list) -> list[dict]:
     d = dialect_of(db)
-    sql = (f"SELECT COALESCE(model, ''), COUNT(*), {d.micros('cost_usd')}, {d.int_sum('input_tokens')}, "
-           f"{d.int_sum('output_tokens')} FROM {d.table}{rng} GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 ASC")
+    sql = (f"SELECT model, {d.int_sum('n')}, {d.int_sum('cost_m')}, {d.int_sum('in_t')}, {d.int_sum('out_t')}"
+           f"{rng} GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 ASC")
     return [{"model": m, "requests": n, "cost_usd": usd(c), "input_tokens": i, "output_tokens": o}
             for m, n, c, i, o in db.execute(sql, params)]
 
@@ -235,8 +231,9 @@ def _budget(db, u: dict, tz: str, now: float, f: Forecast) -> dict:
     owner = _owner_filter(u)
     if owner is not None:
         d = dialect_of(db)
-        sql = f"SELECT day, {d.micros('cost_usd')} FROM {d.table} WHERE ts >= ? AND ts < ?{owner[0]}"
-        for day, m in db.execute(sql + " GROUP BY day", [start, end, *owner[1]]):
+        clauses = [c.strip() for c in owner[0].split(" AND ") if c.strip()]
+        from_clause, params = d.source(start, end, (clauses, owner[1]))
+        for day, m in db.execute(f"SELECT day, {d.int_sum('cost_m')}{from_clause} GROUP BY day", params):
             i = index.get(day)
             if i is not None:
                 spend[i] += m

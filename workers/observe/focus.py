@@ -55,7 +55,7 @@ from typing import NamedTuple
 from finops.workers.governance.periods import bounds
 
 from .logsql import dialect_of
-from .report import ERROR_SQL, HIT_COND, HIT_SQL, day_bounds, where_sql, zone
+from .report import HIT_COND, day_bounds, source_sql, zone
 
 FOCUS_VERSION = "1.2"
 GATEWAY = "FinOps gateway"
@@ -169,16 +169,14 @@ def focus_rows(db, since: float, until: float, tz: str, where: dict | None = Non
         raise ValueError(f"grain {grain!r}: expected one of {', '.join(GRAINS)}")
     zone(tz)
     d = dialect_of(db)
-    period = d.trunc_int("ts / 3600") if grain == "hour" else "COALESCE(day, '')"
-    where_clause, params = where_sql(since, until, where)
+    period = "hour" if grain == "hour" else "day"
+    from_clause, params = source_sql(db, since, until, where)
     # MIN(day): an hour's rows share their month (grouped), any of their days names it
-    sql = (f"SELECT {period}, MIN(COALESCE(day, '')), COALESCE(vk, ''), COALESCE(MAX(vk_name), ''), COALESCE(team, ''), "
-           f"COALESCE(customer, ''), COALESCE(env, ''), COALESCE(model, ''), COALESCE(provider, ''), {_CACHE_SQL}, "
-           f"COUNT(*), {d.int_sum(ERROR_SQL)}, {d.int_sum(HIT_SQL)}, "
-           f"{d.micros('cost_usd')}, {d.micros('saved_usd')}, {d.int_sum('input_tokens')}, "
-           f"{d.int_sum('output_tokens')}, {d.int_sum('cache_read_tokens')}, {d.int_sum('cache_write_tokens')} "
-           f"FROM {d.table}{where_clause} "
-           f"GROUP BY 1, substr(COALESCE(day, ''), 1, 7), 3, 5, 6, 7, 8, 9, 10 "
+    sql = (f"SELECT {period}, MIN(day), vk, COALESCE(MAX(vk_name), ''), team, customer, env, model, provider, "
+           f"{_CACHE_SQL}, {d.int_sum('n')}, {d.int_sum('errs')}, {d.int_sum('hits')}, {d.int_sum('cost_m')}, "
+           f"{d.int_sum('saved_m')}, {d.int_sum('in_t')}, {d.int_sum('out_t')}, {d.int_sum('cr_t')}, "
+           f"{d.int_sum('cw_t')}{from_clause} "
+           f"GROUP BY 1, substr(day, 1, 7), 3, 5, 6, 7, 8, 9, 10 "
            f"ORDER BY 1, 6, 5, 3, 7, 8, 9, 10")
     months: dict[str, tuple[float, float]] = {}
     out = []

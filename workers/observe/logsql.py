@@ -2,19 +2,24 @@
 pglog.py). Pure.
 
 The reports (report.py, dashboard.py, focus.py, chargeback.py) are written once, in SQL both
-engines run: COALESCE, CASE WHEN, ordinal GROUP BY / ORDER BY, `?` placeholders. What differs is
-here, and a report asks the connection it was given for its dialect (`dialect_of(db)`):
+engines run (COALESCE, CASE WHEN, ordinal GROUP BY / ORDER BY, `?` placeholders), over one
+relation, `source()`: one row per group of requests with the same labels, with their counts and
+sums (`n` requests, `errs`, `hits`, tokens, `cost_m` / `saved_m` whole micro-dollars, latency sum
+and count, sum of `ts`). What differs is here:
 
-* the table: `requests` (SQLite) or `finops_requests` (PostgreSQL, partitioned by day);
-* whole micro-dollars of a USD column: PostgreSQL keeps them in a stored generated column
-  (`cost_usd_micros`, `saved_usd_micros`, pglog.py), computed once per row as SQLite's
-  ROUND(x * 1e6) computes them (half away from zero: PostgreSQL's ROUND of a double rounds half to
-  even, so it is spelled `SIGN(x) * FLOOR(ABS(x) + 0.5)`), and sums them as BIGINT (a SUM of BIGINT
-  is NUMERIC there); SQLite rounds per row in the query;
-* truncating a non-negative number to an integer (buckets, hours): SQLite's CAST truncates,
-  PostgreSQL's CAST rounds, so PostgreSQL uses TRUNC;
-* placeholders: psycopg takes `%s`; `PgLogReader.execute` turns each `?` into one (no report's SQL
-  has a `?` or a `%` anywhere else).
+* SQLite's source is the `requests` table itself, one row per request (n = 1, each cost rounded
+  to the micro-dollar with ROUND, half away from zero, as the ledger charges it).
+* PostgreSQL's source is the hourly rollup `finops_requests_hourly` (pglog.py keeps it in the
+  same transaction as the rows) for the whole hours of the period, plus the rows of
+  `finops_requests` in the partial hours at its two ends; a period given in days (the dashboard)
+  reads the rollup only. Money is already whole micro-dollars there (stored generated columns
+  computed per row as SQLite's ROUND does; PostgreSQL's ROUND of a double rounds half to even, so
+  it is spelled `SIGN(x) * FLOOR(ABS(x) + 0.5)`). So the same rows give the same report, to the
+  micro-dollar and the token, from either engine (tests/unit/test_pglog.py).
+* PostgreSQL's SUM of an integer is NUMERIC (psycopg: Decimal), so sums are cast to BIGINT
+  (`int_sum`); its CAST to an integer rounds where SQLite's truncates (`trunc_int`); psycopg
+  takes `%s` (`PgLogReader.execute` turns each `?` into one: no report's SQL has a `?` or a `%`
+  anywhere else).
 """
 from __future__ import annotations
 
@@ -22,29 +27,81 @@ from typing import NamedTuple
 
 from finops.workers.governance.money import MICRO
 
+CLIENT_LEFT = ("cancelled", "client_gone")
+ERROR_COND = "COALESCE(error, '') NOT IN ('', " + ", ".join(f"'{c}'" for c in CLIENT_LEFT) + ")"
+HIT_COND = "cache IN ('hit-exact', 'hit-semantic')"
+HOUR = 3600
+
+# the source's label columns, in order (NULL reads as '' / 0 everywhere, as the reports always did)
+LABELS = ("day", "node", "vk", "team", "customer", "env", "model", "provider", "op", "error", "cache")
+MEASURES = ("n", "errs", "hits", "in_t", "out_t", "cr_t", "cw_t", "cost_m", "saved_m", "lat_sum", "lat_n", "ts_sum")
+SOURCE_COLUMNS = ("hour", *LABELS, "status", "vk_name", *MEASURES)
+
 
 class Dialect(NamedTuple):
     name: str
     table: str
 
+    @property
+    def pg(self) -> bool:
+        return self.name == "postgres"
+
     def micros(self, column: str) -> str:
         """SUM of a USD column as integer micro-dollars (`column` is one of ours, never input)."""
-        if self.name == "postgres":           # a stored generated column per money column (pglog.py)
+        if self.pg:                               # a stored generated column per money column (pglog.py)
             return f"COALESCE(CAST(SUM({column}_micros) AS BIGINT), 0)"
-        v = f"COALESCE({column}, 0) * {MICRO}"
-        return f"COALESCE(SUM(CAST(ROUND({v}) AS INTEGER)), 0)"
+        return f"COALESCE(SUM({self.row_micros(column)}), 0)"
+
+    def row_micros(self, column: str) -> str:
+        if self.pg:
+            return f"{column}_micros"
+        return f"CAST(ROUND(COALESCE({column}, 0) * {MICRO}) AS INTEGER)"
 
     def trunc_int(self, expr: str) -> str:
         """`expr` (non-negative) truncated to an integer."""
-        if self.name == "postgres":
+        if self.pg:
             return f"CAST(TRUNC({expr}) AS BIGINT)"
         return f"CAST({expr} AS INTEGER)"
 
     def int_sum(self, expr: str) -> str:
         """SUM of an integer expression, 0 when no row, as an integer in both engines."""
-        if self.name == "postgres":
+        if self.pg:
             return f"COALESCE(CAST(SUM({expr}) AS BIGINT), 0)"
         return f"COALESCE(SUM({expr}), 0)"
+
+    def _rows(self, table: str) -> str:
+        """SELECT of the source's columns from the per-request table (one row per request)."""
+        labels = ", ".join(f"COALESCE({c}, '') AS {c}" for c in LABELS)
+        return (f"SELECT {self.trunc_int(f'ts / {HOUR}')} AS hour, {labels}, COALESCE(status, 0) AS status, "
+                f"COALESCE(vk_name, '') AS vk_name, 1 AS n, CASE WHEN {ERROR_COND} THEN 1 ELSE 0 END AS errs, "
+                f"CASE WHEN {HIT_COND} THEN 1 ELSE 0 END AS hits, COALESCE(input_tokens, 0) AS in_t, "
+                f"COALESCE(output_tokens, 0) AS out_t, COALESCE(cache_read_tokens, 0) AS cr_t, "
+                f"COALESCE(cache_write_tokens, 0) AS cw_t, {self.row_micros('cost_usd')} AS cost_m, "
+                f"{self.row_micros('saved_usd')} AS saved_m, COALESCE(latency_ms, 0) AS lat_sum, "
+                f"CASE WHEN latency_ms IS NULL THEN 0 ELSE 1 END AS lat_n, ts AS ts_sum FROM {table}")
+
+    def source(self, since: float | None, until: float | None, filters: tuple[list[str], list],
+               days: tuple[str, str] | None = None) -> tuple[str, list]:
+        """(" FROM (...) src", params): the source relation (module doc) over [since, until) in
+        epoch seconds, or over the calendar days `days` (first, last, inclusive), with `filters`
+        (clauses on the log's columns, and their parameters) applied."""
+        clauses, fparams = filters
+        extra = "".join(f" AND {c}" for c in clauses)
+        if days is not None:
+            if self.pg:
+                sql = f"SELECT {', '.join(SOURCE_COLUMNS)} FROM finops_requests_hourly WHERE day >= ? AND day <= ?{extra}"
+            else:
+                sql = f"{self._rows(self.table)} WHERE day >= ? AND day <= ?{extra}"
+            return f" FROM ({sql}) src", [days[0], days[1], *fparams]
+        since, until = float(since), float(until)
+        h0, h1 = -(-since // HOUR), until // HOUR             # the whole hours inside [since, until)
+        if not self.pg or h0 >= h1:
+            return f" FROM ({self._rows(self.table)} WHERE ts >= ? AND ts < ?{extra}) src", [since, until, *fparams]
+        hourly = (f"SELECT {', '.join(SOURCE_COLUMNS)} FROM finops_requests_hourly "
+                  f"WHERE hour >= ? AND hour < ?{extra}")
+        edges = (f"{self._rows(self.table)} WHERE ((ts >= ? AND ts < ?) OR (ts >= ? AND ts < ?)){extra}")
+        params = [int(h0), int(h1), *fparams, since, h0 * HOUR, h1 * HOUR, until, *fparams]
+        return f" FROM ({hourly} UNION ALL {edges}) src", params
 
 
 SQLITE = Dialect("sqlite", "requests")

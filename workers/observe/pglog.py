@@ -38,7 +38,7 @@ from finops.workers.governance import pg_schema
 from finops.workers.governance.store import StoreError, StoreUnavailable
 
 from . import logdb
-from .logsql import POSTGRES
+from .logsql import LABELS, MEASURES, POSTGRES, SOURCE_COLUMNS
 
 log = logging.getLogger("finops.observer.pglog")
 
@@ -57,6 +57,29 @@ _MICROS = [(f"{c}_micros", f"bigint GENERATED ALWAYS AS (CAST(SIGN(COALESCE({c},
 NAMES = logdb.DB_NAMES
 _LIST = ", ".join(NAMES)
 
+HOURLY = "finops_requests_hourly"
+_HOURLY_KEY = ("hour", *LABELS, "status")
+_HOURLY_TYPES = {"hour": "bigint", "status": "integer", "lat_sum": "double precision", "ts_sum": "double precision"}
+
+
+def _hourly_type(c: str) -> str:
+    if c in _HOURLY_TYPES:
+        return _HOURLY_TYPES[c] + " NOT NULL"
+    return ('text COLLATE "C" NOT NULL' if c in LABELS or c == "vk_name" else "bigint NOT NULL")
+
+
+def _hourly_upsert(rows_sql: str, sign: str = "") -> str:
+    """INSERT ... ON CONFLICT adding the requests of `rows_sql` (logsql's per-request source
+    columns) to the hourly rollup, each measure times `sign` ("" or "-")."""
+    cols = ", ".join(SOURCE_COLUMNS)
+    key = ", ".join(_HOURLY_KEY)
+    aggs = ", ".join(f"{sign}SUM({m})" for m in MEASURES)
+    sets = ", ".join([f"vk_name = GREATEST(h.vk_name, EXCLUDED.vk_name)"]
+                     + [f"{m} = h.{m} + EXCLUDED.{m}" for m in MEASURES])
+    return (f"INSERT INTO {HOURLY} AS h ({cols}) SELECT {key}, MAX(vk_name), {aggs} FROM ({rows_sql}) r "
+            f"GROUP BY {key} ON CONFLICT ({key}) DO UPDATE SET {sets}")
+
+
 # MIGRATIONS[i] takes the log's schema from version i to i + 1. Append only.
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -65,12 +88,23 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"CREATE INDEX {TABLE}_ts ON {TABLE} (ts)",
         # the forecasts' and budget cards' lookups (per key / team / customer over a period)
         f"CREATE INDEX {TABLE}_vk_ts ON {TABLE} (vk, ts)",
+        f"CREATE INDEX {TABLE}_team_ts ON {TABLE} (team, ts)",
+        f"CREATE INDEX {TABLE}_customer_ts ON {TABLE} (customer, ts)",
+        # The hourly rollup the reports read for whole hours (logsql.py): one row per hour and
+        # labels, kept in the same transaction as the rows (write, charge), so it always equals them.
+        f"CREATE TABLE {HOURLY} (" + ", ".join(f"{c} {_hourly_type(c)}" for c in SOURCE_COLUMNS)
+        + f", PRIMARY KEY ({', '.join(_HOURLY_KEY)}))",
+        f"CREATE INDEX {HOURLY}_day ON {HOURLY} (day)",
     ),
 ]
 VERSION = len(MIGRATIONS)
 
-_INSERT = (f"INSERT INTO {TABLE} ({_LIST}) SELECT {_LIST} FROM {STAGE} "
-           "ON CONFLICT (id, ts) DO NOTHING")
+# the batch's new rows (a row already there is skipped), and their sums into the hourly rollup
+_INSERT = (f"WITH ins AS (INSERT INTO {TABLE} ({_LIST}) SELECT {_LIST} FROM {STAGE} "
+           f"ON CONFLICT (id, ts) DO NOTHING RETURNING *), "
+           f"up AS ({_hourly_upsert(POSTGRES._rows('ins'))}) SELECT count(*) FROM ins")
+_ONE = POSTGRES._rows(TABLE) + " WHERE id = %s AND ts = %s"
+_UNCOUNT, _COUNT = _hourly_upsert(_ONE, "-"), _hourly_upsert(_ONE)
 
 
 def migrate(conn: psycopg.Connection, where: str) -> int:
@@ -179,7 +213,7 @@ class PgLogWriter:
                 with conn.cursor().copy(f"COPY {STAGE} ({_LIST}) FROM STDIN") as cp:
                     for r in rows:
                         cp.write_row(r)
-                return conn.execute(_INSERT).rowcount
+                return conn.execute(_INSERT).fetchone()[0]
         try:
             return self._do(copy)
         except StoreError as e:
@@ -201,8 +235,11 @@ class PgLogWriter:
                     return None
                 ts, model, provider, env0, vk0, cost0 = old
                 env1, vk1 = env0 or env, vk0 or key
+                conn.execute(_UNCOUNT, (rid, ts))            # the rollup: out of its old group ...
                 conn.execute(f"UPDATE {TABLE} SET cost_usd = %s, vk = %s, env = %s WHERE id = %s AND ts = %s",
                              (round(cost, 6), vk1, env1, rid, ts))
+                conn.execute(_COUNT, (rid, ts))              # ... into its new one
+                conn.execute(f"DELETE FROM {HOURLY} WHERE hour = %s AND n = 0", (int(ts // 3600),))
                 return model, provider, env1, vk1, cost0 or 0.0
         return self._do(upd)
 
@@ -224,6 +261,7 @@ class PgLogWriter:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
                 for d in old:
                     conn.execute(f"DROP TABLE IF EXISTS {partition_name(d)}")
+                conn.execute(f"DELETE FROM {HOURLY} WHERE hour < %s", ((max(old) + 1) * 24,))
         self._do(drop)
         self.partitions.difference_update(old)
         return len(old)

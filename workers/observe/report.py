@@ -39,15 +39,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from finops.workers.governance.money import micros, usd
 from finops.workers.governance.periods import bounds
 
-from .logsql import SQLITE, Dialect, dialect_of
+from .logsql import CLIENT_LEFT, ERROR_COND, HIT_COND, SQLITE, Dialect, dialect_of  # noqa: F401
 
-CLIENT_LEFT = ("cancelled", "client_gone")
-
-# SQL fragments shared with dashboard.py (constants: never built from input)
-# (1 or 0 per row: both engines sum them; PostgreSQL cannot sum a boolean)
-ERROR_SQL = ("(CASE WHEN COALESCE(error, '') NOT IN ('', " + ", ".join(f"'{c}'" for c in CLIENT_LEFT)
-             + ") THEN 1 ELSE 0 END)")
-HIT_COND = "cache IN ('hit-exact', 'hit-semantic')"
+# SQL fragments shared with dashboard.py and focus.py (constants: never built from input)
+ERROR_SQL = f"(CASE WHEN {ERROR_COND} THEN 1 ELSE 0 END)"
 HIT_SQL = f"(CASE WHEN {HIT_COND} THEN 1 ELSE 0 END)"
 
 
@@ -56,40 +51,41 @@ def micros_sql(column: str, d: Dialect = SQLITE) -> str:
     return d.micros(column)
 
 
-
-
 # --- grouping ------------------------------------------------------------------------------------
+# Every report reads logsql's source relation (one row per group of like requests, with counts and
+# sums): the same SQL on SQLite and PostgreSQL.
 
-# dimension -> ((output column, SQL expression, part of GROUP BY), ...)
+# dimension -> ((output column, SQL expression over the source, part of GROUP BY), ...)
 DIMENSIONS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "key": (("key", "COALESCE(vk, '')", True), ("vk_name", "COALESCE(MAX(vk_name), '')", False)),
-    "team": (("team", "COALESCE(team, '')", True),),
-    "customer": (("customer", "COALESCE(customer, '')", True),),
-    "env": (("env", "COALESCE(env, '')", True),),
-    "model": (("model", "COALESCE(model, '')", True),),
-    "provider": (("provider", "COALESCE(provider, '')", True),),
-    "day": (("day", "COALESCE(day, '')", True),),
-    "op": (("op", "COALESCE(op, '')", True),),
-    "status": (("status", "COALESCE(status, 0)", True), ("error", "COALESCE(error, '')", True)),
-    "node": (("node", "COALESCE(node, '')", True),),
+    "key": (("key", "vk", True), ("vk_name", "COALESCE(MAX(vk_name), '')", False)),
+    "team": (("team", "team", True),),
+    "customer": (("customer", "customer", True),),
+    "env": (("env", "env", True),),
+    "model": (("model", "model", True),),
+    "provider": (("provider", "provider", True),),
+    "day": (("day", "day", True),),
+    "op": (("op", "op", True),),
+    "status": (("status", "status", True), ("error", "error", True)),
+    "node": (("node", "node", True),),
 }
 
 # dimension -> the column `where` compares (status: see _status_filter)
 FILTERS = {"key": "vk", "team": "team", "customer": "customer", "env": "env", "model": "model",
            "provider": "provider", "day": "day", "op": "op", "node": "node"}
 
-# (output column, SQL aggregate); money as micro-dollars, converted in _row
+
 def metrics_sql(d: Dialect = SQLITE) -> tuple[tuple[str, str], ...]:
+    """(output column, SQL aggregate over the source); money as micro-dollars, converted in _row."""
     return (
-        ("requests", "COUNT(*)"),
-        ("errors", d.int_sum(ERROR_SQL)),
-        ("input_tokens", d.int_sum("input_tokens")),
-        ("output_tokens", d.int_sum("output_tokens")),
-        ("cache_read_tokens", d.int_sum("cache_read_tokens")),
-        ("cost_usd", d.micros("cost_usd")),
-        ("saved_usd", d.micros("saved_usd")),
-        ("cache_hits", d.int_sum(HIT_SQL)),
-        ("avg_latency_ms", "AVG(latency_ms)"),
+        ("requests", d.int_sum("n")),
+        ("errors", d.int_sum("errs")),
+        ("input_tokens", d.int_sum("in_t")),
+        ("output_tokens", d.int_sum("out_t")),
+        ("cache_read_tokens", d.int_sum("cr_t")),
+        ("cost_usd", d.int_sum("cost_m")),
+        ("saved_usd", d.int_sum("saved_m")),
+        ("cache_hits", d.int_sum("hits")),
+        ("avg_latency_ms", f"SUM(lat_sum) / NULLIF({d.int_sum('lat_n')}, 0)"),
     )
 
 
@@ -119,10 +115,10 @@ def _status_filter(value) -> tuple[str, object]:
     return "COALESCE(error, '') = ?", "" if text.lower() == "ok" else text
 
 
-def where_sql(since: float, until: float, where: dict | None) -> tuple[str, list]:
-    """` WHERE ...` and its parameters: the period plus equality on each `where` dimension."""
+def filters(where: dict | None) -> tuple[list[str], list]:
+    """(clauses, params): equality on each `where` dimension, on the log's columns."""
     _check_dims(where or (), "filter")
-    clauses, params = ["ts >= ?", "ts < ?"], [float(since), float(until)]
+    clauses, params = [], []
     for dim, value in (where or {}).items():
         if dim == "status":
             clause, value = _status_filter(value)
@@ -132,7 +128,12 @@ def where_sql(since: float, until: float, where: dict | None) -> tuple[str, list
             clause = f"{FILTERS[dim]} = ?"
         clauses.append(clause)
         params.append(value)
-    return " WHERE " + " AND ".join(clauses), params
+    return clauses, params
+
+
+def source_sql(db, since: float, until: float, where: dict | None) -> tuple[str, list]:
+    """` FROM (...) src` and its parameters: the requests of [since, until) matching `where`."""
+    return dialect_of(db).source(since, until, filters(where))
 
 
 def summarize(db, group_by: list[str], since: float, until: float,
@@ -154,8 +155,8 @@ def summarize(db, group_by: list[str], since: float, until: float,
     order = [f"{cost} DESC", *[f"{k} ASC" for k in keys]]
     if group_by and group_by[0] == "day":
         order.insert(0, "1 ASC")
-    where_clause, params = where_sql(since, until, where)
-    sql = f"SELECT {', '.join(select)} FROM {dialect.table}{where_clause}"
+    from_clause, params = source_sql(db, since, until, where)
+    sql = f"SELECT {', '.join(select)}{from_clause}"
     if keys:
         sql += f" GROUP BY {', '.join(keys)}"
     sql += f" ORDER BY {', '.join(order)}"
