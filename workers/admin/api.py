@@ -31,7 +31,8 @@ from finops.shared.config import Config
 from ..cache import keys as cache_keys
 from ..governance import auth
 from ..governance.directory import load_directory
-from ..governance.store import Store, StoreError
+from ..governance.store import DirectoryStore, StoreError
+from ..governance.stores import open_store, watched
 from ..observe import dashboard, logdb, report
 from ..observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import directory
@@ -56,7 +57,7 @@ class Admin:
         self.observer = observer        # observe.client.ObserverClient
         self.cache = cache              # cache.Cache, or None when no route caches
         self.circuit_files = CircuitFiles(circuits, cfg.run_dir)
-        self._store: Store | None = None    # this worker's admin connection, used in a thread
+        self._store: DirectoryStore | None = None   # this worker's admin connection, used in a thread
         self._store_lock = trio.Lock()      # ... by one thread at a time
 
     async def run(self) -> None:
@@ -90,25 +91,35 @@ class Admin:
 
     # --- the governance store: in a thread, on this worker's own connection -----------------
     async def on_store(self, m: Match) -> tuple[int, dict]:
-        """A directory route, in a thread. After a change, the thread also rebuilds the key
-        index, which this worker then uses at once (the others notice within a second)."""
+        """A directory route, in a thread (one at a time: the store's connection is not shared
+        between threads at once). After a change, the thread also reloads the directory, which
+        this worker then uses at once (the others notice within a second: SQLite's data_version,
+        PostgreSQL's notification to every node's watcher)."""
         write = m.request.method != "GET"
         async with self._store_lock:
-            status, doc, index = await trio.to_thread.run_sync(self._on_store, m.route.handler, m.request, write)
-        if index is not None:
-            self.gov.reload(index)
+            status, doc, after = await trio.to_thread.run_sync(self._on_store, m.route.handler, m.request, write)
+        if isinstance(after, auth.KeyIndex):        # SQLite: the key index, built in the thread
+            self.gov.reload(after)
+        elif after is not None:                     # PostgreSQL: (version, directory) for the watcher
+            self.gov.offer(*after)
         return status, doc
 
     def _on_store(self, handler, req: Request, write: bool):
-        """(status, doc, the new key index after a change or None). In a worker thread."""
+        """(status, doc, what the governor takes after a change, or None). In a worker thread."""
         if self._store is None:
             try:
-                self._store = Store.open(self.cfg.server.data_dir, any_thread=True)
+                self._store = open_store(self.cfg, any_thread=True)
             except (StoreError, sqlite3.Error) as e:
-                return 503, {"message": f"governance store unavailable, try again: {e}"}, None
+                return 503, {"message": directory.unavailable(self.cfg.governance.store, e)}, None
         status, doc = directory.run(handler, self._store, req)
-        changed = write and status < 400
-        return status, doc, auth.KeyIndex.of(load_directory(self._store, self.cfg)) if changed else None
+        if not (write and status < 400):
+            return status, doc, None
+        if watched(self.cfg):
+            try:
+                return status, doc, self._store.load_versioned_directory()
+            except StoreError:                      # committed, then PostgreSQL went away: the watcher
+                return status, doc, None            # brings the change when it is back
+        return status, doc, auth.KeyIndex.of(load_directory(self._store, self.cfg))
 
     # --- the other routes -------------------------------------------------------------------
     async def metrics(self, req: Request) -> tuple[int, Raw]:

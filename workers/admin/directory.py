@@ -312,8 +312,14 @@ def run(handler, store, req) -> tuple[int, dict]:
     except Conflict as e:
         return 409, {"message": str(e)}
     except StoreUnavailable as e:                # PostgreSQL down or busy: retry
-        return 503, {"message": f"governance store unavailable, try again: {e}"}
+        return 503, {"message": unavailable(store.ENGINE, e)}
     except StoreError as e:
         return 500, {"message": str(e)}
     except sqlite3.OperationalError as e:       # e.g. still locked after the busy timeout
-        return 503, {"message": f"governance store unavailable, try again: {e}"}
+        return 503, {"message": unavailable(store.ENGINE, e)}
+
+
+def unavailable(engine: str, e: Exception) -> str:
+    """The 503's message: which database, that the call may simply be retried, and why."""
+    name = {"sqlite": "SQLite", "postgres": "PostgreSQL"}.get(engine, engine)
+    return f"governance store unavailable, try again in a few seconds ({name}): {e}"

@@ -1,4 +1,6 @@
-"""`finops keys|teams|customers ...`: manage virtual keys, teams and customers in the data dir.
+"""`finops keys|teams|customers ...`: manage virtual keys, teams and customers in the governance
+store the config names (`--config PATH` or FINOPS_CONFIG): the SQLite file in the data dir, or
+PostgreSQL with `[governance] store = "postgres"` (then every node sharing it sees the change).
 
     finops keys create [--id ID] [--name N] [--team T] [--model GLOB]... [--provider GLOB]...
                        [--budget AMOUNT/PERIOD[@ENV]]... [--rate N{r|t}/WINDOW[@ENV]]...
@@ -20,7 +22,7 @@ on `update` they replace the current list.
 
 The commands run the admin API's own routes and code on the store (admin/api.py: call_store),
 so the rules and messages are the same. Entries declared in the config file are listed but read-only (edit the file).
-A running gateway picks changes up within about a second.
+A running gateway (every node, on PostgreSQL) picks changes up within a second.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from finops.shared.config import default_data_dir
 from finops.shared.governance import PERIODS
 
 from ..admin.api import call_store
-from .store import Store, StoreError
+from .store import DirectoryStore, StoreError
+from .stores import open_store
 
 _BUDGET = re.compile(r"^\$?(\d+(?:\.\d*)?|\.\d+)/([a-z]+)(?:@(.+))?$")
 _RATE = re.compile(r"^(\d+)([rt])/([a-z]+)(?:@(.+))?$")
@@ -225,7 +228,7 @@ def _list(noun: str, doc: dict) -> str:
 
 # --- main ----------------------------------------------------------------------------------------
 
-def _run(store: Store, args, cfg) -> int:
+def _run(store: DirectoryStore, args, cfg) -> int:
     noun, verb = args.noun, args.verb
     one = noun[:-1]
     base = f"/admin/{noun}"
@@ -281,11 +284,12 @@ def main(argv, cfg) -> int:
         args = _parser().parse_args(list(argv))
     except SystemExit as e:                        # --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 2
-    data_dir = cfg.server.data_dir or default_data_dir(os.environ)
+    cfg.server.data_dir = cfg.server.data_dir or default_data_dir(os.environ)
     try:
-        store = Store.open(data_dir)
+        store = open_store(cfg)
     except (StoreError, OSError, sqlite3.Error) as e:
-        print(f"finops: governance store in {data_dir}: {e}", file=sys.stderr)
+        where = "(PostgreSQL)" if cfg.governance.store == "postgres" else f"in {cfg.server.data_dir}"
+        print(f"finops: governance store {where}: {e}", file=sys.stderr)
         return 1
     try:
         return _run(store, args, cfg)

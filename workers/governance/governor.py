@@ -10,7 +10,12 @@
 A request without a known key (open mode) and a key with no budget or rate limit never reach
 the ledger: governance costs nothing where nothing is governed. The directory of keys is read
 from the store (and the config file) at start, and re-read when another process changes the
-store (checked at most once a second, from the request path, with SQLite's data_version).
+store (stores.open_directory): with SQLite, checked at most once a second from the request path
+(`PRAGMA data_version`); with PostgreSQL, on every request, from the DirectoryWatcher's copy in
+memory (pg_watch.py: LISTEN/NOTIFY and a 0.5 s poll, in a thread), so a change made on any node is
+in force here within a second. PostgreSQL down: requests go on with the last directory loaded;
+never loaded yet (the worker started while PostgreSQL was unreachable): every request is refused
+with a retryable 503 until it is, never judged against an empty directory.
 
 Response headers (documented in the README):
 
@@ -34,10 +39,10 @@ from . import auth, bounds
 from ..ledger.client import LedgerClient
 from .directory import load_directory
 from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
-from .store import Store
+from . import stores
 
 log = logging.getLogger("finops.governance")
-RELOAD_EVERY = 1.0      # seconds between checks that keys changed elsewhere (README: changes in force within 1 s)
+RELOAD_EVERY = 1.0      # SQLite: seconds between checks that keys changed elsewhere (README: in force within 1 s)
 UNPRICED = Price(input=15.0, output=75.0)   # USD per 1M tokens: Claude Opus list prices, the dearest common rate
 
 
@@ -88,7 +93,13 @@ class Governor:
         self.cfg = cfg
         self.g = cfg.governance
         self.pricing = PricingTable(cfg.pricing)
-        self.store = Store.open(cfg.server.data_dir)
+        self.watched = stores.watched(cfg)     # PostgreSQL: a DirectoryWatcher, free to check every request
+        self.store = stores.open_directory(cfg, must_load=False)
+        if self.watched and not self.store.loaded:
+            log.error("governance store %s: PostgreSQL unreachable at start (%s); every request is refused "
+                      "with 503 ServiceUnavailableException until the keys are loaded (retrying every %gs)",
+                      self.store.path, self.store.last_error or "no answer", self.store.retry_seconds)
+        self.reload_every = 0.0 if self.watched else RELOAD_EVERY
         self.version = self.store.data_version()
         self.index = auth.KeyIndex.of(load_directory(self.store, cfg))
         self.checked = time.monotonic()
@@ -110,23 +121,41 @@ class Governor:
 
     # --- identity ----------------------------------------------------------------------------
     def _fresh(self) -> None:
-        now = time.monotonic()
-        if now - self.checked < RELOAD_EVERY:
-            return
-        self.checked = now
-        v = self.store.data_version()
+        if self.reload_every:
+            now = time.monotonic()
+            if now - self.checked < self.reload_every:
+                return
+            self.checked = now
+        v = self.store.data_version()           # SQLite: a PRAGMA; PostgreSQL: the watcher's, in memory
         if v != self.version:
             self.version = v
             self.reload()
 
     def reload(self, index: auth.KeyIndex | None = None) -> None:
         """Re-read keys, teams and customers (another process changed the store); or take `index`,
-        which the admin API built in a thread after its own change (admin/api.py)."""
+        which the admin API built in a thread after its own change (admin/api.py, SQLite)."""
         self.index = index if index is not None else auth.KeyIndex.of(load_directory(self.store, self.cfg))
+
+    def offer(self, version: int, directory) -> None:
+        """PostgreSQL: the directory this worker's admin API reloaded in a thread after its own
+        change (`PgStore.load_versioned_directory`), so the next request here sees the change
+        without waiting for the notification; ignored if the watcher already has a newer one."""
+        self.store.offer(version, directory)
+        self._fresh()
+
+    def _unloaded(self) -> errors.GatewayError:
+        e = errors.GatewayError(
+            "ServiceUnavailableException",
+            f"The gateway has not loaded its virtual keys from PostgreSQL yet ({self.store.path}: "
+            f"{self.store.last_error or 'no answer'}); retry in a few seconds.")
+        e.origin = "governance"
+        return e
 
     def identify(self, request) -> auth.Identity:
         """The key `request` presents; raises the AWS error (origin "governance") to refuse it."""
         self._fresh()
+        if self.watched and not self.store.loaded:
+            raise self._unloaded()
         if not self.index.directory.keys and self.g.mode == "open":
             vk = request.headers.get("x-bf-vk", "")
             return auth.Identity(None, "x-bf-vk" if vk else "", vk[:64])

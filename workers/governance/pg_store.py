@@ -52,6 +52,7 @@ class PgStore(DirectoryStore):
     """One connection to the shared governance database. Not shared between threads; open one per
     process (or per thread)."""
 
+    ENGINE = "postgres"
     NAMES = pg_schema.NAMES
 
     def __init__(self, url: str, node: str = ""):

@@ -83,14 +83,21 @@ class DirectoryWatcher:
         state = self._state
         return state[1] if state is not None else Directory()
 
+    @property
+    def loaded(self) -> bool:
+        """The directory has been loaded at least once (before that, `load_directory` is empty
+        because nothing is known, not because no key exists)."""
+        return self._state is not None
+
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> "DirectoryWatcher":
-        """Start the thread and wait until the directory is loaded once; raises StoreUnavailable if
-        it cannot be loaded within `timeout` (the thread stops)."""
+    def start(self, timeout: float = 10.0, *, must_load: bool = True) -> "DirectoryWatcher":
+        """Start the thread and wait until the directory is loaded once, at most `timeout` seconds.
+        Not loaded by then: with `must_load`, raise StoreUnavailable (the thread stops); without,
+        return anyway (`loaded` is False) and let the thread keep trying every `retry_seconds`."""
         self._thread = threading.Thread(target=self._run, name="finops-directory-watch", daemon=True)
         self._thread.start()
-        if not self._loaded.wait(timeout):
+        if not self._loaded.wait(timeout) and must_load:
             self.close()
             raise StoreUnavailable(f"governance store {self.path}: could not load the keys within {timeout:g}s"
                                    + (f" ({self.last_error})" if self.last_error else ""))

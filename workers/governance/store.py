@@ -244,6 +244,7 @@ class DirectoryStore:
     """
 
     NAMES: Names
+    ENGINE: str             # "sqlite" | "postgres": what `[governance] store` calls it
     path: str
 
     def __enter__(self):
@@ -507,6 +508,7 @@ class Store(DirectoryStore):
     reload its directory only when the CLI, the admin API or another process changed something.
     """
 
+    ENGINE = "sqlite"
     NAMES = Names(p="?", keys="keys", teams="teams", customers="customers", schema_version="schema_version",
                   snapshots="ledger_snapshot", snapshot_key="id")
     _snapshot_id = 1                                    # one row

@@ -55,7 +55,7 @@ from finops.shared.actors import BlockingActor
 from finops.shared.transport import zmq
 
 from ..governance.directory import load_directory
-from ..governance.store import Store
+from ..governance.stores import open_directory, open_store
 from . import backend
 
 log = logging.getLogger("finops.ledger")
@@ -70,10 +70,11 @@ class LedgerActor(BlockingActor):
 
     def __init__(self, cfg: configmod.Config, clock=time.time):
         super().__init__(cfg, clock)
-        self.store = Store.open(cfg.server.data_dir)
+        self.store = open_store(cfg)                # SQLite, or PostgreSQL (snapshot per node)
         self.store.sync_config(cfg.governance)
-        self.version = self.store.data_version()
-        self.backend = backend.open_backend(cfg, load_directory(self.store, cfg), clock)
+        self.directory = open_directory(cfg, self.store)    # the store, or a DirectoryWatcher (PostgreSQL)
+        self.version = self.directory.data_version()
+        self.backend = backend.open_backend(cfg, load_directory(self.directory, cfg), clock)
         if self.backend.name == "local":
             snap = self.store.load_snapshot()
             if snap and self.backend.restore(snap):
@@ -172,17 +173,17 @@ class LedgerActor(BlockingActor):
             del self.charges[:-MAX_CHARGES]
 
     def maybe_reload(self) -> None:
-        v = self.store.data_version()
+        v = self.directory.data_version()
         if v != self.version:
             self.version = v
-            self.backend.set_directory(load_directory(self.store, self.cfg))
+            self.backend.set_directory(load_directory(self.directory, self.cfg))
             log.info("ledger: keys, teams or customers changed; reloaded")
 
     def save(self) -> None:
         snap = self.backend.snapshot()
         if snap is not None:
             self.store.save_snapshot(snap)
-            self.version = self.store.data_version()
+            self.version = self.directory.data_version()
 
     def tick(self) -> None:
         self.maybe_reload()
@@ -198,6 +199,7 @@ class LedgerActor(BlockingActor):
         self.send_charges()
         if self.observer is not None:
             self.observer.close(linger=1000)
+        self.directory.close()
         self.store.close()
 
 
