@@ -74,7 +74,7 @@ admin_token = "{ADMIN}"
 {key("vk-rate-2", rate=10)}
 {key("vk-rate-3", rate=10)}
 {key("vk-outage", budget=100.0)}
-{key("vk-flush", budget=0.1)}
+{key("vk-flush", budget=0.4)}
 {key("vk-kill", budget=100.0)}
 """
 
@@ -321,19 +321,23 @@ def test_redis_down_fails_closed_and_traffic_resumes_without_a_restart(fleet):
 
 
 def test_redis_flushed_the_budget_still_holds(fleet):
-    """Most of a $0.10 budget is spent, then Redis loses everything (FLUSHALL). The counters come
+    """Over a third of a $0.40 budget is spent, then Redis loses everything (FLUSHALL). The counters come
     back from the durable settled spend before the budget admits anything more: a burst over 3
     nodes afterwards is refused once the budget is reached, and the total charged over both
     sides of the flush stays within it, equal to the logged costs."""
     clients = [client(g, "vk-flush") for g in fleet]
-    before = []
-    for i in range(3):
-        r = clients[i].converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": f"f{i}"}]}],
-                                inferenceConfig={"maxTokens": 30})
+    before, cost = [], 0.0
+    for i in range(30):     # until over a third is gone, over the 3 nodes (a settle lands just after the answer,
+                            # so the next request may still find the last one's reservation: leave room for two)
+        r = clients[i % 3].converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": f"f{i}"}]}],
+                                    inferenceConfig={"maxTokens": 30})
         before.append(r["ResponseMetadata"]["RequestId"])
+        cost += float(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"])
+        if cost >= 0.15:
+            break
     rows = logged(fleet, set(before))
     spent_before = round(sum(r["cost_usd"] for r in rows.values()), 6)
-    assert spent_before >= 0.05                         # over half of the budget is gone
+    assert spent_before == round(cost, 6) >= 0.15
     settled_everywhere(fleet, "vk-flush", spent_before)
     fleet.redis_flush()
 
@@ -357,7 +361,7 @@ def test_redis_flushed_the_budget_still_holds(fleet):
     served = set(before) | {rid for code, rid in results if code == "ok"}
     rows = logged(fleet, served)
     total = round(sum(rows[rid]["cost_usd"] for rid in served), 6)
-    assert total <= 0.1, (total, len(served))
+    assert total <= 0.4, (total, len(served))
     lines = settled_everywhere(fleet, "vk-flush", total)
     assert [round(line["spent_usd"], 6) for line in lines] == [total] * 3, (lines, total)
 
