@@ -120,10 +120,16 @@ class LedgerActor(BlockingActor):
         return out
 
     def _apply(self, ops: list, at: list[int], out: list) -> None:
-        if ops:
-            for i, r in zip(at, self.backend.run(ops)):
-                if i >= 0:
-                    out[i] = r
+        if not ops:
+            return
+        try:
+            replies = self.backend.run(ops)
+        except Exception:       # a bug, not Redis (the backend maps that): these get no reply
+            log.exception("ledger: a batch of %d reserves and settles failed", len(ops))
+            return
+        for i, r in zip(at, replies):
+            if i >= 0:
+                out[i] = r
 
     def expire(self) -> None:
         """Charge in full the reservations past their TTL and those of workers that died."""

@@ -118,11 +118,16 @@ class LocalBackend:
                     out[i] = st.reserve(a[0], a[1], a[2], a[3], a[4], pid=a[5])
                 except ValueError as e:
                     out[i] = invalid(e)
+                except Exception:           # one bad message costs its own reply only
+                    log.exception("ledger: bad reserve %r", a[:2])
                 continue
             try:
                 r = st.settle(a[0], a[1], a[2], key_id=a[3], env=a[4], saved_usd=a[5])
             except ValueError as e:
                 log.error("ledger: settle of %s refused: %s", a[0], e)
+                continue
+            except Exception:
+                log.exception("ledger: bad settle %r", a[:2])
                 continue
             if r["corrected"]:          # it had been charged in full: the log gets the real cost
                 self.charges.append([a[0], a[3], a[4], r["cost_usd"]])
@@ -182,6 +187,7 @@ class SpendWriter:
         self.inflight: list = []
         self.ready = False              # connected once and the schema migrated
         self.stopping = False
+        self.kick = False
         self.written = 0
         self.dropped = 0
         self.error = ""
@@ -205,8 +211,11 @@ class SpendWriter:
         return len(self.rows) + len(self.inflight)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every row added so far is written (False after `timeout`)."""
+        """Wait until every row added so far is written (False after `timeout`); a writer waiting
+        to retry after a failure retries at once."""
         with self.cv:
+            self.kick = True
+            self.cv.notify_all()
             return self.cv.wait_for(lambda: self.ready and not self.rows and not self.inflight, timeout)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -253,7 +262,8 @@ class SpendWriter:
                         warned = time.monotonic()
                         log.warning("ledger: settled spend cannot be written to PostgreSQL (%s); %d rows wait "
                                     "and will be written when it is back", e, len(self.rows))
-                    self.cv.wait_for(lambda: self.stopping, SPEND_RETRY_SECONDS)
+                    self.kick = False
+                    self.cv.wait_for(lambda: self.stopping or self.kick, SPEND_RETRY_SECONDS)
                 continue
             except Exception:
                 log.exception("ledger: writing settled spend failed; %d rows dropped", len(batch))
@@ -499,7 +509,8 @@ class RedisBackend:
         self.next_rebuild = now_m + CIRCUIT_SECONDS
         msg = self._lost_msg()
         try:
-            if not self.spend.flush(FLUSH_SECONDS):     # this node's settles first (module doc)
+            # this node's settles first (module doc); not long when PostgreSQL is known to be away
+            if not self.spend.flush(FLUSH_SECONDS / 2 if self.spend.error else FLUSH_SECONDS):
                 raise StoreError(self.spend.error or "its settled charges are not written yet")
             now = self.clock()
             rows = self.reader.since(self.earliest(now))
@@ -512,7 +523,7 @@ class RedisBackend:
         except LedgerUnavailable as e:
             self._trip(e)
             msg = self.unreachable()
-        except StoreError as e:
+        except (StoreError, ValueError) as e:
             self.reader.close()
             log.error("ledger: cannot rebuild the counters %s lost: settled spend in PostgreSQL: %s", self.where, e)
             msg = (f"The budget ledger ({self.where}) lost its counters and cannot rebuild them until PostgreSQL "

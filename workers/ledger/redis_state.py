@@ -487,8 +487,8 @@ class RedisLedger:
         for i, (kind, args) in enumerate(ops):
             try:
                 keys, argv, ctx = (self._reserve_call if kind == "reserve" else self._settle_call)(*args)
-            except ValueError as e:
-                res[i] = e
+            except (ValueError, TypeError) as e:      # a malformed amount: that op's error only
+                res[i] = e if isinstance(e, ValueError) else ValueError(str(e))
                 continue
             calls.append((i, kind, keys, argv, ctx))
         if not calls:
