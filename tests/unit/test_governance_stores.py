@@ -186,8 +186,8 @@ def test_a_worker_started_while_postgres_is_down_refuses_with_503_until_it_has_t
                 with pytest.raises(errors.GatewayError) as e:
                     gov.identify(with_key(SECRET))
                 assert e.value.code == "ServiceUnavailableException" and e.value.status == 503
-                assert "PostgreSQL" in e.value.message and "retry" in e.value.message
-                assert "@" not in e.value.message or ":***@" in e.value.message     # no password
+                assert "PostgreSQL" in e.value.message and "Retry" in e.value.message
+                assert url.split("@")[1] not in e.value.message       # nothing of the database's address
             finally:
                 gov.close()
         gov = Governor(config(tmp_path, url, mode="enforced"))

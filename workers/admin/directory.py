@@ -1,8 +1,8 @@
 """The admin API over the governance store: virtual keys, teams and customers (the directory,
 governance/directory.py). One function per route, each `(store, request) -> (status, JSON dict)`;
 api.py's route table names them, and the `finops keys|teams|customers` CLI runs them through the
-same table (api.call_store), so both share one set of rules and messages. They do blocking SQLite
-work: the worker runs them in a thread.
+same table (api.call_store), so both share one set of rules and messages. They do blocking
+database work (SQLite or PostgreSQL): the worker runs them in a thread.
 
     GET    /admin/keys[?team=ID]       {"keys": [key...]}        secrets masked ("fos-…abcd")
     POST   /admin/keys                 201 key, WITH its secret (the only time it is shown)
@@ -23,7 +23,7 @@ checked by the config module's own validators.
 
 Refusals (`run`) are {"message": "..."}: 400 for an invalid body (the message starts with the
 field), 404 unknown id, 409 id taken / still in use / declared in the config file (those rows are
-read-only here: the file owns them), 503 the store stayed locked.
+read-only here: the file owns them), 503 the store stayed locked or PostgreSQL is unreachable (retry).
 """
 from __future__ import annotations
 

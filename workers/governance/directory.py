@@ -1,5 +1,5 @@
-"""The directory of keys, teams and customers a process works from: the SQLite store, with the
-entries declared in the config file on top (the file wins, so a process is right even before the
+"""The directory of keys, teams and customers a process works from: the governance store (SQLite,
+or PostgreSQL through its watcher: stores.py), with the entries declared in the config file on top (the file wins, so a process is right even before the
 ledger has copied the file's entries into the store)."""
 from __future__ import annotations
 

@@ -35,11 +35,10 @@ from finops.shared import errors
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, request_tokens
 
-from . import auth, bounds
+from . import auth, bounds, stores
 from ..ledger.client import LedgerClient
 from .directory import load_directory
 from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
-from . import stores
 
 log = logging.getLogger("finops.governance")
 RELOAD_EVERY = 1.0      # SQLite: seconds between checks that keys changed elsewhere (README: in force within 1 s)
@@ -144,10 +143,12 @@ class Governor:
         self._fresh()
 
     def _unloaded(self) -> errors.GatewayError:
+        """The refusal while the watcher has never loaded the keys (the reason is in the log, not
+        told to clients: it names the database)."""
         e = errors.GatewayError(
             "ServiceUnavailableException",
-            f"The gateway has not loaded its virtual keys from PostgreSQL yet ({self.store.path}: "
-            f"{self.store.last_error or 'no answer'}); retry in a few seconds.")
+            "The gateway has not loaded its virtual keys yet: its PostgreSQL governance store has not "
+            "answered since this worker started. Retry in a few seconds.")
         e.origin = "governance"
         return e
 
