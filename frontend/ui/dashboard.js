@@ -62,11 +62,6 @@
   }
   function dayLabel(s) { var p = parseDay(s); return p ? MONTHS[p[1] - 1] + " " + p[2] : String(s); }
   function dayLong(s) { var p = parseDay(s); return p ? MONTHS[p[1] - 1] + " " + p[2] + ", " + p[0] : String(s); }
-  function addDays(s, n) {
-    var p = parseDay(s);
-    var d = new Date(Date.UTC(p[0], p[1] - 1, p[2] + n));
-    return d.toISOString().slice(0, 10);
-  }
   function truncate(s, n) { s = String(s); return s.length > n ? s.slice(0, n - 1) + "\u2026" : s; }
   function shortModel(id) {                    // "us.anthropic.claude-3-haiku-20240307-v1:0" -> "claude-3-haiku-20240307"
     var s = String(id).replace(/^(us|eu|apac|global|us-gov)\./, "");
@@ -295,46 +290,36 @@
     return "in " + Math.round(h / 24) + " days";
   }
 
-  /* The last local day of a calendar budget period that starts on local day `first` (the burn's
-   * first day; periods are calendar-aligned in the gateway's zone, so no time zone is needed). */
-  function lastDayOfPeriod(period, first) {
-    var p = parseDay(first);
-    if (!p) return null;
-    if (period === "day") return first;
-    if (period === "week") return addDays(first, 6);
-    if (period === "month") return new Date(Date.UTC(p[0], p[1], 0)).toISOString().slice(0, 10);
-    if (period === "year") return p[0] + "-12-31";
-    return null;                               // minute, hour: no days to come
-  }
-
-  /* labels: the burn's days, then the rest of the period (for day..year budgets) so the chart
-   * shows where the current pace ends; spent: cumulative (null in the future); projected: the
-   * current average daily pace carried to the period's last day. */
+  /* labels: the burn's days, then the rest of the period (the forecast's days, for day..year
+   * budgets) so the chart shows where the current pace ends; spent: cumulative (null in the
+   * future); projected: the server's forecast (workers/observe/forecast.py) at the end of each day
+   * to come, joined to the last spent point. The page computes no projection of its own. */
   function burnSeries(b) {
     var burn = b.burn || {};
+    var fc = b.forecast || {};
     var days = Array.isArray(burn.days) ? burn.days.map(String) : [];
     var cum = days.map(function (_, i) { return num((burn.cumulative_usd || [])[i]); });
-    var labels = days.slice();
-    var last = days.length ? lastDayOfPeriod(b.period, days[0]) : null;
-    if (last) {
-      for (var d = addDays(days[days.length - 1], 1), guard = 0; d <= last && guard < 400; d = addDays(d, 1), guard++) {
-        labels.push(d);
-      }
-    }
+    var ahead = Array.isArray(fc.days) ? fc.days.map(String) : [];
+    var labels = days.concat(ahead);
     var spent = labels.map(function (_, i) { return i < cum.length ? cum[i] : null; });
     var projected = null;
-    if (labels.length > days.length && cum.length && cum[cum.length - 1] > 0) {
-      var lastI = cum.length - 1, rate = cum[lastI] / cum.length;
-      projected = labels.map(function (_, i) { return i < lastI ? null : cum[lastI] + rate * (i - lastI); });
+    if (ahead.length && cum.length && cum[cum.length - 1] > 0) {
+      var lastI = cum.length - 1, future = fc.cumulative_usd || [];
+      projected = labels.map(function (_, i) {
+        return i < lastI ? null : i === lastI ? cum[lastI] : num(future[i - lastI - 1]);
+      });
     }
-    return { days: days, labels: labels, spent: spent, projected: projected };
+    var projectedEnd = fc.projected_usd === undefined || fc.projected_usd === null || !(num(b.spent_usd) > 0)
+      ? null : num(fc.projected_usd);
+    return { days: days, labels: labels, spent: spent, projected: projected, projectedEnd: projectedEnd,
+             crossesAt: fc.crosses_at || null };
   }
 
   function budgetCard(b, i) {
     var limit = num(b.limit_usd), spent = num(b.spent_usd);
     var ratio = limit > 0 ? spent / limit : 0;
     var s = burnSeries(b);
-    var projectedEnd = s.projected ? s.projected[s.projected.length - 1] : null;
+    var projectedEnd = s.projectedEnd;
     var card = el("article", "card budget");
     if (ratio >= 1) card.classList.add("over");
     else if (ratio >= 0.8 || (projectedEnd !== null && projectedEnd > limit)) card.classList.add("warn");
@@ -364,7 +349,11 @@
 
     var meta = el("div", "budget-figures muted");
     meta.appendChild(el("span", "", usd(num(b.remaining_usd)) + " remaining"));
-    if (projectedEnd !== null) meta.appendChild(el("span", "projection", "at this pace: " + usd(projectedEnd) + " by the reset"));
+    if (projectedEnd !== null) {
+      var crossing = s.crossesAt && ratio < 1 && !isNaN(new Date(s.crossesAt))
+        ? ", reaching the limit " + whenFmt.format(new Date(s.crossesAt)) : "";
+      meta.appendChild(el("span", "projection", "forecast: " + usd(projectedEnd) + " by the reset" + crossing));
+    }
     card.appendChild(meta);
 
     if (!s.days.length) {

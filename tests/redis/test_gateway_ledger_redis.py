@@ -16,6 +16,8 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
+from finops.shared.governance import Budget, Directory, VirtualKey
+from finops.workers.ledger.redis_state import RedisLedger
 from tests.helpers.gateway import Gateway, request_log
 
 ADMIN = "admin-token-for-tests-0123"
@@ -154,12 +156,13 @@ def test_budget_refuses_past_its_limit_and_usage_is_redis(node, redis_db):
     total = settled_spend(gw)
     assert 0 < total <= 0.2
     assert logged_cost(gw) == pytest.approx(total, abs=1e-9)
-    # the counters are in Redis (the fleet's): a key there per budget counter, none in a local snapshot
-    r = redis_db.client()
+    # /admin/usage is Redis's figure (what every node of a fleet reads)
+    d = Directory(keys={"vk-budget": VirtualKey("vk-budget", VK_SECRET, budgets=(Budget(0.2, "month"),))})
+    led = RedisLedger.from_url(redis_db.url, d)
     try:
-        assert any(b":vk-budget:budget:month:" in k for k in r.keys("{finops}:c:*"))
+        assert [u["spent_usd"] for u in led.usage("vk-budget") if u["kind"] == "budget"] == [total]
     finally:
-        r.close()
+        led.close()
 
 
 def test_redis_stopped_fails_closed_with_a_retryable_503_then_resumes_without_restart(node, redis_db):

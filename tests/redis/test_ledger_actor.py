@@ -260,3 +260,19 @@ def test_usage_when_redis_is_down_says_so(make_actor, redis_db):
     finally:
         redis_db.resume()
     assert "unreachable" in out["error"]
+
+
+def test_a_late_settle_corrects_the_expired_charge_in_postgres_too(make_actor, postgres_url):
+    clock = Clock()
+    a = make_actor(clock=clock)
+    assert one(a, reserve("r1", 0.5, pid=0))["ok"]
+    clock.t += 61
+    a.expire()                                          # past its TTL: charged in full
+    assert a.charges == [["r1", "vk-1", "", 0.5]]
+    assert a.backend.spend.flush(10)
+    a.handle_batch([settle("r1", 0.125)])               # the real settle, late
+    assert a.charges[-1] == ["r1", "vk-1", "", 0.125]
+    assert spent(a) == (0.125, 0.0)
+    assert a.backend.spend.flush(10)
+    with SettledSpend(postgres_url) as s:
+        assert [(r.request_id, r.cost_micro) for r in s.since(0)] == [("r1", 125_000)]

@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.request
@@ -438,6 +439,16 @@ def check_page_matches(page, data: dict) -> None:
         assert spent[:len(b["burn"]["days"])] == b["burn"]["cumulative_usd"]
         assert all(v is None for v in spent[len(b["burn"]["days"]):])          # the rest of the period
         assert burn["datasets"][1]["data"] == [b["limit_usd"]] * len(burn["labels"])
+        # the server's forecast, drawn as it is (the page asked a moment later: the clock moved a little)
+        fc, n = b["forecast"], len(b["burn"]["days"])
+        assert burn["labels"][n:] == [day_label(d) for d in fc["days"]]
+        if fc["days"]:
+            proj = burn["datasets"][2]
+            assert proj["label"] == "Projected"
+            assert proj["data"][:n - 1] == [None] * (n - 1) and proj["data"][n - 1] == b["burn"]["cumulative_usd"][-1]
+            assert proj["data"][n:] == pytest.approx(fc["cumulative_usd"], rel=1e-4)
+        shown = re.search(r"forecast: \$([\d,.]+) by the reset", card.inner_text())
+        assert shown and float(shown.group(1).replace(",", "")) == pytest.approx(fc["projected_usd"], abs=0.006)
     assert page.evaluate("document.body.dataset.charts") == str(len(CANVASES) + len(data["budgets"]))
     assert page.evaluate("Object.keys(Chart.instances).length") == len(CANVASES) + len(data["budgets"])
 
@@ -471,6 +482,14 @@ def test_the_api_has_the_seeded_and_live_data(seeded):
         assert 0.01 <= b["spent_usd"] < b["limit_usd"], k
         live = sum(r["cost_usd"] for r in seeded.live if r["vk"] == k[1])
         assert b["spent_usd"] == pytest.approx(seeded_spend[k] + live, abs=2e-6), k
+        assert b["forecast"]["projected_usd"] >= b["spent_usd"], k
+    month = budgets[("key", "vk-checkout", "month")]["forecast"]
+    assert month["model"] == "ewma" and month["rate_usd_per_hour"] > 0
+    # /admin/usage carries the same forecast for each budget
+    usage = {(u["level"], u["owner"], u["period"]): u for u in admin_get(gw, "/admin/usage")["usage"]
+             if u["kind"] == "budget"}
+    for k, b in budgets.items():
+        assert usage[k]["forecast_usd"] == pytest.approx(b["forecast"]["projected_usd"], rel=1e-3), k
     # the live requests were charged to the keys that sent them
     assert {r["vk"] for r in seeded.live} == {"vk-checkout", "vk-batch"}
     assert all(r["cost_usd"] > 0 and r["status"] == 200 for r in seeded.live)

@@ -194,3 +194,38 @@ async def test_a_slow_admin_call_does_not_stall_the_workers_requests(admin, monk
     assert progress == [0, 1, 2]
     assert reply.err is None and reply.status in (200, 201)
     assert threads and loop_thread not in threads
+
+
+# --- /admin/usage forecasts ------------------------------------------------------------------------
+
+class BudgetLedger:
+    """One month budget of key vk-1: $10, $3 spent (November 2026, UTC)."""
+    async def usage(self, key):
+        return {"usage": [
+            {"level": "key", "owner": "vk-1", "kind": "budget", "period": "month", "env": "", "label": "key vk-1",
+             "limit_usd": 10.0, "spent_usd": 3.0, "reserved_usd": 0.0, "remaining_usd": 7.0,
+             "period_start": "2026-11-01T00:00:00Z", "resets_at": "2026-12-01T00:00:00Z"},
+            {"level": "key", "owner": "vk-1", "kind": "requests", "period": "minute", "env": "", "label": "rpm",
+             "limit": 5, "used": 0, "reserved": 0, "remaining": 5,
+             "period_start": "2026-11-15T00:00:00Z", "resets_at": "2026-11-15T00:01:00Z"}], "savings": []}
+
+
+async def test_usage_budgets_carry_a_forecast_from_the_request_log(admin, tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from finops.workers.observe import dashboard, logdb
+    from tests.helpers.logrows import insert, row
+    admin.gov.ledger = BudgetLedger()
+    r = await call(admin, "GET", "/admin/usage?key=vk-1")       # no request logged yet: no forecast, no error
+    assert r.status == 200 and "forecast_usd" not in r.doc()["usage"][0]
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
+    db = logdb.open_db(str(tmp_path))
+    insert(db, [row(ts=start + h * 3600 + 60, vk="vk-1", cost_usd=0.01) for h in range(300)])   # $0.24 a day
+    db.close()
+    now = start + 300 * 3600
+    real = dashboard.usage_with_forecasts
+    monkeypatch.setattr(dashboard, "usage_with_forecasts", lambda db, usage: real(db, usage, now))
+    [budget, limit] = (await call(admin, "GET", "/admin/usage?key=vk-1")).doc()["usage"]
+    assert budget["forecast_usd"] == pytest.approx(3.0 + 0.01 * (720 - 300), rel=0.01)    # ledger's $3 + the pace
+    assert budget["forecast_crosses_at"] is None
+    assert "forecast_usd" not in limit

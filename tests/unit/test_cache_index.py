@@ -4,7 +4,6 @@ hand-made unit vectors of 8 dimensions, so every similarity is known."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -336,12 +335,7 @@ def test_search_in_a_small_scope_of_a_large_index():
     target_scope_ids = sorted(ix.scopes["s17"])
     q = vecs[target_scope_ids[2] - 1] + 0.05 * rng.standard_normal(dim).astype(np.float32)
     q /= np.linalg.norm(q)
-    n = 2000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        got, sim = ix.search("s17", q, 0.5, NOW)
-    per = (time.perf_counter() - t0) / n
-    print(f"\nsearch of a 4-id scope among 10,000 entries: {per * 1e3:.3f} ms")
+    got, sim = ix.search("s17", q, 0.5, NOW)
     assert got.id == target_scope_ids[2]
     assert got.scope == "s17"
     # an exact copy of a vector from another scope is not found in s17

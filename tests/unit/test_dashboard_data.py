@@ -109,8 +109,11 @@ def test_contract_keys_and_lengths(db):
         assert set(t) == {"model", "requests", "cost_usd", "input_tokens", "output_tokens"}
     for b in doc["budgets"]:
         assert set(b) == {"label", "level", "owner", "period", "env", "limit_usd", "spent_usd", "remaining_usd",
-                          "period_start", "resets_at", "burn"}
+                          "period_start", "resets_at", "burn", "forecast"}
         assert set(b["burn"]) == {"days", "cumulative_usd"} and len(b["burn"]["days"]) == len(b["burn"]["cumulative_usd"])
+        assert set(b["forecast"]) == {"model", "projected_usd", "rate_usd_per_hour", "crosses_at", "days",
+                                      "cumulative_usd"}
+        assert len(b["forecast"]["days"]) == len(b["forecast"]["cumulative_usd"])
     json.dumps(doc)                                       # JSON-able as it is
 
 
@@ -261,3 +264,90 @@ def test_budget_burn_of_a_hand_made_entry_and_an_ended_period(db):
     october = [r for r in ROWS if r["vk"] == "vk-9" and r["env"] == "dev" and "2026-10" in r["day"]]
     assert any(r["cost_usd"] == 0.123456 for r in october)       # the fall-back hour request counts
     assert m(b["burn"]["cumulative_usd"][-1]) == sum(m(r["cost_usd"]) for r in october)
+
+
+# --- forecasts -----------------------------------------------------------------------------------
+
+def test_budget_forecast_is_forecast_py_on_the_ledger_spend_and_the_log_shape(db):
+    """The key budget's forecast: the ledger's spent, the log's November spend as points, the days
+    after today to the month's end with the projection at each day's end."""
+    from finops.workers.observe.forecast import forecast, projected_at
+    from finops.workers.observe.report import day_bounds
+    doc = dashboard_data(db, ledger_usage(), 30, TZ, now=NOW)
+    key = next(b for b in doc["budgets"] if b["level"] == "key")
+    fc = key["forecast"]
+    assert fc["model"] == "ewma"
+    assert fc["days"] == [f"2026-11-{d}" for d in range(28, 31)]          # Nov 28 .. 30
+    start = datetime(2026, 11, 1, tzinfo=PARIS).timestamp()
+    end = datetime(2026, 12, 1, tzinfo=PARIS).timestamp()
+    pts = [(r["ts"], r["cost_usd"]) for r in ROWS if r["vk"] == "vk-0" and start <= r["ts"] < NOW]
+    want = forecast(pts, start, end, NOW, limit=10.0, spent=key["spent_usd"])
+    assert fc["projected_usd"] == pytest.approx(want.projected_usd, rel=1e-3)   # hourly buckets vs rows
+    assert fc["projected_usd"] > key["spent_usd"] > 0
+    assert fc["cumulative_usd"][-1] == pytest.approx(fc["projected_usd"], abs=1e-6)   # the last day ends at the reset
+    assert fc["cumulative_usd"] == sorted(fc["cumulative_usd"])
+    f = forecast(pts, start, end, NOW, spent=key["spent_usd"])
+    assert fc["cumulative_usd"][0] == pytest.approx(projected_at(f, day_bounds(date(2026, 11, 28), TZ)[1]), rel=1e-3)
+    assert fc["crosses_at"] is None                       # ~$0.3 a month against $10
+
+
+def test_forecast_of_a_day_budget_and_one_already_spent(db):
+    doc = dashboard_data(db, ledger_usage(), 30, TZ, now=NOW)
+    cust = next(b for b in doc["budgets"] if b["level"] == "customer")     # $1 a day, c1 spends ~$0.06 by 11:00
+    assert cust["forecast"]["days"] == [] and cust["forecast"]["cumulative_usd"] == []
+    assert cust["forecast"]["projected_usd"] >= cust["spent_usd"]
+    hand = {"level": "team", "owner": "t1", "kind": "budget", "period": "month", "env": "", "label": "team t1",
+            "limit_usd": 0.05, "spent_usd": 0.2, "reserved_usd": 0.0, "remaining_usd": -0.15,
+            "period_start": "2026-10-31T23:00:00Z", "resets_at": "2026-11-30T23:00:00Z"}
+    [b] = dashboard_data(db, [hand], 30, TZ, now=NOW)["budgets"]
+    crossed = datetime.fromisoformat(b["forecast"]["crosses_at"].replace("Z", "+00:00")).timestamp()
+    t1 = sorted((r["ts"], r["cost_usd"]) for r in ROWS if r["team"] == "t1" and "2026-11-01" <= r["day"] and r["ts"] < NOW)
+    acc, first = 0.0, None
+    for t, c in t1:
+        acc += c
+        if acc >= 0.05:
+            first = t
+            break
+    assert first is not None and abs(crossed - first) < 3600     # within the hour bucket that reached it
+
+
+def test_usage_with_forecasts_adds_forecast_usd_to_budgets_only(db):
+    from finops.workers.observe.dashboard import budget_forecasts, usage_with_forecasts
+    usage = ledger_usage()
+    out = usage_with_forecasts(db, usage, now=NOW)
+    assert [u["label"] for u in out] == [u["label"] for u in usage]
+    for u, o in zip(usage, out):
+        if u["kind"] == "budget":
+            [alone] = budget_forecasts(db, [u], NOW)              # the same, asked for one budget
+            assert o["forecast_usd"] == alone.projected_usd >= u["spent_usd"]
+            assert "forecast_crosses_at" in o
+        else:
+            assert o == u
+    assert "forecast_usd" not in usage[0]                 # the ledger's entries are not changed
+
+
+def test_forecasts_read_the_log_once_per_level_and_period_and_keep_owners_and_envs_apart(db):
+    """Budgets of several keys (one per env) share one query; each still sees only its own rows."""
+    from finops.workers.observe.dashboard import budget_forecasts
+    from finops.workers.observe.forecast import forecast
+
+    def entry(owner, env=""):
+        return {"level": "key", "owner": owner, "kind": "budget", "period": "month", "env": env,
+                "label": f"{owner}@{env}", "limit_usd": 1.0, "spent_usd": 0.0, "reserved_usd": 0.0,
+                "remaining_usd": 1.0, "period_start": "2026-10-31T23:00:00Z", "resets_at": "2026-11-30T23:00:00Z"}
+    usage = [entry("vk-3"), entry("vk-4"), entry("vk-4", "prod"), entry("vk-5", "dev"), entry("nobody")]
+    queries = []
+    db.set_trace_callback(queries.append)
+    together = budget_forecasts(db, usage, NOW)
+    db.set_trace_callback(None)
+    assert sum(q.lstrip().upper().startswith("SELECT") for q in queries) == 1
+    start = datetime(2026, 11, 1, tzinfo=PARIS).timestamp()
+    end = datetime(2026, 12, 1, tzinfo=PARIS).timestamp()
+    for u, f in zip(usage, together):
+        assert f == budget_forecasts(db, [u], NOW)[0], u["label"]
+        mine = [(r["ts"], r["cost_usd"]) for r in ROWS if r["vk"] == u["owner"] and start <= r["ts"] <= NOW
+                and (not u["env"] or r["env"] == u["env"])]
+        exact = forecast(mine, start, end, NOW, spent=0.0)
+        assert f.projected_usd == pytest.approx(exact.projected_usd, rel=1e-3, abs=1e-9), u["label"]
+    assert together[-1].projected_usd == 0.0
+    assert together[1].projected_usd > together[2].projected_usd > 0        # all envs > prod only

@@ -4,7 +4,6 @@ Expected values are written out by hand as UTC instants, not recomputed with the
 """
 from __future__ import annotations
 
-import time
 import zoneinfo
 from datetime import datetime, timezone
 
@@ -400,16 +399,23 @@ def test_cache_across_a_dst_change():
     assert bounds("day", utc(2026, 3, 30, 12), tz) == (utc(2026, 3, 29, 22), utc(2026, 3, 30, 22))
 
 
-def test_repeated_call_is_fast():
+def test_repeated_calls_in_one_period_reuse_the_last_answer(monkeypatch):
+    """The request path asks for the same periods again and again: calendar math runs once per
+    (period, zone) until the instant leaves the interval it returned."""
+    from finops.workers.governance import periods
+    computed = []
+    for name in ("_window", "_calendar"):
+        real = getattr(periods, name)
+        monkeypatch.setattr(periods, name, lambda *a, _real=real: computed.append(a) or _real(*a))
     t = utc(2026, 11, 27, 9, 30)
     for period in PERIODS:
         for tz in ("UTC", "Europe/Paris"):
-            bounds(period, t, tz)
-            n = 20000
-            began = time.perf_counter()
-            for _ in range(n):
-                bounds(period, t, tz)
-            assert (time.perf_counter() - began) / n < 5e-6
+            here = bounds(period, t, tz)
+            bounds(period, here[0] - 1, tz)             # the previous interval is the last answer
+            computed.clear()
+            got = {bounds(period, t + i * 1e-3, tz) for i in range(1000)}
+            assert got == {here}
+            assert len(computed) == 1, (period, tz, len(computed))
 
 
 # --- errors and iso ----------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The frontend has checked the admin token (and whether /metrics needs it) and sen
 /admin/... request and GET /metrics here; `ROUTES` below is the one table of what exists.
 
     GET    /metrics                       Prometheus text, the whole gateway's (the observer's)
-    GET    /admin/usage[?key=ID]          the ledger's spend and limits
+    GET    /admin/usage[?key=ID]          the ledger's spend and limits; each budget's forecast
+                                          (forecast_usd, from the request log when it is on)
     GET    /admin/circuits                every worker's circuit states (circuits.py)
     GET    /admin/cache                   the response cache's stats
     DELETE /admin/cache[?key=VK&model=M]  clear cache entries
@@ -126,7 +127,15 @@ class Admin:
         return 200, Raw(METRICS_CONTENT_TYPE, await self.observer.scrape())
 
     async def usage(self, req: Request) -> tuple[int, dict]:
-        return 200, await self.gov.ledger.usage(req.query.get("key"))
+        """The ledger's usage report; with the request log on, each budget entry also carries
+        `forecast_usd` and `forecast_crosses_at` (observe/forecast.py, via dashboard.py)."""
+        doc = await self.gov.ledger.usage(req.query.get("key"))
+        if self.cfg.observability.request_log and any(u.get("kind") == "budget" for u in doc.get("usage", ())):
+            try:
+                doc = {**doc, "usage": await self.read_log(dashboard.usage_with_forecasts, doc["usage"])}
+            except errors.GatewayError:          # no request logged yet: no shape to project from
+                pass
+        return 200, doc
 
     async def circuits(self, req: Request) -> tuple[int, dict]:
         return 200, await self.circuit_files.report()

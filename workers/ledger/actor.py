@@ -90,7 +90,11 @@ class LedgerActor(BlockingActor):
 
     def handle_batch(self, msgs: list[dict]) -> list[dict | None]:
         """Every reserve and settle queued at once goes to the backend in one call (on Redis: one
-        round trip), in the order received; a usage request sees everything before it."""
+        round trip), in the order received; a usage request sees everything before it. A change of
+        keys, budgets or limits is taken first (a local read: SQLite's data_version, or the
+        PostgreSQL watcher's copy), so a key a worker already admits is never reserved for under
+        the directory it replaced."""
+        self.maybe_reload()
         out: list = [None] * len(msgs)
         ops: list = []          # ("reserve" | "settle", args)
         at: list[int] = []      # the message each op answers (-1: a settle, no reply)
@@ -189,7 +193,6 @@ class LedgerActor(BlockingActor):
         snap = self.backend.snapshot()
         if snap is not None:
             self.store.save_snapshot(snap)
-            self.version = self.directory.data_version()
 
     def tick(self) -> None:
         self.maybe_reload()

@@ -76,7 +76,10 @@ WARN_SECONDS = 10.0         # "served uncounted" / "Redis down" warnings at most
 MAX_KEPT = 100_000          # settles kept while Redis is away
 RESETTLE_SECONDS = 30.0     # settles sent again after another node's rebuild (see the module doc)
 MAX_RECENT = 200_000
-FLUSH_SECONDS = 2.0         # a rebuild waits this long for this node's rows to reach PostgreSQL
+FLUSH_SECONDS = 1.0         # a rebuild waits this long for this node's rows to reach PostgreSQL
+RETRY_WITHIN = 1.0          # reserves refused for the rebuild are retried if it took less than this
+                            # (the workers wait governance.ledger_timeout_seconds, 2 s, for a reply: a
+                            # reservation whose reply came too late would be charged in full at its TTL)
 MAX_SPEND_ROWS = 200_000    # settled rows waiting for PostgreSQL
 SPEND_BATCH = 2000          # rows per PostgreSQL write
 SPEND_RETRY_SECONDS = 1.0
@@ -367,7 +370,11 @@ class RedisBackend:
             else:
                 out[i] = r
         if retry:
+            started = time.monotonic()
             msg = self._rebuild()
+            if not msg and time.monotonic() - started > RETRY_WITHIN:
+                msg = (f"The budget ledger ({self.where}) has just rebuilt its counters; the request was not "
+                       f"sent upstream. Retry.")
             if msg:
                 for i in retry:
                     out[i] = refusal(msg)

@@ -11,7 +11,7 @@
     led.apply_many([("reserve", (...)), ("settle", (...)), ...])   # both kinds, in order, one round trip
 
 Same replies as `LedgerState` (state.py: its module docstring is the contract; the
-conformance suite tests/redis/test_ledger_conformance.py runs the same sequences on both), with
+conformance suite tests/unit/test_ledger_contract.py runs the same sequences on both), with
 these differences, all due to the state being shared:
 
 * Each operation is ONE Lua script (redis_lua.py) run with EVALSHA (loaded with SCRIPT LOAD,

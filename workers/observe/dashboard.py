@@ -23,20 +23,29 @@ Choices worth knowing:
   over the current period, from its first day to today (or its last day if it has ended), for the
   budget's owner (key -> vk, team, customer) and env when it has one; it is monotonic, and may
   differ from spent_usd (reservations in flight, rows not yet written, a log pruned by retention).
+* forecast: forecast.py's projection of the budget's spend at its reset, made from the ledger's
+  spent_usd and the shape of the log's spend this period (summed in BUCKETS buckets at most, each
+  placed at its requests' mean time): projected_usd, rate_usd_per_hour, crosses_at (ISO UTC, when
+  spend reaches the limit, past or projected; null if not this period), model, and the projection
+  at the end of each remaining day of the period (`days`, `cumulative_usd`: the local days after
+  the burn's last one; empty for minute and hour budgets). `budget_forecasts` is the same for any
+  ledger usage entries (the admin API's /admin/usage `forecast_usd`).
 """
 from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
-from .report import ERROR_SQL, HIT_SQL, days_between, micros_sql, usd, zone
+from .forecast import Forecast, forecast, projected_at
+from .report import ERROR_SQL, HIT_SQL, day_bounds, days_between, micros_sql, usd, zone
 
 TOP = 8         # keys and models the dashboard charts by name; the rest are "other"
 OTHER = "(other)"
 NO_ENV = "(none)"
 ANONYMOUS = "(anonymous)"
 OWNER_COLUMN = {"key": "vk", "team": "team", "customer": "customer"}
+BUCKETS = 744   # at most this many spend points per budget forecast (a month's hours)
 
 
 def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str,
@@ -61,6 +70,7 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
             for m, v in zip(daily, vals):
                 daily[m][i] += v
 
+    budgets = [u for u in usage if u.get("kind") == "budget"]
     env_series = _series(db, "IFNULL(env, '')", rng, span, index, len(axis))
     env_series = {(k or NO_ENV): v for k, v in env_series.items()}
     models = _model_stats(db, rng, span)
@@ -80,7 +90,7 @@ def dashboard_data(db: sqlite3.Connection, usage: list[dict], days: int, tz: str
         "requests_by_day": daily["requests"], "errors_by_day": daily["errors"],
         "cache_hits_by_day": daily["cache_hits"],
         "saved_usd_by_day": [usd(m) for m in daily["saved"]],
-        "budgets": [_budget(db, u, tz, now) for u in usage if u.get("kind") == "budget"],
+        "budgets": [_budget(db, u, tz, now, f) for u, f in zip(budgets, budget_forecasts(db, budgets, now))],
     }
 
 
@@ -129,23 +139,99 @@ def _local_day(iso: str, tz: str) -> date:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(zone(tz)).date()
 
 
-def _budget(db, u: dict, tz: str, now: float) -> dict:
-    """One ledger budget entry, with its burn-down from the log."""
-    start = datetime.fromisoformat(u["period_start"].replace("Z", "+00:00")).timestamp()
-    end = datetime.fromisoformat(u["resets_at"].replace("Z", "+00:00")).timestamp()
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _owner_filter(u: dict) -> tuple[str, list] | None:
+    """(" AND ..." SQL, params) selecting a budget's owner (and env) in the log; None for a level
+    the log cannot tell apart."""
+    column = OWNER_COLUMN.get(u["level"])
+    if column is None:
+        return None
+    sql, params = f" AND {column} = ?", [u["owner"]]
+    if u.get("env"):
+        sql += " AND env = ?"
+        params.append(u["env"])
+    return sql, params
+
+
+def budget_forecasts(db: sqlite3.Connection, usage: list[dict], now: float) -> list[Forecast | None]:
+    """forecast.py's projection for each ledger usage entry of kind "budget" (None for the
+    others): the ledger's spent_usd and limit, the log's spend this period (up to `now`) as the
+    shape. The log is read once per (level, period) for all the owners that share it, not once
+    per budget: one query per level and period kind, however many keys have budgets."""
+    out: list[Forecast | None] = [None] * len(usage)
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, u in enumerate(usage):
+        if u.get("kind") == "budget":
+            groups.setdefault((u["level"], u["period_start"], u["resets_at"]), []).append(i)
+    for (level, p0, p1), idx in groups.items():
+        start, end = _ts(p0), _ts(p1)
+        buckets = _owner_buckets(db, OWNER_COLUMN.get(level), sorted({usage[i]["owner"] for i in idx}),
+                                 start, end, now)
+        for i in idx:
+            u = usage[i]
+            agg: dict[int, list] = {}
+            for (owner, env, bucket), (n, ts_sum, m) in buckets.items():
+                if owner == u["owner"] and (not u.get("env") or env == u["env"]):
+                    a = agg.setdefault(bucket, [0, 0.0, 0])
+                    a[0] += n
+                    a[1] += ts_sum
+                    a[2] += m
+            points = [(ts_sum / n, usd(m)) for n, ts_sum, m in agg.values() if m]
+            out[i] = forecast(points, start, end, now, limit=float(u["limit_usd"]), spent=float(u["spent_usd"]))
+    return out
+
+
+def _owner_buckets(db, column: str | None, owners: list[str], start: float, end: float,
+                   now: float) -> dict[tuple[str, str, int], tuple[int, float, int]]:
+    """{(owner, env, bucket): (requests, sum of their ts, micro-dollars)} over [start, min(end,
+    now)], in at most BUCKETS buckets of the period; empty for a level the log cannot tell apart."""
+    out: dict[tuple[str, str, int], tuple[int, float, int]] = {}
+    if column is None or not owners:
+        return out
+    width = max(1.0, (end - start) / BUCKETS)
+    for k in range(0, len(owners), 500):
+        chunk = owners[k:k + 500]
+        sql = (f"SELECT {column}, IFNULL(env, ''), CAST((ts - ?) / ? AS INTEGER), COUNT(*), SUM(ts), "
+               f"{micros_sql('cost_usd')} FROM requests WHERE ts >= ? AND ts <= ? "
+               f"AND {column} IN ({', '.join('?' * len(chunk))}) GROUP BY 1, 2, 3")
+        for owner, env, bucket, n, ts_sum, m in db.execute(sql, [start, width, start, min(end, now), *chunk]):
+            out[(owner, env, bucket)] = (n, ts_sum, m)
+    return out
+
+
+def usage_with_forecasts(db: sqlite3.Connection, usage: list[dict], now: float | None = None) -> list[dict]:
+    """The ledger's usage entries, each budget with `forecast_usd` (its projected spend at the
+    reset) and `forecast_crosses_at` (ISO UTC or null; see budget_forecasts)."""
+    now = time.time() if now is None else float(now)
+    out = []
+    for u, f in zip(usage, budget_forecasts(db, usage, now)):
+        if f is not None:
+            u = {**u, "forecast_usd": f.projected_usd, "forecast_crosses_at": _iso(f.crosses_at)}
+        out.append(u)
+    return out
+
+
+def _budget(db, u: dict, tz: str, now: float, f: Forecast) -> dict:
+    """One ledger budget entry, with its burn-down from the log and its forecast `f`."""
+    start, end = _ts(u["period_start"]), _ts(u["resets_at"])
     first = _local_day(u["period_start"], tz)
     last = datetime.fromtimestamp(max(start, min(now, end - 1)), zone(tz)).date()
     axis = days_between(first, last)
     index = {d: i for i, d in enumerate(axis)}
     spend = [0] * len(axis)
-    column = OWNER_COLUMN.get(u["level"])
-    if column is not None:
-        sql = f"SELECT day, {micros_sql('cost_usd')} FROM requests WHERE ts >= ? AND ts < ? AND {column} = ?"
-        params: list = [start, end, u["owner"]]
-        if u.get("env"):
-            sql += " AND env = ?"
-            params.append(u["env"])
-        for day, m in db.execute(sql + " GROUP BY day", params):
+    owner = _owner_filter(u)
+    if owner is not None:
+        sql = f"SELECT day, {micros_sql('cost_usd')} FROM requests WHERE ts >= ? AND ts < ?{owner[0]}"
+        for day, m in db.execute(sql + " GROUP BY day", [start, end, *owner[1]]):
             i = index.get(day)
             if i is not None:
                 spend[i] += m
@@ -153,8 +239,15 @@ def _budget(db, u: dict, tz: str, now: float) -> dict:
     for m in spend:
         acc += m
         cumulative.append(usd(acc))
+    end_day = datetime.fromtimestamp(end - 1, zone(tz)).date()
+    ahead = days_between(last + timedelta(days=1), end_day) if end_day > last else []
     return {"label": u["label"], "level": u["level"], "owner": u["owner"], "period": u["period"],
             "env": u.get("env", ""), "limit_usd": round(u["limit_usd"], 6),
             "spent_usd": round(u["spent_usd"], 6), "remaining_usd": round(u["remaining_usd"], 6),
             "period_start": u["period_start"], "resets_at": u["resets_at"],
-            "burn": {"days": axis, "cumulative_usd": cumulative}}
+            "burn": {"days": axis, "cumulative_usd": cumulative},
+            "forecast": {"model": f.model, "projected_usd": f.projected_usd,
+                         "rate_usd_per_hour": round(f.rate_usd_per_hour, 6), "crosses_at": _iso(f.crosses_at),
+                         "days": ahead,
+                         "cumulative_usd": [projected_at(f, day_bounds(date.fromisoformat(d), tz)[1])
+                                            for d in ahead]}}

@@ -278,11 +278,16 @@ def fmt_usd(x: float, decimals: int | None = None) -> str:
     return f"{x:.{usd_decimals([x]) if decimals is None else decimals}f}"
 
 
+def is_money(col: str) -> bool:
+    """USD columns: cost_usd, saved_usd, and any other column named *_usd."""
+    return col in MONEY or col.endswith("_usd")
+
+
 def _cell(col: str, v, decimals: int) -> tuple[str, bool]:
     """(text, right-aligned) for one table cell."""
     if v is None:
         return "-", True
-    if col in MONEY:
+    if is_money(col):
         return fmt_usd(v, decimals), True
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return (str(v) if v != "" else "-"), False
@@ -291,19 +296,21 @@ def _cell(col: str, v, decimals: int) -> tuple[str, bool]:
     return f"{v:,}", True
 
 
-def to_table(rows: list[dict], columns: list[str], totals: dict | None = None) -> str:
+def to_table(rows: list[dict], columns: list[str], totals: dict | None = None,
+             metrics: tuple[str, ...] = METRIC_NAMES) -> str:
     """Aligned text: a header, one line per row, a rule, and a TOTAL line (`totals`, default
-    total(rows)) under the metric columns. Numbers right-aligned, thousands separated; money with
-    the same 4 to 6 decimals down a column; "" shows as "-"."""
+    total(rows)) under the `metrics` columns (the others are labels). Numbers right-aligned,
+    thousands separated; money (is_money) with the same 4 to 6 decimals down a column; "" shows
+    as "-"."""
     totals = total(rows) if totals is None else totals
-    tot = {c: totals.get(c) for c in columns if c in METRIC_NAMES}
-    labels = [c for c in columns if c not in METRIC_NAMES]
+    tot = {c: totals.get(c) for c in columns if c in metrics}
+    labels = [c for c in columns if c not in metrics]
     if labels:
         tot[labels[0]] = "TOTAL"
-    dec = {c: usd_decimals([r.get(c) for r in rows] + [tot.get(c)]) for c in columns if c in MONEY}
+    dec = {c: usd_decimals([r.get(c) for r in rows] + [tot.get(c)]) for c in columns if is_money(c)}
     body = [[_cell(c, r.get(c), dec.get(c, 4)) for c in columns] for r in rows]
     last = [_cell(c, tot[c], dec.get(c, 4)) if c in tot else ("", False) for c in columns]
-    header = [(c.upper(), c in METRIC_NAMES) for c in columns]
+    header = [(c.upper(), c in metrics) for c in columns]
     widths = [max(len(line[i][0]) for line in [header, *body, last]) for i in range(len(columns))]
 
     def render(line):

@@ -1,9 +1,9 @@
 """One contract, two backends: the same sequences of reserve / settle / expire / usage / savings
 on LedgerState (in memory) and RedisLedger (a real Redis) give the same answers.
 
-The scenarios are test_ledger_state.py's, run through a `make` fixture parametrized over both
-backends (those about snapshot() stay there: Redis is its own store); the property test at the
-end drives both backends side by side with random operations and compares every reply.
+The scenarios run through a `make` fixture parametrized over both backends (LedgerState's
+snapshot() and restore are test_ledger_state.py's: Redis is its own store); the property test at
+the end drives both backends side by side with random operations and compares every reply.
 """
 from __future__ import annotations
 
