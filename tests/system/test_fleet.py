@@ -210,7 +210,7 @@ def test_64_streams_over_3_nodes_never_overspend_and_every_node_agrees(fleet):
     assert all(u["outputTokens"] == 20 for _, _, u in ok)
     rows = logged(fleet, {rid for _, rid, _ in results})
     assert len(rows) == 64
-    assert {rows[rid]["node"] for _, rid, _ in ok} == {0, 1, 2}
+    assert [sum(1 for r in rows.values() if r["node"] == i) for i in range(3)] == [22, 21, 21]   # each node took its share
     for _, rid, u in ok:                                 # charged what the upstream reported
         row = rows[rid]
         assert (row["input_tokens"], row["output_tokens"]) == (u["inputTokens"], u["outputTokens"])
@@ -376,7 +376,7 @@ def test_redis_flushed_the_budget_still_holds(fleet):
 
 @pytest.fixture
 def short_ttl_fleet(tmp_path, servers, fake, database):
-    """Two nodes whose reservations expire after 3 s, on a database of their own and Redis database
+    """Two nodes whose reservations expire after 10 s, on a database of their own and Redis database
     1 (the module's fleet, idle meanwhile, keeps database 0)."""
     redis, pg = servers
     redis_url = redis.url.rsplit("/", 1)[0] + "/1"
@@ -387,7 +387,7 @@ def short_ttl_fleet(tmp_path, servers, fake, database):
     finally:
         c.close()
     url = pg.create_database()
-    with Fleet(tmp_path, config(fake, redis_url, url, "reservation_ttl_seconds = 3\n"),
+    with Fleet(tmp_path, config(fake, redis_url, url, "reservation_ttl_seconds = 10\n"),
                redis=redis, nodes=2) as f:
         yield f
     pg.drop_database(url.rsplit("/", 1)[1])
@@ -396,10 +396,10 @@ def short_ttl_fleet(tmp_path, servers, fake, database):
 def test_a_node_killed_mid_stream_leaves_no_phantom_reservation(short_ttl_fleet, fake):
     """Four slow streams on node 0; node 0 is SIGKILLed while they stream (nothing settles them).
     Their reservations expire after reservation_ttl_seconds and are charged in full, so the other
-    node ends with nothing reserved and a spend equal to what it saw reserved for them plus the
-    costs logged for what it served itself."""
+    node ends with nothing reserved and a spend equal to what it saw held for them (reserved, or
+    already charged if one expired before the kill) plus the costs logged for what it served."""
     fleet = short_ttl_fleet
-    fake.script(SLOW, {"text": ANSWER, "event_delay": 0.25})       # 20 words: a stream of about 6 s
+    fake.script(SLOW, {"text": ANSWER, "event_delay": 1.0})        # 20 words: a stream of over 20 s
     c0 = client(fleet[0], "vk-kill")
     streaming = threading.Semaphore(0)
     ends: list[str] = []
@@ -427,8 +427,8 @@ def test_a_node_killed_mid_stream_leaves_no_phantom_reservation(short_ttl_fleet,
             started += 1
     assert started == 4, ends
     line = usage(fleet[1], "vk-kill")                   # node 1 sees node 0's reservations
-    reserved, spent_before = line["reserved_usd"], line["spent_usd"]
-    assert reserved > 0 and spent_before == 0, line
+    held = line["reserved_usd"] + line["spent_usd"]     # nothing has settled: spent only by expiry, in full
+    assert held > 0, line
     fleet.kill(0)
     for t in threads:
         t.join(60)
@@ -438,8 +438,8 @@ def test_a_node_killed_mid_stream_leaves_no_phantom_reservation(short_ttl_fleet,
     served = [converse_stream(c1, f"s{i}")[0] for i in range(3)]
     rows = logged(fleet, set(served))
     assert set(rows) == set(served) and all(r["node"] == 1 for r in rows.values())
-    total = round(reserved + sum(r["cost_usd"] for r in rows.values()), 6)
-    lines = settled_everywhere(fleet, "vk-kill", total, timeout=60)   # after the 3 s TTL and a sweep
+    total = round(held + sum(r["cost_usd"] for r in rows.values()), 6)
+    lines = settled_everywhere(fleet, "vk-kill", total, timeout=60)   # after the 10 s TTL and a sweep
     assert len(lines) == 1 and round(lines[0]["spent_usd"], 6) == total and lines[0]["reserved_usd"] == 0, \
-        (lines, total, reserved)
+        (lines, total, held)
     fake.script(SLOW, None)
