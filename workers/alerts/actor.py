@@ -201,6 +201,7 @@ class AlertsActor(BlockingActor):
             return
         path = os.path.join(self.run_dir, ALERTS_FILE)
         try:
+            os.makedirs(self.run_dir, exist_ok=True)
             with open(path + ".tmp", "w") as f:
                 json.dump(counts, f)
             os.replace(path + ".tmp", path)
