@@ -116,13 +116,24 @@ def main(argv=None) -> int:
               f"observability: request log {'on' if cfg.observability.request_log else 'off'} "
               f"(retention {cfg.observability.log_retention_days:g} days); traces "
               f"{cfg.observability.otlp_endpoint or 'off'}; /metrics "
-              f"{'behind the admin token' if cfg.observability.metrics_auth else 'open'}")
+              f"{'behind the admin token' if cfg.observability.metrics_auth else 'open'}\n"
+              f"alerts: {alerts_summary(cfg)}")
         return 0
 
     setup_logging("supervisor")
     from .supervisor import Supervisor
     os.makedirs(cfg.server.data_dir, exist_ok=True)
     return Supervisor(cfg, args.config).run()
+
+
+def alerts_summary(cfg) -> str:
+    """check-config's alerts line: the webhooks, the thresholds, forecast and anomaly alerts."""
+    a = cfg.alerts
+    if not a.webhooks:
+        return "off (no [[alerts.webhooks]])"
+    return (f"{len(a.webhooks)} webhook(s) ({', '.join(f'{w.name} {w.format}' for w in a.webhooks)}); thresholds "
+            f"{', '.join(f'{t:g}' for t in a.thresholds)} %; forecast {'on' if a.forecast else 'off'}; anomaly "
+            + (f"> {a.anomaly_factor:g}x and >= ${a.anomaly_min_usd:g}/hour" if a.anomaly else "off"))
 
 
 def cache_summary(cfg) -> str:

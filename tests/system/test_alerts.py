@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -147,6 +149,28 @@ def wait_for(what, fn, timeout=60.0):
         time.sleep(0.1)
 
 
+def dashboard_alerts(gw) -> list[str]:
+    """The dashboard's "Recent alerts" panel, as headless Chromium renders it: the messages."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers.chromium import ARGS, chromium_path
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(gw.url + f"/ui/#token={ADMIN}")
+            page.wait_for_function("() => document.body.dataset.ready === '1' || "
+                                   "document.body.dataset.error !== undefined", timeout=15000)
+            assert page.evaluate("document.body.dataset.error") is None and not errors, errors
+            assert page.locator("#alerts-section").is_visible()
+            assert page.locator("#alerts .chip.delivered").count() == page.locator("#alerts li").count()
+            return sorted(page.locator("#alerts .alert-message").all_inner_texts())
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def receiver():
     r = Receiver()
@@ -240,6 +264,7 @@ secret = "calibrate-secret-0123456789"
         assert f'finops_alerts_sent_total{{kind="budget"}} {2.0 * len(expected)}' in metrics
         dash = admin(gw, "/admin/dashboard?days=1")
         assert {a["id"] for a in dash["alerts"]} == ids and all(a["delivered"] for a in dash["alerts"])
+        assert dashboard_alerts(gw) == sorted(a["message"] for a in dash["alerts"])
         # more spend in the same period (refused now) fires nothing new
         assert call(0) == "ServiceQuotaExceededException"
         assert len([a for a in admin(gw, "/admin/alerts")["alerts"] if a["owner"] == created["id"]]) == len(ids)
@@ -280,4 +305,12 @@ budgets = [{amount_usd = 100, period = "month", alert_at = [0.0001, 0.0002]}]
         assert set(got) == ids                     # nothing lost, nothing else
         verify = readme_verify()
         assert all(verify(SECRET, h["x-finops-signature"], b) for h, b in receiver.on("/hold"))
-        assert "alerts" in gw.log()
+        # the CLI reads the same outbox
+        finops = os.path.join(os.path.dirname(sys.executable), "finops")
+        table = subprocess.run([finops, "alerts", "list"], env=gw.env(), capture_output=True, text=True, timeout=30)
+        assert table.returncode == 0, table.stderr
+        assert all(i in table.stdout for i in ids) and "hold delivered" in table.stdout
+        assert "deliveries: 2 sent, 0 failed, 0 pending" in table.stdout
+        js = subprocess.run([finops, "alerts", "list", "--format", "json", "--kind", "budget"], env=gw.env(),
+                            capture_output=True, text=True, timeout=30)
+        assert {a["id"] for a in json.loads(js.stdout)["alerts"]} == ids
