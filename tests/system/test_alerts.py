@@ -24,7 +24,9 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.helpers.gateway import Gateway
+from finops.workers.observe import logdb
+from tests.helpers.gateway import Gateway, request_log
+from tests.helpers.logrows import insert, row
 
 ADMIN = "admin-token-for-alert-tests"
 SECRET = "whsec-alerts-0123456789abcdef"
@@ -270,7 +272,8 @@ secret = "calibrate-secret-0123456789"
         assert len([a for a in admin(gw, "/admin/alerts")["alerts"] if a["owner"] == created["id"]]) == len(ids)
 
 
-def test_sigkill_between_firing_and_acknowledgement_redelivers_the_same_id(tmp_path, receiver):
+def test_sigkill_between_firing_and_acknowledgement_redelivers_the_same_id_and_a_restart_repeats_nothing(
+        tmp_path, receiver):
     hooks = f"""
 [[alerts.webhooks]]
 url = "{receiver.url}/hold"
@@ -314,3 +317,84 @@ budgets = [{amount_usd = 100, period = "month", alert_at = [0.0001, 0.0002]}]
         js = subprocess.run([finops, "alerts", "list", "--format", "json", "--kind", "budget"], env=gw.env(),
                             capture_output=True, text=True, timeout=30)
         assert {a["id"] for a in json.loads(js.stdout)["alerts"]} == ids
+
+    # a restart of the whole gateway: the acknowledged alerts are not sent again; a new one is
+    sent_before = len(receiver.on("/hold"))
+    keys2 = keys + """
+[[governance.keys]]
+id = "vk-after"
+secret = "after-secret-0123456789abcd"
+budgets = [{amount_usd = 100, period = "month", alert_at = [0.0001]}]
+"""
+    with Gateway(tmp_path, config(receiver, hooks, keys2)) as gw:
+        converse(client(gw, "vk-after", "after-secret-0123456789abcd"))
+        doc = wait_for("the new alert delivered", lambda: (lambda d: d if len(d["alerts"]) == 3 and all(
+            x["status"] == "delivered" for a in d["alerts"] for x in a["deliveries"]) else None)(admin(gw, "/admin/alerts")))
+        new = [h["x-finops-idempotency-key"] for h, _ in receiver.on("/hold")[sent_before:]]
+        assert new == [a["id"] for a in doc["alerts"] if a["owner"] == "vk-after"]   # only the new one
+
+
+def test_forecast_and_anomaly_alerts_from_the_request_log(tmp_path, receiver):
+    hooks = f"""
+[[alerts.webhooks]]
+url = "{receiver.url}/ok"
+secret = "{SECRET}"
+name = "ok"
+"""
+    keys = "".join(f"""
+[[governance.keys]]
+id = "{k}"
+secret = "{k}-secret-0123456789abcd"
+""" for k in ("vk-calibrate", "vk-steady", "vk-spiky", "vk-fc")) + \
+        'budgets = [{amount_usd = 1, period = "day"}]\n'          # vk-fc's
+    text = config(receiver, hooks, keys).replace("forecast = false\nanomaly = false\n", """forecast = true
+anomaly = true
+anomaly_factor = 5.0
+anomaly_min_usd = 0.05
+analysis_seconds = 0.5
+thresholds = []
+""")
+    with Gateway(tmp_path, text) as gw:
+        cost = float(converse(client(gw, "vk-calibrate", "vk-calibrate-secret-0123456789abcd"))
+                     ["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"])
+        assert cost < 0.05 <= 4 * cost, cost      # one request is under the floor, four are over it
+        now = time.time()
+        history = [row(ts=now - d * 86400 - 600, vk="vk-steady", cost_usd=4 * cost) for d in range(1, 8)]
+        history += [row(ts=now - d * 86400 - 600, vk="vk-spiky", cost_usd=cost / 100) for d in range(1, 8)]
+        history.append(row(ts=now - 5, vk="vk-fc", cost_usd=10_000.0))    # a huge pace today: the forecast
+        db = logdb.open_db(gw.data_dir)                                  # a second writer, as a tool would be
+        try:
+            insert(db, history)
+        finally:
+            db.close()
+        steady = client(gw, "vk-steady", "vk-steady-secret-0123456789abcd")
+        for _ in range(4):
+            converse(steady)                      # its usual hour: 4 requests
+        wait_for("vk-steady's rows in the log",
+                 lambda: len([r for r in request_log(gw.data_dir) if r["vk"] == "vk-steady" and r["ts"] > now - 60]) == 4)
+        spiky = client(gw, "vk-spiky", "vk-spiky-secret-0123456789abcd")
+        for _ in range(4):
+            converse(spiky)                       # usually ~nothing at this hour
+        converse(client(gw, "vk-fc", "vk-fc-secret-0123456789abcd"))
+
+        def fired():
+            doc = admin(gw, "/admin/alerts")
+            kinds = {(a["kind"], a["owner"]) for a in doc["alerts"]}
+            want = {("anomaly", "vk-spiky"), ("anomaly", "vk-fc"), ("forecast", "vk-fc")}
+            done = want <= kinds and all(d["status"] == "delivered" for a in doc["alerts"] for d in a["deliveries"])
+            return doc if done else None
+
+        doc = wait_for("the anomaly and forecast alerts", fired)
+        assert sorted((a["kind"], a["owner"]) for a in doc["alerts"]) == [
+            ("anomaly", "vk-fc"), ("anomaly", "vk-spiky"), ("forecast", "vk-fc")]      # not vk-steady
+        spike = [a for a in doc["alerts"] if a["owner"] == "vk-spiky"][0]
+        assert spike["data"]["last_hour_usd"] == round(4 * cost, 6)
+        assert spike["data"]["history_usd"] == [round(cost / 100, 6)] * 7
+        fc = [a for a in doc["alerts"] if a["kind"] == "forecast"][0]
+        assert fc["data"]["forecast_usd"] > fc["data"]["limit_usd"] == 1.0 > fc["data"]["spent_usd"]
+        usage = admin(gw, "/admin/usage?key=vk-fc")["usage"]
+        assert [u["forecast_usd"] > 1.0 for u in usage if u["kind"] == "budget"] == [True]   # the same forecast
+        verify = readme_verify()
+        posted = receiver.on("/ok")
+        assert sorted(json.loads(b)["kind"] for _, b in posted) == ["anomaly", "anomaly", "forecast"]
+        assert all(verify(SECRET, h["x-finops-signature"], b) for h, b in posted)
