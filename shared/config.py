@@ -32,7 +32,8 @@ from .governance import KEY_ID, PERIODS, Budget, Customer, RateLimit, Team, Virt
 from .provider_config import ProviderConfig, provider_table
 
 __all__ = ["Config", "ConfigError", "ServerConfig", "RouteConfig", "TargetConfig", "CachePolicy", "CacheConfig",
-           "ObservabilityConfig", "GovernanceConfig", "AlertsConfig", "WebhookConfig", "build", "load", "default_data_dir", "parse_time"]
+           "ObservabilityConfig", "GovernanceConfig", "AlertsConfig", "WebhookConfig", "build", "load",
+           "default_data_dir", "parse_time"]
 
 
 Positive = Annotated[int, Meta(ge=1)]

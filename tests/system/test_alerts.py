@@ -328,8 +328,13 @@ budgets = [{amount_usd = 100, period = "month", alert_at = [0.0001]}]
 """
     with Gateway(tmp_path, config(receiver, hooks, keys2)) as gw:
         converse(client(gw, "vk-after", "after-secret-0123456789abcd"))
-        doc = wait_for("the new alert delivered", lambda: (lambda d: d if len(d["alerts"]) == 3 and all(
-            x["status"] == "delivered" for a in d["alerts"] for x in a["deliveries"]) else None)(admin(gw, "/admin/alerts")))
+
+        def three_delivered():
+            d = admin(gw, "/admin/alerts")
+            ok = len(d["alerts"]) == 3 and all(x["status"] == "delivered" for a in d["alerts"] for x in a["deliveries"])
+            return d if ok else None
+
+        doc = wait_for("the new alert delivered", three_delivered)
         new = [h["x-finops-idempotency-key"] for h, _ in receiver.on("/hold")[sent_before:]]
         assert new == [a["id"] for a in doc["alerts"] if a["owner"] == "vk-after"]   # only the new one
 
@@ -371,7 +376,8 @@ thresholds = []
         for _ in range(4):
             converse(steady)                      # its usual hour: 4 requests
         wait_for("vk-steady's rows in the log",
-                 lambda: len([r for r in request_log(gw.data_dir) if r["vk"] == "vk-steady" and r["ts"] > now - 60]) == 4)
+                 lambda: len([r for r in request_log(gw.data_dir)
+                              if r["vk"] == "vk-steady" and r["ts"] > now - 60]) == 4)
         spiky = client(gw, "vk-spiky", "vk-spiky-secret-0123456789abcd")
         for _ in range(4):
             converse(spiky)                       # usually ~nothing at this hour

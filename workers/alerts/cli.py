@@ -27,9 +27,10 @@ def table(doc: dict) -> str:
     rows = []
     for a in doc["alerts"]:
         scope = f"{a['level']}:{a['owner']}" + (f"@{a['env']}" if a["env"] else "")
-        delivery = ", ".join(f"{d['webhook']} {d['status']}" + (f" ({d['attempts']} tries: {d['last_error']})"
-                                                                 if d["status"] != "delivered" and d["attempts"] else "")
-                             for d in a["deliveries"]) or "-"
+        delivery = ", ".join(
+            f"{d['webhook']} {d['status']}"
+            + (f" ({d['attempts']} tries: {d['last_error']})" if d["status"] != "delivered" and d["attempts"] else "")
+            for d in a["deliveries"]) or "-"
         rows.append((_when(a["created_at"]), a["id"], a["kind"], scope, delivery, a["message"]))
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head[:-1])]
     for r in [head, *rows]:

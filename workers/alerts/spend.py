@@ -18,7 +18,8 @@ from ..observe.report import micros_sql
 HOUR, DAY = 3600.0, 86400.0
 
 
-def same_hour_spend(db: sqlite3.Connection, now: float, days: int = 7) -> dict[tuple[str, str], tuple[float, list[float]]]:
+def same_hour_spend(db: sqlite3.Connection, now: float,
+                    days: int = 7) -> dict[tuple[str, str], tuple[float, list[float]]]:
     sql = (f"SELECT IFNULL(vk, ''), IFNULL(team, ''), {micros_sql('cost_usd')} FROM requests "
            "WHERE ts > ? AND ts <= ? GROUP BY 1, 2")
     acc: dict[tuple[str, str], list[int]] = {}
