@@ -33,7 +33,10 @@ Design, and why:
   finops_alerts_sent_total and finops_alerts_failed_total. Being counts of rows in the outbox,
   they survive restarts of either process.
 
-The ledger must be this node's ledger actor (governance.ledger = "local").
+Several nodes: with `governance.ledger = "redis"` every node's ledger actor reports the shared
+counters, so every node's alerts actor detects the same events. Each sends them from its own
+outbox, with the same idempotency id (a hash of the event): a receiver that dedupes on it sees
+each alert once.
 """
 from __future__ import annotations
 
@@ -257,6 +260,10 @@ class AlertsActor(BlockingActor):
             if self.reply.poll(int(left * 1000) + 1):
                 msg = msgpack.unpackb(self.reply.recv(), raw=False)
                 if msg.get("i") == self.n:
+                    if "error" in msg:          # the ledger's backend (Redis) is unreachable
+                        log.warning("alerts: the ledger has no usage now (%s); checking again next tick",
+                                    msg["error"])
+                        return None
                     return msg.get("usage", [])
         log.warning("alerts: the ledger did not answer its usage in %.0fs; checking again next tick", LEDGER_TIMEOUT)
         return None
