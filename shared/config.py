@@ -28,6 +28,7 @@ import msgspec
 from msgspec import Meta
 
 from .config_schema import MIB, SECONDS, ConfigError, Table, table
+from .profiles import base_model
 from .governance import KEY_ID, PERIODS, Budget, Customer, RateLimit, Team, VirtualKey
 from .provider_config import ProviderConfig, provider_table
 
@@ -209,6 +210,22 @@ class Price(Table):
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
 
 
+class InferenceProfile(Table):
+    """[[inference_profiles]]: an application inference profile ARN, the model it runs, and the
+    cost-allocation tags its requests carry (shared/profiles.py)."""
+    arn: str
+    model: str
+    tags: dict[str, str] = {}
+
+    def check(self, where: str) -> None:
+        if not self.arn.startswith("arn:") or ":application-inference-profile/" not in self.arn:
+            raise ConfigError(f"{where}.arn: expected arn:aws:bedrock:REGION:ACCOUNT:application-inference-profile/ID "
+                              f"(got {self.arn!r})")
+        if not self.model:
+            raise ConfigError(f"{where}.model: the base model id the profile runs, e.g. "
+                              "\"anthropic.claude-3-5-haiku-20241022-v1:0\"")
+
+
 class Config(msgspec.Struct, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
@@ -218,6 +235,7 @@ class Config(msgspec.Struct, kw_only=True):
     pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
+    inference_profiles: list[InferenceProfile] = []
     source: str = "embedded defaults"
 
     @property
@@ -236,12 +254,17 @@ class Config(msgspec.Struct, kw_only=True):
         (and wins over globs); else the first [[routes]] entry whose glob matches; else the
         [default_route]."""
         name, slash, model = model_id.partition("/")
-        if slash and model and name in self.providers:
+        if slash and model and name in self.providers and not model_id.startswith("arn:"):
             return RouteConfig(models=[model_id], provider=name, model=model,
                                targets=[TargetConfig(provider=name, model=model)])
         for r in self.routes:
             if r.matches(model_id):
                 return r
+        base = base_model(self, model_id)       # an inference profile: routed by its base model
+        if base:
+            for r in self.routes:
+                if r.matches(base):
+                    return r
         return self.default_route
 
 
@@ -250,7 +273,8 @@ EMBEDDED_DEFAULTS = {
     "default_route": {"provider": "mock"},
 }
 
-TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability")
+TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability",
+          "inference_profiles")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -292,7 +316,17 @@ def build(raw: dict, source: str, environ=None) -> Config:
                   routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
                   pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
                   observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
-                  source=source)
+                  inference_profiles=_inference_profiles(raw.get("inference_profiles", [])), source=source)
+
+
+def _inference_profiles(raw) -> list[InferenceProfile]:
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise ConfigError("inference_profiles: expected an array of tables ([[inference_profiles]])")
+    out = [table(InferenceProfile, e, f"inference_profiles[{i}]") for i, e in enumerate(raw)]
+    arns = [p.arn for p in out]
+    if len(set(arns)) != len(arns):
+        raise ConfigError("inference_profiles: two entries have the same arn")
+    return out
 
 
 def _providers(raw) -> dict[str, ProviderConfig]:

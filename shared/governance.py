@@ -68,8 +68,12 @@ class VirtualKey:
     created_at: float = 0.0
     source: str = "api"         # "config" (declared in the config file) | "api" (CLI / admin API)
 
-    def allows_model(self, model_id: str) -> bool:
-        return any(fnmatch.fnmatchcase(model_id, g) for g in self.models)
+    def allows_model(self, model_id: str, base_model: str = "") -> bool:
+        """Whether a glob of `models` matches the modelId, or the base model of the inference
+        profile it names (shared/profiles.py): a key allowed "anthropic.claude-3-5*" may call
+        "us.anthropic.claude-3-5-haiku-…"."""
+        return any(fnmatch.fnmatchcase(model_id, g) or (base_model and fnmatch.fnmatchcase(base_model, g))
+                   for g in self.models)
 
     def allows_provider(self, provider: str) -> bool:
         return any(fnmatch.fnmatchcase(provider, g) for g in self.providers)

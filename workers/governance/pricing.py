@@ -47,7 +47,7 @@ from urllib.parse import unquote
 from .money import MICRO
 
 __all__ = ["Price", "SHIPPED", "PricingTable", "normalize", "MICRO", "cost_micros", "max_cost_micros", "cost",
-           "max_cost"]
+           "max_cost", "prompt_cache_saved_micros"]
 
 _MEMO_MAX = 4096          # price_for answers kept; the names come from clients, so it is bounded
 _REGION = re.compile(r"^(?:us-gov|us|eu|apac|global|jp|au|ca)\.(?=.)")
@@ -326,6 +326,15 @@ def cost_micros(price: Price | None, input_tokens: int, output_tokens: int,
     write = price.input if price.cache_write is None else price.cache_write
     return round(input_tokens * price.input + output_tokens * price.output
                  + cache_read * read + cache_write * write)
+
+
+def prompt_cache_saved_micros(price: Price | None, cache_read: int) -> int:
+    """What the provider's prompt cache saved a request, in micro-dollars: its cache-read tokens at
+    the input price minus at the cache-read price (0 without a separate cache-read price). Cache
+    writes are not counted against it: they are a cost of the request, already in cost_micros."""
+    if price is None or price.cache_read is None or not cache_read:
+        return 0
+    return round(cache_read * (price.input - price.cache_read))
 
 
 def max_cost_micros(price: Price | None, input_tokens: int, max_output_tokens: int) -> int:
