@@ -259,7 +259,7 @@ class Governor:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
             return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u,
-                          prompt_saved_micros=prompt_cache_saved_micros(price, u["cr"]))
+                          prompt_saved_micros=prompt_cache_saved_micros(price, u["in"], u["out"], u["cr"], u["cw"]))
         if not started:
             return NO_CHARGE
         n_in = request_tokens(req) if req is not None and not isinstance(req, EmbedRequest) else 0

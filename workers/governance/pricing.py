@@ -328,13 +328,16 @@ def cost_micros(price: Price | None, input_tokens: int, output_tokens: int,
                  + cache_read * read + cache_write * write)
 
 
-def prompt_cache_saved_micros(price: Price | None, cache_read: int) -> int:
-    """What the provider's prompt cache saved a request, in micro-dollars: its cache-read tokens at
-    the input price minus at the cache-read price (0 without a separate cache-read price). Cache
-    writes are not counted against it: they are a cost of the request, already in cost_micros."""
+def prompt_cache_saved_micros(price: Price | None, input_tokens: int, output_tokens: int,
+                              cache_read: int = 0, cache_write: int = 0) -> int:
+    """What the provider's prompt cache saved a request, in micro-dollars: its cost had its
+    cache-read tokens been charged at the input price, minus its cost (both `cost_micros`, so the
+    saving is exactly the difference of the two charges). 0 without a separate cache-read price.
+    Cache writes are a cost of the request, in both figures; they are not counted against it."""
     if price is None or price.cache_read is None or not cache_read:
         return 0
-    return round(cache_read * (price.input - price.cache_read))
+    return (cost_micros(price, input_tokens + cache_read, output_tokens, 0, cache_write)
+            - cost_micros(price, input_tokens, output_tokens, cache_read, cache_write))
 
 
 def max_cost_micros(price: Price | None, input_tokens: int, max_output_tokens: int) -> int:
