@@ -119,7 +119,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock, JsonBlock, Message,
+from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock, JsonBlock,
                                  MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
                                  ReasoningSignatureDelta, RedactedReasoningBlock, RedactedReasoningDelta,
                                  StreamEvent, TextBlock, TextDelta, Tool, ToolChoice, ToolInputDelta,
