@@ -29,7 +29,7 @@ from msgspec import Meta
 
 from .config_schema import MIB, SECONDS, ConfigError, Table, table
 from .profiles import base_model
-from .governance import KEY_ID, PERIODS, Budget, Customer, RateLimit, Team, VirtualKey
+from .governance import KEY_ID, PERIODS, tag_problem, Budget, Customer, RateLimit, Team, VirtualKey
 from .provider_config import ProviderConfig, provider_table
 
 __all__ = ["Config", "ConfigError", "ServerConfig", "RouteConfig", "TargetConfig", "CachePolicy", "CacheConfig",
@@ -450,6 +450,8 @@ def _virtual_key(e: dict, where: str, team_ids: set) -> VirtualKey:
                 raise ConfigError(f"{where}.{k}: expected a list of globs like [\"anthropic.*\"]")
             e[k] = tuple(e[k])
     e["expires_at"] = parse_time(e.pop("expires", None), f"{where}.expires")
+    if "tags" in e and (problem := tag_problem(e["tags"])):
+        raise ConfigError(f"{where}.tags: {problem}")
     k = table(VirtualKey, e, where, fixed={"source": "config"})
     if k.team and k.team not in team_ids:
         raise ConfigError(f"{where}.team: no team {k.team!r} (declared: {', '.join(sorted(team_ids)) or 'none'})")

@@ -53,6 +53,7 @@ id = "vk-claude35"
 secret = "{KEY_SECRET}"
 models = ["anthropic.claude-3-5*"]
 budgets = [{{amount_usd = 100.0, period = "month"}}]
+tags = {{team = "key-team", cost_center = "cc-1"}}
 
 [providers.anthropic]
 kind = "anthropic"
@@ -299,7 +300,17 @@ def test_application_profile_arn_priced_and_tagged_by_its_config(gw, client, fak
     want = cost_micros(PricingTable().price_for(SONNET), u["inputTokens"], u["outputTokens"])
     assert micros(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"]) == want
     row = log_row(gw, r["ResponseMetadata"]["RequestId"])
-    assert json.loads(row["tags"]) == {"team": "search", "app": "from-request"}      # the request's tag wins
+    # key tags, then the profile's, then the request's: the later wins on a name
+    assert json.loads(row["tags"]) == {"team": "search", "app": "from-request", "cost_center": "cc-1"}
+
+
+def test_key_tags_are_on_every_request_and_request_tags_win(gw, client):
+    plain = client.converse(modelId=SONNET, messages=[{"role": "user", "content": [{"text": "key tags"}]}])
+    tagged = client.converse(modelId=SONNET, messages=[{"role": "user", "content": [{"text": "key tags"}]}],
+                             requestMetadata={"team": "ads"})
+    rows = [log_row(gw, r["ResponseMetadata"]["RequestId"]) for r in (plain, tagged)]
+    assert json.loads(rows[0]["tags"]) == {"team": "key-team", "cost_center": "cc-1"}
+    assert json.loads(rows[1]["tags"]) == {"team": "ads", "cost_center": "cc-1"}
 
 
 # --- requestMetadata as tags ----------------------------------------------------------------------

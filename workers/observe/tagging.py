@@ -2,15 +2,17 @@
 
 A request's tags, later sources winning on the same name:
 
-1. the application inference profile's `tags` (config `[[inference_profiles]]`), when the modelId
+1. the virtual key's `tags` (config `[[governance.keys]] tags = {team = "search"}`, or the admin
+   API's `tags` field of a key);
+2. the application inference profile's `tags` (config `[[inference_profiles]]`), when the modelId
    is one of those ARNs;
-2. the request's own `requestMetadata`: the Converse body field (validated by the Converse parser:
+3. the request's own `requestMetadata`: the Converse body field (validated by the Converse parser:
    1 to 16 entries), or for InvokeModel the `X-Amzn-Bedrock-Request-Metadata` header (a JSON
    object of strings, as boto3's `requestMetadata` parameter sends it; a header that is not one is
    ignored here, and relayed unchanged to a Bedrock upstream, which judges it).
 
-So request tags win over profile tags: a profile tagged team=search whose request says team=ads
-is logged team=ads. (Tags on virtual keys are not implemented yet.) Names and values are strings; `dumps` writes them as a compact JSON object with
+So request tags win over key (and profile) tags: a key tagged team=search whose request says
+team=ads is logged team=ads. Names and values are strings; `dumps` writes them as a compact JSON object with
 sorted names, "" when there are none.
 """
 from __future__ import annotations
@@ -52,9 +54,11 @@ def merge(*sources) -> Mapping:
 
 
 def tags_of(request, doc, cfg) -> Mapping:
-    """A request's tags: application profile, then requestMetadata (see the module doc)."""
+    """A request's tags: key, then application profile, then requestMetadata (see the module doc)."""
+    key = request.key
     profile = application_profile(cfg, request.model_id)
-    return merge(profile.tags if profile is not None else None, request_tags(request.op, doc, request.headers))
+    return merge(getattr(key, "tags", None) if key is not None else None,
+                 profile.tags if profile is not None else None, request_tags(request.op, doc, request.headers))
 
 
 def dumps(tags: Mapping) -> str:
