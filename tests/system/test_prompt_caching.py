@@ -342,3 +342,4 @@ def test_request_metadata_tags_group_the_report_and_add_up(gw, fakes, tmp_path):
     assert sum(round(r["cost_usd"] * 1e6) for r in doc["rows"]) == round(whole["cost_usd"] * 1e6)
     api = admin(gw, "/admin/report?by=tag:team&env=tagged")
     assert {r["tag:team"]: r["requests"] for r in api["rows"]} == {"ads": 2, "search": 2, "": 1}
+    assert admin(gw, "/admin/report?by=env&env=tagged&tag:team=ads")["total"]["requests"] == 2

@@ -19,6 +19,10 @@ the safe (never lower) choice for everything else.
 Bedrock's geographic cross-region inference profiles (us., eu., apac., jp., au., ca.) of Claude
 Sonnet 4.5, Haiku 4.5 and Opus 4.5 cost 10% more than the global profile and are priced so
 (matched on the name before its region prefix is stripped); other profiles cost what the model does.
+Source: AWS Bedrock user guide, "Global cross-Region inference" (global profiles "approximately 10%
+savings on both input and output token pricing compared to geographic cross-Region inference"),
+checked 2026-12-06. Application inference profile ARNs are priced as the model their
+[[inference_profiles]] entry names (shared/profiles.py; the governor passes that name).
 
 Guarantees:
   * `normalize(model_id)` returns the lowercase bare model name: no ARN, no "PROVIDER/" prefix (only
