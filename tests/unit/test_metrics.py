@@ -244,9 +244,10 @@ def test_names_follow_prometheus_conventions():
     m.observe(r(error="ThrottlingException", error_origin="upstream"))
     m.report("worker-1", "worker", {"inflight": 1, "queues": {"q": 1}, "semantic": 1})
     m.set_restarts({"worker": 1})
+    m.ledger_counts({"uncounted": 2, "settles_dropped": 1, "spend_dropped": 3})
     text = m.render().decode()
     fams = list(text_string_to_metric_families(text))
-    assert len(fams) == 14
+    assert len(fams) == 16
     for f in fams:
         assert f.name.startswith("finops_"), f.name
         assert f.samples, f"{f.name} has no sample"
@@ -266,3 +267,13 @@ def test_names_follow_prometheus_conventions():
         if line.startswith("# TYPE"):
             _, _, name, kind = line.split()
             assert (kind == "counter") == name.endswith("_total"), line
+
+
+def test_ledger_counts_add_up():
+    m = Metrics()
+    m.ledger_counts({"uncounted": 2})
+    m.ledger_counts({"uncounted": 1, "settles_dropped": 4, "spend_dropped": 5})
+    text = m.render().decode()
+    assert "finops_ledger_uncounted_total 3.0" in text
+    assert 'finops_ledger_dropped_total{what="settle"} 4.0' in text
+    assert 'finops_ledger_dropped_total{what="spend_row"} 5.0' in text

@@ -22,6 +22,7 @@ Protocol (msgpack maps):
     {"k": "rows", "packed": [logrow.pack(row), ...]}                    (no reply; from frontends)
     {"k": "rows", "rows": [[value, ...] in logdb.NAMES order, ...]}     (no reply; tools and tests)
     {"k": "charges", "c": [[rid, key, env, cost_usd], ...]}             (no reply; from the ledger)
+    {"k": "ledger", "c": {"uncounted": n, "settles_dropped": n, "spend_dropped": n}}  (no reply; increments)
     {"k": "gauges", "proc": "worker-123", "kind": "worker", "g": {...}}  (no reply; see Metrics.report)
     {"k": "scrape"}                                                       -> {"text": exposition bytes}
     {"k": "flush"}                                                        -> {"rows": rows written so far}
@@ -81,6 +82,9 @@ class ObserverActor(BlockingActor):
         if k == "charges":
             for rid, key, env, cost in msg["c"]:
                 self.charge(rid, key, env, cost)
+            return None
+        if k == "ledger":
+            self.metrics.ledger_counts(msg.get("c", {}))
             return None
         if k == "gauges":
             self.metrics.report(msg["proc"], msg.get("kind", "worker"), msg.get("g", {}))

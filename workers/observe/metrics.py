@@ -69,6 +69,12 @@ class Metrics:
                                   "(the AWS error code).", ["reason", "virtual_key"], registry=r)
         self.upstream_errors = Counter("finops_upstream_errors", "Failed answers from upstream providers, by "
                                        "the AWS error code the client got.", ["provider", "code"], registry=r)
+        self.uncounted = Counter("finops_ledger_uncounted", "Requests served without a budget or rate-limit "
+                                 "check because the ledger's Redis was unreachable (redis_failure = \"open\").",
+                                 registry=r)
+        self.ledger_dropped = Counter("finops_ledger_dropped", "Records the ledger had to drop: settles kept while "
+                                      "Redis was unreachable (settle), settled-spend rows waiting for PostgreSQL "
+                                      "(spend_row), past their bounded queues.", ["what"], registry=r)
         self.rows = Counter("finops_request_log_rows", "Rows written to the request log.", registry=r)
         self.inflight = Gauge("finops_requests_in_flight", "Requests being served, by process kind.",
                               ["process"], registry=r)
@@ -115,6 +121,14 @@ class Metrics:
         if usd:
             self._add(self.cost, (self.model(row["model"]), row["provider"], self.env(row["env"]),
                                   self.vk(row["vk"])), usd)
+
+    def ledger_counts(self, counts: dict) -> None:
+        """Increments from the ledger actor (its Redis backend)."""
+        if counts.get("uncounted"):
+            self._add(self.uncounted, (), counts["uncounted"])
+        for what, name in (("settle", "settles_dropped"), ("spend_row", "spend_dropped")):
+            if counts.get(name):
+                self._add(self.ledger_dropped, (what,), counts[name])
 
     def _add(self, counter, labels: tuple, amount: float) -> None:
         key = (counter, labels)
