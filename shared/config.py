@@ -221,6 +221,8 @@ class InferenceProfile(Table):
         if not self.arn.startswith("arn:") or ":application-inference-profile/" not in self.arn:
             raise ConfigError(f"{where}.arn: expected arn:aws:bedrock:REGION:ACCOUNT:application-inference-profile/ID "
                               f"(got {self.arn!r})")
+        if self.tags and (problem := tag_problem(self.tags)):
+            raise ConfigError(f"{where}.tags: {problem}")
         if not self.model:
             raise ConfigError(f"{where}.model: the base model id the profile runs, e.g. "
                               "\"anthropic.claude-3-5-haiku-20241022-v1:0\"")

@@ -64,6 +64,7 @@ def test_key_allow_lists_take_the_base_model():
     ({"arn": "not-an-arn", "model": SONNET}, r"inference_profiles\[0\]\.arn"),
     ({"arn": ARN}, "model"),
     ({"arn": ARN, "model": SONNET, "colour": "x"}, "colour"),
+    ({"arn": ARN, "model": SONNET, "tags": {"team": "a'b"}}, r"inference_profiles\[0\]\.tags"),
 ])
 def test_profile_config_errors(bad, says):
     with pytest.raises(ConfigError, match=says):
