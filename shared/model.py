@@ -27,6 +27,10 @@ blobs as raw bytes instead of base64. A block's `kind` is the Converse member it
     ReasoningBlock(text, signature?)                       reasoningContent.reasoningText
     RedactedReasoningBlock(data)                           reasoningContent.redactedContent
 
+`ChatRequest.cache_points` are the request's prompt-cache checkpoints (Converse `cachePoint`
+blocks), `CachePoint(section, after, message, ttl)`: where each stood, since a checkpoint is no
+content; providers with breakpoints (Anthropic's `cache_control`) place them, the others ignore them.
+
 `ChatRequest.tool_choice` is a `ToolChoice`: kind "auto", "any", "tool" (with the tool's name) or
 "none" (the Anthropic, Mistral and OpenAI-style bodies can say "none"; Converse cannot).
 
