@@ -146,6 +146,8 @@ def both(tmp_path, writer, postgres_url):
     rows = make_rows()
     for i, r in enumerate(rows):
         r["node"] = ("gw-a", "gw-b", "gw-c")[i % 3]
+        r["tags"] = ('{"project":"atlas"}', '{"cc":"42","project":"borealis"}', "", "")[i % 4]
+        r["prompt_saved_usd"] = round(i * 0.0000131, 8) if i % 5 == 2 else 0.0
     db = logdb.open_db(str(tmp_path))
     insert(db, rows)
     writer.write([wire(r) for r in rows])
@@ -156,7 +158,7 @@ def both(tmp_path, writer, postgres_url):
 
 
 GROUPINGS = [[], ["key"], ["team"], ["customer", "team"], ["model", "provider"], ["day"], ["status"],
-             ["env", "op"], ["node"], ["node", "model"], ["day", "node"]]
+             ["env", "op"], ["node"], ["node", "model"], ["day", "node"], ["tag:project"], ["tag:cc", "node"]]
 
 
 @pytest.mark.parametrize("by", GROUPINGS, ids=lambda b: ",".join(b) or "none")
@@ -165,8 +167,8 @@ def test_reports_are_equal_on_sqlite_and_postgres(both, by):
     since, until = NOW - 30 * DAY, NOW + 1
     lite = report.summarize(db, by, since, until)
     assert lite and report.summarize(pg, by, since, until) == lite
-    where = {"env": "prod", "status": "ok"}
-    assert report.summarize(pg, by, since, until, where) == report.summarize(db, by, since, until, where)
+    for where in ({"env": "prod", "status": "ok"}, {"tag:project": "atlas", "node": "gw-b"}, {"key": ""}):
+        assert report.summarize(pg, by, since, until, where) == report.summarize(db, by, since, until, where)
 
 
 def test_node_grouping_adds_up(both):

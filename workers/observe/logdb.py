@@ -29,13 +29,6 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
     "CREATE INDEX IF NOT EXISTS requests_day ON requests (day)",
 )
-# Migrations (PRAGMA user_version = how many have run): MIGRATIONS[i] takes version i to i + 1.
-# A log made before a step was known gets it at the writer's next open; a fresh one is made at
-# the last version. Version 1: the `node` column (rows already there were this node's: see open_db).
-MIGRATIONS = (
-    (f"ALTER TABLE requests ADD COLUMN {' '.join(NODE_COLUMN)}",),
-)
-VERSION = len(MIGRATIONS)
 INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
 INSERT_NODE = f"INSERT OR REPLACE INTO requests ({', '.join(DB_NAMES)}) VALUES ({', '.join('?' * len(DB_NAMES))})"
 
@@ -62,27 +55,27 @@ def open_db(data_dir: str, *, readonly: bool = False, node: str = "") -> sqlite3
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     migrate(db, node)
+    db.commit()
     return db
 
 
-def migrate(db: sqlite3.Connection, node: str = "") -> int:
-    """Bring the log's schema to VERSION in one transaction; returns the version found."""
-    with db:
-        db.execute("BEGIN IMMEDIATE")
-        found = db.execute("PRAGMA user_version").fetchone()[0]
-        fresh = db.execute("SELECT name FROM sqlite_master WHERE name = 'requests'").fetchone() is None
-        if fresh:
-            for stmt in SCHEMA:
-                db.execute(stmt)
-        else:
-            for steps in MIGRATIONS[found:]:
-                for stmt in steps:
-                    db.execute(stmt)
-            if found < 1 and node:
-                db.execute("UPDATE requests SET node = ? WHERE node = ''", (node,))
-        if found != VERSION:
-            db.execute(f"PRAGMA user_version = {VERSION}")
-    return found
+def migrate(db: sqlite3.Connection, node: str = "") -> list[str]:
+    """Make the table if there is none, and add the columns (logrow.COLUMNS, then `node`) a log
+    written by an older gateway lacks (ALTER TABLE ADD COLUMN: old rows read NULL there, which every
+    report treats as 0 / none; `node`, added so, is given this writer's `node` in the rows already
+    there: a SQLite log is one node's). Returns the columns added. Columns are only ever added at
+    the end of COLUMNS, never renamed or dropped."""
+    for stmt in SCHEMA:
+        db.execute(stmt)
+    have = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
+    added = []
+    for name, sql_type in COLUMNS + (NODE_COLUMN,):
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
+            added.append(name)
+    if "node" in added and node:
+        db.execute("UPDATE requests SET node = ? WHERE node = ''", (node,))
+    return added
 
 
 def prune(db: sqlite3.Connection, before_ts: float) -> int:

@@ -33,8 +33,9 @@ HIT_COND = "cache IN ('hit-exact', 'hit-semantic')"
 HOUR = 3600
 
 # the source's label columns, in order (NULL reads as '' / 0 everywhere, as the reports always did)
-LABELS = ("day", "node", "vk", "team", "customer", "env", "model", "provider", "op", "error", "cache")
-MEASURES = ("n", "errs", "hits", "in_t", "out_t", "cr_t", "cw_t", "cost_m", "saved_m", "lat_sum", "lat_n", "ts_sum")
+LABELS = ("day", "node", "vk", "team", "customer", "env", "model", "provider", "op", "error", "cache", "tags")
+MEASURES = ("n", "errs", "hits", "in_t", "out_t", "cr_t", "cw_t", "cost_m", "saved_m", "psaved_m", "lat_sum",
+            "lat_n", "ts_sum")
 SOURCE_COLUMNS = ("hour", *LABELS, "status", "vk_name", *MEASURES)
 
 
@@ -57,6 +58,13 @@ class Dialect(NamedTuple):
             return f"{column}_micros"
         return f"CAST(ROUND(COALESCE({column}, 0) * {MICRO}) AS INTEGER)"
 
+    def json_text(self, column: str, name: str) -> str:
+        """The string member `name` of the JSON object in `column` (`name` is checked by the
+        caller: no quote, no `?`, no `%`)."""
+        if self.pg:
+            return f"(CAST({column} AS jsonb) ->> '{name}')"
+        return f"json_extract({column}, '$.\"{name}\"')"
+
     def trunc_int(self, expr: str) -> str:
         """`expr` (non-negative) truncated to an integer."""
         if self.pg:
@@ -77,7 +85,8 @@ class Dialect(NamedTuple):
                 f"CASE WHEN {HIT_COND} THEN 1 ELSE 0 END AS hits, COALESCE(input_tokens, 0) AS in_t, "
                 f"COALESCE(output_tokens, 0) AS out_t, COALESCE(cache_read_tokens, 0) AS cr_t, "
                 f"COALESCE(cache_write_tokens, 0) AS cw_t, {self.row_micros('cost_usd')} AS cost_m, "
-                f"{self.row_micros('saved_usd')} AS saved_m, COALESCE(latency_ms, 0) AS lat_sum, "
+                f"{self.row_micros('saved_usd')} AS saved_m, {self.row_micros('prompt_saved_usd')} AS psaved_m, "
+                f"COALESCE(latency_ms, 0) AS lat_sum, "
                 f"CASE WHEN latency_ms IS NULL THEN 0 ELSE 1 END AS lat_n, ts AS ts_sum FROM {table}")
 
     def source(self, since: float | None, until: float | None, filters: tuple[list[str], list],

@@ -53,7 +53,7 @@ _COLS = [(c, _PG_TYPE[t]) for c, t in logrow.COLUMNS] + [("node", 'text COLLATE 
 _COLS = [(c, t + " NOT NULL" if c in ("id", "ts") else t) for c, t in _COLS]
 # each money column's whole micro-dollars, rounded once per row as SQLite's ROUND does (logsql.py)
 _MICROS = [(f"{c}_micros", f"bigint GENERATED ALWAYS AS (CAST(SIGN(COALESCE({c}, 0) * 1000000) * "
-            f"FLOOR(ABS(COALESCE({c}, 0) * 1000000) + 0.5) AS bigint)) STORED") for c in ("cost_usd", "saved_usd")]
+            f"FLOOR(ABS(COALESCE({c}, 0) * 1000000) + 0.5) AS bigint)) STORED") for c in ("cost_usd", "saved_usd", "prompt_saved_usd")]
 NAMES = logdb.DB_NAMES
 _LIST = ", ".join(NAMES)
 

@@ -21,6 +21,12 @@ Choices worth knowing:
 * A cache hit is a request whose `cache` is "hit-exact" or "hit-semantic".
 * Grouping by `key` groups by the key id (`vk`, "" = anonymous) and shows `vk_name`, the
   greatest name the key had in the period (a renamed key stays one group).
+* Grouping by `tag:NAME` groups by the value of request tag NAME (the `tags` column: Converse
+  requestMetadata, the X-Amzn-Bedrock-Request-Metadata header, an application inference
+  profile's tags); requests without that tag form the "" group, so the groups still add up to
+  the untagged total. `where` takes tag:NAME too.
+* `prompt_saved_usd` is what providers' prompt caches saved (cache-read tokens at the input price
+  minus at the cache-read price), next to `saved_usd`, what the gateway's own cache saved.
 * Grouping by `status` gives two columns: `status` (HTTP) and `error` (AWS error code, "" = ok).
 * No p95 latency: SQLite has no percentile aggregate, and a window-function percentile sorts
   every row of the period, which is not cheap on a large log. `avg_latency_ms` is given.
@@ -69,6 +75,30 @@ DIMENSIONS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "node": (("node", "node", True),),
 }
 
+TAG = "tag:"
+_TAG_NAME = re.compile(r"[A-Za-z0-9 _.:@$#=/+,\-]{1,256}")
+TAG_HELP = "tag:NAME (a request tag: requestMetadata, or an application inference profile's tags)"
+
+
+def tag_sql(dim: str, d: Dialect = SQLITE) -> str:
+    """The SQL value of tag dimension "tag:NAME": the tag's value in the row's `tags` JSON, ""
+    when the row has no such tag. NAME is checked against _TAG_NAME (no quote can get through),
+    so it is written into the JSON path literally."""
+    name = dim[len(TAG):]
+    if not _TAG_NAME.fullmatch(name):
+        raise ValueError(f"{dim!r}: a tag name is 1 to 256 letters, digits, spaces or _.:@$#=/+,- "
+                         "(the requestMetadata key), e.g. tag:team")
+    return f"(CASE WHEN COALESCE(tags, '') = '' THEN '' ELSE COALESCE({d.json_text('tags', name)}, '') END)"
+
+
+def dimension(d: str, dialect: Dialect = SQLITE) -> tuple[tuple[str, str, bool], ...]:
+    """The (output column, SQL expression, grouped) entries of dimension `d`: one of DIMENSIONS,
+    or "tag:NAME"."""
+    if d.startswith(TAG):
+        return ((d, tag_sql(d, dialect), True),)
+    return DIMENSIONS[d]
+
+
 # dimension -> the column `where` compares (status: see _status_filter)
 FILTERS = {"key": "vk", "team": "team", "customer": "customer", "env": "env", "model": "model",
            "provider": "provider", "day": "day", "op": "op", "node": "node"}
@@ -84,6 +114,7 @@ def metrics_sql(d: Dialect = SQLITE) -> tuple[tuple[str, str], ...]:
         ("cache_read_tokens", d.int_sum("cr_t")),
         ("cost_usd", d.int_sum("cost_m")),
         ("saved_usd", d.int_sum("saved_m")),
+        ("prompt_saved_usd", d.int_sum("psaved_m")),
         ("cache_hits", d.int_sum("hits")),
         ("avg_latency_ms", f"SUM(lat_sum) / NULLIF({d.int_sum('lat_n')}, 0)"),
     )
@@ -91,19 +122,21 @@ def metrics_sql(d: Dialect = SQLITE) -> tuple[tuple[str, str], ...]:
 
 METRICS = metrics_sql(SQLITE)
 METRIC_NAMES = tuple(m for m, _ in METRICS)
-MONEY = ("cost_usd", "saved_usd")
+MONEY = ("cost_usd", "saved_usd", "prompt_saved_usd")
 ADDITIVE = tuple(m for m in METRIC_NAMES if m != "avg_latency_ms")
 
 
 def columns_for(group_by: list[str]) -> list[str]:
     """The columns of `summarize`'s rows, in order: the group values, then the metrics."""
-    return [out for d in group_by for out, _, _ in DIMENSIONS[d]] + list(METRIC_NAMES)
+    return [out for d in group_by for out, _, _ in dimension(d)] + list(METRIC_NAMES)
 
 
 def _check_dims(names, what: str) -> None:
     for d in names:
-        if d not in DIMENSIONS:
-            raise ValueError(f"{what} {d!r}: unknown (known: {', '.join(DIMENSIONS)})")
+        if d.startswith(TAG):
+            tag_sql(d)
+        elif d not in DIMENSIONS:
+            raise ValueError(f"{what} {d!r}: unknown (known: {', '.join(DIMENSIONS)}, {TAG_HELP})")
 
 
 def _status_filter(value) -> tuple[str, object]:
@@ -115,13 +148,15 @@ def _status_filter(value) -> tuple[str, object]:
     return "COALESCE(error, '') = ?", "" if text.lower() == "ok" else text
 
 
-def filters(where: dict | None) -> tuple[list[str], list]:
+def filters(where: dict | None, dialect: Dialect = SQLITE) -> tuple[list[str], list]:
     """(clauses, params): equality on each `where` dimension, on the log's columns."""
     _check_dims(where or (), "filter")
     clauses, params = [], []
     for dim, value in (where or {}).items():
         if dim == "status":
             clause, value = _status_filter(value)
+        elif dim.startswith(TAG):
+            clause = f"{tag_sql(dim, dialect)} = ?"
         elif value == "":
             clause = f"COALESCE({FILTERS[dim]}, '') = ?"
         else:                                   # the bare column: an index on it applies
@@ -133,7 +168,8 @@ def filters(where: dict | None) -> tuple[list[str], list]:
 
 def source_sql(db, since: float, until: float, where: dict | None) -> tuple[str, list]:
     """` FROM (...) src` and its parameters: the requests of [since, until) matching `where`."""
-    return dialect_of(db).source(since, until, filters(where))
+    d = dialect_of(db)
+    return d.source(since, until, filters(where, d))
 
 
 def summarize(db, group_by: list[str], since: float, until: float,
@@ -148,7 +184,7 @@ def summarize(db, group_by: list[str], since: float, until: float,
     if len(set(group_by)) != len(group_by):
         raise ValueError(f"group by {','.join(group_by)}: a dimension is repeated")
     dialect = dialect_of(db)
-    dims = [c for d in group_by for c in DIMENSIONS[d]]
+    dims = [c for d in group_by for c in dimension(d, dialect)]
     select = [expr for _, expr, _ in dims] + [agg for _, agg in metrics_sql(dialect)]
     keys = [str(i + 1) for i, (_, _, grouped) in enumerate(dims) if grouped]
     cost = str(len(dims) + METRIC_NAMES.index("cost_usd") + 1)
