@@ -240,22 +240,25 @@ def test_the_report_cli_reads_the_fleet_log(both, postgres_url, tmp_path, capsys
 
 @pytest.mark.parametrize("by", [["key"], ["node", "model"], ["day"], []], ids=lambda b: ",".join(b) or "none")
 def test_periods_that_cut_hours_read_the_rollup_and_the_rows_at_both_ends(both, by):
-    """Whole hours come from the hourly rollup, the partial hours at each end from the rows."""
+    """Whole days come from the daily rollup, whole hours around them from the hourly one, the
+    partial hours at each end from the rows."""
     db, pg = both
     for since, until in [(NOW - 5 * DAY - 1234.5, NOW - 2 * DAY + 777), (NOW - 3 * DAY - 3000, NOW - 3 * DAY - 10),
-                         (NOW - 7 * DAY + 0.25, NOW - 7 * DAY + 3600.75)]:
+                         (NOW - 7 * DAY + 0.25, NOW - 7 * DAY + 3600.75), (NOW - 30 * DAY, NOW + 1),
+                         (NOW - 6 * DAY - 43200, NOW - DAY + 7200)]:
         assert report.summarize(pg, by, since, until) == report.summarize(db, by, since, until)
-    assert focus.focus_rows(pg, NOW - 5 * DAY - 1234.5, NOW - 2 * DAY + 777, "UTC") == \
-        focus.focus_rows(db, NOW - 5 * DAY - 1234.5, NOW - 2 * DAY + 777, "UTC")
+    for grain in ("hour", "day"):
+        assert focus.focus_rows(pg, NOW - 5 * DAY - 1234.5, NOW - 2 * DAY + 777, "UTC", grain=grain) == \
+            focus.focus_rows(db, NOW - 5 * DAY - 1234.5, NOW - 2 * DAY + 777, "UTC", grain=grain)
 
 
-def rollup_vs_rows(url: str) -> tuple[list, list]:
+def rollup_vs_rows(url: str, table: str = "finops_requests_hourly") -> tuple[list, list]:
     with psycopg.connect(url) as c:
-        rolled = c.execute("SELECT vk, env, sum(n)::bigint, sum(cost_m)::bigint FROM finops_requests_hourly "
+        rolled = c.execute(f"SELECT vk, env, sum(n)::bigint, sum(cost_m)::bigint FROM {table} "
                            "GROUP BY 1, 2 HAVING sum(n) > 0 ORDER BY 1, 2").fetchall()
         rows = c.execute("SELECT coalesce(vk, ''), coalesce(env, ''), count(*), sum(cost_usd_micros)::bigint "
                          "FROM finops_requests GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
-        zero = c.execute("SELECT count(*) FROM finops_requests_hourly WHERE n = 0").fetchone()[0]
+        zero = c.execute(f"SELECT count(*) FROM {table} WHERE n = 0").fetchone()[0]
     assert zero == 0
     return rolled, rows
 
@@ -268,8 +271,10 @@ def test_the_rollup_follows_charges_retries_and_retention(writer, postgres_url, 
     sink = PgSink(writer, Spool(str(tmp_path / "spool"), 1 << 20), clock=lambda: NOW)
     sink.take({"charges": [["r0", "vk-2", "prod", 0.5, None], ["r4", "vk-2", "prod", 0.25, None],
                                   ["r5", "vk-9", "", 0.002, None]]})
-    rolled, rows = rollup_vs_rows(postgres_url)
-    assert rolled == rows and ("vk-2", "prod", 2, 750000) in rows
+    for table in ("finops_requests_hourly", "finops_requests_daily"):
+        rolled, rows = rollup_vs_rows(postgres_url, table)
+        assert rolled == rows and ("vk-2", "prod", 2, 750000) in rows
     writer.drop_before(int(NOW // DAY) * DAY - DAY)        # the oldest of the three days goes
-    rolled, rows = rollup_vs_rows(postgres_url)
-    assert rolled == rows and sum(r[2] for r in rows) == 40 - 13
+    for table in ("finops_requests_hourly", "finops_requests_daily"):
+        rolled, rows = rollup_vs_rows(postgres_url, table)
+        assert rolled == rows and sum(r[2] for r in rows) == 40 - 13

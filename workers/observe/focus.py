@@ -173,7 +173,7 @@ def focus_rows(db, since: float, until: float, tz: str, where: dict | None = Non
     zone(tz)
     d = dialect_of(db)
     period = "hour" if grain == "hour" else "day"
-    from_clause, params = source_sql(db, since, until, where)
+    from_clause, params = source_sql(db, since, until, where, hours=grain == "hour")
     # MIN(day): an hour's rows share their month (grouped), any of their days names it
     sql = (f"SELECT {period}, MIN(day), vk, COALESCE(MAX(vk_name), ''), team, customer, env, model, provider, "
            f"{_CACHE_SQL}, {d.int_sum('n')}, {d.int_sum('errs')}, {d.int_sum('hits')}, {d.int_sum('cost_m')}, "

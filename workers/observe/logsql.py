@@ -9,10 +9,12 @@ and count, sum of `ts`). What differs is here:
 
 * SQLite's source is the `requests` table itself, one row per request (n = 1, each cost rounded
   to the micro-dollar with ROUND, half away from zero, as the ledger charges it).
-* PostgreSQL's source is the hourly rollup `finops_requests_hourly` (pglog.py keeps it in the
-  same transaction as the rows) for the whole hours of the period, plus the rows of
-  `finops_requests` in the partial hours at its two ends; a period given in days (the dashboard)
-  reads the rollup only. Money is already whole micro-dollars there (stored generated columns
+* PostgreSQL's source is the rollups pglog.py keeps in the same transaction as the rows: the
+  daily one (`finops_requests_daily`, per UTC day) for the whole days of the period, the hourly one
+  (`finops_requests_hourly`) for the whole hours around them, and the rows of `finops_requests`
+  only in the partial hours at the two ends; a period given in days (the dashboard) reads the
+  daily rollup only (its `day` label is the local day). A report grouped by hour (FOCUS) reads no
+  daily row. Money is already whole micro-dollars there (stored generated columns
   computed per row as SQLite's ROUND does; PostgreSQL's ROUND of a double rounds half to even, so
   it is spelled `SIGN(x) * FLOOR(ABS(x) + 0.5)`). So the same rows give the same report, to the
   micro-dollar and the token, from either engine (tests/unit/test_pglog.py).
@@ -31,6 +33,7 @@ CLIENT_LEFT = ("cancelled", "client_gone")
 ERROR_COND = "COALESCE(error, '') NOT IN ('', " + ", ".join(f"'{c}'" for c in CLIENT_LEFT) + ")"
 HIT_COND = "cache IN ('hit-exact', 'hit-semantic')"
 HOUR = 3600
+DAY = 86400
 
 # the source's label columns, in order (NULL reads as '' / 0 everywhere, as the reports always did)
 LABELS = ("day", "node", "vk", "team", "customer", "env", "model", "provider", "op", "error", "cache", "tags")
@@ -77,10 +80,12 @@ class Dialect(NamedTuple):
             return f"COALESCE(CAST(SUM({expr}) AS BIGINT), 0)"
         return f"COALESCE(SUM({expr}), 0)"
 
-    def _rows(self, table: str) -> str:
-        """SELECT of the source's columns from the per-request table (one row per request)."""
+    def _rows(self, table: str, daily: bool = False) -> str:
+        """SELECT of the source's columns from the per-request table (one row per request);
+        `daily`: `hour` is the first hour of the row's UTC day (the daily rollup's key)."""
         labels = ", ".join(f"COALESCE({c}, '') AS {c}" for c in LABELS)
-        return (f"SELECT {self.trunc_int(f'ts / {HOUR}')} AS hour, {labels}, COALESCE(status, 0) AS status, "
+        hour = self.trunc_int(f"ts / {DAY}") + " * 24" if daily else self.trunc_int(f"ts / {HOUR}")
+        return (f"SELECT {hour} AS hour, {labels}, COALESCE(status, 0) AS status, "
                 f"COALESCE(vk_name, '') AS vk_name, 1 AS n, CASE WHEN {ERROR_COND} THEN 1 ELSE 0 END AS errs, "
                 f"CASE WHEN {HIT_COND} THEN 1 ELSE 0 END AS hits, COALESCE(input_tokens, 0) AS in_t, "
                 f"COALESCE(output_tokens, 0) AS out_t, COALESCE(cache_read_tokens, 0) AS cr_t, "
@@ -90,27 +95,52 @@ class Dialect(NamedTuple):
                 f"CASE WHEN latency_ms IS NULL THEN 0 ELSE 1 END AS lat_n, ts AS ts_sum FROM {table}")
 
     def source(self, since: float | None, until: float | None, filters: tuple[list[str], list],
-               days: tuple[str, str] | None = None) -> tuple[str, list]:
+               days: tuple[str, str] | None = None, hours: bool = False) -> tuple[str, list]:
         """(" FROM (...) src", params): the source relation (module doc) over [since, until) in
         epoch seconds, or over the calendar days `days` (first, last, inclusive), with `filters`
-        (clauses on the log's columns, and their parameters) applied."""
+        (clauses on the log's columns, and their parameters) applied. `hours`: the caller groups
+        by `hour`, so PostgreSQL reads no daily rollup row."""
         clauses, fparams = filters
         extra = "".join(f" AND {c}" for c in clauses)
+        cols = ", ".join(SOURCE_COLUMNS)
         if days is not None:
-            if self.pg:
-                sql = f"SELECT {', '.join(SOURCE_COLUMNS)} FROM finops_requests_hourly WHERE day >= ? AND day <= ?{extra}"
+            if self.pg and not hours:
+                sql = f"SELECT {cols} FROM finops_requests_daily WHERE day >= ? AND day <= ?{extra}"
+            elif self.pg:
+                sql = f"SELECT {cols} FROM finops_requests_hourly WHERE day >= ? AND day <= ?{extra}"
             else:
                 sql = f"{self._rows(self.table)} WHERE day >= ? AND day <= ?{extra}"
             return f" FROM ({sql}) src", [days[0], days[1], *fparams]
         since, until = float(since), float(until)
-        h0, h1 = -(-since // HOUR), until // HOUR             # the whole hours inside [since, until)
-        if not self.pg or h0 >= h1:
+        if not self.pg:
             return f" FROM ({self._rows(self.table)} WHERE ts >= ? AND ts < ?{extra}) src", [since, until, *fparams]
-        hourly = (f"SELECT {', '.join(SOURCE_COLUMNS)} FROM finops_requests_hourly "
-                  f"WHERE hour >= ? AND hour < ?{extra}")
-        edges = (f"{self._rows(self.table)} WHERE ((ts >= ? AND ts < ?) OR (ts >= ? AND ts < ?)){extra}")
-        params = [int(h0), int(h1), *fparams, since, h0 * HOUR, h1 * HOUR, until, *fparams]
-        return f" FROM ({hourly} UNION ALL {edges}) src", params
+        parts: list[str] = []
+        params: list = []
+
+        def rows(a: float, b: float) -> None:
+            if a < b:
+                parts.append(f"{self._rows(self.table)} WHERE ts >= ? AND ts < ?{extra}")
+                params.extend([a, b, *fparams])
+
+        def rollup(table: str, a: int, b: int) -> None:            # hours [a, b)
+            if a < b:
+                parts.append(f"SELECT {cols} FROM {table} WHERE hour >= ? AND hour < ?{extra}")
+                params.extend([a, b, *fparams])
+
+        h0, h1 = int(-(-since // HOUR)), int(until // HOUR)        # the whole hours inside the period
+        if h0 >= h1:
+            rows(since, until)
+        else:
+            rows(since, h0 * HOUR)
+            d0, d1 = -(-h0 // 24) * 24, (h1 // 24) * 24              # ... and the whole UTC days inside those
+            if not hours and d0 < d1:
+                rollup("finops_requests_hourly", h0, d0)
+                rollup("finops_requests_daily", d0, d1)
+                rollup("finops_requests_hourly", d1, h1)
+            else:
+                rollup("finops_requests_hourly", h0, h1)
+            rows(h1 * HOUR, until)
+        return f" FROM ({' UNION ALL '.join(parts)}) src", params
 
 
 SQLITE = Dialect("sqlite", "requests")

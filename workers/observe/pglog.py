@@ -58,6 +58,8 @@ NAMES = logdb.DB_NAMES
 _LIST = ", ".join(NAMES)
 
 HOURLY = "finops_requests_hourly"
+DAILY = "finops_requests_daily"
+ROLLUPS = (HOURLY, DAILY)
 _HOURLY_KEY = ("hour", *LABELS, "status")
 _HOURLY_TYPES = {"hour": "bigint", "status": "integer", "lat_sum": "double precision", "ts_sum": "double precision"}
 
@@ -68,15 +70,16 @@ def _hourly_type(c: str) -> str:
     return ('text COLLATE "C" NOT NULL' if c in LABELS or c == "vk_name" else "bigint NOT NULL")
 
 
-def _hourly_upsert(rows_sql: str, sign: str = "") -> str:
+def _hourly_upsert(rows_sql: str, sign: str = "", table: str = HOURLY) -> str:
     """INSERT ... ON CONFLICT adding the requests of `rows_sql` (logsql's per-request source
-    columns) to the hourly rollup, each measure times `sign` ("" or "-")."""
+    columns) to a rollup (`table`: the hourly one, or the daily one), each measure times `sign`
+    ("" or "-")."""
     cols = ", ".join(SOURCE_COLUMNS)
     key = ", ".join(_HOURLY_KEY)
     aggs = ", ".join(f"{sign}SUM({m})" for m in MEASURES)
     sets = ", ".join([f"vk_name = GREATEST(h.vk_name, EXCLUDED.vk_name)"]
                      + [f"{m} = h.{m} + EXCLUDED.{m}" for m in MEASURES])
-    return (f"INSERT INTO {HOURLY} AS h ({cols}) SELECT {key}, MAX(vk_name), {aggs} FROM ({rows_sql}) r "
+    return (f"INSERT INTO {table} AS h ({cols}) SELECT {key}, MAX(vk_name), {aggs} FROM ({rows_sql}) r "
             f"GROUP BY {key} ON CONFLICT ({key}) DO UPDATE SET {sets}")
 
 
@@ -92,9 +95,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"CREATE INDEX {TABLE}_customer_ts ON {TABLE} (customer, ts)",
         # The hourly rollup the reports read for whole hours (logsql.py): one row per hour and
         # labels, kept in the same transaction as the rows (write, charge), so it always equals them.
-        f"CREATE TABLE {HOURLY} (" + ", ".join(f"{c} {_hourly_type(c)}" for c in SOURCE_COLUMNS)
-        + f", PRIMARY KEY ({', '.join(_HOURLY_KEY)}))",
-        f"CREATE INDEX {HOURLY}_day ON {HOURLY} (day)",
+        *(stmt for t in ROLLUPS for stmt in (
+            f"CREATE TABLE {t} (" + ", ".join(f"{c} {_hourly_type(c)}" for c in SOURCE_COLUMNS)
+            + f", PRIMARY KEY ({', '.join(_HOURLY_KEY)}))",
+            f"CREATE INDEX {t}_day ON {t} (day)")),
     ),
 ]
 VERSION = len(MIGRATIONS)
@@ -102,9 +106,12 @@ VERSION = len(MIGRATIONS)
 # the batch's new rows (a row already there is skipped), and their sums into the hourly rollup
 _INSERT = (f"WITH ins AS (INSERT INTO {TABLE} ({_LIST}) SELECT {_LIST} FROM {STAGE} "
            f"ON CONFLICT (id, ts) DO NOTHING RETURNING *), "
-           f"up AS ({_hourly_upsert(POSTGRES._rows('ins'))}) SELECT count(*) FROM ins")
-_ONE = POSTGRES._rows(TABLE) + " WHERE id = %s AND ts = %s"
-_UNCOUNT, _COUNT = _hourly_upsert(_ONE, "-"), _hourly_upsert(_ONE)
+           f"up AS ({_hourly_upsert(POSTGRES._rows('ins'))}), "
+           f"up_daily AS ({_hourly_upsert(POSTGRES._rows('ins', daily=True), table=DAILY)}) "
+           "SELECT count(*) FROM ins")
+_ONE, _ONE_DAILY = (POSTGRES._rows(TABLE, daily) + " WHERE id = %s AND ts = %s" for daily in (False, True))
+_UNCOUNT = (_hourly_upsert(_ONE, "-"), _hourly_upsert(_ONE_DAILY, "-", DAILY))
+_COUNT = (_hourly_upsert(_ONE), _hourly_upsert(_ONE_DAILY, "", DAILY))
 
 
 def migrate(conn: psycopg.Connection, where: str) -> int:
@@ -235,11 +242,14 @@ class PgLogWriter:
                     return None
                 ts, model, provider, env0, vk0, cost0 = old
                 env1, vk1 = env0 or env, vk0 or key
-                conn.execute(_UNCOUNT, (rid, ts))            # the rollup: out of its old group ...
+                for sql in _UNCOUNT:                         # the rollups: out of its old group ...
+                    conn.execute(sql, (rid, ts))
                 conn.execute(f"UPDATE {TABLE} SET cost_usd = %s, vk = %s, env = %s WHERE id = %s AND ts = %s",
                              (round(cost, 6), vk1, env1, rid, ts))
-                conn.execute(_COUNT, (rid, ts))              # ... into its new one
+                for sql in _COUNT:                           # ... into its new one
+                    conn.execute(sql, (rid, ts))
                 conn.execute(f"DELETE FROM {HOURLY} WHERE hour = %s AND n = 0", (int(ts // 3600),))
+                conn.execute(f"DELETE FROM {DAILY} WHERE hour = %s AND n = 0", (int(ts // DAY) * 24,))
                 return model, provider, env1, vk1, cost0 or 0.0
         return self._do(upd)
 
@@ -261,7 +271,8 @@ class PgLogWriter:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
                 for d in old:
                     conn.execute(f"DROP TABLE IF EXISTS {partition_name(d)}")
-                conn.execute(f"DELETE FROM {HOURLY} WHERE hour < %s", ((max(old) + 1) * 24,))
+                for t in ROLLUPS:
+                    conn.execute(f"DELETE FROM {t} WHERE hour < %s", ((max(old) + 1) * 24,))
         self._do(drop)
         self.partitions.difference_update(old)
         return len(old)

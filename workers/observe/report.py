@@ -166,10 +166,11 @@ def filters(where: dict | None, dialect: Dialect = SQLITE) -> tuple[list[str], l
     return clauses, params
 
 
-def source_sql(db, since: float, until: float, where: dict | None) -> tuple[str, list]:
-    """` FROM (...) src` and its parameters: the requests of [since, until) matching `where`."""
+def source_sql(db, since: float, until: float, where: dict | None, hours: bool = False) -> tuple[str, list]:
+    """` FROM (...) src` and its parameters: the requests of [since, until) matching `where`
+    (`hours`: the query groups by the source's `hour`)."""
     d = dialect_of(db)
-    return d.source(since, until, filters(where, d))
+    return d.source(since, until, filters(where, d), hours=hours)
 
 
 def summarize(db, group_by: list[str], since: float, until: float,
