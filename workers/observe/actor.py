@@ -65,7 +65,7 @@ class ObserverActor(BlockingActor):
             self.pg = open_pg_sink(cfg, self.node, clock)
         else:
             self.db = logdb.open_db(cfg.server.data_dir, node=self.node)
-        self.metrics = Metrics(node=self.node)
+        self.metrics = Metrics(node=cfg.server.node_name)     # a named node (a fleet): node="..." on every sample
         self.log_dropped = 0
         self.pending: list[list] = []
         self.written = 0
