@@ -8,7 +8,7 @@ write path below), makes the log's schema, and then, for each size:
 1. fills the log up to that many rows with COPY straight into `finops_requests` (30 days, 3 nodes,
    200 keys in 10 teams and 3 customers, skewed (a few heavy keys, a long tail), 6 models, 3
    envs, 1 % errors, 4 % cache hits; daily partitions made first), rebuilds
-   the hourly rollup from them (the observer keeps it batch by batch), then ANALYZE;
+   the hourly and daily rollups from them (the observer keeps them batch by batch), then ANALYZE;
 2. times the main report queries, each run `--repeat` times (the median is printed): `finops
    report` by key, by node,model and by day over 30 days, by key over today, the chargeback of the
    30 days, the dashboard's data (30 days, one budget) and the FOCUS export of one day.
@@ -35,7 +35,8 @@ import psycopg  # noqa: E402
 
 from finops.workers.observe import chargeback, dashboard, focus, report  # noqa: E402
 from finops.workers.observe.logsql import POSTGRES  # noqa: E402
-from finops.workers.observe.pglog import DAY, HOURLY, NAMES, TABLE, PgLogReader, PgLogWriter, _hourly_upsert  # noqa: E402
+from finops.workers.observe.pglog import (DAILY, DAY, HOURLY, NAMES, TABLE, PgLogReader, PgLogWriter,  # noqa: E402
+                                          _hourly_upsert)
 from tests.helpers.postgres_server import PostgresServer  # noqa: E402
 
 MODELS = ["anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-5-sonnet-20240620-v1:0",
@@ -70,7 +71,8 @@ def make_row(i: int, now: float, span: float) -> list:
          "output_tokens": 10 + i % 300, "cache_read_tokens": 0, "cache_write_tokens": 0,
          "cost_usd": 0.0 if err or hit else round(0.000123 * (1 + i % 50), 6), "cache": hit,
          "cache_similarity": None, "saved_usd": 0.0021 if hit else 0.0, "user_agent": "bench",
-         "request_body": None, "response_body": None, "messages": 2, "node": NODES[int(3 * _u(i, 6))]}
+         "request_body": None, "response_body": None, "messages": 2, "node": NODES[int(3 * _u(i, 6))],
+         "prompt_saved_usd": 0.0, "tags": ""}
     return [r[n] for n in NAMES]
 
 
@@ -83,10 +85,12 @@ def fill(url: str, start: int, end: int, now: float, span: float) -> tuple[float
             for i in range(start, end):
                 cp.write_row(make_row(i, now, span))
         t1 = time.perf_counter()
-        c.execute(f"TRUNCATE {HOURLY}")
-        c.execute(_hourly_upsert(POSTGRES._rows(TABLE)))
+        for table, daily in ((HOURLY, False), (DAILY, True)):
+            c.execute(f"TRUNCATE {table}")
+            build = _hourly_upsert(POSTGRES._rows(TABLE, daily), table=table)
+            c.execute(build[:build.index(" ON CONFLICT")])       # a fresh table: a plain INSERT ... GROUP BY
+            c.execute(f"ANALYZE {table}")
         c.execute(f"ANALYZE {TABLE}")
-        c.execute(f"ANALYZE {HOURLY}")
     return t1 - t0, time.perf_counter() - t1
 
 
@@ -111,6 +115,7 @@ def queries(db, now: float) -> dict:
         "report --by node,model (30 d)": lambda: report.summarize(db, ["node", "model"], since, now),
         "report --by day (30 d)": lambda: report.summarize(db, ["day"], since, now),
         "report --by key --since today": lambda: report.summarize(db, ["key"], today, now),
+        "report --by model --since 7d (cuts hours)": lambda: report.summarize(db, ["model"], now - 7 * DAY, now),
         "report --by team --key vk-0007 (30 d)": lambda: report.summarize(db, ["team"], since, now, {"key": "vk-0007"}),
         "chargeback (30 d)": lambda: chargeback.chargeback(db, since, now),
         "dashboard data (30 d, 1 budget)": lambda: dashboard.dashboard_data(db, usage, 30, "UTC", now=now),
@@ -145,10 +150,10 @@ def main() -> None:
         for size in sizes:
             dt, rt = fill(url, have, size, now, span)
             with psycopg.connect(url) as c:
-                hourly = c.execute(f"SELECT count(*) FROM {HOURLY}").fetchone()[0]
+                hourly, daily = (c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (HOURLY, DAILY))
             print(f"\n{size:,} rows: filled {size - have:,} with COPY in {dt:.1f} s "
-                  f"({(size - have) / dt:,.0f} rows/s); hourly rollup rebuilt in {rt:.1f} s: {hourly:,} rows",
-                  flush=True)
+                  f"({(size - have) / dt:,.0f} rows/s); rollups rebuilt in {rt:.1f} s: {hourly:,} hourly rows, "
+                  f"{daily:,} daily rows", flush=True)
             have = size
             db = PgLogReader(url)
             try:
