@@ -234,7 +234,12 @@ def test_the_report_cli_reads_the_fleet_log(both, postgres_url, tmp_path, capsys
                            cfg) == 0
     doc = __import__("json").loads(capsys.readouterr().out)
     db, _ = both
-    assert doc["rows"] == report.summarize(db, ["node"], *report.parse_period("2026-11-01", "2026-11-30", "UTC"))
+    period = report.parse_period("2026-11-01", "2026-11-30", "UTC")
+    assert doc["rows"] == report.summarize(db, ["node"], *period) and len(doc["rows"]) == 3
+    assert report_cli.main(["--by", "model", "--node", "gw-c", "--since", "2026-11-01", "--until", "2026-11-30",
+                            "--format", "json"], cfg) == 0
+    assert __import__("json").loads(capsys.readouterr().out)["rows"] == \
+        report.summarize(db, ["model"], *period, {"node": "gw-c"})
     assert "***" in doc["meta"]["log"] and postgres_url.split(":")[2].split("@")[0] not in doc["meta"]["log"]
 
 

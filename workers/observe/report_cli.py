@@ -44,7 +44,7 @@ from . import focus, logdb, pglog
 from .report import (DIMENSIONS, TAG, TAG_HELP, columns_for, tag_sql, fmt_ts, parse_period, summarize, to_csv, to_json,
                      to_table, total)
 
-FILTER_FLAGS = ("key", "team", "customer", "env", "model", "provider")
+FILTER_FLAGS = ("key", "team", "customer", "env", "model", "provider", "node")
 
 
 class UsageError(Exception):
