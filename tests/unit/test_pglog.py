@@ -283,3 +283,17 @@ def test_the_rollup_follows_charges_retries_and_retention(writer, postgres_url, 
     for table in ("finops_requests_hourly", "finops_requests_daily"):
         rolled, rows = rollup_vs_rows(postgres_url, table)
         assert rolled == rows and sum(r[2] for r in rows) == 40 - 13
+
+
+def test_reading_the_fleet_log_with_postgres_down_says_so_without_the_password(postgres_url):
+    from finops.shared.config import build
+    from finops.workers.observe import pglog
+    from tests.helpers.postgres_server import free_port
+
+    url = f"postgresql://u:secret-pw@127.0.0.1:{free_port()}/db"
+    cfg = build({"observability": {"log_store": "postgres", "log_postgres_url": url}}, "test")
+    with pytest.raises(StoreUnavailable) as e:
+        pglog.open_reader(cfg)
+    assert "request log" in str(e.value) and "secret-pw" not in str(e.value)
+    with pytest.raises(FileNotFoundError):          # reachable, but no node has written there yet
+        pglog.open_reader(build({"observability": {"log_store": "postgres", "log_postgres_url": postgres_url}}, "t"))
