@@ -57,6 +57,7 @@ class Node:
             f.write(f'[server]\ndata_dir = "{self.dir}"\nnode_name = "{name}"\n'
                     f'[governance]\nredis_url = "{url}"\n[cache]\nreplication = "redis"\n')
         self.run_dir = os.path.join(self.dir, "run")
+        os.makedirs(self.run_dir, exist_ok=True)
         self.started = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")}
         self.proc = subprocess.Popen([sys.executable, "-m", "finops.workers.cache.actor", "--config", self.cfg],
@@ -65,7 +66,7 @@ class Node:
         deadline = time.monotonic() + 60
         while not transport.discover(self.run_dir, "cache"):
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit(f"cache actor {name} did not start; see {self.dir}/actor.log")
+                raise SystemExit(f"cache actor {name} did not start:\n" + open(os.path.join(self.dir, "actor.log")).read()[-2000:])
             time.sleep(0.01)
         self.push = transport.make_socket(zmq.PUSH)
         self.push.connect(transport.discover(self.run_dir, "cache")[self.proc.pid])

@@ -92,6 +92,19 @@ def client_factory(url: str, ca_file: str = "", timeout: float = 1.0):
     return make
 
 
+def publish_clear(cfg, owner: str | None, model: str | None, node: str | None = None) -> None:
+    """Tell the other nodes about a clear made without a running actor (`finops cache clear` with
+    the gateway stopped): one XADD now; raises when Redis does not take it."""
+    url, ca = redis_target(cfg)
+    r = client_factory(url, ca)()
+    try:
+        rec = {"t": "clear", "owner": owner, "model": model, "at": time.time()}
+        r.xadd(STREAM, {"n": (node or cfg.server.node).encode(), "e": _pack(rec)},
+               maxlen=cfg.cache.replication_maxlen, approximate=True)
+    finally:
+        _close(r)
+
+
 def where(url: str) -> str:
     """HOST:PORT of a Redis URL, never its password (for logs)."""
     rest = url.split("://", 1)[-1].rsplit("@", 1)[-1]
