@@ -32,9 +32,8 @@ mean no cache at all, where here it means only that new entries of other nodes a
 re-implemented as the store's tag filter, where here the same `IDSelectorBatch` code serves
 replicated entries as local ones; (3) the Redis operators already run for the ledger has no vector
 search (a plain `redis-server` or Valkey has no FT.SEARCH), and a new engine is one more thing to
-run. The price of replication: every node holds every entry (memory x nodes; 100,000 entries of
-2 KiB answers are ~350 MB per node with their vectors), and a new entry reaches the other nodes a
-moment later (measured with scripts/cache_replication_bench.py: README "One cache for every node").
+run. The price of replication: every node holds every entry (memory x nodes: about 6 KB per
+entry in the cache actor), and a new entry reaches the other nodes a moment later (measured with scripts/cache_replication_bench.py: README "One cache for every node").
 
 **Off the request path, never blocking.** `publish()` appends to a bounded queue (MAX_QUEUE);
 a writer thread sends what is queued as one pipeline of XADDs. Redis unreachable: the queue keeps
