@@ -134,3 +134,25 @@ def test_entries_travel_both_ways_and_a_new_node_starts_warm(fleet, tmp_path, up
         assert v == "hit-semantic"
         assert on_c.ask("How many moons does Mars have?", **NO_STORE)[0] == "hit-exact"
     assert len(upstream.requests) == calls
+
+
+def metric(gw, what: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "finops_cache_replication_records_total" and s.labels.get("what") == what:
+                return s.value
+    return 0.0
+
+
+def test_replication_is_in_the_metrics_and_the_stats(fleet):
+    gws, _ = fleet
+    Client(gws["a"], **{"x-bf-vk": SECRET_A}).ask("What is the speed of light in a vacuum?")
+    s = stats(gws["a"])["replication"]
+    assert s["node"] == "node-a" and s["connected"] and s["dropped"] == 0
+    deadline = time.monotonic() + 10        # the actors report once a second
+    while metric(gws["a"], "published") < 1 or metric(gws["b"], "applied") < 1:
+        assert time.monotonic() < deadline, "the replication counters never reached /metrics"
+        time.sleep(0.2)
