@@ -205,6 +205,37 @@ def test_a_new_node_starts_warm_and_a_restarted_node_resumes(nodes, tmp_path):
     assert get(b2, "while-b-was-down")["hit"] == "exact"
 
 
+def test_a_node_away_longer_than_the_stream_keeps_says_so(nodes):
+    a, b = nodes("a", replication_maxlen=100), nodes("b")
+    put(a, "first")
+    applied(b, 1)
+    b.tick()
+    b.close()
+    for i in range(2000):                        # far past the cap: "first" and many more trimmed
+        put(a, f"e{i}")
+    until(lambda: repl(a)["published"] == 2001, "a publishes")
+    b2 = nodes("b")
+    assert get(b2, "first")["hit"] == "exact"       # its own file kept what it had applied
+    until(lambda: b2.repl.counts["received"] >= 1, "b reads what is left")
+    assert repl(b2)["gaps"] == 1
+    until(lambda: (b2.apply_replicated() or True) and get(b2, "e1999")["hit"] == "exact", "b has the newest entry")
+
+
+def test_an_offline_clear_is_told_to_the_other_nodes(nodes, tmp_path, redis_db):
+    """`finops cache clear` on a node whose gateway is stopped clears its file and writes the clear
+    to the stream for the others."""
+    from finops.workers.cache import cli
+    a, b = nodes("a"), nodes("b")
+    put(a, "x1", owner="key:x")
+    put(a, "y1", owner="key:y")
+    applied(b, 2)
+    assert cli.main(["clear", "--key", "x"], make_cfg(tmp_path / "c", "c", redis_db.url)) == 0
+    applied(b, 3, "records and clears applied")
+    assert get(b, "x1") == {"hit": ""} and get(b, "y1")["hit"] == "exact"
+    applied(a, 1, "clears applied")
+    assert get(a, "x1") == {"hit": ""}
+
+
 def test_the_stream_is_capped(nodes, redis_db):
     a = nodes("a", replication_maxlen=100)
     for i in range(2000):

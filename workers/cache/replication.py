@@ -129,7 +129,7 @@ class Replicator:
         self.cv = threading.Condition()
         self.stopping = False
         self.threads: list[threading.Thread] = []
-        self.counts = {"published": 0, "dropped": 0, "received": 0, "own_skipped": 0, "errors": 0}
+        self.counts = {"published": 0, "dropped": 0, "received": 0, "own_skipped": 0, "errors": 0, "gaps": 0}
         self.up = {"writer": False, "reader": False}
         self.last_error = ""
         self._warned = 0.0
@@ -232,6 +232,7 @@ class Replicator:
                 try:
                     if r is None:
                         r = self.make_client(BLOCK_MS / 1000)
+                        self._check_gap(r)
                     got = r.xread({self.stream: self.position}, count=BATCH, block=BLOCK_MS)
                     self._recovered("reader")
                 except Exception as e:
@@ -249,6 +250,19 @@ class Replicator:
             close = getattr(self.wake, "close", None)
             if close is not None:
                 close()
+
+    def _check_gap(self, r) -> None:
+        """On (re)connecting: when the stream's oldest record is newer than the last one this node
+        read, the records in between were trimmed (MAXLEN) or lost with Redis's data; say so (their
+        entries are misses here until stored again). Counted in `gaps`."""
+        if self.position == "0-0":
+            return
+        first = r.xrange(self.stream, count=1)
+        if first and _sid(first[0][0]) > _sid(self.position):
+            self.counts["gaps"] += 1
+            log.warning("cache replication: records after stream id %s are no longer in the stream (trimmed at "
+                        "replication_maxlen, or Redis lost its data); entries stored meanwhile on other nodes are "
+                        "misses on this node until they are stored again", self.position)
 
     def _received(self, items: list) -> None:
         records, last = [], self.position
@@ -272,6 +286,12 @@ class Replicator:
                 self.wake()
             except Exception:
                 log.exception("cache replication: waking the actor failed (the next tick applies)")
+
+
+def _sid(sid) -> tuple[int, int]:
+    """A stream id "ms-seq" as a comparable pair."""
+    ms, _, seq = (sid.decode() if isinstance(sid, bytes) else sid).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _close(r) -> None:
