@@ -28,11 +28,13 @@ import msgspec
 from msgspec import Meta
 
 from .config_schema import MIB, SECONDS, ConfigError, Table, table
-from .governance import KEY_ID, PERIODS, Budget, Customer, RateLimit, Team, VirtualKey
+from .profiles import base_model
+from .governance import KEY_ID, PERIODS, tag_problem, Budget, Customer, RateLimit, Team, VirtualKey
 from .provider_config import ProviderConfig, provider_table
 
 __all__ = ["Config", "ConfigError", "ServerConfig", "RouteConfig", "TargetConfig", "CachePolicy", "CacheConfig",
-           "ObservabilityConfig", "GovernanceConfig", "build", "load", "default_data_dir", "parse_time"]
+           "ObservabilityConfig", "GovernanceConfig", "AlertsConfig", "WebhookConfig", "build", "load",
+           "default_data_dir", "parse_time"]
 
 
 Positive = Annotated[int, Meta(ge=1)]
@@ -148,6 +150,47 @@ class ObservabilityConfig(Table):
                               "install them with: pip install 'finops-gateway[otel]'")
 
 
+class WebhookConfig(Table):
+    """[[alerts.webhooks]]: one receiver of every alert."""
+    url: str                         # http:// or https://
+    format: Literal["json", "slack"] = "json"   # json: the signed FinOps event; slack: an incoming-webhook message
+    secret: str = ""                 # json: the HMAC-SHA256 key of X-FinOps-Signature (required for json)
+    name: str = ""                   # how `finops alerts list` names it; "" = the URL's host
+    timeout_seconds: Annotated[float, Meta(gt=0)] = 5 * SECONDS   # one POST
+
+    def check(self, where: str) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: an http:// or https:// URL, got {self.url[:40]!r}")
+        if self.format == "json" and len(self.secret) < 16:
+            raise ConfigError(f"{where}.secret: a json webhook needs a secret of 16+ characters (receivers verify "
+                              "X-FinOps-Signature with it); write secret = \"${VAR}\"")
+        if not self.name:
+            self.name = self.url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+
+
+class AlertsConfig(Table):
+    """[alerts]: budget, forecast and anomaly alerts, delivered to webhooks (README "Alerts")."""
+    webhooks: list[WebhookConfig] = []    # none: no alerts actor runs
+    thresholds: list[float] = msgspec.field(default_factory=lambda: [50.0, 80.0, 100.0])   # % of each budget;
+                                     # a budget's own alert_at = [..] wins
+    forecast: bool = True            # alert when a budget's forecast first passes 100 % in its period
+    anomaly: bool = True             # alert when a key's or team's last hour is far above its usual
+    anomaly_factor: Annotated[float, Meta(gt=1)] = 10.0   # k: last hour > k x median of the same hour, last 7 days
+    anomaly_min_usd: Annotated[float, Meta(ge=0)] = 1.0   # ... and at least this much spent in the hour
+    retry_seconds: Annotated[float, Meta(gt=0)] = 24 * 3600 * SECONDS   # a delivery is retried this long
+    backoff_seconds: Annotated[float, Meta(gt=0)] = 1 * SECONDS   # first retry after this, doubling (max 5 min)
+    check_seconds: Annotated[float, Meta(gt=0, le=60)] = 1 * SECONDS    # budgets are checked this often
+    analysis_seconds: Annotated[float, Meta(gt=0)] = 60 * SECONDS   # forecasts and anomalies (the request log)
+
+    def check(self, where: str) -> None:
+        _percentages(self.thresholds, f"{where}.thresholds")
+        for i, w in enumerate(self.webhooks):       # nested tables: their checks run here
+            w.check(f"{where}.webhooks[{i}]")
+        names = [w.name for w in self.webhooks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.webhooks: two webhooks have the same name; give each a distinct name")
+
+
 class RouteConfig(Table, dict=True):
     models: list[str]
     provider: str = ""
@@ -219,6 +262,24 @@ class Price(Table):
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
 
 
+class InferenceProfile(Table):
+    """[[inference_profiles]]: an application inference profile ARN, the model it runs, and the
+    cost-allocation tags its requests carry (shared/profiles.py)."""
+    arn: str
+    model: str
+    tags: dict[str, str] = {}
+
+    def check(self, where: str) -> None:
+        if not self.arn.startswith("arn:") or ":application-inference-profile/" not in self.arn:
+            raise ConfigError(f"{where}.arn: expected arn:aws:bedrock:REGION:ACCOUNT:application-inference-profile/ID "
+                              f"(got {self.arn!r})")
+        if self.tags and (problem := tag_problem(self.tags)):
+            raise ConfigError(f"{where}.tags: {problem}")
+        if not self.model:
+            raise ConfigError(f"{where}.model: the base model id the profile runs, e.g. "
+                              "\"anthropic.claude-3-5-haiku-20241022-v1:0\"")
+
+
 class Config(msgspec.Struct, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
@@ -228,6 +289,8 @@ class Config(msgspec.Struct, kw_only=True):
     pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    inference_profiles: list[InferenceProfile] = []
     source: str = "embedded defaults"
 
     @property
@@ -246,12 +309,17 @@ class Config(msgspec.Struct, kw_only=True):
         (and wins over globs); else the first [[routes]] entry whose glob matches; else the
         [default_route]."""
         name, slash, model = model_id.partition("/")
-        if slash and model and name in self.providers:
+        if slash and model and name in self.providers and not model_id.startswith("arn:"):
             return RouteConfig(models=[model_id], provider=name, model=model,
                                targets=[TargetConfig(provider=name, model=model)])
         for r in self.routes:
             if r.matches(model_id):
                 return r
+        base = base_model(self, model_id)       # an inference profile: routed by its base model
+        if base:
+            for r in self.routes:
+                if r.matches(base):
+                    return r
         return self.default_route
 
 
@@ -260,7 +328,8 @@ EMBEDDED_DEFAULTS = {
     "default_route": {"provider": "mock"},
 }
 
-TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability")
+TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability",
+          "alerts", "inference_profiles")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -302,11 +371,22 @@ def build(raw: dict, source: str, environ=None) -> Config:
                  routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
                  pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
                  observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
-                 source=source)
+                 alerts=table(AlertsConfig, raw.get("alerts", {}), "alerts"),
+                 inference_profiles=_inference_profiles(raw.get("inference_profiles", [])), source=source)
     if cfg.cache.replication == "redis" and not (cfg.cache.redis_url or cfg.governance.redis_url):
         raise ConfigError("cache.redis_url: replication = \"redis\" needs a redis:// or rediss:// URL here or in "
                           "governance.redis_url")
     return cfg
+
+
+def _inference_profiles(raw) -> list[InferenceProfile]:
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise ConfigError("inference_profiles: expected an array of tables ([[inference_profiles]])")
+    out = [table(InferenceProfile, e, f"inference_profiles[{i}]") for i, e in enumerate(raw)]
+    arns = [p.arn for p in out]
+    if len(set(arns)) != len(arns):
+        raise ConfigError("inference_profiles: two entries have the same arn")
+    return out
 
 
 def _providers(raw) -> dict[str, ProviderConfig]:
@@ -430,6 +510,8 @@ def _virtual_key(e: dict, where: str, team_ids: set) -> VirtualKey:
                 raise ConfigError(f"{where}.{k}: expected a list of globs like [\"anthropic.*\"]")
             e[k] = tuple(e[k])
     e["expires_at"] = parse_time(e.pop("expires", None), f"{where}.expires")
+    if "tags" in e and (problem := tag_problem(e["tags"])):
+        raise ConfigError(f"{where}.tags: {problem}")
     k = table(VirtualKey, e, where, fixed={"source": "config"})
     if k.team and k.team not in team_ids:
         raise ConfigError(f"{where}.team: no team {k.team!r} (declared: {', '.join(sorted(team_ids)) or 'none'})")
@@ -455,7 +537,16 @@ def _budget(r: dict, where: str) -> Budget:
         raise ConfigError(f"{where}.period: must be one of {', '.join(PERIODS)}, got {b.period!r}")
     if b.amount_usd < 0:
         raise ConfigError(f"{where}.amount_usd: must be >= 0, got {b.amount_usd}")
+    _percentages(b.alert_at, f"{where}.alert_at")
     return b
+
+
+def _percentages(values, where: str) -> None:
+    """Alert thresholds: percentages of a budget, each > 0 and at most 1000."""
+    for v in values:
+        if not 0 < v <= 1000:
+            raise ConfigError(f"{where}: each threshold is a percentage of the budget, > 0 and <= 1000 "
+                              f"(like [50, 80, 100]), got {v:g}")
 
 
 def _rate_limit(r: dict, where: str) -> RateLimit:
@@ -473,7 +564,8 @@ def _rate_limit(r: dict, where: str) -> RateLimit:
 
 def read_budgets(raw, where: str) -> tuple:
     return _records(raw, where, '{amount_usd = 10, period = "day"}',
-                    '{amount_usd = N, period = "day", env = "..." (optional)}', ("amount_usd", "period"), _budget)
+                    '{amount_usd = N, period = "day", env = "..." (optional), alert_at = [80, 100] (optional)}',
+                    ("amount_usd", "period"), _budget)
 
 
 def read_rate_limits(raw, where: str) -> tuple:

@@ -103,15 +103,16 @@ def identify(index: KeyIndex, mode: str, method: str, host: str, raw_path: str, 
     return Identity(None, "", "")
 
 
-def authorize(key: VirtualKey, model_id: str, provider: str, now: float) -> None:
-    """Raise AccessDeniedException unless `key` may call `model_id` through `provider` now."""
+def authorize(key: VirtualKey, model_id: str, provider: str, now: float, base_model: str = "") -> None:
+    """Raise AccessDeniedException unless `key` may call `model_id` (or `base_model`, the model of
+    the inference profile it names) through `provider` now."""
     if not key.enabled:
         raise errors.GatewayError("AccessDeniedException",
                                   f"virtual key {key.id!r} is disabled (finops keys enable {key.id}).")
     if key.expires_at is not None and now >= key.expires_at:
         when = datetime.fromtimestamp(key.expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise errors.GatewayError("AccessDeniedException", f"virtual key {key.id!r} expired at {when}.")
-    if not key.allows_model(model_id):
+    if not key.allows_model(model_id, base_model):
         raise errors.GatewayError(
             "AccessDeniedException",
             f"virtual key {key.id!r} may not use model {model_id!r} (allowed: {', '.join(key.models)}).")

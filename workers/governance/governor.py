@@ -34,11 +34,12 @@ from dataclasses import dataclass, replace
 from finops.shared import errors
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, request_tokens
+from finops.shared.profiles import base_model
 
 from . import auth, bounds, stores
 from ..ledger.client import LedgerClient
 from .directory import load_directory
-from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
+from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros, prompt_cache_saved_micros
 
 log = logging.getLogger("finops.governance")
 RELOAD_EVERY = 1.0      # SQLite: seconds between checks that keys changed elsewhere (README: in force within 1 s)
@@ -73,6 +74,7 @@ class Charge:
     micros: int = 0
     usage: dict | None = None
     estimated: bool = False
+    prompt_saved_micros: int = 0     # what the provider's prompt cache saved (pricing.prompt_cache_saved_micros)
 
     @property
     def usd(self) -> float:
@@ -171,7 +173,7 @@ class Governor:
     def authorize(self, ident: auth.Identity, model_id: str, provider: str) -> None:
         if ident.key is not None:
             try:
-                auth.authorize(ident.key, model_id, provider, time.time())
+                auth.authorize(ident.key, model_id, provider, time.time(), base_model(self.cfg, model_id))
             except errors.GatewayError as e:
                 e.origin = "governance"
                 raise
@@ -184,7 +186,7 @@ class Governor:
         """The price of the model the request names (or its upstream model). A model the table
         does not know is priced at UNPRICED, the dearest common rate, so that a budget still holds;
         say so in the log once per model, and set [pricing."default"] or a price for it."""
-        p = self.pricing.price_for(model_id, upstream_model)
+        p = self.pricing.price_for(model_id, base_model(self.cfg, model_id), upstream_model)
         if p is None:
             if model_id not in self._unpriced:
                 self._unpriced.add(model_id)
@@ -256,7 +258,8 @@ class Governor:
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
-            return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u)
+            return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u,
+                          prompt_saved_micros=prompt_cache_saved_micros(price, u["in"], u["out"], u["cr"], u["cw"]))
         if not started:
             return NO_CHARGE
         n_in = request_tokens(req) if req is not None and not isinstance(req, EmbedRequest) else 0

@@ -40,7 +40,7 @@ import time
 from finops.shared import actors, logrow
 from finops.shared import config as configmod
 from finops.shared.actors import BlockingActor
-from finops.shared.rundir import RESTARTS_FILE
+from finops.shared.rundir import ALERTS_FILE, RESTARTS_FILE
 
 from . import logdb
 from .metrics import Metrics
@@ -96,6 +96,7 @@ class ObserverActor(BlockingActor):
             return None
         if k == "scrape":
             self.metrics.set_restarts(self._restarts())
+            self.metrics.set_alerts(self._run_file(ALERTS_FILE))
             return {"text": self.metrics.render({"observer_rows": len(self.pending)})}
         if k == "flush":
             self.drain()            # rows a frontend sent before this request are written too
@@ -152,8 +153,12 @@ class ObserverActor(BlockingActor):
         self.written += len(rows)
 
     def _restarts(self) -> dict:
+        return self._run_file(RESTARTS_FILE)
+
+    def _run_file(self, name: str) -> dict:
+        """A JSON file another process keeps in the run directory (shared/rundir.py); {} if none."""
         try:
-            with open(os.path.join(self.cfg.run_dir, RESTARTS_FILE)) as f:
+            with open(os.path.join(self.cfg.run_dir, name)) as f:
                 return json.load(f)
         except (OSError, ValueError):
             return {}

@@ -86,6 +86,8 @@ class Metrics:
                            registry=r)
         self.restart_counts: dict[str, int] = {}
         r.register(_Restarts(self))
+        self.alert_counts: dict = {}
+        r.register(_Alerts(self))
         self.semantic = Gauge("finops_cache_semantic_enabled", "1 when the workers have the embedding model "
                               "loaded (semantic cache layer on), 0 when the cache matches exactly only.",
                               registry=r)
@@ -154,6 +156,10 @@ class Metrics:
         """A process's gauges: {"inflight": n, "queues": {name: n}, "semantic": 0|1}."""
         self.reports[process] = (self.clock(), kind, gauges)
 
+    def set_alerts(self, counts: dict) -> None:
+        """The alerts actor's outbox counts: {"sent": {kind: n}, "failed": {kind: n}, ...}."""
+        self.alert_counts = counts
+
     def set_restarts(self, restarts: dict) -> None:
         """The supervisor's restart counts per process kind (it keeps them; see supervisor.py)."""
         self.restart_counts = {str(k): int(v) for k, v in restarts.items()}
@@ -200,3 +206,24 @@ class _Restarts:
         for kind, n in sorted(self.metrics.restart_counts.items()):
             c.add_metric([kind], n)
         yield c
+
+
+class _Alerts:
+    """finops_alerts_sent_total and finops_alerts_failed_total: counts the alerts actor keeps in
+    its outbox (deliveries acknowledged with a 2xx; given up after [alerts] retry_seconds)."""
+
+    HELP = {"sent": "Alert deliveries a webhook acknowledged (2xx), by alert kind.",
+            "failed": "Alert deliveries given up after [alerts] retry_seconds, by alert kind."}
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return [CounterMetricFamily(f"finops_alerts_{k}", h, labels=["kind"]) for k, h in self.HELP.items()]
+
+    def collect(self):
+        for k, h in self.HELP.items():
+            c = CounterMetricFamily(f"finops_alerts_{k}", h, labels=["kind"])
+            for kind, n in sorted((self.metrics.alert_counts.get(k) or {}).items()):
+                c.add_metric([kind], n)
+            yield c
