@@ -110,6 +110,12 @@ class CacheConfig(Table):
                                      # miss: the cache never fails or holds up a request for long
     keys: dict[str, dict] = {}       # virtual key id -> CachePolicy overrides (only the keys given);
                                      # they adjust routes with a [routes.cache], never turn one on
+    # Several nodes (README "One cache for every node"): entries replicated through a Redis Stream.
+    replication: Literal["off", "redis"] = "off"   # "redis": every node's entries reach every node's cache
+    redis_url: str = ""              # "" = governance.redis_url; redis:// or rediss:// (TLS)
+    redis_ca_file: str = ""          # "" = governance.redis_ca_file (rediss://)
+    replication_maxlen: Positive = 100_000   # records the stream keeps (approximate trimming): a new node
+                                     # starts warm with the live entries among them
 
     def check(self, where: str) -> None:
         if self.embedding_model not in ("", "none") and not os.path.exists(self.embedding_model):
@@ -117,6 +123,10 @@ class CacheConfig(Table):
                               "(\"\" = the built-in MiniLM, \"none\" = exact matches only)")
         for kid, over in self.keys.items():
             table(CachePolicy, over, f"{where}.keys.{kid}")     # validated; kept as the partial table it is
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{where}.redis_url: expected a redis:// or rediss:// URL (got {self.redis_url[:20]!r}...)")
+        if self.redis_ca_file and not os.path.isfile(self.redis_ca_file):
+            raise ConfigError(f"{where}.redis_ca_file: no such file {self.redis_ca_file!r}")
 
 
 class ObservabilityConfig(Table):
@@ -378,6 +388,9 @@ def build(raw: dict, source: str, environ=None) -> Config:
     if cfg.observability.log_store == "postgres" and not cfg.log_postgres_url:
         raise ConfigError("observability.log_postgres_url: log_store = \"postgres\" needs a postgresql:// URL "
                           "(here, or governance.postgres_url)")
+    if cfg.cache.replication == "redis" and not (cfg.cache.redis_url or cfg.governance.redis_url):
+        raise ConfigError("cache.redis_url: replication = \"redis\" needs a redis:// or rediss:// URL here or in "
+                          "governance.redis_url")
     return cfg
 
 

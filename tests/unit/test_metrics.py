@@ -258,9 +258,10 @@ def test_names_follow_prometheus_conventions():
     m.ledger_counts({"uncounted": 2, "settles_dropped": 1, "spend_dropped": 3})
     m.set_alerts({"sent": {"budget": 2}, "failed": {"anomaly": 1}, "pending": 0})
     m.log_dropped(4)
+    m.cache_counts({"published": 3, "applied": 2})
     text = m.render().decode()
     fams = list(text_string_to_metric_families(text))
-    assert len(fams) == 19
+    assert len(fams) == 20
     for f in fams:
         assert f.name.startswith("finops_"), f.name
         assert f.samples, f"{f.name} has no sample"
@@ -305,3 +306,14 @@ def test_a_nodes_metrics_carry_its_name_on_every_sample():
     assert value(fams, "finops_queue_depth", queue="q") == 2
     plain = {f.name: f for f in text_string_to_metric_families(Metrics().render().decode())}
     assert all("node" not in s.labels for f in plain.values() for s in f.samples)
+
+
+def test_cache_replication_counts_add_up():
+    m = Metrics()
+    m.cache_counts({"published": 2, "applied": 5})
+    m.cache_counts({"published": 1, "dropped": 4, "expired_skipped": 1})
+    text = m.render().decode()
+    assert 'finops_cache_replication_records_total{what="published"} 3.0' in text
+    assert 'finops_cache_replication_records_total{what="applied"} 5.0' in text
+    assert 'finops_cache_replication_records_total{what="dropped"} 4.0' in text
+    assert 'finops_cache_replication_records_total{what="expired_skipped"} 1.0' in text

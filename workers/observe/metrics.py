@@ -76,6 +76,10 @@ class Metrics:
         self.ledger_dropped = Counter("finops_ledger_dropped", "Records the ledger had to drop: settles kept while "
                                       "Redis was unreachable (settle), settled-spend rows waiting for PostgreSQL "
                                       "(spend_row), past their bounded queues.", ["what"], registry=r)
+        self.cache_repl = Counter("finops_cache_replication_records", "Cache replication between nodes "
+                                  "([cache] replication = \"redis\"): records published, applied from other nodes, "
+                                  "skipped as expired, dropped past the bounded queue while Redis was away.", ["what"],
+                                  registry=r)
         self.rows = Counter("finops_request_log_rows", "Rows written to the request log.", registry=r)
         self.log_drops = Counter("finops_request_log_dropped", "Request-log rows dropped because PostgreSQL was "
                                  "unreachable and the node's spool was full (log_spool_max_mb).", registry=r)
@@ -137,6 +141,12 @@ class Metrics:
 
     def log_dropped(self, n: int) -> None:
         self._add(self.log_drops, (), n)
+
+    def cache_counts(self, counts: dict) -> None:
+        """Increments from the cache actor's replication (workers/cache/replication.py)."""
+        for what in ("published", "applied", "expired_skipped", "dropped"):
+            if counts.get(what):
+                self._add(self.cache_repl, (what,), counts[what])
 
     def _add(self, counter, labels: tuple, amount: float) -> None:
         key = (counter, labels)
