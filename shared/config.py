@@ -149,6 +149,8 @@ class RouteConfig(Table, dict=True):
     cache: CachePolicy | None = None  # [routes.cache]: the response cache for this route; None = off
     log_bodies: bool = False         # store request and response bodies in the request log
     name: str = ""                   # how logs and the cache name the route (default: its first glob)
+    allow_unguarded: bool = False    # true: a request asking for a guardrail may go to a target that cannot
+                                     # apply it (every non-bedrock provider); the guardrail is then DROPPED
 
     def matches(self, model_id: str) -> bool:
         regex = self.__dict__.get("_regex")      # compiled once, on the first request
@@ -209,6 +211,13 @@ class Price(Table):
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
 
 
+class GuardrailsConfig(Table):
+    """[guardrails]: where ApplyGuardrail goes, and what guardrail text units cost."""
+    provider: str = ""               # the bedrock provider that serves ApplyGuardrail; "" = the first bedrock
+                                     # target of [default_route], else the first bedrock provider declared
+    prices: dict[str, Annotated[float, Meta(ge=0)]] = {}   # usage field -> USD per 1,000 units (overrides)
+
+
 class Config(msgspec.Struct, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
@@ -218,6 +227,7 @@ class Config(msgspec.Struct, kw_only=True):
     pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
+    guardrails: GuardrailsConfig = msgspec.field(default_factory=GuardrailsConfig)
     source: str = "embedded defaults"
 
     @property
@@ -250,7 +260,8 @@ EMBEDDED_DEFAULTS = {
     "default_route": {"provider": "mock"},
 }
 
-TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability")
+TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability",
+          "guardrails")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -292,7 +303,17 @@ def build(raw: dict, source: str, environ=None) -> Config:
                   routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
                   pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
                   observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
-                  source=source)
+                  guardrails=_guardrails(raw.get("guardrails", {}), providers), source=source)
+
+
+def _guardrails(raw, providers: dict) -> GuardrailsConfig:
+    g = table(GuardrailsConfig, raw, "guardrails")
+    if g.provider:
+        _known_provider(g.provider, "guardrails.provider", providers)
+        if providers[g.provider].kind != "bedrock":
+            raise ConfigError(f"guardrails.provider: {g.provider!r} is a {providers[g.provider].kind} provider; "
+                              "ApplyGuardrail needs a bedrock one")
+    return g
 
 
 def _providers(raw) -> dict[str, ProviderConfig]:

@@ -53,6 +53,10 @@ to that many words, with the family's "max tokens" stop reason.
 * ``invoke-with-response-stream``: ``chunk`` events ``{"bytes": base64(native JSON), "p": ...}``
   in the family's stream shape (Anthropic ``message_start`` ... ``message_stop``); the last chunk
   carries ``amazon-bedrock-invocationMetrics``; header ``X-Amzn-Bedrock-Content-Type``.
+* ``/guardrail/{id}/version/{version}/apply`` (ApplyGuardrail, recorded with ``model_id`` = the
+  decoded guardrail id): ``usage`` (ceil(characters/1000) text units per text block for the topic,
+  content, word and sensitive-information policies), ``action`` (GUARDRAIL_INTERVENED when a text
+  contains ``BLOCKME``), ``outputs``, ``assessments``, ``guardrailCoverage``. Scripts match the id.
 * ``count-tokens``: ``{"inputTokens": N}`` for ``input.converse`` or ``input.invokeModel.body``
   (base64 native JSON), counted as above, so it equals the ``inputTokens`` Converse reports.
 
@@ -123,6 +127,8 @@ OPERATIONS = {
 }
 STREAM_OPERATIONS = frozenset({"ConverseStream", "InvokeModelWithResponseStream"})
 _ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>[a-z-]+)$")
+_GUARDRAIL_ROUTE = re.compile(r"^/guardrail/(?P<model>[^/]+)/version/(?P<version>[^/]+)/apply$")
+BLOCK_WORD = "BLOCKME"           # ApplyGuardrail intervenes on a text containing it
 _REGION_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
 _CORAL = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 _PAD = string.ascii_lowercase + string.ascii_uppercase + string.digits
@@ -260,6 +266,9 @@ class FakeBedrock(FakeServer):
         m = _ROUTE.match(path)
         model_id = unquote(m.group("model")) if m else None
         operation = OPERATIONS.get(m.group("action")) if m else None
+        g = _GUARDRAIL_ROUTE.match(path) if m is None else None
+        if g is not None:       # ApplyGuardrail: model_id is the guardrail identifier, decoded once
+            model_id, operation = unquote(g.group("model")), "ApplyGuardrail"
         if operation is None:
             model_id = None
 
@@ -324,6 +333,8 @@ class FakeBedrock(FakeServer):
                               "application/json", extra, behavior)
 
         req = self._parse_json(body)
+        if operation == "ApplyGuardrail":
+            return self._send_json(h, request_id, self._apply_guardrail(req), extra, behavior)
         if operation == "CountTokens":
             return self._send_json(h, request_id, {"inputTokens": self._count_tokens(req)}, extra, behavior)
         if operation in ("Converse", "ConverseStream"):
@@ -409,6 +420,32 @@ class FakeBedrock(FakeServer):
             raise _Reply(400, "ValidationException",
                          "Malformed input request: the body must be a JSON object.")
         return req
+
+    @staticmethod
+    def _apply_guardrail(req: dict) -> dict:
+        """ApplyGuardrail's documented answer (bedrock-protocol.md 1.10): every text block counts
+        ceil(characters / 1000) text units (at least 1) for the topic, content, word and
+        sensitive-information policies; a text containing BLOCK_WORD makes it intervene."""
+        if req.get("source") not in ("INPUT", "OUTPUT"):
+            raise _Reply(400, "ValidationException", "source: must be INPUT or OUTPUT.")
+        content = req.get("content")
+        if not isinstance(content, list) or not content:
+            raise _Reply(400, "ValidationException", "content: a non-empty list is required.")
+        texts = [(c.get("text") or {}).get("text", "") for c in content if isinstance(c, dict) and "text" in c]
+        units = sum(max(1, -(-len(t) // 1000)) for t in texts)
+        blocked = any(BLOCK_WORD in t for t in texts)
+        usage = {"topicPolicyUnits": units, "contentPolicyUnits": units, "wordPolicyUnits": units,
+                 "sensitiveInformationPolicyUnits": units, "sensitiveInformationPolicyFreeUnits": 0,
+                 "contextualGroundingPolicyUnits": 0}
+        out = {"usage": usage, "action": "GUARDRAIL_INTERVENED" if blocked else "NONE",
+               "outputs": [{"text": "Sorry, the fake guardrail blocked this."}] if blocked else [],
+               "assessments": [{"wordPolicy": {"customWords": [
+                   {"match": BLOCK_WORD, "action": "BLOCKED", "detected": True}]}}] if blocked else [],
+               "guardrailCoverage": {"textCharacters": {"guarded": sum(map(len, texts)),
+                                                        "total": sum(map(len, texts))}}}
+        if blocked:
+            out["actionReason"] = "Guardrail blocked."
+        return out
 
     def _count_tokens(self, req: dict) -> int:
         inp = req.get("input")

@@ -38,6 +38,7 @@ from finops.shared.model import EmbedRequest, request_tokens
 from . import auth, bounds, stores
 from ..ledger.client import LedgerClient
 from .directory import load_directory
+from .guardrail_prices import GuardrailPrices
 from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
 
 log = logging.getLogger("finops.governance")
@@ -92,6 +93,7 @@ class Governor:
         self.cfg = cfg
         self.g = cfg.governance
         self.pricing = PricingTable(cfg.pricing)
+        self.guardrail_prices = GuardrailPrices(cfg.guardrails.prices)
         self.watched = stores.watched(cfg)     # PostgreSQL: a DirectoryWatcher, free to check every request
         self.store = stores.open_directory(cfg, must_load=False)
         if self.watched and not self.store.loaded:
@@ -168,10 +170,10 @@ class Governor:
             e.origin = "governance"
             raise
 
-    def authorize(self, ident: auth.Identity, model_id: str, provider: str) -> None:
+    def authorize(self, ident: auth.Identity, model_id: str, provider: str, check_model: bool = True) -> None:
         if ident.key is not None:
             try:
-                auth.authorize(ident.key, model_id, provider, time.time())
+                auth.authorize(ident.key, model_id, provider, time.time(), check_model)
             except errors.GatewayError as e:
                 e.origin = "governance"
                 raise
@@ -193,7 +195,8 @@ class Governor:
             p = UNPRICED
         return p
 
-    async def admit(self, request, req, targets: list[tuple[str, str]] = (), body_len: int = 0) -> Admission:
+    async def admit(self, request, req, targets: list[tuple[str, str]] = (), body_len: int = 0,
+                    bound_micros: int | None = None) -> Admission:
         """Reserve an upper bound of the request's cost and its rate-limit slots before the
         upstream is called; raise the AWS error (origin "governance") when refused. Once per
         request: every retry and fallback runs on this reservation.
@@ -204,11 +207,15 @@ class Governor:
         most maxTokens, or `governance.default_max_tokens` for a request without one (which the
         gateway then sends upstream as its cap: `cap_output`). `targets`: (provider kind,
         upstream model) of every target the request may try: the largest of their bounds, at
-        each one's price, is reserved."""
+        each one's price, is reserved. `bound_micros`: the bound itself, for a request that is not
+        priced by tokens (ApplyGuardrail: its text units, guardrail_prices.py)."""
         key = request.key
         adm = Admission(key.id if key else "", request.environment, request.model_id)
         if key is None or not self._governed(key.id):
             return adm              # nothing to reserve: the charge is computed from the usage alone
+        if bound_micros is not None:
+            adm = replace(adm, max_micros=bound_micros)
+            return await self._reserve(request, key, adm, 0)
         if isinstance(req, EmbedRequest):
             out, cap = 0, False
         else:
@@ -226,7 +233,11 @@ class Governor:
             worst = micros if worst is None else max(worst, micros)
             bound, strict = max(bound, tokens), (ok if strict is None else strict and ok)
         adm = replace(adm, max_micros=worst, input_bound=bound, max_output=out, cap_output=cap, strict=strict)
-        got = await self.ledger.reserve(request.rid, key.id, request.environment, worst / MICRO, bound + out)
+        return await self._reserve(request, key, adm, bound + out)
+
+    async def _reserve(self, request, key, adm: Admission, tokens: int) -> Admission:
+        """Reserve `adm.max_micros` and `tokens` at the ledger, or raise its refusal."""
+        got = await self.ledger.reserve(request.rid, key.id, request.environment, adm.max_micros / MICRO, tokens)
         if not got.get("ok"):
             e = errors.GatewayError(got.get("code", "ServiceQuotaExceededException"), got.get("message", ""),
                                     got.get("status"), retry_after_ms=got.get("retry_after_ms"))
@@ -252,6 +263,9 @@ class Governor:
         at most its output cap; one that never started, nothing."""
         if adm is None:
             return NO_CHARGE
+        if usage and "gu" in usage:        # ApplyGuardrail: the text units each policy used
+            return Charge(self.guardrail_prices.cost_micros(usage["gu"]),
+                          {"in": 0, "out": 0, "cr": 0, "cw": 0, "gu": dict(usage["gu"])})
         price = self.price(adm.model_id, upstream_model)
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
