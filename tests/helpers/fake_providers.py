@@ -209,6 +209,7 @@ exact script matches) are answered until ``fake.script(model, None)`` / ``fake.c
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import re
@@ -556,7 +557,35 @@ class _FakeProvider(FakeServer):
             return self._send_error(h, rec, self._scripted_error(status, behavior, rec.model), extra, behavior)
         if "body" in behavior and not streaming:
             return self._send_doc(h, rec, 200, behavior["body"], extra, behavior)
+        if urlsplit(rec.path).path.endswith("/embeddings"):
+            return self._send_doc(h, rec, 200, self._embeddings(doc), extra, behavior)
         return self._respond(h, rec, body, behavior, extra)
+
+    EMBED_DIMENSIONS = 1536         # the default vector length (text-embedding-3-small); mistral-embed: 1024
+    DIMENSIONS_FIELD = "dimensions"
+
+    def _embeddings(self, req) -> dict:
+        """POST /v1/embeddings: {"model", "input": str | [str], dimensions?} -> the documented list
+        of {"object": "embedding", "index", "embedding"} with usage; tokens are words (as in chat)."""
+        if not isinstance(req, dict) or not isinstance(req.get("model"), str):
+            raise _Reply(400, "model: required", "invalid_request_error", param="model")
+        inp = req.get("input")
+        texts = [inp] if isinstance(inp, str) else inp
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise _Reply(400, "input: a string or a non-empty list of strings is required",
+                         "invalid_request_error", param="input")
+        dims = req.get(self.DIMENSIONS_FIELD) or self.EMBED_DIMENSIONS
+        data = []
+        for i, t in enumerate(texts):
+            seed = hashlib.sha256(t.encode()).digest()
+            data.append({"object": "embedding", "index": i,
+                         "embedding": [round((seed[j % 32] - 128) / 128, 6) for j in range(dims)]})
+        n = sum(max(1, len(t.split())) for t in texts)
+        return self._embeddings_doc(data, req["model"], n)
+
+    def _embeddings_doc(self, data: list, model: str, tokens: int) -> dict:
+        return {"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     def _respond(self, h, rec, body, behavior, extra):
         """The unscripted answer to a chat request."""
@@ -716,7 +745,7 @@ class FakeOpenAI(_FakeProvider):
                 raise _Reply(405, "Method not allowed", doc={"error": {
                     "code": "405", "message": f"The HTTP method '{method}' is not supported."}})
             return unquote(m.group("deployment"))
-        if path != "/v1/chat/completions":
+        if path not in ("/v1/chat/completions", "/v1/embeddings"):
             raise _Reply(404, f"Invalid URL ({method} {path})", "invalid_request_error")
         if method != "POST":
             raise _Reply(405, f"Invalid URL ({method} {path})", "invalid_request_error")
@@ -1271,11 +1300,18 @@ class FakeMistral(_FakeProvider):
     def __init__(self, api_keys=("mistral-test-key",), models=None, *, cached_tokens: int = 0):
         super().__init__(api_keys, models, cached_tokens=cached_tokens)
 
+    EMBED_DIMENSIONS = 1024         # mistral-embed
+    DIMENSIONS_FIELD = "output_dimension"
+
     def _new_request_id(self) -> str:
         return str(uuid.uuid4())
 
+    def _embeddings_doc(self, data: list, model: str, tokens: int) -> dict:
+        return {"id": uuid.uuid4().hex, "object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}}
+
     def _route(self, method, path, query):
-        if path != "/v1/chat/completions":
+        if path not in ("/v1/chat/completions", "/v1/embeddings"):
             raise _Reply(404, "Not Found", doc={"detail": "Not Found"})
         if method != "POST":
             raise _Reply(405, "Method Not Allowed", doc={"detail": "Method Not Allowed"})

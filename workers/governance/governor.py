@@ -57,6 +57,7 @@ class Admission:
     input_bound: int = 0            # upper bound of its input tokens (cache reads and writes included)
     max_output: int = 0             # its output cap: maxTokens, or governance.default_max_tokens
     cap_output: bool = False        # the request had no maxTokens: the gateway sends max_output upstream
+    embed: bool = False             # an embeddings request: priced as the model that embedded it (its target's)
     strict: bool = True             # False: part of the input had no proven bound (bounds.py)
     remaining_usd: float | None = None
     budget: str | None = None
@@ -210,7 +211,8 @@ class Governor:
         each one's price, is reserved. `bound_micros`: the bound itself, for a request that is not
         priced by tokens (ApplyGuardrail: its text units, guardrail_prices.py)."""
         key = request.key
-        adm = Admission(key.id if key else "", request.environment, request.model_id)
+        adm = Admission(key.id if key else "", request.environment, request.model_id,
+                        embed=isinstance(req, EmbedRequest))
         if key is None or not self._governed(key.id):
             return adm              # nothing to reserve: the charge is computed from the usage alone
         if bound_micros is not None:
@@ -229,7 +231,11 @@ class Governor:
                 tokens, ok = b.tokens, b.strict
             else:                   # a body only Bedrock knows: its bytes, not a proven bound
                 tokens, ok = max(1, body_len), False
-            micros = max_cost_micros(self.price(request.model_id, model), tokens, out)
+            price = self.price(request.model_id, model)
+            if adm.embed:           # charged at the embedding target's price: bound by the dearer of the two
+                other = self.price(model, request.model_id)
+                price = other if other.input > price.input else price
+            micros = max_cost_micros(price, tokens, out)
             worst = micros if worst is None else max(worst, micros)
             bound, strict = max(bound, tokens), (ok if strict is None else strict and ok)
         adm = replace(adm, max_micros=worst, input_bound=bound, max_output=out, cap_output=cap, strict=strict)
@@ -266,7 +272,8 @@ class Governor:
         if usage and "gu" in usage:        # ApplyGuardrail: the text units each policy used
             return Charge(self.guardrail_prices.cost_micros(usage["gu"]),
                           {"in": 0, "out": 0, "cr": 0, "cw": 0, "gu": dict(usage["gu"])})
-        price = self.price(adm.model_id, upstream_model)
+        price = (self.price(upstream_model, adm.model_id) if adm.embed and upstream_model
+                 else self.price(adm.model_id, upstream_model))
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
