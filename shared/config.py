@@ -209,6 +209,15 @@ class Price(Table):
     output: Annotated[float, Meta(ge=0)]
     cache_read: Annotated[float, Meta(ge=0)] = 0.0
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
+    tiers: dict = {}                 # service tier -> {input, output, cache_read?, cache_write?}: its own price
+
+
+class TierPrice(Table):
+    """[pricing."MODEL".tiers.TIER]: USD per million tokens in that service tier."""
+    input: Annotated[float, Meta(ge=0)]
+    output: Annotated[float, Meta(ge=0)]
+    cache_read: Annotated[float, Meta(ge=0)] = 0.0
+    cache_write: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class GuardrailsConfig(Table):
@@ -384,7 +393,16 @@ def _pricing(raw) -> dict:
             raise ConfigError(f"{where}: expected {{input = USD, output = USD}} per million tokens "
                               "(cache_read, cache_write optional)")
         table(Price, p, where)
-        out[model] = {k: float(v) for k, v in p.items()}
+        out[model] = {k: float(v) for k, v in p.items() if k != "tiers"}
+        tiers = p.get("tiers") or {}
+        if not isinstance(tiers, dict):
+            raise ConfigError(f"{where}.tiers: expected a table like {{priority = {{input = 5.0, output = 25.0}}}}")
+        for tier, tp in tiers.items():
+            if tier not in ("priority", "flex", "default", "reserved"):
+                raise ConfigError(f"{where}.tiers.{tier}: unknown service tier (priority, flex, default, reserved)")
+            table(TierPrice, tp, f"{where}.tiers.{tier}")
+        if tiers:
+            out[model]["tiers"] = {t: {k: float(v) for k, v in tp.items()} for t, tp in tiers.items()}
     return out
 
 

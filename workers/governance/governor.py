@@ -40,6 +40,7 @@ from ..ledger.client import LedgerClient
 from .directory import load_directory
 from .guardrail_prices import GuardrailPrices
 from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
+from .tiers import TierPricing
 
 log = logging.getLogger("finops.governance")
 RELOAD_EVERY = 1.0      # SQLite: seconds between checks that keys changed elsewhere (README: in force within 1 s)
@@ -95,6 +96,7 @@ class Governor:
         self.g = cfg.governance
         self.pricing = PricingTable(cfg.pricing)
         self.guardrail_prices = GuardrailPrices(cfg.guardrails.prices)
+        self.tiers = TierPricing(cfg.pricing)
         self.watched = stores.watched(cfg)     # PostgreSQL: a DirectoryWatcher, free to check every request
         self.store = stores.open_directory(cfg, must_load=False)
         if self.watched and not self.store.loaded:
@@ -235,6 +237,10 @@ class Governor:
             if adm.embed:           # charged at the embedding target's price: bound by the dearer of the two
                 other = self.price(model, request.model_id)
                 price = other if other.input > price.input else price
+            tier = getattr(req, "service_tier", "")
+            if tier:                # a tier asked for: bound by the dearer of its price and the standard one
+                tp = self.tiers.price(tier, price, request.model_id, model)
+                price = tp if max(tp.input, tp.output) > max(price.input, price.output) else price
             micros = max_cost_micros(price, tokens, out)
             worst = micros if worst is None else max(worst, micros)
             bound, strict = max(bound, tokens), (ok if strict is None else strict and ok)
@@ -272,11 +278,15 @@ class Governor:
         if usage and "gu" in usage:        # ApplyGuardrail: the text units each policy used
             return Charge(self.guardrail_prices.cost_micros(usage["gu"]),
                           {"in": 0, "out": 0, "cr": 0, "cw": 0, "gu": dict(usage["gu"])})
-        price = (self.price(upstream_model, adm.model_id) if adm.embed and upstream_model
-                 else self.price(adm.model_id, upstream_model))
+        names = (upstream_model, adm.model_id) if adm.embed and upstream_model else (adm.model_id, upstream_model)
+        price = self.price(*names)
+        if usage and usage.get("tier"):     # the tier the upstream reported serving it in (tiers.py)
+            price = self.tiers.price(usage["tier"], price, *names)
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
+            if usage.get("tier"):
+                u["tier"] = usage["tier"]
             return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u)
         if not started:
             return NO_CHARGE

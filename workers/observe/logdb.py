@@ -51,6 +51,10 @@ def open_db(data_dir: str, *, readonly: bool = False) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     for stmt in SCHEMA:
         db.execute(stmt)
+    have = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
+    for name, sql_type in COLUMNS:      # a log written by an older version: its new columns, empty
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
     db.commit()
     return db
 

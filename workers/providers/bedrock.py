@@ -235,8 +235,8 @@ def usage_of(op: str, resp) -> dict:
             return {"in": doc.get("inputTokens", 0)}
         if op == "apply-guardrail":
             return {"in": 0, "out": 0, "gu": guardrail.reported_units(doc)}
-        return reported.from_converse(doc.get("usage"))
-    return reported.from_headers(resp.headers)
+        return reported.with_tier(reported.from_converse(doc.get("usage")), doc.get("serviceTier"))
+    return reported.with_tier(reported.from_headers(resp.headers), resp.headers.get("x-amzn-bedrock-service-tier"))
 
 
 def pass_headers(headers) -> list:
