@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import msgspec
 
 from finops.shared import errors
-from finops.shared.model import EmbedRequest, Metadata, StreamEvent, TextDelta, ToolInputDelta, request_tokens
+from finops.shared.model import ChatRequest, EmbedRequest, Metadata, StreamEvent, TextDelta, ToolInputDelta, request_tokens
 
 from .formats.bedrock import converse, families, guardrail
 from .reply import Reply
@@ -42,6 +42,7 @@ JSON = "application/json"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 CONVERSE_OPS = ("converse", "converse-stream")
 APPLY_GUARDRAIL = "apply-guardrail"
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -98,6 +99,11 @@ def parse(request: Request) -> Parsed:
         req = family.parse_request(doc)
     except errors.GatewayError as e:            # a body only Bedrock knows: Bedrock judges it
         return Parsed(doc, None, None, client_fault(e))
+    tier = request.headers.get("x-amzn-bedrock-service-tier", "")
+    if tier and isinstance(req, ChatRequest):      # the InvokeModel serviceTier parameter
+        if tier not in SERVICE_TIERS:
+            raise errors.validation(f"X-Amzn-Bedrock-Service-Tier: {tier[:40]!r} is not one of {', '.join(SERVICE_TIERS)}.")
+        req = msgspec.structs.replace(req, service_tier=tier)
     problem = None
     if op == "invoke-with-response-stream" and not family.streams:
         problem = client_fault(errors.validation(f"modelId {request.model_id!r}: the model is unsupported for streaming."))

@@ -39,6 +39,10 @@ the answer. A ``maxTokens``/``max_tokens``/``max_gen_len``/... smaller than the 
 to that many words, with the family's "max tokens" stop reason.
 
 * ``converse``: Converse response with ``output``, ``stopReason``, ``usage``, ``metrics``.
+* ``serviceTier`` / ``performanceConfig`` of a Converse body come back in the response (and the
+  ConverseStream ``metadata`` event) as the tier served; InvokeModel echoes the
+  ``X-Amzn-Bedrock-Service-Tier`` / ``-PerformanceConfig-Latency`` headers. A script's
+  ``{"service_tier": "default"}`` reports that tier instead (a downgrade).
 * ``converse-stream``: chunked event stream, one chunk and flush per frame: ``messageStart``,
   one ``contentBlockDelta`` per word, ``contentBlockStop``, ``messageStop``, ``metadata``; every
   payload carries the random ``"p"`` padding real Bedrock adds.
@@ -352,10 +356,14 @@ class FakeBedrock(FakeServer):
                     usage[name] = int(behavior[key])
             stop = "max_tokens" if truncated else "end_turn"
             latency = self._latency(started)
+            # the tier and latency mode it was served in: as asked (a script's "service_tier" overrides)
+            served = {k: req[k] for k in ("performanceConfig", "serviceTier") if isinstance(req.get(k), dict)}
+            if "service_tier" in behavior:
+                served["serviceTier"] = {"type": behavior["service_tier"]}
             if operation == "Converse":
                 return self._send_json(h, request_id, {
                     "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
-                    "stopReason": stop, "usage": usage, "metrics": {"latencyMs": latency}},
+                    "stopReason": stop, "usage": usage, "metrics": {"latencyMs": latency}, **served},
                     extra, behavior)
             events = behavior.get("events") or (
                 [{"messageStart": {"role": "assistant"}}]
@@ -363,7 +371,7 @@ class FakeBedrock(FakeServer):
                    for w in _words(answer)]
                 + [{"contentBlockStop": {"contentBlockIndex": 0}},
                    {"messageStop": {"stopReason": stop}},
-                   {"metadata": {"usage": usage, "metrics": {"latencyMs": latency}}}])
+                   {"metadata": {"usage": usage, "metrics": {"latencyMs": latency}, **served}}])
             frames = [event_frame(name, json.dumps(dict(payload, p=_pad())).encode())
                       for ev in events for name, payload in ev.items()]
             return self._send_stream(h, request_id, frames, behavior, extra, operation)
@@ -391,6 +399,8 @@ class FakeBedrock(FakeServer):
             for name in ("x-amzn-bedrock-performanceconfig-latency", "x-amzn-bedrock-service-tier"):
                 if name in headers:
                     extra.setdefault(name, headers[name])
+            if "service_tier" in behavior:
+                extra["x-amzn-bedrock-service-tier"] = behavior["service_tier"]
             return self._send(h, 200, request_id, json.dumps(native).encode(), "application/json",
                               extra, behavior)
         chunks = behavior.get("events") or _native_stream(family, model_id, req, answer, truncated,

@@ -956,7 +956,8 @@ class FakeOpenAI(_FakeProvider):
                 for name, args in a.calls]
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": self._finish(a)}
         out = {"id": "chatcmpl-" + _rand(29), "object": "chat.completion", "created": int(time.time()),
-               "model": model, "choices": [choice], "usage": self._usage(a), "service_tier": "default",
+               "model": model, "choices": [choice], "usage": self._usage(a),
+               "service_tier": req.get("service_tier") if req.get("service_tier") in ("priority", "flex") else "default",
                "system_fingerprint": "fp_fake0001"}
         if self.azure:
             choice["content_filter_results"] = _AZURE_FILTERS
@@ -965,7 +966,9 @@ class FakeOpenAI(_FakeProvider):
 
     def _stream(self, req, a, model, behavior):
         base = {"id": "chatcmpl-" + _rand(29), "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": model, "service_tier": "default", "system_fingerprint": "fp_fake0001"}
+                "model": model,
+                "service_tier": req.get("service_tier") if req.get("service_tier") in ("priority", "flex") else "default",
+                "system_fingerprint": "fp_fake0001"}
         include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta, finish=None):

@@ -209,6 +209,8 @@ class BedrockProvider(Provider):
                     self.name, "upstream Bedrock ended the ConverseStream without messageStop and metadata")
         else:
             usage = reported.from_invoke_chunk(last[1]) if last is not None and last[0] == "chunk" else None
+            if usage is not None:
+                usage = reported.with_tier(usage, resp.headers.get("x-amzn-bedrock-service-tier"))
             if usage is None:
                 raise provider_errors.cut_stream(
                     self.name, "upstream Bedrock ended the InvokeModelWithResponseStream without the "

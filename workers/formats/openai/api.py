@@ -694,6 +694,7 @@ class OpenAIStreamDecoder:
         self._refused = False
         self._late = False                   # arguments arrived for an already closed tool block
         self._chunk_id = ""
+        self._tier = ""                      # the service_tier the chunks report
 
     # feeding ------------------------------------------------------------------------------------
     def feed(self, event: str | None, data: dict) -> list[StreamEvent]:
@@ -707,6 +708,8 @@ class OpenAIStreamDecoder:
             out.append(MessageStart())
         if not self._chunk_id and isinstance(data.get("id"), str):
             self._chunk_id = data["id"]
+        if isinstance(data.get("service_tier"), str) and data["service_tier"]:
+            self._tier = data["service_tier"][:32]
         x_groq = data.get("x_groq")
         usage = parse_usage(data.get("usage") or (x_groq.get("usage") if isinstance(x_groq, dict) else None))
         if usage is not None:
@@ -864,6 +867,8 @@ class OpenAIStreamDecoder:
         if self._stop is None:
             raise provider_errors.cut_stream(self.provider, "no finish_reason")
         usage = self._usage or Usage(self.input_tokens, estimate_tokens("".join(self._generated)))
+        if self._tier:
+            usage = msgspec.structs.replace(usage, service_tier=self._tier)
         return [Metadata(usage)]
 
 
