@@ -170,9 +170,12 @@ class Pipeline:
 
     def cache_plan(self, request: Request, route, parsed):
         """The cache's plan for this request, or None (no caching on this route and key, an
-        operation or body that is not cached)."""
+        operation or body that is not cached, a request that asks for a guardrail: a stored
+        answer would skip it)."""
         if (self.cache is None or request.op not in CACHEABLE_OPS or parsed.req is None
                 or self.cache.policy(route, request.key) is None):
+            return None
+        if operations.guardrail_of(request, parsed):    # never answered around its guardrail
             return None
         return self.cache.plan(request, route, parsed.req)
 

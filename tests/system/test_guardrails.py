@@ -58,8 +58,17 @@ allow_unguarded = true
 models = ["fb.*"]
 targets = [{{provider = "aws", model = "primary.model"}}, {{provider = "aws", model = "{CLAUDE}", weight = 0}}]
 
+[[routes]]
+models = ["cached.*"]
+provider = "aws"
+model = "{CLAUDE}"
+[routes.cache]
+
 [default_route]
 provider = "aws"
+
+[cache]
+embedding_model = "none"
 
 [pricing."*"]
 input = 3.0
@@ -71,7 +80,7 @@ mode = "enforced"
 [[governance.keys]]
 id = "{VK}"
 secret = "{VK_SECRET}"
-models = ["anthropic.*", "oa-*", "fb.*"]
+models = ["anthropic.*", "oa-*", "fb.*", "cached.*"]
 budgets = [{{amount_usd = 100.0, period = "month"}}]
 """
 
@@ -196,6 +205,22 @@ def test_a_guardrail_request_with_no_bedrock_target_is_refused(gw, fakes):
     resp = c.converse(modelId="oa-unguarded.chat", messages=MSG, guardrailConfig=GUARD)
     assert header(resp, "x-bf-target") == "oa/gpt-4o-mini" and len(oa.requests) == before + 1
     assert "guardrail" not in json.dumps(oa.requests[-1].json).lower()
+
+
+def test_a_guardrail_request_is_never_answered_from_the_cache(gw, fakes):
+    fb, _ = fakes
+    c = client(gw)
+    msgs = [{"role": "user", "content": [{"text": "cache me if you can"}]}]
+    first = c.converse(modelId="cached.chat", messages=msgs, inferenceConfig={"maxTokens": 64})
+    again = c.converse(modelId="cached.chat", messages=msgs, inferenceConfig={"maxTokens": 64})
+    assert header(again, "x-bf-cache") == "hit-exact"           # the route caches
+    before = len(fb.requests_for("Converse", CLAUDE))
+    for _ in range(2):
+        r = c.converse(modelId="cached.chat", messages=msgs, inferenceConfig={"maxTokens": 64},
+                       guardrailConfig=GUARD)
+        assert header(r, "x-bf-cache") == ""
+    assert len(fb.requests_for("Converse", CLAUDE)) == before + 2
+    assert first["output"] == again["output"]
 
 
 # --- ApplyGuardrail ------------------------------------------------------------------------------------
