@@ -21,8 +21,12 @@ Servers
 -------
 ``FakeOpenAI(api_keys=("sk-test-openai",), models=None, azure=False, *, cached_tokens=0)``
     ``.url`` = ``http://127.0.0.1:PORT/v1`` (the ``base_url`` an OpenAI client is given).
-    ``POST /v1/chat/completions`` with ``Authorization: Bearer KEY``. Other paths: 404 ``Invalid URL
-    (POST /v1/x)``; other methods 405.
+    ``POST /v1/chat/completions`` with ``Authorization: Bearer KEY``; answers report ``service_tier``
+    (the one asked for when it is ``priority`` or ``flex``, else ``default``). ``POST /v1/embeddings``
+    (``{"model", "input": str | [str], "dimensions"?}``) answers the documented list
+    ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage":
+    {"prompt_tokens", "total_tokens"}}``: deterministic vectors (1536 floats, or ``dimensions``),
+    tokens counted as words. Other paths: 404 ``Invalid URL (POST /v1/x)``; other methods 405.
     ``azure=True``: ``.url`` = ``http://127.0.0.1:PORT`` (the Azure endpoint) and the route is
     ``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` with an ``api-key: KEY``
     header. The deployment name (percent-decoded) is the model. No ``api-version`` query, or any
@@ -40,7 +44,9 @@ Servers
     ``max_tokens``; same message validation) -> ``{"input_tokens": N}``, N counted as below (no
     cached tokens). Scripts apply to it like to any request.
 ``FakeMistral(api_keys=("mistral-test-key",), models=None, *, cached_tokens=0)``
-    ``.url`` = ``http://127.0.0.1:PORT/v1``; ``POST /v1/chat/completions`` with Bearer auth.
+    ``.url`` = ``http://127.0.0.1:PORT/v1``; ``POST /v1/chat/completions`` with Bearer auth, and
+    ``POST /v1/embeddings`` as OpenAI's (1024 floats, or ``output_dimension``; the answer adds ``id``
+    and ``usage.completion_tokens: 0``).
 
 ``models``: when a set is given, other model names get the provider's "unknown model" error:
 OpenAI 404 ``model_not_found`` ("The model `x` does not exist or you do not have access to it."),
