@@ -6,6 +6,7 @@
     finops certs [--dir DIR] [--name HOST]...           a development CA and server certificate
     finops report [--by DIM,...] [--since X] ... [--config PATH]   spend from the request log
     finops cache stats | clear [--key VK] [--model M] [--config PATH]   the response cache
+    finops alerts list [--limit N] [--kind K] [--format table|json] [--config PATH]   alerts fired
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from finops.shared.logs import setup_logging
 
 
 GOVERNANCE_COMMANDS = ("keys", "teams", "customers")
-SUBCOMMANDS = GOVERNANCE_COMMANDS + ("report", "cache")
+SUBCOMMANDS = GOVERNANCE_COMMANDS + ("report", "cache", "alerts")
 
 
 def _config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -52,6 +53,9 @@ def subcommand(name: str, argv: list[str]) -> int:
     if name == "cache":
         from finops.workers.cache import cli as cache_cli
         return cache_cli.main(argv[1:], cfg)
+    if name == "alerts":
+        from finops.workers.alerts import cli as alerts_cli
+        return alerts_cli.main(argv[1:], cfg)
     from finops.workers.governance import cli as gov_cli
     return gov_cli.main(argv, cfg)
 
@@ -76,6 +80,8 @@ def main(argv=None) -> int:
     sub.add_parser("certs", help="make a development CA and server certificate (finops certs --help)", add_help=False)
     sub.add_parser("report", help="spend and usage from the request log (finops report --help)", add_help=False)
     sub.add_parser("cache", help="response cache stats, or clear it (finops cache --help)", add_help=False)
+    sub.add_parser("alerts", help="budget, forecast and anomaly alerts fired (finops alerts list --help)",
+                   add_help=False)
     for name in GOVERNANCE_COMMANDS:
         sub.add_parser(name, help=f"manage {name} (finops {name} --help)", add_help=False)
     cp = sub.add_parser("check-config", help="validate a config file and print the effective settings")
@@ -110,13 +116,24 @@ def main(argv=None) -> int:
               f"observability: request log {'on' if cfg.observability.request_log else 'off'} "
               f"(retention {cfg.observability.log_retention_days:g} days); traces "
               f"{cfg.observability.otlp_endpoint or 'off'}; /metrics "
-              f"{'behind the admin token' if cfg.observability.metrics_auth else 'open'}")
+              f"{'behind the admin token' if cfg.observability.metrics_auth else 'open'}\n"
+              f"alerts: {alerts_summary(cfg)}")
         return 0
 
     setup_logging("supervisor")
     from .supervisor import Supervisor
     os.makedirs(cfg.server.data_dir, exist_ok=True)
     return Supervisor(cfg, args.config).run()
+
+
+def alerts_summary(cfg) -> str:
+    """check-config's alerts line: the webhooks, the thresholds, forecast and anomaly alerts."""
+    a = cfg.alerts
+    if not a.webhooks:
+        return "off (no [[alerts.webhooks]])"
+    return (f"{len(a.webhooks)} webhook(s) ({', '.join(f'{w.name} {w.format}' for w in a.webhooks)}); thresholds "
+            f"{', '.join(f'{t:g}' for t in a.thresholds)} %; forecast {'on' if a.forecast else 'off'}; anomaly "
+            + (f"> {a.anomaly_factor:g}x and >= ${a.anomaly_min_usd:g}/hour" if a.anomaly else "off"))
 
 
 def cache_summary(cfg) -> str:

@@ -5,6 +5,7 @@ Processes (each a `python -m` module, so the Procfile can start the same ones wi
     ledger   ×1                  python -m finops.workers.ledger.actor   (budgets, rate limits)
     cache    ×1 when a route caches   python -m finops.workers.cache.actor   (the response cache's index)
     observer ×1                  python -m finops.workers.observe.actor   (request log, metrics)
+    alerts   ×1 when [alerts] has a webhook   python -m finops.workers.alerts.actor   (budget, forecast, anomaly alerts)
     worker   ×server.workers     python -m finops.workers
     frontend ×server.frontends   python -m finops.frontend
 
@@ -77,6 +78,8 @@ class Supervisor:
                   Child("observer", 0, [py, "-m", "finops.workers.observe.actor"])]
         if cfg.caching:
             actors.append(Child("cache", 0, [py, "-m", "finops.workers.cache.actor"]))
+        if cfg.alerts.webhooks:
+            actors.append(Child("alerts", 0, [py, "-m", "finops.workers.alerts.actor"]))
         self.workers = actors + [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)]
         self.frontends = [Child("frontend", i, [py, "-m", "finops.frontend"]) for i in range(s.frontends)]
         self.stopping = False

@@ -22,6 +22,10 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   mock provider, `chunks = 20`: the gateway's cost with no upstream at all) and `openai` (the
   openai provider: the same Bedrock requests translated to Chat Completions and back, against
   nginx answering /v1/chat/completions with the same text as JSON or as 20 SSE deltas).
+  `governed` is mock behind a virtual key with a budget and rate limits (the local ledger);
+  `governed-redis` the same with `ledger = "redis"` on a local redis-server, settled spend to a
+  local PostgreSQL (both started by this script with tests/helpers/redis_server.py and
+  postgres_server.py); their CPU per request is reported apart, not in the gateway's total.
 - Gateway CPU: utime+stime from /proc/<pid>/stat of `finops serve` and all its descendants
   (plus children it reaped), before and after each run, divided by completed requests; also split
   by role (frontend, workers). Foreign CPU: machine busy time (/proc/stat) minus the gateway,
@@ -90,7 +94,9 @@ ROUTES = {  # route -> (request body file, fake's response body file)
     "converse-stream": ("request-converse.json", None),
     "invoke": ("request-invoke.json", "response-invoke.json"),
 }
-SCENARIOS = ("bedrock", "mock", "openai", "governed", "weighted", "nolog")
+SCENARIOS = ("bedrock", "mock", "openai", "governed", "governed-redis", "weighted", "nolog")
+GOVERNED = ("governed", "governed-redis")     # scenarios whose requests present BENCH_VK
+MOCKED = ("mock", "openai", "governed", "governed-redis", "weighted", "nolog")   # answers not the fake's bytes
 BENCH_VK = "bench-virtual-key-secret-0123"
 TARGETS = {"added_p50_ms_at_1": 1.5, "cpu_ms_per_req": 2.0, "max_rps": 800.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -305,11 +311,25 @@ def rusage_ticks(who) -> float:
     return (r.ru_utime + r.ru_stime) * CLK_TCK
 
 
+def ticks_of(root: int | None) -> int:
+    """CPU ticks of `root` and its live descendants, plus the children `root` reaped."""
+    if root is None:
+        return 0
+    total = 0
+    for pid in tree(root):
+        st = read_stat(pid)
+        if st is not None:
+            total += st[1] + (st[2] if pid == root else 0)
+    return total
+
+
 class Snapshot:
-    def __init__(self, gw_root: int | None, nginx_root: int):
+    def __init__(self, gw_root: int | None, nginx_root: int, backends: "Backends | None" = None):
         self.wall = time.monotonic()
         self.gw = tree_cpu(gw_root) if gw_root else {}
         self.nginx = tree_cpu(nginx_root)["total"]
+        self.redis = ticks_of(backends.redis_pid()) if backends else 0        # governed-redis's servers
+        self.postgres = ticks_of(backends.postgres_pid()) if backends else 0
         self.children = rusage_ticks(resource.RUSAGE_CHILDREN)  # wrk, once waited for
         self.me = rusage_ticks(resource.RUSAGE_SELF)
         self.busy, self.steal = machine_busy()
@@ -489,11 +509,57 @@ def post(base: str, path: str, body: bytes, timeout: float = 10.0, headers: dict
         c.close()
 
 
+# --- governed-redis's Redis and PostgreSQL -----------------------------------------------------
+
+class Backends:
+    """A local redis-server and PostgreSQL for the `governed-redis` scenario, started once per run
+    with the tests' own code (tests/helpers/redis_server.py, postgres_server.py: Debian's packages
+    on free loopback ports, installed with apt-get when missing). PostgreSQL is durable (fsync on),
+    as a deployment's would be. Their CPU is measured apart from the gateway's."""
+
+    def __init__(self, tmp: str):
+        self.dir = os.path.join(tmp, "backends")
+        self.redis = self.pg = None
+        self.redis_url = self.postgres_url = ""
+
+    def start(self) -> "Backends":
+        if ROOT not in sys.path:
+            sys.path.insert(0, ROOT)
+        from tests.helpers.postgres_server import PostgresServer
+        from tests.helpers.redis_server import RedisServer
+        self.redis = RedisServer(os.path.join(self.dir, "redis")).start()
+        self.redis_url = self.redis.url
+        self.pg = PostgresServer(durable=True).start()
+        self.postgres_url = self.pg.create_database("finops_bench", "finops_bench", "bench-" + os.urandom(6).hex())
+        log(f"redis-server (pid {self.redis_pid()}) on {self.redis_url}; PostgreSQL (pid {self.postgres_pid()}) "
+            f"on 127.0.0.1:{self.pg.port}")
+        return self
+
+    def redis_pid(self) -> int | None:
+        return self.redis.proc.pid if self.redis and self.redis.running else None
+
+    def postgres_pid(self) -> int | None:
+        """The postmaster's pid (its backends are its children), from postmaster.pid."""
+        try:
+            with open(os.path.join(self.pg.data, "postmaster.pid")) as f:
+                return int(f.readline())
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+        if self.pg is not None:
+            self.pg.close()
+
+
 # --- the gateway ------------------------------------------------------------------------------
 
 class Gateway:
-    def __init__(self, procs: Procs, scenario: str, args, fake: FakeUpstream, tmp: str, out: str):
+    def __init__(self, procs: Procs, scenario: str, args, fake: FakeUpstream, tmp: str, out: str,
+                 backends: Backends | None = None):
         self.procs, self.scenario, self.args, self.fake, self.out = procs, scenario, args, fake, out
+        self.backends = backends
         self.dir = os.path.join(tmp, f"gateway-{scenario}")
         self.data_dir = os.path.join(self.dir, "data")
         self.port = free_port()
@@ -521,10 +587,13 @@ class Gateway:
                            "keys = [{api_key = \"sk-bench\"}]\n" for n in ("fake1", "fake2"))
             return server + prov + ("\n[default_route]\ntargets = [{provider = \"fake1\", model = \"gpt-4o-mini\", "
                                     "weight = 1}, {provider = \"fake2\", model = \"gpt-4o-mini\", weight = 1}]\n")
-        if self.scenario == "governed":
+        if self.scenario in GOVERNED:
+            # governed-redis: the same, its ledger on Redis (settled spend durably in PostgreSQL)
+            shared = (f"ledger = \"redis\"\nredis_url = \"{self.backends.redis_url}\"\n"
+                      f"postgres_url = \"{self.backends.postgres_url}\"\n") if self.scenario == "governed-redis" else ""
             return server + (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
                              "\n[default_route]\nprovider = \"m\"\n"
-                             "\n[governance]\nmode = \"enforced\"\n"
+                             "\n[governance]\nmode = \"enforced\"\n" + shared +
                              "\n[[governance.keys]]\nid = \"vk-bench\"\n"
                              f"secret = \"{BENCH_VK}\"\n"
                              "budgets = [{amount_usd = 1000000.0, period = \"day\"}]\n"
@@ -627,7 +696,7 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
     """One request, checked closely, before any load goes to `target`."""
     prefix = "" if target == "direct" else GATEWAY_PREFIX
     status, hdr, body = post(base, f"{prefix}/model/{MODEL_PATH}/{route}", read_body(ROUTES[route][0]),
-                             headers={"x-bf-vk": BENCH_VK} if target == "governed" else None)
+                             headers={"x-bf-vk": BENCH_VK} if target in GOVERNED else None)
     where = f"{target} {route}"
     if status != 200:
         raise BenchError(f"{where}: HTTP {status}: {body[:300]!r}")
@@ -639,12 +708,12 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
         want = ["messageStart"] + ["contentBlockDelta"] * STREAM_DELTAS + ["contentBlockStop", "messageStop", "metadata"]
         if kinds != want:
             raise BenchError(f"{where}: stream events {kinds}, expected {want}")
-        if target not in ("mock", "openai", "governed", "weighted", "nolog"):
+        if target not in MOCKED:
             got = [(f.event_type, f.payload) for f in frames]
             if got != stream_events():
                 raise BenchError(f"{where}: stream payloads differ from the fake's")
         return
-    if target in ("mock", "openai", "governed", "weighted", "nolog"):
+    if target in MOCKED:
         doc = json.loads(body)
         ok = ("output" in doc) if route == "converse" else ("content" in doc)
         if not ok:
@@ -659,8 +728,10 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
 # --- load ---------------------------------------------------------------------------------------
 
 class Runner:
-    def __init__(self, args, procs: Procs, wrk: str, fake: FakeUpstream, tmp: str, out: str):
+    def __init__(self, args, procs: Procs, wrk: str, fake: FakeUpstream, tmp: str, out: str,
+                 backends: Backends | None = None):
         self.args, self.procs, self.wrk, self.fake, self.tmp, self.out = args, procs, wrk, fake, tmp, out
+        self.backends = backends
         self.raw_dir = os.path.join(out, "raw")
         os.makedirs(self.raw_dir, exist_ok=True)
         self.bodies = {}
@@ -719,11 +790,11 @@ class Runner:
         and the host steals < --max-steal-pct."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            before = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid)
+            before = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid, self.backends)
             time.sleep(1.0)
-            after = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid)
+            after = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid, self.backends)
             ours = (after.gw.get("total", 0) - before.gw.get("total", 0) + after.nginx - before.nginx
-                    + after.me - before.me)
+                    + after.redis - before.redis + after.postgres - before.postgres + after.me - before.me)
             per_core = 100.0 / (CLK_TCK * (after.wall - before.wall))
             busy = (after.busy - before.busy - ours) * per_core
             if busy <= self.args.max_foreign_pct and (after.steal - before.steal) * per_core <= self.args.max_steal_pct:
@@ -736,16 +807,18 @@ class Runner:
         for run in range(a.runs):
             for attempt in range(a.retries + 1):
                 tag = f"{target}-{route}-c{conns}-run{run + 1}" + (f"-retry{attempt}" if attempt else "")
-                before = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid)
+                before = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid, self.backends)
                 with MemorySampler(gw.proc.pid if gw else None) as mem:
                     r = self.wrk_once(base, prefix, route, conns, a.duration, tag)
-                after = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid)
+                after = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid, self.backends)
                 wall = after.wall - before.wall
                 ours = {os.getpid(), *tree(self.fake.proc.pid), *(tree(gw.proc.pid) if gw else ())}
+                if self.backends:
+                    ours |= {*tree(self.backends.redis_pid() or -1), *tree(self.backends.postgres_pid() or -1)}
                 ours |= {pid for pid, (comm, _) in after.all.items() if comm == "wrk"}
                 gw_ticks = {k: after.gw.get(k, 0) - before.gw.get(k, 0) for k in set(after.gw) | set(before.gw)}
                 ours_ticks = (gw_ticks.get("total", 0) + (after.nginx - before.nginx) + (after.children - before.children)
-                        + (after.me - before.me))
+                        + (after.redis - before.redis) + (after.postgres - before.postgres) + (after.me - before.me))
                 pct = 100.0 / (CLK_TCK * wall)
                 rec = {"target": target, "route": route, "connections": conns, "run": run + 1, "attempt": attempt,
                        "requests": r["requests"], "rps": r["rps"], "errors": r["errors"],
@@ -770,6 +843,9 @@ class Runner:
                                threads_cpu_ms_per_req={k: round(v * ms / n, 4) for k, v in sorted(gw_ticks.items())
                                                        if ":" in k},
                                rss_peak_mib=mem.peak[0], pss_peak_mib=mem.peak[1])
+                    if target == "governed-redis":   # the shared servers' CPU, not in the gateway's total
+                        rec.update(redis_cpu_ms_per_req=(after.redis - before.redis) * ms / n,
+                                   postgres_cpu_ms_per_req=(after.postgres - before.postgres) * ms / n)
                 self.check_errors(r, tag)
                 if gw:
                     gw.check_stable()
@@ -798,7 +874,7 @@ def summarize(runs: list[dict]) -> dict:
     med = {}
     for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_req", "frontend_cpu_ms_per_req",
               "worker_cpu_ms_per_req", "actors_cpu_ms_per_req", "observer_cpu_ms_per_req",
-              "supervisor_cpu_ms_per_req", "gateway_cpu_pct"):
+              "supervisor_cpu_ms_per_req", "gateway_cpu_pct", "redis_cpu_ms_per_req", "postgres_cpu_ms_per_req"):
         vals = [r[k] for r in runs if k in r]
         if vals:
             med[k] = statistics.median(vals)
@@ -1002,7 +1078,8 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
            "`bedrock` = gateway -> bedrock provider -> nginx fake (SigV4 re-signing); `openai` = the same requests "
            "translated to Chat Completions -> nginx fake; `weighted` = the openai traffic over two weighted "
            "targets; `mock` = built-in mock provider, no upstream; `governed` = mock behind a virtual key with a "
-           "budget and rate limits (ledger reserve + settle); `nolog` = mock with the request log (and the metrics it "
+           "budget and rate limits (ledger reserve + settle); `governed-redis` = the same with the ledger on a local Redis "
+           "(settled spend to a local PostgreSQL; their CPU is reported apart, not in the gateway's); `nolog` = mock with the request log (and the metrics it "
            "feeds) off, so mock minus nolog is what logging costs; `direct` = wrk -> nginx fake. Added = gateway minus direct at the same "
            "connection count; past saturation it is queueing (wrk is closed-loop).", "",
            "| route | target | conns | rps | p50 ms | added p50 ms | p99 ms | CPU ms/req |",
@@ -1037,6 +1114,14 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
                                f"({fmt(p.get('observer_cpu_ms_per_req'), 3)}) | {fmt(p.get('zmq_io_cpu_ms_per_req'), 3)} | "
                                f"{fmt(p.get('gateway_cpu_pct'), 0)} | "
                                f"{fmt(p['foreign_cpu_pct_max'], 1)} | {fmt(p.get('rss_peak_mib'), 1)} |")
+    shared = [p for p in points if "redis_cpu_ms_per_req" in p]
+    if shared:
+        out += ["", "governed-redis: the shared servers' CPU per request, beside the gateway's (not included in it).", "",
+                "| route | conns | gateway CPU ms/req | Redis CPU ms/req | PostgreSQL CPU ms/req |",
+                "|---|---:|---:|---:|---:|"]
+        for p in shared:
+            out.append(f"| {p['route']} | {p['connections']} | {fmt(p.get('cpu_ms_per_req'), 3)} | "
+                       f"{fmt(p['redis_cpu_ms_per_req'], 3)} | {fmt(p.get('postgres_cpu_ms_per_req'), 3)} |")
     verdicts = []
     out += ["", f"Targets: added p50 <= {TARGETS['added_p50_ms_at_1']} ms at 1 connection, CPU <= "
             f"{TARGETS['cpu_ms_per_req']} ms/req (worst point), >= {TARGETS['max_rps']:.0f} rps (best point).", "",
@@ -1106,7 +1191,7 @@ def parse_args(argv=None):
     ap.add_argument("--routes", type=csv, default=["converse", "converse-stream"],
                     help=f"comma-separated, of {', '.join(ROUTES)} (default converse,converse-stream)")
     ap.add_argument("--scenarios", type=csv, default=list(SCENARIOS),
-                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
+                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), governed-redis (governed with the ledger on a local Redis + PostgreSQL), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in docs/peers.md)")
@@ -1162,6 +1247,7 @@ def main(argv=None) -> int:
     points: list[dict] = []
     profiles: list[dict] = []
     runner = None
+    backends = None
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -1185,7 +1271,9 @@ def main(argv=None) -> int:
     code = 0
     try:
         fake = FakeUpstream(procs, nginx, tmp, out).start()
-        runner = Runner(args, procs, wrk, fake, tmp, out)
+        if "governed-redis" in args.scenarios:
+            backends = Backends(tmp).start()
+        runner = Runner(args, procs, wrk, fake, tmp, out, backends)
         log("direct (wrk -> nginx fake)")
         for route in args.routes:
             preflight("direct", fake.url, route, fake)
@@ -1194,7 +1282,7 @@ def main(argv=None) -> int:
                 points.append(runner.point("direct", fake.url, "", route, c, None))
         save(False)
         for scenario in args.scenarios:
-            gw = Gateway(procs, scenario, args, fake, tmp, out).start()
+            gw = Gateway(procs, scenario, args, fake, tmp, out, backends).start()
             try:
                 time.sleep(1.0)
                 idle = tree_memory(gw.proc.pid)
@@ -1252,6 +1340,8 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         procs.stop_all()
+        if backends is not None:
+            backends.stop()
         if code and (points or profiles):
             try:
                 save(False)

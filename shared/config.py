@@ -32,7 +32,8 @@ from .governance import KEY_ID, PERIODS, Budget, Customer, RateLimit, Team, Virt
 from .provider_config import ProviderConfig, provider_table
 
 __all__ = ["Config", "ConfigError", "ServerConfig", "RouteConfig", "TargetConfig", "CachePolicy", "CacheConfig",
-           "ObservabilityConfig", "GovernanceConfig", "build", "load", "default_data_dir", "parse_time"]
+           "ObservabilityConfig", "GovernanceConfig", "AlertsConfig", "WebhookConfig", "build", "load",
+           "default_data_dir", "parse_time"]
 
 
 Positive = Annotated[int, Meta(ge=1)]
@@ -138,6 +139,47 @@ class ObservabilityConfig(Table):
                               "install them with: pip install 'finops-gateway[otel]'")
 
 
+class WebhookConfig(Table):
+    """[[alerts.webhooks]]: one receiver of every alert."""
+    url: str                         # http:// or https://
+    format: Literal["json", "slack"] = "json"   # json: the signed FinOps event; slack: an incoming-webhook message
+    secret: str = ""                 # json: the HMAC-SHA256 key of X-FinOps-Signature (required for json)
+    name: str = ""                   # how `finops alerts list` names it; "" = the URL's host
+    timeout_seconds: Annotated[float, Meta(gt=0)] = 5 * SECONDS   # one POST
+
+    def check(self, where: str) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: an http:// or https:// URL, got {self.url[:40]!r}")
+        if self.format == "json" and len(self.secret) < 16:
+            raise ConfigError(f"{where}.secret: a json webhook needs a secret of 16+ characters (receivers verify "
+                              "X-FinOps-Signature with it); write secret = \"${VAR}\"")
+        if not self.name:
+            self.name = self.url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+
+
+class AlertsConfig(Table):
+    """[alerts]: budget, forecast and anomaly alerts, delivered to webhooks (README "Alerts")."""
+    webhooks: list[WebhookConfig] = []    # none: no alerts actor runs
+    thresholds: list[float] = msgspec.field(default_factory=lambda: [50.0, 80.0, 100.0])   # % of each budget;
+                                     # a budget's own alert_at = [..] wins
+    forecast: bool = True            # alert when a budget's forecast first passes 100 % in its period
+    anomaly: bool = True             # alert when a key's or team's last hour is far above its usual
+    anomaly_factor: Annotated[float, Meta(gt=1)] = 10.0   # k: last hour > k x median of the same hour, last 7 days
+    anomaly_min_usd: Annotated[float, Meta(ge=0)] = 1.0   # ... and at least this much spent in the hour
+    retry_seconds: Annotated[float, Meta(gt=0)] = 24 * 3600 * SECONDS   # a delivery is retried this long
+    backoff_seconds: Annotated[float, Meta(gt=0)] = 1 * SECONDS   # first retry after this, doubling (max 5 min)
+    check_seconds: Annotated[float, Meta(gt=0, le=60)] = 1 * SECONDS    # budgets are checked this often
+    analysis_seconds: Annotated[float, Meta(gt=0)] = 60 * SECONDS   # forecasts and anomalies (the request log)
+
+    def check(self, where: str) -> None:
+        _percentages(self.thresholds, f"{where}.thresholds")
+        for i, w in enumerate(self.webhooks):       # nested tables: their checks run here
+            w.check(f"{where}.webhooks[{i}]")
+        names = [w.name for w in self.webhooks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.webhooks: two webhooks have the same name; give each a distinct name")
+
+
 class RouteConfig(Table, dict=True):
     models: list[str]
     provider: str = ""
@@ -236,6 +278,7 @@ class Config(msgspec.Struct, kw_only=True):
     pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     guardrails: GuardrailsConfig = msgspec.field(default_factory=GuardrailsConfig)
     source: str = "embedded defaults"
 
@@ -270,7 +313,7 @@ EMBEDDED_DEFAULTS = {
 }
 
 TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability",
-          "guardrails")
+          "alerts", "guardrails")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -312,6 +355,7 @@ def build(raw: dict, source: str, environ=None) -> Config:
                   routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
                   pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
                   observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
+                  alerts=table(AlertsConfig, raw.get("alerts", {}), "alerts"),
                   guardrails=_guardrails(raw.get("guardrails", {}), providers), source=source)
 
 
@@ -480,7 +524,16 @@ def _budget(r: dict, where: str) -> Budget:
         raise ConfigError(f"{where}.period: must be one of {', '.join(PERIODS)}, got {b.period!r}")
     if b.amount_usd < 0:
         raise ConfigError(f"{where}.amount_usd: must be >= 0, got {b.amount_usd}")
+    _percentages(b.alert_at, f"{where}.alert_at")
     return b
+
+
+def _percentages(values, where: str) -> None:
+    """Alert thresholds: percentages of a budget, each > 0 and at most 1000."""
+    for v in values:
+        if not 0 < v <= 1000:
+            raise ConfigError(f"{where}: each threshold is a percentage of the budget, > 0 and <= 1000 "
+                              f"(like [50, 80, 100]), got {v:g}")
 
 
 def _rate_limit(r: dict, where: str) -> RateLimit:
@@ -498,7 +551,8 @@ def _rate_limit(r: dict, where: str) -> RateLimit:
 
 def read_budgets(raw, where: str) -> tuple:
     return _records(raw, where, '{amount_usd = 10, period = "day"}',
-                    '{amount_usd = N, period = "day", env = "..." (optional)}', ("amount_usd", "period"), _budget)
+                    '{amount_usd = N, period = "day", env = "..." (optional), alert_at = [80, 100] (optional)}',
+                    ("amount_usd", "period"), _budget)
 
 
 def read_rate_limits(raw, where: str) -> tuple:

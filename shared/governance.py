@@ -20,6 +20,7 @@ class Budget:
     amount_usd: float
     period: str                 # one of PERIODS, calendar-aligned
     env: str = ""               # "" = every environment
+    alert_at: tuple[float, ...] = ()   # alert thresholds, % of amount_usd; () = [alerts] thresholds
 
     def label(self, level: str, owner: str) -> str:
         """How messages name it: `key vk-1 daily budget (env production)`."""

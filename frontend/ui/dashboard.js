@@ -408,6 +408,22 @@
     built.forEach(function (x) { if (x.canvas) makeChart(x.canvas, x.config); });
   }
 
+  // --- recent alerts (the outbox's latest, from /admin/dashboard's "alerts") ---------------
+  function renderAlerts(alerts) {
+    var box = $("alerts");
+    box.textContent = "";
+    alerts = Array.isArray(alerts) ? alerts : [];
+    $("alerts-section").hidden = !alerts.length;
+    alerts.forEach(function (a) {
+      var li = el("li", "alert alert-" + String(a.kind));
+      li.appendChild(el("span", "muted alert-time", timeFmt.format(new Date(num(a.created_at) * 1000))));
+      li.appendChild(el("span", "chip", String(a.kind)));
+      li.appendChild(el("span", "alert-message", String(a.message)));
+      li.appendChild(el("span", "chip " + (a.delivered ? "delivered" : "pending"), a.delivered ? "delivered" : "pending"));
+      box.appendChild(li);
+    });
+  }
+
   // --- tiles ------------------------------------------------------------------------------
   function tile(id, value, sub) {
     var t = $(id);
@@ -452,6 +468,7 @@
       cacheChart(data, labels, n);
     }
     renderBudgets(data.budgets);
+    renderAlerts(data.alerts);
   }
 
   // --- state, token, fetch ------------------------------------------------------------------

@@ -41,14 +41,16 @@ PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.er
         "finops.workers.governance.pricing", "finops.workers.governance.periods", "finops.workers.governance.bounds",
         "finops.workers.ledger.redis_lua",
         "finops.workers.cache.keys", "finops.workers.cache.index", "finops.workers.observe.metrics",
-        "finops.workers.admin.routes", "finops.workers.formats.bedrock.guardrail",
-        "finops.workers.governance.guardrail_prices"]
+        "finops.workers.admin.routes", "finops.workers.alerts.rules", "finops.workers.alerts.payload",
+        "finops.workers.formats.bedrock.guardrail", "finops.workers.governance.guardrail_prices",
+        "finops.workers.governance.tiers"]
 
 # Read local files, never the network. config: the TOML file, the environment, the TLS files it
 # names; logdb, report, dashboard: SQLite; embedder: the ONNX model and tokenizer files;
 # ui_static: the dashboard's files.
 LOCAL_IO = ["finops.shared.config", "finops.workers.observe.logdb", "finops.workers.observe.report",
-            "finops.workers.observe.dashboard", "finops.workers.cache.embedder", "finops.frontend.ui_static"]
+            "finops.workers.observe.dashboard", "finops.workers.cache.embedder", "finops.frontend.ui_static",
+            "finops.workers.alerts.outbox", "finops.workers.alerts.spend"]
 
 NETWORK = ("trio", "zmq", "httpx", "httpcore", "hypercorn", "h11", "h2")
 FILES = ("sqlite3", "_sqlite3", "onnxruntime", "tokenizers")      # faiss is allowed: an index in memory

@@ -236,6 +236,17 @@ def test_restarts_counter():
     assert "finops_process_restarts_total{kind=\"worker\"} 4.0" in m.render().decode()
 
 
+def test_alert_counters_come_from_the_alerts_actor_counts():
+    m = Metrics()
+    fams = parse(m)
+    assert fams["finops_alerts_sent"].type == "counter" and fams["finops_alerts_sent"].samples == []
+    m.set_alerts({"sent": {"budget": 3, "forecast": 1}, "failed": {"budget": 1}, "pending": 2})
+    fams = parse(m)
+    assert samples(fams, "finops_alerts_sent", "_total") == {
+        frozenset({"kind": "budget"}.items()): 3, frozenset({"kind": "forecast"}.items()): 1}
+    assert samples(fams, "finops_alerts_failed", "_total") == {frozenset({"kind": "budget"}.items()): 1}
+
+
 def test_names_follow_prometheus_conventions():
     m = Metrics()
     m.observe(r(vk="vk-1", env="prod", ttft_ms=10.0, input_tokens=1, output_tokens=1, cost_usd=0.1,
@@ -244,9 +255,11 @@ def test_names_follow_prometheus_conventions():
     m.observe(r(error="ThrottlingException", error_origin="upstream"))
     m.report("worker-1", "worker", {"inflight": 1, "queues": {"q": 1}, "semantic": 1})
     m.set_restarts({"worker": 1})
+    m.ledger_counts({"uncounted": 2, "settles_dropped": 1, "spend_dropped": 3})
+    m.set_alerts({"sent": {"budget": 2}, "failed": {"anomaly": 1}, "pending": 0})
     text = m.render().decode()
     fams = list(text_string_to_metric_families(text))
-    assert len(fams) == 14
+    assert len(fams) == 18
     for f in fams:
         assert f.name.startswith("finops_"), f.name
         assert f.samples, f"{f.name} has no sample"
@@ -266,3 +279,13 @@ def test_names_follow_prometheus_conventions():
         if line.startswith("# TYPE"):
             _, _, name, kind = line.split()
             assert (kind == "counter") == name.endswith("_total"), line
+
+
+def test_ledger_counts_add_up():
+    m = Metrics()
+    m.ledger_counts({"uncounted": 2})
+    m.ledger_counts({"uncounted": 1, "settles_dropped": 4, "spend_dropped": 5})
+    text = m.render().decode()
+    assert "finops_ledger_uncounted_total 3.0" in text
+    assert 'finops_ledger_dropped_total{what="settle"} 4.0' in text
+    assert 'finops_ledger_dropped_total{what="spend_row"} 5.0' in text

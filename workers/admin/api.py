@@ -12,6 +12,8 @@ The frontend has checked the admin token (and whether /metrics needs it) and sen
     GET    /admin/dashboard[?days=N]      the /ui dashboard's data, from the request log
     GET    /admin/report?by=key,model&since=7d&until=&key=&team=&customer=&env=&model=&provider=
                                           `finops report` as JSON
+    GET    /admin/alerts[?limit=N&kind=K] the alerts fired (newest first), their deliveries, and the
+                                          counts sent / failed / pending (alerts/outbox.py)
     keys, teams, customers                directory.py
 
 Nothing here blocks the trio loop: the governance store's reads and writes, the request log's
@@ -29,6 +31,8 @@ import trio
 from finops.shared import errors
 from finops.shared.config import Config
 
+from ..alerts import outbox as alerts_outbox
+from ..alerts.rules import KINDS as ALERT_KINDS
 from ..cache import keys as cache_keys
 from ..governance import auth
 from ..governance.directory import load_directory
@@ -42,6 +46,7 @@ from .routes import Match, NoRoute, Request, Route, match, split_target
 
 
 JSON = "application/json"
+RECENT_ALERTS = 10      # alerts the dashboard lists
 
 
 class Raw:
@@ -164,7 +169,22 @@ class Admin:
             return 400, {"message": f"days: {days!r} is not a whole number of days from 1 to 366"}
         await self.observer.sync()        # the rows already answered are in the log
         usage = (await self.gov.ledger.usage(None))["usage"]
-        return 200, await self.read_log(dashboard.dashboard_data, usage, int(days), self.cfg.governance.timezone)
+        doc = await self.read_log(dashboard.dashboard_data, usage, int(days), self.cfg.governance.timezone)
+        recent = await trio.to_thread.run_sync(alerts_outbox.report, self.cfg.server.data_dir, RECENT_ALERTS)
+        doc["alerts"] = [{k: a[k] for k in ("id", "kind", "level", "owner", "created_at", "message")}
+                         | {"delivered": all(d["status"] == "delivered" for d in a["deliveries"])}
+                         for a in recent["alerts"]]
+        return 200, doc
+
+    async def alerts(self, req: Request) -> tuple[int, dict]:
+        """The alerts fired, newest first, with their deliveries; and the delivery counts."""
+        limit, kind = req.query.get("limit", "50"), req.query.get("kind") or None
+        if not (limit.isdigit() and 1 <= int(limit) <= 10_000):
+            return 400, {"message": f"limit: {limit!r} is not a whole number from 1 to 10000"}
+        if kind is not None and kind not in ALERT_KINDS:
+            return 400, {"message": f"kind: {kind!r} is not one of {', '.join(ALERT_KINDS)}"}
+        doc = await trio.to_thread.run_sync(alerts_outbox.report, self.cfg.server.data_dir, int(limit), kind)
+        return 200, {"webhooks": [w.name for w in self.cfg.alerts.webhooks], **doc}
 
     async def report(self, req: Request) -> tuple[int, dict]:
         """`finops report` as JSON: spend grouped `by` dimensions, over a period, filtered."""
@@ -215,6 +235,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/admin/cache", Admin.cache_clear),
     Route("GET", "/admin/dashboard", Admin.dashboard),
     Route("GET", "/admin/report", Admin.report),
+    Route("GET", "/admin/alerts", Admin.alerts),
     # the directory (directory.py): the governance store's rows, also run by the CLI (call_store)
     Route("GET", "/admin/keys", K.list_keys, on_store=True),
     Route("POST", "/admin/keys", K.create_key, on_store=True),

@@ -60,6 +60,8 @@ _INSERT = (f"INSERT INTO finops_settled ({_COLUMNS}) "
            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
            "%s::float8[], %s::text[], %s::text[]) "
            "ON CONFLICT (request_id) DO NOTHING")
+_REPLACE = _INSERT.replace("DO NOTHING", "DO UPDATE SET cost_micro = EXCLUDED.cost_micro, tokens = EXCLUDED.tokens, "
+                           "saved_micro = EXCLUDED.saved_micro")
 
 
 class SettledSpend:
@@ -90,9 +92,13 @@ class SettledSpend:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def write(self, rows: Iterable[SettledCharge | tuple]) -> int:
+    def write(self, rows: Iterable[SettledCharge | tuple], replace: bool = False) -> int:
         """Record settled charges (see the module doc); returns how many were not recorded before.
         A request id repeated within the batch counts once too (the first one wins).
+
+        `replace=True`: corrections. A request already recorded gets these cost, tokens and
+        savings (its settled_at stays: the charge stays in its periods), e.g. a reservation the
+        ledger charged in full at its TTL whose real settle came later. Still idempotent.
 
         Rows go in in request-id order: two nodes writing overlapping batches (a settle sent again
         racing the original) then take their row locks in the same order and cannot deadlock."""
@@ -106,7 +112,7 @@ class SettledSpend:
         for rid in sorted(first):
             for i, v in enumerate(first[rid]):
                 cols[i].append(v)
-        return self.link.run(_INSERT, cols).rowcount
+        return self.link.run(_REPLACE if replace else _INSERT, cols).rowcount
 
     def prune(self, before: float) -> int:
         """Delete the rows settled before `before` (epoch seconds); returns how many."""

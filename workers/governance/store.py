@@ -140,7 +140,8 @@ def generate_key(name: str = "", *, team: str = "", models=("*",), providers=("*
 # --- (de)serialisation -------------------------------------------------------------------------
 
 def budgets_to_json(budgets) -> list[dict]:
-    return [{"amount_usd": b.amount_usd, "period": b.period, "env": b.env} for b in budgets]
+    return [{"amount_usd": b.amount_usd, "period": b.period, "env": b.env,
+             **({"alert_at": list(b.alert_at)} if b.alert_at else {})} for b in budgets]
 
 
 def rate_limits_to_json(limits) -> list[dict]:
@@ -148,7 +149,8 @@ def rate_limits_to_json(limits) -> list[dict]:
 
 
 def budgets_from_json(text: str) -> tuple[Budget, ...]:
-    return tuple(Budget(amount_usd=float(d["amount_usd"]), period=d["period"], env=d.get("env", ""))
+    return tuple(Budget(amount_usd=float(d["amount_usd"]), period=d["period"], env=d.get("env", ""),
+                        alert_at=tuple(float(x) for x in d.get("alert_at", ())))
                  for d in json.loads(text))
 
 

@@ -9,8 +9,16 @@ a SQLite write transaction (a write lock shared by every worker, and an fsync). 
 from snapshots: the state is written to SQLite (WAL) every `SNAPSHOT_SECONDS` when it changed and
 at shutdown, and restored at start. A crash (kill -9) loses at most the last second of counter
 changes; reservations in flight at a crash are settled by the workers anyway (settle of an
-unknown reservation still charges). The same request/reply protocol can be served by a Redis
-implementation (`client.LedgerClient` is the seam) for multi-node deployments.
+unknown reservation still charges).
+
+Two backends, one protocol (backend.py): `[governance] ledger = "local"` keeps the counters in
+this process (LedgerState, the snapshots above); `"redis"` keeps them in Redis, shared by every
+gateway node (RedisLedger), with settled spend written to PostgreSQL to rebuild them if Redis
+loses its data. Either way the workers talk to this actor (client.LedgerClient is unchanged),
+and the actor hands every reserve and settle queued at once to the backend in one call
+(`handle_batch`): on Redis one pipelined round trip for all of the node's workers. Redis
+failures (refuse with 503 or serve uncounted, the circuit, kept settles, the rebuild) are the
+backend's; see its docstring.
 
 Protocol (msgpack maps; workers PUSH to the ledger's PULL socket, and the ledger PUSHes replies to
 the PULL endpoint `r` each asking worker named; see client.py):
@@ -20,6 +28,7 @@ the PULL endpoint `r` each asking worker named; see client.py):
     {"k": "settles", "s": [[rid, key, env, cost, tokens(, saved)], ...]}            (no reply)
     any message may carry "s": settles riding along, applied before the message itself
     {"k": "usage", "i": n, "r", "key": id | None}                                 -> {"i": n, "usage": [...], "savings": [...]}
+                                                                                     or {"i": n, "error": message} (Redis unreachable)
 
 Reservations no worker will settle. A reservation remembers the worker process (`pid`) that made
 it. Once a second the ledger looks at the workers holding reservations; one found dead at two
@@ -28,11 +37,15 @@ frontend/outcomes.py) has its open reservations charged in full, as a reservatio
 `governance.reservation_ttl_seconds` is. Every charge the ledger makes on its own (those, and the
 corrections when a late settle arrives for one) is sent to the observer as
 `{"k": "charges", "c": [[rid, key, env, cost_usd], ...]}`, which puts it in the request log, so
-the log's spend always equals the ledger's (workers/observe/actor.py).
+the log's spend always equals the ledger's (workers/observe/actor.py); the backend's counts go
+there too (`{"k": "ledger", "c": {"uncounted": n, ...}}`: finops_ledger_* metrics). On Redis,
+owners are "node/pid" and this node expires only its own dead workers' reservations; any node
+expires every reservation past the TTL (so a node that died for good is covered).
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -43,7 +56,7 @@ from finops.shared.transport import zmq
 
 from ..governance.directory import load_directory
 from ..governance.stores import open_directory, open_store
-from .state import LedgerState
+from . import backend
 
 log = logging.getLogger("finops.ledger")
 
@@ -61,71 +74,80 @@ class LedgerActor(BlockingActor):
         self.store.sync_config(cfg.governance)
         self.directory = open_directory(cfg, self.store)    # the store, or a DirectoryWatcher (PostgreSQL)
         self.version = self.directory.data_version()
-        g = cfg.governance
-        self.state = LedgerState(load_directory(self.directory, cfg), clock=clock, tz=g.timezone,
-                                 reservation_ttl=g.reservation_ttl_seconds)
-        snap = self.store.load_snapshot()
-        if snap:
-            self.state.restore(snap)
-            log.info("ledger restored its counters from %s", self.store.path)
-        self.dirty = False
+        self.backend = backend.open_backend(cfg, load_directory(self.directory, cfg), clock)
+        if self.backend.name == "local":
+            snap = self.store.load_snapshot()
+            if snap and self.backend.restore(snap):
+                log.info("ledger restored its counters from %s", self.store.path)
         self.suspects: set[int] = set()     # workers holding reservations found dead at the last look
-        self.charges: list[list] = []       # [rid, key, env, cost_usd] for the observer
+        self.charges = self.backend.charges  # [rid, key, env, cost_usd] for the observer
         self.observer: zmq.Socket | None = None
         self.observer_endpoint = ""
+        self.counts: dict[str, int] = {}    # metric increments not sent to the observer yet
 
     def handle(self, msg: dict) -> dict | None:
-        k = msg.get("k")
-        for rid, key, env, cost, tokens, *saved in msg.get("s", ()):      # settles riding along
-            self.settle(rid, key, env, cost, tokens, saved[0] if saved else 0.0)
-        if k == "settles":
-            return None
-        if k == "reserve":
-            self.dirty = True
-            try:
-                out = self.state.reserve(msg["rid"], msg["key"], msg.get("env", ""), msg["max"], msg["tok"],
-                                         pid=msg.get("pid", 0))
-            except ValueError as e:
-                out = {"ok": False, "code": "ValidationException", "status": 400, "message": str(e)}
-            return out
-        if k == "settle":
-            self.settle(msg["rid"], msg.get("key", ""), msg.get("env", ""), msg["cost"], msg["tok"],
-                        msg.get("saved", 0.0))
-            return None
-        if k == "usage":
-            return {"usage": self.state.usage(msg.get("key")),
-                    "savings": self.state.savings(msg.get("key"))}
-        log.warning("ledger: unknown message kind %r", k)
-        return None
+        return self.handle_batch([msg])[0]
 
-    def settle(self, rid: str, key: str, env: str, cost: float, tokens: int, saved: float) -> None:
-        self.dirty = True
-        out = self.state.settle(rid, cost, tokens, key_id=key, env=env, saved_usd=saved)
-        if out["corrected"]:            # it had been charged in full: the log gets the real cost
-            self.charges.append([rid, key, env, out["cost_usd"]])
+    def handle_batch(self, msgs: list[dict]) -> list[dict | None]:
+        """Every reserve and settle queued at once goes to the backend in one call (on Redis: one
+        round trip), in the order received; a usage request sees everything before it. A change of
+        keys, budgets or limits is taken first (a local read: SQLite's data_version, or the
+        PostgreSQL watcher's copy), so a key a worker already admits is never reserved for under
+        the directory it replaced."""
+        self.maybe_reload()
+        out: list = [None] * len(msgs)
+        ops: list = []          # ("reserve" | "settle", args)
+        at: list[int] = []      # the message each op answers (-1: a settle, no reply)
+        for i, msg in enumerate(msgs):
+            try:
+                k = msg.get("k")
+                for rid, key, env, cost, tokens, *saved in msg.get("s", ()):      # settles riding along
+                    ops.append(("settle", (rid, cost, tokens, key, env, saved[0] if saved else 0.0)))
+                    at.append(-1)
+                if k == "reserve":
+                    ops.append(("reserve", (msg["rid"], msg["key"], msg.get("env", ""), msg["max"], msg["tok"],
+                                            msg.get("pid", 0))))
+                    at.append(i)
+                elif k == "settle":
+                    ops.append(("settle", (msg["rid"], msg["cost"], msg["tok"], msg.get("key", ""),
+                                           msg.get("env", ""), msg.get("saved", 0.0))))
+                    at.append(-1)
+                elif k == "usage":
+                    self._apply(ops, at, out)
+                    ops, at = [], []
+                    out[i] = self.backend.usage(msg.get("key"))
+                elif k != "settles":
+                    log.warning("ledger: unknown message kind %r", k)
+            except (KeyError, TypeError, ValueError):
+                log.exception("ledger: bad message")
+        self._apply(ops, at, out)
+        return out
+
+    def _apply(self, ops: list, at: list[int], out: list) -> None:
+        if not ops:
+            return
+        try:
+            replies = self.backend.run(ops)
+        except Exception:       # a bug, not Redis (the backend maps that): these get no reply
+            log.exception("ledger: a batch of %d reserves and settles failed", len(ops))
+            return
+        for i, r in zip(at, replies):
+            if i >= 0:
+                out[i] = r
 
     def expire(self) -> None:
         """Charge in full the reservations past their TTL and those of workers that died."""
-        owners = self.state.owners()
+        owners = self.backend.owners()
         dead = {pid for pid in owners if not transport.pid_alive(pid)}
         confirmed, self.suspects = dead & self.suspects, dead
-        expired = self.state.expire(confirmed)
-        for rid in expired:
-            key, env, usd = self.state.expired_charge(rid)
-            self.charges.append([rid, key, env, usd])
-        if expired:
-            self.dirty = True
-            log.warning("ledger: %d reservations charged in full (past their TTL, or their worker died)",
-                        len(expired))
+        n = self.backend.expire(confirmed)
+        if n:
+            log.warning("ledger: %d reservations charged in full (past their TTL, or their worker died)", n)
 
-    def send_charges(self) -> None:
-        """The charges the ledger made on its own, to the observer (kept while it is away)."""
-        if not self.charges:
-            return
+    def observer_socket(self) -> zmq.Socket | None:
         found = transport.discover(self.run_dir, "observer")
         if not found:
-            del self.charges[:-MAX_CHARGES]
-            return
+            return None
         endpoint = found[max(found)]
         if endpoint != self.observer_endpoint:
             if self.observer is not None:
@@ -133,9 +155,30 @@ class LedgerActor(BlockingActor):
             self.observer = transport.make_socket(zmq.PUSH)
             self.observer.connect(endpoint)
             self.observer_endpoint = endpoint
+        return self.observer
+
+    def send_charges(self) -> None:
+        """The charges the ledger made on its own, to the observer (kept while it is away), and
+        the backend's metrics (finops_ledger_*)."""
+        for k, n in self.backend.take_counts().items():
+            self.counts[k] = self.counts.get(k, 0) + n
+        gauges = self.backend.gauges()
+        if not (self.charges or self.counts or gauges):
+            return
+        sock = self.observer_socket()
+        if sock is None:
+            del self.charges[:-MAX_CHARGES]
+            return
         try:
-            self.observer.send(actors.pack({"k": "charges", "c": self.charges}), zmq.NOBLOCK)
-            self.charges = []
+            if self.charges:
+                sock.send(actors.pack({"k": "charges", "c": self.charges}), zmq.NOBLOCK)
+                self.charges.clear()
+            if self.counts:
+                sock.send(actors.pack({"k": "ledger", "c": self.counts}), zmq.NOBLOCK)
+                self.counts = {}
+            if gauges:
+                sock.send(actors.pack({"k": "gauges", "proc": f"ledger-{os.getpid()}", "kind": "ledger",
+                                       "g": gauges}), zmq.NOBLOCK)
         except zmq.Again:
             del self.charges[:-MAX_CHARGES]
 
@@ -143,16 +186,17 @@ class LedgerActor(BlockingActor):
         v = self.directory.data_version()
         if v != self.version:
             self.version = v
-            self.state.set_directory(load_directory(self.directory, self.cfg))
+            self.backend.set_directory(load_directory(self.directory, self.cfg))
             log.info("ledger: keys, teams or customers changed; reloaded")
 
     def save(self) -> None:
-        if self.dirty:
-            self.store.save_snapshot(self.state.snapshot())
-            self.dirty = False
+        snap = self.backend.snapshot()
+        if snap is not None:
+            self.store.save_snapshot(snap)
 
     def tick(self) -> None:
         self.maybe_reload()
+        self.backend.tick()
         self.expire()
         self.send_charges()
         self.save()
@@ -160,6 +204,7 @@ class LedgerActor(BlockingActor):
     def close(self) -> None:
         log.info("ledger: saving its counters")
         self.save()
+        self.backend.close()
         self.send_charges()
         if self.observer is not None:
             self.observer.close(linger=1000)

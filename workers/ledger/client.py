@@ -16,6 +16,7 @@ import os
 
 import trio
 
+from finops.shared import errors
 from finops.shared.actors import ActorClient
 
 log = logging.getLogger("finops.ledger.client")
@@ -74,6 +75,8 @@ class LedgerClient(ActorClient):
         for one key's scopes, or for everyone (see LedgerState.usage and .savings)."""
         out = await self.request({"k": "usage", "key": key_id},
                                  what="The governance ledger did not answer in time.")
+        if "error" in out:          # the ledger's Redis is unreachable
+            raise errors.unavailable(out["error"])
         return {"usage": out["usage"], "savings": out.get("savings", [])}
 
     def close(self) -> None:

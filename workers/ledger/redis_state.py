@@ -8,6 +8,7 @@
     led.expire(dead_pids)                     # every second, from any node (each call is atomic)
     led.usage(key_id), led.savings(key_id), led.owners(), led.expired_charge(rid)
     led.reserve_many([...]), led.settle_many([...])   # one round trip for a batch (a pipeline)
+    led.apply_many([("reserve", (...)), ("settle", (...)), ...])   # both kinds, in order, one round trip
 
 Same replies as `LedgerState` (state.py: its module docstring is the contract; the
 conformance suite tests/unit/test_ledger_contract.py runs the same sequences on both), with
@@ -472,6 +473,57 @@ class RedisLedger:
             if isinstance(o, Exception):
                 raise self._unavailable(o) if str(o).startswith(_UNAVAILABLE) else o
         return [self._settle_reply(o, ctx) for o, (_, _, ctx) in zip(outs, calls)]
+
+    def apply_many(self, ops: Iterable[tuple]) -> list:
+        """Reserves and settles in the order given, in one round trip (a pipeline; each is its own
+        atomic script): ops are ("reserve", reserve()'s arguments) or ("settle", settle()'s
+        arguments). Returns, per op, its reply or the exception it would have raised on its own
+        (ValueError, LedgerNotReady), so one refusal does not hide the others' replies. Raises
+        LedgerUnavailable when Redis cannot be used (then any reserve of the batch may have been
+        applied or not: see the module docstring); a batch of settles only is tried twice."""
+        ops = list(ops)
+        calls: list = []
+        res: list = [None] * len(ops)
+        for i, (kind, args) in enumerate(ops):
+            try:
+                keys, argv, ctx = (self._reserve_call if kind == "reserve" else self._settle_call)(*args)
+            except (ValueError, TypeError) as e:      # a malformed amount: that op's error only
+                res[i] = e if isinstance(e, ValueError) else ValueError(str(e))
+                continue
+            calls.append((i, kind, keys, argv, ctx))
+        if not calls:
+            return res
+        scripts = self._scripts
+
+        def run():
+            pipe = self.r.pipeline(transaction=False)
+            for _, kind, keys, argv, _ in calls:
+                pipe.evalsha(scripts[kind].sha, len(keys), *keys, *argv)
+            outs = pipe.execute(raise_on_error=False)
+            for j, o in enumerate(outs):     # NOSCRIPT: that call did not run; load and run it again
+                if isinstance(o, redis.exceptions.NoScriptError):
+                    _, kind, keys, argv, _ = calls[j]
+                    self.r.script_load(scripts[kind].source)
+                    outs[j] = self.r.evalsha(scripts[kind].sha, len(keys), *keys, *argv)
+            return outs
+        outs = self._call(run, idempotent=all(c[1] == "settle" for c in calls))
+        for o in outs:
+            if isinstance(o, Exception) and str(o).startswith(_UNAVAILABLE):
+                raise self._unavailable(o)
+        for o, (i, kind, _, _, ctx) in zip(outs, calls):
+            if isinstance(o, Exception):
+                res[i] = o
+                continue
+            try:
+                res[i] = self._reserve_reply(o, ctx) if kind == "reserve" else self._settle_reply(o, ctx)
+            except (ValueError, LedgerNotReady) as e:
+                res[i] = e
+        return res
+
+    def marker(self) -> bytes | None:
+        """The ready marker's value (which rebuild set it, and when), or None while the counters
+        are lost: a node that sees it change knows another node rebuilt them."""
+        return self._call(lambda: self.r.get(self.k_ready), idempotent=True)
 
     # --- expire ------------------------------------------------------------------------------
     def expire(self, dead: Iterable = frozenset()) -> list[str]:

@@ -22,6 +22,7 @@ Protocol (msgpack maps):
     {"k": "rows", "packed": [logrow.pack(row), ...]}                    (no reply; from frontends)
     {"k": "rows", "rows": [[value, ...] in logdb.NAMES order, ...]}     (no reply; tools and tests)
     {"k": "charges", "c": [[rid, key, env, cost_usd], ...]}             (no reply; from the ledger)
+    {"k": "ledger", "c": {"uncounted": n, "settles_dropped": n, "spend_dropped": n}}  (no reply; increments)
     {"k": "gauges", "proc": "worker-123", "kind": "worker", "g": {...}}  (no reply; see Metrics.report)
     {"k": "scrape"}                                                       -> {"text": exposition bytes}
     {"k": "flush"}                                                        -> {"rows": rows written so far}
@@ -37,7 +38,7 @@ import time
 from finops.shared import actors, logrow
 from finops.shared import config as configmod
 from finops.shared.actors import BlockingActor
-from finops.shared.rundir import RESTARTS_FILE
+from finops.shared.rundir import ALERTS_FILE, RESTARTS_FILE
 
 from . import logdb
 from .metrics import Metrics
@@ -82,11 +83,15 @@ class ObserverActor(BlockingActor):
             for rid, key, env, cost in msg["c"]:
                 self.charge(rid, key, env, cost)
             return None
+        if k == "ledger":
+            self.metrics.ledger_counts(msg.get("c", {}))
+            return None
         if k == "gauges":
             self.metrics.report(msg["proc"], msg.get("kind", "worker"), msg.get("g", {}))
             return None
         if k == "scrape":
             self.metrics.set_restarts(self._restarts())
+            self.metrics.set_alerts(self._run_file(ALERTS_FILE))
             return {"text": self.metrics.render({"observer_rows": len(self.pending)})}
         if k == "flush":
             self.drain()            # rows a frontend sent before this request are written too
@@ -143,8 +148,12 @@ class ObserverActor(BlockingActor):
         self.written += len(rows)
 
     def _restarts(self) -> dict:
+        return self._run_file(RESTARTS_FILE)
+
+    def _run_file(self, name: str) -> dict:
+        """A JSON file another process keeps in the run directory (shared/rundir.py); {} if none."""
         try:
-            with open(os.path.join(self.cfg.run_dir, RESTARTS_FILE)) as f:
+            with open(os.path.join(self.cfg.run_dir, name)) as f:
                 return json.load(f)
         except (OSError, ValueError):
             return {}

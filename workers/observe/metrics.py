@@ -69,6 +69,12 @@ class Metrics:
                                   "(the AWS error code).", ["reason", "virtual_key"], registry=r)
         self.upstream_errors = Counter("finops_upstream_errors", "Failed answers from upstream providers, by "
                                        "the AWS error code the client got.", ["provider", "code"], registry=r)
+        self.uncounted = Counter("finops_ledger_uncounted", "Requests served without a budget or rate-limit "
+                                 "check because the ledger's Redis was unreachable (redis_failure = \"open\").",
+                                 registry=r)
+        self.ledger_dropped = Counter("finops_ledger_dropped", "Records the ledger had to drop: settles kept while "
+                                      "Redis was unreachable (settle), settled-spend rows waiting for PostgreSQL "
+                                      "(spend_row), past their bounded queues.", ["what"], registry=r)
         self.rows = Counter("finops_request_log_rows", "Rows written to the request log.", registry=r)
         self.inflight = Gauge("finops_requests_in_flight", "Requests being served, by process kind.",
                               ["process"], registry=r)
@@ -76,6 +82,8 @@ class Metrics:
                            registry=r)
         self.restart_counts: dict[str, int] = {}
         r.register(_Restarts(self))
+        self.alert_counts: dict = {}
+        r.register(_Alerts(self))
         self.semantic = Gauge("finops_cache_semantic_enabled", "1 when the workers have the embedding model "
                               "loaded (semantic cache layer on), 0 when the cache matches exactly only.",
                               registry=r)
@@ -116,6 +124,14 @@ class Metrics:
             self._add(self.cost, (self.model(row["model"]), row["provider"], self.env(row["env"]),
                                   self.vk(row["vk"])), usd)
 
+    def ledger_counts(self, counts: dict) -> None:
+        """Increments from the ledger actor (its Redis backend)."""
+        if counts.get("uncounted"):
+            self._add(self.uncounted, (), counts["uncounted"])
+        for what, name in (("settle", "settles_dropped"), ("spend_row", "spend_dropped")):
+            if counts.get(name):
+                self._add(self.ledger_dropped, (what,), counts[name])
+
     def _add(self, counter, labels: tuple, amount: float) -> None:
         key = (counter, labels)
         self._pending[key] = self._pending.get(key, 0) + amount
@@ -129,6 +145,10 @@ class Metrics:
     def report(self, process: str, kind: str, gauges: dict) -> None:
         """A process's gauges: {"inflight": n, "queues": {name: n}, "semantic": 0|1}."""
         self.reports[process] = (self.clock(), kind, gauges)
+
+    def set_alerts(self, counts: dict) -> None:
+        """The alerts actor's outbox counts: {"sent": {kind: n}, "failed": {kind: n}, ...}."""
+        self.alert_counts = counts
 
     def set_restarts(self, restarts: dict) -> None:
         """The supervisor's restart counts per process kind (it keeps them; see supervisor.py)."""
@@ -176,3 +196,24 @@ class _Restarts:
         for kind, n in sorted(self.metrics.restart_counts.items()):
             c.add_metric([kind], n)
         yield c
+
+
+class _Alerts:
+    """finops_alerts_sent_total and finops_alerts_failed_total: counts the alerts actor keeps in
+    its outbox (deliveries acknowledged with a 2xx; given up after [alerts] retry_seconds)."""
+
+    HELP = {"sent": "Alert deliveries a webhook acknowledged (2xx), by alert kind.",
+            "failed": "Alert deliveries given up after [alerts] retry_seconds, by alert kind."}
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return [CounterMetricFamily(f"finops_alerts_{k}", h, labels=["kind"]) for k, h in self.HELP.items()]
+
+    def collect(self):
+        for k, h in self.HELP.items():
+            c = CounterMetricFamily(f"finops_alerts_{k}", h, labels=["kind"])
+            for kind, n in sorted((self.metrics.alert_counts.get(k) or {}).items()):
+                c.add_metric([kind], n)
+            yield c

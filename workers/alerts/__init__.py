@@ -1,0 +1,1 @@
+"""Alerts: budget thresholds, forecasts and anomalies, delivered to webhooks from a durable outbox."""

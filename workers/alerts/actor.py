@@ -1,0 +1,281 @@
+"""The alerts actor: detects budget, forecast and anomaly alerts and delivers them to webhooks.
+
+    python -m finops.workers.alerts.actor      (started by `finops serve` when [alerts] has a webhook)
+
+Design, and why:
+* **Its own process, one per node.** Detection needs the ledger's counters and the request log;
+  delivery needs an HTTP client that may wait seconds on a slow receiver. Neither belongs on the
+  request path (a worker must never wait on a webhook) nor in the ledger (which must answer a
+  reserve in microseconds). So it is an actor of its own (shared/actors.BlockingActor), which
+  asks the others as any admin request does: the ledger's `usage` message (the very reply
+  `/admin/usage` shows) and a read-only connection to the request log.
+* **Detection is stateless and repeated; the outbox makes it fire once.** Every
+  `[alerts] check_seconds` (1 s) it reads every budget's current period from the ledger and
+  computes every threshold reached (rules.budget_alerts); every `analysis_seconds` (60 s) it
+  also projects each budget (observe/forecast.py, through dashboard.budget_forecasts, the same
+  forecast /admin/usage and the dashboard show) and checks each key's and team's last hour
+  (rules.anomaly). Each event has a dedupe key (scope, period start, threshold) under a UNIQUE
+  constraint in the outbox (outbox.py, SQLite in the data dir), so it is recorded once, however
+  many times or by however many processes it is detected, and a restart cannot fire it again.
+  Concurrent traffic across workers needs nothing more: the ledger is the one place spend is
+  counted, and the check reads its settled figure.
+* **Delivery from the durable outbox, at least once.** Pending deliveries are POSTed in order;
+  one is marked delivered only after a 2xx, else retried with exponential backoff
+  (`backoff_seconds`, doubling, at most 5 min apart) for `retry_seconds`, then marked failed.
+  The outbox row's id is the idempotency id (header `X-FinOps-Idempotency-Key` and the body's
+  `id`): a crash or restart between a POST and its mark re-sends the same id, and the receiver
+  dedupes. Nothing is lost: a fired alert is on disk before any POST.
+* **Delivery blocks the loop, by design:** the actor has nothing else urgent to do; each POST has
+  the webhook's `timeout_seconds`, and a round of deliveries stops after DELIVER_SECONDS so a dead
+  receiver cannot hold detection up for long (detection is durable anyway).
+* **Metrics.** The outbox's counts (sent, failed per kind) are written to
+  <run_dir>/alerts.json after each change; the observer renders them at a scrape as
+  finops_alerts_sent_total and finops_alerts_failed_total. Being counts of rows in the outbox,
+  they survive restarts of either process.
+
+Several nodes: with `governance.ledger = "redis"` every node's ledger actor reports the shared
+counters, so every node's alerts actor detects the same events. Each sends them from its own
+outbox, with the same idempotency id (a hash of the event): a receiver that dedupes on it sees
+each alert once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import msgpack
+
+from finops.shared import actors, transport
+from finops.shared import config as configmod
+from finops.shared.actors import BlockingActor
+from finops.shared.rundir import ALERTS_FILE
+from finops.shared.transport import zmq
+
+from ..governance.directory import load_directory
+from ..governance.money import micros
+from ..governance.periods import iso
+from ..governance.stores import open_directory, open_store
+from ..observe import dashboard, logdb
+from . import outbox, payload, rules
+from .spend import same_hour_spend
+
+log = logging.getLogger("finops.alerts")
+
+DELIVER_SECONDS = 10.0          # one round of deliveries stops after this long (the rest waits a tick)
+LEDGER_TIMEOUT = 2.0            # the ledger's usage reply
+
+
+def http_post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, str]:
+    """(HTTP status, error text); status 0 when no answer came."""
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        ctx = ssl.create_default_context() if url.startswith("https") else None
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
+            r.read(65536)
+            return r.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, f"HTTP {e.code} {e.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return 0, f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+
+
+class AlertsActor(BlockingActor):
+    kind = "alerts"
+
+    def __init__(self, cfg: configmod.Config, clock=time.time, post=http_post):
+        super().__init__(cfg, clock)
+        self.a = cfg.alerts
+        self.TICK_SECONDS = self.a.check_seconds
+        self.post = post
+        self.webhooks = {w.name: w for w in self.a.webhooks}
+        self.db = outbox.open_db(cfg.server.data_dir)
+        self.store = open_store(cfg)
+        self.directory = open_directory(cfg, self.store, must_load=False)
+        self.version = None
+        self.alert_at: dict[tuple, tuple[float, ...]] = {}
+        self.seen: set[str] = set()            # dedupe keys known to be in the outbox
+        self.next_analysis = 0.0
+        self.published = None
+        self.ledger: zmq.Socket | None = None
+        self.ledger_endpoint = ""
+        self.reply: zmq.Socket | None = None
+        self.reply_endpoint = ""
+        self.n = 0
+
+    def handle(self, msg: dict) -> dict | None:
+        return None
+
+    # --- the periodic work --------------------------------------------------------------------
+    def tick(self) -> None:
+        now = self.clock()
+        usage = self.ledger_usage()
+        budgets = [u for u in usage or () if u.get("kind") == "budget"]
+        if usage is not None:
+            self.reload_thresholds()
+            for alert in rules.budget_alerts(budgets, self.thresholds_for):
+                self.fire(alert, now)
+        if now >= self.next_analysis:
+            self.next_analysis = now + self.a.analysis_seconds
+            self.analyse(budgets if usage is not None else [], now)
+        self.deliver()
+        self.publish_counts()
+
+    def fire(self, alert: rules.Alert, now: float) -> None:
+        if alert.dedupe in self.seen:
+            return
+        if outbox.record(self.db, alert, list(self.webhooks), now):
+            log.warning("alert %s fired: %s", alert.id, alert.message)
+        self.seen.add(alert.dedupe)
+
+    def analyse(self, budgets: list[dict], now: float) -> None:
+        """Forecast and anomaly alerts, from the request log (when it is on and has rows)."""
+        if not self.cfg.observability.request_log or not (self.a.forecast or self.a.anomaly):
+            return
+        try:
+            db = logdb.open_db(self.cfg.server.data_dir, readonly=True)
+        except FileNotFoundError:
+            return
+        try:
+            if self.a.forecast and budgets:
+                for alert in rules.forecast_alerts(budgets, dashboard.budget_forecasts(db, budgets, now)):
+                    self.fire(alert, now)
+            if self.a.anomaly:
+                self.anomalies(same_hour_spend(db, now), now)
+        finally:
+            db.close()
+
+    def anomalies(self, spend: dict, now: float) -> None:
+        active = outbox.anomaly_active(self.db)
+        hour = iso(math.floor(now / 3600) * 3600)
+        for (level, owner), (last, history) in spend.items():
+            scope = f"{level}|{owner}"
+            d = rules.anomaly(last, history, factor=self.a.anomaly_factor, floor=self.a.anomaly_min_usd,
+                              active=scope in active)
+            if d == "fire":
+                alert = rules.anomaly_alert(level, owner, last, history, self.a.anomaly_factor, hour)
+                if outbox.start_anomaly(self.db, scope, alert, list(self.webhooks), now):
+                    log.warning("alert %s fired: %s", alert.id, alert.message)
+            elif d == "clear":
+                outbox.clear_anomaly(self.db, scope)
+        for scope in set(active) - {f"{lv}|{o}" for lv, o in spend}:     # no spend at all any more
+            outbox.clear_anomaly(self.db, scope)
+
+    def deliver(self) -> None:
+        started = time.monotonic()
+        for alert, name, d in outbox.due(self.db, self.clock()):
+            w = self.webhooks.get(name)
+            if w is None:
+                outbox.mark(self.db, alert["id"], name, rules.Delivery(
+                    "failed", d.attempts, d.next_at, "this webhook is no longer in [alerts] webhooks"))
+                continue
+            now = self.clock()
+            status, error = self.send(w, alert, now)
+            ok = 200 <= status < 300
+            new = rules.after_attempt(d, ok, error or f"HTTP {status}", self.clock(), created_at=alert["created_at"],
+                                      retry_seconds=self.a.retry_seconds, backoff=self.a.backoff_seconds)
+            outbox.mark(self.db, alert["id"], name, new)
+            if not ok:
+                log.warning("alert %s to %s: %s (attempt %d; %s)", alert["id"], name, new.last_error, new.attempts,
+                            "giving up" if new.status == "failed" else f"retry in {new.next_at - now:.1f}s")
+            if time.monotonic() - started > DELIVER_SECONDS:
+                break
+
+    def send(self, w: configmod.WebhookConfig, alert: dict, now: float) -> tuple[int, str]:
+        if w.format == "slack":
+            body = payload.encode(payload.slack(alert))
+            headers = {payload.IDEMPOTENCY_HEADER: alert["id"]}
+        else:
+            body = payload.encode(payload.event(alert))
+            headers = payload.signed_headers(w.secret, alert["id"], body, now)
+        headers.update({"Content-Type": "application/json", "User-Agent": "finops-gateway-alerts"})
+        return self.post(w.url, body, headers, w.timeout_seconds)
+
+    def publish_counts(self) -> None:
+        """The outbox's counts, for the observer's /metrics (written when they change)."""
+        counts = outbox.counts(self.db)
+        if counts == self.published:
+            return
+        path = os.path.join(self.run_dir, ALERTS_FILE)
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(counts, f)
+            os.replace(path + ".tmp", path)
+            self.published = counts
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
+
+    # --- thresholds: [alerts] thresholds, or a budget's own alert_at -----------------------------
+    def reload_thresholds(self) -> None:
+        v = self.directory.data_version()
+        if v == self.version:
+            return
+        self.version = v
+        d = load_directory(self.directory, self.cfg)
+        out = {}
+        for level, owners in (("key", d.keys), ("team", d.teams), ("customer", d.customers)):
+            for o in owners.values():
+                for b in o.budgets:
+                    if b.alert_at:
+                        out[(level, o.id, b.period, b.env, micros(b.amount_usd))] = b.alert_at
+        self.alert_at = out
+
+    def thresholds_for(self, u: dict):
+        return self.alert_at.get((u["level"], u["owner"], u["period"], u.get("env", ""), micros(u["limit_usd"])),
+                                 self.a.thresholds)
+
+    # --- the ledger's usage, asked as a worker asks it ------------------------------------------
+    def ledger_usage(self) -> list[dict] | None:
+        """The ledger's usage report for everyone (its "usage" message), or None when no ledger
+        answers within LEDGER_TIMEOUT (it is restarting; the next tick asks again)."""
+        found = transport.discover(self.run_dir, "ledger")
+        if not found:
+            return None
+        endpoint = found[max(found)]
+        if endpoint != self.ledger_endpoint:
+            if self.ledger is not None:
+                self.ledger.close(linger=0)
+            self.ledger = transport.make_socket(zmq.PUSH)
+            self.ledger.connect(endpoint)
+            self.ledger_endpoint = endpoint
+        if self.reply is None:
+            self.reply = transport.make_socket(zmq.PULL)
+            self.reply_endpoint = transport.bind(
+                self.reply, transport.endpoint_for("alerts-reply", self.run_dir, self.cfg.server.transport))
+        self.n += 1
+        try:
+            self.ledger.send(actors.pack({"k": "usage", "i": self.n, "r": self.reply_endpoint, "key": None}),
+                             zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        deadline = time.monotonic() + LEDGER_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            if self.reply.poll(int(left * 1000) + 1):
+                msg = msgpack.unpackb(self.reply.recv(), raw=False)
+                if msg.get("i") == self.n:
+                    if "error" in msg:          # the ledger's backend (Redis) is unreachable
+                        log.warning("alerts: the ledger has no usage now (%s); checking again next tick",
+                                    msg["error"])
+                        return None
+                    return msg.get("usage", [])
+        log.warning("alerts: the ledger did not answer its usage in %.0fs; checking again next tick", LEDGER_TIMEOUT)
+        return None
+
+    def close(self) -> None:
+        for s in (self.ledger, self.reply):
+            if s is not None:
+                s.close(linger=0)
+        self.db.close()
+        self.directory.close()
+        self.store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(actors.main(AlertsActor))
