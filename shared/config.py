@@ -28,7 +28,8 @@ import msgspec
 from msgspec import Meta
 
 from .config_schema import MIB, SECONDS, ConfigError, Table, table
-from .governance import KEY_ID, PERIODS, Budget, Customer, RateLimit, Team, VirtualKey
+from .profiles import base_model
+from .governance import KEY_ID, PERIODS, tag_problem, Budget, Customer, RateLimit, Team, VirtualKey
 from .provider_config import ProviderConfig, provider_table
 
 __all__ = ["Config", "ConfigError", "ServerConfig", "RouteConfig", "TargetConfig", "CachePolicy", "CacheConfig",
@@ -269,6 +270,24 @@ class GuardrailsConfig(Table):
     prices: dict[str, Annotated[float, Meta(ge=0)]] = {}   # usage field -> USD per 1,000 units (overrides)
 
 
+class InferenceProfile(Table):
+    """[[inference_profiles]]: an application inference profile ARN, the model it runs, and the
+    cost-allocation tags its requests carry (shared/profiles.py)."""
+    arn: str
+    model: str
+    tags: dict[str, str] = {}
+
+    def check(self, where: str) -> None:
+        if not self.arn.startswith("arn:") or ":application-inference-profile/" not in self.arn:
+            raise ConfigError(f"{where}.arn: expected arn:aws:bedrock:REGION:ACCOUNT:application-inference-profile/ID "
+                              f"(got {self.arn!r})")
+        if self.tags and (problem := tag_problem(self.tags)):
+            raise ConfigError(f"{where}.tags: {problem}")
+        if not self.model:
+            raise ConfigError(f"{where}.model: the base model id the profile runs, e.g. "
+                              "\"anthropic.claude-3-5-haiku-20241022-v1:0\"")
+
+
 class Config(msgspec.Struct, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
@@ -279,6 +298,7 @@ class Config(msgspec.Struct, kw_only=True):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    inference_profiles: list[InferenceProfile] = []
     guardrails: GuardrailsConfig = msgspec.field(default_factory=GuardrailsConfig)
     source: str = "embedded defaults"
 
@@ -298,12 +318,17 @@ class Config(msgspec.Struct, kw_only=True):
         (and wins over globs); else the first [[routes]] entry whose glob matches; else the
         [default_route]."""
         name, slash, model = model_id.partition("/")
-        if slash and model and name in self.providers:
+        if slash and model and name in self.providers and not model_id.startswith("arn:"):
             return RouteConfig(models=[model_id], provider=name, model=model,
                                targets=[TargetConfig(provider=name, model=model)])
         for r in self.routes:
             if r.matches(model_id):
                 return r
+        base = base_model(self, model_id)       # an inference profile: routed by its base model
+        if base:
+            for r in self.routes:
+                if r.matches(base):
+                    return r
         return self.default_route
 
 
@@ -313,7 +338,7 @@ EMBEDDED_DEFAULTS = {
 }
 
 TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability",
-          "alerts", "guardrails")
+          "alerts", "inference_profiles", "guardrails")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -356,7 +381,18 @@ def build(raw: dict, source: str, environ=None) -> Config:
                   pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
                   observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
                   alerts=table(AlertsConfig, raw.get("alerts", {}), "alerts"),
+                  inference_profiles=_inference_profiles(raw.get("inference_profiles", [])),
                   guardrails=_guardrails(raw.get("guardrails", {}), providers), source=source)
+
+
+def _inference_profiles(raw) -> list[InferenceProfile]:
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise ConfigError("inference_profiles: expected an array of tables ([[inference_profiles]])")
+    out = [table(InferenceProfile, e, f"inference_profiles[{i}]") for i, e in enumerate(raw)]
+    arns = [p.arn for p in out]
+    if len(set(arns)) != len(arns):
+        raise ConfigError("inference_profiles: two entries have the same arn")
+    return out
 
 
 def _guardrails(raw, providers: dict) -> GuardrailsConfig:
@@ -499,6 +535,8 @@ def _virtual_key(e: dict, where: str, team_ids: set) -> VirtualKey:
                 raise ConfigError(f"{where}.{k}: expected a list of globs like [\"anthropic.*\"]")
             e[k] = tuple(e[k])
     e["expires_at"] = parse_time(e.pop("expires", None), f"{where}.expires")
+    if "tags" in e and (problem := tag_problem(e["tags"])):
+        raise ConfigError(f"{where}.tags: {problem}")
     k = table(VirtualKey, e, where, fixed={"source": "config"})
     if k.team and k.team not in team_ids:
         raise ConfigError(f"{where}.team: no team {k.team!r} (declared: {', '.join(sorted(team_ids)) or 'none'})")

@@ -12,6 +12,23 @@ import re
 from dataclasses import dataclass, field
 
 PERIODS = ("minute", "hour", "day", "week", "month", "year")
+TAG_NAME = re.compile(r"^[A-Za-z0-9 _.:@$#=/+,\-]{1,256}$")    # as a requestMetadata key can be grouped by
+TAG_VALUE = re.compile(r"^[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}$")  # Bedrock's requestMetadata value pattern
+MAX_TAGS = 16
+
+
+def tag_problem(tags) -> str | None:
+    """What is wrong with a key's `tags` (a {name: value} table of strings), None when nothing."""
+    if not isinstance(tags, dict):
+        return "expected a table of names to string values, like {team = \"search\"}"
+    if len(tags) > MAX_TAGS:
+        return f"has {len(tags)} tags; at most {MAX_TAGS}"
+    for k, v in tags.items():
+        if not isinstance(k, str) or not TAG_NAME.match(k):
+            return f"tag name {k!r}: 1 to 256 letters, digits, spaces or _.:@$#=/+,-"
+        if not isinstance(v, str) or not TAG_VALUE.match(v):
+            return f"tag {k!r}: the value must be a string of at most 256 letters, digits, spaces or :_@$#=/+,-."
+    return None
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{3,128}$")
 
 
@@ -68,9 +85,14 @@ class VirtualKey:
     rate_limits: tuple[RateLimit, ...] = ()
     created_at: float = 0.0
     source: str = "api"         # "config" (declared in the config file) | "api" (CLI / admin API)
+    tags: dict[str, str] = field(default_factory=dict)   # cost-allocation tags every request of the key carries
 
-    def allows_model(self, model_id: str) -> bool:
-        return any(fnmatch.fnmatchcase(model_id, g) for g in self.models)
+    def allows_model(self, model_id: str, base_model: str = "") -> bool:
+        """Whether a glob of `models` matches the modelId, or the base model of the inference
+        profile it names (shared/profiles.py): a key allowed "anthropic.claude-3-5*" may call
+        "us.anthropic.claude-3-5-haiku-…"."""
+        return any(fnmatch.fnmatchcase(model_id, g) or (base_model and fnmatch.fnmatchcase(base_model, g))
+                   for g in self.models)
 
     def allows_provider(self, provider: str) -> bool:
         return any(fnmatch.fnmatchcase(provider, g) for g in self.providers)

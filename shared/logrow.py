@@ -57,6 +57,11 @@ COLUMNS = (
     ("request_body", "BLOB"),       # only when the route sets log_bodies = true
     ("response_body", "BLOB"),
     ("messages", "INTEGER"),        # messages the worker sent the frontend for this answer (stream backpressure)
+    # added after the first release: older logs get them from logdb.open_db's migration (NULL in old rows)
+    ("prompt_saved_usd", "REAL"),   # what the provider's prompt cache saved: cache-read tokens at the input
+                                    # price minus at the cache-read price
+    ("tags", "TEXT"),               # cost-allocation tags, a JSON object {name: value} ("" / NULL = none):
+                                    # the virtual key's tags, overridden by the request's requestMetadata
     ("service_tier", "TEXT"),       # the service tier the upstream reported serving it in ("" = none reported)
 )
 NAMES = tuple(c for c, _ in COLUMNS)
@@ -112,4 +117,4 @@ def gateway_row(rid: str, ts: float, day: str, op: str, model_id: str, env: str,
     held (workers/observe/actor.py applies the ledger's charges to rows)."""
     return (rid, round(ts, 3), day, "", "", "", "", env[:ENV_MAX], op, int(stream), model_id, "", "", "",
             0, 0, status, error, "gateway", round(latency_ms, 2), None, 0, 0, 0, 0, 0.0, "", None, 0.0,
-            user_agent[:USER_AGENT_MAX], None, None, messages, "")
+            user_agent[:USER_AGENT_MAX], None, None, messages, 0.0, "", "")

@@ -27,6 +27,10 @@ blobs as raw bytes instead of base64. A block's `kind` is the Converse member it
     ReasoningBlock(text, signature?)                       reasoningContent.reasoningText
     RedactedReasoningBlock(data)                           reasoningContent.redactedContent
 
+`ChatRequest.cache_points` are the request's prompt-cache checkpoints (Converse `cachePoint`
+blocks), `CachePoint(section, after, message, ttl)`: where each stood, since a checkpoint is no
+content; providers with breakpoints (Anthropic's `cache_control`) place them, the others ignore them.
+
 `ChatRequest.tool_choice` is a `ToolChoice`: kind "auto", "any", "tool" (with the tool's name) or
 "none" (the Anthropic, Mistral and OpenAI-style bodies can say "none"; Converse cannot).
 
@@ -214,8 +218,32 @@ class Message(Record):
         _tuple(self, "content", self.content, BLOCKS)
 
 
+CACHE_SECTIONS = ("tools", "system", "messages")
+CACHE_TTLS = ("5m", "1h")
+MAX_CACHE_POINTS = 4            # Bedrock and Anthropic: at most four cache checkpoints per request
+
+
+class CachePoint(Record):
+    """A prompt-cache checkpoint (Converse `cachePoint`): everything before it is a prefix to cache.
+
+    `after` counts the items of `section` before the checkpoint: tools, system texts, or (with
+    `message`, the message's index) content blocks of that message. A checkpoint placed before
+    any item of its list has `after` 0."""
+    section: str                 # "tools" | "system" | "messages"
+    after: int
+    message: int = 0
+    ttl: str | None = None       # "5m" | "1h"; None = the provider's default (5 minutes)
+
+    def __post_init__(self) -> None:
+        if self.section not in CACHE_SECTIONS:
+            raise _invalid(self, "section", self.section, CACHE_SECTIONS)
+        if self.ttl is not None and self.ttl not in CACHE_TTLS:
+            raise _invalid(self, "ttl", self.ttl, CACHE_TTLS)
+
+
 _MESSAGE = frozenset({Message})
 _TOOL = frozenset({Tool})
+_CACHE_POINT = frozenset({CachePoint})
 
 
 class ChatRequest(Record):
@@ -230,10 +258,12 @@ class ChatRequest(Record):
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     extra: dict = {}             # additionalModelRequestFields / family-only fields
+    cache_points: tuple[CachePoint, ...] = ()   # Converse cachePoint blocks, in request order
     service_tier: str = ""       # Bedrock serviceTier.type asked for ("" = none): priority | default | flex | reserved
 
     def __post_init__(self) -> None:
         _tuple(self, "messages", self.messages, _MESSAGE)
+        _tuple(self, "cache_points", self.cache_points, _CACHE_POINT)
         _tuple(self, "system", self.system)
         _tuple(self, "stop_sequences", self.stop_sequences)
         _tuple(self, "tools", self.tools, _TOOL)

@@ -33,7 +33,9 @@ from .admin.api import Admin
 from .formats.bedrock import guardrail
 from .cache.service import CACHEABLE_OPS, Cache, hit_headers
 from .governance.governor import Governor
+from .governance.money import MICRO
 from .observe.client import ObserverClient
+from .observe import tagging
 from .observe.requestlog import RequestLog
 from .observe.tracing import Tracing
 from .providers import build_provider
@@ -125,7 +127,9 @@ class Pipeline:
             charge = self.gov.charge(adm, usage, last.upstream_model if last else "", parsed and parsed.req,
                                      progress.produced_tokens, started=reply.head_sent)
             settle = self.gov.settle_hit(request, hit.saved_usd) if hit else self.gov.settle(request, adm, charge)
-            outcome = Outcome(status, error, origin, charge.usage or usage, charge.usd, progress, **cache_result(plan, hit))
+            outcome = Outcome(status, error, origin, charge.usage or usage, charge.usd, progress,
+                              **cache_result(plan, hit), prompt_saved_usd=charge.prompt_saved_micros / MICRO,
+                              tags=tagging.tags_of(request, parsed and parsed.doc, self.cfg))
             tape, reply.tape = reply.tape, None
             bodies = (request.body, recorded_body(tape)) if route is not None and route.log_bodies else (None, None)
             await finish(reply, self.requestlog.row(request, outcome, reply, *bodies), settle)

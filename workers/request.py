@@ -95,6 +95,8 @@ class Outcome:
     cache: str = ""                 # "" (no caching) | "miss" | "hit-exact" | "hit-semantic"
     similarity: float = 0.0
     saved_usd: float = 0.0
+    prompt_saved_usd: float = 0.0   # what the provider's prompt cache saved (cache reads below the input price)
+    tags: Mapping = field(default_factory=lambda: MappingProxyType({}))   # cost-allocation tags {name: value}
 
     @staticmethod
     def cancelled(why, status: int) -> tuple[int, str, str]:

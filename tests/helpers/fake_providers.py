@@ -35,7 +35,7 @@ Servers
     deployment outside ``models``: 404 ``DeploymentNotFound``. Answers carry Azure's
     ``prompt_filter_results`` / ``content_filter_results``, and a stream starts with Azure's
     prompt-filter chunk (``"choices": []``, empty id/model/object).
-``FakeAnthropic(api_keys=("sk-ant-test",), models=None, *, cached_tokens=0, cache_creation_tokens=0)``
+``FakeAnthropic(api_keys=("sk-ant-test",), models=None, *, cached_tokens=0, cache_creation_tokens=0, cache_min_tokens=0)``
     ``.url`` = ``http://127.0.0.1:PORT``; ``POST /v1/messages`` (a query such as ``?beta=true`` is
     allowed) with ``x-api-key: KEY`` and ``anthropic-version`` (missing: 400 ``anthropic-version:
     header is required``; its value is not checked). ``anthropic-beta`` is only recorded (it is in
@@ -123,6 +123,12 @@ Default answers (deterministic)
   words: OpenAI ``prompt_tokens`` = words + cached and ``prompt_tokens_details.cached_tokens`` =
   cached; Anthropic ``input_tokens`` = words and ``cache_read_input_tokens`` = cached
   (``cache_creation_input_tokens`` = ``cache_creation_tokens``). Mistral reports no cache.
+* Anthropic prompt caching: blocks (tools, system, message content) with ``cache_control`` are
+  breakpoints; more than 4 is a 400 ("A maximum of 4 blocks with cache_control may be provided.
+  Found N."). Without a scripted ``cached_tokens``, the prefix up to the last breakpoint (its
+  words, at least ``cache_min_tokens``: shorter prefixes are silently not cached) is written to
+  the fake's cache the first time (``cache_creation_input_tokens``) and read on later requests
+  with the same prefix (``cache_read_input_tokens``); ``input_tokens`` is the rest.
 * A ``stop`` / ``stop_sequences`` entry found in the answer text cuts it there (the sequence
   excluded) and drops any tool call: Anthropic ``stop_reason`` "stop_sequence" + ``stop_sequence``;
   OpenAI/Mistral ``finish_reason`` "stop". Then a ``max_tokens`` / ``max_completion_tokens`` smaller
@@ -222,6 +228,7 @@ import re
 import socket
 import string
 import struct
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -410,6 +417,8 @@ class _Digest:
     max_tokens: Any
     stops: list[str]
     stream: bool
+    cache_prefix: str | None = None  # Anthropic: the prompt prefix up to the last cache_control breakpoint
+    cache_prefix_tokens: int = 0     # its words
 
 
 @dataclass
@@ -423,6 +432,7 @@ class _Answer:
     output_tokens: int
     cached_tokens: int
     reasoning_tokens: int
+    cache_write_tokens: int = 0
 
 
 class _FakeProvider(FakeServer):
@@ -1065,9 +1075,43 @@ class FakeAnthropic(_FakeProvider):
     request_id_header = "request-id"
 
     def __init__(self, api_keys=("sk-ant-test",), models=None, *, cached_tokens: int = 0,
-                 cache_creation_tokens: int = 0):
+                 cache_creation_tokens: int = 0, cache_min_tokens: int = 0):
         super().__init__(api_keys, models, cached_tokens=cached_tokens)
         self.cache_creation_tokens = int(cache_creation_tokens)
+        self.cache_min_tokens = int(cache_min_tokens)
+        self._prompt_cache: set[str] = set()
+        self._prompt_cache_lock = threading.Lock()
+
+    @staticmethod
+    def _prompt_prefix(req: dict) -> tuple[str | None, int]:
+        """(key, words) of the prompt prefix that ends at the last cache_control breakpoint, in
+        Anthropic's order (tools, system, messages); (None, 0) without a breakpoint."""
+        items: list[tuple[Any, str]] = []            # (block without cache_control, its text)
+        last = -1
+
+        def add(block, text):
+            nonlocal last
+            if isinstance(block, dict) and "cache_control" in block:
+                last = len(items)
+                block = {k: v for k, v in block.items() if k != "cache_control"}
+            items.append((block, text))
+
+        for t in req.get("tools") or []:
+            add(t, "")
+        system = req.get("system")
+        for b in (system if isinstance(system, list) else [{"type": "text", "text": system}] if system else []):
+            add(b, " ".join(_texts([b])))
+        for m in req.get("messages") or []:
+            content = m.get("content") if isinstance(m, dict) else None
+            for b in (content if isinstance(content, list) else [{"type": "text", "text": content}]):
+                text = " ".join(_texts([b]) + (_texts(b.get("content")) if isinstance(b, dict)
+                                               and b.get("type") == "tool_result" else []))
+                add(b, text)
+        if last < 0:
+            return None, 0
+        prefix = items[:last + 1]
+        words = sum(len(t.split()) for _, t in prefix)
+        return json.dumps([b for b, _ in prefix], sort_keys=True), words
 
     def _new_request_id(self) -> str:
         return "req_011C" + _rand(20)
@@ -1158,6 +1202,13 @@ class FakeAnthropic(_FakeProvider):
                 raise _Reply(400, f"messages.{i}.content: Field required", "invalid_request_error")
         if msgs[0]["role"] != "user":
             raise _Reply(400, 'messages: first message must use the "user" role', "invalid_request_error")
+        system = req.get("system")
+        marked = [b for b in [*(req.get("tools") or []), *(system if isinstance(system, list) else []),
+                              *(b for m in msgs if isinstance(m.get("content"), list) for b in m["content"])]
+                  if isinstance(b, dict) and "cache_control" in b]
+        if len(marked) > 4:
+            raise _Reply(400, f"A maximum of 4 blocks with cache_control may be provided. Found {len(marked)}.",
+                         "invalid_request_error")
         # Consecutive same-role messages form one turn (the API combines them).
         turns: list[tuple[str, list[int]]] = []
         for i, m in enumerate(msgs):
@@ -1224,11 +1275,32 @@ class FakeAnthropic(_FakeProvider):
         if tc.get("type") == "tool" and isinstance(tc.get("name"), str):
             forced = tc["name"]
         stops = [s for s in req.get("stop_sequences") or [] if isinstance(s, str)]
+        prefix, prefix_tokens = self._prompt_prefix(req)
         return _Digest(all_texts, user_text, tool_result, tools, forced, req.get("max_tokens"), stops,
-                       req.get("stream") is True)
+                       req.get("stream") is True, prefix, prefix_tokens)
+
+    def _compose(self, d: _Digest, behavior: dict) -> _Answer:
+        """Anthropic's prompt cache: a prefix ending at a cache_control breakpoint, at least
+        cache_min_tokens long, is written on first sight (cache_creation_input_tokens) and read
+        afterwards (cache_read_input_tokens); input_tokens counts only what follows it. A shorter
+        prefix is silently not cached, as the real API does."""
+        a = super()._compose(d, behavior)
+        if d.cache_prefix is None or "cached_tokens" in behavior or d.cache_prefix_tokens < self.cache_min_tokens:
+            return a
+        n = min(d.cache_prefix_tokens, a.input_tokens)
+        with self._prompt_cache_lock:
+            hit = d.cache_prefix in self._prompt_cache
+            self._prompt_cache.add(d.cache_prefix)
+        a.input_tokens -= n
+        if hit:
+            a.cached_tokens += n
+        else:
+            a.cache_write_tokens += n
+        return a
 
     def _usage(self, a: _Answer, output_tokens: int) -> dict:
-        return {"input_tokens": a.input_tokens, "cache_creation_input_tokens": self.cache_creation_tokens,
+        return {"input_tokens": a.input_tokens,
+                "cache_creation_input_tokens": self.cache_creation_tokens + a.cache_write_tokens,
                 "cache_read_input_tokens": a.cached_tokens, "output_tokens": output_tokens,
                 "service_tier": "standard"}
 

@@ -265,3 +265,20 @@ def test_store_busy_is_503(store, monkeypatch):
     monkeypatch.setattr(store, "list_keys", locked)
     st, doc = call(store, "GET", "/admin/keys")
     assert st == 503 and "database is locked" in doc["message"]
+
+
+def test_key_tags_through_the_api_and_the_config(store):
+    st, doc = call(store, "POST", "/admin/keys", {"id": "tagged", "secret": "t" * 20, "tags": {"team": "ads"}})
+    assert st == 201 and doc["tags"] == {"team": "ads"}
+    st, doc = call(store, "PATCH", "/admin/keys/tagged", {"tags": {"team": "search", "cost_center": "cc 1"}})
+    assert st == 200 and doc["tags"] == {"team": "search", "cost_center": "cc 1"}
+    assert store.get_key("tagged").tags == {"team": "search", "cost_center": "cc 1"}
+    for bad in ({"team": 1}, ["team"], {"bad'name": "x"}, {f"k{i}": "v" for i in range(17)}):
+        st, doc = call(store, "PATCH", "/admin/keys/tagged", {"tags": bad})
+        assert st == 400 and doc["message"].startswith("tags:"), doc
+    g = build({"governance": {"keys": [{"id": "cfg-tags", "secret": "c" * 20, "tags": {"team": "cfg"}}]}},
+              "t", environ={}).governance
+    store.sync_config(g)
+    assert store.get_key("cfg-tags").tags == {"team": "cfg"}
+    with pytest.raises(Exception, match="tags"):
+        build({"governance": {"keys": [{"id": "cfg-bad", "secret": "c" * 20, "tags": {"team": 3}}]}}, "t", environ={})

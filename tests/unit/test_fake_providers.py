@@ -953,6 +953,32 @@ def test_concurrent_connections_and_stop(oa):
         oa.url
 
 
+def test_anthropic_prompt_cache_writes_then_reads_a_marked_prefix(an, http):
+    system = [{"type": "text", "text": "one two three four five", "cache_control": {"type": "ephemeral"}}]
+    first = an_post(http, an, claude(system=system, messages=[{"role": "user", "content": "q one"}])).json()["usage"]
+    second = an_post(http, an, claude(system=system, messages=[{"role": "user", "content": "q two"}])).json()["usage"]
+    assert (first["cache_creation_input_tokens"], first["cache_read_input_tokens"], first["input_tokens"]) == (5, 0, 2)
+    assert (second["cache_creation_input_tokens"], second["cache_read_input_tokens"], second["input_tokens"]) == (0, 5, 2)
+    plain = an_post(http, an, claude(system="one two three four five")).json()["usage"]
+    assert plain["cache_read_input_tokens"] == plain["cache_creation_input_tokens"] == 0
+
+
+def test_anthropic_short_prefixes_are_silently_not_cached(http):
+    with FakeAnthropic(cache_min_tokens=10) as f:
+        system = [{"type": "text", "text": "too short", "cache_control": {"type": "ephemeral"}}]
+        for _ in range(2):
+            u = an_post(http, f, claude(system=system)).json()["usage"]
+            assert u["cache_read_input_tokens"] == u["cache_creation_input_tokens"] == 0
+
+
+def test_anthropic_refuses_a_fifth_breakpoint(an, http):
+    eph = {"type": "ephemeral"}
+    content = [{"type": "text", "text": f"t{i}", "cache_control": eph} for i in range(5)]
+    r = an_post(http, an, claude(messages=[{"role": "user", "content": content}]))
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "A maximum of 4 blocks with cache_control may be provided. Found 5."
+
+
 def test_embeddings_endpoints_answer_the_documented_shape(oa, mi, http):
     r = http.post(oa.url + "/embeddings", headers=OA_H, json={"model": "text-embedding-3-small",
                                                               "input": ["one two", "three"], "dimensions": 8})

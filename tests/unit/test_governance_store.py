@@ -63,13 +63,13 @@ def test_open_creates_a_private_wal_file_with_the_pragmas(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 1          # NORMAL
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
-        assert s.schema_version() == storemod.SCHEMA_VERSION == 1
+        assert s.schema_version() == storemod.SCHEMA_VERSION == 2
         s.put_customer(Customer("acme"))
         assert stat.S_IMODE(os.stat(s.path + "-wal").st_mode) == 0o600      # SQLite copies the mode
     finally:
         s.close()
     with Store.open(str(d)) as s2:                                          # reopening migrates nothing
-        assert s2.schema_version() == 1 and s2.get_customer("acme") == Customer("acme")
+        assert s2.schema_version() == 2 and s2.get_customer("acme") == Customer("acme")
 
 
 def test_an_existing_world_readable_file_is_made_private(tmp_path):
@@ -82,10 +82,10 @@ def test_an_existing_world_readable_file_is_made_private(tmp_path):
 
 def test_reopening_migrates_nothing_and_a_newer_schema_is_refused(backend):
     with backend.open() as s:
-        assert s.schema_version() == 1
+        assert s.schema_version() == 2
         s.put_customer(Customer("acme"))
     with backend.open() as s:
-        assert s.schema_version() == 1 and s.get_customer("acme") == Customer("acme")
+        assert s.schema_version() == 2 and s.get_customer("acme") == Customer("acme")
     backend.set_schema_version(99)
     with pytest.raises(StoreError, match="schema version 99 was written by a newer finops"):
         backend.open()
@@ -98,7 +98,8 @@ def test_round_trips(store):
     k = VirtualKey("vk-1abc", SECRET, name="alice", team="research", models=("anthropic.*", "amazon.*"),
                    providers=("bedrock",), enabled=False, expires_at=1800000000.0,
                    budgets=(Budget(10, "day"), Budget(2.5, "month", "dev")),
-                   rate_limits=(RateLimit("minute", requests=100),), created_at=1700000000.0, source="api")
+                   rate_limits=(RateLimit("minute", requests=100),), created_at=1700000000.0, source="api",
+                   tags={"cost_center": "cc-42", "team": "research"})
     store.put_customer(c)
     store.put_team(t)
     store.put_key(k)
@@ -277,3 +278,19 @@ def test_generated_ids_and_secrets():
     assert k.name == "alice" and k.team == "t1" and k.source == "api" and k.created_at > 0
     assert k.models == ("a*",) and k.budgets == (Budget(1, "day"),) and k.id.startswith("vk-")
     assert generate_key(id="my-key", secret=SECRET).id == "my-key"
+
+
+def test_a_version_1_file_gains_key_tags_and_keeps_its_keys(tmp_path):
+    # a store written before key tags (schema 1): its keys read back with no tags, and take tags after
+    db = sqlite3.connect(tmp_path / "governance.sqlite")
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version (version) VALUES (1)")
+    for stmt in storemod.MIGRATIONS[0]:
+        db.execute(stmt)
+    db.execute("INSERT INTO keys (id, secret, created_at) VALUES ('vk-old', ?, 1.0)", (SECRET,))
+    db.commit()
+    db.close()
+    with Store.open(str(tmp_path)) as s:
+        assert s.schema_version() == 2 and s.get_key("vk-old").tags == {}
+        s.put_key(VirtualKey("vk-old", SECRET, tags={"team": "x"}))
+        assert s.get_key("vk-old").tags == {"team": "x"}

@@ -106,13 +106,13 @@ def test_three_nodes_starting_at_once_on_an_empty_database(tmp_path, postgres_ur
     for t in threads:
         t.join()
     assert failed == []
-    assert len([r for r in caplog.records if "schema version 0 -> 1" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "schema version 0 -> 2" in r.getMessage()]) == 1
     with PgStore.open(postgres_url) as s:
         assert [k.id for k in s.list_keys()] == [f"vk-{i}" for i in range(5)]
         assert [t.id for t in s.list_teams()] == ["team-1"] and [c.id for c in s.list_customers()] == ["cust-1"]
         assert {k.source for k in s.list_keys()} == {"config"}
         n = s._execute("SELECT count(*) AS n FROM finops_schema_version").fetchone()["n"]
-        assert n == 1 and s.schema_version() == 1
+        assert n == 1 and s.schema_version() == 2
 
 
 # --- the governor on PostgreSQL ---------------------------------------------------------------------

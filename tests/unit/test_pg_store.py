@@ -44,7 +44,7 @@ def test_nodes_starting_together_migrate_once_and_agree(postgres_url):
     got = [results.get(timeout=120) for _ in range(n)]
     for p in procs:
         p.join(timeout=30)
-    assert got == [("ok", 1, 4)] * n
+    assert got == [("ok", pg_schema.SCHEMA_VERSION, 4)] * n
     with PgStore.open(postgres_url) as s:
         assert sorted(k.id for k in s.list_keys()) == ["cfg-1", "cfg-2"]
         assert s.sources("teams") == {"cfg-team": "config"}

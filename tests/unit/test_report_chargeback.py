@@ -125,7 +125,8 @@ def test_cli_table_by_default(cfg, capsys):
         rows, total = cb.chargeback(db, *cb.month_period("2026-11", TZ))
     cells = total_line.split()
     assert cells[0] == "TOTAL" and cells[1] == f"{total['requests']:,}"
-    assert [float(c) for c in cells[-4:]] == [total["cost_usd"], total["saved_usd"], total["list_usd"], 100.0]
+    assert [float(c) for c in cells[-5:]] == [total["cost_usd"], total["saved_usd"], total["prompt_saved_usd"],
+                                              total["list_usd"], 100.0]
     assert len(lines) == 2 + len(rows) + 3                    # heading, header, rows, rule, TOTAL, reconciled
     assert lines[-1].startswith(f"Reconciled: {len(NOV):,} requests and {total['cost_usd']:.6f} USD")
 
@@ -152,7 +153,7 @@ def test_cli_by_env_and_filters(cfg, capsys):
 
 
 @pytest.mark.parametrize("argv,says", [
-    (["--chargeback", "--by", "tag:project"], "keeps no request tags"),
+    (["--chargeback", "--by", "tag:it's"], "a tag name is 1 to 256 letters"),
     (["--chargeback", "--month", "2026-11", "--until", "today"], "not both"),
     (["--chargeback", "--month", "november"], "expected a month like 2026-11"),
 ])

@@ -4,6 +4,7 @@ and the observer writing rows as the frontends forward them."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -151,7 +152,7 @@ def test_row_in_column_order(logs):
         "input_tokens": 10, "output_tokens": 20, "cache_read_tokens": 3, "cache_write_tokens": 4,
         "cost_usd": 0.012346, "cache": "miss", "cache_similarity": None, "saved_usd": 0.0,
         "user_agent": "Boto3/1.40 test", "request_body": None, "response_body": None, "messages": 7,
-        "service_tier": "",
+        "prompt_saved_usd": 0.0, "tags": "", "service_tier": "",
     }
     assert teams == ["search"]
     # the observer takes it as it is
@@ -236,7 +237,7 @@ def test_refusal_row_is_the_gateways_own(logs):
 # --- the byte form, and the observer -------------------------------------------------------
 
 def test_pack_refuses_a_row_of_the_wrong_length_and_unpack_garbage():
-    with pytest.raises(ValueError, match="34 values"):
+    with pytest.raises(ValueError, match="36 values"):
         logrow.pack((1, 2, 3))
     for bad in (b"", b"\xc1", logrow._pack([1, 2]), logrow._pack({"a": 1})):
         with pytest.raises(ValueError):
@@ -264,3 +265,27 @@ def test_the_observer_writes_packed_rows_as_frontends_forward_them(logs, tmp_pat
         assert rows["a"]["day"] == datetime.fromtimestamp(T_WALL - 5, PARIS).date().isoformat()
     finally:
         obs.close()
+
+
+def test_row_keeps_prompt_cache_savings_and_tags(logs):
+    rl = logs()
+    o = dataclasses.replace(outcome(usage={"in": 10, "out": 20, "cr": 1000, "cw": 0}), prompt_saved_usd=0.00027,
+                            tags={"team": "search", "app": "chat bot"})
+    d = row(rl, request(key=key()), o, reply())
+    assert d["prompt_saved_usd"] == 0.00027
+    assert json.loads(d["tags"]) == {"app": "chat bot", "team": "search"}
+
+
+def test_an_old_log_gains_the_new_columns(tmp_path):
+    import sqlite3
+    path = tmp_path / logdb.FILENAME
+    old = sqlite3.connect(path)
+    old_cols = [c for c in logdb.COLUMNS if c[0] not in ("prompt_saved_usd", "tags")]
+    old.execute("CREATE TABLE requests (" + ", ".join(f"{c} {t}" for c, t in old_cols) + ", PRIMARY KEY (id)) "
+                "WITHOUT ROWID")
+    old.execute("INSERT INTO requests (id, ts, cost_usd) VALUES ('old-1', 1.0, 0.5)")
+    old.commit()
+    old.close()
+    db = logdb.open_db(str(tmp_path))
+    assert db.execute("SELECT id, cost_usd, prompt_saved_usd, tags FROM requests").fetchall() == [("old-1", 0.5, None, None)]
+    assert logdb.migrate(db) == []          # once only

@@ -195,6 +195,7 @@ class Admin:
             by = [d for d in q.get("by", "model").split(",") if d]
             since, until = report.parse_period(q.get("since", ""), q.get("until", ""), self.cfg.governance.timezone)
             where = {k: q[k] for k in report.FILTERS if k in q}
+            where.update({k: v for k, v in q.items() if k.startswith(report.TAG)})     # ?tag:team=ads
             await self.observer.sync()
             rows = await self.read_log(report.summarize, by, since, until, where)
         except ValueError as e:

@@ -6,7 +6,7 @@ database work (SQLite or PostgreSQL): the worker runs them in a thread.
 
     GET    /admin/keys[?team=ID]       {"keys": [key...]}        secrets masked ("fos-…abcd")
     POST   /admin/keys                 201 key, WITH its secret (the only time it is shown)
-           body: name, team, models, providers, budgets, rate_limits, expires, enabled; optional id, secret
+           body: name, team, models, providers, budgets, rate_limits, expires, enabled, tags; optional id, secret
     GET    /admin/keys/{id}            key, secret masked
     PATCH  /admin/keys/{id}            any field but id; "secret": "rotate" makes a new secret and
                                        returns it (any other string sets that secret)
@@ -35,7 +35,7 @@ import sqlite3
 import time
 
 from finops.shared.config import ConfigError, read_budgets, read_rate_limits, parse_time
-from finops.shared.governance import KEY_ID, Customer, Team
+from finops.shared.governance import KEY_ID, Customer, Team, tag_problem
 
 from ..governance.store import (SINGULAR, Conflict, InvalidReference, NotFound, StoreError, StoreUnavailable,
                                 budgets_to_json, generate_key, new_secret, rate_limits_to_json)
@@ -43,7 +43,7 @@ from ..governance.store import (SINGULAR, Conflict, InvalidReference, NotFound, 
 _SECRET = re.compile(r"^[\x21-\x7e]{16,256}$")      # printable ASCII, no spaces: fits every header
 MAX_NAME = 256          # characters of a key, team or customer name
 
-KEY_FIELDS = ("name", "team", "models", "providers", "budgets", "rate_limits", "expires", "enabled")
+KEY_FIELDS = ("name", "team", "models", "providers", "budgets", "rate_limits", "expires", "enabled", "tags")
 TEAM_FIELDS = ("name", "customer", "budgets", "rate_limits")
 CUSTOMER_FIELDS = ("name", "budgets", "rate_limits")
 
@@ -71,7 +71,7 @@ def key_json(k, *, show_secret: bool = False, now: float | None = None) -> dict:
             "enabled": k.enabled, "expires": iso(k.expires_at),
             "expired": k.expires_at is not None and k.expires_at <= now,
             "budgets": budgets_to_json(k.budgets), "rate_limits": rate_limits_to_json(k.rate_limits),
-            "created_at": iso(k.created_at), "source": k.source,
+            "created_at": iso(k.created_at), "source": k.source, "tags": dict(k.tags),
             "secret": k.secret if show_secret else mask(k.secret)}
 
 
@@ -171,6 +171,11 @@ def _key_changes(doc: dict) -> dict:
         out["enabled"] = _bool(doc["enabled"], "enabled")
     if "expires" in doc:
         out["expires_at"] = parse_time(doc["expires"], "expires")
+    if "tags" in doc:
+        problem = tag_problem(doc["tags"])
+        if problem:
+            raise BadRequest(f"tags: {problem}")
+        out["tags"] = dict(doc["tags"])
     return out
 
 

@@ -103,6 +103,7 @@ def split(req: ChatRequest) -> tuple[dict, str]:
     When the last message is not the user's (an assistant prefill, say), the question is "" and
     the whole request is context."""
     ctx = _canonical(req)
+    del ctx["cache_points"]         # prompt-cache checkpoints do not change the answer
     msgs = ctx["messages"]
     question = ""
     if msgs and msgs[-1]["role"] == "user":

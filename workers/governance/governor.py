@@ -34,12 +34,13 @@ from dataclasses import dataclass, replace
 from finops.shared import errors
 from finops.shared.config import Config
 from finops.shared.model import EmbedRequest, request_tokens
+from finops.shared.profiles import base_model
 
 from . import auth, bounds, stores
 from ..ledger.client import LedgerClient
 from .directory import load_directory
 from .guardrail_prices import GuardrailPrices
-from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros
+from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros, prompt_cache_saved_micros
 from .tiers import TierPricing
 
 log = logging.getLogger("finops.governance")
@@ -76,6 +77,7 @@ class Charge:
     micros: int = 0
     usage: dict | None = None
     estimated: bool = False
+    prompt_saved_micros: int = 0     # what the provider's prompt cache saved (pricing.prompt_cache_saved_micros)
 
     @property
     def usd(self) -> float:
@@ -176,7 +178,7 @@ class Governor:
     def authorize(self, ident: auth.Identity, model_id: str, provider: str, check_model: bool = True) -> None:
         if ident.key is not None:
             try:
-                auth.authorize(ident.key, model_id, provider, time.time(), check_model)
+                auth.authorize(ident.key, model_id, provider, time.time(), base_model(self.cfg, model_id), check_model)
             except errors.GatewayError as e:
                 e.origin = "governance"
                 raise
@@ -189,7 +191,7 @@ class Governor:
         """The price of the model the request names (or its upstream model). A model the table
         does not know is priced at UNPRICED, the dearest common rate, so that a budget still holds;
         say so in the log once per model, and set [pricing."default"] or a price for it."""
-        p = self.pricing.price_for(model_id, upstream_model)
+        p = self.pricing.price_for(model_id, base_model(self.cfg, model_id), upstream_model)
         if p is None:
             if model_id not in self._unpriced:
                 self._unpriced.add(model_id)
@@ -239,7 +241,7 @@ class Governor:
                 price = other if other.input > price.input else price
             tier = getattr(req, "service_tier", "")
             if tier:                # a tier asked for: bound by the dearer of its price and the standard one
-                tp = self.tiers.price(tier, price, request.model_id, model)
+                tp = self.tiers.price(tier, price, request.model_id, model, base_model(self.cfg, request.model_id))
                 price = tp if max(tp.input, tp.output) > max(price.input, price.output) else price
             micros = max_cost_micros(price, tokens, out)
             worst = micros if worst is None else max(worst, micros)
@@ -281,13 +283,14 @@ class Governor:
         names = (upstream_model, adm.model_id) if adm.embed and upstream_model else (adm.model_id, upstream_model)
         price = self.price(*names)
         if usage and usage.get("tier"):     # the tier the upstream reported serving it in (tiers.py)
-            price = self.tiers.price(usage["tier"], price, *names)
+            price = self.tiers.price(usage["tier"], price, *names, base_model(self.cfg, adm.model_id))
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
             if usage.get("tier"):
                 u["tier"] = usage["tier"]
-            return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u)
+            return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u,
+                          prompt_saved_micros=prompt_cache_saved_micros(price, u["in"], u["out"], u["cr"], u["cw"]))
         if not started:
             return NO_CHARGE
         n_in = request_tokens(req) if req is not None and not isinstance(req, EmbedRequest) else 0

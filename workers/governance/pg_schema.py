@@ -108,6 +108,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX finops_settled_at ON finops_settled (settled_at)",
     ),
+    (   # 2: cost-allocation tags of a key (JSON {name: value})
+        "ALTER TABLE finops_keys ADD COLUMN tags text NOT NULL DEFAULT '{}'",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # What the governance store's shared logic (store.DirectoryStore) calls things here.

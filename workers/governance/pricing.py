@@ -19,6 +19,10 @@ the safe (never lower) choice for everything else.
 Bedrock's geographic cross-region inference profiles (us., eu., apac., jp., au., ca.) of Claude
 Sonnet 4.5, Haiku 4.5 and Opus 4.5 cost 10% more than the global profile and are priced so
 (matched on the name before its region prefix is stripped); other profiles cost what the model does.
+Source: AWS Bedrock user guide, "Global cross-Region inference" (global profiles "approximately 10%
+savings on both input and output token pricing compared to geographic cross-Region inference"),
+checked 2026-12-06. Application inference profile ARNs are priced as the model their
+[[inference_profiles]] entry names (shared/profiles.py; the governor passes that name).
 
 Guarantees:
   * `normalize(model_id)` returns the lowercase bare model name: no ARN, no "PROVIDER/" prefix (only
@@ -47,7 +51,7 @@ from urllib.parse import unquote
 from .money import MICRO
 
 __all__ = ["Price", "SHIPPED", "PricingTable", "normalize", "MICRO", "cost_micros", "max_cost_micros", "cost",
-           "max_cost"]
+           "max_cost", "prompt_cache_saved_micros"]
 
 _MEMO_MAX = 4096          # price_for answers kept; the names come from clients, so it is bounded
 _REGION = re.compile(r"^(?:us-gov|us|eu|apac|global|jp|au|ca)\.(?=.)")
@@ -326,6 +330,18 @@ def cost_micros(price: Price | None, input_tokens: int, output_tokens: int,
     write = price.input if price.cache_write is None else price.cache_write
     return round(input_tokens * price.input + output_tokens * price.output
                  + cache_read * read + cache_write * write)
+
+
+def prompt_cache_saved_micros(price: Price | None, input_tokens: int, output_tokens: int,
+                              cache_read: int = 0, cache_write: int = 0) -> int:
+    """What the provider's prompt cache saved a request, in micro-dollars: its cost had its
+    cache-read tokens been charged at the input price, minus its cost (both `cost_micros`, so the
+    saving is exactly the difference of the two charges). 0 without a separate cache-read price.
+    Cache writes are a cost of the request, in both figures; they are not counted against it."""
+    if price is None or price.cache_read is None or not cache_read:
+        return 0
+    return (cost_micros(price, input_tokens + cache_read, output_tokens, 0, cache_write)
+            - cost_micros(price, input_tokens, output_tokens, cache_read, cache_write))
 
 
 def max_cost_micros(price: Price | None, input_tokens: int, max_output_tokens: int) -> int:

@@ -85,6 +85,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
             saved_at REAL NOT NULL
         )""",
     ),
+    (   # 2: cost-allocation tags of a key (JSON {name: value})
+        "ALTER TABLE keys ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -169,7 +172,7 @@ def key_from_row(r) -> VirtualKey:
                       models=tuple(json.loads(r["models"])), providers=tuple(json.loads(r["providers"])),
                       enabled=bool(r["enabled"]), expires_at=r["expires_at"],
                       budgets=budgets_from_json(r["budgets"]), rate_limits=rate_limits_from_json(r["rate_limits"]),
-                      created_at=r["created_at"], source=r["source"])
+                      created_at=r["created_at"], source=r["source"], tags=json.loads(r["tags"] or "{}"))
 
 
 def team_from_row(r) -> Team:
@@ -322,14 +325,15 @@ class DirectoryStore:
             raise InvalidReference(f"team: no team {k.team!r}")
         n = self.NAMES
         db.execute(f"INSERT INTO {n.keys} (id, secret, name, team, models, providers, enabled, expires_at, "
-                   f"budgets, rate_limits, created_at, source) VALUES ({n.marks(12)}) "
+                   f"budgets, rate_limits, created_at, source, tags) VALUES ({n.marks(13)}) "
                    "ON CONFLICT (id) DO UPDATE SET secret = excluded.secret, name = excluded.name, "
                    "team = excluded.team, models = excluded.models, providers = excluded.providers, "
                    "enabled = excluded.enabled, expires_at = excluded.expires_at, budgets = excluded.budgets, "
-                   "rate_limits = excluded.rate_limits, source = excluded.source",
+                   "rate_limits = excluded.rate_limits, source = excluded.source, tags = excluded.tags",
                    (k.id, k.secret, k.name, k.team, to_json(list(k.models)), to_json(list(k.providers)),
                     bool(k.enabled), k.expires_at, to_json(budgets_to_json(k.budgets)),   # SQLite keeps a bool as 1/0
-                    to_json(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source))
+                    to_json(rate_limits_to_json(k.rate_limits)), k.created_at or time.time(), k.source,
+                    to_json(dict(k.tags))))
 
     def delete_key(self, id: str) -> None:
         self._delete("keys", id)

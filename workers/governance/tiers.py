@@ -7,7 +7,8 @@ Bedrock (`serviceTier.type`, X-Amzn-Bedrock-Service-Tier) and OpenAI (`service_t
   1. `[pricing."GLOB".tiers.TIER]` in the config ({input, output, cache_read?, cache_write?}, USD per
      1M tokens), the first entry whose glob matches (as PricingTable matches names);
   2. the shipped per-model tier prices below (OpenAI's published priority and flex prices);
-  3. for a Bedrock model id ("vendor.model…"), Bedrock's tier rule applied to the Standard price:
+  3. for a Bedrock model id ("vendor.model…", or an inference profile's base model), Bedrock's
+     tier rule applied to the Standard price:
      priority = 1.75 x, flex = 0.5 x (Amazon Bedrock pricing, "Service tiers", 2025-11);
   4. otherwise the model's Standard price (a tier the table does not know costs what default does).
 
@@ -93,6 +94,6 @@ class TierPricing:
             found = _find(table, forms)
             if found is not None:
                 return found
-        if tier in BEDROCK_RULE and forms and _BEDROCK_ID.match(forms[0]):
+        if tier in BEDROCK_RULE and any(_BEDROCK_ID.match(f) for f in forms):
             return _scaled(standard, BEDROCK_RULE[tier])
         return standard

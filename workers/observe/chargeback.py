@@ -10,14 +10,14 @@ Each row: the group values, then CHARGEBACK_METRICS:
     requests, cache_hits, input_tokens, output_tokens,
     cost_usd        what was charged (the ledger's figures, summed as micro-dollars)
     saved_usd       what the exact and semantic caches saved
-    list_usd        cost_usd + saved_usd: what it would have cost without the caches
+    prompt_saved_usd  what providers' prompt caches saved (cache reads below the input price)
+    list_usd        cost_usd + saved_usd: what it would have cost without the gateway's caches
     cost_share_pct  this row's share of the period's cost_usd, in percent (2 decimals)
 Rows by cost, highest first. `total` sums every row exactly (micro-dollars); it is checked
 against the log's own ungrouped total for the same period and filters (so a row lost in the
 grouping cannot go unnoticed), and equals `finops report`'s TOTAL line.
 
-The request log keeps no per-request tags, so there is no `tag:NAME` grouping: group by the
-dimensions it has (customer, team, env, key, model, ...).
+`by` may name request tags (`tag:NAME`, see report.py), e.g. --by customer,tag:project.
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ from datetime import date
 from finops.workers.governance.money import micros, usd
 from finops.workers.governance.periods import bounds
 
-from .report import DIMENSIONS, day_bounds, summarize, total
+from .report import day_bounds, dimension, summarize, total
 
 DEFAULT_BY = ("customer", "team")
 CHARGEBACK_METRICS = ("requests", "cache_hits", "input_tokens", "output_tokens", "cost_usd", "saved_usd",
-                      "list_usd", "cost_share_pct")
+                      "prompt_saved_usd", "list_usd", "cost_share_pct")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -50,7 +50,7 @@ def month_period(text: str, tz: str) -> tuple[float, float]:
 
 
 def chargeback_columns(by: list[str]) -> list[str]:
-    return [out for d in by for out, _, _ in DIMENSIONS[d]] + list(CHARGEBACK_METRICS)
+    return [out for d in by for out, _, _ in dimension(d)] + list(CHARGEBACK_METRICS)
 
 
 def chargeback(db: sqlite3.Connection, since: float, until: float, by: list[str] | tuple = DEFAULT_BY,
@@ -61,19 +61,19 @@ def chargeback(db: sqlite3.Connection, since: float, until: float, by: list[str]
     whole = summarize(db, [], since, until, where)
     t = total(rows)
     log_total = whole[0] if whole else total([])
-    for m in ("requests", "cost_usd", "saved_usd", "cache_hits"):
+    for m in ("requests", "cost_usd", "saved_usd", "prompt_saved_usd", "cache_hits"):
         if t[m] != log_total[m]:
             raise Unreconciled(f"chargeback {m} {t[m]} != the request log's {log_total[m]} for the same period")
     all_cost = micros(t["cost_usd"])
-    labels = [out for d in by for out, _, _ in DIMENSIONS[d]]
+    labels = [out for d in by for out, _, _ in dimension(d)]
     out = []
     for r in rows:
         row = {c: r[c] for c in labels}
-        row.update({m: r[m] for m in CHARGEBACK_METRICS[:6]})
+        row.update({m: r[m] for m in CHARGEBACK_METRICS[:7]})
         row["list_usd"] = usd(micros(r["cost_usd"]) + micros(r["saved_usd"]))
         row["cost_share_pct"] = round(100 * micros(r["cost_usd"]) / all_cost, 2) if all_cost else 0.0
         out.append(row)
-    tot = {m: t[m] for m in CHARGEBACK_METRICS[:6]}
+    tot = {m: t[m] for m in CHARGEBACK_METRICS[:7]}
     tot["list_usd"] = usd(micros(t["cost_usd"]) + micros(t["saved_usd"]))
     tot["cost_share_pct"] = 100.0 if all_cost else 0.0
     return out, tot

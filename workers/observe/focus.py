@@ -38,8 +38,11 @@ How the gateway fills the columns (FOCUS_COLUMNS lists every one with its spec t
   cut at it, so a charge period never leaves its billing period.
 * Tags (JSON) carry the gateway's dimensions under the "finops/" prefix (the gateway sets them):
   finops/virtual-key, finops/virtual-key-name, finops/team, finops/customer, finops/env; the
-  empty ones are left out, and Tags is null when none is set. The request log keeps no per-request
-  tags today, so there are none beyond these.
+  empty ones are left out, and Tags is null when none is set. A request's own tags (the log's
+  `tags`: Converse requestMetadata, the InvokeModel request-metadata header, an application
+  inference profile's tags) are added under their own names (user-defined tags, no prefix; a
+  name that collides with a finops/ one is left out); requests with different tags are different
+  rows.
 * Datetimes are ISO 8601 UTC, "2026-11-01T00:00:00Z"; ChargePeriodEnd and BillingPeriodEnd are
   exclusive.
 """
@@ -174,14 +177,15 @@ def focus_rows(db: sqlite3.Connection, since: float, until: float, tz: str, wher
            f"IFNULL(customer, ''), IFNULL(env, ''), IFNULL(model, ''), IFNULL(provider, ''), {_CACHE_SQL}, "
            f"COUNT(*), IFNULL(SUM({ERROR_SQL}), 0), IFNULL(SUM({HIT_SQL}), 0), "
            f"{micros_sql('cost_usd')}, {micros_sql('saved_usd')}, IFNULL(SUM(input_tokens), 0), "
-           f"IFNULL(SUM(output_tokens), 0), IFNULL(SUM(cache_read_tokens), 0), IFNULL(SUM(cache_write_tokens), 0) "
+           f"IFNULL(SUM(output_tokens), 0), IFNULL(SUM(cache_read_tokens), 0), IFNULL(SUM(cache_write_tokens), 0), "
+           f"IFNULL(tags, '') "
            f"FROM requests{where_clause} "
-           f"GROUP BY 1, substr(IFNULL(day, ''), 1, 7), 3, 5, 6, 7, 8, 9, 10 "
-           f"ORDER BY 1, 6, 5, 3, 7, 8, 9, 10")
+           f"GROUP BY 1, substr(IFNULL(day, ''), 1, 7), 3, 5, 6, 7, 8, 9, 10, 20 "
+           f"ORDER BY 1, 6, 5, 3, 7, 8, 9, 10, 20")
     months: dict[str, tuple[float, float]] = {}
     out = []
     for (p, day, vk, vk_name, team, customer, env, model, provider, cache, n, errs, hits, cost, saved,
-         tin, tout, tread, twrite) in db.execute(sql, params):
+         tin, tout, tread, twrite, tags) in db.execute(sql, params):
         month = day[:7]
         if month not in months:
             months[month] = _month_bounds(day, tz) if day else (float(p) * 3600, float(p) * 3600 + 3600)
@@ -189,12 +193,23 @@ def focus_rows(db: sqlite3.Connection, since: float, until: float, tz: str, wher
         c0, c1 = (p * 3600.0, p * 3600.0 + 3600) if grain == "hour" else day_bounds(date.fromisoformat(day), tz)
         c0, c1 = max(c0, b0), min(c1, b1)
         out.append(_row(c0, c1, b0, b1, vk, vk_name, team, customer, env, model, provider, cache,
-                        n, errs, hits, cost, saved, (tin, tout, tread, twrite)))
+                        n, errs, hits, cost, saved, (tin, tout, tread, twrite), _request_tags(tags)))
     return out
 
 
+def _request_tags(text: str) -> dict:
+    """The request tags of a log row's `tags` JSON ({} when none or unreadable)."""
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(v, str)} if isinstance(doc, dict) else {}
+
+
 def _row(c0, c1, b0, b1, vk, vk_name, team, customer, env, model, provider, cache,
-         n, errs, hits, cost, saved, tokens) -> dict:
+         n, errs, hits, cost, saved, tokens, request_tags: dict | None = None) -> dict:
     hit = cache.startswith("hit-")
     served_by = provider if provider and not hit else GATEWAY
     quantity = sum(tokens)
@@ -204,8 +219,10 @@ def _row(c0, c1, b0, b1, vk, vk_name, team, customer, env, model, provider, cach
                 f"{kind} cache: no charge, {money(saved)} USD saved")
     else:
         desc = f"{n} request{'s' if n != 1 else ''} to {model or 'no model'} via {served_by}, {quantity} tokens"
-    tags = {k: v for k, v in (("virtual-key", vk), ("virtual-key-name", vk_name), ("team", team),
-                              ("customer", customer), ("env", env)) if v}
+    tags = {TAG_PREFIX + k: v for k, v in (("virtual-key", vk), ("virtual-key-name", vk_name), ("team", team),
+                                           ("customer", customer), ("env", env)) if v}
+    for k, v in (request_tags or {}).items():
+        tags.setdefault(k, v)
     return {
         "BilledCost": money(cost), "BillingAccountId": customer or NO_CUSTOMER,
         "BillingAccountName": customer or NO_CUSTOMER, "BillingCurrency": CURRENCY,
@@ -223,8 +240,7 @@ def _row(c0, c1, b0, b1, vk, vk_name, team, customer, env, model, provider, cach
         "ResourceId": model or None, "ResourceName": model or None, "ResourceType": "Model" if model else None,
         "ServiceSubcategory": "Generative AI",
         "SubAccountId": team or None, "SubAccountName": team or None, "SubAccountType": "Team" if team else None,
-        "Tags": json.dumps({TAG_PREFIX + k: v for k, v in tags.items()}, ensure_ascii=False,
-                           separators=(",", ":")) if tags else None,
+        "Tags": json.dumps(tags, ensure_ascii=False, separators=(",", ":")) if tags else None,
         "x_Requests": str(n), "x_Errors": str(errs), "x_CacheHits": str(hits), "x_CacheSavedCost": money(saved),
         "x_InputTokens": str(tokens[0]), "x_OutputTokens": str(tokens[1]),
         "x_CacheReadTokens": str(tokens[2]), "x_CacheWriteTokens": str(tokens[3]),

@@ -51,12 +51,22 @@ def open_db(data_dir: str, *, readonly: bool = False) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     for stmt in SCHEMA:
         db.execute(stmt)
-    have = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
-    for name, sql_type in COLUMNS:      # a log written by an older version: its new columns, empty
-        if name not in have:
-            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
+    migrate(db)
     db.commit()
     return db
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Add the columns of logrow.COLUMNS a log written by an older gateway lacks (ALTER TABLE ADD
+    COLUMN: old rows read NULL there, which every report treats as 0 / none). Returns the columns
+    added. Columns are only ever added at the end of COLUMNS, never renamed or dropped."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
+    added = []
+    for name, sql_type in COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
+            added.append(name)
+    return added
 
 
 def prune(db: sqlite3.Connection, before_ts: float) -> int:

@@ -20,6 +20,12 @@ Choices worth knowing:
 * A cache hit is a request whose `cache` is "hit-exact" or "hit-semantic".
 * Grouping by `key` groups by the key id (`vk`, "" = anonymous) and shows `vk_name`, the
   greatest name the key had in the period (a renamed key stays one group).
+* Grouping by `tag:NAME` groups by the value of request tag NAME (the `tags` column: Converse
+  requestMetadata, the X-Amzn-Bedrock-Request-Metadata header, an application inference
+  profile's tags); requests without that tag form the "" group, so the groups still add up to
+  the untagged total. `where` takes tag:NAME too.
+* `prompt_saved_usd` is what providers' prompt caches saved (cache-read tokens at the input price
+  minus at the cache-read price), next to `saved_usd`, what the gateway's own cache saved.
 * Grouping by `status` gives two columns: `status` (HTTP) and `error` (AWS error code, "" = ok).
 * No p95 latency: SQLite has no percentile aggregate, and a window-function percentile sorts
   every row of the period, which is not cheap on a large log. `avg_latency_ms` is given.
@@ -68,6 +74,30 @@ DIMENSIONS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "status": (("status", "IFNULL(status, 0)", True), ("error", "IFNULL(error, '')", True)),
 }
 
+TAG = "tag:"
+_TAG_NAME = re.compile(r"[A-Za-z0-9 _.:@$#=/+,\-]{1,256}")
+TAG_HELP = "tag:NAME (a request tag: requestMetadata, or an application inference profile's tags)"
+
+
+def tag_sql(dim: str) -> str:
+    """The SQL value of tag dimension "tag:NAME": the tag's value in the row's `tags` JSON, ""
+    when the row has no such tag. NAME is checked against _TAG_NAME (no quote can get through),
+    so it is written into the JSON path literally."""
+    name = dim[len(TAG):]
+    if not _TAG_NAME.fullmatch(name):
+        raise ValueError(f"{dim!r}: a tag name is 1 to 256 letters, digits, spaces or _.:@$#=/+,- "
+                         "(the requestMetadata key), e.g. tag:team")
+    return f"(CASE WHEN IFNULL(tags, '') = '' THEN '' ELSE IFNULL(json_extract(tags, '$.\"{name}\"'), '') END)"
+
+
+def dimension(d: str) -> tuple[tuple[str, str, bool], ...]:
+    """The (output column, SQL expression, grouped) entries of dimension `d`: one of DIMENSIONS,
+    or "tag:NAME"."""
+    if d.startswith(TAG):
+        return ((d, tag_sql(d), True),)
+    return DIMENSIONS[d]
+
+
 # dimension -> the column `where` compares (status: see _status_filter)
 FILTERS = {"key": "vk", "team": "team", "customer": "customer", "env": "env", "model": "model",
            "provider": "provider", "day": "day", "op": "op"}
@@ -81,23 +111,26 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("cache_read_tokens", "IFNULL(SUM(cache_read_tokens), 0)"),
     ("cost_usd", micros_sql("cost_usd")),
     ("saved_usd", micros_sql("saved_usd")),
+    ("prompt_saved_usd", micros_sql("prompt_saved_usd")),
     ("cache_hits", f"IFNULL(SUM({HIT_SQL}), 0)"),
     ("avg_latency_ms", "AVG(latency_ms)"),
 )
 METRIC_NAMES = tuple(m for m, _ in METRICS)
-MONEY = ("cost_usd", "saved_usd")
+MONEY = ("cost_usd", "saved_usd", "prompt_saved_usd")
 ADDITIVE = tuple(m for m in METRIC_NAMES if m != "avg_latency_ms")
 
 
 def columns_for(group_by: list[str]) -> list[str]:
     """The columns of `summarize`'s rows, in order: the group values, then the metrics."""
-    return [out for d in group_by for out, _, _ in DIMENSIONS[d]] + list(METRIC_NAMES)
+    return [out for d in group_by for out, _, _ in dimension(d)] + list(METRIC_NAMES)
 
 
 def _check_dims(names, what: str) -> None:
     for d in names:
-        if d not in DIMENSIONS:
-            raise ValueError(f"{what} {d!r}: unknown (known: {', '.join(DIMENSIONS)})")
+        if d.startswith(TAG):
+            tag_sql(d)
+        elif d not in DIMENSIONS:
+            raise ValueError(f"{what} {d!r}: unknown (known: {', '.join(DIMENSIONS)}, {TAG_HELP})")
 
 
 def _status_filter(value) -> tuple[str, object]:
@@ -116,6 +149,8 @@ def where_sql(since: float, until: float, where: dict | None) -> tuple[str, list
     for dim, value in (where or {}).items():
         if dim == "status":
             clause, value = _status_filter(value)
+        elif dim.startswith(TAG):
+            clause = f"{tag_sql(dim)} = ?"
         else:
             clause = f"IFNULL({FILTERS[dim]}, '') = ?"
         clauses.append(clause)
@@ -134,7 +169,7 @@ def summarize(db: sqlite3.Connection, group_by: list[str], since: float, until: 
     _check_dims(group_by, "group by")
     if len(set(group_by)) != len(group_by):
         raise ValueError(f"group by {','.join(group_by)}: a dimension is repeated")
-    dims = [c for d in group_by for c in DIMENSIONS[d]]
+    dims = [c for d in group_by for c in dimension(d)]
     select = [expr for _, expr, _ in dims] + [agg for _, agg in METRICS]
     keys = [str(i + 1) for i, (_, _, grouped) in enumerate(dims) if grouped]
     cost = str(len(dims) + METRIC_NAMES.index("cost_usd") + 1)

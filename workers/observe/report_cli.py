@@ -8,8 +8,9 @@ chargeback.
     finops report --chargeback [--month 2026-11] [--by customer,team] [--format table|csv|json]
 
 --by takes dimensions separated by commas, grouped in that order: key (shows vk_name too), team,
-customer, env, model, provider, day, op, status (HTTP status and AWS error code). Default: key
-(customer,team with --chargeback).
+customer, env, model, provider, day, op, status (HTTP status and AWS error code), and
+tag:NAME (a request tag: Converse requestMetadata, the InvokeModel X-Amzn-Bedrock-Request-Metadata
+header, an application inference profile's tags). Default: key (customer,team with --chargeback).
 --since / --until: an ISO date or datetime, a relative time (7d, 24h, 30m) or today, yesterday,
 this-month, last-month; calendar-aligned in governance.timezone. Default: the last 30 days.
 A date or name given to --until includes that day or month (`--since last-month --until
@@ -33,7 +34,7 @@ from finops.shared.config import default_data_dir
 
 from . import chargeback as cb
 from . import focus, logdb
-from .report import (DIMENSIONS, columns_for, fmt_ts, parse_period, summarize, to_csv, to_json,
+from .report import (DIMENSIONS, TAG, TAG_HELP, columns_for, tag_sql, fmt_ts, parse_period, summarize, to_csv, to_json,
                      to_table, total)
 
 FILTER_FLAGS = ("key", "team", "customer", "env", "model", "provider")
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="finops report",
                                  description="spend and usage from the request log, grouped and filtered")
     ap.add_argument("--by", default=None, metavar="DIM[,DIM...]",
-                    help=f"group by these, in order: {', '.join(DIMENSIONS)} (default: key; "
+                    help=f"group by these, in order: {', '.join(DIMENSIONS)}, tag:NAME (default: key; "
                          "customer,team with --chargeback)")
     ap.add_argument("--since", default="", metavar="WHEN",
                     help="start: 2026-11-01, 2026-11-01T08:00, 7d, 24h, 30m, today, yesterday, this-month, "
@@ -77,11 +78,13 @@ def parse_by(text: str) -> list[str]:
     if not dims:
         raise UsageError("--by: give at least one dimension, like --by key or --by team,model")
     for d in dims:
-        if d.startswith("tag:"):
-            raise UsageError(f"--by {d!r}: the request log keeps no request tags; group by the dimensions "
-                             f"it has ({', '.join(DIMENSIONS)})")
-        if d not in DIMENSIONS:
-            raise UsageError(f"--by {d!r}: unknown dimension (known: {', '.join(DIMENSIONS)})")
+        if d.startswith(TAG):
+            try:
+                tag_sql(d)
+            except ValueError as e:
+                raise UsageError(f"--by {e}") from None
+        elif d not in DIMENSIONS:
+            raise UsageError(f"--by {d!r}: unknown dimension (known: {', '.join(DIMENSIONS)}, {TAG_HELP})")
     if len(set(dims)) != len(dims):
         raise UsageError(f"--by {text!r}: a dimension is repeated")
     return dims
@@ -182,7 +185,8 @@ def _chargeback_out(args, rows: list[dict], totals: dict, by: list[str], meta: d
             return 0
         print(to_table(rows, columns, totals, metrics=cb.CHARGEBACK_METRICS))
         print(f"Reconciled: {totals['requests']:,} requests and {totals['cost_usd']:.6f} USD, the request log's "
-              f"total for the period; the caches saved {totals['saved_usd']:.6f} USD.")
+              f"total for the period; the gateway's caches saved {totals['saved_usd']:.6f} USD, providers' "
+              f"prompt caches {totals['prompt_saved_usd']:.6f} USD.")
     return 0
 
 

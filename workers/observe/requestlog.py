@@ -15,12 +15,14 @@ import logging
 import time
 
 from finops.shared import envelope, logrow
+
+from . import tagging
 from finops.shared.config import Config
 
 log = logging.getLogger("finops.requestlog")
 
 BODY_LIMIT = 1024 * 1024        # bytes of each body kept with log_bodies = true (README: Request log)
-assert logrow.NAMES[0] == "id" and len(logrow.NAMES) == 34, "row() follows logrow.COLUMNS"
+assert logrow.NAMES[0] == "id" and len(logrow.NAMES) == 36, "row() follows logrow.COLUMNS"
 
 
 class RequestLog:
@@ -54,7 +56,7 @@ class RequestLog:
             round(outcome.saved_usd, 8), request.headers.get("user-agent", "")[:logrow.USER_AGENT_MAX],
             request_body[:BODY_LIMIT] if request_body is not None else None,
             response_body[:BODY_LIMIT] if response_body is not None else None, reply.messages(),
-            str(u.get("tier", "")))
+            round(outcome.prompt_saved_usd, 6), tagging.dumps(outcome.tags), str(u.get("tier", "")))
 
     def row(self, request, outcome, reply, request_body: bytes | None = None,
             response_body: bytes | None = None) -> bytes | None:

@@ -48,6 +48,15 @@ Request (canonical -> Anthropic)
                                          another provider produced) the block is dropped, since Anthropic
                                          refuses unsigned thinking, and a message left empty is dropped too
     RedactedReasoningBlock(data)        {"type":"redacted_thinking","data": b64}
+    cache_points (Converse cachePoint)  "cache_control": {"type": "ephemeral"} (+ "ttl": "1h" for a 1h
+                                        checkpoint) on the item just before each checkpoint: the last tool,
+                                        system text or content block that precedes it in prefix order
+                                        (tools, system, messages), as Anthropic's breakpoints mark the end
+                                        of the prefix to cache. At most four (the Converse parser refuses
+                                        more, as Bedrock does). Anthropic silently caches nothing when the
+                                        prefix is below the model's minimum (1024 tokens for most Claude
+                                        models, 2048 for Haiku 3/3.5, 4096 for Opus 4.5 and Haiku 4.5):
+                                        the answer then reports no cache tokens and costs full input.
 Messages keep their roles and block order, one Anthropic message per canonical message (several
 tool calls of one turn stay in one message). Tool-use ids are sent as they are.
 
@@ -105,11 +114,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 from dataclasses import dataclass
 
 import msgspec
 
-from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock, JsonBlock, Message,
+from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock, JsonBlock,
                                  MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
                                  ReasoningSignatureDelta, RedactedReasoningBlock, RedactedReasoningDelta,
                                  StreamEvent, TextBlock, TextDelta, Tool, ToolChoice, ToolInputDelta,
@@ -231,12 +241,6 @@ def _unsigned_reasoning(b) -> bool:
     return type(b) is ReasoningBlock and not b.signature
 
 
-def _message(m: Message, i: int, provider: str) -> dict:
-    return {"role": m.role,
-            "content": [_block(b, f"messages[{i}].content[{j}]", provider) for j, b in enumerate(m.content)
-                        if not _unsigned_reasoning(b)]}
-
-
 def _tool(t: Tool) -> dict:
     out = {"name": t.name}
     if t.description:
@@ -268,23 +272,72 @@ def dropped_extra(req: ChatRequest, dialect: AnthropicDialect) -> list[str]:
     return sorted(k for k in req.extra if k not in sent and k != "anthropic_beta")
 
 
+def cache_control(ttl: str | None) -> dict:
+    """The Anthropic breakpoint of a Converse cachePoint: ephemeral, with "ttl" only for "1h"."""
+    return {"type": "ephemeral", "ttl": "1h"} if ttl == "1h" else {"type": "ephemeral"}
+
+
+_SECTION_ORDER = {"tools": 0, "system": 1, "messages": 2}
+
+
+def _place_cache_points(req: ChatRequest, slots: list[tuple[tuple, dict]]) -> None:
+    """Put cache_control on the block before each of req.cache_points.
+
+    `slots` are the rendered items in prompt-prefix order (tools, system, messages), each with its
+    canonical position: (0, tool index), (1, system index), (2, message index, block index). A
+    checkpoint at `after` in a section marks the last rendered item before that position, which
+    may be in an earlier message or section when nothing of its own list precedes it (a
+    checkpoint with nothing at all before it marks nothing). Two checkpoints on one item are one
+    breakpoint; the longer TTL wins."""
+    positions = [pos for pos, _ in slots]
+    for cp in req.cache_points:
+        sec = _SECTION_ORDER[cp.section]
+        at = (sec, cp.message, cp.after) if cp.section == "messages" else (sec, cp.after)
+        i = bisect.bisect_left(positions, at) - 1
+        if i < 0:
+            continue
+        item = slots[i][1]
+        if item.get("cache_control", {}).get("ttl") != "1h":
+            item["cache_control"] = cache_control(cp.ttl)
+
+
 def to_anthropic_request(req: ChatRequest, model: str, *, stream: bool, dialect: AnthropicDialect) -> dict:
     """ChatRequest -> the /v1/messages JSON body. Raises ValidationException for content the API
     cannot take (Office documents, non-UTF-8 text documents), naming the block."""
     p = dialect.provider
     body: dict = {"model": model,
                   "max_tokens": req.max_tokens if req.max_tokens is not None else dialect.default_max_tokens}
-    system = [{"type": "text", "text": s} for s in req.system if s]
+    slots: list[tuple[tuple, dict]] = []
+    tools = []
+    for k, t in enumerate(req.tools):
+        tools.append(_tool(t))
+        slots.append(((0, k), tools[-1]))
+    system = []
+    for k, s in enumerate(req.system):
+        if s:
+            system.append({"type": "text", "text": s})
+            slots.append(((1, k), system[-1]))
     if system:
         body["system"] = system
-    body["messages"] = [msg for msg in (_message(m, i, p) for i, m in enumerate(req.messages)) if msg["content"]]
+    messages = []
+    for i, m in enumerate(req.messages):
+        content = []
+        for j, b in enumerate(m.content):
+            if not _unsigned_reasoning(b):
+                content.append(_block(b, f"messages[{i}].content[{j}]", p))
+                slots.append(((2, i, j), content[-1]))
+        if content:
+            messages.append({"role": m.role, "content": content})
+    body["messages"] = messages
+    if req.cache_points:
+        _place_cache_points(req, slots)
     for k in ("temperature", "top_p", "top_k"):
         if getattr(req, k) is not None:
             body[k] = getattr(req, k)
     if req.stop_sequences:
         body["stop_sequences"] = list(req.stop_sequences)
-    if req.tools:
-        body["tools"] = [_tool(t) for t in req.tools]
+    if tools:
+        body["tools"] = tools
     if req.tool_choice is not None:
         body["tool_choice"] = _tool_choice(req.tool_choice)
     body.update(_wanted_extra(req, dialect))

@@ -16,6 +16,10 @@ Wire facts this module relies on (bedrock-protocol.md 1.4-1.6, 1.9, 2.1):
 - ConverseStream payloads are the member's inner structure (``{"contentBlockIndex": 0, "delta": ...}``),
   never wrapped in the member name, and no ``contentBlockStart`` is sent for text blocks.
 
+cachePoint blocks (in system, messages and toolConfig.tools) carry nothing for the model: they are
+kept as `ChatRequest.cache_points` (where each one stood), at most four per request (more is a
+ValidationException, as on Bedrock), for providers that place cache breakpoints (Anthropic).
+
 Gateway-level request fields that are not about the model (guardrailConfig, requestMetadata,
 performanceConfig, serviceTier, additionalModelResponseFieldPaths, outputConfig) are validated by
 `parse_request` but do not fit `ChatRequest`; `parse_options` returns them for the pipeline.
@@ -30,7 +34,8 @@ import msgspec
 from typing import Any
 
 from finops.shared import errors
-from finops.shared.model import (DOCUMENT_FORMATS, IMAGE_FORMATS, BlockStop, ChatRequest, ChatResponse,
+from finops.shared.model import (CACHE_TTLS, DOCUMENT_FORMATS, IMAGE_FORMATS, MAX_CACHE_POINTS, BlockStop,
+                                 CachePoint, ChatRequest, ChatResponse,
                                  DocumentBlock, ImageBlock, ImageDelta, ImageStart, JsonBlock, Message,
                                  MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
                                  ReasoningSignatureDelta, RedactedReasoningBlock, RedactedReasoningDelta,
@@ -186,7 +191,7 @@ def parse_block(v: Any, path: str):
     if kind == "reasoningContent":
         return parse_reasoning(val, f"{path}.reasoningContent")
     if kind == "cachePoint":
-        want_dict(val, f"{path}.cachePoint")
+        parse_cache_point(val, f"{path}.cachePoint")
         return None
     if kind == "guardContent":
         return _parse_guard(val, f"{path}.guardContent")
@@ -196,7 +201,25 @@ def parse_block(v: Any, path: str):
                "send text, image, document, toolUse, toolResult or reasoningContent")
 
 
-def parse_messages(v: Any, path: str = "messages") -> list[Message]:
+def parse_cache_point(v: Any, path: str) -> str | None:
+    """A Converse CachePointBlock ({"type": "default", "ttl"?: "5m"|"1h"}) -> its ttl (None when absent)."""
+    want_dict(v, path)
+    want_enum(v.get("type"), f"{path}.type", ("default",))
+    ttl = v.get("ttl")
+    return None if ttl is None else want_enum(ttl, f"{path}.ttl", CACHE_TTLS)
+
+
+def check_cache_points(points: list[CachePoint]) -> None:
+    """At most MAX_CACHE_POINTS checkpoints in one request, as Bedrock (and Anthropic) allow."""
+    if len(points) > MAX_CACHE_POINTS:
+        raise fail("cachePoint", f"the request has {len(points)} cachePoint blocks (in toolConfig.tools, "
+                   f"system and messages together); at most {MAX_CACHE_POINTS} are allowed: remove "
+                   f"{len(points) - MAX_CACHE_POINTS}, keeping the ones that end the longest stable prefixes")
+
+
+def parse_messages(v: Any, path: str = "messages", points: list | None = None) -> list[Message]:
+    """Converse messages -> canonical messages. cachePoint blocks are dropped from the content and,
+    when `points` is a list, appended to it as CachePoints."""
     if v is None:
         raise fail(path, "required; send at least one message, e.g. "
                    "[{\"role\": \"user\", \"content\": [{\"text\": \"Hello\"}]}]")
@@ -210,15 +233,22 @@ def parse_messages(v: Any, path: str = "messages") -> list[Message]:
         if content is None:
             raise fail(f"{p}.content", "required; send a non-empty list of content blocks")
         want_list(content, f"{p}.content", min_len=1, what="content blocks")
-        blocks = [b for j, raw in enumerate(content)
-                  if (b := parse_block(raw, f"{p}.content[{j}]")) is not None]
+        blocks = []
+        for j, raw in enumerate(content):
+            b = parse_block(raw, f"{p}.content[{j}]")
+            if b is not None:
+                blocks.append(b)
+            elif points is not None:
+                ttl = parse_cache_point(raw["cachePoint"], f"{p}.content[{j}].cachePoint")
+                points.append(CachePoint("messages", len(blocks), len(out), ttl))
         if not blocks:
             raise fail(f"{p}.content", "has only cachePoint blocks; add the message content")
         out.append(Message(role, blocks))
     return out
 
 
-def parse_system(v: Any, path: str = "system") -> list[str]:
+def parse_system(v: Any, path: str = "system", points: list | None = None) -> list[str]:
+    """Converse system blocks -> their texts; cachePoints go to `points` when it is a list."""
     want_list(v, path, what="system blocks")
     texts = []
     for i, b in enumerate(v):
@@ -226,6 +256,10 @@ def parse_system(v: Any, path: str = "system") -> list[str]:
         kind, val = one_member(b, p, ("text", "guardContent", "cachePoint"), "system block")
         if kind == "text":
             texts.append(want_str(val, f"{p}.text", nonblank=True))
+        elif kind == "cachePoint":
+            ttl = parse_cache_point(val, f"{p}.cachePoint")
+            if points is not None:
+                points.append(CachePoint("system", len(texts), 0, ttl))
         else:
             want_dict(val, f"{p}.{kind}")
     return texts
@@ -255,7 +289,8 @@ def parse_inference_config(v: Any, path: str = "inferenceConfig", *, nova: bool 
     return out
 
 
-def parse_tool_config(v: Any, path: str = "toolConfig") -> tuple[list[Tool], ToolChoice | None]:
+def parse_tool_config(v: Any, path: str = "toolConfig",
+                      points: list | None = None) -> tuple[list[Tool], ToolChoice | None]:
     want_dict(v, path)
     if v.get("tools") is None:
         raise fail(f"{path}.tools", "required; send at least one {\"toolSpec\": {...}}")
@@ -266,7 +301,9 @@ def parse_tool_config(v: Any, path: str = "toolConfig") -> tuple[list[Tool], Too
         p = f"{path}.tools[{i}]"
         kind, spec = one_member(t, p, ("toolSpec", "systemTool", "cachePoint"), "tool")
         if kind == "cachePoint":
-            want_dict(spec, f"{p}.cachePoint")
+            ttl = parse_cache_point(spec, f"{p}.cachePoint")
+            if points is not None:
+                points.append(CachePoint("tools", len(tools), 0, ttl))
             continue
         if kind == "systemTool":
             raise fail(f"{p}.systemTool", "system tools are not supported by this gateway; "
@@ -320,13 +357,21 @@ def _extra_fields(v: Any, path: str) -> dict:
 
 def _parse_chat(body: Any, prefix: str, *, inference: bool) -> ChatRequest:
     want_dict(body, prefix.rstrip(".") or "body")
-    fields: dict = {"messages": parse_messages(body.get("messages"), f"{prefix}messages")}
+    tool_points: list = []
+    system_points: list = []
+    message_points: list = []
+    fields: dict = {"messages": parse_messages(body.get("messages"), f"{prefix}messages", message_points)}
     if body.get("system") is not None:
-        fields["system"] = parse_system(body["system"], f"{prefix}system")
+        fields["system"] = parse_system(body["system"], f"{prefix}system", system_points)
     if inference and body.get("inferenceConfig") is not None:
         fields.update(parse_inference_config(body["inferenceConfig"], f"{prefix}inferenceConfig"))
     if body.get("toolConfig") is not None:
-        fields["tools"], fields["tool_choice"] = parse_tool_config(body["toolConfig"], f"{prefix}toolConfig")
+        fields["tools"], fields["tool_choice"] = parse_tool_config(body["toolConfig"], f"{prefix}toolConfig",
+                                                                   tool_points)
+    points = tool_points + system_points + message_points     # prefix order: tools, system, messages
+    check_cache_points(points)
+    if points:
+        fields["cache_points"] = points
     check_tool_blocks_need_config(fields["messages"], bool(fields.get("tools")), f"{prefix}toolConfig")
     if body.get("additionalModelRequestFields") is not None:
         fields.update(_extra_fields(body["additionalModelRequestFields"], f"{prefix}additionalModelRequestFields"))
