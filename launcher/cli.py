@@ -143,8 +143,12 @@ def cache_summary(cfg) -> str:
     if not cfg.caching:
         return ("off (no route has an enabled [routes.cache] table"
                 + (f"; the {keys} [cache.keys] override(s) adjust only routes that have one)" if keys else ")"))
-    return (f"{routes} routes, {keys} key override(s); embedder "
-            f"{cfg.cache.embedding_model or 'built-in MiniLM'}")
+    out = (f"{routes} routes, {keys} key override(s); embedder "
+           f"{cfg.cache.embedding_model or 'built-in MiniLM'}")
+    if cfg.cache.replication == "redis":
+        from finops.workers.cache.replication import redis_target, where
+        out += f"; replicated with the other nodes through Redis at {where(redis_target(cfg)[0])}"
+    return out
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ What it does:
    persistence, removed on exit.
 2. Writes one config for every node, `<dir>/finops.toml`: `[governance] ledger = "redis"`,
    `store = "postgres"`, the two URLs, `mode = "enforced"` and an admin token (unless your config
-   sets them), and the mock provider with a demo key ($0.50 a day, 30 requests a minute, every token
+   sets them), `[cache] replication = "redis"` (unless set: one cache for the nodes' caching routes), and the mock provider with a demo key ($0.50 a day, 30 requests a minute, every token
    priced at $0.001) unless `--config` is given.
 3. Starts `finops serve --config <dir>/finops.toml --node-name nodeI --port P+I --data-dir <dir>/nodeI`
    for each node (logs in `<dir>/nodeI.log`), waits until each answers /health, and prints the
@@ -114,7 +114,9 @@ def fleet_config(base: dict, redis_url: str, postgres_url: str, workers: int) ->
     gov.setdefault("mode", "enforced")
     gov.setdefault("admin_token", "fleet-admin-" + secrets.token_hex(8))
     gov.update(ledger="redis", redis_url=redis_url, store="postgres", postgres_url=postgres_url)
-    cfg["server"], cfg["governance"] = server, gov
+    cache = dict(cfg.get("cache", {}))
+    cache.setdefault("replication", "redis")         # routes that cache share one cache across the nodes
+    cfg["server"], cfg["governance"], cfg["cache"] = server, gov, cache
     return cfg, gov["admin_token"]
 
 

@@ -110,6 +110,12 @@ class CacheConfig(Table):
                                      # miss: the cache never fails or holds up a request for long
     keys: dict[str, dict] = {}       # virtual key id -> CachePolicy overrides (only the keys given);
                                      # they adjust routes with a [routes.cache], never turn one on
+    # Several nodes (README "One cache for every node"): entries replicated through a Redis Stream.
+    replication: Literal["off", "redis"] = "off"   # "redis": every node's entries reach every node's cache
+    redis_url: str = ""              # "" = governance.redis_url; redis:// or rediss:// (TLS)
+    redis_ca_file: str = ""          # "" = governance.redis_ca_file (rediss://)
+    replication_maxlen: Positive = 100_000   # records the stream keeps (approximate trimming): a new node
+                                     # starts warm with the live entries among them
 
     def check(self, where: str) -> None:
         if self.embedding_model not in ("", "none") and not os.path.exists(self.embedding_model):
@@ -117,6 +123,10 @@ class CacheConfig(Table):
                               "(\"\" = the built-in MiniLM, \"none\" = exact matches only)")
         for kid, over in self.keys.items():
             table(CachePolicy, over, f"{where}.keys.{kid}")     # validated; kept as the partial table it is
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{where}.redis_url: expected a redis:// or rediss:// URL (got {self.redis_url[:20]!r}...)")
+        if self.redis_ca_file and not os.path.isfile(self.redis_ca_file):
+            raise ConfigError(f"{where}.redis_ca_file: no such file {self.redis_ca_file!r}")
 
 
 class ObservabilityConfig(Table):
@@ -376,13 +386,17 @@ def build(raw: dict, source: str, environ=None) -> Config:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table (known: {', '.join(TABLES)})")
     providers = _providers(raw.get("providers", {}))
     routes, default_route = _routes(raw, providers)
-    return Config(server=table(ServerConfig, raw.get("server", {}), "server"), providers=providers,
-                  routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
-                  pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
-                  observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
-                  alerts=table(AlertsConfig, raw.get("alerts", {}), "alerts"),
-                  inference_profiles=_inference_profiles(raw.get("inference_profiles", [])),
-                  guardrails=_guardrails(raw.get("guardrails", {}), providers), source=source)
+    cfg = Config(server=table(ServerConfig, raw.get("server", {}), "server"), providers=providers,
+                 routes=routes, default_route=default_route, governance=_governance(raw.get("governance", {})),
+                 pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
+                 observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
+                 alerts=table(AlertsConfig, raw.get("alerts", {}), "alerts"),
+                 inference_profiles=_inference_profiles(raw.get("inference_profiles", [])),
+                 guardrails=_guardrails(raw.get("guardrails", {}), providers), source=source)
+    if cfg.cache.replication == "redis" and not (cfg.cache.redis_url or cfg.governance.redis_url):
+        raise ConfigError("cache.redis_url: replication = \"redis\" needs a redis:// or rediss:// URL here or in "
+                          "governance.redis_url")
+    return cfg
 
 
 def _inference_profiles(raw) -> list[InferenceProfile]:

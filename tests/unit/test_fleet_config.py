@@ -45,3 +45,27 @@ def test_node_name_defaults_to_the_host_name_and_reads_the_environment(tmp_path)
     assert cfg.server.node_name == "" and cfg.server.node == socket.gethostname()
     cfg = load(None, environ={"FINOPS_DATA_DIR": str(tmp_path), "FINOPS_NODE_NAME": "b"})
     assert cfg.server.node == "b"
+
+
+def test_cache_replication_uses_the_governance_redis_unless_it_has_its_own():
+    from finops.workers.cache.replication import redis_target, where
+    cfg = build({"governance": {"redis_url": "rediss://:pw@redis.internal:6380/0"},
+                 "cache": {"replication": "redis"}}, "test")
+    assert cfg.cache.replication == "redis" and cfg.cache.replication_maxlen == 100_000
+    assert redis_target(cfg) == ("rediss://:pw@redis.internal:6380/0", "")
+    assert where(redis_target(cfg)[0]) == "redis.internal:6380"          # never the password
+    cfg = build({"governance": {"redis_url": "redis://a:6379/0"},
+                 "cache": {"replication": "redis", "redis_url": "redis://cache:6379/2"}}, "test")
+    assert redis_target(cfg)[0] == "redis://cache:6379/2"
+    assert build({}, "test").cache.replication == "off"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"cache": {"replication": "redis"}}, "cache.redis_url: replication = \"redis\" needs a redis://"),
+    ({"cache": {"replication": "redis", "redis_url": "http://r:6379"}}, "cache.redis_url: expected a redis://"),
+    ({"cache": {"replication": "gossip"}}, "cache.replication"),
+    ({"cache": {"redis_ca_file": "/nonexistent/ca.pem"}}, "cache.redis_ca_file: no such file"),
+])
+def test_cache_replication_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        build(raw, "test")

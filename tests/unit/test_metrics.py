@@ -257,9 +257,10 @@ def test_names_follow_prometheus_conventions():
     m.set_restarts({"worker": 1})
     m.ledger_counts({"uncounted": 2, "settles_dropped": 1, "spend_dropped": 3})
     m.set_alerts({"sent": {"budget": 2}, "failed": {"anomaly": 1}, "pending": 0})
+    m.cache_counts({"published": 3, "applied": 2})
     text = m.render().decode()
     fams = list(text_string_to_metric_families(text))
-    assert len(fams) == 18
+    assert len(fams) == 19
     for f in fams:
         assert f.name.startswith("finops_"), f.name
         assert f.samples, f"{f.name} has no sample"
@@ -289,3 +290,14 @@ def test_ledger_counts_add_up():
     assert "finops_ledger_uncounted_total 3.0" in text
     assert 'finops_ledger_dropped_total{what="settle"} 4.0' in text
     assert 'finops_ledger_dropped_total{what="spend_row"} 5.0' in text
+
+
+def test_cache_replication_counts_add_up():
+    m = Metrics()
+    m.cache_counts({"published": 2, "applied": 5})
+    m.cache_counts({"published": 1, "dropped": 4, "expired_skipped": 1})
+    text = m.render().decode()
+    assert 'finops_cache_replication_records_total{what="published"} 3.0' in text
+    assert 'finops_cache_replication_records_total{what="applied"} 5.0' in text
+    assert 'finops_cache_replication_records_total{what="dropped"} 4.0' in text
+    assert 'finops_cache_replication_records_total{what="expired_skipped"} 1.0' in text

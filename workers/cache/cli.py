@@ -18,7 +18,7 @@ from finops.shared import transport
 from finops.shared.config import Config
 from finops.shared.transport import zmq
 
-from . import keys, persist
+from . import keys, persist, replication
 
 TIMEOUT_MS = 5000        # the running cache actor answers stats/clear within this, or the CLI says it is not running
 
@@ -104,6 +104,14 @@ def main(argv: list[str], cfg: Config) -> int:
     out = ask_actor(cfg, msg)
     if out is None:
         out = offline_clear(cfg, msg["owner"], msg["model"])
+        if cfg.cache.replication == "redis":      # the running actor tells the other nodes itself
+            try:
+                replication.publish_clear(cfg, msg["owner"], msg["model"])
+            except Exception as e:
+                print(f"removed {out['removed']} cache entries on this node only: the other nodes could not be "
+                      f"told ({replication.where(replication.redis_target(cfg)[0])}: {e}); run the same command "
+                      "again when Redis answers", file=sys.stderr)
+                return 1
     print(f"removed {out['removed']} cache entries")
     return 0
 
@@ -117,6 +125,12 @@ def print_stats(s: dict) -> None:
         rate = (s["hits_exact"] + s["hits_semantic"]) / total if total else 0.0
         print(f"since start: {s['hits_exact']} exact hits, {s['hits_semantic']} semantic hits, {s['misses']} misses "
               f"(hit rate {rate:.0%}); {s['stores']} stored, {s['evicted_lru']} evicted, {s['expired']} expired")
+    r = s.get("replication")
+    if r:
+        print(f"replication ({r['redis']}, node {r['node']}, {'connected' if r['connected'] else 'NOT CONNECTED'}): "
+              f"{r['published']} published, {r['queued']} queued, {r['dropped']} dropped; {r['applied']} applied from "
+              f"other nodes ({r['expired_skipped']} expired skipped), {r['clears_applied']} clears; stream id "
+              f"{r['position']}" + (f"; last error: {r['last_error']}" if r["last_error"] and not r["connected"] else ""))
     for title, d in (("by model", s.get("by_model", {})), ("by owner", s.get("by_owner", {}))):
         if d:
             print(f"{title}:")

@@ -194,10 +194,12 @@ class CacheIndex:
         self.stats["expired"] += len(dead)
         return len(dead)
 
-    def clear(self, owner: str | None = None, model: str | None = None) -> int:
-        """Remove the entries of one owner and/or one modelId (both None: everything)."""
+    def clear(self, owner: str | None = None, model: str | None = None, before: float | None = None) -> int:
+        """Remove the entries of one owner and/or one modelId (both None: everything); with
+        `before`, only those created at or before that time (a clear replicated from another node)."""
         dead = [i for i, e in self.entries.items()
-                if (owner is None or e.owner == owner) and (model is None or e.model == model)]
+                if (owner is None or e.owner == owner) and (model is None or e.model == model)
+                and (before is None or e.created <= before)]
         for i in dead:
             self.remove(i)
         return len(dead)

@@ -2,7 +2,8 @@
 (and by `finops cache` when no gateway is running).
 
     entries(id, scope, exact, ns, owner, model, question, answer, vector, created, expires, hits, saved_usd)
-    meta(k, v)      embedding_model, dim: the model the stored vectors belong to
+    meta(k, v)      embedding_model, dim: the model the stored vectors belong to;
+                    stream_id: the last replication stream id applied (replication.py)
 
 Writes are batched: the actor collects new entries and removed ids and writes them in one
 transaction per tick. Loading restores every live entry with its vector, into an index of the
@@ -60,6 +61,16 @@ def load(db: sqlite3.Connection, now: float, max_total: int) -> CacheIndex:
 def save_meta(db: sqlite3.Connection, index: CacheIndex) -> None:
     db.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_model', ?), ('dim', ?)",
                (index.model_id, str(index.dim)))
+
+
+def load_position(db: sqlite3.Connection) -> str:
+    """The last replication stream id this node applied ("" = none yet: start from the beginning)."""
+    row = db.execute("SELECT v FROM meta WHERE k = 'stream_id'").fetchone()
+    return row[0] if row else ""
+
+
+def save_position(db: sqlite3.Connection, stream_id: str) -> None:
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('stream_id', ?)", (stream_id,))
 
 
 def write(db: sqlite3.Connection, new: list[tuple[Entry, bytes | None]], removed: list[int],

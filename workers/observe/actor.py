@@ -23,6 +23,8 @@ Protocol (msgpack maps):
     {"k": "rows", "rows": [[value, ...] in logdb.NAMES order, ...]}     (no reply; tools and tests)
     {"k": "charges", "c": [[rid, key, env, cost_usd], ...]}             (no reply; from the ledger)
     {"k": "ledger", "c": {"uncounted": n, "settles_dropped": n, "spend_dropped": n}}  (no reply; increments)
+    {"k": "cache", "c": {"published": n, "applied": n, "expired_skipped": n, "dropped": n}}  (no reply; the
+                                                                          cache's replication, increments)
     {"k": "gauges", "proc": "worker-123", "kind": "worker", "g": {...}}  (no reply; see Metrics.report)
     {"k": "scrape"}                                                       -> {"text": exposition bytes}
     {"k": "flush"}                                                        -> {"rows": rows written so far}
@@ -85,6 +87,9 @@ class ObserverActor(BlockingActor):
             return None
         if k == "ledger":
             self.metrics.ledger_counts(msg.get("c", {}))
+            return None
+        if k == "cache":
+            self.metrics.cache_counts(msg.get("c", {}))
             return None
         if k == "gauges":
             self.metrics.report(msg["proc"], msg.get("kind", "worker"), msg.get("g", {}))

@@ -75,6 +75,10 @@ class Metrics:
         self.ledger_dropped = Counter("finops_ledger_dropped", "Records the ledger had to drop: settles kept while "
                                       "Redis was unreachable (settle), settled-spend rows waiting for PostgreSQL "
                                       "(spend_row), past their bounded queues.", ["what"], registry=r)
+        self.cache_repl = Counter("finops_cache_replication_records", "Cache replication between nodes "
+                                  "([cache] replication = \"redis\"): records published, applied from other nodes, "
+                                  "skipped as expired, dropped past the bounded queue while Redis was away.", ["what"],
+                                  registry=r)
         self.rows = Counter("finops_request_log_rows", "Rows written to the request log.", registry=r)
         self.inflight = Gauge("finops_requests_in_flight", "Requests being served, by process kind.",
                               ["process"], registry=r)
@@ -131,6 +135,12 @@ class Metrics:
         for what, name in (("settle", "settles_dropped"), ("spend_row", "spend_dropped")):
             if counts.get(name):
                 self._add(self.ledger_dropped, (what,), counts[name])
+
+    def cache_counts(self, counts: dict) -> None:
+        """Increments from the cache actor's replication (workers/cache/replication.py)."""
+        for what in ("published", "applied", "expired_skipped", "dropped"):
+            if counts.get(what):
+                self._add(self.cache_repl, (what,), counts[what])
 
     def _add(self, counter, labels: tuple, amount: float) -> None:
         key = (counter, labels)
