@@ -6,6 +6,10 @@ The modelId segment is percent-decoded exactly once; `+` stays `+` (clients send
 as `%2B`, and a bare `+` in a path is a plus, not a space).
 
     POST {prefix}/model/{modelId}/{converse|converse-stream|invoke|invoke-with-response-stream|count-tokens}
+    POST {prefix}/guardrail/{guardrailIdentifier}/version/{guardrailVersion}/apply     (ApplyGuardrail)
+
+ApplyGuardrail's operation is "apply-guardrail", and its `model_id` the guardrail identifier
+(decoded once, like a modelId); the worker reads the version from the raw target it is sent.
 
 `prefix` is `/bedrock`; a request without it is answered too, so an endpoint_url of
 `http://host:port` (no prefix) still works.
@@ -21,6 +25,7 @@ CONVERSE_STREAM = "converse-stream"
 INVOKE = "invoke"
 INVOKE_STREAM = "invoke-with-response-stream"
 COUNT_TOKENS = "count-tokens"
+APPLY_GUARDRAIL = "apply-guardrail"
 
 OPERATIONS = {
     CONVERSE: ("Converse", False),
@@ -55,6 +60,10 @@ def match(method: str, raw_path: bytes) -> Route:
     while path.startswith(b"//"):
         path = path[1:]
     parts = path.split(b"/")
+    # ['', 'guardrail', '<id>', 'version', '<version>', 'apply']
+    if (len(parts) == 6 and parts[0] == b"" and parts[1] == b"guardrail" and parts[3] == b"version"
+            and parts[5] == b"apply"):
+        return _guardrail(method, parts[2], parts[4])
     # ['', 'model', '<id>', '<action>']
     if len(parts) != 4 or parts[0] != b"" or parts[1] != b"model":
         raise _unknown(raw_path)
@@ -77,10 +86,26 @@ def match(method: str, raw_path: bytes) -> Route:
     return Route(action, model_id)
 
 
+def _guardrail(method: str, raw_id: bytes, raw_version: bytes) -> Route:
+    if method != "POST":
+        raise errors.GatewayError("MethodNotAllowedException", f"ApplyGuardrail takes POST, not {method}.", 405)
+    if not raw_id or not raw_version:
+        raise errors.validation("guardrailIdentifier and guardrailVersion: both are required in "
+                                "/guardrail/{guardrailIdentifier}/version/{guardrailVersion}/apply")
+    if len(raw_id) > MAX_MODEL_ID_BYTES:
+        raise errors.validation(f"guardrailIdentifier: longer than {MAX_MODEL_ID_BYTES} bytes")
+    try:
+        guardrail_id = unquote_to_bytes(raw_id).decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.validation("guardrailIdentifier: not valid UTF-8 after percent-decoding") from None
+    return Route(APPLY_GUARDRAIL, guardrail_id)
+
+
 def _unknown(raw_path: bytes) -> errors.GatewayError:
     shown = raw_path[:200].decode("ascii", "replace")
     return errors.GatewayError(
         "UnknownOperationException",
         f"No Bedrock Runtime operation at {shown}. Expected POST "
-        "/bedrock/model/{modelId}/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens).",
+        "/bedrock/model/{modelId}/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens) "
+        "or /bedrock/guardrail/{guardrailIdentifier}/version/{guardrailVersion}/apply.",
         404)

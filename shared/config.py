@@ -209,6 +209,8 @@ class RouteConfig(Table, dict=True):
     cache: CachePolicy | None = None  # [routes.cache]: the response cache for this route; None = off
     log_bodies: bool = False         # store request and response bodies in the request log
     name: str = ""                   # how logs and the cache name the route (default: its first glob)
+    allow_unguarded: bool = False    # true: a request asking for a guardrail may go to a target that cannot
+                                     # apply it (every non-bedrock provider); the guardrail is then DROPPED
 
     def matches(self, model_id: str) -> bool:
         regex = self.__dict__.get("_regex")      # compiled once, on the first request
@@ -267,6 +269,22 @@ class Price(Table):
     output: Annotated[float, Meta(ge=0)]
     cache_read: Annotated[float, Meta(ge=0)] = 0.0
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
+    tiers: dict = {}                 # service tier -> {input, output, cache_read?, cache_write?}: its own price
+
+
+class TierPrice(Table):
+    """[pricing."MODEL".tiers.TIER]: USD per million tokens in that service tier."""
+    input: Annotated[float, Meta(ge=0)]
+    output: Annotated[float, Meta(ge=0)]
+    cache_read: Annotated[float, Meta(ge=0)] = 0.0
+    cache_write: Annotated[float, Meta(ge=0)] = 0.0
+
+
+class GuardrailsConfig(Table):
+    """[guardrails]: where ApplyGuardrail goes, and what guardrail text units cost."""
+    provider: str = ""               # the bedrock provider that serves ApplyGuardrail; "" = the first bedrock
+                                     # target of [default_route], else the first bedrock provider declared
+    prices: dict[str, Annotated[float, Meta(ge=0)]] = {}   # usage field -> USD per 1,000 units (overrides)
 
 
 class InferenceProfile(Table):
@@ -298,6 +316,7 @@ class Config(msgspec.Struct, kw_only=True):
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     inference_profiles: list[InferenceProfile] = []
+    guardrails: GuardrailsConfig = msgspec.field(default_factory=GuardrailsConfig)
     source: str = "embedded defaults"
 
     @property
@@ -341,7 +360,7 @@ EMBEDDED_DEFAULTS = {
 }
 
 TABLES = ("server", "providers", "routes", "default_route", "governance", "pricing", "cache", "observability",
-          "alerts", "inference_profiles")
+          "alerts", "inference_profiles", "guardrails")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -384,7 +403,8 @@ def build(raw: dict, source: str, environ=None) -> Config:
                  pricing=_pricing(raw.get("pricing", {})), cache=table(CacheConfig, raw.get("cache", {}), "cache"),
                  observability=table(ObservabilityConfig, raw.get("observability", {}), "observability"),
                  alerts=table(AlertsConfig, raw.get("alerts", {}), "alerts"),
-                 inference_profiles=_inference_profiles(raw.get("inference_profiles", [])), source=source)
+                 inference_profiles=_inference_profiles(raw.get("inference_profiles", [])),
+                 guardrails=_guardrails(raw.get("guardrails", {}), providers), source=source)
     if cfg.observability.log_store == "postgres" and not cfg.log_postgres_url:
         raise ConfigError("observability.log_postgres_url: log_store = \"postgres\" needs a postgresql:// URL "
                           "(here, or governance.postgres_url)")
@@ -402,6 +422,16 @@ def _inference_profiles(raw) -> list[InferenceProfile]:
     if len(set(arns)) != len(arns):
         raise ConfigError("inference_profiles: two entries have the same arn")
     return out
+
+
+def _guardrails(raw, providers: dict) -> GuardrailsConfig:
+    g = table(GuardrailsConfig, raw, "guardrails")
+    if g.provider:
+        _known_provider(g.provider, "guardrails.provider", providers)
+        if providers[g.provider].kind != "bedrock":
+            raise ConfigError(f"guardrails.provider: {g.provider!r} is a {providers[g.provider].kind} provider; "
+                              "ApplyGuardrail needs a bedrock one")
+    return g
 
 
 def _providers(raw) -> dict[str, ProviderConfig]:
@@ -472,7 +502,16 @@ def _pricing(raw) -> dict:
             raise ConfigError(f"{where}: expected {{input = USD, output = USD}} per million tokens "
                               "(cache_read, cache_write optional)")
         table(Price, p, where)
-        out[model] = {k: float(v) for k, v in p.items()}
+        out[model] = {k: float(v) for k, v in p.items() if k != "tiers"}
+        tiers = p.get("tiers") or {}
+        if not isinstance(tiers, dict):
+            raise ConfigError(f"{where}.tiers: expected a table like {{priority = {{input = 5.0, output = 25.0}}}}")
+        for tier, tp in tiers.items():
+            if tier not in ("priority", "flex", "default", "reserved"):
+                raise ConfigError(f"{where}.tiers.{tier}: unknown service tier (priority, flex, default, reserved)")
+            table(TierPrice, tp, f"{where}.tiers.{tier}")
+        if tiers:
+            out[model]["tiers"] = {t: {k: float(v) for k, v in tp.items()} for t, tp in tiers.items()}
     return out
 
 

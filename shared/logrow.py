@@ -62,6 +62,7 @@ COLUMNS = (
                                     # price minus at the cache-read price
     ("tags", "TEXT"),               # cost-allocation tags, a JSON object {name: value} ("" / NULL = none):
                                     # the virtual key's tags, overridden by the request's requestMetadata
+    ("service_tier", "TEXT"),       # the service tier the upstream reported serving it in ("" = none reported)
 )
 NAMES = tuple(c for c, _ in COLUMNS)
 INDEX = {name: i for i, name in enumerate(NAMES)}
@@ -116,4 +117,4 @@ def gateway_row(rid: str, ts: float, day: str, op: str, model_id: str, env: str,
     held (workers/observe/actor.py applies the ledger's charges to rows)."""
     return (rid, round(ts, 3), day, "", "", "", "", env[:ENV_MAX], op, int(stream), model_id, "", "", "",
             0, 0, status, error, "gateway", round(latency_ms, 2), None, 0, 0, 0, 0, 0.0, "", None, 0.0,
-            user_agent[:USER_AGENT_MAX], None, None, messages, 0.0, "")
+            user_agent[:USER_AGENT_MAX], None, None, messages, 0.0, "", "")

@@ -259,6 +259,7 @@ class ChatRequest(Record):
     tool_choice: ToolChoice | None = None
     extra: dict = {}             # additionalModelRequestFields / family-only fields
     cache_points: tuple[CachePoint, ...] = ()   # Converse cachePoint blocks, in request order
+    service_tier: str = ""       # Bedrock serviceTier.type asked for ("" = none): priority | default | flex | reserved
 
     def __post_init__(self) -> None:
         _tuple(self, "messages", self.messages, _MESSAGE)
@@ -292,6 +293,7 @@ class Usage(Record):
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    service_tier: str = ""           # the tier the upstream reported serving it in ("" = it did not say)
 
     @property
     def total_tokens(self) -> int:
@@ -307,8 +309,11 @@ class Usage(Record):
         return d
 
     def to_wire(self) -> dict:
-        return {"in": self.input_tokens, "out": self.output_tokens,
-                "cr": self.cache_read_tokens, "cw": self.cache_write_tokens}
+        d = {"in": self.input_tokens, "out": self.output_tokens,
+             "cr": self.cache_read_tokens, "cw": self.cache_write_tokens}
+        if self.service_tier:
+            d["tier"] = self.service_tier
+        return d
 
 
 class ChatResponse(Record):

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import msgspec
 
 from finops.shared import errors
-from finops.shared.model import EmbedRequest, Metadata, StreamEvent, TextDelta, ToolInputDelta, request_tokens
+from finops.shared.model import ChatRequest, EmbedRequest, Metadata, StreamEvent, TextDelta, ToolInputDelta, request_tokens
 
-from .formats.bedrock import converse, families
+from .formats.bedrock import converse, families, guardrail
 from .reply import Reply
 from .request import Attempt, Progress, Request
 from .formats import provider_errors
@@ -41,6 +41,8 @@ from .formats import provider_errors
 JSON = "application/json"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 CONVERSE_OPS = ("converse", "converse-stream")
+APPLY_GUARDRAIL = "apply-guardrail"
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -81,6 +83,9 @@ def parse(request: Request) -> Parsed:
     if op == "count-tokens":
         return _parse_count_tokens(request)
     doc = parse_json(body)
+    if op == APPLY_GUARDRAIL:
+        guardrail.target(request.target_path)
+        return Parsed(guardrail.check_request(doc))
     if op in CONVERSE_OPS:
         return Parsed(doc, None, converse.parse_request(doc))
     if op == "invoke":
@@ -94,10 +99,26 @@ def parse(request: Request) -> Parsed:
         req = family.parse_request(doc)
     except errors.GatewayError as e:            # a body only Bedrock knows: Bedrock judges it
         return Parsed(doc, None, None, client_fault(e))
+    tier = request.headers.get("x-amzn-bedrock-service-tier", "")
+    if tier and isinstance(req, ChatRequest):      # the InvokeModel serviceTier parameter
+        if tier not in SERVICE_TIERS:
+            raise errors.validation(f"X-Amzn-Bedrock-Service-Tier: {tier[:40]!r} is not one of {', '.join(SERVICE_TIERS)}.")
+        req = msgspec.structs.replace(req, service_tier=tier)
     problem = None
     if op == "invoke-with-response-stream" and not family.streams:
         problem = client_fault(errors.validation(f"modelId {request.model_id!r}: the model is unsupported for streaming."))
     return Parsed(doc, family, req, problem)
+
+
+def guardrail_of(request: Request, parsed: Parsed) -> str:
+    """The guardrail identifier the request asks Bedrock to apply ("" = none): Converse's
+    `guardrailConfig`, InvokeModel's X-Amzn-Bedrock-GuardrailIdentifier header."""
+    if request.op in CONVERSE_OPS:
+        g = parsed.doc.get("guardrailConfig") if isinstance(parsed.doc, dict) else None
+        return str(g.get("guardrailIdentifier") or "") if isinstance(g, dict) else ""
+    if request.op in ("invoke", "invoke-with-response-stream"):
+        return request.headers.get("x-amzn-bedrock-guardrailidentifier", "")
+    return ""
 
 
 def _parse_count_tokens(request: Request) -> Parsed:
@@ -133,11 +154,14 @@ async def run(provider, attempt: Attempt, body: bytes, parsed: Parsed, reply: Re
               headers_for, cap: int | None = None) -> dict:
     op = attempt.op
     if provider.native_bedrock:         # the client's bytes, as they are (with governance's cap, if any)
-        if cap and parsed.doc is not None and op != "count-tokens":
+        if cap and parsed.doc is not None and op not in ("count-tokens", APPLY_GUARDRAIL):
             family = parsed.family
             body = dumps(converse.with_output_cap(parsed.doc, cap) if family is None
                          else family.with_output_cap(parsed.doc, cap))
         return await provider.relay(attempt, body, reply, headers_for)
+    if op == APPLY_GUARDRAIL:
+        raise errors.validation(f"provider {provider.name!r} ({provider.kind}) cannot apply guardrails; "
+                                "ApplyGuardrail needs a bedrock provider ([guardrails] provider).")
     if parsed.problem is not None:
         raise parsed.problem
     req = parsed.req

@@ -26,10 +26,11 @@ import time
 import trio
 
 from finops.shared import envelope, errors
-from finops.shared.config import Config
+from finops.shared.config import Config, RouteConfig, TargetConfig
 
 from . import operations
 from .admin.api import Admin
+from .formats.bedrock import guardrail
 from .cache.service import CACHEABLE_OPS, Cache, hit_headers
 from .governance.governor import Governor
 from .governance.money import MICRO
@@ -59,6 +60,7 @@ class Pipeline:
         self.tracing = Tracing(o.otlp_endpoint, o.service_name, o.otlp_headers, o.trace_sample_ratio)
         self.cache = Cache(cfg) if cfg.caching else None
         self.circuits = router.Circuits(cfg.providers)
+        self.guardrail_provider = router.guardrail_provider(cfg)
         self.admin = Admin(cfg, self.gov, self.observer, self.cache, self.circuits)
 
     async def aclose(self) -> None:
@@ -89,6 +91,8 @@ class Pipeline:
             request = dataclasses.replace(request, key=ident.key, key_label=ident.label)
             route, targets = self.route(request, ident)
             parsed = operations.parse(request)
+            targets = router.guardrail_targets(targets, lambda p: self.providers[p].native_bedrock,
+                                               operations.guardrail_of(request, parsed), route)
             plan = self.cache_plan(request, route, parsed)
             if plan is not None:
                 hit, vec = await self.cache.lookup(plan)
@@ -98,7 +102,10 @@ class Pipeline:
                     reply.tape = []
             if route.log_bodies and reply.tape is None:
                 reply.tape = []
-            if request.op != "count-tokens":
+            if request.op == operations.APPLY_GUARDRAIL:
+                adm = await self.gov.admit(request, None, bound_micros=self.gov.guardrail_prices.max_cost_micros(
+                    *guardrail.text_units(parsed.doc)))
+            elif request.op != "count-tokens":
                 adm = await self.gov.admit(request, parsed.req, self.vendors(request, targets), len(request.body))
             usage = await self.attempts(request, route, targets, parsed, adm, plan, reply, progress, span)
         except errors.GatewayError as e:
@@ -133,6 +140,8 @@ class Pipeline:
     def route(self, request: Request, ident) -> tuple:
         """The route serving the modelId and the targets this request may try, in order (those the
         key's providers allow); raises ResourceNotFoundException, or governance's refusal."""
+        if request.op == operations.APPLY_GUARDRAIL:
+            return self.guardrail_route(request, ident)
         route = self.cfg.route_for(request.model_id)
         if route is None:
             raise errors.not_found(
@@ -145,15 +154,32 @@ class Pipeline:
             targets = allowed
         return route, targets
 
+    def guardrail_route(self, request: Request, ident) -> tuple:
+        """ApplyGuardrail: one target, the bedrock provider guardrails go to (router.guardrail_provider).
+        The key must be enabled, unexpired and allowed that provider; its models list does not apply
+        (no model is called)."""
+        if not self.guardrail_provider:
+            raise errors.validation(
+                "ApplyGuardrail: this gateway has no bedrock provider to apply guardrails with. Add a "
+                "[providers.NAME] table with kind = \"bedrock\" (and [guardrails] provider = \"NAME\").")
+        target = TargetConfig(provider=self.guardrail_provider)
+        route = RouteConfig(models=[request.model_id], provider=self.guardrail_provider, targets=[target],
+                            name="guardrail")
+        self.gov.authorize(ident, request.model_id, self.guardrail_provider, check_model=False)
+        return route, [target]
+
     def vendors(self, request: Request, targets: list) -> list[tuple[str, str]]:
         """(provider kind, upstream model) of every target: whose token formulas bound the reservation."""
         return [(self.providers[t.provider].kind, t.model or request.model_id) for t in targets]
 
     def cache_plan(self, request: Request, route, parsed):
         """The cache's plan for this request, or None (no caching on this route and key, an
-        operation or body that is not cached)."""
+        operation or body that is not cached, a request that asks for a guardrail: a stored
+        answer would skip it)."""
         if (self.cache is None or request.op not in CACHEABLE_OPS or parsed.req is None
                 or self.cache.policy(route, request.key) is None):
+            return None
+        if operations.guardrail_of(request, parsed):    # never answered around its guardrail
             return None
         return self.cache.plan(request, route, parsed.req)
 

@@ -90,9 +90,10 @@ class Reply:
             await self._send(envelope.Chunk(rid=self.rid, n=self.n, events=batch))
 
     async def end(self, usage: dict | None = None) -> None:
+        counts = {k: v for k, v in (usage or {}).items() if type(v) is int}   # the token counts ("tier" stays here)
         if self.tape is not None:
-            self.tape.append(("end", usage or {}))
-        self._hold(envelope.End, usage=usage or {})
+            self.tape.append(("end", counts))
+        self._hold(envelope.End, usage=counts)
 
     async def error(self, err: errors.GatewayError) -> None:
         if self.done:

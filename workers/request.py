@@ -26,6 +26,7 @@ class Request:
     """One request as the worker received it, and whose it is once governance identified it."""
     rid: str
     op: str                         # converse | converse-stream | invoke | invoke-with-response-stream | count-tokens
+                                    # | apply-guardrail (model_id: the guardrail identifier)
     model_id: str                   # as the client asked
     headers: Mapping[str, str]      # the client's request headers, lower-case names (read-only)
     environment: str                # the x-bf-env label ("" = none)
@@ -59,6 +60,7 @@ class Attempt:
     model_id: str
     headers: Mapping[str, str]
     started: float
+    target_path: str = ""           # the raw request target (ApplyGuardrail: its id and version)
 
     @classmethod
     def of(cls, request: Request, step, keys_of: dict) -> "Attempt":
@@ -68,7 +70,7 @@ class Attempt:
                    upstream_model=t.model or request.model_id, fallback=step.fallback, key_index=step.key,
                    key=keys_of[t.provider][step.key] if step.key is not None else None,
                    key_circuit=step.key_circuit, op=request.op, model_id=request.model_id,
-                   headers=request.headers, started=request.started)
+                   headers=request.headers, started=request.started, target_path=request.target_path)
 
 
 @dataclass(slots=True)

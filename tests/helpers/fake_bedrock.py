@@ -39,6 +39,10 @@ the answer. A ``maxTokens``/``max_tokens``/``max_gen_len``/... smaller than the 
 to that many words, with the family's "max tokens" stop reason.
 
 * ``converse``: Converse response with ``output``, ``stopReason``, ``usage``, ``metrics``.
+* ``serviceTier`` / ``performanceConfig`` of a Converse body come back in the response (and the
+  ConverseStream ``metadata`` event) as the tier served; InvokeModel echoes the
+  ``X-Amzn-Bedrock-Service-Tier`` / ``-PerformanceConfig-Latency`` headers. A script's
+  ``{"service_tier": "default"}`` reports that tier instead (a downgrade).
 * ``converse-stream``: chunked event stream, one chunk and flush per frame: ``messageStart``,
   one ``contentBlockDelta`` per word, ``contentBlockStop``, ``messageStop``, ``metadata``; every
   payload carries the random ``"p"`` padding real Bedrock adds.
@@ -53,6 +57,10 @@ to that many words, with the family's "max tokens" stop reason.
 * ``invoke-with-response-stream``: ``chunk`` events ``{"bytes": base64(native JSON), "p": ...}``
   in the family's stream shape (Anthropic ``message_start`` ... ``message_stop``); the last chunk
   carries ``amazon-bedrock-invocationMetrics``; header ``X-Amzn-Bedrock-Content-Type``.
+* ``/guardrail/{id}/version/{version}/apply`` (ApplyGuardrail, recorded with ``model_id`` = the
+  decoded guardrail id): ``usage`` (ceil(characters/1000) text units per text block for the topic,
+  content, word and sensitive-information policies), ``action`` (GUARDRAIL_INTERVENED when a text
+  contains ``BLOCKME``), ``outputs``, ``assessments``, ``guardrailCoverage``. Scripts match the id.
 * ``count-tokens``: ``{"inputTokens": N}`` for ``input.converse`` or ``input.invokeModel.body``
   (base64 native JSON), counted as above, so it equals the ``inputTokens`` Converse reports.
 
@@ -123,6 +131,8 @@ OPERATIONS = {
 }
 STREAM_OPERATIONS = frozenset({"ConverseStream", "InvokeModelWithResponseStream"})
 _ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>[a-z-]+)$")
+_GUARDRAIL_ROUTE = re.compile(r"^/guardrail/(?P<model>[^/]+)/version/(?P<version>[^/]+)/apply$")
+BLOCK_WORD = "BLOCKME"           # ApplyGuardrail intervenes on a text containing it
 _REGION_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
 _CORAL = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 _PAD = string.ascii_lowercase + string.ascii_uppercase + string.digits
@@ -260,6 +270,9 @@ class FakeBedrock(FakeServer):
         m = _ROUTE.match(path)
         model_id = unquote(m.group("model")) if m else None
         operation = OPERATIONS.get(m.group("action")) if m else None
+        g = _GUARDRAIL_ROUTE.match(path) if m is None else None
+        if g is not None:       # ApplyGuardrail: model_id is the guardrail identifier, decoded once
+            model_id, operation = unquote(g.group("model")), "ApplyGuardrail"
         if operation is None:
             model_id = None
 
@@ -324,6 +337,8 @@ class FakeBedrock(FakeServer):
                               "application/json", extra, behavior)
 
         req = self._parse_json(body)
+        if operation == "ApplyGuardrail":
+            return self._send_json(h, request_id, self._apply_guardrail(req), extra, behavior)
         if operation == "CountTokens":
             return self._send_json(h, request_id, {"inputTokens": self._count_tokens(req)}, extra, behavior)
         if operation in ("Converse", "ConverseStream"):
@@ -341,10 +356,14 @@ class FakeBedrock(FakeServer):
                     usage[name] = int(behavior[key])
             stop = "max_tokens" if truncated else "end_turn"
             latency = self._latency(started)
+            # the tier and latency mode it was served in: as asked (a script's "service_tier" overrides)
+            served = {k: req[k] for k in ("performanceConfig", "serviceTier") if isinstance(req.get(k), dict)}
+            if "service_tier" in behavior:
+                served["serviceTier"] = {"type": behavior["service_tier"]}
             if operation == "Converse":
                 return self._send_json(h, request_id, {
                     "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
-                    "stopReason": stop, "usage": usage, "metrics": {"latencyMs": latency}},
+                    "stopReason": stop, "usage": usage, "metrics": {"latencyMs": latency}, **served},
                     extra, behavior)
             events = behavior.get("events") or (
                 [{"messageStart": {"role": "assistant"}}]
@@ -352,7 +371,7 @@ class FakeBedrock(FakeServer):
                    for w in _words(answer)]
                 + [{"contentBlockStop": {"contentBlockIndex": 0}},
                    {"messageStop": {"stopReason": stop}},
-                   {"metadata": {"usage": usage, "metrics": {"latencyMs": latency}}}])
+                   {"metadata": {"usage": usage, "metrics": {"latencyMs": latency}, **served}}])
             frames = [event_frame(name, json.dumps(dict(payload, p=_pad())).encode())
                       for ev in events for name, payload in ev.items()]
             return self._send_stream(h, request_id, frames, behavior, extra, operation)
@@ -380,6 +399,8 @@ class FakeBedrock(FakeServer):
             for name in ("x-amzn-bedrock-performanceconfig-latency", "x-amzn-bedrock-service-tier"):
                 if name in headers:
                     extra.setdefault(name, headers[name])
+            if "service_tier" in behavior:
+                extra["x-amzn-bedrock-service-tier"] = behavior["service_tier"]
             return self._send(h, 200, request_id, json.dumps(native).encode(), "application/json",
                               extra, behavior)
         chunks = behavior.get("events") or _native_stream(family, model_id, req, answer, truncated,
@@ -409,6 +430,32 @@ class FakeBedrock(FakeServer):
             raise _Reply(400, "ValidationException",
                          "Malformed input request: the body must be a JSON object.")
         return req
+
+    @staticmethod
+    def _apply_guardrail(req: dict) -> dict:
+        """ApplyGuardrail's documented answer (bedrock-protocol.md 1.10): every text block counts
+        ceil(characters / 1000) text units (at least 1) for the topic, content, word and
+        sensitive-information policies; a text containing BLOCK_WORD makes it intervene."""
+        if req.get("source") not in ("INPUT", "OUTPUT"):
+            raise _Reply(400, "ValidationException", "source: must be INPUT or OUTPUT.")
+        content = req.get("content")
+        if not isinstance(content, list) or not content:
+            raise _Reply(400, "ValidationException", "content: a non-empty list is required.")
+        texts = [(c.get("text") or {}).get("text", "") for c in content if isinstance(c, dict) and "text" in c]
+        units = sum(max(1, -(-len(t) // 1000)) for t in texts)
+        blocked = any(BLOCK_WORD in t for t in texts)
+        usage = {"topicPolicyUnits": units, "contentPolicyUnits": units, "wordPolicyUnits": units,
+                 "sensitiveInformationPolicyUnits": units, "sensitiveInformationPolicyFreeUnits": 0,
+                 "contextualGroundingPolicyUnits": 0}
+        out = {"usage": usage, "action": "GUARDRAIL_INTERVENED" if blocked else "NONE",
+               "outputs": [{"text": "Sorry, the fake guardrail blocked this."}] if blocked else [],
+               "assessments": [{"wordPolicy": {"customWords": [
+                   {"match": BLOCK_WORD, "action": "BLOCKED", "detected": True}]}}] if blocked else [],
+               "guardrailCoverage": {"textCharacters": {"guarded": sum(map(len, texts)),
+                                                        "total": sum(map(len, texts))}}}
+        if blocked:
+            out["actionReason"] = "Guardrail blocked."
+        return out
 
     def _count_tokens(self, req: dict) -> int:
         inp = req.get("input")

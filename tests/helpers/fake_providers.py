@@ -21,8 +21,12 @@ Servers
 -------
 ``FakeOpenAI(api_keys=("sk-test-openai",), models=None, azure=False, *, cached_tokens=0)``
     ``.url`` = ``http://127.0.0.1:PORT/v1`` (the ``base_url`` an OpenAI client is given).
-    ``POST /v1/chat/completions`` with ``Authorization: Bearer KEY``. Other paths: 404 ``Invalid URL
-    (POST /v1/x)``; other methods 405.
+    ``POST /v1/chat/completions`` with ``Authorization: Bearer KEY``; answers report ``service_tier``
+    (the one asked for when it is ``priority`` or ``flex``, else ``default``). ``POST /v1/embeddings``
+    (``{"model", "input": str | [str], "dimensions"?}``) answers the documented list
+    ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage":
+    {"prompt_tokens", "total_tokens"}}``: deterministic vectors (1536 floats, or ``dimensions``),
+    tokens counted as words. Other paths: 404 ``Invalid URL (POST /v1/x)``; other methods 405.
     ``azure=True``: ``.url`` = ``http://127.0.0.1:PORT`` (the Azure endpoint) and the route is
     ``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` with an ``api-key: KEY``
     header. The deployment name (percent-decoded) is the model. No ``api-version`` query, or any
@@ -40,7 +44,9 @@ Servers
     ``max_tokens``; same message validation) -> ``{"input_tokens": N}``, N counted as below (no
     cached tokens). Scripts apply to it like to any request.
 ``FakeMistral(api_keys=("mistral-test-key",), models=None, *, cached_tokens=0)``
-    ``.url`` = ``http://127.0.0.1:PORT/v1``; ``POST /v1/chat/completions`` with Bearer auth.
+    ``.url`` = ``http://127.0.0.1:PORT/v1``; ``POST /v1/chat/completions`` with Bearer auth, and
+    ``POST /v1/embeddings`` as OpenAI's (1024 floats, or ``output_dimension``; the answer adds ``id``
+    and ``usage.completion_tokens: 0``).
 
 ``models``: when a set is given, other model names get the provider's "unknown model" error:
 OpenAI 404 ``model_not_found`` ("The model `x` does not exist or you do not have access to it."),
@@ -215,6 +221,7 @@ exact script matches) are answered until ``fake.script(model, None)`` / ``fake.c
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import re
@@ -566,7 +573,35 @@ class _FakeProvider(FakeServer):
             return self._send_error(h, rec, self._scripted_error(status, behavior, rec.model), extra, behavior)
         if "body" in behavior and not streaming:
             return self._send_doc(h, rec, 200, behavior["body"], extra, behavior)
+        if urlsplit(rec.path).path.endswith("/embeddings"):
+            return self._send_doc(h, rec, 200, self._embeddings(doc), extra, behavior)
         return self._respond(h, rec, body, behavior, extra)
+
+    EMBED_DIMENSIONS = 1536         # the default vector length (text-embedding-3-small); mistral-embed: 1024
+    DIMENSIONS_FIELD = "dimensions"
+
+    def _embeddings(self, req) -> dict:
+        """POST /v1/embeddings: {"model", "input": str | [str], dimensions?} -> the documented list
+        of {"object": "embedding", "index", "embedding"} with usage; tokens are words (as in chat)."""
+        if not isinstance(req, dict) or not isinstance(req.get("model"), str):
+            raise _Reply(400, "model: required", "invalid_request_error", param="model")
+        inp = req.get("input")
+        texts = [inp] if isinstance(inp, str) else inp
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise _Reply(400, "input: a string or a non-empty list of strings is required",
+                         "invalid_request_error", param="input")
+        dims = req.get(self.DIMENSIONS_FIELD) or self.EMBED_DIMENSIONS
+        data = []
+        for i, t in enumerate(texts):
+            seed = hashlib.sha256(t.encode()).digest()
+            data.append({"object": "embedding", "index": i,
+                         "embedding": [round((seed[j % 32] - 128) / 128, 6) for j in range(dims)]})
+        n = sum(max(1, len(t.split())) for t in texts)
+        return self._embeddings_doc(data, req["model"], n)
+
+    def _embeddings_doc(self, data: list, model: str, tokens: int) -> dict:
+        return {"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     def _respond(self, h, rec, body, behavior, extra):
         """The unscripted answer to a chat request."""
@@ -726,7 +761,7 @@ class FakeOpenAI(_FakeProvider):
                 raise _Reply(405, "Method not allowed", doc={"error": {
                     "code": "405", "message": f"The HTTP method '{method}' is not supported."}})
             return unquote(m.group("deployment"))
-        if path != "/v1/chat/completions":
+        if path not in ("/v1/chat/completions", "/v1/embeddings"):
             raise _Reply(404, f"Invalid URL ({method} {path})", "invalid_request_error")
         if method != "POST":
             raise _Reply(405, f"Invalid URL ({method} {path})", "invalid_request_error")
@@ -937,7 +972,8 @@ class FakeOpenAI(_FakeProvider):
                 for name, args in a.calls]
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": self._finish(a)}
         out = {"id": "chatcmpl-" + _rand(29), "object": "chat.completion", "created": int(time.time()),
-               "model": model, "choices": [choice], "usage": self._usage(a), "service_tier": "default",
+               "model": model, "choices": [choice], "usage": self._usage(a),
+               "service_tier": req.get("service_tier") if req.get("service_tier") in ("priority", "flex") else "default",
                "system_fingerprint": "fp_fake0001"}
         if self.azure:
             choice["content_filter_results"] = _AZURE_FILTERS
@@ -946,7 +982,9 @@ class FakeOpenAI(_FakeProvider):
 
     def _stream(self, req, a, model, behavior):
         base = {"id": "chatcmpl-" + _rand(29), "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": model, "service_tier": "default", "system_fingerprint": "fp_fake0001"}
+                "model": model,
+                "service_tier": req.get("service_tier") if req.get("service_tier") in ("priority", "flex") else "default",
+                "system_fingerprint": "fp_fake0001"}
         include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta, finish=None):
@@ -1343,11 +1381,18 @@ class FakeMistral(_FakeProvider):
     def __init__(self, api_keys=("mistral-test-key",), models=None, *, cached_tokens: int = 0):
         super().__init__(api_keys, models, cached_tokens=cached_tokens)
 
+    EMBED_DIMENSIONS = 1024         # mistral-embed
+    DIMENSIONS_FIELD = "output_dimension"
+
     def _new_request_id(self) -> str:
         return str(uuid.uuid4())
 
+    def _embeddings_doc(self, data: list, model: str, tokens: int) -> dict:
+        return {"id": uuid.uuid4().hex, "object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}}
+
     def _route(self, method, path, query):
-        if path != "/v1/chat/completions":
+        if path not in ("/v1/chat/completions", "/v1/embeddings"):
             raise _Reply(404, "Not Found", doc={"detail": "Not Found"})
         if method != "POST":
             raise _Reply(405, "Method Not Allowed", doc={"detail": "Method Not Allowed"})

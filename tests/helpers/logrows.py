@@ -22,7 +22,7 @@ DEFAULTS = {
     "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
     "cost_usd": 0.0, "cache": "", "cache_similarity": None, "saved_usd": 0.0, "user_agent": "test",
     "request_body": None, "response_body": None, "messages": 2, "prompt_saved_usd": 0.0, "tags": "",
-    "node": "",
+    "node": "", "service_tier": "",
 }
 assert set(DEFAULTS) == set(logdb.DB_NAMES), "logdb.COLUMNS changed: update tests/helpers/logrows.py"
 

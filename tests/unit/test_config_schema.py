@@ -79,3 +79,33 @@ def test_dataclasses_refuse_unknown_keys_too():
         table(Record, {"amount": 1, "cap": 2}, "r")
     with pytest.raises(ConfigError, match=r"^r.amount: missing$"):
         table(Record, {}, "r")
+
+
+# --- [guardrails], allow_unguarded, pricing tiers (issue 18) -------------------------------------------
+
+BEDROCK = {"aws": {"kind": "bedrock", "region": "us-east-1"}, "oa": {"kind": "openai"}}
+
+
+def test_guardrails_table_names_a_bedrock_provider():
+    cfg = build({"providers": BEDROCK, "default_route": {"provider": "oa"},
+                 "guardrails": {"provider": "aws", "prices": {"contentPolicyUnits": 0.2}}}, "t")
+    assert cfg.guardrails.provider == "aws" and cfg.guardrails.prices == {"contentPolicyUnits": 0.2}
+    with pytest.raises(ConfigError, match="guardrails.provider: 'oa' is a openai provider"):
+        build({"providers": BEDROCK, "guardrails": {"provider": "oa"}}, "t")
+    with pytest.raises(ConfigError, match="guardrails.provider: no provider named 'nope'"):
+        build({"providers": BEDROCK, "guardrails": {"provider": "nope"}}, "t")
+
+
+def test_allow_unguarded_and_pricing_tiers():
+    cfg = build({"providers": BEDROCK,
+                 "routes": [{"models": ["x*"], "provider": "oa", "allow_unguarded": True}],
+                 "pricing": {"gpt-5*": {"input": 1.25, "output": 10,
+                                        "tiers": {"priority": {"input": 2.5, "output": 20}}}}}, "t")
+    assert cfg.routes[0].allow_unguarded is True
+    assert cfg.pricing["gpt-5*"] == {"input": 1.25, "output": 10.0,
+                                     "tiers": {"priority": {"input": 2.5, "output": 20.0}}}
+    with pytest.raises(ConfigError, match="tiers.turbo: unknown service tier"):
+        build({"providers": BEDROCK, "pricing": {"m": {"input": 1, "output": 1, "tiers": {"turbo": {}}}}}, "t")
+    with pytest.raises(ConfigError, match="tiers.flex.output"):
+        build({"providers": BEDROCK, "pricing": {"m": {"input": 1, "output": 1,
+                                                       "tiers": {"flex": {"input": 1, "output": -1}}}}}, "t")

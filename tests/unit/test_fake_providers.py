@@ -977,3 +977,17 @@ def test_anthropic_refuses_a_fifth_breakpoint(an, http):
     r = an_post(http, an, claude(messages=[{"role": "user", "content": content}]))
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "A maximum of 4 blocks with cache_control may be provided. Found 5."
+
+
+def test_embeddings_endpoints_answer_the_documented_shape(oa, mi, http):
+    r = http.post(oa.url + "/embeddings", headers=OA_H, json={"model": "text-embedding-3-small",
+                                                              "input": ["one two", "three"], "dimensions": 8})
+    doc = r.json()
+    assert r.status_code == 200 and doc["object"] == "list" and doc["model"] == "text-embedding-3-small"
+    assert [d["index"] for d in doc["data"]] == [0, 1] and all(d["object"] == "embedding" for d in doc["data"])
+    assert len(doc["data"][0]["embedding"]) == 8 and doc["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
+    assert oa.requests[-1].path == "/v1/embeddings"
+    r = http.post(mi.url + "/embeddings", headers=MI_H, json={"model": "mistral-embed", "input": "x"})
+    doc = r.json()
+    assert len(doc["data"][0]["embedding"]) == 1024 and doc["id"] and doc["usage"]["completion_tokens"] == 0
+    assert http.post(oa.url + "/embeddings", headers=OA_H, json={"model": "m", "input": []}).status_code == 400

@@ -41,7 +41,9 @@ PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.er
         "finops.workers.governance.pricing", "finops.workers.governance.periods", "finops.workers.governance.bounds",
         "finops.workers.ledger.redis_lua",
         "finops.workers.cache.keys", "finops.workers.cache.index", "finops.workers.observe.metrics",
-        "finops.workers.admin.routes", "finops.workers.alerts.rules", "finops.workers.alerts.payload"]
+        "finops.workers.admin.routes", "finops.workers.alerts.rules", "finops.workers.alerts.payload",
+        "finops.workers.formats.bedrock.guardrail", "finops.workers.governance.guardrail_prices",
+        "finops.workers.governance.tiers"]
 
 # Read local files, never the network. config: the TOML file, the environment, the TLS files it
 # names; logdb, report, dashboard: SQLite; embedder: the ONNX model and tokenizer files;

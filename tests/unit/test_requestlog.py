@@ -152,7 +152,7 @@ def test_row_in_column_order(logs):
         "input_tokens": 10, "output_tokens": 20, "cache_read_tokens": 3, "cache_write_tokens": 4,
         "cost_usd": 0.012346, "cache": "miss", "cache_similarity": None, "saved_usd": 0.0,
         "user_agent": "Boto3/1.40 test", "request_body": None, "response_body": None, "messages": 7,
-        "prompt_saved_usd": 0.0, "tags": "",
+        "prompt_saved_usd": 0.0, "tags": "", "service_tier": "",
     }
     assert teams == ["search"]
     # the observer takes it as it is
@@ -237,7 +237,7 @@ def test_refusal_row_is_the_gateways_own(logs):
 # --- the byte form, and the observer -------------------------------------------------------
 
 def test_pack_refuses_a_row_of_the_wrong_length_and_unpack_garbage():
-    with pytest.raises(ValueError, match="35 values"):
+    with pytest.raises(ValueError, match="36 values"):
         logrow.pack((1, 2, 3))
     for bad in (b"", b"\xc1", logrow._pack([1, 2]), logrow._pack({"a": 1})):
         with pytest.raises(ValueError):

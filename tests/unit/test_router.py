@@ -83,3 +83,38 @@ def test_only_an_upstream_refusal_is_a_refused_key():
     assert router.key_refused(err("ServiceQuotaExceededException"))
     assert not router.key_refused(err("AccessDeniedException", "governance"))
     assert not router.key_refused(err("ThrottlingException"))
+
+
+# --- guardrails: only targets that can apply one (router.guardrail_targets) -------------------------
+
+BEDROCK = {"b"}          # provider "b" is the bedrock kind; "a" and "c" are not
+
+
+def guarded(targets, guardrail, **route):
+    return router.guardrail_targets(targets, lambda p: p in BEDROCK, guardrail,
+                                    RouteConfig(models=["x"], targets=targets, **route))
+
+
+def test_a_request_without_a_guardrail_keeps_every_target():
+    assert guarded([A, B, C], "") == [A, B, C]
+
+
+def test_a_guardrail_request_skips_targets_that_cannot_apply_it_keeping_the_order():
+    b2 = TargetConfig("b", "other", 0)
+    assert guarded([A, B, C, b2], "gr-1") == [B, b2]
+
+
+def test_a_guardrail_request_with_no_capable_target_is_refused_with_the_fix():
+    with pytest.raises(GatewayError) as e:
+        guarded([A, C], "gr-1")
+    assert e.value.code == "ValidationException" and e.value.status == 400
+    assert "gr-1" in e.value.message and "allow_unguarded = true" in e.value.message
+    assert "a/m-a" in e.value.message and "bedrock" in e.value.message
+
+
+def test_allow_unguarded_keeps_every_target():
+    assert guarded([A, C], "gr-1", allow_unguarded=True) == [A, C]
+
+
+def test_no_target_left_by_the_key_is_not_a_guardrail_refusal():
+    assert guarded([], "gr-1") == []

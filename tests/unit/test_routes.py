@@ -57,3 +57,26 @@ def test_bad_model_ids_are_400():
         with pytest.raises(GatewayError) as e:
             routes.match("POST", raw)
         assert e.value.code == "ValidationException" and "modelId" in e.value.message
+
+
+GUARDRAIL_IDS = ["abc123", "arn:aws:bedrock:us-east-1:123456789012:guardrail/abc123", "weird id+plus/slash"]
+
+
+@pytest.mark.parametrize("gid", GUARDRAIL_IDS)
+def test_apply_guardrail_route_decodes_the_identifier_once(gid):
+    raw = f"/bedrock/guardrail/{percent_encode(gid, safe='-._~')}/version/DRAFT/apply".encode()
+    r = routes.match("POST", raw)
+    assert (r.op, r.model_id) == (routes.APPLY_GUARDRAIL, gid)
+    assert routes.APPLY_GUARDRAIL not in routes.STREAMING
+
+
+def test_apply_guardrail_reference_target_and_wrong_method():
+    raw = b"/bedrock/guardrail/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aguardrail%2Fabc123/version/DRAFT/apply"
+    assert routes.match("POST", raw).model_id == "arn:aws:bedrock:us-east-1:123456789012:guardrail/abc123"
+    with pytest.raises(GatewayError) as e:
+        routes.match("GET", b"/bedrock/guardrail/g/version/1/apply")
+    assert e.value.status == 405
+    for bad in (b"/bedrock/guardrail/g/version/1/run", b"/bedrock/guardrail/g/1/apply", b"/bedrock/model/g/apply"):
+        with pytest.raises(GatewayError) as e:
+            routes.match("POST", bad)
+        assert e.value.status == 404

@@ -63,12 +63,16 @@ _FORMS = {
 }
 
 
+# Fields that do not change what the answer says: a request's service tier (how fast, at what price).
+_NOT_CONTEXT = frozenset({"service_tier"})
+
+
 def _canonical(obj):
     form = _FORMS.get(type(obj))
     if form is not None:
         return _canonical(form(obj))
     if isinstance(obj, msgspec.Struct):
-        return {name: _canonical(getattr(obj, name)) for name in obj.__struct_fields__}
+        return {name: _canonical(getattr(obj, name)) for name in obj.__struct_fields__ if name not in _NOT_CONTEXT}
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

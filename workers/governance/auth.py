@@ -103,16 +103,18 @@ def identify(index: KeyIndex, mode: str, method: str, host: str, raw_path: str, 
     return Identity(None, "", "")
 
 
-def authorize(key: VirtualKey, model_id: str, provider: str, now: float, base_model: str = "") -> None:
+def authorize(key: VirtualKey, model_id: str, provider: str, now: float, base_model: str = "",
+              check_model: bool = True) -> None:
     """Raise AccessDeniedException unless `key` may call `model_id` (or `base_model`, the model of
-    the inference profile it names) through `provider` now."""
+    the inference profile it names) through `provider` now. `check_model=False` (ApplyGuardrail,
+    which calls no model): the key's models list does not apply."""
     if not key.enabled:
         raise errors.GatewayError("AccessDeniedException",
                                   f"virtual key {key.id!r} is disabled (finops keys enable {key.id}).")
     if key.expires_at is not None and now >= key.expires_at:
         when = datetime.fromtimestamp(key.expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise errors.GatewayError("AccessDeniedException", f"virtual key {key.id!r} expired at {when}.")
-    if not key.allows_model(model_id, base_model):
+    if check_model and not key.allows_model(model_id, base_model):
         raise errors.GatewayError(
             "AccessDeniedException",
             f"virtual key {key.id!r} may not use model {model_id!r} (allowed: {', '.join(key.models)}).")

@@ -39,7 +39,9 @@ from finops.shared.profiles import base_model
 from . import auth, bounds, stores
 from ..ledger.client import LedgerClient
 from .directory import load_directory
+from .guardrail_prices import GuardrailPrices
 from .pricing import MICRO, Price, PricingTable, cost_micros, max_cost_micros, prompt_cache_saved_micros
+from .tiers import TierPricing
 
 log = logging.getLogger("finops.governance")
 RELOAD_EVERY = 1.0      # SQLite: seconds between checks that keys changed elsewhere (README: in force within 1 s)
@@ -57,6 +59,7 @@ class Admission:
     input_bound: int = 0            # upper bound of its input tokens (cache reads and writes included)
     max_output: int = 0             # its output cap: maxTokens, or governance.default_max_tokens
     cap_output: bool = False        # the request had no maxTokens: the gateway sends max_output upstream
+    embed: bool = False             # an embeddings request: priced as the model that embedded it (its target's)
     strict: bool = True             # False: part of the input had no proven bound (bounds.py)
     remaining_usd: float | None = None
     budget: str | None = None
@@ -94,6 +97,8 @@ class Governor:
         self.cfg = cfg
         self.g = cfg.governance
         self.pricing = PricingTable(cfg.pricing)
+        self.guardrail_prices = GuardrailPrices(cfg.guardrails.prices)
+        self.tiers = TierPricing(cfg.pricing)
         self.watched = stores.watched(cfg)     # PostgreSQL: a DirectoryWatcher, free to check every request
         self.store = stores.open_directory(cfg, must_load=False)
         if self.watched and not self.store.loaded:
@@ -170,10 +175,10 @@ class Governor:
             e.origin = "governance"
             raise
 
-    def authorize(self, ident: auth.Identity, model_id: str, provider: str) -> None:
+    def authorize(self, ident: auth.Identity, model_id: str, provider: str, check_model: bool = True) -> None:
         if ident.key is not None:
             try:
-                auth.authorize(ident.key, model_id, provider, time.time(), base_model(self.cfg, model_id))
+                auth.authorize(ident.key, model_id, provider, time.time(), base_model(self.cfg, model_id), check_model)
             except errors.GatewayError as e:
                 e.origin = "governance"
                 raise
@@ -195,7 +200,8 @@ class Governor:
             p = UNPRICED
         return p
 
-    async def admit(self, request, req, targets: list[tuple[str, str]] = (), body_len: int = 0) -> Admission:
+    async def admit(self, request, req, targets: list[tuple[str, str]] = (), body_len: int = 0,
+                    bound_micros: int | None = None) -> Admission:
         """Reserve an upper bound of the request's cost and its rate-limit slots before the
         upstream is called; raise the AWS error (origin "governance") when refused. Once per
         request: every retry and fallback runs on this reservation.
@@ -206,11 +212,16 @@ class Governor:
         most maxTokens, or `governance.default_max_tokens` for a request without one (which the
         gateway then sends upstream as its cap: `cap_output`). `targets`: (provider kind,
         upstream model) of every target the request may try: the largest of their bounds, at
-        each one's price, is reserved."""
+        each one's price, is reserved. `bound_micros`: the bound itself, for a request that is not
+        priced by tokens (ApplyGuardrail: its text units, guardrail_prices.py)."""
         key = request.key
-        adm = Admission(key.id if key else "", request.environment, request.model_id)
+        adm = Admission(key.id if key else "", request.environment, request.model_id,
+                        embed=isinstance(req, EmbedRequest))
         if key is None or not self._governed(key.id):
             return adm              # nothing to reserve: the charge is computed from the usage alone
+        if bound_micros is not None:
+            adm = replace(adm, max_micros=bound_micros)
+            return await self._reserve(request, key, adm, 0)
         if isinstance(req, EmbedRequest):
             out, cap = 0, False
         else:
@@ -224,11 +235,23 @@ class Governor:
                 tokens, ok = b.tokens, b.strict
             else:                   # a body only Bedrock knows: its bytes, not a proven bound
                 tokens, ok = max(1, body_len), False
-            micros = max_cost_micros(self.price(request.model_id, model), tokens, out)
+            price = self.price(request.model_id, model)
+            if adm.embed:           # charged at the embedding target's price: bound by the dearer of the two
+                other = self.price(model, request.model_id)
+                price = other if other.input > price.input else price
+            tier = getattr(req, "service_tier", "")
+            if tier:                # a tier asked for: bound by the dearer of its price and the standard one
+                tp = self.tiers.price(tier, price, request.model_id, model, base_model(self.cfg, request.model_id))
+                price = tp if max(tp.input, tp.output) > max(price.input, price.output) else price
+            micros = max_cost_micros(price, tokens, out)
             worst = micros if worst is None else max(worst, micros)
             bound, strict = max(bound, tokens), (ok if strict is None else strict and ok)
         adm = replace(adm, max_micros=worst, input_bound=bound, max_output=out, cap_output=cap, strict=strict)
-        got = await self.ledger.reserve(request.rid, key.id, request.environment, worst / MICRO, bound + out)
+        return await self._reserve(request, key, adm, bound + out)
+
+    async def _reserve(self, request, key, adm: Admission, tokens: int) -> Admission:
+        """Reserve `adm.max_micros` and `tokens` at the ledger, or raise its refusal."""
+        got = await self.ledger.reserve(request.rid, key.id, request.environment, adm.max_micros / MICRO, tokens)
         if not got.get("ok"):
             e = errors.GatewayError(got.get("code", "ServiceQuotaExceededException"), got.get("message", ""),
                                     got.get("status"), retry_after_ms=got.get("retry_after_ms"))
@@ -254,10 +277,18 @@ class Governor:
         at most its output cap; one that never started, nothing."""
         if adm is None:
             return NO_CHARGE
-        price = self.price(adm.model_id, upstream_model)
+        if usage and "gu" in usage:        # ApplyGuardrail: the text units each policy used
+            return Charge(self.guardrail_prices.cost_micros(usage["gu"]),
+                          {"in": 0, "out": 0, "cr": 0, "cw": 0, "gu": dict(usage["gu"])})
+        names = (upstream_model, adm.model_id) if adm.embed and upstream_model else (adm.model_id, upstream_model)
+        price = self.price(*names)
+        if usage and usage.get("tier"):     # the tier the upstream reported serving it in (tiers.py)
+            price = self.tiers.price(usage["tier"], price, *names, base_model(self.cfg, adm.model_id))
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
+            if usage.get("tier"):
+                u["tier"] = usage["tier"]
             return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u,
                           prompt_saved_micros=prompt_cache_saved_micros(price, u["in"], u["out"], u["cr"], u["cw"]))
         if not started:

@@ -22,7 +22,7 @@ from finops.shared.config import Config
 log = logging.getLogger("finops.requestlog")
 
 BODY_LIMIT = 1024 * 1024        # bytes of each body kept with log_bodies = true (README: Request log)
-assert logrow.NAMES[0] == "id" and len(logrow.NAMES) == 35, "row() follows logrow.COLUMNS"
+assert logrow.NAMES[0] == "id" and len(logrow.NAMES) == 36, "row() follows logrow.COLUMNS"
 
 
 class RequestLog:
@@ -56,7 +56,7 @@ class RequestLog:
             round(outcome.saved_usd, 8), request.headers.get("user-agent", "")[:logrow.USER_AGENT_MAX],
             request_body[:BODY_LIMIT] if request_body is not None else None,
             response_body[:BODY_LIMIT] if response_body is not None else None, reply.messages(),
-            round(outcome.prompt_saved_usd, 6), tagging.dumps(outcome.tags))
+            round(outcome.prompt_saved_usd, 6), tagging.dumps(outcome.tags), str(u.get("tier", "")))
 
     def row(self, request, outcome, reply, request_body: bytes | None = None,
             response_body: bytes | None = None) -> bytes | None:

@@ -33,7 +33,7 @@ from finops.shared.provider_config import BedrockConfig
 
 from .. import upstream
 from ..formats import provider_errors
-from ..formats.bedrock import usage as reported
+from ..formats.bedrock import guardrail, usage as reported
 from ..request import Attempt
 from .base import Provider
 from .registry import register
@@ -133,7 +133,11 @@ class BedrockProvider(Provider):
         return self.signers[attempt.key_index]
 
     def signed_request(self, attempt: Attempt, body: bytes) -> tuple[str, list]:
-        url = f"{self.base_url}/model/{quote(attempt.upstream_model, safe='')}/{attempt.op}"
+        if attempt.op == "apply-guardrail":
+            gid, version = guardrail.target(attempt.target_path)
+            url = f"{self.base_url}/guardrail/{quote(gid, safe='')}/version/{quote(version, safe='')}/apply"
+        else:
+            url = f"{self.base_url}/model/{quote(attempt.upstream_model, safe='')}/{attempt.op}"
         headers = {k: attempt.headers[k] for k in FORWARD_HEADERS if k in attempt.headers}
         if attempt.op not in ("invoke", "invoke-with-response-stream"):
             headers["content-type"] = "application/json"
@@ -205,6 +209,8 @@ class BedrockProvider(Provider):
                     self.name, "upstream Bedrock ended the ConverseStream without messageStop and metadata")
         else:
             usage = reported.from_invoke_chunk(last[1]) if last is not None and last[0] == "chunk" else None
+            if usage is not None:
+                usage = reported.with_tier(usage, resp.headers.get("x-amzn-bedrock-service-tier"))
             if usage is None:
                 raise provider_errors.cut_stream(
                     self.name, "upstream Bedrock ended the InvokeModelWithResponseStream without the "
@@ -218,7 +224,7 @@ class BedrockProvider(Provider):
 
 def usage_of(op: str, resp) -> dict:
     """Token usage of a non-streaming answer; a JSON operation's body must be JSON."""
-    if op in ("converse", "count-tokens"):
+    if op in ("converse", "count-tokens", "apply-guardrail"):
         try:
             doc = json.loads(resp.content)
             if not isinstance(doc, dict):
@@ -229,8 +235,10 @@ def usage_of(op: str, resp) -> dict:
                 "the answer was not passed on.") from None
         if op == "count-tokens":
             return {"in": doc.get("inputTokens", 0)}
-        return reported.from_converse(doc.get("usage"))
-    return reported.from_headers(resp.headers)
+        if op == "apply-guardrail":
+            return {"in": 0, "out": 0, "gu": guardrail.reported_units(doc)}
+        return reported.with_tier(reported.from_converse(doc.get("usage")), doc.get("serviceTier"))
+    return reported.with_tier(reported.from_headers(resp.headers), resp.headers.get("x-amzn-bedrock-service-tier"))
 
 
 def pass_headers(headers) -> list:

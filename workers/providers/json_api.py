@@ -23,11 +23,12 @@ from contextlib import aclosing
 import msgspec
 
 from finops.shared.provider_config import ApiKeyConfig, JSONAPIConfig
-from finops.shared.model import ChatRequest, ChatResponse, request_tokens
+from finops.shared.model import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, request_tokens
 
 from .. import upstream
 from ..formats import provider_errors
 from ..formats.common import ProviderAPI, response_to_events
+from ..formats.openai import embeddings as openai_embeddings
 from ..formats.sse import SSEDecoder, SSEError
 from ..request import Attempt
 from .base import Provider
@@ -92,6 +93,18 @@ class JSONAPIProvider(Provider):
 
     async def count_tokens(self, attempt: Attempt, req: ChatRequest) -> int:
         return request_tokens(req)
+
+    embeddings_path = ""            # set by providers with an OpenAI-style embeddings endpoint ("/embeddings")
+    dimensions_field = "dimensions"
+
+    async def embed(self, attempt: Attempt, req: EmbedRequest) -> EmbedResponse:
+        """Titan and Cohere embed bodies, through the provider's embeddings endpoint
+        (formats/openai/embeddings.py)."""
+        if not self.embeddings_path:
+            raise self.unsupported("embeddings")
+        body = openai_embeddings.to_request(req, attempt.upstream_model, self.dimensions_field)
+        doc = await self.post_json(self.cfg.base_url + self.embeddings_path, self.headers(None, attempt), body)
+        return openai_embeddings.from_response(doc, self.name, len(req.texts))
 
     # --- I/O -------------------------------------------------------------------------------
     def headers(self, req: ChatRequest | None, attempt: Attempt) -> list[tuple[bytes, bytes]]:

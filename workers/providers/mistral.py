@@ -1,6 +1,7 @@
 """The `mistral` provider: Mistral's chat completions API.
 
     POST {base_url}/chat/completions      Authorization: Bearer KEY      (default https://api.mistral.ai/v1)
+    POST {base_url}/embeddings            Titan and Cohere embed bodies (formats/openai/embeddings.py)
 
 Mistral is an OpenAI dialect with its own rules (tool call ids of 9 letters and digits,
 `random_seed`, `tool_choice: "any"`); `formats/mistral/api.py` owns them.
@@ -19,6 +20,8 @@ from .registry import register
 class MistralProvider(JSONAPIProvider):
     kind = "mistral"
     api = mistral_api.API
+    embeddings_path = "/embeddings"         # POST {base_url}/embeddings (mistral-embed, codestral-embed)
+    dimensions_field = "output_dimension"
 
     def dialect(self):
         return mistral_api.MistralDialect(provider=self.name,

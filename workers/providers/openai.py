@@ -1,6 +1,7 @@
 """The `openai` provider: OpenAI Chat Completions, every OpenAI-compatible server, Azure OpenAI.
 
     POST {base_url}/chat/completions                      Authorization: Bearer KEY
+    POST {base_url}/embeddings                            Titan and Cohere embed bodies (not on Azure)
     POST {base_url}/openai/deployments/{deployment}/chat/completions?api-version=V   api-key: KEY  (Azure)
 
 `base_url` picks the server: https://api.openai.com/v1 (the default), or vLLM, Ollama, LM Studio,
@@ -38,6 +39,12 @@ def max_tokens_field(cfg: OpenAIConfig) -> str:
 class OpenAIProvider(JSONAPIProvider):
     kind = "openai"
     api = openai_api.API
+    embeddings_path = "/embeddings"         # Titan and Cohere embed bodies (formats/openai/embeddings.py)
+
+    async def embed(self, attempt, req):
+        if self.cfg.azure_api_version:
+            raise self.unsupported("embeddings on Azure OpenAI (only the OpenAI /embeddings endpoint is served)")
+        return await super().embed(attempt, req)
 
     def dialect(self):
         return openai_api.OpenAIDialect(provider=self.name, max_tokens_field=max_tokens_field(self.cfg),

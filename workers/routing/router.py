@@ -22,6 +22,7 @@ import random
 
 from finops.shared.config import RouteConfig, TargetConfig
 from finops.shared.provider_config import ProviderConfig
+from finops.shared import errors
 from finops.shared.errors import GatewayError
 
 from .breaker import BreakerPolicy, Breakers
@@ -94,6 +95,40 @@ def plan(route: RouteConfig, rng=random.random) -> list[TargetConfig]:
             first = t
             break
     return [first] + [t for t in targets if t is not first]
+
+
+def guardrail_targets(targets: list[TargetConfig], can_guard, guardrail: str, route: RouteConfig) -> list[TargetConfig]:
+    """The targets a request that asks for `guardrail` (its identifier; "" = none) may try: only
+    those whose provider can apply a Bedrock guardrail (`can_guard(provider name)`: the `bedrock`
+    kind), in the same order. A route with `allow_unguarded` keeps every target (the guardrail is
+    dropped on those that cannot apply it). Raises ValidationException when none is left: the
+    request is never sent where its guardrail would be silently ignored."""
+    if not guardrail or route.allow_unguarded:
+        return targets
+    ok = [t for t in targets if can_guard(t.provider)]
+    if ok or not targets:
+        return ok
+    names = ", ".join(dict.fromkeys(target_name(t) for t in targets))
+    raise errors.validation(
+        f"guardrail {guardrail!r}: route {route.name or route.models[0]!r} has no target that can apply it "
+        f"(only bedrock providers apply guardrails; this request could go to {names}). Add a bedrock target "
+        "to the route (a fallback with weight = 0 is enough), or set allow_unguarded = true on the route to "
+        "send such requests to these targets WITHOUT the guardrail.")
+
+
+def guardrail_provider(cfg) -> str:
+    """The bedrock provider ApplyGuardrail goes to ("" = none configured): `[guardrails] provider`;
+    else the first bedrock target of [default_route] (the account the gateway's unrouted traffic
+    already uses); else the first bedrock provider declared. A guardrail is a resource of one AWS
+    account and region, so the operator names it when there are several."""
+    if cfg.guardrails.provider:
+        return cfg.guardrails.provider
+    bedrock = [name for name, p in cfg.providers.items() if p.kind == "bedrock"]
+    if cfg.default_route is not None:
+        for t in cfg.default_route.targets:
+            if t.provider in bedrock:
+                return t.provider
+    return bedrock[0] if bedrock else ""
 
 
 def policy_for(p: ProviderConfig) -> BreakerPolicy:

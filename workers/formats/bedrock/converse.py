@@ -29,6 +29,8 @@ The field checks (`want_*`, `one_member`, `fail`) are `formats/common.py`'s.
 from __future__ import annotations
 
 import re
+
+import msgspec
 from typing import Any
 
 from finops.shared import errors
@@ -385,8 +387,9 @@ def parse_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise fail("body", f"must be a JSON object, got {type_name(body)}")
     req = _parse_chat(body, "", inference=True)
-    parse_options(body)
-    return req
+    options = parse_options(body)
+    tier = options.get("serviceTier", {}).get("type")
+    return msgspec.structs.replace(req, service_tier=tier) if tier else req
 
 
 _METADATA_VALUE = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")

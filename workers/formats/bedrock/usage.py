@@ -13,6 +13,10 @@ read and cache write input tokens). Where Bedrock reports it (bedrock-protocol.m
                                     outputTokenCount, cacheReadInputTokenCount, cacheWriteInputTokenCount
                                                                                  -> `from_invoke_chunk`
 
+The service tier Bedrock reports serving the request in (the Converse body's and the `metadata`
+event's `serviceTier.type`, InvokeModel's X-Amzn-Bedrock-Service-Tier header) is added as "tier"
+(`with_tier`), so the charge uses that tier's price (governance/tiers.py).
+
 A count that is absent or not a whole number reads as 0. `from_invoke_chunk` returns None for a
 chunk without the metrics: only the last chunk of a complete stream has them, so None also says
 that a stream ending on that chunk was not complete.
@@ -61,7 +65,7 @@ def from_metadata(payload: bytes) -> dict:
         doc = json.loads(payload)
     except ValueError:
         return {}
-    return from_converse(doc.get("usage")) if isinstance(doc, dict) else {}
+    return with_tier(from_converse(doc.get("usage")), doc.get("serviceTier")) if isinstance(doc, dict) else {}
 
 
 def from_headers(headers) -> dict:
@@ -85,3 +89,12 @@ def from_invoke_chunk(payload: bytes) -> dict | None:
     if not isinstance(inner, dict) or not isinstance(inner.get(METRICS_KEY), dict):
         return None
     return from_metrics(inner[METRICS_KEY])
+
+
+def with_tier(usage: dict, reported) -> dict:
+    """`usage` with "tier": the tier Bedrock reported (`{"type": "priority"}` or the header's
+    string); unchanged when it reported none."""
+    tier = reported.get("type") if isinstance(reported, dict) else reported
+    if isinstance(tier, str) and tier:
+        return {**usage, "tier": tier[:32]}
+    return usage

@@ -101,6 +101,8 @@ import string
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import msgspec
+
 from finops.shared import errors
 from finops.shared.model import (BlockStop, ChatRequest, ChatResponse, DocumentBlock, ImageBlock, JsonBlock, Message,
                                  MessageStart, MessageStop, Metadata, ReasoningBlock, ReasoningDelta,
@@ -405,9 +407,19 @@ def to_openai_request(req: ChatRequest, model: str, *, stream: bool, dialect: Op
         GatewayError(ValidationException): content the API cannot take, naming the provider and
             the block (e.g. ``messages[2].content[1]``).
     """
-    return to_chat_request(req, model, stream=stream, provider=dialect.provider, style=OPENAI_STYLE,
-                      max_tokens_field=dialect.max_tokens_field, stream_usage=dialect.stream_usage,
-                      passthrough=frozenset(dialect.passthrough_fields))
+    body = to_chat_request(req, model, stream=stream, provider=dialect.provider, style=OPENAI_STYLE,
+                           max_tokens_field=dialect.max_tokens_field, stream_usage=dialect.stream_usage,
+                           passthrough=frozenset(dialect.passthrough_fields))
+    tier = OPENAI_SERVICE_TIERS.get(req.service_tier)
+    if tier:            # only when the client asked for one: OpenAI-compatible servers may not know the field
+        body.setdefault("service_tier", tier)
+    return body
+
+
+# Bedrock serviceTier.type -> OpenAI service_tier (Chat Completions): the same names. Bedrock's
+# "reserved" (provisioned capacity) has no pay-as-you-go OpenAI counterpart ("scale" needs a
+# Scale Tier contract): it is not sent, and OpenAI serves the request in the project's default tier.
+OPENAI_SERVICE_TIERS = {"priority": "priority", "default": "default", "flex": "flex"}
 
 
 # --- response ------------------------------------------------------------------------------------
@@ -561,6 +573,8 @@ def from_chat_response(doc: dict, *, provider: str, finish_table: dict = OPENAI_
     usage = parse_usage(doc.get("usage"))
     if usage is None:
         usage = Usage(0, estimate_tokens("".join(_generated_text(content))))
+    if isinstance(doc.get("service_tier"), str) and doc["service_tier"]:
+        usage = msgspec.structs.replace(usage, service_tier=doc["service_tier"][:32])
     return ChatResponse(
         content=content,
         stop_reason=stop_reason(finish, finish_table, tools=bool(calls), refused=refused,
@@ -680,6 +694,7 @@ class OpenAIStreamDecoder:
         self._refused = False
         self._late = False                   # arguments arrived for an already closed tool block
         self._chunk_id = ""
+        self._tier = ""                      # the service_tier the chunks report
 
     # feeding ------------------------------------------------------------------------------------
     def feed(self, event: str | None, data: dict) -> list[StreamEvent]:
@@ -693,6 +708,8 @@ class OpenAIStreamDecoder:
             out.append(MessageStart())
         if not self._chunk_id and isinstance(data.get("id"), str):
             self._chunk_id = data["id"]
+        if isinstance(data.get("service_tier"), str) and data["service_tier"]:
+            self._tier = data["service_tier"][:32]
         x_groq = data.get("x_groq")
         usage = parse_usage(data.get("usage") or (x_groq.get("usage") if isinstance(x_groq, dict) else None))
         if usage is not None:
@@ -850,6 +867,8 @@ class OpenAIStreamDecoder:
         if self._stop is None:
             raise provider_errors.cut_stream(self.provider, "no finish_reason")
         usage = self._usage or Usage(self.input_tokens, estimate_tokens("".join(self._generated)))
+        if self._tier:
+            usage = msgspec.structs.replace(usage, service_tier=self._tier)
         return [Metadata(usage)]
 
 
