@@ -190,6 +190,38 @@ def main(actor_cls, argv=None) -> int:
     return 0
 
 
+class Peer:
+    """A blocking actor's PUSH socket to another actor: the newest one of `kind` announced in the
+    run directory, reconnected when a restarted actor announces a new endpoint. (The ledger and
+    the cache send their counts to the observer through one; the alerts actor asks the ledger.)
+    The trio side's equivalent is `ActorClient`."""
+
+    def __init__(self, run_dir: str, kind: str):
+        self.run_dir = run_dir
+        self.kind = kind
+        self.sock: zmq.Socket | None = None
+        self.endpoint = ""
+
+    def socket(self) -> zmq.Socket | None:
+        """The socket to the actor, or None while none is announced."""
+        found = transport.discover(self.run_dir, self.kind)
+        if not found:
+            return None
+        endpoint = found[max(found)]
+        if endpoint != self.endpoint:
+            self.close(linger=0)
+            self.sock = transport.make_socket(zmq.PUSH)
+            self.sock.connect(endpoint)
+            self.endpoint = endpoint
+        return self.sock
+
+    def close(self, linger: int = 1000) -> None:
+        """`linger`: ms to keep sending what is queued (0: drop it, for a stale endpoint)."""
+        if self.sock is not None:
+            self.sock.close(linger=linger)
+            self.sock = None
+
+
 class ActorClient:
     """The trio side of one actor. Run `run()` in the worker's nursery for its lifetime."""
 

@@ -104,8 +104,7 @@ class AlertsActor(BlockingActor):
         self.seen: set[str] = set()            # dedupe keys known to be in the outbox
         self.next_analysis = 0.0
         self.published = None
-        self.ledger: zmq.Socket | None = None
-        self.ledger_endpoint = ""
+        self.ledger = actors.Peer(self.run_dir, "ledger")
         self.reply: zmq.Socket | None = None
         self.reply_endpoint = ""
         self.n = 0
@@ -236,23 +235,16 @@ class AlertsActor(BlockingActor):
     def ledger_usage(self) -> list[dict] | None:
         """The ledger's usage report for everyone (its "usage" message), or None when no ledger
         answers within LEDGER_TIMEOUT (it is restarting; the next tick asks again)."""
-        found = transport.discover(self.run_dir, "ledger")
-        if not found:
+        ledger = self.ledger.socket()
+        if ledger is None:
             return None
-        endpoint = found[max(found)]
-        if endpoint != self.ledger_endpoint:
-            if self.ledger is not None:
-                self.ledger.close(linger=0)
-            self.ledger = transport.make_socket(zmq.PUSH)
-            self.ledger.connect(endpoint)
-            self.ledger_endpoint = endpoint
         if self.reply is None:
             self.reply = transport.make_socket(zmq.PULL)
             self.reply_endpoint = transport.bind(
                 self.reply, transport.endpoint_for("alerts-reply", self.run_dir, self.cfg.server.transport))
         self.n += 1
         try:
-            self.ledger.send(actors.pack({"k": "usage", "i": self.n, "r": self.reply_endpoint, "key": None}),
+            ledger.send(actors.pack({"k": "usage", "i": self.n, "r": self.reply_endpoint, "key": None}),
                              zmq.NOBLOCK)
         except zmq.Again:
             return None
@@ -270,9 +262,9 @@ class AlertsActor(BlockingActor):
         return None
 
     def close(self) -> None:
-        for s in (self.ledger, self.reply):
-            if s is not None:
-                s.close(linger=0)
+        self.ledger.close(linger=0)
+        if self.reply is not None:
+            self.reply.close(linger=0)
         self.db.close()
         self.directory.close()
         self.store.close()

@@ -66,7 +66,7 @@ class CacheActor(BlockingActor):
         self.repl: replication.Replicator | None = None
         self.repl_counts = {"applied": 0, "expired_skipped": 0, "clears_applied": 0}
         self.position = self.saved_position = persist.load_position(self.db)
-        self.observer, self.observer_endpoint = None, ""
+        self.observer = actors.Peer(self.run_dir, "observer")
         self.reported: dict[str, int] = {}      # replication counts the observer has been sent
         if cfg.cache.replication == "redis":
             url, ca = replication.redis_target(cfg)
@@ -216,21 +216,14 @@ class CacheActor(BlockingActor):
             return
         now = {**self.repl_counts, "published": self.repl.counts["published"], "dropped": self.repl.counts["dropped"]}
         delta = {k: v - self.reported.get(k, 0) for k, v in now.items() if v != self.reported.get(k, 0)}
-        found = transport.discover(self.run_dir, "observer")
-        if not found:
+        sock = self.observer.socket()
+        if sock is None:
             return
-        endpoint = found[max(found)]
-        if endpoint != self.observer_endpoint:
-            if self.observer is not None:
-                self.observer.close(linger=0)
-            self.observer = transport.make_socket(zmq.PUSH)
-            self.observer.connect(endpoint)
-            self.observer_endpoint = endpoint
         try:
             if delta:
-                self.observer.send(actors.pack({"k": "cache", "c": delta}), zmq.NOBLOCK)
+                sock.send(actors.pack({"k": "cache", "c": delta}), zmq.NOBLOCK)
                 self.reported = now
-            self.observer.send(actors.pack({"k": "gauges", "proc": f"cache-{os.getpid()}", "kind": "cache",
+            sock.send(actors.pack({"k": "gauges", "proc": f"cache-{os.getpid()}", "kind": "cache",
                                             "g": {"queues": {"cache_replication": self.repl.stats()["queued"]}}}),
                                zmq.NOBLOCK)
         except zmq.Again:
@@ -247,9 +240,9 @@ class CacheActor(BlockingActor):
             self.repl.close()
             self.apply_replicated()
         self.flush()
-        if self.observer is not None:
+        if self.observer.sock is not None:
             self.report()
-            self.observer.close(linger=1000)
+        self.observer.close()
         persist.save_meta(self.db, self.index)
         self.db.close()
         log.info("cache: %d entries saved", len(self.index.entries))

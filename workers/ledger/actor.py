@@ -81,8 +81,7 @@ class LedgerActor(BlockingActor):
                 log.info("ledger restored its counters from %s", self.store.path)
         self.suspects: set[int] = set()     # workers holding reservations found dead at the last look
         self.charges = self.backend.charges  # [rid, key, env, cost_usd] for the observer
-        self.observer: zmq.Socket | None = None
-        self.observer_endpoint = ""
+        self.observer = actors.Peer(self.run_dir, "observer")
         self.counts: dict[str, int] = {}    # metric increments not sent to the observer yet
 
     def handle(self, msg: dict) -> dict | None:
@@ -144,19 +143,6 @@ class LedgerActor(BlockingActor):
         if n:
             log.warning("ledger: %d reservations charged in full (past their TTL, or their worker died)", n)
 
-    def observer_socket(self) -> zmq.Socket | None:
-        found = transport.discover(self.run_dir, "observer")
-        if not found:
-            return None
-        endpoint = found[max(found)]
-        if endpoint != self.observer_endpoint:
-            if self.observer is not None:
-                self.observer.close(linger=0)
-            self.observer = transport.make_socket(zmq.PUSH)
-            self.observer.connect(endpoint)
-            self.observer_endpoint = endpoint
-        return self.observer
-
     def send_charges(self) -> None:
         """The charges the ledger made on its own, to the observer (kept while it is away), and
         the backend's metrics (finops_ledger_*)."""
@@ -165,7 +151,7 @@ class LedgerActor(BlockingActor):
         gauges = self.backend.gauges()
         if not (self.charges or self.counts or gauges):
             return
-        sock = self.observer_socket()
+        sock = self.observer.socket()
         if sock is None:
             del self.charges[:-MAX_CHARGES]
             return
@@ -206,8 +192,7 @@ class LedgerActor(BlockingActor):
         self.save()
         self.backend.close()
         self.send_charges()
-        if self.observer is not None:
-            self.observer.close(linger=1000)
+        self.observer.close()
         self.directory.close()
         self.store.close()
 
