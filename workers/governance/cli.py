@@ -21,7 +21,11 @@ minute, hour, day, week, month, year. Repeating --model/--provider/--budget/--ra
 on `update` they replace the current list.
 
 The commands run the admin API's own routes and code on the store (admin/api.py: call_store),
-so the rules and messages are the same. Entries declared in the config file are listed but read-only (edit the file).
+so the rules and messages are the same. `keys show` adds the spend of every budget that applies to
+the key (its own, its team's, its customer's) in the current period, from the ledger's counters
+(this node's last snapshot, or Redis), and, with the request log on, each budget's forecast: the
+projected spend at the reset and when it crosses the limit (observe/dashboard.py
+usage_with_forecasts, the function `/admin/usage` uses). Entries declared in the config file are listed but read-only (edit the file).
 A running gateway (every node, on PostgreSQL) picks changes up within a second.
 """
 from __future__ import annotations
@@ -38,6 +42,9 @@ from finops.shared.config import default_data_dir
 from finops.shared.governance import PERIODS
 
 from ..admin.api import call_store
+from ..ledger.backend import open_backend
+from ..observe import dashboard, pglog
+from .directory import load_directory
 from .store import DirectoryStore, StoreError
 from .stores import open_store
 
@@ -226,6 +233,43 @@ def _list(noun: str, doc: dict) -> str:
                   for c in items], ["ID", "NAME", "BUDGETS", "RATE LIMITS", "SOURCE"])
 
 
+def budget_usage(cfg, store: DirectoryStore, key_id: str, now: float | None = None) -> list[dict]:
+    """The ledger's budget entries for `key_id`'s scopes (as /admin/usage?key=ID gives them), each
+    with `forecast_usd` and `forecast_crosses_at` when the request log has spend to project from."""
+    ledger = open_backend(cfg, load_directory(store, cfg))
+    try:
+        if ledger.name == "local":
+            snap = store.load_snapshot()
+            if snap:
+                ledger.restore(snap)
+        usage = [u for u in ledger.usage(key_id)["usage"] if u.get("kind") == "budget"]
+    finally:
+        ledger.close()
+    if not (usage and cfg.observability.request_log):
+        return usage
+    try:
+        db = pglog.open_reader(cfg)
+    except (FileNotFoundError, StoreError):          # no request logged yet: no shape to project from
+        return usage
+    try:
+        return dashboard.usage_with_forecasts(db, usage, now)
+    finally:
+        db.close()
+
+
+def fmt_usage(usage: list[dict]) -> list[tuple[str, str]]:
+    """`keys show` rows: one per budget, its spend and forecast."""
+    rows = []
+    for u in usage:
+        line = f"${u['spent_usd']:.4f} of the {u['label']} (resets {u['resets_at']})"
+        if "forecast_usd" in u:
+            line += f"; forecast ${u['forecast_usd']:.4f} at the reset"
+            if u.get("forecast_crosses_at"):
+                line += f", crosses the limit at {u['forecast_crosses_at']}"
+        rows.append(("spend", line))
+    return rows or [("spend", "-")]
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 def _run(store: DirectoryStore, args, cfg) -> int:
@@ -255,6 +299,8 @@ def _run(store: DirectoryStore, args, cfg) -> int:
     if status >= 400:
         print(f"finops: {doc['message']}", file=sys.stderr)
         return 1
+    if noun == "keys" and verb == "show":
+        doc = {**doc, "usage": budget_usage(cfg, store, doc["id"])}
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -262,6 +308,8 @@ def _run(store: DirectoryStore, args, cfg) -> int:
         print(_list(noun, doc))
     elif verb == "show":
         print(_show(noun, doc))
+        if noun == "keys":
+            print("\n".join(f"{k + ':':<13}{v}" for k, v in fmt_usage(doc["usage"])))
     elif verb == "delete":
         print(f"Deleted {one} {doc['deleted']}.")
     elif verb in ("disable", "enable"):
