@@ -23,7 +23,7 @@ on `update` they replace the current list.
 The commands run the admin API's own routes and code on the store (admin/api.py: call_store),
 so the rules and messages are the same. `keys show` adds the spend of every budget that applies to
 the key (its own, its team's, its customer's) in the current period, from the ledger's counters
-(this node's last snapshot, or Redis), and, with the request log on, each budget's forecast: the
+(this node's last snapshot, or Redis; read only), and, with the request log on, each budget's forecast: the
 projected spend at the reset and when it crosses the limit (observe/dashboard.py
 usage_with_forecasts, the function `/admin/usage` uses). Entries declared in the config file are listed but read-only (edit the file).
 A running gateway (every node, on PostgreSQL) picks changes up within a second.
@@ -42,7 +42,8 @@ from finops.shared.config import default_data_dir
 from finops.shared.governance import PERIODS
 
 from ..admin.api import call_store
-from ..ledger.backend import open_backend
+from ..ledger.redis_state import LedgerUnavailable
+from ..ledger.state import LedgerState
 from ..observe import dashboard, pglog
 from .directory import load_directory
 from .store import DirectoryStore, StoreError
@@ -233,23 +234,38 @@ def _list(noun: str, doc: dict) -> str:
                   for c in items], ["ID", "NAME", "BUDGETS", "RATE LIMITS", "SOURCE"])
 
 
+def ledger_usage(cfg, store: DirectoryStore, key_id: str) -> list[dict]:
+    """The ledger's usage entries for `key_id`'s scopes, read without a running gateway and without
+    writing anything: this node's last snapshot (the local ledger saves one every second), or
+    Redis (`ledger = "redis"`). Raises LedgerUnavailable when Redis cannot be read."""
+    g = cfg.governance
+    directory = load_directory(store, cfg)
+    if g.ledger == "redis":
+        from ..ledger.redis_state import RedisLedger
+        led = RedisLedger.from_url(g.redis_url, directory, ca_file=g.redis_ca_file or None,
+                                   timeout=g.redis_timeout_seconds, tz=g.timezone,
+                                   reservation_ttl=g.reservation_ttl_seconds)
+        try:
+            return led.usage(key_id)
+        finally:
+            led.close()
+    state = LedgerState(directory, tz=g.timezone, reservation_ttl=g.reservation_ttl_seconds)
+    snap = store.load_snapshot()
+    if snap:
+        state.restore(snap)
+    return state.usage(key_id)
+
+
 def budget_usage(cfg, store: DirectoryStore, key_id: str, now: float | None = None) -> list[dict]:
     """The ledger's budget entries for `key_id`'s scopes (as /admin/usage?key=ID gives them), each
-    with `forecast_usd` and `forecast_crosses_at` when the request log has spend to project from."""
-    ledger = open_backend(cfg, load_directory(store, cfg))
-    try:
-        if ledger.name == "local":
-            snap = store.load_snapshot()
-            if snap:
-                ledger.restore(snap)
-        usage = [u for u in ledger.usage(key_id)["usage"] if u.get("kind") == "budget"]
-    finally:
-        ledger.close()
+    with `forecast_usd` and `forecast_crosses_at` when the request log has spend to project from
+    (dashboard.usage_with_forecasts, the function /admin/usage uses)."""
+    usage = [u for u in ledger_usage(cfg, store, key_id) if u.get("kind") == "budget"]
     if not (usage and cfg.observability.request_log):
         return usage
     try:
         db = pglog.open_reader(cfg)
-    except (FileNotFoundError, StoreError):          # no request logged yet: no shape to project from
+    except (FileNotFoundError, StoreError):          # no request logged yet, or PostgreSQL away: no forecast
         return usage
     try:
         return dashboard.usage_with_forecasts(db, usage, now)
@@ -300,7 +316,10 @@ def _run(store: DirectoryStore, args, cfg) -> int:
         print(f"finops: {doc['message']}", file=sys.stderr)
         return 1
     if noun == "keys" and verb == "show":
-        doc = {**doc, "usage": budget_usage(cfg, store, doc["id"])}
+        try:
+            doc = {**doc, "usage": budget_usage(cfg, store, doc["id"])}
+        except LedgerUnavailable as e:              # the key is still shown; its spend cannot be
+            doc = {**doc, "usage_error": str(e)}
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -309,7 +328,8 @@ def _run(store: DirectoryStore, args, cfg) -> int:
     elif verb == "show":
         print(_show(noun, doc))
         if noun == "keys":
-            print("\n".join(f"{k + ':':<13}{v}" for k, v in fmt_usage(doc["usage"])))
+            rows = fmt_usage(doc["usage"]) if "usage" in doc else [("spend", f"unknown: {doc['usage_error']}")]
+            print("\n".join(f"{k + ':':<13}{v}" for k, v in rows))
     elif verb == "delete":
         print(f"Deleted {one} {doc['deleted']}.")
     elif verb in ("disable", "enable"):
