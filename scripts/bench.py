@@ -26,6 +26,8 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   `governed-redis` the same with `ledger = "redis"` on a local redis-server, settled spend to a
   local PostgreSQL (both started by this script with tests/helpers/redis_server.py and
   postgres_server.py); their CPU per request is reported apart, not in the gateway's total.
+  `mock-pglog` is mock with the request log on that PostgreSQL (`log_store = "postgres"`): its
+  observer CPU per request beside mock's (SQLite) in the same run, PostgreSQL's CPU apart.
 - Gateway CPU: utime+stime from /proc/<pid>/stat of `finops serve` and all its descendants
   (plus children it reaped), before and after each run, divided by completed requests; also split
   by role (frontend, workers). Foreign CPU: machine busy time (/proc/stat) minus the gateway,
@@ -94,9 +96,10 @@ ROUTES = {  # route -> (request body file, fake's response body file)
     "converse-stream": ("request-converse.json", None),
     "invoke": ("request-invoke.json", "response-invoke.json"),
 }
-SCENARIOS = ("bedrock", "mock", "openai", "governed", "governed-redis", "weighted", "nolog")
+SCENARIOS = ("bedrock", "mock", "openai", "governed", "governed-redis", "weighted", "nolog", "mock-pglog")
 GOVERNED = ("governed", "governed-redis")     # scenarios whose requests present BENCH_VK
-MOCKED = ("mock", "openai", "governed", "governed-redis", "weighted", "nolog")   # answers not the fake's bytes
+MOCKED = ("mock", "openai", "governed", "governed-redis", "weighted", "nolog", "mock-pglog")   # answers not the fake's bytes
+SHARED = ("governed-redis", "mock-pglog")      # scenarios on the local Redis / PostgreSQL (Backends)
 BENCH_VK = "bench-virtual-key-secret-0123"
 TARGETS = {"added_p50_ms_at_1": 1.5, "cpu_ms_per_req": 2.0, "max_rps": 800.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -509,10 +512,10 @@ def post(base: str, path: str, body: bytes, timeout: float = 10.0, headers: dict
         c.close()
 
 
-# --- governed-redis's Redis and PostgreSQL -----------------------------------------------------
+# --- governed-redis's and mock-pglog's Redis and PostgreSQL ------------------------------------
 
 class Backends:
-    """A local redis-server and PostgreSQL for the `governed-redis` scenario, started once per run
+    """A local redis-server and PostgreSQL for the `governed-redis` and `mock-pglog` scenarios, started once per run
     with the tests' own code (tests/helpers/redis_server.py, postgres_server.py: Debian's packages
     on free loopback ports, installed with apt-get when missing). PostgreSQL is durable (fsync on),
     as a deployment's would be. Their CPU is measured apart from the gateway's."""
@@ -603,6 +606,10 @@ class Gateway:
         if self.scenario == "nolog":
             # mock without the request log and the metrics it feeds: what logging costs
             return mock + "\n[observability]\nrequest_log = false\n"
+        if self.scenario == "mock-pglog":
+            # mock with the request log on the local PostgreSQL (a fleet's shared log)
+            return mock + (f"\n[observability]\nlog_store = \"postgres\"\n"
+                           f"log_postgres_url = \"{self.backends.postgres_url}\"\n")
         return mock
 
     def start(self) -> "Gateway":
@@ -666,6 +673,12 @@ class Gateway:
         observer writes rows within about half a second)."""
         time.sleep(1.5)
         out = collections.Counter()
+        if self.scenario == "mock-pglog":
+            import psycopg
+            with psycopg.connect(self.backends.postgres_url) as db:
+                for error, n in db.execute("SELECT error, count(*) FROM finops_requests GROUP BY error"):
+                    out[error or "ok"] += n
+            return out
         path = os.path.join(self.data_dir, "requests.sqlite")
         if self.scenario == "nolog" or not os.path.exists(path):
             return out
@@ -843,7 +856,7 @@ class Runner:
                                threads_cpu_ms_per_req={k: round(v * ms / n, 4) for k, v in sorted(gw_ticks.items())
                                                        if ":" in k},
                                rss_peak_mib=mem.peak[0], pss_peak_mib=mem.peak[1])
-                    if target == "governed-redis":   # the shared servers' CPU, not in the gateway's total
+                    if target in SHARED:             # the shared servers' CPU, not in the gateway's total
                         rec.update(redis_cpu_ms_per_req=(after.redis - before.redis) * ms / n,
                                    postgres_cpu_ms_per_req=(after.postgres - before.postgres) * ms / n)
                 self.check_errors(r, tag)
@@ -1079,7 +1092,8 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
            "translated to Chat Completions -> nginx fake; `weighted` = the openai traffic over two weighted "
            "targets; `mock` = built-in mock provider, no upstream; `governed` = mock behind a virtual key with a "
            "budget and rate limits (ledger reserve + settle); `governed-redis` = the same with the ledger on a local Redis "
-           "(settled spend to a local PostgreSQL; their CPU is reported apart, not in the gateway's); `nolog` = mock with the request log (and the metrics it "
+           "(settled spend to a local PostgreSQL; their CPU is reported apart, not in the gateway's); `mock-pglog` = mock "
+           "with the request log on that PostgreSQL (`log_store = \"postgres\"`; compare its observer CPU with mock's); `nolog` = mock with the request log (and the metrics it "
            "feeds) off, so mock minus nolog is what logging costs; `direct` = wrk -> nginx fake. Added = gateway minus direct at the same "
            "connection count; past saturation it is queueing (wrk is closed-loop).", "",
            "| route | target | conns | rps | p50 ms | added p50 ms | p99 ms | CPU ms/req |",
@@ -1116,11 +1130,13 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
                                f"{fmt(p['foreign_cpu_pct_max'], 1)} | {fmt(p.get('rss_peak_mib'), 1)} |")
     shared = [p for p in points if "redis_cpu_ms_per_req" in p]
     if shared:
-        out += ["", "governed-redis: the shared servers' CPU per request, beside the gateway's (not included in it).", "",
-                "| route | conns | gateway CPU ms/req | Redis CPU ms/req | PostgreSQL CPU ms/req |",
-                "|---|---:|---:|---:|---:|"]
+        out += ["", f"{', '.join(SHARED)}: the shared servers' CPU per request, beside the gateway's (not included "
+                "in it).", "",
+                "| route | target | conns | gateway CPU ms/req | of which observer | Redis CPU ms/req | PostgreSQL CPU ms/req |",
+                "|---|---|---:|---:|---:|---:|---:|"]
         for p in shared:
-            out.append(f"| {p['route']} | {p['connections']} | {fmt(p.get('cpu_ms_per_req'), 3)} | "
+            out.append(f"| {p['route']} | {p['target']} | {p['connections']} | {fmt(p.get('cpu_ms_per_req'), 3)} | "
+                       f"{fmt(p.get('observer_cpu_ms_per_req'), 3)} | "
                        f"{fmt(p['redis_cpu_ms_per_req'], 3)} | {fmt(p.get('postgres_cpu_ms_per_req'), 3)} |")
     verdicts = []
     out += ["", f"Targets: added p50 <= {TARGETS['added_p50_ms_at_1']} ms at 1 connection, CPU <= "
@@ -1191,7 +1207,7 @@ def parse_args(argv=None):
     ap.add_argument("--routes", type=csv, default=["converse", "converse-stream"],
                     help=f"comma-separated, of {', '.join(ROUTES)} (default converse,converse-stream)")
     ap.add_argument("--scenarios", type=csv, default=list(SCENARIOS),
-                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), governed-redis (governed with the ledger on a local Redis + PostgreSQL), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
+                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), governed-redis (governed with the ledger on a local Redis + PostgreSQL), mock-pglog (mock with the request log on a local PostgreSQL), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in docs/peers.md)")
@@ -1271,7 +1287,7 @@ def main(argv=None) -> int:
     code = 0
     try:
         fake = FakeUpstream(procs, nginx, tmp, out).start()
-        if "governed-redis" in args.scenarios:
+        if any(s in SHARED for s in args.scenarios):
             backends = Backends(tmp).start()
         runner = Runner(args, procs, wrk, fake, tmp, out, backends)
         log("direct (wrk -> nginx fake)")

@@ -166,3 +166,44 @@ def test_flag_parsers():
     assert parse_budget(".5/hour") == {"amount_usd": 0.5, "period": "hour", "env": ""}
     assert parse_rate("100r/minute") == {"window": "minute", "requests": 100, "env": ""}
     assert parse_rate("50000t/hour@prod") == {"window": "hour", "tokens": 50000, "env": "prod"}
+
+
+def test_keys_show_prints_each_budgets_spend_and_forecast(cfg, capsys):
+    """The ledger's spend (its last snapshot) and the forecast /admin/usage gives (the request log's
+    shape carried to the reset: forecast.py), for the key's budget and its team's."""
+    import time
+
+    from finops.workers.governance.directory import load_directory
+    from finops.workers.governance.periods import bounds as period_bounds
+    from finops.workers.ledger.backend import open_backend
+    from finops.workers.observe import logdb
+    from finops.workers.observe.forecast import forecast
+    from tests.helpers.logrows import insert, row
+
+    run_json(cfg, capsys, "teams", "create", "team-1", "--budget", "50/month")
+    run_json(cfg, capsys, "keys", "create", "--id", "key-a", "--team", "team-1", "--budget", "10/month")
+    code, out, _ = run(cfg, capsys, "keys", "show", "key-a")     # nothing spent, nothing logged: no forecast
+    assert code == 0 and "spend:       $0.0000 of the key 'key-a' monthly budget of $10 (resets" in out
+    assert "$0.0000 of the team 'team-1' monthly budget of $50" in out
+    assert "forecast" not in out
+
+    with Store.open(cfg.server.data_dir) as s:                    # the ledger charged $3 and saved its counters
+        ledger = open_backend(cfg, load_directory(s, cfg))
+        ledger.run([("reserve", ("r1", "key-a", "", 5.0, 10, 0)), ("settle", ("r1", 3.0, 10, "key-a", "", 0.0))])
+        s.save_snapshot(ledger.snapshot())
+    now = time.time()
+    start, end = period_bounds("month", now, "UTC")
+    points = [(start + (now - start) * i / 11, 0.3) for i in range(1, 11)]
+    db = logdb.open_db(cfg.server.data_dir)
+    insert(db, [row(ts=t, vk="key-a", team="team-1", cost_usd=c) for t, c in points])
+    db.close()
+
+    [key, team] = sorted(run_json(cfg, capsys, "keys", "show", "key-a")["usage"], key=lambda u: u["limit_usd"])
+    want = forecast(points, start, end, time.time(), limit=10.0, spent=3.0)
+    assert key["spent_usd"] == pytest.approx(3.0) and team["spent_usd"] == pytest.approx(3.0)
+    assert key["forecast_usd"] == pytest.approx(want.projected_usd, rel=1e-3) and key["forecast_usd"] > 3.0
+    assert "forecast_usd" in team
+    code, out, _ = run(cfg, capsys, "keys", "show", "key-a")
+    assert code == 0 and "spend:       $3.0000 of the key 'key-a' monthly budget of $10 (resets" in out
+    assert f"forecast ${key['forecast_usd']:.4f} at the reset" in out
+    assert ("crosses the limit at" in out) == (key["forecast_crosses_at"] is not None)

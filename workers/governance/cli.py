@@ -21,7 +21,11 @@ minute, hour, day, week, month, year. Repeating --model/--provider/--budget/--ra
 on `update` they replace the current list.
 
 The commands run the admin API's own routes and code on the store (admin/api.py: call_store),
-so the rules and messages are the same. Entries declared in the config file are listed but read-only (edit the file).
+so the rules and messages are the same. `keys show` adds the spend of every budget that applies to
+the key (its own, its team's, its customer's) in the current period, from the ledger's counters
+(this node's last snapshot, or Redis; read only), and, with the request log on, each budget's forecast: the
+projected spend at the reset and when it crosses the limit (observe/dashboard.py
+usage_with_forecasts, the function `/admin/usage` uses). Entries declared in the config file are listed but read-only (edit the file).
 A running gateway (every node, on PostgreSQL) picks changes up within a second.
 """
 from __future__ import annotations
@@ -38,6 +42,10 @@ from finops.shared.config import default_data_dir
 from finops.shared.governance import PERIODS
 
 from ..admin.api import call_store
+from ..ledger.redis_state import LedgerUnavailable
+from ..ledger.state import LedgerState
+from ..observe import dashboard, pglog
+from .directory import load_directory
 from .store import DirectoryStore, StoreError
 from .stores import open_store
 
@@ -226,6 +234,58 @@ def _list(noun: str, doc: dict) -> str:
                   for c in items], ["ID", "NAME", "BUDGETS", "RATE LIMITS", "SOURCE"])
 
 
+def ledger_usage(cfg, store: DirectoryStore, key_id: str) -> list[dict]:
+    """The ledger's usage entries for `key_id`'s scopes, read without a running gateway and without
+    writing anything: this node's last snapshot (the local ledger saves one every second), or
+    Redis (`ledger = "redis"`). Raises LedgerUnavailable when Redis cannot be read."""
+    g = cfg.governance
+    directory = load_directory(store, cfg)
+    if g.ledger == "redis":
+        from ..ledger.redis_state import RedisLedger
+        led = RedisLedger.from_url(g.redis_url, directory, ca_file=g.redis_ca_file or None,
+                                   timeout=g.redis_timeout_seconds, tz=g.timezone,
+                                   reservation_ttl=g.reservation_ttl_seconds)
+        try:
+            return led.usage(key_id)
+        finally:
+            led.close()
+    state = LedgerState(directory, tz=g.timezone, reservation_ttl=g.reservation_ttl_seconds)
+    snap = store.load_snapshot()
+    if snap:
+        state.restore(snap)
+    return state.usage(key_id)
+
+
+def budget_usage(cfg, store: DirectoryStore, key_id: str, now: float | None = None) -> list[dict]:
+    """The ledger's budget entries for `key_id`'s scopes (as /admin/usage?key=ID gives them), each
+    with `forecast_usd` and `forecast_crosses_at` when the request log has spend to project from
+    (dashboard.usage_with_forecasts, the function /admin/usage uses)."""
+    usage = [u for u in ledger_usage(cfg, store, key_id) if u.get("kind") == "budget"]
+    if not (usage and cfg.observability.request_log):
+        return usage
+    try:
+        db = pglog.open_reader(cfg)
+    except (FileNotFoundError, StoreError):          # no request logged yet, or PostgreSQL away: no forecast
+        return usage
+    try:
+        return dashboard.usage_with_forecasts(db, usage, now)
+    finally:
+        db.close()
+
+
+def fmt_usage(usage: list[dict]) -> list[tuple[str, str]]:
+    """`keys show` rows: one per budget, its spend and forecast."""
+    rows = []
+    for u in usage:
+        line = f"${u['spent_usd']:.4f} of the {u['label']} (resets {u['resets_at']})"
+        if "forecast_usd" in u:
+            line += f"; forecast ${u['forecast_usd']:.4f} at the reset"
+            if u.get("forecast_crosses_at"):
+                line += f", crosses the limit at {u['forecast_crosses_at']}"
+        rows.append(("spend", line))
+    return rows or [("spend", "-")]
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 def _run(store: DirectoryStore, args, cfg) -> int:
@@ -255,6 +315,11 @@ def _run(store: DirectoryStore, args, cfg) -> int:
     if status >= 400:
         print(f"finops: {doc['message']}", file=sys.stderr)
         return 1
+    if noun == "keys" and verb == "show":
+        try:
+            doc = {**doc, "usage": budget_usage(cfg, store, doc["id"])}
+        except LedgerUnavailable as e:              # the key is still shown; its spend cannot be
+            doc = {**doc, "usage_error": str(e)}
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -262,6 +327,9 @@ def _run(store: DirectoryStore, args, cfg) -> int:
         print(_list(noun, doc))
     elif verb == "show":
         print(_show(noun, doc))
+        if noun == "keys":
+            rows = fmt_usage(doc["usage"]) if "usage" in doc else [("spend", f"unknown: {doc['usage_error']}")]
+            print("\n".join(f"{k + ':':<13}{v}" for k, v in rows))
     elif verb == "delete":
         print(f"Deleted {one} {doc['deleted']}.")
     elif verb in ("disable", "enable"):
