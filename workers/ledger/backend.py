@@ -83,6 +83,8 @@ RETRY_WITHIN = 1.0          # reserves refused for the rebuild are retried if it
 MAX_SPEND_ROWS = 200_000    # settled rows waiting for PostgreSQL
 SPEND_BATCH = 2000          # rows per PostgreSQL write
 SPEND_RETRY_SECONDS = 1.0
+SPEND_LINGER_SECONDS = 0.2  # a write waits this long for more rows: at low load one transaction per settle
+                            # cost the ledger and PostgreSQL more CPU than the settle (scripts/bench.py governed-redis)
 _UNAVAILABLE = "ServiceUnavailableException"
 
 
@@ -237,6 +239,9 @@ class SpendWriter:
             with self.cv:
                 if self.ready:
                     self.cv.wait_for(lambda: self.rows or self.stopping)
+                    self.cv.wait_for(lambda: len(self.rows) >= SPEND_BATCH or self.stopping or self.kick,
+                                     SPEND_LINGER_SECONDS)     # flush() kicks: it does not wait
+                    self.kick = False
                 if self.stopping:
                     break
                 n = min(len(self.rows), SPEND_BATCH)
