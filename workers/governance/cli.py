@@ -242,9 +242,7 @@ def ledger_usage(cfg, store: DirectoryStore, key_id: str) -> list[dict]:
     directory = load_directory(store, cfg)
     if g.ledger == "redis":
         from ..ledger.redis_state import RedisLedger
-        led = RedisLedger.from_url(g.redis_url, directory, ca_file=g.redis_ca_file or None,
-                                   timeout=g.redis_timeout_seconds, tz=g.timezone,
-                                   reservation_ttl=g.reservation_ttl_seconds)
+        led = RedisLedger.from_config(g, directory)
         try:
             return led.usage(key_id)
         finally:

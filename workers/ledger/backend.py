@@ -305,9 +305,7 @@ class RedisBackend:
         self.mono = monotonic
         self.tz = g.timezone
         self.dir = directory
-        self.led = RedisLedger.from_url(g.redis_url, directory, ca_file=g.redis_ca_file or None,
-                                        timeout=g.redis_timeout_seconds, clock=clock, tz=g.timezone,
-                                        reservation_ttl=g.reservation_ttl_seconds)
+        self.led = RedisLedger.from_config(g, directory, clock=clock)
         self.where = self.led.where          # "Redis at HOST:PORT": no password
         self.pg_where = redact(g.postgres_url)
         self.spend = SpendWriter(g.postgres_url)

@@ -211,6 +211,13 @@ class RedisLedger:
             log.warning("%s", e)
 
     @classmethod
+    def from_config(cls, g, directory: Directory, *, clock=time.time) -> "RedisLedger":
+        """The ledger `[governance]` (`g`) names: its redis_url, redis_ca_file, redis_timeout_seconds,
+        timezone and reservation_ttl_seconds (the ledger actor, and `finops keys show` reading it)."""
+        return cls.from_url(g.redis_url, directory, ca_file=g.redis_ca_file or None, timeout=g.redis_timeout_seconds,
+                            clock=clock, tz=g.timezone, reservation_ttl=g.reservation_ttl_seconds)
+
+    @classmethod
     def from_url(cls, url: str, directory: Directory, *, password: str | None = None, ca_file: str | None = None,
                  timeout: float = 1.0, **kw) -> "RedisLedger":
         """Connect with a `redis://` or `rediss://` (TLS) URL; a password in the URL or given
