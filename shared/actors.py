@@ -190,6 +190,18 @@ def main(actor_cls, argv=None) -> int:
     return 0
 
 
+def push_to_actor() -> zmq.Socket:
+    """A PUSH socket for messages to an actor, with ZMQ_IMMEDIATE: a message is queued only on a
+    live connection. Without it ZeroMQ keeps queueing messages for an actor that died (for the
+    endpoint it had, which its replacement does not reuse), reports them sent, and drops them
+    when the sender switches to the replacement's endpoint: request-log rows sent in the second
+    after the observer died, and settles sent in the second after the ledger died, were lost
+    that way (scripts/soak.py found it). With it a send to a dead actor fails (zmq.Again), and
+    every sender keeps what it could not send: the frontend its rows, the ledger client its
+    settles, the ledger its charges."""
+    return transport.make_socket(zmq.PUSH, IMMEDIATE=1)
+
+
 class Peer:
     """A blocking actor's PUSH socket to another actor: the newest one of `kind` announced in the
     run directory, reconnected when a restarted actor announces a new endpoint. (The ledger and
@@ -210,7 +222,7 @@ class Peer:
         endpoint = found[max(found)]
         if endpoint != self.endpoint:
             self.close(linger=0)
-            self.sock = transport.make_socket(zmq.PUSH)
+            self.sock = push_to_actor()
             self.sock.connect(endpoint)
             self.endpoint = endpoint
         return self.sock
@@ -259,7 +271,7 @@ class ActorClient:
         if endpoint != self.endpoint:
             if self.sock is not None:
                 self.sock.close()
-            s = transport.make_socket(zmq.PUSH)
+            s = push_to_actor()
             s.connect(endpoint)
             self.sock = transport.AsyncSocket(s)
             self.endpoint = endpoint
