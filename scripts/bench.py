@@ -421,6 +421,32 @@ def stream_events() -> list[tuple[str, bytes]]:
     return ev
 
 
+def invoke_stream_frames() -> bytes:
+    """InvokeModelWithResponseStream as Bedrock sends it for a Claude Messages body: `chunk` events
+    carrying base64 Anthropic stream events (message_start, content_block_start, 20 deltas,
+    content_block_stop, message_delta, message_stop with the invocation metrics). Not measured by
+    this harness; scripts/soak.py sends this route through the nginx fake."""
+    import base64
+    words = ANSWER.split(" ")
+    per = -(-len(words) // STREAM_DELTAS)
+    pieces = [" ".join(words[i * per:(i + 1) * per]) + " " for i in range(STREAM_DELTAS)]
+    events = [{"type": "message_start", "message": {
+                  "id": "msg_bdrk_bench0000000000000000", "type": "message", "role": "assistant",
+                  "model": "claude-3-haiku-20240307", "content": [], "stop_reason": None, "stop_sequence": None,
+                  "usage": {"input_tokens": 25, "output_tokens": 1}}},
+              {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+               for t in pieces]
+    events += [{"type": "content_block_stop", "index": 0},
+               {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 42}},
+               {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+                   "inputTokenCount": 25, "outputTokenCount": 42, "invocationLatency": 412, "firstByteLatency": 90}}]
+    return b"".join(eventstream.event_frame("chunk", json.dumps(
+        {"bytes": base64.b64encode(json.dumps(e, separators=(",", ":")).encode()).decode(), "p": "abcdefgh"},
+        separators=(",", ":")).encode()) for e in events)
+
+
 def openai_sse() -> bytes:
     """The same answer as an OpenAI Chat Completions stream: role chunk, 20 content deltas, the
     finish_reason chunk, the usage chunk (stream_options.include_usage) and [DONE]."""
@@ -459,10 +485,12 @@ class FakeUpstream:
         self.bodies = {"converse": read_body("response-converse.json"),
                        "invoke": read_body("response-invoke.json"),
                        "converse-stream": b"".join(eventstream.event_frame(t, b) for t, b in stream_events()),
+                       "invoke-stream": invoke_stream_frames(),
                        "openai": read_body("response-openai.json"),
                        "openai-stream": openai_sse()}
         for route, name in (("converse", "converse.json"), ("converse-stream", "converse-stream.bin"),
-                            ("invoke", "invoke.json"), ("openai", "openai.json"), ("openai-stream", "openai.sse")):
+                            ("invoke", "invoke.json"), ("invoke-stream", "invoke-stream.bin"),
+                            ("openai", "openai.json"), ("openai-stream", "openai.sse")):
             with open(os.path.join(bodies, name), "wb") as f:
                 f.write(self.bodies[route])
         user = ""
