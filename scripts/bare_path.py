@@ -11,9 +11,10 @@ worker processes (round robin); each worker PUSHes the answer back to the fronte
 and the frontend answers with it. Nothing is parsed (neither the request body nor the answer)
 and nothing goes upstream: a path ending in `/converse-stream` gets the frames of
 `--stream-body` (an AWS event stream, sent by the worker one frame per message, as the gateway's
-workers send chunks), any other path the bytes of `--converse-body`. ZeroMQ is driven through
-the gateway's own trio adapter (finops.shared.transport). The workers are this script's children
-(`bare_path.py worker ...`), so CPU summed over the process tree is the whole path's.
+workers send chunks; the frontend writes whatever frames have arrived in one go), any other
+path the bytes of `--converse-body`. ZeroMQ is driven through the gateway's own trio adapter
+(finops.shared.transport). The workers are this script's children (`bare_path.py worker ...`),
+so CPU summed over the process tree is the whole path's.
 """
 from __future__ import annotations
 
@@ -114,8 +115,21 @@ class App:
                 await self.out.send(rid + STREAM)
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"application/vnd.amazon.eventstream"), *headers]})
-                async for frame in recv_ch:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                ended = False
+                while not ended:     # every frame already here goes out in one write
+                    try:
+                        parts = [await recv_ch.receive()]
+                    except trio.EndOfChannel:
+                        break
+                    while True:
+                        try:
+                            parts.append(recv_ch.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                        except trio.EndOfChannel:
+                            ended = True
+                            break
+                    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
                 self.streams.pop(rid, None)

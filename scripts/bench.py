@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Load harness: what the gateway costs per request, next to a direct baseline, on this machine.
 
-    scripts/dev bench                          full run: 10 s x 3 runs per point (about 10 minutes)
+    scripts/dev bench                          full run: 10 s x 3 runs per point (about 45 minutes)
     scripts/dev bench --duration 5             shorter points
+    scripts/dev bench --routes converse --connections 1,16,64 \
+        --scenarios portkey,bare,production,production-redis,mock
+                                               what the performance issue's goals need (Converse)
     scripts/dev bench --profile 15             also py-spy the frontend and workers under load
     scripts/dev bench --help                   every option
 
@@ -17,7 +20,19 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   16 and 64 connections; each point `--runs` runs of `--duration` seconds, median reported, after a
   discarded warm-up per target and route. wrk is a closed loop: past saturation, latency is queueing
   (connections / rps); compare by rps and CPU per request there.
-- Targets, all measured in one run: `direct` (wrk -> nginx, no gateway), `bedrock` (the gateway's
+- Targets, all measured in one run: `direct` (wrk -> nginx, no gateway), `portkey` (Portkey's
+  gateway 1.15.2, one Node process, installed from npm into .bench-cache/portkey/ by
+  scripts/portkey.py and reused, `@hono/node-server` pinned to 1.13.8 by an npm override, started
+  with NODE_ENV=production and a preload binding it to 127.0.0.1; wrk sends it the same
+  conversation as OpenAI Chat Completions with `x-portkey-provider: openai` and
+  `x-portkey-custom-host` = the nginx fake's /v1 (/stream/v1 for streams, which always answers
+  SSE); skipped, and said so in the report, when node or npm is missing; it has no InvokeModel
+  route), `bare` (the design's bare path, scripts/bare_path.py: Hypercorn-trio -> ZeroMQ PUSH ->
+  `--workers` trio workers -> PUSH back, nothing parsed, no upstream, the same Converse bytes and
+  stream frames as the fake: the floor; no InvokeModel route), `production` (the bedrock relay
+  behind an enforced virtual key with a budget and a rate limit that the bench never reaches,
+  request log on: what production runs) and `production-redis` (the same with the ledger on the
+  local Redis and PostgreSQL, as `governed-redis`), `bedrock` (the gateway's
   bedrock provider relaying to the nginx fake, SigV4 re-signing included), `mock` (the built-in
   mock provider, `chunks = 20`: the gateway's cost with no upstream at all) and `openai` (the
   openai provider: the same Bedrock requests translated to Chat Completions and back, against
@@ -28,8 +43,18 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   postgres_server.py); their CPU per request is reported apart, not in the gateway's total.
   `mock-pglog` is mock with the request log on that PostgreSQL (`log_store = "postgres"`): its
   observer CPU per request beside mock's (SQLite) in the same run, PostgreSQL's CPU apart.
-- Gateway CPU: utime+stime from /proc/<pid>/stat of `finops serve` and all its descendants
-  (plus children it reaped), before and after each run, divided by completed requests; also split
+  `bedrock-slow` is bedrock against a second nginx server that answers after a non-blocking 50 ms
+  (echo_sleep; Debian's libnginx-mod-http-echo, skipped when missing), compared with
+  `direct-slow` (wrk -> that server), which the run then measures too.
+- First event: for every target that runs converse-stream, the median time from a request to
+  the first bytes of its body over 100 requests on one connection (http.client), beside direct's.
+- Goals (scripts/bench_goals.py): the performance issue's goals as ratios within the run (CPU
+  per request, rps and added p50 of production against Portkey, production-redis against
+  Portkey, mock against bare, stream against Converse, the slow upstream against direct, first
+  event, idle memory and start time of the gateway), each `ok` or `MISS`, or `not measured` with
+  the flags that would measure it; in table.md, on stdout and in results.json.
+- Gateway CPU: utime+stime from /proc/<pid>/stat of `finops serve` (Portkey: its Node process;
+  bare: its frontend) and all its descendants (plus children it reaped), before and after each run, divided by completed requests; also split
   by role (frontend, workers). Foreign CPU: machine busy time (/proc/stat) minus the gateway,
   nginx, wrk and this script, as % of one core; a run above `--max-foreign-pct`, or with more CPU
   steal than `--max-steal-pct` (the hypervisor running another guest: CPU per request rises with
@@ -37,8 +62,9 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   times). Memory: RSS and PSS summed over the gateway's processes.
 - Correctness: every target is checked once before load (status, body, event frames), wrk's error
   counts (non-2xx, connect, read, write, timeout) must be 0, every request in the request log
-  must have succeeded, and no gateway process may restart during a run. Any failure makes the
-  script exit 1 after writing what it measured.
+  must have succeeded, and no gateway process may restart during a run (Portkey's answer must
+  carry the fake's text; Portkey and bare have no request log, and must listen on 127.0.0.1
+  only). Any failure makes the script exit 1 after writing what it measured.
 
 Output: a markdown table on stdout, and bench-results/<UTC timestamp>/ with results.json,
 table.md, the raw wrk output of every run, the gateway and nginx logs, and with --profile the raw
@@ -52,7 +78,7 @@ once with `--gil` (Python's own CPU time only), and writes profile-summary.md (s
 component, by function, inclusive).
 
 Needs nginx and wrk: if missing they are installed with apt-get (nginx-light, wrk); --profile
-installs py-spy into the venv with pip.
+installs py-spy into the venv with pip; the `portkey` target needs node and npm (Node.js 20).
 """
 from __future__ import annotations
 
@@ -100,12 +126,13 @@ ROUTES = {  # route -> (request body file, fake's response body file)
     "invoke": ("request-invoke.json", "response-invoke.json"),
 }
 SCENARIOS = ("portkey", "bare", "production", "production-redis", "bedrock", "mock", "openai", "governed",
-             "governed-redis", "weighted", "nolog", "mock-pglog")
+             "governed-redis", "weighted", "nolog", "mock-pglog", "bedrock-slow")
 PEERS = ("portkey", "bare")                    # not the gateway: Portkey, and the design's bare path (the floor)
 GOVERNED = ("governed", "governed-redis", "production", "production-redis")  # requests present BENCH_VK
 MOCKED = ("mock", "openai", "governed", "governed-redis", "weighted", "nolog", "mock-pglog")   # answers not the fake's bytes
 SHARED = ("governed-redis", "mock-pglog", "production-redis")  # on the local Redis / PostgreSQL (Backends)
 BENCH_VK = "bench-virtual-key-secret-0123"
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"   # Debian's libnginx-mod-http-echo (bedrock-slow)
 TARGETS = {"added_p50_ms_at_1": 1.5, "cpu_ms_per_req": 2.0, "max_rps": 800.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STREAM_DELTAS = 20
@@ -426,7 +453,7 @@ def request_for(target: str, route: str, fake_url: str) -> Req | None:
                    portkey.upstream_headers(fake_url, stream))
     if target == "bare" and route == "invoke":
         return None
-    prefix = "" if target == "direct" else GATEWAY_PREFIX
+    prefix = "" if target.startswith("direct") else GATEWAY_PREFIX
     return Req(f"{prefix}/model/{MODEL_PATH}/{route}", ROUTES[route][0],
                {"x-bf-vk": BENCH_VK} if target in GOVERNED else {})
 
@@ -478,11 +505,15 @@ def openai_sse() -> bytes:
 # --- the fake upstream ----------------------------------------------------------------------
 
 class FakeUpstream:
-    def __init__(self, procs: Procs, nginx: str, tmp: str, out: str):
-        self.procs, self.nginx_bin, self.out = procs, nginx, out
+    """nginx answering with fixed bodies on `url`, and with `slow` the same after 50 ms on `slow_url`."""
+
+    def __init__(self, procs: Procs, nginx: str, tmp: str, out: str, slow: bool = False):
+        self.procs, self.nginx_bin, self.out, self.slow = procs, nginx, out, slow
         self.dir = os.path.join(tmp, "nginx")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.slow_port = free_port() if slow else 0
+        self.slow_url = f"http://127.0.0.1:{self.slow_port}" if slow else ""
         self.proc: subprocess.Popen | None = None
         self.bodies: dict[str, bytes] = {}
 
@@ -504,6 +535,11 @@ class FakeUpstream:
             user = f"user nobody {grp.getgrgid(pw.pw_gid).gr_name};"
         with open(os.path.join(DATA, "nginx.conf")) as f:
             conf = f.read().replace("@@DIR@@", self.dir).replace("@@PORT@@", str(self.port)).replace("@@USER@@", user)
+        if self.slow:
+            conf = conf.replace("@@LOAD_ECHO@@", f"load_module {ECHO_MODULE};").replace("@@SLOW_PORT@@",
+                                                                                      str(self.slow_port))
+        else:
+            conf = re.sub(r"\n *# SLOW begin\n.*# SLOW end\n", "\n", conf, flags=re.S).replace("@@LOAD_ECHO@@", "")
         conf_path = os.path.join(self.dir, "nginx.conf")
         with open(conf_path, "w") as f:
             f.write(conf)
@@ -521,16 +557,17 @@ class FakeUpstream:
             if self.proc.poll() is not None:
                 raise BenchError(f"nginx exited with {self.proc.returncode}; see {self.out}/nginx.log")
             try:
-                status, _, _ = post(self.url, f"/model/{MODEL_PATH}/converse", b"{}")
-                if status == 200:
+                if all(post(url, f"/model/{MODEL_PATH}/converse", b"{}")[0] == 200
+                       for url in (self.url, self.slow_url) if url):
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise BenchError(f"nginx fake not answering on {self.url} after 15s")
+                raise BenchError(f"nginx fake not answering on {self.url} {self.slow_url} after 15s")
             time.sleep(0.05)
-        log(f"fake upstream (nginx, pid {self.proc.pid}) on {self.url}; stream body "
-            f"{len(self.bodies['converse-stream'])} B in {len(stream_events())} frames")
+        log(f"fake upstream (nginx, pid {self.proc.pid}) on {self.url}"
+            + (f", +50 ms on {self.slow_url}" if self.slow else "")
+            + f"; stream body {len(self.bodies['converse-stream'])} B in {len(stream_events())} frames")
         return self
 
 
@@ -616,6 +653,8 @@ class Gateway:
                          "\n[default_route]\nprovider = \"m\"\n")
         if self.scenario == "bedrock":
             return server + bedrock
+        if self.scenario == "bedrock-slow":   # the same relay to the fake's +50 ms server
+            return server + bedrock.replace(self.fake.url, self.fake.slow_url)
         if self.scenario == "openai":
             return server + (f"\n[providers.fake]\nkind = \"openai\"\nbase_url = \"{self.fake.url}/v1\"\n"
                              "keys = [{api_key = \"sk-bench\"}]\n"
@@ -866,7 +905,7 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
     elif body != fake.bodies[route]:
         raise BenchError(f"{where}: body differs from the fake's ({len(body)} vs {len(fake.bodies[route])} B): "
                          f"{body[:200]!r}")
-    if target != "direct" and "x-amzn-requestid" not in hdr:
+    if not target.startswith("direct") and "x-amzn-requestid" not in hdr:
         raise BenchError(f"{where}: no x-amzn-RequestId header")
 
 
@@ -892,6 +931,31 @@ def check_openai_answer(where: str, hdr: dict, body: bytes, fake: FakeUpstream, 
         raise BenchError(f"{where}: answer text differs from the fake's: {got[:120]!r} vs {want[:120]!r}")
     if stream and not hdr.get("content-type", "").startswith("text/event-stream"):
         raise BenchError(f"{where}: content-type {hdr.get('content-type')!r}")
+
+
+def first_event_ms(base: str, req: Req, n: int = 100, discard: int = 5) -> float:
+    """Median time from sending `req` to reading the first bytes of the answer's body, over `n`
+    requests one after the other on one connection (http.client), after `discard` more. wrk times
+    whole responses; this is when a streaming client sees its first event."""
+    host, port = base.split("//")[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    body, headers = read_body(req.body), {"content-type": "application/json", **req.headers}
+    times = []
+    try:
+        for i in range(n + discard):
+            t0 = time.perf_counter()
+            c.request("POST", req.path, body=body, headers=headers)
+            r = c.getresponse()
+            first = r.read1(65536)
+            t1 = time.perf_counter()
+            rest = r.read()
+            if r.status != 200 or not first:
+                raise BenchError(f"first-event probe {base}{req.path}: HTTP {r.status}: {(first + rest)[:200]!r}")
+            if i >= discard:
+                times.append(t1 - t0)
+    finally:
+        c.close()
+    return statistics.median(times) * 1000
 
 
 # --- load ---------------------------------------------------------------------------------------
@@ -1230,16 +1294,21 @@ def signed(v, nd=3):
     return "–" if v is None else f"{v:+.{nd}f}"
 
 
+def baseline(target: str) -> str:
+    """The direct target a target's added latency is measured against (the same upstream)."""
+    return "direct-slow" if target.endswith("-slow") else "direct"
+
+
 def report(points: list[dict], meta: dict) -> tuple[str, list[dict], list[dict]]:
     by = {(p["target"], p["route"], p["connections"]): p for p in points}
     conns = sorted({p["connections"] for p in points})
     routes = [r for r in ROUTES if any(p["route"] == r for p in points)]
-    targets = ["direct"] + [s for s in SCENARIOS if any(p["target"] == s for p in points)]
+    targets = [s for s in ("direct", "direct-slow") + SCENARIOS if any(p["target"] == s for p in points)]
     for p in points:
-        d = by.get(("direct", p["route"], p["connections"]))
-        p["added_p50_ms"] = p["p50_ms"] - d["p50_ms"] if d and p["target"] != "direct" else None
-        p["added_p99_ms"] = p["p99_ms"] - d["p99_ms"] if d and p["target"] != "direct" else None
-    goals = bench_goals.evaluate(points, meta.get("gateways", []))
+        d = by.get((baseline(p["target"]), p["route"], p["connections"]))
+        p["added_p50_ms"] = p["p50_ms"] - d["p50_ms"] if d and d is not p else None
+        p["added_p99_ms"] = p["p99_ms"] - d["p99_ms"] if d and d is not p else None
+    goals = bench_goals.evaluate(points, meta.get("gateways", []), meta.get("first_event_ms", {}))
     a = meta["args"]
     out = [f"# FinOps gateway benchmark, {meta['started_utc']}", "",
            f"{meta['machine']['cpus']} CPU {meta['machine']['cpu_model']}, {meta['machine']['mem_gib']} GiB; "
@@ -1276,6 +1345,16 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict], list[dict]]
                 "the machine or the host); see results.json."]
     for name, why in meta.get("skipped", {}).items():
         out += ["", f"Not measured: `{name}`: {why}."]
+    if meta.get("first_event_ms"):
+        fe = meta["first_event_ms"]
+        out += ["", "First event of a ConverseStream (Portkey: of its Chat Completions stream), one connection: "
+                "median time from the request to the first bytes of the body over 100 requests (http.client); "
+                "added against the direct target on the same upstream.", "",
+                "| target | first event ms | added ms |", "|---|---:|---:|"]
+        for t in targets:
+            if t in fe:
+                b = fe.get(baseline(t)) if not t.startswith("direct") else None
+                out.append(f"| {t} | {fe[t]:.3f} | {signed(fe[t] - b if b is not None else None)} |")
     out += [""] + bench_goals.markdown(goals)
     out += ["", "Details: rps range over the runs, CPU by process role (and the part spent in ZeroMQ's I/O "
             "threads, all roles; actors = ledger, observer and cache), foreign CPU (other processes, % of one "
@@ -1308,8 +1387,8 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict], list[dict]]
     out += ["", f"Targets: added p50 <= {TARGETS['added_p50_ms_at_1']} ms at 1 connection, CPU <= "
             f"{TARGETS['cpu_ms_per_req']} ms/req (worst point), >= {TARGETS['max_rps']:.0f} rps (best point).", "",
             "| target | route | added p50 @1 ms | CPU ms/req (worst) | max rps | verdict |", "|---|---|---:|---:|---:|---|"]
-    for t in targets[1:]:
-        if t in PEERS:
+    for t in targets:
+        if t in PEERS or t.startswith("direct"):
             continue
         for route in routes:
             ps = [by[(t, route, c)] for c in conns if (t, route, c) in by]
@@ -1375,7 +1454,7 @@ def parse_args(argv=None):
     ap.add_argument("--routes", type=csv, default=["converse", "converse-stream"],
                     help=f"comma-separated, of {', '.join(ROUTES)} (default converse,converse-stream)")
     ap.add_argument("--scenarios", type=csv, default=list(SCENARIOS),
-                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), governed-redis (governed with the ledger on a local Redis + PostgreSQL), mock-pglog (mock with the request log on a local PostgreSQL), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
+                    help="targets beside direct: portkey (Portkey 1.15.2 from npm, OpenAI chat route, against the nginx fake; skipped without node/npm), bare (the design's bare path, scripts/bare_path.py), production (bedrock with an enforced virtual key, budget, rate limit and the request log), production-redis (production with the ledger on a local Redis + PostgreSQL), bedrock-slow (bedrock against the fake's +50 ms server, beside direct-slow), bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), governed-redis (governed with the ledger on a local Redis + PostgreSQL), mock-pglog (mock with the request log on a local PostgreSQL), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in docs/peers.md)")
@@ -1436,7 +1515,12 @@ def main(argv=None) -> int:
             log(f"portkey: {why}; skipping it")
             skipped["portkey"] = why
             args.scenarios = [s for s in args.scenarios if s != "portkey"]
-    points_n = (1 + len(args.scenarios)) * len(args.routes) * len(args.connections)
+    if "bedrock-slow" in args.scenarios and not os.path.exists(ECHO_MODULE):
+        why = f"nginx's echo module is missing ({ECHO_MODULE}; apt-get install libnginx-mod-http-echo)"
+        log(f"bedrock-slow: {why}; skipping it")
+        skipped["bedrock-slow"] = why
+        args.scenarios = [s for s in args.scenarios if s != "bedrock-slow"]
+    points_n = (1 + len(args.scenarios) + ("bedrock-slow" in args.scenarios)) * len(args.routes) * len(args.connections)
     est = points_n * args.runs * args.duration + (1 + len(args.scenarios)) * len(args.routes) * args.warmup
     est += len(args.scenarios) * ((args.profile + 6) * (2 if args.profile_mode == "both" else 1) + 5)
     log(f"{points_n} points x {args.runs} runs x {args.duration}s: about {est / 60:.1f} minutes; results in {out}")
@@ -1444,7 +1528,8 @@ def main(argv=None) -> int:
     meta = {"started_utc": started.strftime("%Y-%m-%d %H:%M:%SZ"), "args": vars(args), "machine": machine_info(),
             "versions": {"nginx": tool_version([nginx, "-v"]), "wrk": tool_version([wrk, "-v"]),
                          "python": sys.version.split()[0]},
-            "git": git_rev(), "targets": TARGETS, "gateways": [], "skipped": skipped}
+            "git": git_rev(), "targets": TARGETS, "gateways": [], "skipped": skipped,
+            "first_event_ms": {}}
     procs = Procs()
     tmp = tempfile.mkdtemp(prefix="finops-bench-")
     points: list[dict] = []
@@ -1474,17 +1559,22 @@ def main(argv=None) -> int:
 
     code = 0
     try:
-        fake = FakeUpstream(procs, nginx, tmp, out).start()
+        fake = FakeUpstream(procs, nginx, tmp, out, slow="bedrock-slow" in args.scenarios).start()
         if any(s in SHARED for s in args.scenarios):
             backends = Backends(tmp).start()
         runner = Runner(args, procs, wrk, fake, tmp, out, backends)
-        log("direct (wrk -> nginx fake)")
-        for route in args.routes:
-            preflight("direct", fake.url, route, fake)
-            req = request_for("direct", route, fake.url)
-            runner.warm("direct", fake.url, req, route)
-            for c in args.connections:
-                points.append(runner.point("direct", fake.url, req, route, c, None))
+        for direct, url in (("direct", fake.url), ("direct-slow", fake.slow_url)):
+            if not url:
+                continue
+            log(f"{direct} (wrk -> nginx fake{', +50 ms' if direct == 'direct-slow' else ''})")
+            for route in args.routes:
+                preflight(direct, url, route, fake)
+                req = request_for(direct, route, fake.url)
+                runner.warm(direct, url, req, route)
+                for c in args.connections:
+                    points.append(runner.point(direct, url, req, route, c, None))
+                if route == "converse-stream":
+                    meta["first_event_ms"][direct] = first_event_ms(url, req)
         save(False)
         for scenario in args.scenarios:
             routes = [r for r in args.routes if request_for(scenario, r, fake.url)]
@@ -1510,6 +1600,9 @@ def main(argv=None) -> int:
                         p = runner.point(scenario, gw.url, req, route, c, gw)
                         points.append(p)
                         peak = (max(peak[0], p["rss_peak_mib"]), max(peak[1], p["pss_peak_mib"]))
+                    if route == "converse-stream":
+                        meta["first_event_ms"][scenario] = first_event_ms(gw.url, req)
+                        log(f"  {scenario} first event: {meta['first_event_ms'][scenario]:.3f} ms (median, 1 connection)")
                 after = tree_memory(gw.proc.pid)
                 if args.profile and scenario != "portkey":   # py-spy reads Python processes only
                     for gil in {"wall": [False], "gil": [True], "both": [False, True]}[args.profile_mode]:
