@@ -1077,6 +1077,10 @@ class Runner:
                                threads_cpu_ms_per_req={k: round(v * ms / n, 4) for k, v in sorted(gw_ticks.items())
                                                        if ":" in k},
                                rss_peak_mib=mem.peak[0], pss_peak_mib=mem.peak[1])
+                    if target == "portkey":          # one Node process: no frontend/worker split
+                        for k in ("frontend_cpu_ms_per_req", "worker_cpu_ms_per_req", "actors_cpu_ms_per_req",
+                                  "observer_cpu_ms_per_req"):
+                            del rec[k]
                     if target in SHARED:             # the shared servers' CPU, not in the gateway's total
                         rec.update(redis_cpu_ms_per_req=(after.redis - before.redis) * ms / n,
                                    postgres_cpu_ms_per_req=(after.postgres - before.postgres) * ms / n)
@@ -1326,8 +1330,10 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict], list[dict]]
            "budget and rate limits (ledger reserve + settle); `governed-redis` = the same with the ledger on a local Redis "
            "(settled spend to a local PostgreSQL; their CPU is reported apart, not in the gateway's); `mock-pglog` = mock "
            "with the request log on that PostgreSQL (`log_store = \"postgres\"`; compare its observer CPU with mock's); `nolog` = mock with the request log (and the metrics it "
-           "feeds) off, so mock minus nolog is what logging costs; `direct` = wrk -> nginx fake. Added = gateway minus direct at the same "
-           "connection count; past saturation it is queueing (wrk is closed-loop).", "",
+           "feeds) off, so mock minus nolog is what logging costs; `bedrock-slow` = bedrock against the fake's server that "
+           "answers after 50 ms, `direct-slow` = wrk -> that server; `direct` = wrk -> nginx fake. Added = gateway minus "
+           "direct (direct-slow for bedrock-slow) at the same connection count; past saturation it is queueing (wrk is "
+           "closed-loop).", "",
            "| route | target | conns | rps | p50 ms | added p50 ms | p99 ms | CPU ms/req |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for route in routes:
@@ -1575,6 +1581,7 @@ def main(argv=None) -> int:
                     points.append(runner.point(direct, url, req, route, c, None))
                 if route == "converse-stream":
                     meta["first_event_ms"][direct] = first_event_ms(url, req)
+                    log(f"  {direct} first event: {meta['first_event_ms'][direct]:.3f} ms (median, 1 connection)")
         save(False)
         for scenario in args.scenarios:
             routes = [r for r in args.routes if request_for(scenario, r, fake.url)]
