@@ -527,7 +527,7 @@ def sample_memory(gw: SoakGateway, start: float, every: float, stop: threading.E
             return
 
 
-def memory_verdicts(procs: dict, warm: float, window: float, limit_pct: float, end: float) -> list[dict]:
+def memory_verdicts(procs: dict, warm: float, window: float, limit_pct: float) -> list[dict]:
     out = []
     for p in sorted(procs.values(), key=lambda p: (p["role"], p["born"])):
         s = p["samples"]
@@ -865,7 +865,6 @@ def main(argv=None) -> int:
         th_chaos.start()
         open_loop(gw.port, a, rate, seconds, rec, t0, counter, stats)
         snap1 = bench.Snapshot(gw.proc.pid, fake.proc.pid)
-        soak_s = time.monotonic() - soak_t0
         stop.set()
         th_chaos.join(35)
         th_mem.join(10)
@@ -878,7 +877,7 @@ def main(argv=None) -> int:
         rec = None
 
         d = {"args": vars(a), "records": records, "rows": rows, "usage": usage, "kills": kills, "plan": plan,
-             "memory": memory_verdicts(mem, a.mem_warmup, a.mem_window, a.mem_limit_pct, soak_s), "stats": stats,
+             "memory": memory_verdicts(mem, a.mem_warmup, a.mem_window, a.mem_limit_pct), "stats": stats,
              "gw_alive": gw_alive, "rate": rate, "max_rps": max_rps, "git": bench.git_rev(),
              "machine": bench.machine_info(), "started": started.strftime("%Y-%m-%d %H:%M:%SZ"),
              "cpu": cpu_split(snap0, snap1, upstream.pid)}
