@@ -190,16 +190,24 @@ def main(actor_cls, argv=None) -> int:
     return 0
 
 
-def push_to_actor() -> zmq.Socket:
-    """A PUSH socket for messages to an actor, with ZMQ_IMMEDIATE: a message is queued only on a
-    live connection. Without it ZeroMQ keeps queueing messages for an actor that died (for the
-    endpoint it had, which its replacement does not reuse), reports them sent, and drops them
-    when the sender switches to the replacement's endpoint: request-log rows sent in the second
-    after the observer died, and settles sent in the second after the ledger died, were lost
-    that way (scripts/soak.py found it). With it a send to a dead actor fails (zmq.Again), and
-    every sender keeps what it could not send: the frontend its rows, the ledger client its
-    settles, the ledger its charges."""
-    return transport.make_socket(zmq.PUSH, IMMEDIATE=1)
+CONNECT_WAIT_MS = 100      # a new connection to an actor is given this long to complete before the first send
+
+
+def push_to_actor(endpoint: str) -> zmq.Socket:
+    """A PUSH socket connected to an actor's endpoint, with ZMQ_IMMEDIATE: a message is queued
+    only on a live connection. Without it ZeroMQ keeps queueing messages for an actor that died
+    (for the endpoint it had, which its replacement does not reuse), reports them sent, and drops
+    them when the sender switches to the replacement's endpoint: request-log rows sent in the
+    second after the observer died, and settles sent in the second after the ledger died, were
+    lost that way (scripts/soak.py found it). With it a send to a dead actor fails (zmq.Again),
+    and every sender keeps what it could not send: the frontend its rows, the ledger client its
+    settles, the ledger its charges. The connection is waited for (at most CONNECT_WAIT_MS; on a
+    loopback or ipc endpoint it takes well under a millisecond), so the first send after a
+    (re)connect goes out as before; past that wait, senders retry as when the actor is away."""
+    sock = transport.make_socket(zmq.PUSH, IMMEDIATE=1)
+    sock.connect(endpoint)
+    sock.poll(CONNECT_WAIT_MS, zmq.POLLOUT)
+    return sock
 
 
 class Peer:
@@ -222,8 +230,7 @@ class Peer:
         endpoint = found[max(found)]
         if endpoint != self.endpoint:
             self.close(linger=0)
-            self.sock = push_to_actor()
-            self.sock.connect(endpoint)
+            self.sock = push_to_actor(endpoint)
             self.endpoint = endpoint
         return self.sock
 
@@ -271,9 +278,7 @@ class ActorClient:
         if endpoint != self.endpoint:
             if self.sock is not None:
                 self.sock.close()
-            s = push_to_actor()
-            s.connect(endpoint)
-            self.sock = transport.AsyncSocket(s)
+            self.sock = transport.AsyncSocket(push_to_actor(endpoint))
             self.endpoint = endpoint
             log.info("connected to the %s at %s", self.kind, endpoint)
         return True
