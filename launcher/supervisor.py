@@ -24,11 +24,10 @@ import json
 import logging
 import os
 import signal
-import ssl
+import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 from finops.shared.config import Config
 from finops.shared.rundir import RESTARTS_FILE
@@ -138,15 +137,27 @@ class Supervisor:
             log.warning("cannot write %s: %s", path, e)
 
     def _healthy(self) -> bool:
+        """GET /health answers 200. A bare socket, not urllib: the supervisor stays small (urllib
+        imports http.client, email and ssl; ssl is imported here only when the port serves TLS)."""
         s = self.cfg.server
-        host = "127.0.0.1" if s.host in ("0.0.0.0", "") else ("[::1]" if s.host == "::" else s.host)
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
+        host = s.host.strip("[]")
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
         try:
-            ctx = ssl._create_unverified_context() if s.scheme == "https" else None   # our own port, loopback
-            with urllib.request.urlopen(f"{s.scheme}://{host}:{s.port}/health", timeout=0.5, context=ctx) as r:
-                return r.status == 200
-        except Exception:
+            with socket.create_connection((host, s.port), timeout=0.5) as sock:
+                conn = sock
+                if s.scheme == "https":
+                    import ssl
+                    conn = ssl._create_unverified_context().wrap_socket(sock)   # our own port, loopback
+                name = f"[{host}]" if ":" in host else host
+                conn.sendall(f"GET /health HTTP/1.1\r\nHost: {name}:{s.port}\r\nConnection: close\r\n\r\n".encode())
+                head = b""
+                while b"\r\n" not in head and len(head) < 256:
+                    chunk = conn.recv(256)
+                    if not chunk:
+                        break
+                    head += chunk
+                return head.split(b" ", 2)[1:2] == [b"200"]
+        except (OSError, ValueError):
             return False
 
     def shutdown(self) -> int:

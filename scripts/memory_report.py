@@ -188,7 +188,7 @@ def read_modules(folder: str, pid: int) -> list[str] | None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--config", default="default", help="default (embedded), mock, bedrock, or a TOML file")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--frontends", type=int, default=1)

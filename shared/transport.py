@@ -24,10 +24,14 @@ import hashlib
 import os
 import tempfile
 
-import trio
 import zmq
 
 from . import envelope
+from .lazy import lazy
+
+# The blocking actors (ledger, observer, cache) use the sockets here but never trio: trio, with ssl and
+# attrs, is about 15 MiB of RSS they need not carry. The trio processes import it anyway.
+trio = lazy("trio", globals())
 
 HWM = 100_000            # messages queued per socket before send waits (flow control is per stream)
 _EDGE_SAFETY_TIMEOUT = 0.25  # seconds; re-check ZMQ_EVENTS even if no edge arrives

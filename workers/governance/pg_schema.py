@@ -29,7 +29,7 @@ from finops.shared.lazy import lazy
 from .store import Names, StoreError, StoreUnavailable, upgrade
 
 log = logging.getLogger("finops.governance.pg")
-psycopg = lazy("psycopg")     # imported by the first connection: most processes never open one
+psycopg = lazy("psycopg", globals())     # imported by the first connection: most processes never open one
 
 # The advisory lock key of the schema check/upgrade ("FinOps" as a 48-bit integer).
 MIGRATION_LOCK = 0x46696E4F7073

@@ -40,7 +40,7 @@ from finops.workers.governance.store import StoreError, StoreUnavailable
 from . import logdb
 from .logsql import LABELS, MEASURES, POSTGRES, SOURCE_COLUMNS
 
-psycopg = lazy("psycopg")     # imported by the first connection: most processes never open one
+psycopg = lazy("psycopg", globals())     # imported by the first connection: most processes never open one
 
 log = logging.getLogger("finops.observer.pglog")
 
