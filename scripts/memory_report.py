@@ -81,6 +81,16 @@ def memory(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (its start-up, when read at idle)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def threads(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
@@ -153,7 +163,7 @@ def one_run(args, tmp: str) -> dict:
         for pid in sorted(tree(proc.pid)):
             rss, pss = memory(pid)
             rows.append({"pid": pid, "role": role_of(pid, proc.pid), "rss": rss, "pss": pss,
-                         "threads": threads(pid)})
+                         "threads": threads(pid), "cpu": cpu_seconds(pid)})
         if args.modules:
             for r in rows:
                 os.kill(r["pid"], signal.SIGUSR2)
@@ -219,14 +229,15 @@ def main() -> int:
     med = statistics.median
     print(f"finops serve, config {args.config}, {args.workers} workers, {args.frontends} frontends, "
           f"{len(runs)} run(s), measured {args.settle:g}s after ready (medians)")
-    print(f"{'process':<14} {'RSS MiB':>8} {'PSS MiB':>8} {'threads':>8} {'modules':>8}")
+    print(f"{'process':<14} {'RSS MiB':>8} {'PSS MiB':>8} {'CPU s':>8} {'threads':>8} {'modules':>8}")
     for name in sorted(by, key=lambda n: (n.split('#')[0] != "supervisor", n)):
         rs = by[name]
         mods = rs[-1].get("modules")
         print(f"{name:<14} {med(r['rss'] for r in rs):8.1f} {med(r['pss'] for r in rs):8.1f} "
-              f"{med(r['threads'] for r in rs):8.0f} {len(mods) if mods else '':>8}")
+              f"{med(r['cpu'] for r in rs):8.2f} {med(r['threads'] for r in rs):8.0f} {len(mods) if mods else '':>8}")
     print(f"{'total':<14} {med(sum(r['rss'] for r in run['rows']) for run in runs):8.1f} "
           f"{med(sum(r['pss'] for r in run['rows']) for run in runs):8.1f} "
+          f"{med(sum(r['cpu'] for r in run['rows']) for run in runs):8.2f} "
           f"{med(len(run['rows']) for run in runs):8.0f} processes")
     print(f"ready in {med(run['ready_s'] for run in runs):.2f} s (runs: "
           + ", ".join(f"{run['ready_s']:.2f}" for run in runs) + ")")

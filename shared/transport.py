@@ -20,7 +20,6 @@ waits on an fd.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import tempfile
 
@@ -50,6 +49,7 @@ def short_socket_dir(run_dir: str) -> str:
     """A directory for ipc sockets whose paths fit the 107-byte sun_path limit."""
     if len(run_dir) + 32 < 100:
         return run_dir
+    import hashlib      # here: hashlib loads OpenSSL (3.4 MiB RSS), which the actors otherwise never need
     d = os.path.join(tempfile.gettempdir(), "finops-" + hashlib.sha1(run_dir.encode()).hexdigest()[:12])
     os.makedirs(d, exist_ok=True)
     return d
