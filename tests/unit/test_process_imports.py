@@ -5,8 +5,9 @@ Every module a process imports stays in its RSS for the process's life: botocore
 (about 15, ssl included), OpenSSL itself (hashlib, secrets: 3.4). Each process's entry module must
 load with the heavy packages it never uses on the default configuration blocked: the ledger and the
 observer are blocking actors (no trio), nothing but a configured PostgreSQL store or log imports
-psycopg, nothing but a bedrock provider or a SigV4 check imports botocore, only the observer renders
-metrics, and the supervisor carries no config loader (it is exec'd with a plan: launcher/supervisor.py).
+psycopg, nothing but a bedrock provider or a SigV4 check imports botocore, the observer renders
+metrics without prometheus_client (observe/exposition.py), and the supervisor carries no config
+loader (it is exec'd with a plan: launcher/supervisor.py).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ ENTRY_MODULES = {
                                    "psycopg", "botocore", "prometheus_client"),
     "finops.workers.ledger.actor": ("trio", "ssl", "_hashlib", "psycopg", "botocore", "prometheus_client",
                                     "hypercorn", "h11", "httpx"),
-    "finops.workers.observe.actor": ("trio", "psycopg", "botocore", "hypercorn", "h11", "httpx"),
+    "finops.workers.observe.actor": ("trio", "ssl", "_hashlib", "http", "email", "psycopg", "botocore",
+                                     "prometheus_client", "hypercorn", "h11", "httpx"),
     "finops.workers.worker": ("psycopg", "botocore", "prometheus_client", "hypercorn"),
     "finops.frontend.server": ("psycopg", "botocore", "prometheus_client", "sqlite3"),
 }
