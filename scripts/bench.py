@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Load harness: what the gateway costs per request, next to a direct baseline, on this machine.
 
-    scripts/dev bench                          full run: 10 s x 3 runs per point (about 10 minutes)
+    scripts/dev bench                          full run: 10 s x 3 runs per point (about 45 minutes)
     scripts/dev bench --duration 5             shorter points
+    scripts/dev bench --routes converse --connections 1,16,64 \
+        --scenarios portkey,bare,production,production-redis,mock
+                                               what the performance issue's goals need (Converse)
     scripts/dev bench --profile 15             also py-spy the frontend and workers under load
     scripts/dev bench --help                   every option
 
@@ -17,7 +20,19 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   16 and 64 connections; each point `--runs` runs of `--duration` seconds, median reported, after a
   discarded warm-up per target and route. wrk is a closed loop: past saturation, latency is queueing
   (connections / rps); compare by rps and CPU per request there.
-- Targets, all measured in one run: `direct` (wrk -> nginx, no gateway), `bedrock` (the gateway's
+- Targets, all measured in one run: `direct` (wrk -> nginx, no gateway), `portkey` (Portkey's
+  gateway 1.15.2, one Node process, installed from npm into .bench-cache/portkey/ by
+  scripts/portkey.py and reused, `@hono/node-server` pinned to 1.13.8 by an npm override, started
+  with NODE_ENV=production and a preload binding it to 127.0.0.1; wrk sends it the same
+  conversation as OpenAI Chat Completions with `x-portkey-provider: openai` and
+  `x-portkey-custom-host` = the nginx fake's /v1 (/stream/v1 for streams, which always answers
+  SSE); skipped, and said so in the report, when node or npm is missing; it has no InvokeModel
+  route), `bare` (the design's bare path, scripts/bare_path.py: Hypercorn-trio -> ZeroMQ PUSH ->
+  `--workers` trio workers -> PUSH back, nothing parsed, no upstream, the same Converse bytes and
+  stream frames as the fake: the floor; no InvokeModel route), `production` (the bedrock relay
+  behind an enforced virtual key with a budget and a rate limit that the bench never reaches,
+  request log on: what production runs) and `production-redis` (the same with the ledger on the
+  local Redis and PostgreSQL, as `governed-redis`), `bedrock` (the gateway's
   bedrock provider relaying to the nginx fake, SigV4 re-signing included), `mock` (the built-in
   mock provider, `chunks = 20`: the gateway's cost with no upstream at all) and `openai` (the
   openai provider: the same Bedrock requests translated to Chat Completions and back, against
@@ -28,8 +43,18 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   postgres_server.py); their CPU per request is reported apart, not in the gateway's total.
   `mock-pglog` is mock with the request log on that PostgreSQL (`log_store = "postgres"`): its
   observer CPU per request beside mock's (SQLite) in the same run, PostgreSQL's CPU apart.
-- Gateway CPU: utime+stime from /proc/<pid>/stat of `finops serve` and all its descendants
-  (plus children it reaped), before and after each run, divided by completed requests; also split
+  `bedrock-slow` is bedrock against a second nginx server that answers after a non-blocking 50 ms
+  (echo_sleep; Debian's libnginx-mod-http-echo, skipped when missing), compared with
+  `direct-slow` (wrk -> that server), which the run then measures too.
+- First event: for every target that runs converse-stream, the median time from a request to
+  the first bytes of its body over 100 requests on one connection (http.client), beside direct's.
+- Goals (scripts/bench_goals.py): the performance issue's goals as ratios within the run (CPU
+  per request, rps and added p50 of production against Portkey, production-redis against
+  Portkey, mock against bare, stream against Converse, the slow upstream against direct, first
+  event, idle memory and start time of the gateway), each `ok` or `MISS`, or `not measured` with
+  the flags that would measure it; in table.md, on stdout and in results.json.
+- Gateway CPU: utime+stime from /proc/<pid>/stat of `finops serve` (Portkey: its Node process;
+  bare: its frontend) and all its descendants (plus children it reaped), before and after each run, divided by completed requests; also split
   by role (frontend, workers). Foreign CPU: machine busy time (/proc/stat) minus the gateway,
   nginx, wrk and this script, as % of one core; a run above `--max-foreign-pct`, or with more CPU
   steal than `--max-steal-pct` (the hypervisor running another guest: CPU per request rises with
@@ -37,8 +62,9 @@ Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Por
   times). Memory: RSS and PSS summed over the gateway's processes.
 - Correctness: every target is checked once before load (status, body, event frames), wrk's error
   counts (non-2xx, connect, read, write, timeout) must be 0, every request in the request log
-  must have succeeded, and no gateway process may restart during a run. Any failure makes the
-  script exit 1 after writing what it measured.
+  must have succeeded, and no gateway process may restart during a run (Portkey's answer must
+  carry the fake's text; Portkey and bare have no request log, and must listen on 127.0.0.1
+  only). Any failure makes the script exit 1 after writing what it measured.
 
 Output: a markdown table on stdout, and bench-results/<UTC timestamp>/ with results.json,
 table.md, the raw wrk output of every run, the gateway and nginx logs, and with --profile the raw
@@ -52,7 +78,7 @@ once with `--gil` (Python's own CPU time only), and writes profile-summary.md (s
 component, by function, inclusive).
 
 Needs nginx and wrk: if missing they are installed with apt-get (nginx-light, wrk); --profile
-installs py-spy into the venv with pip.
+installs py-spy into the venv with pip; the `portkey` target needs node and npm (Node.js 20).
 """
 from __future__ import annotations
 
@@ -76,11 +102,14 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DATA = os.path.join(HERE, "bench")
 import apt_packages  # noqa: E402  (scripts/, beside this file)
+import bench_goals  # noqa: E402
+import portkey  # noqa: E402
 from procstat import read_stat, tree  # noqa: E402
 
 try:
@@ -96,11 +125,14 @@ ROUTES = {  # route -> (request body file, fake's response body file)
     "converse-stream": ("request-converse.json", None),
     "invoke": ("request-invoke.json", "response-invoke.json"),
 }
-SCENARIOS = ("bedrock", "mock", "openai", "governed", "governed-redis", "weighted", "nolog", "mock-pglog")
-GOVERNED = ("governed", "governed-redis")     # scenarios whose requests present BENCH_VK
+SCENARIOS = ("portkey", "bare", "production", "production-redis", "bedrock", "mock", "openai", "governed",
+             "governed-redis", "weighted", "nolog", "mock-pglog", "bedrock-slow")
+PEERS = ("portkey", "bare")                    # not the gateway: Portkey, and the design's bare path (the floor)
+GOVERNED = ("governed", "governed-redis", "production", "production-redis")  # requests present BENCH_VK
 MOCKED = ("mock", "openai", "governed", "governed-redis", "weighted", "nolog", "mock-pglog")   # answers not the fake's bytes
-SHARED = ("governed-redis", "mock-pglog")      # scenarios on the local Redis / PostgreSQL (Backends)
+SHARED = ("governed-redis", "mock-pglog", "production-redis")  # on the local Redis / PostgreSQL (Backends)
 BENCH_VK = "bench-virtual-key-secret-0123"
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"   # Debian's libnginx-mod-http-echo (bedrock-slow)
 TARGETS = {"added_p50_ms_at_1": 1.5, "cpu_ms_per_req": 2.0, "max_rps": 800.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STREAM_DELTAS = 20
@@ -237,8 +269,12 @@ def role_of(pid: int) -> str:
             cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
         return "gone"
-    if "finops.frontend" in cmd:
+    if "finops.frontend" in cmd or "bare_path.py serve" in cmd:
         return "frontend"
+    if "bare_path.py worker" in cmd:
+        return "worker"
+    if "start-server.js" in cmd and "portkey" in cmd:
+        return "node"
     if "finops.workers.ledger.actor" in cmd:
         return "ledger"
     if "finops.workers.observe.actor" in cmd:
@@ -398,6 +434,30 @@ def read_body(name: str) -> bytes:
         return f.read().strip()
 
 
+class Req(typing.NamedTuple):
+    """What wrk and the preflight send to a target for a route: path, body file (scripts/bench/), headers."""
+    path: str
+    body: str
+    headers: dict
+
+
+def request_for(target: str, route: str, fake_url: str) -> Req | None:
+    """The request of `route` for `target`, or None when the target has no such route (Portkey has
+    no Bedrock route: it gets the same conversation as OpenAI Chat Completions; the bare path
+    answers Converse and ConverseStream only)."""
+    if target == "portkey":
+        if route == "invoke":
+            return None
+        stream = route == "converse-stream"
+        return Req("/v1/chat/completions", "request-openai-stream.json" if stream else "request-openai.json",
+                   portkey.upstream_headers(fake_url, stream))
+    if target == "bare" and route == "invoke":
+        return None
+    prefix = "" if target.startswith("direct") else GATEWAY_PREFIX
+    return Req(f"{prefix}/model/{MODEL_PATH}/{route}", ROUTES[route][0],
+               {"x-bf-vk": BENCH_VK} if target in GOVERNED else {})
+
+
 def stream_events() -> list[tuple[str, bytes]]:
     """ConverseStream as Bedrock sends it: messageStart, 20 deltas, stop, messageStop, metadata."""
     words = ANSWER.split(" ")
@@ -445,11 +505,15 @@ def openai_sse() -> bytes:
 # --- the fake upstream ----------------------------------------------------------------------
 
 class FakeUpstream:
-    def __init__(self, procs: Procs, nginx: str, tmp: str, out: str):
-        self.procs, self.nginx_bin, self.out = procs, nginx, out
+    """nginx answering with fixed bodies on `url`, and with `slow` the same after 50 ms on `slow_url`."""
+
+    def __init__(self, procs: Procs, nginx: str, tmp: str, out: str, slow: bool = False):
+        self.procs, self.nginx_bin, self.out, self.slow = procs, nginx, out, slow
         self.dir = os.path.join(tmp, "nginx")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.slow_port = free_port() if slow else 0
+        self.slow_url = f"http://127.0.0.1:{self.slow_port}" if slow else ""
         self.proc: subprocess.Popen | None = None
         self.bodies: dict[str, bytes] = {}
 
@@ -471,6 +535,11 @@ class FakeUpstream:
             user = f"user nobody {grp.getgrgid(pw.pw_gid).gr_name};"
         with open(os.path.join(DATA, "nginx.conf")) as f:
             conf = f.read().replace("@@DIR@@", self.dir).replace("@@PORT@@", str(self.port)).replace("@@USER@@", user)
+        if self.slow:
+            conf = conf.replace("@@LOAD_ECHO@@", f"load_module {ECHO_MODULE};").replace("@@SLOW_PORT@@",
+                                                                                      str(self.slow_port))
+        else:
+            conf = re.sub(r"\n *# SLOW begin\n.*# SLOW end\n", "\n", conf, flags=re.S).replace("@@LOAD_ECHO@@", "")
         conf_path = os.path.join(self.dir, "nginx.conf")
         with open(conf_path, "w") as f:
             f.write(conf)
@@ -488,16 +557,17 @@ class FakeUpstream:
             if self.proc.poll() is not None:
                 raise BenchError(f"nginx exited with {self.proc.returncode}; see {self.out}/nginx.log")
             try:
-                status, _, _ = post(self.url, f"/model/{MODEL_PATH}/converse", b"{}")
-                if status == 200:
+                if all(post(url, f"/model/{MODEL_PATH}/converse", b"{}")[0] == 200
+                       for url in (self.url, self.slow_url) if url):
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise BenchError(f"nginx fake not answering on {self.url} after 15s")
+                raise BenchError(f"nginx fake not answering on {self.url} {self.slow_url} after 15s")
             time.sleep(0.05)
-        log(f"fake upstream (nginx, pid {self.proc.pid}) on {self.url}; stream body "
-            f"{len(self.bodies['converse-stream'])} B in {len(stream_events())} frames")
+        log(f"fake upstream (nginx, pid {self.proc.pid}) on {self.url}"
+            + (f", +50 ms on {self.slow_url}" if self.slow else "")
+            + f"; stream body {len(self.bodies['converse-stream'])} B in {len(stream_events())} frames")
         return self
 
 
@@ -575,11 +645,16 @@ class Gateway:
         a = self.args
         server = (f"[server]\nhost = \"127.0.0.1\"\nport = {self.port}\nworkers = {a.workers}\n"
                   f"frontends = {a.frontends}\ndata_dir = \"{self.data_dir}\"\n")
+        bedrock = (f"\n[providers.fake]\nkind = \"bedrock\"\nbase_url = \"{self.fake.url}\"\n"
+                   "region = \"us-east-1\"\n"
+                   "keys = [{access_key_id = \"AKIDBENCH\", secret_access_key = \"benchsecret\"}]\n"
+                   "\n[default_route]\nprovider = \"fake\"\n")
+        mock_provider = (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
+                         "\n[default_route]\nprovider = \"m\"\n")
         if self.scenario == "bedrock":
-            return server + (f"\n[providers.fake]\nkind = \"bedrock\"\nbase_url = \"{self.fake.url}\"\n"
-                             "region = \"us-east-1\"\n"
-                             "keys = [{access_key_id = \"AKIDBENCH\", secret_access_key = \"benchsecret\"}]\n"
-                             "\n[default_route]\nprovider = \"fake\"\n")
+            return server + bedrock
+        if self.scenario == "bedrock-slow":   # the same relay to the fake's +50 ms server
+            return server + bedrock.replace(self.fake.url, self.fake.slow_url)
         if self.scenario == "openai":
             return server + (f"\n[providers.fake]\nkind = \"openai\"\nbase_url = \"{self.fake.url}/v1\"\n"
                              "keys = [{api_key = \"sk-bench\"}]\n"
@@ -591,18 +666,19 @@ class Gateway:
             return server + prov + ("\n[default_route]\ntargets = [{provider = \"fake1\", model = \"gpt-4o-mini\", "
                                     "weight = 1}, {provider = \"fake2\", model = \"gpt-4o-mini\", weight = 1}]\n")
         if self.scenario in GOVERNED:
-            # governed-redis: the same, its ledger on Redis (settled spend durably in PostgreSQL)
+            # governed: mock behind an enforced virtual key with a budget and a rate limit (never
+            # reached); production: the same key in front of the bedrock relay, request log on (the
+            # default), what a deployment runs; -redis: the ledger on Redis (settled spend durably
+            # in PostgreSQL), as several nodes share it
             shared = (f"ledger = \"redis\"\nredis_url = \"{self.backends.redis_url}\"\n"
-                      f"postgres_url = \"{self.backends.postgres_url}\"\n") if self.scenario == "governed-redis" else ""
-            return server + (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
-                             "\n[default_route]\nprovider = \"m\"\n"
-                             "\n[governance]\nmode = \"enforced\"\n" + shared +
-                             "\n[[governance.keys]]\nid = \"vk-bench\"\n"
-                             f"secret = \"{BENCH_VK}\"\n"
-                             "budgets = [{amount_usd = 1000000.0, period = \"day\"}]\n"
-                             "rate_limits = [{requests = 100000000, tokens = 100000000000, window = \"minute\"}]\n")
-        mock = server + (f"\n[providers.m]\nkind = \"mock\"\nchunks = {STREAM_DELTAS}\n"
-                         "\n[default_route]\nprovider = \"m\"\n")
+                      f"postgres_url = \"{self.backends.postgres_url}\"\n") if self.scenario.endswith("-redis") else ""
+            upstream = bedrock if self.scenario.startswith("production") else mock_provider
+            return server + upstream + ("\n[governance]\nmode = \"enforced\"\n" + shared +
+                                        "\n[[governance.keys]]\nid = \"vk-bench\"\n"
+                                        f"secret = \"{BENCH_VK}\"\n"
+                                        "budgets = [{amount_usd = 1000000.0, period = \"day\"}]\n"
+                                        "rate_limits = [{requests = 100000000, tokens = 100000000000, window = \"minute\"}]\n")
+        mock = server + mock_provider
         if self.scenario == "nolog":
             # mock without the request log and the metrics it feeds: what logging costs
             return mock + "\n[observability]\nrequest_log = false\n"
@@ -696,6 +772,99 @@ class Gateway:
             self.procs.stop(self.proc, timeout=30)
 
 
+class PeerServer(Gateway):
+    """A target that is not the gateway, measured the same way (CPU and memory of its process
+    tree): `portkey` (one Node process, installed by scripts/portkey.py) or `bare` (the design's
+    bare path, scripts/bare_path.py: a frontend and `--workers` workers). Ready when it has
+    answered one Converse (Portkey: one Chat Completion through the nginx fake)."""
+
+    def __init__(self, procs: Procs, scenario: str, args, fake: FakeUpstream, tmp: str, out: str):
+        super().__init__(procs, scenario, args, fake, tmp, out)
+        self.dir = os.path.join(tmp, scenario)
+
+    def command(self) -> tuple[list[str], dict, str]:
+        """argv, environment and working directory."""
+        if self.scenario == "portkey":
+            argv, env = portkey.command(portkey.tools()[0], self.port)
+            return argv, env, portkey.CACHE_DIR
+        bodies = os.path.join(self.fake.dir, "bodies")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")}
+        return ([sys.executable, os.path.join(HERE, "bare_path.py"), "serve", "--port", str(self.port),
+                 "--workers", str(self.args.workers), "--converse-body", os.path.join(bodies, "converse.json"),
+                 "--stream-body", os.path.join(bodies, "converse-stream.bin")], env, self.dir)
+
+    def start(self) -> "PeerServer":
+        os.makedirs(self.dir, exist_ok=True)
+        argv, env, cwd = self.command()
+        self.log_path = os.path.join(self.out, f"{self.scenario}.log")
+        req = request_for(self.scenario, "converse", self.fake.url)
+        body = read_body(req.body)
+        t0 = time.monotonic()
+        self.proc = self.procs.start(self.scenario, argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.scenario} exited with {self.proc.returncode} before it was ready; "
+                                 f"see {self.log_path}:\n{self.log_tail()}")
+            try:
+                if post(self.url, req.path, body, timeout=5, headers=req.headers)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > t0 + 60:
+                raise BenchError(f"{self.scenario} not answering after 60s; see {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.02)
+        self.ready_s = time.monotonic() - t0
+        self.pids = self.children()
+        exposed = [a for a in listen_addresses(list(self.pids)) if not a.startswith("127.0.0.1:")]
+        if exposed:
+            raise BenchError(f"{self.scenario} listens beyond loopback ({', '.join(exposed)}); stopping it")
+        log(f"{self.scenario} ready in {self.ready_s:.2f}s on {self.url}: "
+            + ", ".join(f"{r} {p}" for p, r in sorted(self.pids.items(), key=lambda x: x[1])))
+        return self
+
+    def outcomes(self) -> collections.Counter:
+        return collections.Counter()     # no request log: wrk's error counts are the check
+
+
+def listen_addresses(pids: list[int]) -> list[str]:
+    """"ip:port" of every TCP socket in LISTEN state that one of `pids` holds (from /proc/net/tcp[6])."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    out = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) < 10 or cols[3] != "0A" or cols[9] not in inodes:
+                continue
+            addr, port = cols[1].split(":")
+            raw = bytes.fromhex(addr)
+            if v6:
+                # four 32-bit words, each in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                ip = socket.inet_ntop(socket.AF_INET6, raw)
+                ip = ip[7:] if ip.startswith("::ffff:") else ip
+            else:
+                ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            out.append(f"{ip}:{int(port, 16)}")
+    return out
+
+
 # --- checks before load ---------------------------------------------------------------------
 
 def frames_of(body: bytes) -> list:
@@ -707,12 +876,14 @@ def frames_of(body: bytes) -> list:
 
 def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
     """One request, checked closely, before any load goes to `target`."""
-    prefix = "" if target == "direct" else GATEWAY_PREFIX
-    status, hdr, body = post(base, f"{prefix}/model/{MODEL_PATH}/{route}", read_body(ROUTES[route][0]),
-                             headers={"x-bf-vk": BENCH_VK} if target in GOVERNED else None)
+    req = request_for(target, route, fake.url)
+    status, hdr, body = post(base, req.path, read_body(req.body), headers=req.headers)
     where = f"{target} {route}"
     if status != 200:
         raise BenchError(f"{where}: HTTP {status}: {body[:300]!r}")
+    if target == "portkey":
+        check_openai_answer(where, hdr, body, fake, route == "converse-stream")
+        return
     if route == "converse-stream":
         if not hdr.get("content-type", "").startswith("application/vnd.amazon.eventstream"):
             raise BenchError(f"{where}: content-type {hdr.get('content-type')!r}")
@@ -734,8 +905,57 @@ def preflight(target: str, base: str, route: str, fake: FakeUpstream) -> None:
     elif body != fake.bodies[route]:
         raise BenchError(f"{where}: body differs from the fake's ({len(body)} vs {len(fake.bodies[route])} B): "
                          f"{body[:200]!r}")
-    if target != "direct" and "x-amzn-requestid" not in hdr:
+    if not target.startswith("direct") and "x-amzn-requestid" not in hdr:
         raise BenchError(f"{where}: no x-amzn-RequestId header")
+
+
+def openai_text(where: str, body: bytes, stream: bool) -> str:
+    """The answer text of a Chat Completion, or of a Chat Completions stream (which must end with [DONE])."""
+    try:
+        if not stream:
+            return json.loads(body)["choices"][0]["message"]["content"]
+        events = [ln[6:] for ln in body.decode().splitlines() if ln.startswith("data: ")]
+        if not events or events[-1] != "[DONE]":
+            raise BenchError(f"{where}: the stream does not end with data: [DONE]: {body[-200:]!r}")
+        chunks = [json.loads(e) for e in events[:-1]]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise BenchError(f"{where}: not a Chat Completion{' stream' if stream else ''} ({e!r}): {body[:300]!r}") from None
+
+
+def check_openai_answer(where: str, hdr: dict, body: bytes, fake: FakeUpstream, stream: bool) -> None:
+    """A peer's Chat Completions answer carries the nginx fake's text, whole."""
+    want = openai_text("the fake", fake.bodies["openai-stream" if stream else "openai"], stream)
+    got = openai_text(where, body, stream)
+    if got != want:
+        raise BenchError(f"{where}: answer text differs from the fake's: {got[:120]!r} vs {want[:120]!r}")
+    if stream and not hdr.get("content-type", "").startswith("text/event-stream"):
+        raise BenchError(f"{where}: content-type {hdr.get('content-type')!r}")
+
+
+def first_event_ms(base: str, req: Req, n: int = 100, discard: int = 5) -> float:
+    """Median time from sending `req` to reading the first bytes of the answer's body, over `n`
+    requests one after the other on one connection (http.client), after `discard` more. wrk times
+    whole responses; this is when a streaming client sees its first event."""
+    host, port = base.split("//")[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    body, headers = read_body(req.body), {"content-type": "application/json", **req.headers}
+    times = []
+    try:
+        for i in range(n + discard):
+            t0 = time.perf_counter()
+            c.request("POST", req.path, body=body, headers=headers)
+            r = c.getresponse()
+            first = r.read1(65536)
+            t1 = time.perf_counter()
+            rest = r.read()
+            if r.status != 200 or not first:
+                raise BenchError(f"first-event probe {base}{req.path}: HTTP {r.status}: {(first + rest)[:200]!r}")
+            if i >= discard:
+                times.append(t1 - t0)
+    finally:
+        c.close()
+    return statistics.median(times) * 1000
 
 
 # --- load ---------------------------------------------------------------------------------------
@@ -747,24 +967,25 @@ class Runner:
         self.backends = backends
         self.raw_dir = os.path.join(out, "raw")
         os.makedirs(self.raw_dir, exist_ok=True)
-        self.bodies = {}
-        for route in args.routes:
-            path = os.path.join(tmp, f"request-{route}.json")
-            with open(path, "wb") as f:
-                f.write(read_body(ROUTES[route][0]))
-            self.bodies[route] = path
+        self.bodies: dict[str, str] = {}   # body file name -> the stripped copy wrk reads
         self.runs: list[dict] = []
         self.failures: list[str] = []
         self.closed_conns = collections.Counter()  # base url -> connections wrk opened and dropped
 
-    def wrk_once(self, base: str, prefix: str, route: str, conns: int, seconds: int, tag: str) -> dict:
-        url = f"{base}{prefix}/model/{MODEL_PATH}/{route}"
+    def body_file(self, name: str) -> str:
+        if name not in self.bodies:
+            path = os.path.join(self.tmp, name)
+            with open(path, "wb") as f:
+                f.write(read_body(name))
+            self.bodies[name] = path
+        return self.bodies[name]
+
+    def wrk_once(self, base: str, req: Req, conns: int, seconds: int, tag: str) -> dict:
         argv = [self.wrk, "-t", str(min(conns, self.args.threads)), "-c", str(conns), "-d", f"{seconds}s",
-                "--timeout", "30s", "--latency", "-s", os.path.join(DATA, "wrk.lua"), url]
+                "--timeout", "30s", "--latency", "-s", os.path.join(DATA, "wrk.lua"), base + req.path]
         self.closed_conns[base] += conns
-        env = dict(os.environ, BENCH_BODY=self.bodies[route])
-        if tag.startswith("governed-") or tag.startswith("profile-governed"):
-            env["BENCH_VK"] = BENCH_VK
+        env = dict(os.environ, BENCH_BODY=self.body_file(req.body),
+                   BENCH_HEADERS="".join(f"{k}: {v}\n" for k, v in req.headers.items()))
         p = self.procs.start("wrk", argv, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
@@ -783,10 +1004,10 @@ class Runner:
         res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
         return res
 
-    def warm(self, target: str, base: str, prefix: str, route: str) -> None:
+    def warm(self, target: str, base: str, req: Req, route: str) -> None:
         if self.args.warmup > 0:
             conns = min(16, max(self.args.connections))
-            r = self.wrk_once(base, prefix, route, conns, self.args.warmup, f"{target}-{route}-warmup")
+            r = self.wrk_once(base, req, conns, self.args.warmup, f"{target}-{route}-warmup")
             log(f"  warm-up {target} {route}: {r['rps']:.0f} rps (discarded)")
             self.check_errors(r, f"{target} {route} warm-up")
 
@@ -814,7 +1035,7 @@ class Runner:
                 return
         log(f"  the machine did not become quiet within {limit:.0f}s; going on")
 
-    def point(self, target: str, base: str, prefix: str, route: str, conns: int, gw: Gateway | None) -> dict:
+    def point(self, target: str, base: str, req: Req, route: str, conns: int, gw: Gateway | None) -> dict:
         a = self.args
         runs = []
         for run in range(a.runs):
@@ -822,7 +1043,7 @@ class Runner:
                 tag = f"{target}-{route}-c{conns}-run{run + 1}" + (f"-retry{attempt}" if attempt else "")
                 before = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid, self.backends)
                 with MemorySampler(gw.proc.pid if gw else None) as mem:
-                    r = self.wrk_once(base, prefix, route, conns, a.duration, tag)
+                    r = self.wrk_once(base, req, conns, a.duration, tag)
                 after = Snapshot(gw.proc.pid if gw else None, self.fake.proc.pid, self.backends)
                 wall = after.wall - before.wall
                 ours = {os.getpid(), *tree(self.fake.proc.pid), *(tree(gw.proc.pid) if gw else ())}
@@ -856,6 +1077,10 @@ class Runner:
                                threads_cpu_ms_per_req={k: round(v * ms / n, 4) for k, v in sorted(gw_ticks.items())
                                                        if ":" in k},
                                rss_peak_mib=mem.peak[0], pss_peak_mib=mem.peak[1])
+                    if target == "portkey":          # one Node process: no frontend/worker split
+                        for k in ("frontend_cpu_ms_per_req", "worker_cpu_ms_per_req", "actors_cpu_ms_per_req",
+                                  "observer_cpu_ms_per_req"):
+                            del rec[k]
                     if target in SHARED:             # the shared servers' CPU, not in the gateway's total
                         rec.update(redis_cpu_ms_per_req=(after.redis - before.redis) * ms / n,
                                    postgres_cpu_ms_per_req=(after.postgres - before.postgres) * ms / n)
@@ -921,7 +1146,7 @@ def profile(runner: Runner, gw: Gateway, route: str, seconds: int, conns: int, r
 
     def load():
         try:
-            result["wrk"] = runner.wrk_once(gw.url, GATEWAY_PREFIX, route, conns, seconds + 3,
+            result["wrk"] = runner.wrk_once(gw.url, request_for(gw.scenario, route, runner.fake.url), conns, seconds + 3,
                                             f"profile-{gw.scenario}-{route}-c{conns}" + ("-gil" if gil else ""))
         except BenchError as e:
             err.append(e)
@@ -1073,29 +1298,42 @@ def signed(v, nd=3):
     return "–" if v is None else f"{v:+.{nd}f}"
 
 
-def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
+def baseline(target: str) -> str:
+    """The direct target a target's added latency is measured against (the same upstream)."""
+    return "direct-slow" if target.endswith("-slow") else "direct"
+
+
+def report(points: list[dict], meta: dict) -> tuple[str, list[dict], list[dict]]:
     by = {(p["target"], p["route"], p["connections"]): p for p in points}
     conns = sorted({p["connections"] for p in points})
     routes = [r for r in ROUTES if any(p["route"] == r for p in points)]
-    targets = ["direct"] + [s for s in SCENARIOS if any(p["target"] == s for p in points)]
+    targets = [s for s in ("direct", "direct-slow") + SCENARIOS if any(p["target"] == s for p in points)]
     for p in points:
-        d = by.get(("direct", p["route"], p["connections"]))
-        p["added_p50_ms"] = p["p50_ms"] - d["p50_ms"] if d and p["target"] != "direct" else None
-        p["added_p99_ms"] = p["p99_ms"] - d["p99_ms"] if d and p["target"] != "direct" else None
+        d = by.get((baseline(p["target"]), p["route"], p["connections"]))
+        p["added_p50_ms"] = p["p50_ms"] - d["p50_ms"] if d and d is not p else None
+        p["added_p99_ms"] = p["p99_ms"] - d["p99_ms"] if d and d is not p else None
+    goals = bench_goals.evaluate(points, meta.get("gateways", []), meta.get("first_event_ms", {}))
     a = meta["args"]
     out = [f"# FinOps gateway benchmark, {meta['started_utc']}", "",
            f"{meta['machine']['cpus']} CPU {meta['machine']['cpu_model']}, {meta['machine']['mem_gib']} GiB; "
            f"{meta['versions']['nginx']}; {meta['versions']['wrk']}; git {meta['git']}. "
            f"Gateway: {a['workers']} workers, {a['frontends']} frontend. Each point: median of {a['runs']} runs "
            f"of {a['duration']} s (after {a['warmup']} s warm-up per target and route); wrk -t{a['threads']}.", "",
+           "`portkey` = Portkey's gateway (Node, one process) -> nginx fake, the same conversation as OpenAI Chat "
+           "Completions (its added latency is against direct on the Converse route); `bare` = the design's bare "
+           "path (scripts/bare_path.py: Hypercorn-trio -> ZeroMQ -> trio workers -> back, nothing parsed, no "
+           "upstream: the floor); `production` = bedrock behind an enforced virtual key with a budget and a rate "
+           "limit, request log on (what production runs); `production-redis` = the same with the ledger on Redis. "
            "`bedrock` = gateway -> bedrock provider -> nginx fake (SigV4 re-signing); `openai` = the same requests "
            "translated to Chat Completions -> nginx fake; `weighted` = the openai traffic over two weighted "
            "targets; `mock` = built-in mock provider, no upstream; `governed` = mock behind a virtual key with a "
            "budget and rate limits (ledger reserve + settle); `governed-redis` = the same with the ledger on a local Redis "
            "(settled spend to a local PostgreSQL; their CPU is reported apart, not in the gateway's); `mock-pglog` = mock "
            "with the request log on that PostgreSQL (`log_store = \"postgres\"`; compare its observer CPU with mock's); `nolog` = mock with the request log (and the metrics it "
-           "feeds) off, so mock minus nolog is what logging costs; `direct` = wrk -> nginx fake. Added = gateway minus direct at the same "
-           "connection count; past saturation it is queueing (wrk is closed-loop).", "",
+           "feeds) off, so mock minus nolog is what logging costs; `bedrock-slow` = bedrock against the fake's server that "
+           "answers after 50 ms, `direct-slow` = wrk -> that server; `direct` = wrk -> nginx fake. Added = gateway minus "
+           "direct (direct-slow for bedrock-slow) at the same connection count; past saturation it is queueing (wrk is "
+           "closed-loop).", "",
            "| route | target | conns | rps | p50 ms | added p50 ms | p99 ms | CPU ms/req |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for route in routes:
@@ -1111,6 +1349,19 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
         out += ["", f"† a run of this point kept more than {a['max_foreign_pct']:.0f}% of a core of foreign CPU, "
                 f"or more than {a.get('max_steal_pct', 5):.0f}% of CPU steal, after its retries (another job on "
                 "the machine or the host); see results.json."]
+    for name, why in meta.get("skipped", {}).items():
+        out += ["", f"Not measured: `{name}`: {why}."]
+    if meta.get("first_event_ms"):
+        fe = meta["first_event_ms"]
+        out += ["", "First event of a ConverseStream (Portkey: of its Chat Completions stream), one connection: "
+                "median time from the request to the first bytes of the body over 100 requests (http.client); "
+                "added against the direct target on the same upstream.", "",
+                "| target | first event ms | added ms |", "|---|---:|---:|"]
+        for t in targets:
+            if t in fe:
+                b = fe.get(baseline(t)) if not t.startswith("direct") else None
+                out.append(f"| {t} | {fe[t]:.3f} | {signed(fe[t] - b if b is not None else None)} |")
+    out += [""] + bench_goals.markdown(goals)
     out += ["", "Details: rps range over the runs, CPU by process role (and the part spent in ZeroMQ's I/O "
             "threads, all roles; actors = ledger, observer and cache), foreign CPU (other processes, % of one "
             "core, worst run) and gateway peak RSS.", "",
@@ -1142,7 +1393,9 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
     out += ["", f"Targets: added p50 <= {TARGETS['added_p50_ms_at_1']} ms at 1 connection, CPU <= "
             f"{TARGETS['cpu_ms_per_req']} ms/req (worst point), >= {TARGETS['max_rps']:.0f} rps (best point).", "",
             "| target | route | added p50 @1 ms | CPU ms/req (worst) | max rps | verdict |", "|---|---|---:|---:|---:|---|"]
-    for t in targets[1:]:
+    for t in targets:
+        if t in PEERS or t.startswith("direct"):
+            continue
         for route in routes:
             ps = [by[(t, route, c)] for c in conns if (t, route, c) in by]
             if not ps:
@@ -1166,7 +1419,7 @@ def report(points: list[dict], meta: dict) -> tuple[str, list[dict]]:
             out.append(f"| {g['scenario']} | {g['ready_s']:.2f} | {g['idle_rss_mib']:.1f} / {g['idle_pss_mib']:.1f} | "
                        f"{g['peak_rss_mib']:.1f} / {g['peak_pss_mib']:.1f} | {g['after_rss_mib']:.1f} | "
                        f"{g['processes']} |")
-    return "\n".join(out) + "\n", verdicts
+    return "\n".join(out) + "\n", verdicts, goals
 
 
 def machine_info() -> dict:
@@ -1207,7 +1460,7 @@ def parse_args(argv=None):
     ap.add_argument("--routes", type=csv, default=["converse", "converse-stream"],
                     help=f"comma-separated, of {', '.join(ROUTES)} (default converse,converse-stream)")
     ap.add_argument("--scenarios", type=csv, default=list(SCENARIOS),
-                    help="gateway scenarios: bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), governed-redis (governed with the ledger on a local Redis + PostgreSQL), mock-pglog (mock with the request log on a local PostgreSQL), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
+                    help="targets beside direct: portkey (Portkey 1.15.2 from npm, OpenAI chat route, against the nginx fake; skipped without node/npm), bare (the design's bare path, scripts/bare_path.py), production (bedrock with an enforced virtual key, budget, rate limit and the request log), production-redis (production with the ledger on a local Redis + PostgreSQL), bedrock-slow (bedrock against the fake's +50 ms server, beside direct-slow), bedrock (nginx fake upstream), openai (nginx fake Chat Completions), mock (no upstream), governed (mock with a virtual key, budget and rate limit), governed-redis (governed with the ledger on a local Redis + PostgreSQL), mock-pglog (mock with the request log on a local PostgreSQL), weighted (the openai upstream over two weighted targets), nolog (mock without the request log) (default all)")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     ap.add_argument("--frontends", type=int, default=1, help="gateway frontend processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, as in docs/peers.md)")
@@ -1241,6 +1494,18 @@ def parse_args(argv=None):
     return a
 
 
+def ensure_portkey() -> str | None:
+    """Install Portkey (or reuse the cache); None when it can run, else why not."""
+    found = portkey.tools()
+    if not found:
+        return "node or npm is not on PATH (install Node.js 20 with npm to measure Portkey)"
+    try:
+        portkey.install(found[1], log)
+    except portkey.PortkeyError as e:
+        return str(e)
+    return None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc)
@@ -1249,7 +1514,19 @@ def main(argv=None) -> int:
     nginx, wrk = ensure_tools(not args.no_install)
     if args.profile:
         ensure_pyspy()
-    points_n = (1 + len(args.scenarios)) * len(args.routes) * len(args.connections)
+    skipped = {}
+    if "portkey" in args.scenarios:
+        why = ensure_portkey()
+        if why:
+            log(f"portkey: {why}; skipping it")
+            skipped["portkey"] = why
+            args.scenarios = [s for s in args.scenarios if s != "portkey"]
+    if "bedrock-slow" in args.scenarios and not os.path.exists(ECHO_MODULE):
+        why = f"nginx's echo module is missing ({ECHO_MODULE}; apt-get install libnginx-mod-http-echo)"
+        log(f"bedrock-slow: {why}; skipping it")
+        skipped["bedrock-slow"] = why
+        args.scenarios = [s for s in args.scenarios if s != "bedrock-slow"]
+    points_n = (1 + len(args.scenarios) + ("bedrock-slow" in args.scenarios)) * len(args.routes) * len(args.connections)
     est = points_n * args.runs * args.duration + (1 + len(args.scenarios)) * len(args.routes) * args.warmup
     est += len(args.scenarios) * ((args.profile + 6) * (2 if args.profile_mode == "both" else 1) + 5)
     log(f"{points_n} points x {args.runs} runs x {args.duration}s: about {est / 60:.1f} minutes; results in {out}")
@@ -1257,7 +1534,8 @@ def main(argv=None) -> int:
     meta = {"started_utc": started.strftime("%Y-%m-%d %H:%M:%SZ"), "args": vars(args), "machine": machine_info(),
             "versions": {"nginx": tool_version([nginx, "-v"]), "wrk": tool_version([wrk, "-v"]),
                          "python": sys.version.split()[0]},
-            "git": git_rev(), "targets": TARGETS, "gateways": []}
+            "git": git_rev(), "targets": TARGETS, "gateways": [], "skipped": skipped,
+            "first_event_ms": {}}
     procs = Procs()
     tmp = tempfile.mkdtemp(prefix="finops-bench-")
     points: list[dict] = []
@@ -1272,8 +1550,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGHUP, on_term)
 
     def save(final: bool):
-        table, verdicts = report(points, meta) if points else ("(no points measured)\n", [])
+        table, verdicts, goals = report(points, meta) if points else ("(no points measured)\n", [], [])
         doc = {"meta": meta, "points": points, "runs": runner.runs if runner else [], "verdicts": verdicts,
+               "goals": goals,
                "profiles": profiles, "failures": runner.failures if runner else [], "complete": final}
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump(doc, f, indent=1)
@@ -1286,33 +1565,53 @@ def main(argv=None) -> int:
 
     code = 0
     try:
-        fake = FakeUpstream(procs, nginx, tmp, out).start()
+        fake = FakeUpstream(procs, nginx, tmp, out, slow="bedrock-slow" in args.scenarios).start()
         if any(s in SHARED for s in args.scenarios):
             backends = Backends(tmp).start()
         runner = Runner(args, procs, wrk, fake, tmp, out, backends)
-        log("direct (wrk -> nginx fake)")
-        for route in args.routes:
-            preflight("direct", fake.url, route, fake)
-            runner.warm("direct", fake.url, "", route)
-            for c in args.connections:
-                points.append(runner.point("direct", fake.url, "", route, c, None))
+        for direct, url in (("direct", fake.url), ("direct-slow", fake.slow_url)):
+            if not url:
+                continue
+            log(f"{direct} (wrk -> nginx fake{', +50 ms' if direct == 'direct-slow' else ''})")
+            for route in args.routes:
+                preflight(direct, url, route, fake)
+                req = request_for(direct, route, fake.url)
+                runner.warm(direct, url, req, route)
+                for c in args.connections:
+                    points.append(runner.point(direct, url, req, route, c, None))
+                if route == "converse-stream":
+                    meta["first_event_ms"][direct] = first_event_ms(url, req)
+                    log(f"  {direct} first event: {meta['first_event_ms'][direct]:.3f} ms (median, 1 connection)")
         save(False)
         for scenario in args.scenarios:
-            gw = Gateway(procs, scenario, args, fake, tmp, out, backends).start()
+            routes = [r for r in args.routes if request_for(scenario, r, fake.url)]
+            if routes != args.routes:
+                log(f"{scenario}: no {', '.join(r for r in args.routes if r not in routes)} route; measuring "
+                    f"{', '.join(routes) or 'nothing'}")
+            if not routes:
+                continue
+            if scenario in PEERS:
+                gw = PeerServer(procs, scenario, args, fake, tmp, out).start()
+            else:
+                gw = Gateway(procs, scenario, args, fake, tmp, out, backends).start()
             try:
                 time.sleep(1.0)
                 idle = tree_memory(gw.proc.pid)
-                for route in args.routes:
+                for route in routes:
                     preflight(scenario, gw.url, route, fake)
                 peak = idle
-                for route in args.routes:
-                    runner.warm(scenario, gw.url, GATEWAY_PREFIX, route)
+                for route in routes:
+                    req = request_for(scenario, route, fake.url)
+                    runner.warm(scenario, gw.url, req, route)
                     for c in args.connections:
-                        p = runner.point(scenario, gw.url, GATEWAY_PREFIX, route, c, gw)
+                        p = runner.point(scenario, gw.url, req, route, c, gw)
                         points.append(p)
                         peak = (max(peak[0], p["rss_peak_mib"]), max(peak[1], p["pss_peak_mib"]))
+                    if route == "converse-stream":
+                        meta["first_event_ms"][scenario] = first_event_ms(gw.url, req)
+                        log(f"  {scenario} first event: {meta['first_event_ms'][scenario]:.3f} ms (median, 1 connection)")
                 after = tree_memory(gw.proc.pid)
-                if args.profile:
+                if args.profile and scenario != "portkey":   # py-spy reads Python processes only
                     for gil in {"wall": [False], "gil": [True], "both": [False, True]}[args.profile_mode]:
                         log(f"profiling {scenario} {args.profile_route} for {args.profile}s"
                             + (" (GIL-held samples only)" if gil else ""))
@@ -1320,7 +1619,8 @@ def main(argv=None) -> int:
                                                 args.profile_connections, args.profile_rate, gil))
                 gw.check_stable()
                 outcomes = gw.outcomes()
-                log(f"gateway ({scenario}) request log outcomes: {dict(outcomes)}")
+                if scenario not in PEERS:
+                    log(f"gateway ({scenario}) request log outcomes: {dict(outcomes)}")
                 # wrk stops with up to `connections` requests in flight and drops those connections;
                 # the gateway rightly logs them "cancelled". More than that is a real failure.
                 allowed = runner.closed_conns[gw.url]
@@ -1328,7 +1628,8 @@ def main(argv=None) -> int:
                           if k != "ok" and not (k == "cancelled" and v <= allowed)}
                 if not_ok:
                     runner.failures.append(f"{scenario}: the workers logged requests that failed: {not_ok}")
-                meta["gateways"].append({"scenario": scenario, "ready_s": gw.ready_s, "idle_rss_mib": idle[0],
+                meta["gateways"].append({"scenario": scenario, "peer": scenario in PEERS,
+                                         "ready_s": gw.ready_s, "idle_rss_mib": idle[0],
                                          "idle_pss_mib": idle[1], "peak_rss_mib": peak[0], "peak_pss_mib": peak[1],
                                          "after_rss_mib": after[0], "outcomes": dict(outcomes),
                                          "processes": ", ".join(f"{r}" for r in sorted(gw.pids.values()))})

@@ -6,9 +6,13 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
--- the `governed` scenario presents a virtual key (its budget and rate limit are checked by the ledger)
-if os.getenv("BENCH_VK") then
-   wrk.headers["x-bf-vk"] = os.getenv("BENCH_VK")
+-- extra request headers, one "name: value" per line (BENCH_HEADERS): the virtual key of the
+-- governed and production scenarios, Portkey's provider and custom host
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+   local name, value = line:match("^([^:]+):%s*(.*)$")
+   if name then
+      wrk.headers[name] = value
+   end
 end
 
 function done(summary, latency, requests)

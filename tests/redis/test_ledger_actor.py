@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+import redis
 
 from finops.shared import config as configmod
 from finops.workers.governance.pg_spend import SettledSpend
@@ -85,28 +86,24 @@ def spent(actor) -> tuple[float, float]:
     return rows[0]["spent_usd"], rows[0]["reserved_usd"]
 
 
-def count_round_trips(actor) -> list:
-    """Count the pipelines the actor's Redis client executes (one per round trip)."""
-    r = actor.backend.led.r
+def count_round_trips(monkeypatch) -> list:
+    """Count the writes to Redis that carry scripts (one per round trip: replies are read after
+    the write), each as the number of EVALSHA commands it carries."""
     made = []
-    original = r.pipeline
+    original = redis.connection.AbstractConnection.send_packed_command
 
-    def pipeline(*a, **kw):
-        p = original(*a, **kw)
-        run = p.execute
-
-        def execute(*x, **y):
-            made.append(len(p.command_stack))
-            return run(*x, **y)
-        p.execute = execute
-        return p
-    r.pipeline = pipeline
+    def send(self, command, *a, **kw):
+        data = b"".join(command) if isinstance(command, (list, tuple)) else command
+        if b"EVALSHA" in data:
+            made.append(data.count(b"$7\r\nEVALSHA\r\n"))
+        return original(self, command, *a, **kw)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
     return made
 
 
-def test_a_batch_is_one_round_trip_in_the_order_received(make_actor):
+def test_a_batch_is_one_round_trip_in_the_order_received(make_actor, monkeypatch):
     a = make_actor()
-    trips = count_round_trips(a)
+    trips = count_round_trips(monkeypatch)
     assert one(a, reserve("r1", 0.8))["ok"]
     # the settle riding along frees r1's reservation before r2 is checked
     out = a.handle_batch([reserve("r2", 0.8, s=[["r1", "vk-1", "", 0.1, 5]]), reserve("f1", 5.0, key="vk-free")])
@@ -129,7 +126,7 @@ def test_every_settle_is_in_postgres(make_actor, postgres_url):
     assert rows == {"r1": ("vk-1", 250_000), "f1": ("vk-free", 125_000)}
 
 
-def test_redis_stalled_fails_closed_then_the_circuit_then_recovery(make_actor, redis_db):
+def test_redis_stalled_fails_closed_then_the_circuit_then_recovery(make_actor, redis_db, monkeypatch):
     a = make_actor()
     assert one(a, reserve("r1", 0.5))["ok"]
     redis_db.pause()
@@ -142,7 +139,7 @@ def test_redis_stalled_fails_closed_then_the_circuit_then_recovery(make_actor, r
         assert a.backend.gauges()["queues"]["ledger_settles_kept"] >= 1
     finally:
         redis_db.resume()
-    trips = count_round_trips(a)
+    trips = count_round_trips(monkeypatch)
     out = one(a, reserve("r3", 0.2))                     # the circuit is open: Redis is not asked
     assert out["status"] == 503 and trips == []
     a.backend.mono.t += 1.5                              # past the circuit: the next batch is the probe

@@ -205,7 +205,8 @@ class SpendWriter:
                 self.rows.popleft()
                 self.dropped += 1
             self.rows.append((row, replace))
-            self.cv.notify()
+            if len(self.rows) == 1 or len(self.rows) >= SPEND_BATCH:   # what the writer waits for
+                self.cv.notify()
 
     def pending(self) -> list[SettledCharge]:
         """The rows not known to be written yet."""

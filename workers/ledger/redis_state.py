@@ -86,6 +86,7 @@ import time
 from typing import Iterable, NamedTuple
 from urllib.parse import quote
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -181,6 +182,7 @@ class RedisLedger:
         if not namespace or any(c in namespace for c in "{}: "):
             raise ValueError(f"namespace must be a non-empty word without braces, colons or spaces: {namespace!r}")
         self.r = client
+        self._conn = None                   # the batches' connection (_evalsha_many)
         self.where = where
         self._dir = directory
         self._clock = clock
@@ -234,6 +236,8 @@ class RedisLedger:
         return cls(client, directory, where=where, **kw)
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
         self.r.close()
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -440,21 +444,37 @@ class RedisLedger:
         return self._settle_reply(self._eval("settle", keys, args, idempotent=True), ctx)
 
     # --- batches (one round trip) ------------------------------------------------------------
-    def _batch(self, name: str, calls: list, idempotent: bool) -> list:
-        s = self._scripts[name]
+    def _evalsha_many(self, calls: list[tuple[str, list, list]]) -> list:
+        """EVALSHA each (script name, keys, args) in one write and one read: a pipeline without
+        redis-py's per-argument encoding, which cost more client CPU than the round trip (the
+        arguments are bytes already: `_Plan`). Returns each call's reply, or the ResponseError it
+        got; a NOSCRIPT call did not run, so it is loaded and run again. Connection errors and
+        timeouts are raised (the connection is dropped: replies may still be on its socket)."""
+        scripts = self._scripts
+        wire = b"".join(hiredis.pack_command((b"EVALSHA", scripts[n].sha, len(k), *k, *a)) for n, k, a in calls)
+        conn = self._conn
+        if conn is None:        # this ledger's own connection, kept (it reconnects after a disconnect)
+            conn = self._conn = self.r.connection_pool.make_connection()
+        try:
+            conn.send_packed_command([wire], check_health=False)
+            outs: list = []
+            for _ in calls:
+                try:
+                    outs.append(conn.read_response())
+                except redis.ResponseError as e:
+                    outs.append(e)
+        except BaseException:
+            conn.disconnect()
+            raise
+        for j, o in enumerate(outs):
+            if isinstance(o, redis.exceptions.NoScriptError):
+                n, k, a = calls[j]
+                self.r.script_load(scripts[n].source)
+                outs[j] = self.r.evalsha(scripts[n].sha, len(k), *k, *a)
+        return outs
 
-        def run():
-            pipe = self.r.pipeline(transaction=False)
-            for keys, args, _ in calls:
-                pipe.evalsha(s.sha, len(keys), *keys, *args)
-            outs = pipe.execute(raise_on_error=False)
-            for i, o in enumerate(outs):     # NOSCRIPT: that call did not run; load and run it again
-                if isinstance(o, redis.exceptions.NoScriptError):
-                    self.r.script_load(s.source)
-                    keys, args, _ = calls[i]
-                    outs[i] = self.r.evalsha(s.sha, len(keys), *keys, *args)
-            return outs
-        return self._call(run, idempotent)
+    def _batch(self, name: str, calls: list, idempotent: bool) -> list:
+        return self._call(lambda: self._evalsha_many([(name, keys, args) for keys, args, _ in calls]), idempotent)
 
     def reserve_many(self, items: Iterable[tuple]) -> list:
         """Several reserves in one round trip (a pipeline; each is still its own atomic script):
@@ -500,20 +520,8 @@ class RedisLedger:
             calls.append((i, kind, keys, argv, ctx))
         if not calls:
             return res
-        scripts = self._scripts
-
-        def run():
-            pipe = self.r.pipeline(transaction=False)
-            for _, kind, keys, argv, _ in calls:
-                pipe.evalsha(scripts[kind].sha, len(keys), *keys, *argv)
-            outs = pipe.execute(raise_on_error=False)
-            for j, o in enumerate(outs):     # NOSCRIPT: that call did not run; load and run it again
-                if isinstance(o, redis.exceptions.NoScriptError):
-                    _, kind, keys, argv, _ = calls[j]
-                    self.r.script_load(scripts[kind].source)
-                    outs[j] = self.r.evalsha(scripts[kind].sha, len(keys), *keys, *argv)
-            return outs
-        outs = self._call(run, idempotent=all(c[1] == "settle" for c in calls))
+        outs = self._call(lambda: self._evalsha_many([(kind, keys, argv) for _, kind, keys, argv, _ in calls]),
+                          idempotent=all(c[1] == "settle" for c in calls))
         for o in outs:
             if isinstance(o, Exception) and str(o).startswith(_UNAVAILABLE):
                 raise self._unavailable(o)
