@@ -167,13 +167,13 @@ class App:
         rid = req.rid
         timeout = self.cfg.server.request_timeout_seconds
         recv = pending.recv_ch
-        with trio.move_on_after(timeout) as scope:
-            if msg is None:
+        if msg is None:
+            with trio.move_on_after(timeout) as scope:
                 msg = await recv.receive()
-        if scope.cancelled_caught:
-            pending.why = envelope.Why(408, "ModelTimeoutException", "upstream")
-            return await send_error(send, rid, errors.model_timeout(
-                f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))
+            if scope.cancelled_caught:
+                pending.why = envelope.Why(408, "ModelTimeoutException", "upstream")
+                return await send_error(send, rid, errors.model_timeout(
+                    f"The model did not answer within {timeout:.0f}s (server.request_timeout_seconds)."))
         kind = type(msg)
         if kind is envelope.Error or kind is WorkerLost:
             e = errors.GatewayError.from_wire(msg.error)
@@ -187,18 +187,22 @@ class App:
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in msg.headers]
         headers.append((b"x-amzn-requestid", rid.encode()))
         if not msg.stream:
-            with trio.move_on_after(timeout):
-                nxt = await recv.receive()
-                kind = type(nxt)
-                if kind is envelope.Body and not pending.seq.check(nxt):
-                    headers.append((b"content-length", str(len(nxt.data)).encode()))
-                    await send({"type": "http.response.start", "status": msg.status, "headers": headers})
-                    return await send({"type": "http.response.body", "body": nxt.data})
-                if kind is envelope.Error or kind is WorkerLost:
-                    e = errors.GatewayError.from_wire(nxt.error)
-                    if kind is WorkerLost:
-                        self.failed(req, e, messages=1)
-                    return await send_error(send, rid, e)
+            try:
+                nxt = recv.receive_nowait()     # the body mostly came with the head: no timer then
+            except trio.WouldBlock:
+                nxt = None
+                with trio.move_on_after(timeout):
+                    nxt = await recv.receive()
+            kind = type(nxt)
+            if kind is envelope.Body and not pending.seq.check(nxt):
+                headers.append((b"content-length", str(len(nxt.data)).encode()))
+                await send({"type": "http.response.start", "status": msg.status, "headers": headers})
+                return await send({"type": "http.response.body", "body": nxt.data})
+            if kind is envelope.Error or kind is WorkerLost:
+                e = errors.GatewayError.from_wire(nxt.error)
+                if kind is WorkerLost:
+                    self.failed(req, e, messages=1)
+                return await send_error(send, rid, e)
             pending.why = envelope.Why(500, "InternalServerException", "gateway")
             return await send_error(send, rid, errors.internal())
         await self.relay_stream(req, pending, msg.status, headers, send)

@@ -32,7 +32,8 @@ from .outcomes import Outcomes
 
 log = logging.getLogger("finops.frontend.dispatch")
 
-DISCOVERY_INTERVAL = 0.2   # seconds between run-directory scans for new workers
+DISCOVERY_INTERVAL = 0.2   # seconds between run-directory scans for new workers ...
+DISCOVERY_INTERVAL_SHORT = 0.02   # ... while fewer than server.workers are known (starting, a restart)
 
 
 class Worker:
@@ -203,7 +204,8 @@ class WorkerPool:
                         w.draining = True
                     else:
                         self.mark_dead(w, "process exited")
-            await trio.sleep(DISCOVERY_INTERVAL)
+            short = len(found) < self.cfg.server.workers
+            await trio.sleep(DISCOVERY_INTERVAL_SHORT if short else DISCOVERY_INTERVAL)
 
     def _connect(self, pid: int, endpoint: str) -> None:
         sock = transport.make_socket(zmq.DEALER)

@@ -121,9 +121,9 @@ def main(argv=None) -> int:
         return 0
 
     setup_logging("supervisor")
-    from .supervisor import Supervisor
+    from . import supervisor
     os.makedirs(cfg.server.data_dir, exist_ok=True)
-    return Supervisor(cfg, args.config).run()
+    return supervisor.exec_supervisor(supervisor.plan(cfg, args.config))
 
 
 def alerts_summary(cfg) -> str:

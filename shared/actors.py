@@ -30,12 +30,14 @@ import sys
 import time
 
 import msgpack
-import trio
 
 from . import config as configmod
 from . import errors, transport
 from .logs import setup_logging
+from .lazy import lazy
 from .transport import zmq
+
+trio = lazy("trio", globals())     # only `ActorClient` (workers, frontends) uses trio; the actors never do
 
 log = logging.getLogger("finops.actors")
 _pack = msgpack.Packer(use_bin_type=True).pack

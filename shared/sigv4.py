@@ -56,10 +56,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.compat import HTTPHeaders
-from botocore.credentials import ReadOnlyCredentials
+# botocore (with urllib3, dateutil, http.client and email: about 15 MiB) is imported by the first
+# signature computed, not by this module: most processes that import it never sign or verify.
+SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"      # botocore.auth.SIGV4_TIMESTAMP
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "bedrock"
@@ -178,15 +177,30 @@ def parse_amz_date(value: str) -> datetime:
 
 # --- verifying ------------------------------------------------------------------------------
 
-class _ExactHeadersSigV4(SigV4Auth):
-    """botocore's signer, signing exactly the headers it is given (no implicit ``host``)."""
+_bc = None
 
-    def __init__(self, credentials, service_name, region_name, signed: HTTPHeaders):
-        super().__init__(credentials, service_name, region_name)
-        self._signed = signed
 
-    def headers_to_sign(self, request):
-        return self._signed
+def _botocore():
+    """(SigV4Auth, the exact-headers signer, AWSRequest, HTTPHeaders, ReadOnlyCredentials), imported
+    on first use. The exact-headers signer is botocore's, signing exactly the headers it is given
+    (no implicit ``host``)."""
+    global _bc
+    if _bc is None:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.compat import HTTPHeaders
+        from botocore.credentials import ReadOnlyCredentials
+
+        class ExactHeadersSigV4(SigV4Auth):
+            def __init__(self, credentials, service_name, region_name, signed):
+                super().__init__(credentials, service_name, region_name)
+                self._signed = signed
+
+            def headers_to_sign(self, request):
+                return self._signed
+
+        _bc = (SigV4Auth, ExactHeadersSigV4, AWSRequest, HTTPHeaders, ReadOnlyCredentials)
+    return _bc
 
 
 def _utc(now: datetime) -> datetime:
@@ -201,14 +215,15 @@ def expected_signature(method: str, scheme: str, host: str, raw_path_and_query: 
     `headers` must have lower-case names and contain every signed header (see `verify()` for the
     ``host``/``:authority`` fallbacks).
     """
+    _, ExactHeadersSigV4, AWSRequest, HTTPHeaders, ReadOnlyCredentials = _botocore()
     signed = HTTPHeaders()
     for name in auth.signed_headers:
         signed[name] = headers[name]
     request = AWSRequest(method=method.upper(), url=f"{scheme}://{host}{raw_path_and_query}",
                          headers=signed, data=body)
     request.context["timestamp"] = amz_date
-    signer = _ExactHeadersSigV4(ReadOnlyCredentials(auth.access_key_id, secret_key, None),
-                                auth.service, auth.region, signed)
+    signer = ExactHeadersSigV4(ReadOnlyCredentials(auth.access_key_id, secret_key, None),
+                               auth.service, auth.region, signed)
     canonical = signer.canonical_request(request)
     return signer.signature(signer.string_to_sign(request, canonical), request)
 
@@ -326,6 +341,7 @@ def sign_headers(method: str, url: str, headers: Mapping[str, str], body: bytes,
     (user-agent, expect, transfer-encoding, ...), plus ``host`` taken from `url` when absent.
     Any Authorization, X-Amz-Date or X-Amz-Security-Token already in `headers` is replaced.
     """
+    SigV4Auth, _, AWSRequest, _, ReadOnlyCredentials = _botocore()
     request = AWSRequest(method=method.upper(), url=url, headers=dict(headers), data=body)
     request.context["timestamp"] = _utc(now).strftime(SIGV4_TIMESTAMP)
     signer = SigV4Auth(ReadOnlyCredentials(access_key_id, secret_key, session_token), service, region)

@@ -20,14 +20,17 @@ waits on an fd.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import tempfile
 
-import trio
 import zmq
 
 from . import envelope
+from .lazy import lazy
+
+# The blocking actors (ledger, observer, cache) use the sockets here but never trio: trio, with ssl and
+# attrs, is about 15 MiB of RSS they need not carry. The trio processes import it anyway.
+trio = lazy("trio", globals())
 
 HWM = 100_000            # messages queued per socket before send waits (flow control is per stream)
 _EDGE_SAFETY_TIMEOUT = 0.25  # seconds; re-check ZMQ_EVENTS even if no edge arrives
@@ -46,6 +49,7 @@ def short_socket_dir(run_dir: str) -> str:
     """A directory for ipc sockets whose paths fit the 107-byte sun_path limit."""
     if len(run_dir) + 32 < 100:
         return run_dir
+    import hashlib      # here: hashlib loads OpenSSL (3.4 MiB RSS), which the actors otherwise never need
     d = os.path.join(tempfile.gettempdir(), "finops-" + hashlib.sha1(run_dir.encode()).hexdigest()[:12])
     os.makedirs(d, exist_ok=True)
     return d

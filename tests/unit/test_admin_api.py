@@ -53,7 +53,7 @@ class FakeObserver:
         pass
 
     async def scrape(self):
-        return b"finops_up 1\n"
+        return "text/plain; version=0.0.4; charset=utf-8", b"finops_up 1\n"
 
 
 class FakeCircuits:

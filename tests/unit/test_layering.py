@@ -41,6 +41,7 @@ PURE = ["finops.shared.eventstream", "finops.shared.envelope", "finops.shared.er
         "finops.workers.governance.pricing", "finops.workers.governance.periods", "finops.workers.governance.bounds",
         "finops.workers.ledger.redis_lua",
         "finops.workers.cache.keys", "finops.workers.cache.index", "finops.workers.observe.metrics",
+        "finops.workers.observe.exposition",
         "finops.workers.admin.routes", "finops.workers.alerts.rules", "finops.workers.alerts.payload",
         "finops.workers.formats.bedrock.guardrail", "finops.workers.governance.guardrail_prices",
         "finops.workers.governance.tiers"]

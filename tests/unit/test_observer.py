@@ -144,7 +144,8 @@ def test_scrape_has_the_rows_metrics(observers):
         values(cache="hit-exact", saved_usd=0.125, env="prod"),
     ]})
     out = obs.handle({"k": "scrape"})
-    assert set(out) == {"text"} and isinstance(out["text"], bytes)
+    assert set(out) == {"text", "type"} and isinstance(out["text"], bytes)
+    assert out["type"].startswith("text/plain; version=")     # the worker serves it as is
     fams = families(out["text"])
     assert value(fams, "finops_requests", "finops_requests_total", virtual_key="vk-1", status="200") == 1
     assert value(fams, "finops_cost_usd", "finops_cost_usd_total", virtual_key="vk-1") == 0.25

@@ -39,7 +39,6 @@ from ..governance.directory import load_directory
 from ..governance.store import DirectoryStore, StoreError, StoreUnavailable
 from ..governance.stores import open_store, watched
 from ..observe import dashboard, pglog, report
-from ..observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import directory
 from .circuits import CircuitFiles
 from .routes import Match, NoRoute, Request, Route, match, split_target
@@ -129,7 +128,7 @@ class Admin:
 
     # --- the other routes -------------------------------------------------------------------
     async def metrics(self, req: Request) -> tuple[int, Raw]:
-        return 200, Raw(METRICS_CONTENT_TYPE, await self.observer.scrape())
+        return 200, Raw(*await self.observer.scrape())
 
     async def usage(self, req: Request) -> tuple[int, dict]:
         """The ledger's usage report; with the request log on, each budget entry also carries

@@ -24,13 +24,12 @@ from __future__ import annotations
 import logging
 import re
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import tuple_row
+from finops.shared.lazy import lazy
 
 from .store import Names, StoreError, StoreUnavailable, upgrade
 
 log = logging.getLogger("finops.governance.pg")
+psycopg = lazy("psycopg", globals())     # imported by the first connection: most processes never open one
 
 # The advisory lock key of the schema check/upgrade ("FinOps" as a 48-bit integer).
 MIGRATION_LOCK = 0x46696E4F7073
@@ -128,6 +127,7 @@ def connect(url: str, *, application_name: str = "finops", what: str = "governan
     """An autocommit connection to `url` (a postgresql:// URL or a libpq conninfo string) with the
     module's timeouts; `StoreUnavailable` when the server cannot be reached, `StoreError` for a URL
     that cannot be parsed."""
+    from psycopg.conninfo import conninfo_to_dict
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as e:
@@ -153,6 +153,7 @@ def first_line(e: BaseException) -> str:
 
 def schema_version(conn: psycopg.Connection) -> int:
     """The version recorded in the database (0: never migrated)."""
+    from psycopg.rows import tuple_row
     cur = conn.cursor(row_factory=tuple_row)
     if cur.execute("SELECT to_regclass('finops_schema_version')").fetchone()[0] is None:
         return 0
@@ -162,6 +163,7 @@ def schema_version(conn: psycopg.Connection) -> int:
 
 def migrate(conn: psycopg.Connection, where: str = "") -> int:
     """Bring the schema to SCHEMA_VERSION (see the module doc); returns the version found before."""
+    from psycopg.rows import tuple_row
     where = where or "governance store"
     try:
         conn.execute("BEGIN")

@@ -31,7 +31,6 @@ import dataclasses
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import string
 import time
@@ -122,11 +121,13 @@ class InvalidReference(StoreError):
 
 def new_key_id() -> str:
     """`vk-` + 16 random lowercase letters and digits (~82 bits)."""
+    import secrets      # here, not at the top: secrets loads OpenSSL (3.4 MiB RSS) in the ledger actor
     return "vk-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
 def new_secret() -> str:
     """`fos-` + 40 URL-safe characters (240 random bits)."""
+    import secrets
     return "fos-" + secrets.token_urlsafe(30)
 
 

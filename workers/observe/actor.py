@@ -26,7 +26,7 @@ Protocol (msgpack maps):
     {"k": "cache", "c": {"published": n, "applied": n, "expired_skipped": n, "dropped": n}}  (no reply; the
                                                                           cache's replication, increments)
     {"k": "gauges", "proc": "worker-123", "kind": "worker", "g": {...}}  (no reply; see Metrics.report)
-    {"k": "scrape"}                                                       -> {"text": exposition bytes}
+    {"k": "scrape"}                                -> {"text": exposition bytes, "type": its content type}
     {"k": "flush"}                                                        -> {"rows": rows written so far}
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from finops.shared.actors import BlockingActor
 from finops.shared.rundir import ALERTS_FILE, RESTARTS_FILE
 
 from . import logdb
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("finops.observer")
 
@@ -109,7 +109,7 @@ class ObserverActor(BlockingActor):
             queues = {"observer_rows": len(self.pending)}
             if self.pg is not None:
                 queues["request_log_spool_batches"] = self.pg.spooled
-            return {"text": self.metrics.render(queues)}
+            return {"text": self.metrics.render(queues), "type": CONTENT_TYPE}
         if k == "flush":
             self.drain()            # rows a frontend sent before this request are written too
             self.commit()

@@ -29,11 +29,12 @@ class ObserverClient(ActorClient):
                 self.send({"k": "gauges", "proc": proc, "kind": "worker", "g": gauges()})
                 await trio.sleep(GAUGE_SECONDS)
 
-    async def scrape(self) -> bytes:
-        """/metrics as the observer renders it, for the whole gateway."""
+    async def scrape(self) -> tuple[str, bytes]:
+        """(content type, /metrics) as the observer renders it, for the whole gateway. The observer
+        names the content type, so a worker never imports prometheus_client."""
         out = await self.request({"k": "scrape"}, timeout=5.0,
                                  what="The gateway's observer did not answer; metrics are unavailable.")
-        return out["text"]
+        return out["type"], out["text"]
 
     async def sync(self) -> None:
         """Wait until the observer has written every row it has been sent (for reports)."""

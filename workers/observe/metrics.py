@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import time
 
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
-
-prometheus_client.disable_created_metrics()
+from .exposition import CONTENT_TYPE, Counter, Gauge, Histogram, Registry  # noqa: F401  (CONTENT_TYPE: actor.py)
 
 MAX_VALUES = 200           # distinct values per client-chosen label
 GAUGE_TTL = 10.0           # seconds a process's gauges count after its last report
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 
 class Bounded:
@@ -46,7 +41,7 @@ class Metrics:
     def __init__(self, clock=time.monotonic, node: str = ""):
         self.clock = clock
         self.node = node            # every sample gets node="..." (a fleet: README "Several nodes")
-        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.registry = r = Registry()
         self.model, self.env = Bounded(), Bounded()
         self.vk = Bounded(10 * MAX_VALUES)        # key ids come from the directory, not from clients
         req = ["op", "model", "provider", "env", "virtual_key", "status", "error"]
@@ -193,7 +188,7 @@ class Metrics:
             self.queue.labels(q).set(n)
         if semantic is not None:
             self.semantic.set(semantic)
-        text = generate_latest(self.registry)
+        text = self.registry.render()
         return with_node(text, self.node) if self.node else text
 
 
@@ -220,16 +215,10 @@ class _Restarts:
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
 
-    def describe(self):
-        return [CounterMetricFamily("finops_process_restarts", "Times the supervisor restarted a process, by kind.",
-                                    labels=["kind"])]
-
     def collect(self):
-        c = CounterMetricFamily("finops_process_restarts", "Times the supervisor restarted a process, by kind.",
-                                labels=["kind"])
-        for kind, n in sorted(self.metrics.restart_counts.items()):
-            c.add_metric([kind], n)
-        yield c
+        yield ("finops_process_restarts", "counter", "Times the supervisor restarted a process, by kind.",
+               [("finops_process_restarts_total", {"kind": kind}, n)
+                for kind, n in sorted(self.metrics.restart_counts.items())])
 
 
 class _Alerts:
@@ -242,12 +231,8 @@ class _Alerts:
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
 
-    def describe(self):
-        return [CounterMetricFamily(f"finops_alerts_{k}", h, labels=["kind"]) for k, h in self.HELP.items()]
-
     def collect(self):
         for k, h in self.HELP.items():
-            c = CounterMetricFamily(f"finops_alerts_{k}", h, labels=["kind"])
-            for kind, n in sorted((self.metrics.alert_counts.get(k) or {}).items()):
-                c.add_metric([kind], n)
-            yield c
+            yield (f"finops_alerts_{k}", "counter", h,
+                   [(f"finops_alerts_{k}_total", {"kind": kind}, n)
+                    for kind, n in sorted((self.metrics.alert_counts.get(k) or {}).items())])

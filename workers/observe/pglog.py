@@ -31,14 +31,16 @@ import os
 from datetime import datetime, timezone
 
 import msgpack
-import psycopg
 
 from finops.shared import logrow
+from finops.shared.lazy import lazy
 from finops.workers.governance import pg_schema
 from finops.workers.governance.store import StoreError, StoreUnavailable
 
 from . import logdb
 from .logsql import LABELS, MEASURES, POSTGRES, SOURCE_COLUMNS
+
+psycopg = lazy("psycopg", globals())     # imported by the first connection: most processes never open one
 
 log = logging.getLogger("finops.observer.pglog")
 

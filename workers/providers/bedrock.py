@@ -24,10 +24,6 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
 from finops.shared import errors, eventstream
 from finops.shared.provider_config import BedrockConfig
 
@@ -88,27 +84,48 @@ def exception_from_frame(frame: eventstream.Frame) -> errors.GatewayError:
     return errors.GatewayError(code, doc.get("message") or doc.get("Message") or member, extra=extra)
 
 
-class CachedKeySigV4Auth(SigV4Auth):
-    """botocore's SigV4 signer, with the derived signing key kept for the day.
+_botocore = None
 
-    botocore derives the key (four HMACs) on every request; it only changes with the date, the
-    region and the secret, so one instance per credential keeps it. Everything else, canonical
-    request included, is botocore's own code.
-    """
 
-    def __init__(self, credentials, service_name, region_name):
-        super().__init__(credentials, service_name, region_name)
-        self._day = ""
-        self._key = b""
+def _signing():
+    """(CachedKeySigV4Auth, AWSRequest, Credentials): botocore (about 15 MiB with what it imports)
+    is imported by the first bedrock provider built, not by this module, which every worker imports."""
+    global _botocore
+    if _botocore is None:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
 
-    def signature(self, string_to_sign, request):
-        day = request.context["timestamp"][0:8]
-        if day != self._day:
-            k = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
-            for part in (self._region_name, self._service_name, "aws4_request"):
-                k = self._sign(k, part)
-            self._day, self._key = day, k
-        return self._sign(self._key, string_to_sign, hex=True)
+        class CachedKeySigV4Auth(SigV4Auth):
+            """botocore's SigV4 signer, with the derived signing key kept for the day.
+
+            botocore derives the key (four HMACs) on every request; it only changes with the date, the
+            region and the secret, so one instance per credential keeps it. Everything else, canonical
+            request included, is botocore's own code.
+            """
+
+            def __init__(self, credentials, service_name, region_name):
+                super().__init__(credentials, service_name, region_name)
+                self._day = ""
+                self._key = b""
+
+            def signature(self, string_to_sign, request):
+                day = request.context["timestamp"][0:8]
+                if day != self._day:
+                    k = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
+                    for part in (self._region_name, self._service_name, "aws4_request"):
+                        k = self._sign(k, part)
+                    self._day, self._key = day, k
+                return self._sign(self._key, string_to_sign, hex=True)
+
+        _botocore = (CachedKeySigV4Auth, AWSRequest, Credentials)
+    return _botocore
+
+
+def __getattr__(name: str):
+    if name == "CachedKeySigV4Auth":
+        return _signing()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register
@@ -119,12 +136,13 @@ class BedrockProvider(Provider):
     def __init__(self, cfg: BedrockConfig):
         super().__init__(cfg)
         self.base_url = (cfg.base_url or f"https://bedrock-runtime.{cfg.region}.amazonaws.com").rstrip("/")
+        CachedKeySigV4Auth, self._request, Credentials = _signing()
         self.signers = [CachedKeySigV4Auth(Credentials(k.access_key_id, k.secret_access_key,
                                                        k.session_token or None), "bedrock", cfg.region)
                         for k in cfg.keys]
         self.client = upstream.UpstreamClient(cfg)
 
-    def signer(self, attempt: Attempt) -> CachedKeySigV4Auth:
+    def signer(self, attempt: Attempt):
         if not self.signers:
             raise errors.GatewayError(
                 "AccessDeniedException",
@@ -141,7 +159,7 @@ class BedrockProvider(Provider):
         headers = {k: attempt.headers[k] for k in FORWARD_HEADERS if k in attempt.headers}
         if attempt.op not in ("invoke", "invoke-with-response-stream"):
             headers["content-type"] = "application/json"
-        req = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        req = self._request(method="POST", url=url, data=body, headers=headers)
         self.signer(attempt).add_auth(req)
         return url, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
 
