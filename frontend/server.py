@@ -24,7 +24,7 @@ from hypercorn.utils import wrap_app
 from finops.shared import config as configmod
 from finops.shared.logs import setup_logging
 
-from . import h2_goaway, keepalive
+from . import h11_writes, h2_goaway, keepalive
 from .app import App
 from .dispatch import WorkerPool
 
@@ -74,6 +74,7 @@ async def report_gauges(pool: WorkerPool) -> None:
 async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
     h2_goaway.install()
     keepalive.install()
+    h11_writes.install()
     pool = WorkerPool(cfg)
     app = App(cfg, pool)
     hc = hypercorn_config(cfg)

@@ -5,7 +5,7 @@ shape with none of its work.
     python scripts/bare_path.py serve --port 8090 --workers 2 \\
         --converse-body converse.json --stream-body converse-stream.bin
 
-Hypercorn (trio worker, the gateway frontend's own Hypercorn settings, keep-alive timer and listening socket)
+Hypercorn (trio worker, the gateway frontend's own Hypercorn settings, keep-alive timer, writes and listening socket)
 serves an ASGI app that sends each request's id over a ZeroMQ PUSH socket to `--workers` trio
 worker processes (round robin); each worker PUSHes the answer back to the frontend's PULL socket,
 and the frontend answers with it. Nothing is parsed (neither the request body nor the answer)
@@ -32,7 +32,7 @@ from hypercorn.config import Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from finops.frontend import keepalive
+from finops.frontend import h11_writes, keepalive
 from finops.frontend.server import hypercorn_config, listen_socket
 from finops.shared import config as configmod
 from finops.shared import transport
@@ -177,7 +177,8 @@ async def serve(sock, run_dir: str, args) -> None:
                                  "--stream-body", args.stream_body], stdin=subprocess.DEVNULL)
                for _ in range(args.workers)]
     app = App(out)
-    keepalive.install()                  # the frontend's keep-alive timer too: the same server layer
+    keepalive.install()                  # the frontend's keep-alive timer and writes: the same server layer
+    h11_writes.install()
     hc = hypercorn_config(configmod.load(None, environ={}))
     stop = trio.Event()
 

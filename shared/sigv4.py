@@ -1,4 +1,5 @@
-"""AWS Signature Version 4 for the `bedrock` service, built on botocore's own signer. Pure.
+"""AWS Signature Version 4 for the `bedrock` service: botocore's algorithm (`SigV4Auth`), written out.
+Pure: botocore is the tests' oracle, never imported here.
 
 No I/O and no clock reads: the caller passes the current time in. Reference:
 bedrock-protocol.md section 4.
@@ -32,8 +33,9 @@ unknown access key id is ``UnrecognizedClientException``.
 Signing
 -------
 `sign_headers()` signs a request the way botocore does (every header but botocore's blacklist, plus
-``host``), at a given time. The gateway uses it to re-sign requests to a real Bedrock; tests use it to
-build signed requests.
+``host``), at a given time; `sign()` is the same at an X-Amz-Date already formatted. The bedrock
+provider uses it to re-sign requests to a real Bedrock (the derived key is kept per day, as
+botocore does not); tests use it to build signed requests.
 
 Errors
 ------
@@ -49,15 +51,17 @@ Messages follow AWS's wording where AWS has one, and always say which value was 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote, urlsplit
 
-# botocore (with urllib3, dateutil, http.client and email: about 15 MiB) is imported by the first
-# signature computed, not by this module: most processes that import it never sign or verify.
+# botocore's algorithm (botocore.auth.SigV4Auth), written out: botocore itself is the oracle of the
+# tests (tests/unit/test_sigv4.py signs and verifies with both), not a dependency of the gateway.
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"      # botocore.auth.SIGV4_TIMESTAMP
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -180,27 +184,74 @@ def parse_amz_date(value: str) -> datetime:
 _bc = None
 
 
-def _botocore():
-    """(SigV4Auth, the exact-headers signer, AWSRequest, HTTPHeaders, ReadOnlyCredentials), imported
-    on first use. The exact-headers signer is botocore's, signing exactly the headers it is given
-    (no implicit ``host``)."""
-    global _bc
-    if _bc is None:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.compat import HTTPHeaders
-        from botocore.credentials import ReadOnlyCredentials
+# botocore.auth.SIGNED_HEADERS_BLACKLIST: headers a signer leaves out of the signature
+_NOT_SIGNED = frozenset(("baggage", "connection", "expect", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                         "te", "traceparent", "tracestate", "trailer", "transfer-encoding", "upgrade", "user-agent",
+                         "x-amzn-trace-id"))
 
-        class ExactHeadersSigV4(SigV4Auth):
-            def __init__(self, credentials, service_name, region_name, signed):
-                super().__init__(credentials, service_name, region_name)
-                self._signed = signed
 
-            def headers_to_sign(self, request):
-                return self._signed
+def _canonical_path(path: str) -> str:
+    """botocore's canonical URI: dot segments and empty segments removed, then percent-encoded
+    (once more: an encoded ``%3A`` becomes ``%253A``)."""
+    if not path:
+        return "/"
+    out: list[str] = []
+    for seg in path.split("/"):
+        if seg and seg != ".":
+            if seg == "..":
+                if out:
+                    out.pop()
+            else:
+                out.append(seg)
+    norm = ("/" if path[0] == "/" else "") + "/".join(out) + ("/" if path[-1] == "/" and out else "")
+    return quote(norm, safe="/~")
 
-        _bc = (SigV4Auth, ExactHeadersSigV4, AWSRequest, HTTPHeaders, ReadOnlyCredentials)
-    return _bc
+
+def _canonical_query(query: str) -> str:
+    if not query:
+        return ""
+    return "&".join(f"{k}={v}" for k, v in sorted(p.partition("=")[::2] for p in query.split("&")))
+
+
+def _host_of(parts) -> str:
+    """The ``host`` value botocore signs when the request has none: lower-case, without a default port."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != {"http": 80, "https": 443}.get(parts.scheme):
+        host = f"{host}:{port}"
+    return host
+
+
+@functools.lru_cache(maxsize=64)
+def _signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
+    """The derived key (four HMACs): it changes only with the day, so it is kept."""
+    k = hmac.new(f"AWS4{secret_key}".encode(), day.encode(), hashlib.sha256).digest()
+    for part in (region, service, TERMINATOR):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return k
+
+
+def _signature(method: str, url: str, signed: list[tuple[str, str]], body: bytes, access_key_id: str,
+               secret_key: str, region: str, service: str, amz_date: str) -> tuple[str, str, str]:
+    """(credential scope with the key id, SignedHeaders, signature) of a request signing exactly
+    `signed` ((lower-case name, value) pairs, in the order botocore met them)."""
+    parts = urlsplit(url)
+    values: dict[str, list[str]] = {}
+    for name, value in signed:
+        values.setdefault(name, []).append(value)
+    names = sorted(values)
+    payload = next((v for n, v in signed if n == "x-amz-content-sha256"), None) or hashlib.sha256(body).hexdigest()
+    canonical = "\n".join((
+        method.upper(), _canonical_path(parts.path), _canonical_query(parts.query),
+        "".join(f"{n}:{','.join(' '.join(v.split()) for v in values[n])}\n" for n in names),
+        ";".join(names), payload))
+    day = amz_date[:8]
+    scope = f"{day}/{region}/{service}/{TERMINATOR}"
+    to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    sig = hmac.new(_signing_key(secret_key, day, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
+    return f"{access_key_id}/{scope}", ";".join(names), sig
 
 
 def _utc(now: datetime) -> datetime:
@@ -215,17 +266,9 @@ def expected_signature(method: str, scheme: str, host: str, raw_path_and_query: 
     `headers` must have lower-case names and contain every signed header (see `verify()` for the
     ``host``/``:authority`` fallbacks).
     """
-    _, ExactHeadersSigV4, AWSRequest, HTTPHeaders, ReadOnlyCredentials = _botocore()
-    signed = HTTPHeaders()
-    for name in auth.signed_headers:
-        signed[name] = headers[name]
-    request = AWSRequest(method=method.upper(), url=f"{scheme}://{host}{raw_path_and_query}",
-                         headers=signed, data=body)
-    request.context["timestamp"] = amz_date
-    signer = ExactHeadersSigV4(ReadOnlyCredentials(auth.access_key_id, secret_key, None),
-                               auth.service, auth.region, signed)
-    canonical = signer.canonical_request(request)
-    return signer.signature(signer.string_to_sign(request, canonical), request)
+    signed = [(name, headers[name]) for name in auth.signed_headers]
+    return _signature(method, f"{scheme}://{host}{raw_path_and_query}", signed, body, auth.access_key_id,
+                      secret_key, auth.region, auth.service, amz_date)[2]
 
 
 def verify(method: str, scheme: str, host: str, raw_path_and_query: str, headers: Mapping[str, str],
@@ -341,13 +384,29 @@ def sign_headers(method: str, url: str, headers: Mapping[str, str], body: bytes,
     (user-agent, expect, transfer-encoding, ...), plus ``host`` taken from `url` when absent.
     Any Authorization, X-Amz-Date or X-Amz-Security-Token already in `headers` is replaced.
     """
-    SigV4Auth, _, AWSRequest, _, ReadOnlyCredentials = _botocore()
-    request = AWSRequest(method=method.upper(), url=url, headers=dict(headers), data=body)
-    request.context["timestamp"] = _utc(now).strftime(SIGV4_TIMESTAMP)
-    signer = SigV4Auth(ReadOnlyCredentials(access_key_id, secret_key, session_token), service, region)
-    # botocore's add_auth() minus its clock read.
-    signer._modify_request_before_signing(request)
-    canonical = signer.canonical_request(request)
-    signature = signer.signature(signer.string_to_sign(request, canonical), request)
-    signer._inject_signature_to_request(request, signature)
-    return dict(request.headers.items())
+    return sign(method, url, headers, body, access_key_id=access_key_id, secret_key=secret_key, region=region,
+                amz_date=_utc(now).strftime(SIGV4_TIMESTAMP), service=service, session_token=session_token)
+
+
+def sign(method: str, url: str, headers: Mapping[str, str], body: bytes, *, access_key_id: str,
+         secret_key: str, region: str, amz_date: str, service: str = SERVICE,
+         session_token: str | None = None) -> dict[str, str]:
+    """`sign_headers()` at an X-Amz-Date already formatted (``20261206T101500Z``): the headers
+    in botocore's order (the given ones, X-Amz-Date, X-Amz-Security-Token, Authorization)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low == "date":
+            raise ValueError("sign: a Date header is not supported (botocore would re-sign it); send none")
+        if low not in ("authorization", "x-amz-date") and not (session_token and low == "x-amz-security-token"):
+            out[name] = value
+    out["X-Amz-Date"] = amz_date
+    if session_token:
+        out["X-Amz-Security-Token"] = session_token
+    signed = [(n.lower(), v) for n, v in out.items() if n.lower() not in _NOT_SIGNED]
+    if not any(n == "host" for n, _ in signed):
+        signed.append(("host", _host_of(urlsplit(url))))
+    credential, signed_names, sig = _signature(method, url, signed, body, access_key_id, secret_key, region,
+                                               service, amz_date)
+    out["Authorization"] = f"{ALGORITHM} Credential={credential}, SignedHeaders={signed_names}, Signature={sig}"
+    return out

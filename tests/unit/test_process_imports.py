@@ -72,3 +72,28 @@ def test_a_lazy_module_without_a_namespace_stays_a_proxy():
     assert m.rgb_to_hsv(0.0, 0.0, 0.0) == (0.0, 0.0, 0.0) and "imported" in repr(m)
     with pytest.raises(AttributeError):
         m.no_such_function
+
+
+def test_signing_and_checking_sigv4_never_import_botocore():
+    """The bedrock provider signs and the frontend's SigV4 check verifies with finops.shared.sigv4
+    alone: botocore (and its 15 MiB) is a test oracle, not a run-time dependency."""
+    code = BLOCKER.replace("importlib.import_module(sys.argv[1])", """
+from datetime import datetime, timezone
+from finops.shared import config as configmod, sigv4
+from finops.workers.providers.registry import build_provider
+from finops.workers.request import Attempt
+cfg = configmod.build({"providers": {"b": {"kind": "bedrock", "region": "us-east-1",
+                                           "keys": [{"access_key_id": "AKID", "secret_access_key": "s"}]}},
+                       "default_route": {"provider": "b"}}, "test")
+p = build_provider(cfg.providers["b"])
+a = Attempt(number=1, target="b/*", provider="b", upstream_model="m:1", fallback=False, key_index=0,
+            key=p.cfg.keys[0], key_circuit="", op="converse", model_id="m", headers={}, started=0.0)
+url, headers = p.signed_request(a, b"{}")
+now = datetime.now(timezone.utc)
+h = sigv4.sign_headers("POST", "http://127.0.0.1:8080/model/m%3A1/converse", {"content-type": "application/json"},
+                       b"{}", access_key_id="AKID", secret_key="s", region="us-east-1", now=now)
+sigv4.verify("POST", "http", "127.0.0.1:8080", "/model/m%3A1/converse", {k.lower(): v for k, v in h.items()},
+             b"{}", "s", now)
+""")
+    r = subprocess.run([sys.executable, "-c", code, "unused", "botocore"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

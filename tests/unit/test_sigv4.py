@@ -465,3 +465,50 @@ def test_authenticate_looks_up_the_key(monkeypatch):
     assert e.status == 403
     _expect("InvalidSignatureException", "does not match", sigv4.authenticate, *args,
             {AKID: "nope"}, T0)
+
+
+# --- the signer against botocore's, over many requests -------------------------------------------
+
+def _botocore_sign(method, url, headers, body, amz_date, region, service, token):
+    request = AWSRequest(method=method, url=url, headers=dict(headers), data=body)
+    request.context["timestamp"] = amz_date
+    signer = SigV4Auth(ReadOnlyCredentials(AKID, SECRET, token), service, region)
+    signer._modify_request_before_signing(request)
+    canonical = signer.canonical_request(request)
+    signer._inject_signature_to_request(request, signer.signature(signer.string_to_sign(request, canonical), request))
+    return list(request.headers.items())
+
+
+SIGN_URLS = ["http://127.0.0.1:8080/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+             "https://bedrock-runtime.us-east-1.amazonaws.com/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Ainference-profile%2Fus.x/converse-stream",
+             "https://bedrock-runtime.eu-west-3.amazonaws.com:443/model/a b~c*'()/invoke",
+             "http://EXAMPLE.internal:80//model/./x/../y/invoke-with-response-stream/",
+             "http://[::1]:9000/guardrail/gr%2F1/version/DRAFT/apply?b=2&a=1&a=0&c",
+             "https://h.example/"]
+SIGN_HEADERS = [{},
+                {"Content-Type": "application/json"},
+                {"content-type": "application/json", "Accept": "application/vnd.amazon.eventstream",
+                 "User-Agent": "Boto3/1.44", "X-Amzn-Bedrock-Trace": "  ENABLED   now ",
+                 "X-Amzn-Trace-Id": "Root=1", "Transfer-Encoding": "chunked"},
+                {"Authorization": "stale", "X-Amz-Date": "19990101T000000Z", "Host": "other.example:8443",
+                 "X-Amz-Security-Token": "old", "x-amzn-bedrock-guardrailidentifier": "gr-1"},
+                {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD", "content-type": "application/json"}]
+
+
+@pytest.mark.parametrize("url", SIGN_URLS)
+@pytest.mark.parametrize("headers", range(len(SIGN_HEADERS)))
+@pytest.mark.parametrize("token", [None, "session-token/+="])
+def test_sign_is_botocores_signature(url, headers, token):
+    """The gateway's own signer (no botocore at run time) gives botocore's headers, byte for byte."""
+    h = SIGN_HEADERS[headers]
+    for body, region, service, amz_date in ((b'{"messages":[]}', "us-east-1", "bedrock", "20261206T101500Z"),
+                                            (b"", "eu-west-3", "bedrock-runtime", "20260101T000000Z")):
+        ours = sigv4.sign("POST", url, h, body, access_key_id=AKID, secret_key=SECRET, region=region,
+                          amz_date=amz_date, service=service, session_token=token)
+        assert list(ours.items()) == _botocore_sign("POST", url, h, body, amz_date, region, service, token)
+
+
+def test_sign_refuses_a_date_header():
+    with pytest.raises(ValueError, match="Date"):
+        sigv4.sign("POST", SIGN_URLS[0], {"Date": "x"}, b"", access_key_id=AKID, secret_key=SECRET,
+                   region=REGION, amz_date="20261206T101500Z")

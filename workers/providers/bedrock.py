@@ -1,7 +1,8 @@
 """The `bedrock` provider: real AWS Bedrock Runtime, or any Bedrock-compatible endpoint.
 
 The client's request body goes upstream byte for byte; the gateway signs it again with SigV4
-using the provider's own configured credentials (botocore's signer), never the client's. All
+using the provider's own configured credentials (finops.shared.sigv4.sign: botocore's algorithm), never
+the client's. All
 five operations and both stream kinds are relayed faithfully:
 
 - a non-streaming answer: status, body and the Bedrock response headers, as received;
@@ -22,9 +23,10 @@ Keys: `keys = [{access_key_id, secret_access_key, session_token?, weight}]`, cho
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import quote
 
-from finops.shared import errors, eventstream
+from finops.shared import errors, eventstream, sigv4
 from finops.shared.provider_config import BedrockConfig
 
 from .. import upstream
@@ -84,48 +86,9 @@ def exception_from_frame(frame: eventstream.Frame) -> errors.GatewayError:
     return errors.GatewayError(code, doc.get("message") or doc.get("Message") or member, extra=extra)
 
 
-_botocore = None
-
-
-def _signing():
-    """(CachedKeySigV4Auth, AWSRequest, Credentials): botocore (about 15 MiB with what it imports)
-    is imported by the first bedrock provider built, not by this module, which every worker imports."""
-    global _botocore
-    if _botocore is None:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
-
-        class CachedKeySigV4Auth(SigV4Auth):
-            """botocore's SigV4 signer, with the derived signing key kept for the day.
-
-            botocore derives the key (four HMACs) on every request; it only changes with the date, the
-            region and the secret, so one instance per credential keeps it. Everything else, canonical
-            request included, is botocore's own code.
-            """
-
-            def __init__(self, credentials, service_name, region_name):
-                super().__init__(credentials, service_name, region_name)
-                self._day = ""
-                self._key = b""
-
-            def signature(self, string_to_sign, request):
-                day = request.context["timestamp"][0:8]
-                if day != self._day:
-                    k = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
-                    for part in (self._region_name, self._service_name, "aws4_request"):
-                        k = self._sign(k, part)
-                    self._day, self._key = day, k
-                return self._sign(self._key, string_to_sign, hex=True)
-
-        _botocore = (CachedKeySigV4Auth, AWSRequest, Credentials)
-    return _botocore
-
-
-def __getattr__(name: str):
-    if name == "CachedKeySigV4Auth":
-        return _signing()[0]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _amz_date() -> str:
+    """Now, as SigV4's X-Amz-Date (UTC)."""
+    return time.strftime(sigv4.SIGV4_TIMESTAMP, time.gmtime())
 
 
 @register
@@ -136,19 +99,16 @@ class BedrockProvider(Provider):
     def __init__(self, cfg: BedrockConfig):
         super().__init__(cfg)
         self.base_url = (cfg.base_url or f"https://bedrock-runtime.{cfg.region}.amazonaws.com").rstrip("/")
-        CachedKeySigV4Auth, self._request, Credentials = _signing()
-        self.signers = [CachedKeySigV4Auth(Credentials(k.access_key_id, k.secret_access_key,
-                                                       k.session_token or None), "bedrock", cfg.region)
-                        for k in cfg.keys]
+        self.region = cfg.region
         self.client = upstream.UpstreamClient(cfg)
 
-    def signer(self, attempt: Attempt):
-        if not self.signers:
+    def key(self, attempt: Attempt):
+        if not self.cfg.keys:
             raise errors.GatewayError(
                 "AccessDeniedException",
                 f"provider {self.name!r} (bedrock) has no keys; add keys = [{{access_key_id = \"${{AWS_ACCESS_KEY_ID}}\", "
                 "secret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"}] to its config.", 403)
-        return self.signers[attempt.key_index]
+        return self.cfg.keys[attempt.key_index]
 
     def signed_request(self, attempt: Attempt, body: bytes) -> tuple[str, list]:
         if attempt.op == "apply-guardrail":
@@ -159,9 +119,10 @@ class BedrockProvider(Provider):
         headers = {k: attempt.headers[k] for k in FORWARD_HEADERS if k in attempt.headers}
         if attempt.op not in ("invoke", "invoke-with-response-stream"):
             headers["content-type"] = "application/json"
-        req = self._request(method="POST", url=url, data=body, headers=headers)
-        self.signer(attempt).add_auth(req)
-        return url, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
+        k = self.key(attempt)
+        signed = sigv4.sign("POST", url, headers, body, access_key_id=k.access_key_id, secret_key=k.secret_access_key,
+                            region=self.region, amz_date=_amz_date(), session_token=k.session_token or None)
+        return url, [(n.encode("latin-1"), v.encode("latin-1")) for n, v in signed.items()]
 
     async def relay(self, attempt: Attempt, body: bytes, reply, headers_for=lambda usage: []):
         """`headers_for(usage)` adds the gateway's own response headers (cost, budget): with the
