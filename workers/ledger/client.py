@@ -56,10 +56,17 @@ class LedgerClient(ActorClient):
     async def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int) -> dict:
         msg = {"k": "reserve", "rid": rid, "key": key_id, "env": env, "max": max_cost_usd, "tok": est_tokens,
                "pid": self.pid}
-        if self.settles:
-            msg["s"], self.settles = self.settles, []
-        return await self.request(msg, what="The governance ledger did not answer in time; the request was not "
-                                            "sent upstream. Retry shortly.")
+        riding = self.settles
+        if riding:
+            msg["s"], self.settles = riding, []
+        try:
+            return await self.request(msg, what="The governance ledger did not answer in time; the request was "
+                                                "not sent upstream. Retry shortly.")
+        except BaseException:   # no answer (ledger away) or cancelled: its settles go again, a settle
+            if riding:          # is idempotent by request id, so one the ledger did get counts once
+                self.settles[:0] = riding
+                self._settle_due.set()
+            raise
 
     def settle(self, rid: str, key_id: str, env: str, cost_usd: float, tokens: int, saved_usd: float = 0.0) -> list:
         """Queue the settle; it goes with the next reserve, or within SETTLE_DELAY. `saved_usd`:
