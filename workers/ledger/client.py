@@ -62,10 +62,16 @@ class LedgerClient(ActorClient):
         try:
             return await self.request(msg, what="The governance ledger did not answer in time; the request was "
                                                 "not sent upstream. Retry shortly.")
-        except BaseException:   # no answer (ledger away) or cancelled: its settles go again, a settle
-            if riding:          # is idempotent by request id, so one the ledger did get counts once
-                self.settles[:0] = riding
-                self._settle_due.set()
+        except BaseException:
+            # No answer (the ledger is away) or cancelled (the client went away): the settles it
+            # carried go again, and the reservation the ledger may have made is released with a
+            # zero settle (sent after the reserve, on the same socket). A request id settled twice
+            # counts once, so what the ledger did get is not counted again; a reservation left
+            # open would be charged in full when it expired (or at once, as its worker's on the
+            # next start of this node).
+            self.settles[:0] = riding
+            self.settles.append([rid, key_id, env, 0.0, 0])
+            self._settle_due.set()
             raise
 
     def settle(self, rid: str, key_id: str, env: str, cost_usd: float, tokens: int, saved_usd: float = 0.0) -> list:
