@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import trio
-from hypercorn.config import Config
 from hypercorn.protocol import h11 as hypercorn_h11
-from hypercorn.trio import serve, tcp_server
+from hypercorn.trio import tcp_server
 
 from finops.frontend import h11_writes
+from tests.helpers.inprocess_hypercorn import serving
 
 BODY = b'{"output":{"message":{"role":"assistant","content":[{"text":"hello"}]}}}'
 
@@ -48,10 +48,6 @@ async def run_server(patched: bool, monkeypatch, test) -> None:
     served: Served | None = None
 
     async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            return await send({"type": "lifespan.shutdown.complete"})
         await receive()
         if scope["path"] == "/stream":
             await send({"type": "http.response.start", "status": 200,
@@ -65,18 +61,9 @@ async def run_server(patched: bool, monkeypatch, test) -> None:
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    cfg = Config()
-    cfg.bind = ["127.0.0.1:0"]
-    cfg.include_date_header = False
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, cfg, shutdown_trigger=stop.wait,
-                                                              task_status=task_status))
-        served = Served(int(binds[0].rsplit(":", 1)[1]), writes)
-        try:
-            await test(served)
-        finally:
-            stop.set()
+    async with serving(app, include_date_header=False) as port:
+        served = Served(port, writes)
+        await test(served)
 
 
 GET = b"GET /converse HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

@@ -9,6 +9,7 @@ from hypercorn.trio import tcp_server
 from hypercorn.trio.worker_context import EventWrapper, TrioSingleTask
 
 from finops.frontend.keepalive import IdleTimer
+from tests.helpers.inprocess_hypercorn import serving
 
 TIMEOUT = 75.0
 
@@ -106,8 +107,6 @@ async def test_a_real_hypercorn_leaves_no_timer_behind(monkeypatch):
     """Served by hypercorn with the timer installed: clients that close their connections (after
     `Connection: close`, mid-request, or idle) leave no timer task; one idle keep-alive connection
     keeps exactly one."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
     from finops.frontend import keepalive
     monkeypatch.setattr(tcp_server.TCPServer, "_read_data", tcp_server.TCPServer._read_data)
     monkeypatch.setattr(tcp_server, "TrioSingleTask", TrioSingleTask)
@@ -118,10 +117,6 @@ async def test_a_real_hypercorn_leaves_no_timer_behind(monkeypatch):
     release = trio.Event()
 
     async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            return await send({"type": "lifespan.shutdown.complete"})
         await receive()
         if scope["path"] == "/slow":
             await release.wait()
@@ -141,13 +136,7 @@ async def test_a_real_hypercorn_leaves_no_timer_behind(monkeypatch):
             while timers() != count:
                 await trio.sleep(0.01)
 
-    cfg = Config()
-    cfg.bind = ["127.0.0.1:0"]
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, cfg, shutdown_trigger=stop.wait,
-                                                              task_status=task_status))
-        port = int(binds[0].rsplit(":", 1)[1])
+    async with serving(app) as port:
 
         async def request(path: bytes, close: bool) -> trio.SocketStream:
             s = await trio.open_tcp_stream("127.0.0.1", port)
@@ -169,4 +158,3 @@ async def test_a_real_hypercorn_leaves_no_timer_behind(monkeypatch):
         await idle.aclose()                              # closed by the client while idle
         await wait_for(0)
         release.set()
-        stop.set()

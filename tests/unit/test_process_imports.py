@@ -17,18 +17,8 @@ import sys
 import pytest
 
 from finops.shared.lazy import lazy
+from tests.unit.test_layering import BLOCKER   # python -c BLOCKER MODULE a,b: import MODULE with a, b blocked
 
-BLOCKER = """
-import sys
-blocked = tuple(sys.argv[2].split(','))
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in blocked:
-            raise ImportError('imported ' + name + ', which is blocked here')
-sys.meta_path.insert(0, Block())
-import importlib
-importlib.import_module(sys.argv[1])
-"""
 
 ENTRY_MODULES = {
     "finops.launcher.supervisor": ("msgspec", "tomllib", "trio", "zmq", "ssl", "_hashlib", "email", "http",
