@@ -1,9 +1,8 @@
 """The `bedrock` provider: real AWS Bedrock Runtime, or any Bedrock-compatible endpoint.
 
 The client's request body goes upstream byte for byte; the gateway signs it again with SigV4
-using the provider's own configured credentials (finops.shared.sigv4.sign: botocore's algorithm), never
-the client's. All
-five operations and both stream kinds are relayed faithfully:
+(`finops.shared.sigv4.sign`, botocore's algorithm) using the provider's own configured
+credentials, never the client's. All five operations and both stream kinds are relayed faithfully:
 
 - a non-streaming answer: status, body and the Bedrock response headers, as received;
 - a stream: upstream frames are decoded and each event is passed on (the frontend re-frames
