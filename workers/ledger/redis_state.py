@@ -182,7 +182,6 @@ class RedisLedger:
         if not namespace or any(c in namespace for c in "{}: "):
             raise ValueError(f"namespace must be a non-empty word without braces, colons or spaces: {namespace!r}")
         self.r = client
-        self._conn = None                   # the batches' connection (_evalsha_many)
         self.where = where
         self._dir = directory
         self._clock = clock
@@ -236,8 +235,6 @@ class RedisLedger:
         return cls(client, directory, where=where, **kw)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.disconnect()
         self.r.close()
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -269,14 +266,12 @@ class RedisLedger:
         self._call(load, idempotent=True)
 
     def _eval(self, name: str, keys: list, args: list, idempotent: bool):
-        s = self._scripts[name]
-
+        """One script call: `_evalsha_many` of one, its error raised."""
         def run():
-            try:
-                return self.r.evalsha(s.sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:       # Redis restarted or SCRIPT FLUSH: the script did not run
-                self.r.script_load(s.source)
-                return self.r.evalsha(s.sha, len(keys), *keys, *args)
+            out = self._evalsha_many([(name, keys, args)])[0]
+            if isinstance(out, Exception):
+                raise out
+            return out
         return self._call(run, idempotent)
 
     def _check_eviction(self) -> None:
@@ -452,9 +447,8 @@ class RedisLedger:
         timeouts are raised (the connection is dropped: replies may still be on its socket)."""
         scripts = self._scripts
         wire = b"".join(hiredis.pack_command((b"EVALSHA", scripts[n].sha, len(k), *k, *a)) for n, k, a in calls)
-        conn = self._conn
-        if conn is None:        # this ledger's own connection, kept (it reconnects after a disconnect)
-            conn = self._conn = self.r.connection_pool.make_connection()
+        pool = self.r.connection_pool
+        conn = pool.get_connection()    # the pool drops a connection Redis closed (a restart) first
         try:
             conn.send_packed_command([wire], check_health=False)
             outs: list = []
@@ -466,6 +460,8 @@ class RedisLedger:
         except BaseException:
             conn.disconnect()
             raise
+        finally:
+            pool.release(conn)
         for j, o in enumerate(outs):
             if isinstance(o, redis.exceptions.NoScriptError):
                 n, k, a = calls[j]
