@@ -179,10 +179,7 @@ def parse_amz_date(value: str) -> datetime:
         raise SigV4Error(INCOMPLETE, f"X-Amz-Date '{value}' is not a valid date.") from None
 
 
-# --- verifying ------------------------------------------------------------------------------
-
-_bc = None
-
+# --- the algorithm --------------------------------------------------------------------------
 
 # botocore.auth.SIGNED_HEADERS_BLACKLIST: headers a signer leaves out of the signature
 _NOT_SIGNED = frozenset(("baggage", "connection", "expect", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -257,6 +254,8 @@ def _signature(method: str, url: str, signed: list[tuple[str, str]], body: bytes
 def _utc(now: datetime) -> datetime:
     return now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
 
+
+# --- verifying ------------------------------------------------------------------------------
 
 def expected_signature(method: str, scheme: str, host: str, raw_path_and_query: str,
                        headers: Mapping[str, str], body: bytes, auth: Authorization,
