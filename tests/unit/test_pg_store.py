@@ -162,3 +162,45 @@ def test_a_cut_connection_is_replaced_transparently(own_pg):
             s.delete_team("t1")
         assert own_pg.terminate_connections(dbname) == 1
         assert s.load_directory().customers == {"acme": Customer("acme")}
+
+
+class _SocketClosedOnce:
+    """A connection whose next statement finds the socket closed before libpq has read why: psycopg
+    raises OperationalError("connection socket closed") with no SQLSTATE and the connection not yet
+    marked broken (seen in CI when the server's goodbye and the statement crossed)."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def execute(self, *args, **kwargs):
+        self._conn.close()
+        raise psycopg.OperationalError("connection socket closed")
+
+
+def test_a_socket_found_closed_before_libpq_knows_is_replaced_too(own_pg):
+    url = own_pg.create_database()
+    with PgStore.open(url) as s:
+        s.put_customer(Customer("acme"))
+        s.link.conn = _SocketClosedOnce(s.link.conn)
+        assert s.get_customer("acme") == Customer("acme")
+        assert isinstance(s.link.conn, psycopg.Connection)         # a new one
+
+
+def test_a_connection_lost_inside_a_transaction_is_not_silently_replaced(own_pg):
+    """Re-sending the statement on a new connection would run it outside the caller's transaction,
+    whose earlier statements are gone: the loss is reported, and the next call reconnects."""
+    url = own_pg.create_database()
+    dbname = url.rsplit("/", 1)[1]
+    link = pg_schema.Link(url, what="governance store", application_name="test")
+    try:
+        link.open()
+        link.begin()
+        assert own_pg.terminate_connections(dbname) == 1
+        with pytest.raises(StoreUnavailable):
+            link.run("SELECT 1")
+        assert link.run("SELECT 1").fetchone()[0] == 1
+    finally:
+        link.close()

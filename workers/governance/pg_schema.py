@@ -199,6 +199,16 @@ def end(conn: psycopg.Connection, sql: str) -> None:
         pass
 
 
+def connection_lost(conn: psycopg.Connection, e: psycopg.OperationalError) -> bool:
+    """Whether `e` says the connection itself is gone (so a new one may run the statement), not
+    that the server refused the statement (a timeout, a lock): libpq marked the connection broken,
+    the server ended the session (SQLSTATE class 08, or 57P01 to 57P03: terminated, shutting
+    down), or psycopg saw the socket close before libpq read why (no SQLSTATE: "connection socket
+    closed", which leaves the connection not yet marked broken)."""
+    state = e.sqlstate
+    return conn.broken or state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 class Link:
     """One connection to the database for one user (not shared between threads), made on first
     use and made again when found dead (closed, or broken by a lost connection). `what` names the
@@ -248,16 +258,19 @@ class Link:
 
     def run(self, sql: str, params=()) -> psycopg.Cursor:
         """One statement, in a transaction of its own (autocommit) unless one is open. Every
-        statement sent here is BEGIN, a read or an idempotent write, so a connection found dead is
-        replaced and the statement sent again, once. `StoreUnavailable` when the server cannot be
+        statement sent here is BEGIN, a read or an idempotent write, so a connection found dead
+        (`connection_lost`) with no transaction open on it is replaced and the statement sent
+        again, once; inside a transaction the loss is the caller's (its earlier statements are gone). `StoreUnavailable` when the server cannot be
         reached, `StoreError` when it refuses the statement."""
         for attempt in (0, 1):
             conn = self.live()
+            idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             try:
                 return conn.execute(sql, params)
             except psycopg.OperationalError as e:
-                if not conn.broken or attempt:
+                if attempt or not idle or not connection_lost(conn, e):
                     raise self.unavailable(e) from None
+                conn.close()                       # live() makes a new one
             except psycopg.Error as e:
                 raise self.failed(e) from None
 
