@@ -4,6 +4,7 @@ import pytest
 from finops.shared.config import build
 from finops.shared.model import ChatRequest, ImageBlock, Message, TextBlock, request_tokens
 from finops.workers.governance import bounds
+from finops.workers.governance import governor
 from finops.workers.governance.governor import UNPRICED, Charge, Governor
 from finops.workers.request import Request
 
@@ -130,6 +131,19 @@ async def test_unpriced_models_are_charged_at_the_dearest_rate(gov):
     c = call_for(gov, "some-new-model")
     adm = await gov.admit(c, REQ, [("anthropic", "priced-model")])
     assert gov.price(c.model_id) == UNPRICED and adm.max_micros > 0
+
+
+def test_unpriced_models_are_warned_about_once_and_remembered_within_a_bound(gov, monkeypatch, caplog):
+    """Model ids come from clients: a client sending a new one per request (a default route serves
+    any) must not grow the worker's memory of the ones it warned about without end."""
+    monkeypatch.setattr(governor, "UNPRICED_NOTED_MAX", 50, raising=False)   # absent: no bound
+    caplog.set_level("WARNING", logger="finops.governance")
+    for _ in range(2):
+        assert gov.price("unknown-model") == UNPRICED
+    assert sum("unknown-model" in r.getMessage() for r in caplog.records) == 1
+    for i in range(1000):
+        assert gov.price(f"client-made-{i}") == UNPRICED
+        assert len(gov._unpriced) <= 50
 
 
 async def test_headers_show_the_charge(gov):

@@ -46,6 +46,7 @@ from .tiers import TierPricing
 log = logging.getLogger("finops.governance")
 RELOAD_EVERY = 1.0      # SQLite: seconds between checks that keys changed elsewhere (README: in force within 1 s)
 UNPRICED = Price(input=15.0, output=75.0)   # USD per 1M tokens: Claude Opus list prices, the dearest common rate
+UNPRICED_NOTED_MAX = 1024   # unpriced model ids remembered (warned about once); they come from clients, so bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +191,13 @@ class Governor:
     def price(self, model_id: str, upstream_model: str = "") -> Price:
         """The price of the model the request names (or its upstream model). A model the table
         does not know is priced at UNPRICED, the dearest common rate, so that a budget still holds;
-        say so in the log once per model, and set [pricing."default"] or a price for it."""
+        say so in the log once per model (of the last UNPRICED_NOTED_MAX: the ids come from clients),
+        and set [pricing."default"] or a price for it."""
         p = self.pricing.price_for(model_id, base_model(self.cfg, model_id), upstream_model)
         if p is None:
             if model_id not in self._unpriced:
+                if len(self._unpriced) >= UNPRICED_NOTED_MAX:
+                    self._unpriced.clear()      # a model warned about before may be warned about again
                 self._unpriced.add(model_id)
                 log.warning("no price for model %r (upstream %r): charging %s per million tokens; set "
                             "[pricing.\"...\"] in the config", model_id, upstream_model, UNPRICED)
