@@ -22,6 +22,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from finops.shared import config as configmod
+from finops.shared import memtrim
 from finops.shared.logs import setup_logging
 
 from . import h11_writes, h2_goaway, keepalive
@@ -94,6 +95,7 @@ async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
         await nursery.start(pool.run)
         nursery.start_soon(on_signal)
         nursery.start_soon(report_gauges, pool)
+        nursery.start_soon(memtrim.run)         # free heap pages back to the system
         sockets = Sockets([sock], [], []) if hc.ssl_enabled else Sockets([], [sock], [])
         await worker_serve(wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc,
                            sockets=sockets, shutdown_trigger=stop.wait)

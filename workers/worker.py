@@ -22,7 +22,7 @@ import sys
 import trio
 
 from finops.shared import config as configmod
-from finops.shared import envelope, errors, transport
+from finops.shared import envelope, errors, memtrim, transport
 from finops.shared.logs import setup_logging
 from finops.shared.transport import zmq
 
@@ -72,6 +72,7 @@ class WorkerActor:
                 nursery.start_soon(self.pipeline.gov.run)
                 if self.pipeline.cache is not None:
                     nursery.start_soon(self.pipeline.cache.run)
+                nursery.start_soon(memtrim.run)                   # free heap pages back to the system
                 task_status.started(endpoint)
                 while True:
                     try:
