@@ -111,6 +111,10 @@ class LedgerActor(BlockingActor):
                     ops.append(("settle", (msg["rid"], msg["cost"], msg["tok"], msg.get("key", ""),
                                            msg.get("env", ""), msg.get("saved", 0.0))))
                     at.append(-1)
+                elif k == "replay":
+                    for stamp, rid, key, env, cost, tokens, *saved in msg["p"]:
+                        ops.append(("replay", (stamp, rid, cost, tokens, key, env, saved[0] if saved else 0.0)))
+                        at.append(-1)
                 elif k == "usage":
                     self._apply(ops, at, out)
                     ops, at = [], []
