@@ -12,11 +12,12 @@
 
 `run` gets every reserve and settle the actor found queued at once, in the order received (a
 worker's settles riding along before its reserve), and returns one reply per reserve (None for a
-settle). A replay is a settle sent again after a crash of the ledger or of a worker
-(`LedgerState.replay`; on Redis an ordinary settle). `LocalBackend` applies them to `LedgerState` one by one; `RedisBackend` sends them to
-Redis in ONE pipelined round trip (`RedisLedger.apply_many`): the node's actor talks to Redis for
-all its workers, so a node opens one connection and pays one round trip per batch, not one per
-request (scripts/redis_ledger_bench.py; README "Ledger on Redis").
+settle). A replay is a settle a frontend sent again after the ledger or a worker died
+(`LedgerState.replay`; on Redis an ordinary settle). `LocalBackend` applies them to
+`LedgerState` one by one; `RedisBackend` sends them to Redis in ONE pipelined round trip
+(`RedisLedger.apply_many`): the node's actor talks to Redis for all its workers, so a node opens
+one connection and pays one round trip per batch, not one per request
+(scripts/redis_ledger_bench.py; README "Ledger on Redis").
 
 Redis failures (`RedisBackend`):
 

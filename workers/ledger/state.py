@@ -22,7 +22,9 @@ only through the reservations that hold it: settling charges it and nothing sees
 
 A settle for a rid the ledger does not know (restart without the reservation in the snapshot)
 charges the current periods of the key and env it names; a rid settled twice is charged once
-(recently settled rids are remembered, bounded by count and age). A reservation older than the
+(recently settled rids are remembered, bounded by count and age). After a crash, the settles a
+frontend sends again (`replay`, stamped with when it got them) put back what the ledger did
+after its last snapshot, and skip what the snapshot already counted (its docstring has the cases). A reservation older than the
 TTL is expired: charged at its maximum. If its real settle arrives later, the charge is corrected
 to the real cost on the same counters (so nothing is lost and nothing double-counted).
 
@@ -213,7 +215,7 @@ class _Res:
 _EMPTY = _Specs((), (), ())
 
 
-SNAPSHOT_SETTLED_SECONDS = 3.0    # settled rids a snapshot lists (see `replay`: > REPLAY_LAG + a settle's delay)
+SNAPSHOT_SETTLED_SECONDS = 2.0    # settled rids a snapshot lists (`replay`: must exceed REPLAY_LAG + a settle's delay)
 REPLAY_LAG = 0.5                  # a replayed settle's stamp is at most this much later than its first settle
 
 
@@ -488,21 +490,26 @@ class LedgerState:
         3. settled before the snapshot, and listed in it (the snapshot lists the rids settled in
            its last SNAPSHOT_SETTLED_SECONDS): a duplicate, nothing changes.
         4. settled before the snapshot and not listed (settled earlier than that): its cost is in
-           the snapshot's counters, the rid is unknown. The snapshot records the time after which
-           its list is complete (`settled_after`, restored as `_known_after`); a settle stamped at
-           or before `settled_after + REPLAY_LAG` could have been applied before it, so it is
-           skipped. A later stamp means it was not: case 2.
+           the snapshot's counters, and the rid is unknown, as in case 2. The snapshot records
+           the time after which its list is complete (`settled_after`, restored as
+           `_known_after`). The ledger settled it no earlier than the worker sent it, so no
+           earlier than `stamp - REPLAY_LAG`: an unknown rid stamped at or before `settled_after +
+           REPLAY_LAG` may be case 4 and is skipped; one stamped later cannot be, it is case 2.
         5. expired before or after the snapshot (charged its maximum): corrected to its cost, as
            any late settle.
-        6. still open, or settled since the restart (the worker's own settle got there first):
-           as a settle: settles it, or nothing.
+        6. still open, or settled since the restart (the worker's own settle, or another replay,
+           got there first): as a settle: settles it, or nothing.
 
-        A ledger that restored no snapshot knows every rid it settled (`_known_after` = -inf), so
-        case 4 cannot occur: an unknown rid is charged. What it cannot tell apart: a settle that
-        the relaying process got more than REPLAY_LAG after the worker sent it, on the boundary
-        of case 4 (counted twice), or one the ledger applied more than SNAPSHOT_SETTLED_SECONDS -
-        REPLAY_LAG after the relaying process got it and then lost in the crash (skipped). Both
-        take a stall of seconds on one node at the moment of a crash."""
+        A settle of a request never reserved (a cache hit, the zero settle of a reserve that got no
+        answer) is case 2 or 4 alike. A ledger that restored no snapshot knows every rid it
+        settled (`_known_after` = -inf; so does one that restored a snapshot written before
+        snapshots recorded `settled_after`): an unknown rid is charged, as by `settle`.
+
+        Where this can be wrong, both needing a stall of a second or more at the moment of a
+        crash: a settle the relaying process got more than REPLAY_LAG after the worker sent it
+        (the frontend stalled), settled just before the snapshot's list begins, is counted twice;
+        one the ledger applied more than SNAPSHOT_SETTLED_SECONDS - REPLAY_LAG after the relaying
+        process got it (the ledger stalled) and then lost in the crash is skipped."""
         if (stamp - REPLAY_LAG <= self._known_after and rid not in self._open and rid not in self._settled
                 and rid not in self._expired):
             return None
