@@ -1,7 +1,8 @@
 """Spend is what the upstream reported: boto3 against the real gateway, with a fake Anthropic
 upstream that reports its own usage. The cost header, the ledger (/admin/usage) and the request
-log agree to the micro-dollar, alone and under concurrency on a budget, and the reservation is an
-upper bound of what the upstream can report (README: How budgets stay exact)."""
+log agree to the micro-dollar, alone, under concurrency on a budget and across a kill -9 of the
+ledger, and the reservation is an upper bound of what the upstream can report (README: How budgets
+stay exact)."""
 from __future__ import annotations
 
 import json

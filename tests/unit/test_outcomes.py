@@ -1,6 +1,6 @@
 """The frontend's outcomes (frontend/outcomes.py): rows forwarded to the observer in batches, kept
 while it is away, the frontend's own failure rows, and recent settles sent again to the ledger
-when a worker dies."""
+when a worker dies or the ledger restarted."""
 from __future__ import annotations
 
 import time
