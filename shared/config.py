@@ -188,11 +188,19 @@ class AlertsConfig(Table):
     backoff_seconds: Annotated[float, Meta(gt=0)] = 1 * SECONDS   # first retry after this, doubling (max 5 min)
     check_seconds: Annotated[float, Meta(gt=0, le=60)] = 1 * SECONDS    # budgets are checked this often
     analysis_seconds: Annotated[float, Meta(gt=0)] = 60 * SECONDS   # forecasts and anomalies (the request log)
+    lease_seconds: Annotated[float, Meta(gt=0)] = 60 * SECONDS   # a fleet (outbox on PostgreSQL): a node's claim
+                                     # on a delivery lasts this long; a node that dies holding one is taken
+                                     # over after it (README "Alerts", "Several nodes")
 
     def check(self, where: str) -> None:
         _percentages(self.thresholds, f"{where}.thresholds")
         for i, w in enumerate(self.webhooks):       # nested tables: their checks run here
             w.check(f"{where}.webhooks[{i}]")
+            if w.timeout_seconds >= self.lease_seconds:
+                raise ConfigError(f"{where}.webhooks[{i}].timeout_seconds: {w.timeout_seconds:g} s is not under "
+                                  f"{where}.lease_seconds ({self.lease_seconds:g} s): a POST must end within a "
+                                  "delivery's lease, or another node may send it too; lower the timeout or "
+                                  "raise lease_seconds")
         names = [w.name for w in self.webhooks]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}.webhooks: two webhooks have the same name; give each a distinct name")
