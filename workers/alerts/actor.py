@@ -122,6 +122,7 @@ class AlertsActor(BlockingActor):
         self.warned = 0.0
         self.next_analysis = 0.0
         self.published = None
+        self.counts_stale = True               # this actor changed a delivery since the counts were read
         self.ledger = actors.Peer(self.run_dir, "ledger")
         self.reply: zmq.Socket | None = None
         self.reply_endpoint = ""
@@ -268,6 +269,7 @@ class AlertsActor(BlockingActor):
         return new
 
     def mark(self, c: outbox.Claim, d: rules.Delivery) -> None:
+        self.counts_stale = True
         try:
             if not self.box.mark(c, d):
                 log.warning("alert %s to %s: %s here, but its lease had run out and another node took the "
@@ -286,6 +288,7 @@ class AlertsActor(BlockingActor):
                 self.outbox_failed(e, "writing the delivery outcomes kept")
                 return False
             self.unmarked.pop(0)
+            self.counts_stale = True
             if not ok:
                 log.warning("alert %s to %s: %s here, written late: another node had taken the delivery over",
                             c.alert["id"], c.webhook, d.status)
@@ -303,11 +306,14 @@ class AlertsActor(BlockingActor):
 
     def publish_counts(self) -> None:
         """The outbox's counts (this node's share of a fleet's), for the observer's /metrics
-        (written when they change)."""
+        (read after this actor changed a delivery, written when they change)."""
+        if not self.counts_stale:
+            return
         try:
             counts = self.box.counts(self.node)
         except StoreError:                     # unreachable: the last counts stand
             return
+        self.counts_stale = False
         if counts == self.published:
             return
         path = os.path.join(self.run_dir, ALERTS_FILE)
