@@ -124,7 +124,10 @@ def test_concurrent_claimers_get_disjoint_deliveries(postgres_url, box):
         mine = got.setdefault(name, [])
         try:
             start.wait()
-            while claimed := b.claim(NOW, name, LEASE, limit=3):        # claims, never marks: all stay leased
+            for _ in range(100):                    # bounded: a broken lease would claim forever
+                claimed = b.claim(NOW, name, LEASE, limit=3)             # claims, never marks: all stay leased
+                if not claimed:
+                    break
                 mine += [(c.alert["id"], c.webhook) for c in claimed]
         finally:
             b.close()
