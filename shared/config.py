@@ -196,11 +196,6 @@ class AlertsConfig(Table):
         _percentages(self.thresholds, f"{where}.thresholds")
         for i, w in enumerate(self.webhooks):       # nested tables: their checks run here
             w.check(f"{where}.webhooks[{i}]")
-            if w.timeout_seconds >= self.lease_seconds:
-                raise ConfigError(f"{where}.webhooks[{i}].timeout_seconds: {w.timeout_seconds:g} s is not under "
-                                  f"{where}.lease_seconds ({self.lease_seconds:g} s): a POST must end within a "
-                                  "delivery's lease, or another node may send it too; lower the timeout or "
-                                  "raise lease_seconds")
         names = [w.name for w in self.webhooks]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}.webhooks: two webhooks have the same name; give each a distinct name")
@@ -416,6 +411,14 @@ def build(raw: dict, source: str, environ=None) -> Config:
     if cfg.observability.log_store == "postgres" and not cfg.log_postgres_url:
         raise ConfigError("observability.log_postgres_url: log_store = \"postgres\" needs a postgresql:// URL "
                           "(here, or governance.postgres_url)")
+    g = cfg.governance
+    if g.postgres_url and (g.store == "postgres" or g.ledger == "redis"):    # a fleet's alerts outbox: leases
+        for i, w in enumerate(cfg.alerts.webhooks):
+            if w.timeout_seconds >= cfg.alerts.lease_seconds:
+                raise ConfigError(f"alerts.webhooks[{i}].timeout_seconds: {w.timeout_seconds:g} s is not under "
+                                  f"alerts.lease_seconds ({cfg.alerts.lease_seconds:g} s): with the outbox on "
+                                  "PostgreSQL a POST must end within its delivery's lease, or another node may "
+                                  "send it too; lower the timeout or raise lease_seconds")
     if cfg.cache.replication == "redis" and not (cfg.cache.redis_url or cfg.governance.redis_url):
         raise ConfigError("cache.redis_url: replication = \"redis\" needs a redis:// or rediss:// URL here or in "
                           "governance.redis_url")

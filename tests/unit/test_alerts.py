@@ -349,6 +349,17 @@ def test_config_keys_are_checked():
     assert cfg.alerts.webhooks[0].name == "hooks.slack.com" and cfg.alerts.thresholds == [50, 80, 100]
 
 
+def test_a_fleets_webhook_timeout_must_end_within_its_lease():
+    slow = {"webhooks": [{"url": "https://hooks.slack.com/services/T/B/x", "format": "slack",
+                          "timeout_seconds": 90}]}
+    pg = {"store": "postgres", "postgres_url": "postgresql://u:secret@127.0.0.1:5432/finops"}
+    with pytest.raises(configmod.ConfigError, match=r"alerts.webhooks\[0\].timeout_seconds: 90 s is not under "
+                                                     r"alerts.lease_seconds \(60 s\)"):
+        configmod.build({"alerts": slow, "governance": pg}, "t")
+    assert configmod.build({"alerts": {**slow, "lease_seconds": 120}, "governance": pg}, "t").alerts.lease_seconds == 120
+    assert configmod.build({"alerts": slow}, "t").alerts.webhooks[0].timeout_seconds == 90    # one node: no lease
+
+
 def test_budget_alert_at_survives_the_store_and_old_rows_read_as_before():
     from finops.shared.governance import Budget
     from finops.workers.governance.store import budgets_from_json, budgets_to_json

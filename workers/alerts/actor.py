@@ -290,8 +290,8 @@ class AlertsActor(BlockingActor):
             self.unmarked.pop(0)
             self.counts_stale = True
             if not ok:
-                log.warning("alert %s to %s: %s here, written late: another node had taken the delivery over",
-                            c.alert["id"], c.webhook, d.status)
+                log.warning("alert %s to %s: %s here, not recorded: another node took the delivery over "
+                            "meanwhile; that node's outcome stands", c.alert["id"], c.webhook, d.status)
         return True
 
     def send(self, w: configmod.WebhookConfig, alert: dict, now: float) -> tuple[int, str]:
