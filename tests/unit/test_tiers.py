@@ -24,7 +24,8 @@ def test_openai_published_priority_and_flex_prices():
 def test_bedrock_rule_on_the_standard_price():
     t = TierPricing()
     base = std(CLAUDE)
-    assert t.price("priority", base, CLAUDE) == Price(5.25, 26.25, cache_read=0.525, cache_write=6.5625)
+    assert t.price("priority", base, CLAUDE) == Price(5.25, 26.25, cache_read=0.525, cache_write=6.5625,
+                                                             cache_write_1h=10.5)
     assert t.price("flex", base, "us." + CLAUDE).output == 7.5
 
 
