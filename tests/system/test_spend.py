@@ -143,7 +143,7 @@ def test_the_header_the_ledger_and_the_log_charge_the_reported_usage(gw, fake):
     finally:
         fake.clear_scripts()
     assert r["usage"] == {"inputTokens": 12, "outputTokens": 34, "totalTokens": 46, "cacheReadInputTokens": 5,
-                          "cacheWriteInputTokens": 7}
+                          "cacheWriteInputTokens": 7, "cacheDetails": [{"ttl": "5m", "inputTokens": 7}]}
     rid = r["ResponseMetadata"]["RequestId"]
     assert r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"] == f"{COST:.6f}" == "0.058000"
     row = rows_of(gw, {rid})[rid]
@@ -190,7 +190,8 @@ def test_48_concurrent_streams_on_a_budget_never_overspend_and_the_ledger_equals
     assert ok and refused, results
     assert {r[0] for r in refused} == {"ServiceQuotaExceededException"}
     assert all(u == {"inputTokens": 12, "outputTokens": 34, "totalTokens": 46, "cacheReadInputTokens": 5,
-                     "cacheWriteInputTokens": 7} for _, _, u in ok)
+                     "cacheWriteInputTokens": 7, "cacheDetails": [{"ttl": "5m", "inputTokens": 7}]}
+               for _, _, u in ok)
     rows = rows_of(gw, {rid for _, rid, _ in results})
     assert len(rows) == 48
     logged = round(sum(r["cost_usd"] for r in rows.values()), 6)
