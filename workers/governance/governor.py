@@ -208,8 +208,8 @@ class Governor:
 
         The bound (README: How budgets stay exact): input tokens at most `bounds.input_bound`
         (UTF-8 bytes of the text, the provider's image and document formulas, framing), every
-        one of them at the dearest of the input, cache-read and cache-write prices; output at
-        most maxTokens, or `governance.default_max_tokens` for a request without one (which the
+        one of them at the dearest of the input, cache-read, cache-write and 1-hour cache-write
+        prices; output at most maxTokens, or `governance.default_max_tokens` for a request without one (which the
         gateway then sends upstream as its cap: `cap_output`). `targets`: (provider kind,
         upstream model) of every target the request may try: the largest of their bounds, at
         each one's price, is reserved. `bound_micros`: the bound itself, for a request that is not

@@ -13,13 +13,15 @@ Cache prices. `Price.cache_read` / `cache_write` / `cache_write_1h` hold the ven
 price where there is one: Anthropic (read 0.1x input, 5-minute write 1.25x input, 1-hour write 2x
 input), OpenAI (cached input; OpenAI charges nothing extra to write), Amazon Nova (cache read 0.25x
 input). None means "no separate price": cache reads and writes are then charged at the input
-price, and 1-hour writes at the (5-minute) write price. That is exact for OpenAI and Nova cache
-writes, and the safe (never lower) choice for everything else; an override that names a write
-price for a model with 1-hour writes should name `cache_write_1h` too.
+price (exact for OpenAI and Nova cache writes, and never lower than a read for everything else),
+and 1-hour writes at the write price (`Price.write_1h_price`). An override that names
+`cache_write` but not `cache_write_1h` therefore charges Anthropic's 1-hour writes at its 5-minute
+price, below what Anthropic bills (2x input): name `cache_write_1h` too.
 
 Which cache writes are 1-hour ones is what the upstream reports (Bedrock's `cacheDetails`,
-Anthropic's `usage.cache_creation`; `Usage.cache_write_1h_tokens`); writes it does not split by
-TTL are 5-minute writes.
+Anthropic's `usage.cache_creation`; `Usage.cache_write_1h_tokens`, the usage dict's "cw1h");
+writes it does not split by TTL are 5-minute writes. Guardrail text units, which a call may be
+charged beside its tokens, are priced in guardrail_prices.py.
 
 Bedrock's geographic cross-region inference profiles (us., eu., apac., jp., au., ca.) of Claude
 Sonnet 4.5, Haiku 4.5 and Opus 4.5 cost 10% more than the global profile and are priced so
@@ -43,8 +45,7 @@ Guarantees:
   * `cost_micros` is a request's cost in integer micro-dollars, the unit the ledger, the cost
     header and the request log share; `max_cost_micros` an upper bound for a reservation (every
     input token at the dearest of the input, cache-read, cache-write and 1-hour cache-write
-    prices). `cost` / `max_cost`
-    are the same in USD. 0 when the price is None.
+    prices). `cost` / `max_cost` are the same in USD. 0 when the price is None.
 """
 from __future__ import annotations
 
