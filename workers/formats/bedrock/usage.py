@@ -30,7 +30,11 @@ The guardrail text units Bedrock reports in a guardrail trace are added as "gu" 
 units}, summed over every assessment; absent when none): Converse's `trace.guardrail`, the
 ConverseStream `metadata` event's `trace.guardrail`, InvokeModel's `amazon-bedrock-trace.guardrail`
 (`with_guardrail_units`). Bedrock puts them there only when the request enabled the guardrail's
-trace (`guardrailConfig.trace` "enabled" / "enabled_full", X-Amzn-Bedrock-Trace: ENABLED).
+trace (`guardrailConfig.trace` "enabled" / "enabled_full", X-Amzn-Bedrock-Trace: ENABLED). The
+Converse shape is Bedrock's API reference (GuardrailTraceAssessment: `inputAssessment` a map,
+`outputAssessments` a map of lists); the InvokeModel one (`input` a map, `outputs` a list of maps,
+in the body, or in an invoke stream's last chunk) is not in the API reference nor verified against
+Bedrock, so both spellings are read wherever a trace is.
 
 A count that is absent or not a whole number reads as 0. `from_invoke_chunk` returns None for a
 chunk without the metrics: only the last chunk of a complete stream has them, so None also says
