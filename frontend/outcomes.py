@@ -12,9 +12,16 @@ next:
   connection). While the observer is away (restarting) they wait here, up to MAX_ROWS; past that
   the oldest are dropped and counted (`dropped`, logged).
 * **settles** were sent by the worker itself, batched over a few milliseconds. The frontend keeps
-  the last REPLAY_SECONDS of them, and when a worker dies it sends them to the ledger again: a
-  settle still queued in the killed worker is not lost, and one that did arrive is not counted
-  twice (the ledger counts a request id once).
+  the last REPLAY_SECONDS of them (counted back from the last time it saw the ledger alive, so
+  while the ledger is away they are all kept, up to MAX_RECENT), each with when it got it, and
+  sends them to the ledger again (`{"k": "replay"}`, LedgerState.replay):
+  - when a worker dies: a settle still queued in the killed worker is not lost, and one that did
+    arrive is not counted twice (the ledger counts a request id once);
+  - when the ledger restarted (its announcement in the run directory names a new process; looked
+    at every LEDGER_LOOK_SECONDS): a ledger killed with kill -9 restores its last snapshot, at most
+    a second old, and loses the settles it applied since; they are all among the replayed ones
+    (REPLAY_SECONDS > the snapshot interval plus the time to notice the ledger gone), and the
+    ledger tells those its snapshot already counted from the others by their rid and their time.
 * **its own rows**: a request the frontend failed or refused itself (no worker live within
   `server.worker_wait_seconds`, the worker died with it in flight, a body over the limit) has no
   worker row; `failure()` builds one (finops.shared.logrow.gateway_row).
@@ -31,13 +38,16 @@ from collections import deque
 
 import trio
 
-from finops.shared import envelope, logrow
+from finops.shared import envelope, logrow, transport
 from finops.shared.actors import ActorClient
 from finops.shared.config import Config
 
 log = logging.getLogger("finops.frontend.outcomes")
 
-REPLAY_SECONDS = 2.0     # settles kept for a worker's death: > the worker's settle batching (5 ms) and zmq's delivery
+REPLAY_SECONDS = 3.0     # settles kept before the ledger was last seen alive: > the ledger's snapshot interval
+                         # (1 s) + LEDGER_LOOK_SECONDS, and > the worker's settle batching (5 ms) and zmq's delivery
+MAX_RECENT = 200_000     # settles kept while the ledger is away (the oldest dropped past that)
+LEDGER_LOOK_SECONDS = 0.2    # how often the frontend looks for a restarted ledger (a glob of the run directory)
 FLUSH_SECONDS = 0.05     # a row waits at most this long to go to the observer (and again while it is away)
 BATCH_ROWS = 256         # ... or goes at once with this many others
 MAX_ROWS = 200_000       # rows kept while the observer is away (about 100 MB at most)
@@ -50,7 +60,11 @@ class Outcomes:
         self.ledger = ActorClient(cfg.run_dir, "ledger", cfg.server.transport, replies=False)
         self.days = logrow.Days(cfg.governance.timezone)
         self.rows: list[bytes] = []
+        self.run_dir = cfg.run_dir
         self.recent: deque[tuple[float, tuple]] = deque()   # (monotonic time, settle), oldest first
+        self.ledger_pid: int | None = None      # the ledger process last seen announced
+        self.ledger_seen: float | None = None   # monotonic time it was last seen alive
+        self.replay_due = False                 # a restarted ledger has not got the recent settles yet
         self.dropped = 0
         self._waiting = trio.Event()
 
@@ -64,9 +78,14 @@ class Outcomes:
             self.add(row)
         settle = msg.settle
         if settle is not None:
-            self.recent.append((now, settle))
-            while self.recent[0][0] < now - REPLAY_SECONDS:
-                self.recent.popleft()
+            recent = self.recent
+            recent.append((now, settle))
+            seen = self.ledger_seen
+            cutoff = (now if seen is None or seen > now else seen) - REPLAY_SECONDS
+            while recent[0][0] < cutoff:
+                recent.popleft()
+            if len(recent) > MAX_RECENT:
+                recent.popleft()
 
     def failure(self, rid: str, started: float, op: str, model_id: str, headers: dict, status: int, error: str,
                 stream: bool = False, messages: int = 0) -> None:
@@ -100,14 +119,49 @@ class Outcomes:
             log.error("request log: the observer has not taken rows for a while; %d dropped (%d in all)",
                       n, self.dropped)
 
+    def replay(self) -> bool:
+        """Send the recent settles to the ledger again, each stamped with the wall-clock time this
+        frontend got it; False when the ledger is not there."""
+        if not self.recent:
+            return True
+        off = time.time() - time.monotonic()        # `recent` is in monotonic time
+        return self.ledger.send({"k": "replay", "p": [[t + off, *s] for t, s in self.recent]})
+
     def worker_died(self) -> None:
         """Send the recent settles to the ledger again: the dead worker may not have sent some."""
-        if self.recent and not self.ledger.send({"k": "settles", "s": [s for _, s in self.recent]}):
+        if not self.replay():
             log.error("ledger unreachable: %d recent settles could not be sent again", len(self.recent))
 
+    def look_for_ledger(self, now: float) -> None:
+        """Note that the ledger is alive (at monotonic time `now`); when it is a new process (the
+        last one was killed or restarted), send it the recent settles: what it applied after its
+        last snapshot was lost with it. Retried at the next look until the ledger takes them."""
+        found = transport.discover(self.run_dir, "ledger")
+        if not found:
+            return
+        pid = max(found)
+        if self.ledger_pid is not None and pid != self.ledger_pid:
+            log.warning("the ledger restarted (pid %d, was %d): sending it the last %d settles again",
+                        pid, self.ledger_pid, len(self.recent))
+            self.replay_due = True
+            self.ledger.rediscover()
+        self.ledger_pid, self.ledger_seen = pid, now
+        if self.replay_due and self.replay():
+            self.replay_due = False
+
+    async def watch_ledger(self) -> None:
+        while True:
+            self.look_for_ledger(time.monotonic())
+            await trio.sleep(LEDGER_LOOK_SECONDS)
+
     async def run(self) -> None:
-        """Send waiting rows FLUSH_SECONDS after the first of them arrived, and again every
-        FLUSH_SECONDS while the observer is away."""
+        """Look for a restarted ledger every LEDGER_LOOK_SECONDS; send waiting rows FLUSH_SECONDS
+        after the first of them arrived, and again every FLUSH_SECONDS while the observer is away."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.watch_ledger)
+            await self._send_rows()
+
+    async def _send_rows(self) -> None:
         while True:
             await self._waiting.wait()
             while self.rows:

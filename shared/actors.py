@@ -285,6 +285,10 @@ class ActorClient:
             log.info("connected to the %s at %s", self.kind, endpoint)
         return True
 
+    def rediscover(self) -> None:
+        """Look for the actor again at the next send (it is known to have restarted)."""
+        self.discovered_at = 0.0
+
     async def run(self) -> None:
         """Hand each reply to the request waiting for it. Connects early, so the first request
         does not wait for the connection."""

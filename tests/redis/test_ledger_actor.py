@@ -273,3 +273,20 @@ def test_a_late_settle_corrects_the_expired_charge_in_postgres_too(make_actor, p
     assert a.backend.spend.flush(10)
     with SettledSpend(postgres_url) as s:
         assert [(r.request_id, r.cost_micro) for r in s.since(0)] == [("r1", 125_000)]
+
+
+def test_replayed_settles_are_settles_counted_once(make_actor, postgres_url):
+    """What a frontend sends again to a restarted ledger ({"k": "replay"}, frontend/outcomes.py):
+    on Redis the counters did not restart with the actor, so each is an ordinary settle, idempotent
+    by rid (one that never reached Redis is charged, in Redis and in PostgreSQL)."""
+    a = make_actor()
+    assert one(a, reserve("r1", 0.5))["ok"] and one(a, reserve("r2", 0.5))["ok"]
+    a.handle_batch([settle("r1", 0.125)])
+    now = time.time()
+    replay = {"k": "replay", "p": [[now, "r1", "vk-1", "", 0.125, 5], [now, "r2", "vk-1", "", 0.25, 5]]}
+    assert a.handle_batch([replay, replay]) == [None, None]
+    assert spent(a) == (0.375, 0.0)
+    assert a.backend.spend.flush(10)
+    with SettledSpend(postgres_url) as s:
+        rows = {r.request_id: r.cost_micro for r in s.since(0)}
+    assert rows == {"r1": 125_000, "r2": 250_000}

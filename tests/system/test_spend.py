@@ -1,10 +1,14 @@
 """Spend is what the upstream reported: boto3 against the real gateway, with a fake Anthropic
 upstream that reports its own usage. The cost header, the ledger (/admin/usage) and the request
-log agree to the micro-dollar, alone and under concurrency on a budget, and the reservation is an
-upper bound of what the upstream can report (README: How budgets stay exact)."""
+log agree to the micro-dollar, alone, under concurrency on a budget and across a kill -9 of the
+ledger, and the reservation is an upper bound of what the upstream can report (README: How budgets
+stay exact)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +35,7 @@ def key(id_: str, secret: str, budget: float | None = None) -> str:
     return f'[[governance.keys]]\nid = "{id_}"\nsecret = "{secret}"\n{b}'
 
 
-def config(fake: FakeAnthropic) -> str:
+def config(fake: FakeAnthropic, governance: str = "") -> str:
     return f"""
 [server]
 workers = 2
@@ -53,6 +57,7 @@ output = {PRICE}
 mode = "enforced"
 admin_token = "{ADMIN}"
 default_max_tokens = 64
+{governance}
 {key("vk-big", "big-secret-0123456789abcdef", 100.0)}
 {key("vk-burst", "burst-secret-0123456789abcdef", 0.25)}
 {key("vk-free", "free-secret-0123456789abcdef")}
@@ -236,3 +241,91 @@ def test_where_no_bound_exists_the_overshoot_is_the_reported_excess_and_then_the
     assert (budget["spent_usd"], budget["remaining_usd"]) == (12.034, -2.034)      # the overshoot, exactly
     with pytest.raises(c.exceptions.ServiceQuotaExceededException):
         converse(c)
+
+
+# --- a ledger crash (kill -9) ---------------------------------------------------------------------
+
+def wait_for(what: str, check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+    return got
+
+
+def snapshot_reserves(data_dir: str, rid: str) -> bool:
+    """The ledger's last snapshot (governance.sqlite) holds `rid`'s reservation open."""
+    db = sqlite3.connect(f"file:{os.path.join(data_dir, 'governance.sqlite')}?mode=ro", uri=True, timeout=5)
+    try:
+        r = db.execute("SELECT doc FROM ledger_snapshot").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
+    return r is not None and rid in {x["rid"] for x in json.loads(r[0])["reservations"]}
+
+
+def test_a_ledger_killed_between_snapshots_loses_no_settled_spend(tmp_path, fake):
+    """kill -9 of the ledger: it restarts from its last snapshot, which may be a second old. The
+    settles it applied since are sent again by the frontend, so the ledger's spend still equals
+    the request log's and the cost headers, to the micro-dollar, and no reservation stays open or
+    is charged in full at its TTL. Stream A is reserved before the last snapshot and settles after
+    it; stream B is reserved (most likely) and settled after it; both settles reach the ledger
+    while it is stopped (SIGSTOP), so it takes them with it when killed."""
+    with Gateway(tmp_path, config(fake, "reservation_ttl_seconds = 4")) as g:
+        c = client(g, "big-secret-0123456789abcdef")
+        costs = {}                      # rid -> what the client was told it cost
+        logged = set()                  # every request's rid (failures too: they are logged at $0)
+
+        def quick(n: int) -> None:
+            fake.script("*", {"body": message("budgets hold", USAGE)})
+            done = 0
+            while done < n:
+                try:
+                    r = converse(c)
+                except ClientError as e:            # the ledger is restarting: a retryable 503
+                    assert e.response["Error"]["Code"] == "ServiceUnavailableException", e.response
+                    logged.add(e.response["ResponseMetadata"]["RequestId"])
+                    time.sleep(0.05)
+                    continue
+                rid = r["ResponseMetadata"]["RequestId"]
+                costs[rid] = float(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"])
+                logged.add(rid)
+                done += 1
+
+        def stream():
+            r = c.converse_stream(modelId=CLAUDE, messages=[{"role": "user", "content": [{"text": PROMPT}]}],
+                                  inferenceConfig={"maxTokens": 40})
+            return r["ResponseMetadata"]["RequestId"], r["stream"]
+
+        try:
+            quick(5)
+            [ledger] = g.child_pids("workers.ledger.actor")
+            fake.script("*", {"events": stream_events(USAGE), "event_delay": 0.4})
+            rid_a, events_a = stream()                  # reserved ...
+            wait_for("the ledger's snapshot of stream A's reservation", lambda: snapshot_reserves(g.data_dir, rid_a))
+            rid_b, events_b = stream()
+            os.kill(ledger, signal.SIGSTOP)             # ... applies nothing more, snapshots nothing more
+            try:
+                usage = [list(events)[-1]["metadata"]["usage"] for events in (events_a, events_b)]
+                wait_for("the streams' rows", lambda: len(rows_of(g, {rid_a, rid_b}, timeout=0)) == 2)
+            finally:
+                os.kill(ledger, signal.SIGKILL)         # with the settles of A and B (a stopped process dies too)
+            assert usage == [{"inputTokens": 12, "outputTokens": 34, "totalTokens": 46, "cacheReadInputTokens": 5,
+                              "cacheWriteInputTokens": 7}] * 2
+            costs[rid_a] = costs[rid_b] = COST          # the usage the client saw, at the price
+            logged |= {rid_a, rid_b}
+            wait_for("a new ledger", lambda: g.child_pids("workers.ledger.actor") not in ([], [ledger]))
+            quick(3)
+        finally:
+            fake.clear_scripts()
+
+        def settled():
+            budget = [u for u in admin(g, "/admin/usage?key=vk-big")["usage"] if u["kind"] == "budget"][0]
+            return budget if budget["reserved_usd"] == 0 else None
+        budget = wait_for("no reservation left open", settled)          # settled, or charged at its TTL
+        rows = rows_of(g, logged)
+        assert len(rows) == len(logged)
+        log_total = round(sum(r["cost_usd"] for r in rows.values()), 6)
+        assert {rid: rows[rid]["cost_usd"] for rid in costs} == costs
+        assert budget["spent_usd"] == log_total == round(sum(costs.values()), 6) == round(10 * COST, 6)

@@ -3,6 +3,8 @@ handled in order (a worker's settles riding along before its reserve), one bad m
 its own reply, and the counters are saved and restored through the store's snapshot."""
 from __future__ import annotations
 
+import time
+
 from finops.shared import config as configmod
 from finops.workers.ledger.actor import LedgerActor
 from finops.workers.ledger.backend import LocalBackend
@@ -70,5 +72,30 @@ def test_counters_survive_a_restart_through_the_snapshot(tmp_path):
     b = actor(tmp_path)
     try:
         assert spent(b) == (0.25, 0.0)
+    finally:
+        b.close()
+
+
+def test_replayed_settles_after_a_crash_count_once(tmp_path):
+    """kill -9 after the last snapshot: the restarted ledger has the snapshot's counters, and the
+    settles a frontend sends again ({"k": "replay"}, stamped) put back what was lost: the open
+    reservation is settled (not charged in full at its TTL), a settle it already counted is not
+    counted again."""
+    a = actor(tmp_path)
+    a.handle_batch([reserve("r1", 0.5), reserve("r2", 0.25)])
+    a.handle_batch([{"k": "settles", "s": [["r1", "vk-1", "", 0.125, 5]]}])
+    t1 = time.time()
+    a.save()                                        # the last snapshot
+    a.handle_batch([{"k": "settles", "s": [["r2", "vk-1", "", 0.0625, 5]]}])
+    t2 = time.time()
+    assert spent(a) == (0.1875, 0.0)
+    a.observer.close()                              # killed: nothing saved at exit
+    a.store.close()
+    b = actor(tmp_path)
+    try:
+        assert spent(b) == (0.125, 0.25)
+        replay = {"k": "replay", "p": [[t1, "r1", "vk-1", "", 0.125, 5], [t2, "r2", "vk-1", "", 0.0625, 5]]}
+        assert b.handle_batch([replay, replay]) == [None, None]
+        assert spent(b) == (0.1875, 0.0)
     finally:
         b.close()

@@ -267,6 +267,108 @@ def test_snapshot_keeps_only_recently_settled_rids():
     assert st.settle("old", 1, 0, "vk-1")["charged"] is False    # still remembered in memory
 
 
+# --- replay after a crash (LedgerState.replay) -------------------------------------------------------
+
+def _crash_scenario():
+    """A ledger that snapshots at `snap_at` and keeps going: returns it (what the ledger knew at the
+    crash, the reference), the snapshot, and every settle with the time it was made, as the
+    frontend replays them. One request per case of `replay`'s docstring."""
+    keys = [vk("vk-1", budgets=[Budget(100, "day")], limits=[RateLimit("day", tokens=1_000_000)])]
+    st, clock = make(*keys, reservation_ttl=60)
+    settles = []
+
+    def settle(rid, cost, tokens):
+        st.settle(rid, cost, tokens, "vk-1", "")
+        settles.append((clock.t, rid, cost, tokens))
+
+    st.reserve("old", "vk-1", "", 1.0, 100)
+    settle("old", 0.25, 10)                      # case 4: settled long before the snapshot
+    clock.tick(ls.SNAPSHOT_SETTLED_SECONDS + 5)
+    st.reserve("recent", "vk-1", "", 1.0, 100)
+    settle("recent", 0.125, 20)                  # case 3: settled just before, listed in the snapshot
+    st.reserve("a", "vk-1", "", 1.0, 100)        # case 1: reserved before the snapshot ...
+    st.reserve("open", "vk-1", "", 1.0, 100)     # still open at the crash: its worker settles it later
+    clock.tick(0.5)
+    snap = json.loads(json.dumps(st.snapshot()))
+    clock.tick(0.3)
+    settle("a", 0.5, 30)                         # ... settled after it
+    st.reserve("b", "vk-1", "", 1.0, 100)
+    settle("b", 0.0625, 40)                      # case 2: reserved and settled after the snapshot
+    settle("hit", 0.0, 0)                        # a cache hit after the snapshot (never reserved)
+    return st, clock, snap, settles, keys
+
+
+def _spent(st):
+    b, t = use(st, "key", "vk-1"), use(st, "key", "vk-1", kind="tokens", period="day")
+    return b["spent_usd"], b["reserved_usd"], t["used"], t["reserved"]
+
+
+def test_replayed_settles_put_back_what_a_crash_lost_and_count_nothing_twice():
+    ref, clock, snap, settles, keys = _crash_scenario()
+    crashed, clock2 = make(*keys, reservation_ttl=60)
+    clock2.t = clock.t + 1                              # restarted a second later
+    crashed.restore(snap)
+    assert _spent(crashed) != _spent(ref)               # the last moments are lost ...
+    out = [crashed.replay(t, rid, cost, tok, "vk-1", "") for t, rid, cost, tok in settles]
+    assert [o and o["charged"] for o in out] == [None, False, True, True, True]   # old skipped, recent known
+    assert _spent(crashed) == _spent(ref)               # ... and put back, to the micro-dollar
+    assert use(crashed, "key", "vk-1")["reserved_usd"] == 1.0     # only "open" stays reserved
+    for t, rid, cost, tok in settles:                   # a second replay (another frontend, a worker death)
+        crashed.replay(t, rid, cost, tok, "vk-1", "")
+    assert _spent(crashed) == _spent(ref)
+    crashed.settle("open", 0.75, 50)                    # its worker's own settle
+    ref.settle("open", 0.75, 50)
+    assert _spent(crashed) == _spent(ref) and _spent(crashed)[1] == 0
+
+
+def test_a_replay_after_the_ttl_corrects_the_reservation_the_restart_charged_in_full():
+    ref, clock, snap, settles, keys = _crash_scenario()
+    crashed, clock2 = make(*keys, reservation_ttl=60)
+    clock2.t = clock.t + 61                             # the restart took longer than the TTL
+    crashed.restore(snap)
+    assert sorted(crashed.expire()) == ["a", "open"]    # charged their maximum
+    for t, rid, cost, tok in settles:
+        crashed.replay(t, rid, cost, tok, "vk-1", "")
+    crashed.settle("open", 0.75, 50)
+    ref.settle("open", 0.75, 50)
+    assert _spent(crashed) == _spent(ref)
+
+
+def test_an_unknown_rid_is_skipped_only_when_it_could_have_been_settled_before_the_snapshots_list():
+    _, clock, snap, _, keys = _crash_scenario()
+    after = snap["settled_after"]
+    assert after == pytest.approx(clock.t - 0.3 - ls.SNAPSHOT_SETTLED_SECONDS)      # the snapshot was 0.3 s ago
+    st, clock2 = make(*keys)
+    clock2.t = clock.t
+    st.restore(snap)
+    before = _spent(st)
+    assert st.replay(after + ls.REPLAY_LAG, "x1", 1.0, 1, "vk-1", "") is None
+    assert _spent(st) == before
+    assert st.replay(after + ls.REPLAY_LAG + 0.001, "x2", 1.0, 1, "vk-1", "")["charged"]
+    fresh, clock3 = make(*keys)                         # no snapshot restored: knows every rid it settled
+    clock3.t = clock.t
+    assert fresh.replay(0.0, "x3", 1.0, 1, "vk-1", "")["charged"]
+    old = dict(snap, settled_after=None)                # a snapshot written before settled_after existed
+    st.restore(old)
+    assert st.replay(0.0, "x4", 1.0, 1, "vk-1", "")["charged"]
+
+
+def test_the_snapshots_list_stays_complete_when_the_settled_rids_are_bounded():
+    st, clock = make(vk("vk-1", budgets=[Budget(100, "day")]), settled_max=2)
+    for i in range(4):
+        clock.tick(0.1)
+        st.reserve(f"r{i}", "vk-1", "", 1, 0)
+        st.settle(f"r{i}", 1, 0)
+    snap = st.snapshot()
+    assert [r for r, _ in snap["settled"]] == ["r2", "r3"]
+    assert snap["settled_after"] == pytest.approx(clock.t - 0.2)     # r1's time: r0 and r1 are forgotten
+    st2, clock2 = make(vk("vk-1", budgets=[Budget(100, "day")]))
+    clock2.t = clock.t
+    st2.restore(json.loads(json.dumps(snap)))
+    assert st2.replay(clock.t - 0.3, "r0", 1, 0, "vk-1", "") is None        # settled before: skipped
+    assert use(st2, "key", "vk-1")["spent_usd"] == 4
+
+
 # --- cache savings -------------------------------------------------------------------------------
 
 def test_cache_savings_are_kept_per_key_and_env_outside_budgets_and_survive_a_snapshot():

@@ -1,9 +1,12 @@
 """The frontend's outcomes (frontend/outcomes.py): rows forwarded to the observer in batches, kept
 while it is away, the frontend's own failure rows, and recent settles sent again to the ledger
-when a worker dies."""
+when a worker dies or the ledger restarted."""
 from __future__ import annotations
 
+import time
+
 import msgpack
+import pytest
 import trio
 
 from finops.shared import config as configmod
@@ -120,8 +123,50 @@ def test_a_dead_worker_makes_the_recent_settles_go_to_the_ledger_again(tmp_path)
         o.take(envelope.Body(rid="a", n=1, data=b"", settle=("a", "vk", "", 0.1, 3)), now=1.0)
         o.take(envelope.End(rid="b", n=3, settle=("b", "vk", "prod", 0.2, 4, 0.5)), now=1.5)
         o.worker_died()
-        assert received(pull) == [{"k": "settles", "s": [["a", "vk", "", 0.1, 3], ["b", "vk", "prod", 0.2, 4, 0.5]]}]
+        [msg] = received(pull)
+        assert msg["k"] == "replay" and [p[1:] for p in msg["p"]] == [["a", "vk", "", 0.1, 3],
+                                                                      ["b", "vk", "prod", 0.2, 4, 0.5]]
+        stamps = [p[0] for p in msg["p"]]              # wall-clock times the frontend got them
+        assert stamps[1] - stamps[0] == pytest.approx(0.5) and abs(stamps[0] - (time.time() - time.monotonic() + 1.0)) < 1
     finally:
         o.close()
         transport.withdraw(announced)
         pull.close(linger=0)
+
+
+def test_a_restarted_ledger_gets_the_recent_settles_again(tmp_path):
+    """The ledger is seen at every look; when its announcement names a new process (it was killed
+    and restarted), the settles of the last REPLAY_SECONDS before it was last seen alive go to the
+    new one, all of those got while it was away too."""
+    cfg = cfg_for(tmp_path)
+    first, first_announced = actor_socket(cfg, "ledger")
+    o = Outcomes(cfg)
+    second = second_announced = None
+    try:
+        o.look_for_ledger(100.0)
+        o.take(envelope.End(rid="a", n=1, settle=("a", "vk", "", 0.1, 3)), now=100.1)
+        o.look_for_ledger(100.2)
+        assert received(first) == []                                        # the same ledger: nothing sent
+        transport.withdraw(first_announced)                                 # the ledger is gone ...
+        first.close(linger=0)
+        o.look_for_ledger(101.0)
+        for i, now in enumerate((102.0, 100.2 + mod.REPLAY_SECONDS + 5)):  # ... for long: all kept
+            o.take(envelope.End(rid=f"b{i}", n=1, settle=(f"b{i}", "vk", "", 0.2, 4)), now=now)
+        assert [s[0] for _, s in o.recent] == ["a", "b0", "b1"]
+        second, second_announced = actor_socket(cfg, "ledger")
+        # (a new process in real life: the stand-in has this test's pid, so the last one seen is faked)
+        o.ledger_pid = -1
+        o.look_for_ledger(110.0)
+        [msg] = received(second)
+        assert msg["k"] == "replay" and [p[1] for p in msg["p"]] == ["a", "b0", "b1"]
+        o.look_for_ledger(110.2)
+        assert received(second) == []                                       # once
+        o.take(envelope.End(rid="c", n=1, settle=("c", "vk", "", 0.3, 5)), now=110.3)
+        assert [s[0] for _, s in o.recent] == ["b1", "c"]                   # seen again: the window applies
+    finally:
+        o.close()
+        for p in (first, second):
+            if p is not None:
+                p.close(linger=0)
+        if second_announced:
+            transport.withdraw(second_announced)

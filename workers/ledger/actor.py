@@ -7,8 +7,16 @@ time, so limits are exact across every worker process with no locks, no retries 
 read-modify-write races, and a check costs a ZeroMQ round trip (tens of microseconds) instead of
 a SQLite write transaction (a write lock shared by every worker, and an fsync). Durability comes
 from snapshots: the state is written to SQLite (WAL) every `SNAPSHOT_SECONDS` when it changed and
-at shutdown, and restored at start. A crash (kill -9) loses at most the last second of counter
-changes; reservations in flight at a crash are settled by the workers anyway (settle of an
+at shutdown, and restored at start. A crash (kill -9) loses the counter changes made since the last
+snapshot (at most about a second), and the settles still queued for it; the frontends put the
+settles back: each keeps the settles of the answers it relayed (the last few seconds before it
+last saw the ledger alive), notices the restarted ledger (a new process announced in the run
+directory) and sends them again, stamped with when it got them (`{"k": "replay"}`,
+frontend/outcomes.py). `LedgerState.replay` counts each once: it settles the reservations the
+snapshot has open (else charged in full at their TTL), charges the settles of requests reserved
+after the snapshot, and skips those the snapshot already counted (its docstring has every case).
+What stays lost: the request counts of the requests reserved after the snapshot (rate limits,
+not money). Reservations in flight at a crash are settled by the workers anyway (settle of an
 unknown reservation still charges).
 
 Two backends, one protocol (backend.py): `[governance] ledger = "local"` keeps the counters in
@@ -26,6 +34,8 @@ the PULL endpoint `r` each asking worker named; see client.py):
     {"k": "reserve", "i": n, "r", "rid", "key", "env", "max": usd, "tok": tokens, "pid"} -> {"i": n, ...LedgerState.reserve}
     {"k": "settle", "rid", "key", "env", "cost": usd, "tok": tokens}                (no reply)
     {"k": "settles", "s": [[rid, key, env, cost, tokens(, saved)], ...]}            (no reply)
+    {"k": "replay", "p": [[stamp, rid, key, env, cost, tokens(, saved)], ...]}      (no reply; a frontend's
+        settles sent again, each with the epoch time it got it: LedgerState.replay; on Redis, settles)
     any message may carry "s": settles riding along, applied before the message itself
     {"k": "usage", "i": n, "r", "key": id | None}                                 -> {"i": n, "usage": [...], "savings": [...]}
                                                                                      or {"i": n, "error": message} (Redis unreachable)
@@ -111,6 +121,10 @@ class LedgerActor(BlockingActor):
                     ops.append(("settle", (msg["rid"], msg["cost"], msg["tok"], msg.get("key", ""),
                                            msg.get("env", ""), msg.get("saved", 0.0))))
                     at.append(-1)
+                elif k == "replay":
+                    for stamp, rid, key, env, cost, tokens, *saved in msg["p"]:
+                        ops.append(("replay", (stamp, rid, cost, tokens, key, env, saved[0] if saved else 0.0)))
+                        at.append(-1)
                 elif k == "usage":
                     self._apply(ops, at, out)
                     ops, at = [], []

@@ -2,7 +2,8 @@
 
     b = open_backend(cfg, directory, clock)       # [governance] ledger = "local" | "redis"
     replies = b.run([("reserve", (rid, key, env, max_usd, est_tokens, pid)),
-                     ("settle", (rid, cost_usd, tokens, key, env, saved_usd)), ...])
+                     ("settle", (rid, cost_usd, tokens, key, env, saved_usd)),
+                     ("replay", (stamp, rid, cost_usd, tokens, key, env, saved_usd)), ...])
     b.usage(key_id) -> {"usage": [...], "savings": [...]} (or {"error": message})
     b.owners() -> this node's worker pids holding reservations;  b.expire(dead_pids)
     b.charges                                 # [rid, key, env, usd] the ledger charged on its own
@@ -11,10 +12,12 @@
 
 `run` gets every reserve and settle the actor found queued at once, in the order received (a
 worker's settles riding along before its reserve), and returns one reply per reserve (None for a
-settle). `LocalBackend` applies them to `LedgerState` one by one; `RedisBackend` sends them to
-Redis in ONE pipelined round trip (`RedisLedger.apply_many`): the node's actor talks to Redis for
-all its workers, so a node opens one connection and pays one round trip per batch, not one per
-request (scripts/redis_ledger_bench.py; README "Ledger on Redis").
+settle). A replay is a settle a frontend sent again after the ledger or a worker died
+(`LedgerState.replay`; on Redis an ordinary settle). `LocalBackend` applies them to
+`LedgerState` one by one; `RedisBackend` sends them to Redis in ONE pipelined round trip
+(`RedisLedger.apply_many`): the node's actor talks to Redis for all its workers, so a node opens
+one connection and pays one round trip per batch, not one per request
+(scripts/redis_ledger_bench.py; README "Ledger on Redis").
 
 Redis failures (`RedisBackend`):
 
@@ -126,8 +129,15 @@ class LocalBackend:
                 except Exception:           # one bad message costs its own reply only
                     log.exception("ledger: bad reserve %r", a[:2])
                 continue
+            if kind == "replay":        # a settle sent again, stamped: (stamp, *settle args)
+                stamp, a = a[0], a[1:]
             try:
-                r = st.settle(a[0], a[1], a[2], key_id=a[3], env=a[4], saved_usd=a[5])
+                if kind == "replay":
+                    r = st.replay(stamp, a[0], a[1], a[2], key_id=a[3], env=a[4], saved_usd=a[5])
+                    if r is None:       # counted before the snapshot it restored
+                        continue
+                else:
+                    r = st.settle(a[0], a[1], a[2], key_id=a[3], env=a[4], saved_usd=a[5])
             except ValueError as e:
                 log.error("ledger: settle of %s refused: %s", a[0], e)
                 continue
@@ -341,6 +351,9 @@ class RedisBackend:
         out: list = [None] * len(ops)
         if not ops:
             return out
+        # a replayed settle is a settle here: Redis remembers every rid it settled for the retention
+        # (a crash of this actor loses no counter, only what it had not sent to Redis yet)
+        ops = [("settle", a[1:]) if kind == "replay" else (kind, a) for kind, a in ops]
         now = self.clock()
         for kind, a in ops:                  # the durable record first in the queue, whatever Redis does
             if kind == "settle":

@@ -22,7 +22,9 @@ only through the reservations that hold it: settling charges it and nothing sees
 
 A settle for a rid the ledger does not know (restart without the reservation in the snapshot)
 charges the current periods of the key and env it names; a rid settled twice is charged once
-(recently settled rids are remembered, bounded by count and age). A reservation older than the
+(recently settled rids are remembered, bounded by count and age). After a crash, the settles a
+frontend sends again (`replay`, stamped with when it got them) put back what the ledger did
+after its last snapshot, and skip what the snapshot already counted (its docstring has the cases). A reservation older than the
 TTL is expired: charged at its maximum. If its real settle arrives later, the charge is corrected
 to the real cost on the same counters (so nothing is lost and nothing double-counted).
 
@@ -213,7 +215,8 @@ class _Res:
 _EMPTY = _Specs((), (), ())
 
 
-SNAPSHOT_SETTLED_SECONDS = 2.0
+SNAPSHOT_SETTLED_SECONDS = 2.0    # settled rids a snapshot lists (`replay`: must exceed REPLAY_LAG + a settle's delay)
+REPLAY_LAG = 0.5                  # a replayed settle's stamp is at most this much later than its first settle
 
 
 class LedgerState:
@@ -235,6 +238,7 @@ class LedgerState:
         self._expired: OrderedDict[str, _Res] = OrderedDict()
         self._settled: dict[str, float] = {}       # rid -> when settled
         self._settled_q: deque[tuple[str, float]] = deque()   # (rid, when), oldest first
+        self._known_after = -math.inf    # every rid settled after this time is in _settled (see `replay`)
         self._specs: dict[str, _KeySpecs] = {}
         self._pb: dict[str, tuple] = {}          # period -> current (start, end)
         self._gen = 0                            # bumped when a table counter is replaced / dropped
@@ -463,6 +467,53 @@ class LedgerState:
         rid, t = self._settled_q.popleft()
         if self._settled.get(rid) == t:     # not settled again since (a re-used rid)
             del self._settled[rid]
+        if t > self._known_after:
+            self._known_after = t
+
+    # --- replay ------------------------------------------------------------------------------
+    def replay(self, stamp: float, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
+               saved_usd: float = 0.0) -> dict | None:
+        """A settle sent again by the process that relayed its answer (frontend/outcomes.py), to a
+        ledger that restarted or because the worker that sent it died. `stamp` is when that process
+        got it (epoch seconds, this node's clock), at most REPLAY_LAG after the worker sent it.
+        Returns `settle`'s reply, or None when it was skipped as already counted.
+
+        After a crash (kill -9) the ledger restores its last snapshot: the changes of the last
+        moments before the crash are gone, and the replays put them back. Each case of a replayed
+        settle of `rid`, by when the request was reserved and settled relative to the snapshot:
+
+        1. reserved before the snapshot, settled after: the snapshot has its reservation open;
+           the replay settles it (without it, the reservation was charged its maximum at its TTL).
+        2. reserved and settled after the snapshot: the ledger does not know the rid; the replay
+           charges its cost to the current periods of its key and env, as any settle of an unknown
+           rid (its request count, taken at reserve, is lost: rate limits only, never money).
+        3. settled before the snapshot, and listed in it (the snapshot lists the rids settled in
+           its last SNAPSHOT_SETTLED_SECONDS): a duplicate, nothing changes.
+        4. settled before the snapshot and not listed (settled earlier than that): its cost is in
+           the snapshot's counters, and the rid is unknown, as in case 2. The snapshot records
+           the time after which its list is complete (`settled_after`, restored as
+           `_known_after`). The ledger settled it no earlier than the worker sent it, so no
+           earlier than `stamp - REPLAY_LAG`: an unknown rid stamped at or before `settled_after +
+           REPLAY_LAG` may be case 4 and is skipped; one stamped later cannot be, it is case 2.
+        5. expired before or after the snapshot (charged its maximum): corrected to its cost, as
+           any late settle.
+        6. still open, or settled since the restart (the worker's own settle, or another replay,
+           got there first): as a settle: settles it, or nothing.
+
+        A settle of a request never reserved (a cache hit, the zero settle of a reserve that got no
+        answer) is case 2 or 4 alike. A ledger that restored no snapshot knows every rid it
+        settled (`_known_after` = -inf; so does one that restored a snapshot written before
+        snapshots recorded `settled_after`): an unknown rid is charged, as by `settle`.
+
+        Where this can be wrong, both needing a stall of a second or more at the moment of a
+        crash: a settle the relaying process got more than REPLAY_LAG after the worker sent it
+        (the frontend stalled), settled just before the snapshot's list begins, is counted twice;
+        one the ledger applied more than SNAPSHOT_SETTLED_SECONDS - REPLAY_LAG after the relaying
+        process got it (the ledger stalled) and then lost in the crash is skipped."""
+        if (stamp - REPLAY_LAG <= self._known_after and rid not in self._open and rid not in self._settled
+                and rid not in self._expired):
+            return None
+        return self.settle(rid, cost_usd, tokens, key_id, env, saved_usd)
 
     # --- expire ------------------------------------------------------------------------------
     def owners(self) -> set[int]:
@@ -512,32 +563,35 @@ class LedgerState:
 
     # --- persistence -------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        """Everything needed to resume: counters, open and expired reservations, settled rids.
+        """Everything needed to resume: counters, open and expired reservations, settled rids (of
+        the last SNAPSHOT_SETTLED_SECONDS: every rid settled after `settled_after`; see `replay`).
         JSON-able; money in integer micro-dollars."""
         def res(rid: str, r: _Res) -> dict:
             return {"rid": rid, "key": r.key, "env": r.env, "max_micros": r.max_m, "est_tokens": r.est,
                     "created": r.created, "expired_at": r.expired_at, "pid": r.pid,
                     "budgets": [c.ref() for c in r.budgets], "tokens": [c.ref() for c in r.tokens]}
+        settled, after = self._recently_settled()
         return {"version": SNAPSHOT_VERSION,
                 "counters": [[*c.base, c.start, c.used, c.reserved] for c in self._table.values()],
                 "reservations": [res(rid, r) for rid, r in self._open.items()],
                 "expired": [res(rid, r) for rid, r in self._expired.items()],
-                "settled": self._recently_settled(),
+                "settled": settled, "settled_after": after,
                 "saved": [[k, e, m] for (k, e), m in self._saved.items()]}
 
-    def _recently_settled(self) -> list:
-        """Settled rids of the last SNAPSHOT_SETTLED_SECONDS, oldest first. A settle that could
-        arrive twice arrives within moments; keeping every remembered rid in each snapshot would
-        make the snapshot grow with the request rate (tens of thousands of rids a minute)."""
-        cutoff = self._clock() - SNAPSHOT_SETTLED_SECONDS
+    def _recently_settled(self) -> tuple[list, float]:
+        """Settled rids of the last SNAPSHOT_SETTLED_SECONDS, oldest first, and the time after
+        which the list is complete. A settle that could arrive twice arrives within moments;
+        keeping every remembered rid in each snapshot would make the snapshot grow with the
+        request rate (tens of thousands of rids a minute)."""
+        after = max(self._clock() - SNAPSHOT_SETTLED_SECONDS, self._known_after)
         out = []
         for rid, t in reversed(self._settled_q):
-            if t < cutoff:
+            if t < after:       # those settled at `after` itself may be incomplete: listed anyway
                 break
             if self._settled.get(rid) == t:
                 out.append([rid, t])
         out.reverse()
-        return out
+        return out, after
 
     def restore(self, snap: dict) -> None:
         """Replace the state by a snapshot's; counters whose period has ended are dropped (the
@@ -574,6 +628,8 @@ class LedgerState:
         settled = sorted(((rid, t) for rid, t in snap.get("settled", ())), key=lambda x: x[1])
         self._settled = dict(settled)
         self._settled_q = deque(settled)
+        after = snap.get("settled_after")      # None: an older snapshot (its unknown rids are charged)
+        self._known_after = -math.inf if after is None else float(after)
         self._saved = {(k, e): int(m) for k, e, m in snap.get("saved", ())}
 
     def savings(self, key_id: str | None = None) -> list[dict]:
