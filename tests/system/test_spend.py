@@ -312,7 +312,7 @@ def test_a_ledger_killed_between_snapshots_loses_no_settled_spend(tmp_path, fake
             finally:
                 os.kill(ledger, signal.SIGKILL)         # with the settles of A and B (a stopped process dies too)
             assert usage == [{"inputTokens": 12, "outputTokens": 34, "totalTokens": 46, "cacheReadInputTokens": 5,
-                              "cacheWriteInputTokens": 7}] * 2
+                              "cacheWriteInputTokens": 7, "cacheDetails": [{"ttl": "5m", "inputTokens": 7}]}] * 2
             costs[rid_a] = costs[rid_b] = COST          # the usage the client saw, at the price
             logged |= {rid_a, rid_b}
             wait_for("a new ledger", lambda: g.child_pids("workers.ledger.actor") not in ([], [ledger]))
