@@ -340,9 +340,12 @@ def test_a_zero_cache_price_is_a_price():
 
 
 def test_max_cost_prices_every_input_token_at_the_dearest_input_price():
-    price = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75)            # a cache write costs 1.25x input
-    assert max_cost(price, 10_000, 4096) == pytest.approx((10_000 * 3.75 + 4096 * 15.0) / 1e6)
+    price = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75, cache_write_1h=4.5)    # a 1-hour write costs 1.5x
+    assert max_cost(price, 10_000, 4096) == pytest.approx((10_000 * 4.5 + 4096 * 15.0) / 1e6)
     assert max_cost(price, 10_000, 4096) >= cost(price, 0, 4096, cache_write=10_000)
+    named_5m_only = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75)    # its 1-hour writes: 2x input
+    assert max_cost(named_5m_only, 10_000, 4096) == pytest.approx((10_000 * 6.0 + 4096 * 15.0) / 1e6)
+    assert max_cost(Price(3.0, 15.0), 10_000, 4096) == pytest.approx((10_000 * 3.0 + 4096 * 15.0) / 1e6)
     assert max_cost(price, 10_000, 4096) >= cost(price, 10_000, 100)
     plain = Price(3.0, 15.0)
     assert max_cost(plain, 10_000, 4096) == cost(plain, 10_000, 4096)
@@ -379,8 +382,12 @@ def test_one_hour_cache_writes_cost_the_one_hour_write_price():
     assert cost_micros(price, 0, 0, 0, 0, 500) == 0
 
 
-def test_one_hour_writes_without_their_own_price_cost_the_write_price():
-    assert cost_micros(Price(1.0, 1.0, cache_write=1.25), 0, 0, 0, 1000, 1000) == 1250
+def test_one_hour_writes_without_their_own_price_cost_anthropics_rule_at_least():
+    """A price naming a 5-minute write but no 1-hour one (an override): 1-hour writes at the dearer
+    of the write price and 2x input, never below what Anthropic bills them."""
+    assert cost_micros(Price(1.0, 1.0, cache_write=1.25), 0, 0, 0, 1000, 1000) == 2000
+    assert cost_micros(Price(1.0, 1.0, cache_write=2.5), 0, 0, 0, 1000, 1000) == 2500
+    assert cost_micros(Price(1.0, 1.0, cache_write=1.25), 0, 0, 0, 1000, 400) == 600 * 1.25 + 400 * 2
     assert cost_micros(Price(2.0, 1.0), 0, 0, 0, 1000, 1000) == 2000            # no write price: input
     assert cost_micros(Price(1.0, 1.0, cache_write_1h=3.0), 0, 0, 0, 1000, 500) == 500 + 1500
 

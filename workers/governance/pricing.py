@@ -14,9 +14,10 @@ price where there is one: Anthropic (read 0.1x input, 5-minute write 1.25x input
 input), OpenAI (cached input; OpenAI charges nothing extra to write), Amazon Nova (cache read 0.25x
 input). None means "no separate price": cache reads and writes are then charged at the input
 price (exact for OpenAI and Nova cache writes, and never lower than a read for everything else),
-and 1-hour writes at the write price (`Price.write_1h_price`). An override that names
-`cache_write` but not `cache_write_1h` therefore charges Anthropic's 1-hour writes at its 5-minute
-price, below what Anthropic bills (2x input): name `cache_write_1h` too.
+and 1-hour writes, when `cache_write` is named, at the dearer of it and 2x input
+(`Price.write_1h_price`: Anthropic's rule; only Anthropic's models report 1-hour writes), so an
+override that names its input and `cache_write` but not `cache_write_1h` never charges them below
+what Anthropic bills.
 
 Which cache writes are 1-hour ones is what the upstream reports (Bedrock's `cacheDetails`,
 Anthropic's `usage.cache_creation`; `Usage.cache_write_1h_tokens`, the usage dict's "cw1h");
@@ -69,7 +70,7 @@ _WILD = frozenset("*?[")
 @dataclass(frozen=True, slots=True)
 class Price:
     """USD per 1M tokens. A None cache price means cache tokens are charged at the input price;
-    a None `cache_write_1h`, that 1-hour cache writes are charged as the other writes."""
+    a None `cache_write_1h`, that 1-hour cache writes are charged as `write_1h_price` says."""
     input: float
     output: float
     cache_read: float | None = None
@@ -83,8 +84,15 @@ class Price:
 
     @property
     def write_1h_price(self) -> float:
-        """What a 1-hour cache-write token costs."""
-        return self.write_price if self.cache_write_1h is None else self.cache_write_1h
+        """What a 1-hour cache-write token costs: `cache_write_1h`; else, for a price that names a
+        (5-minute) `cache_write`, the dearer of it and Anthropic's rule, 2x input (only Anthropic's
+        models report 1-hour writes: an override naming its input and 5-minute prices does not
+        undercharge them); else the input price, as every cache write without a price."""
+        if self.cache_write_1h is not None:
+            return self.cache_write_1h
+        if self.cache_write is None:
+            return self.input
+        return max(self.cache_write, round(self.input * 2, 6))
 
     def scaled(self, k: float) -> "Price":
         """Every price times `k` (rounded to 6 decimals); None stays None."""
