@@ -272,7 +272,8 @@ class Price(Table):
     output: Annotated[float, Meta(ge=0)]
     cache_read: Annotated[float, Meta(ge=0)] = 0.0
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
-    tiers: dict = {}                 # service tier -> {input, output, cache_read?, cache_write?}: its own price
+    cache_write_1h: Annotated[float, Meta(ge=0)] = 0.0   # 1-hour cache writes (absent: at cache_write)
+    tiers: dict = {}                 # service tier -> {input, output, cache_read?, cache_write?, cache_write_1h?}
 
 
 class TierPrice(Table):
@@ -281,6 +282,7 @@ class TierPrice(Table):
     output: Annotated[float, Meta(ge=0)]
     cache_read: Annotated[float, Meta(ge=0)] = 0.0
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
+    cache_write_1h: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class GuardrailsConfig(Table):
@@ -314,7 +316,7 @@ class Config(msgspec.Struct, kw_only=True):
     routes: list[RouteConfig] = []
     default_route: RouteConfig | None = None
     governance: GovernanceConfig = msgspec.field(default_factory=GovernanceConfig)
-    pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
+    pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write, cache_write_1h} USD per 1M tokens
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
@@ -503,7 +505,7 @@ def _known_provider(name: str, where: str, providers: dict) -> None:
 # --- pricing --------------------------------------------------------------------------------------
 
 def _pricing(raw) -> dict:
-    """model glob -> {input, output[, cache_read, cache_write]}: the keys given, as floats."""
+    """model glob -> {input, output[, cache_read, cache_write, cache_write_1h]}: the keys given, as floats."""
     if not isinstance(raw, dict):
         raise ConfigError("pricing: expected a table of [pricing.\"MODEL\"] tables")
     out = {}
@@ -511,7 +513,7 @@ def _pricing(raw) -> dict:
         where = f"pricing.{model!r}"
         if not isinstance(p, dict) or not {"input", "output"} <= set(p):
             raise ConfigError(f"{where}: expected {{input = USD, output = USD}} per million tokens "
-                              "(cache_read, cache_write optional)")
+                              "(cache_read, cache_write, cache_write_1h optional)")
         table(Price, p, where)
         out[model] = {k: float(v) for k, v in p.items() if k != "tiers"}
         tiers = p.get("tiers") or {}
