@@ -188,6 +188,9 @@ class AlertsConfig(Table):
     backoff_seconds: Annotated[float, Meta(gt=0)] = 1 * SECONDS   # first retry after this, doubling (max 5 min)
     check_seconds: Annotated[float, Meta(gt=0, le=60)] = 1 * SECONDS    # budgets are checked this often
     analysis_seconds: Annotated[float, Meta(gt=0)] = 60 * SECONDS   # forecasts and anomalies (the request log)
+    lease_seconds: Annotated[float, Meta(gt=0)] = 60 * SECONDS   # a fleet (outbox on PostgreSQL): a node's claim
+                                     # on a delivery lasts this long; a node that dies holding one is taken
+                                     # over after it (README "Alerts", "Several nodes")
 
     def check(self, where: str) -> None:
         _percentages(self.thresholds, f"{where}.thresholds")
@@ -269,7 +272,8 @@ class Price(Table):
     output: Annotated[float, Meta(ge=0)]
     cache_read: Annotated[float, Meta(ge=0)] = 0.0
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
-    tiers: dict = {}                 # service tier -> {input, output, cache_read?, cache_write?}: its own price
+    cache_write_1h: Annotated[float, Meta(ge=0)] = 0.0   # 1-hour cache writes (absent: at cache_write)
+    tiers: dict = {}                 # service tier -> {input, output, cache_read?, cache_write?, cache_write_1h?}
 
 
 class TierPrice(Table):
@@ -278,6 +282,7 @@ class TierPrice(Table):
     output: Annotated[float, Meta(ge=0)]
     cache_read: Annotated[float, Meta(ge=0)] = 0.0
     cache_write: Annotated[float, Meta(ge=0)] = 0.0
+    cache_write_1h: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class GuardrailsConfig(Table):
@@ -311,7 +316,7 @@ class Config(msgspec.Struct, kw_only=True):
     routes: list[RouteConfig] = []
     default_route: RouteConfig | None = None
     governance: GovernanceConfig = msgspec.field(default_factory=GovernanceConfig)
-    pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write} USD per 1M tokens
+    pricing: dict = {}               # model glob -> {input, output, cache_read, cache_write, cache_write_1h} USD per 1M tokens
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
@@ -408,6 +413,14 @@ def build(raw: dict, source: str, environ=None) -> Config:
     if cfg.observability.log_store == "postgres" and not cfg.log_postgres_url:
         raise ConfigError("observability.log_postgres_url: log_store = \"postgres\" needs a postgresql:// URL "
                           "(here, or governance.postgres_url)")
+    g = cfg.governance
+    if g.postgres_url and (g.store == "postgres" or g.ledger == "redis"):    # a fleet's alerts outbox: leases
+        for i, w in enumerate(cfg.alerts.webhooks):
+            if w.timeout_seconds >= cfg.alerts.lease_seconds:
+                raise ConfigError(f"alerts.webhooks[{i}].timeout_seconds: {w.timeout_seconds:g} s is not under "
+                                  f"alerts.lease_seconds ({cfg.alerts.lease_seconds:g} s): with the outbox on "
+                                  "PostgreSQL a POST must end within its delivery's lease, or another node may "
+                                  "send it too; lower the timeout or raise lease_seconds")
     if cfg.cache.replication == "redis" and not (cfg.cache.redis_url or cfg.governance.redis_url):
         raise ConfigError("cache.redis_url: replication = \"redis\" needs a redis:// or rediss:// URL here or in "
                           "governance.redis_url")
@@ -492,7 +505,7 @@ def _known_provider(name: str, where: str, providers: dict) -> None:
 # --- pricing --------------------------------------------------------------------------------------
 
 def _pricing(raw) -> dict:
-    """model glob -> {input, output[, cache_read, cache_write]}: the keys given, as floats."""
+    """model glob -> {input, output[, cache_read, cache_write, cache_write_1h]}: the keys given, as floats."""
     if not isinstance(raw, dict):
         raise ConfigError("pricing: expected a table of [pricing.\"MODEL\"] tables")
     out = {}
@@ -500,7 +513,7 @@ def _pricing(raw) -> dict:
         where = f"pricing.{model!r}"
         if not isinstance(p, dict) or not {"input", "output"} <= set(p):
             raise ConfigError(f"{where}: expected {{input = USD, output = USD}} per million tokens "
-                              "(cache_read, cache_write optional)")
+                              "(cache_read, cache_write, cache_write_1h optional)")
         table(Price, p, where)
         out[model] = {k: float(v) for k, v in p.items() if k != "tiers"}
         tiers = p.get("tiers") or {}

@@ -24,7 +24,7 @@ and the fields of each kind:
     Body     data (bin): the whole body of a non-streaming answer; follows its head
     Chunk    ev (events): [[event type, payload], ...], one or more stream events in order (e.g.
              ["contentBlockDelta", b'{"delta":...}']); each counts against the stream credit
-    End      usage ({"in", "out", "cr", "cw"}: Usage.to_wire(), finops.shared.model)
+    End      usage ({"in", "out", "cr", "cw", "cw1h"?}: the integer counts of Usage.to_wire(), finops.shared.model)
     Error    err (error): errors.WireError, what GatewayError.to_wire() gives
     Log      -: the request ended without an answer to relay (its client had gone)
     Credit   grant (int): the worker may send that many more chunks

@@ -289,15 +289,31 @@ class EmbedRequest(Record):
 # --- answers ----------------------------------------------------------------------------------------
 
 class Usage(Record):
+    """Token counts an answer reports. `cache_write_1h_tokens` is the part of `cache_write_tokens`
+    written with a 1-hour TTL (Anthropic's `cache_creation.ephemeral_1h_input_tokens`, Bedrock's
+    `cacheDetails` entry with ttl "1h"): priced at the 1-hour write price; the rest of the writes
+    are 5-minute writes."""
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     service_tier: str = ""           # the tier the upstream reported serving it in ("" = it did not say)
+    cache_write_1h_tokens: int = 0   # of cache_write_tokens, those with a 1-hour TTL
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def cache_details(self) -> list[dict]:
+        """Converse's `cacheDetails`: the cache writes by TTL, 1h before 5m (as Bedrock sorts
+        them), only the TTLs that wrote tokens; [] without cache writes."""
+        one_hour = min(self.cache_write_1h_tokens, self.cache_write_tokens)
+        d = []
+        if one_hour:
+            d.append({"ttl": "1h", "inputTokens": one_hour})
+        if self.cache_write_tokens - one_hour:
+            d.append({"ttl": "5m", "inputTokens": self.cache_write_tokens - one_hour})
+        return d
 
     def to_converse(self) -> dict:
         d = {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens,
@@ -306,11 +322,14 @@ class Usage(Record):
             d["cacheReadInputTokens"] = self.cache_read_tokens
         if self.cache_write_tokens:
             d["cacheWriteInputTokens"] = self.cache_write_tokens
+            d["cacheDetails"] = self.cache_details()
         return d
 
     def to_wire(self) -> dict:
         d = {"in": self.input_tokens, "out": self.output_tokens,
              "cr": self.cache_read_tokens, "cw": self.cache_write_tokens}
+        if self.cache_write_1h_tokens:
+            d["cw1h"] = min(self.cache_write_1h_tokens, self.cache_write_tokens)
         if self.service_tier:
             d["tier"] = self.service_tier
         return d

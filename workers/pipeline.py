@@ -91,8 +91,9 @@ class Pipeline:
             request = dataclasses.replace(request, key=ident.key, key_label=ident.label)
             route, targets = self.route(request, ident)
             parsed = operations.parse(request)
+            guarded = operations.guardrail_of(request, parsed)
             targets = router.guardrail_targets(targets, lambda p: self.providers[p].native_bedrock,
-                                               operations.guardrail_of(request, parsed), route)
+                                               guarded, route)
             plan = self.cache_plan(request, route, parsed)
             if plan is not None:
                 hit, vec = await self.cache.lookup(plan)
@@ -106,7 +107,9 @@ class Pipeline:
                 adm = await self.gov.admit(request, None, bound_micros=self.gov.guardrail_prices.max_cost_micros(
                     *guardrail.text_units(parsed.doc)))
             elif request.op != "count-tokens":
-                adm = await self.gov.admit(request, parsed.req, self.vendors(request, targets), len(request.body))
+                adm = await self.gov.admit(request, parsed.req, self.vendors(request, targets), len(request.body),
+                                           guard_units=guardrail.call_units(parsed.req, len(request.body))
+                                           if guarded else None)
             usage = await self.attempts(request, route, targets, parsed, adm, plan, reply, progress, span)
         except errors.GatewayError as e:
             status, error, origin = 200 if reply.head_sent else e.status, e.code, e.origin or "client"

@@ -98,7 +98,27 @@ or ``fake.clear_scripts()``. A behavior is a dict; keys combine:
   converse-stream ``metadata.usage`` (``cacheReadInputTokens``, ``cacheWriteInputTokens``),
   InvokeModel headers (``X-Amzn-Bedrock-Cache-Read-Input-Token-Count``, ``-Cache-Write-...``),
   and the invoke stream's invocation metrics (``cacheReadInputTokenCount``,
-  ``cacheWriteInputTokenCount``). Without them no cache field is sent.
+  ``cacheWriteInputTokenCount``). Without them no cache field is sent. Claude Messages bodies
+  (InvokeModel, and the invoke stream's ``message_start``) also get ``cache_read_input_tokens`` /
+  ``cache_creation_input_tokens`` and ``cache_creation`` (below).
+* ``{"cache_write": W, "cache_write_1h": H}``: H of the W cache writes have a 1-hour TTL:
+  Converse ``usage.cacheDetails`` = ``[{"ttl": "1h", "inputTokens": H}, {"ttl": "5m",
+  "inputTokens": W - H}]`` (entries with 0 tokens left out; ``cacheDetails`` is sent whenever W
+  is), and a Claude body's ``usage.cache_creation`` = ``{"ephemeral_5m_input_tokens": W - H,
+  "ephemeral_1h_input_tokens": H}``.
+
+Guardrail traces
+----------------
+A Converse / ConverseStream request whose ``guardrailConfig.trace`` is ``enabled`` or
+``enabled_full`` gets ``trace.guardrail`` (in the ConverseStream ``metadata`` event): an
+``inputAssessment`` and an ``outputAssessments`` entry under the guardrail identifier, each with
+``invocationMetrics.usage`` counted as ApplyGuardrail counts (ceil(characters/1000) units per text
+block, at least 1, for the topic, content, word and sensitive-information policies; the input's
+blocks are the system and message texts, the output's the answer). An InvokeModel request with the
+X-Amzn-Bedrock-GuardrailIdentifier header and X-Amzn-Bedrock-Trace ``ENABLED`` (or
+``ENABLED_FULL``) gets the same in its body as ``amazon-bedrock-trace.guardrail`` (``input``: a
+map, ``outputs``: a list of maps) with ``amazon-bedrock-guardrailAction: "NONE"``. Without the
+trace enabled no trace is sent (as Bedrock does).
 * ``{"then": "cut"}``: streams: after ``stream_events`` (default 1) events, send half of the next
   frame and drop the connection (boto3: ``urllib3.exceptions.ProtocolError``). Non-stream: send
   half the body and drop it (InvokeModel: ``ResponseStreamingError`` on read; Converse: botocore
@@ -213,6 +233,36 @@ def _conversation_text(body: dict) -> tuple[str, str]:
             everything.append(body[key])
             last_user = [body[key]]
     return " ".join(everything), " ".join(last_user)
+
+
+def _claude_cache_usage(behavior: dict) -> dict:
+    """The cache fields of a Claude Messages usage object for a script's cache_read / cache_write /
+    cache_write_1h ({} without them)."""
+    out = {}
+    if "cache_read" in behavior:
+        out["cache_read_input_tokens"] = int(behavior["cache_read"])
+    if "cache_write" in behavior:
+        w, h = int(behavior["cache_write"]), int(behavior.get("cache_write_1h", 0))
+        out["cache_creation_input_tokens"] = w
+        out["cache_creation"] = {"ephemeral_5m_input_tokens": w - h, "ephemeral_1h_input_tokens": h}
+    return out
+
+
+def _guarded_texts(body: dict) -> list[str]:
+    """The text blocks of a Converse body a guardrail assesses on input: system and message texts."""
+    return [t for t in texts(body.get("system"), any_type=True)] + [
+        t for m in body.get("messages") or [] if isinstance(m, dict) for t in texts(m.get("content"), any_type=True)]
+
+
+def _assessment(blocks: list[str]) -> dict:
+    """A GuardrailAssessment with the units of `blocks` (as ApplyGuardrail counts them)."""
+    units = sum(max(1, -(-len(t) // 1000)) for t in blocks)
+    return {"topicPolicy": {"topics": []}, "invocationMetrics": {
+        "guardrailProcessingLatency": 3,
+        "usage": {"topicPolicyUnits": units, "contentPolicyUnits": units, "wordPolicyUnits": units,
+                  "sensitiveInformationPolicyUnits": units, "sensitiveInformationPolicyFreeUnits": 0,
+                  "contextualGroundingPolicyUnits": 0},
+        "guardrailCoverage": {"textCharacters": {"guarded": sum(map(len, blocks)), "total": sum(map(len, blocks))}}}}
 
 
 def _native_max_tokens(body: dict) -> int | None:
@@ -354,12 +404,23 @@ class FakeBedrock(FakeServer):
             for key, name in (("cache_read", "cacheReadInputTokens"), ("cache_write", "cacheWriteInputTokens")):
                 if key in behavior:
                     usage[name] = int(behavior[key])
+            if "cache_write" in behavior:
+                one_hour = int(behavior.get("cache_write_1h", 0))
+                usage["cacheDetails"] = [{"ttl": ttl, "inputTokens": n} for ttl, n in
+                                         (("1h", one_hour), ("5m", int(behavior["cache_write"]) - one_hour)) if n]
             stop = "max_tokens" if truncated else "end_turn"
             latency = self._latency(started)
             # the tier and latency mode it was served in: as asked (a script's "service_tier" overrides)
             served = {k: req[k] for k in ("performanceConfig", "serviceTier") if isinstance(req.get(k), dict)}
             if "service_tier" in behavior:
                 served["serviceTier"] = {"type": behavior["service_tier"]}
+            gc = req.get("guardrailConfig")
+            if isinstance(gc, dict) and gc.get("trace") in ("enabled", "enabled_full"):
+                gid = str(gc.get("guardrailIdentifier", ""))
+                served["trace"] = {"guardrail": {
+                    "modelOutput": [answer] if gc["trace"] == "enabled_full" else [],
+                    "inputAssessment": {gid: _assessment(_guarded_texts(req))},
+                    "outputAssessments": {gid: [_assessment([answer])]}}}
             if operation == "Converse":
                 return self._send_json(h, request_id, {
                     "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
@@ -388,6 +449,14 @@ class FakeBedrock(FakeServer):
         n_in, n_out = self.tokens(all_text), self.tokens(answer)
         if operation == "InvokeModel":
             native = _native_response(family, model_id, req, answer, truncated, n_in, n_out)
+            if family == "anthropic" and "usage" in native:
+                native["usage"].update(_claude_cache_usage(behavior))
+            gid = headers.get("x-amzn-bedrock-guardrailidentifier")
+            if gid and headers.get("x-amzn-bedrock-trace", "").upper() in ("ENABLED", "ENABLED_FULL"):
+                native["amazon-bedrock-guardrailAction"] = "NONE"
+                native["amazon-bedrock-trace"] = {"guardrail": {
+                    "input": {gid: _assessment(_guarded_texts(req) or [all_text])},
+                    "outputs": [{gid: _assessment([answer])}]}}
             latency = self._latency(started)
             extra.setdefault("X-Amzn-Bedrock-Input-Token-Count", str(n_in))
             extra.setdefault("X-Amzn-Bedrock-Output-Token-Count", str(n_out))
@@ -406,6 +475,10 @@ class FakeBedrock(FakeServer):
         chunks = behavior.get("events") or _native_stream(family, model_id, req, answer, truncated,
                                                           n_in, n_out)
         chunks = [dict(c) for c in chunks]
+        if not behavior.get("events") and chunks and chunks[0].get("type") == "message_start":
+            start = dict(chunks[0]["message"])
+            start["usage"] = {**start["usage"], **_claude_cache_usage(behavior)}
+            chunks[0] = {**chunks[0], "message": start}
         if not behavior.get("events"):
             metrics = chunks[-1]["amazon-bedrock-invocationMetrics"] = {
                 "inputTokenCount": n_in, "outputTokenCount": n_out,

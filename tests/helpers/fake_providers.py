@@ -128,7 +128,9 @@ Default answers (deterministic)
   Found N."). Without a scripted ``cached_tokens``, the prefix up to the last breakpoint (its
   words, at least ``cache_min_tokens``: shorter prefixes are silently not cached) is written to
   the fake's cache the first time (``cache_creation_input_tokens``) and read on later requests
-  with the same prefix (``cache_read_input_tokens``); ``input_tokens`` is the rest.
+  with the same prefix (``cache_read_input_tokens``); ``input_tokens`` is the rest. The words up to
+  the last breakpoint with ``"ttl": "1h"`` are written with a 1-hour TTL: ``usage.cache_creation``
+  splits the writes into ``ephemeral_5m_input_tokens`` and ``ephemeral_1h_input_tokens``.
 * A ``stop`` / ``stop_sequences`` entry found in the answer text cuts it there (the sequence
   excluded) and drops any tool call: Anthropic ``stop_reason`` "stop_sequence" + ``stop_sequence``;
   OpenAI/Mistral ``finish_reason`` "stop". Then a ``max_tokens`` / ``max_completion_tokens`` smaller
@@ -419,6 +421,7 @@ class _Digest:
     stream: bool
     cache_prefix: str | None = None  # Anthropic: the prompt prefix up to the last cache_control breakpoint
     cache_prefix_tokens: int = 0     # its words
+    cache_prefix_1h_tokens: int = 0  # the words up to the last breakpoint with "ttl": "1h"
 
 
 @dataclass
@@ -433,6 +436,7 @@ class _Answer:
     cached_tokens: int
     reasoning_tokens: int
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0   # of cache_write_tokens, those written with a 1-hour TTL
 
 
 class _FakeProvider(FakeServer):
@@ -1083,16 +1087,20 @@ class FakeAnthropic(_FakeProvider):
         self._prompt_cache_lock = threading.Lock()
 
     @staticmethod
-    def _prompt_prefix(req: dict) -> tuple[str | None, int]:
-        """(key, words) of the prompt prefix that ends at the last cache_control breakpoint, in
-        Anthropic's order (tools, system, messages); (None, 0) without a breakpoint."""
+    def _prompt_prefix(req: dict) -> tuple[str | None, int, int]:
+        """(key, words, 1-hour words) of the prompt prefix that ends at the last cache_control
+        breakpoint, in Anthropic's order (tools, system, messages), and the words up to the last
+        breakpoint with "ttl": "1h" (written with a 1-hour TTL); (None, 0, 0) without a breakpoint."""
         items: list[tuple[Any, str]] = []            # (block without cache_control, its text)
-        last = -1
+        last = last_1h = -1
 
         def add(block, text):
-            nonlocal last
+            nonlocal last, last_1h
             if isinstance(block, dict) and "cache_control" in block:
                 last = len(items)
+                cc = block["cache_control"]
+                if isinstance(cc, dict) and cc.get("ttl") == "1h":
+                    last_1h = len(items)
                 block = {k: v for k, v in block.items() if k != "cache_control"}
             items.append((block, text))
 
@@ -1108,10 +1116,11 @@ class FakeAnthropic(_FakeProvider):
                                                and b.get("type") == "tool_result" else []))
                 add(b, text)
         if last < 0:
-            return None, 0
+            return None, 0, 0
         prefix = items[:last + 1]
         words = sum(len(t.split()) for _, t in prefix)
-        return json.dumps([b for b, _ in prefix], sort_keys=True), words
+        words_1h = sum(len(t.split()) for _, t in items[:last_1h + 1])
+        return json.dumps([b for b, _ in prefix], sort_keys=True), words, words_1h
 
     def _new_request_id(self) -> str:
         return "req_011C" + _rand(20)
@@ -1275,9 +1284,9 @@ class FakeAnthropic(_FakeProvider):
         if tc.get("type") == "tool" and isinstance(tc.get("name"), str):
             forced = tc["name"]
         stops = [s for s in req.get("stop_sequences") or [] if isinstance(s, str)]
-        prefix, prefix_tokens = self._prompt_prefix(req)
+        prefix, prefix_tokens, prefix_1h_tokens = self._prompt_prefix(req)
         return _Digest(all_texts, user_text, tool_result, tools, forced, req.get("max_tokens"), stops,
-                       req.get("stream") is True, prefix, prefix_tokens)
+                       req.get("stream") is True, prefix, prefix_tokens, prefix_1h_tokens)
 
     def _compose(self, d: _Digest, behavior: dict) -> _Answer:
         """Anthropic's prompt cache: a prefix ending at a cache_control breakpoint, at least
@@ -1296,13 +1305,17 @@ class FakeAnthropic(_FakeProvider):
             a.cached_tokens += n
         else:
             a.cache_write_tokens += n
+            a.cache_write_1h_tokens += min(d.cache_prefix_1h_tokens, n)
         return a
 
     def _usage(self, a: _Answer, output_tokens: int) -> dict:
+        written = self.cache_creation_tokens + a.cache_write_tokens
         return {"input_tokens": a.input_tokens,
-                "cache_creation_input_tokens": self.cache_creation_tokens + a.cache_write_tokens,
-                "cache_read_input_tokens": a.cached_tokens, "output_tokens": output_tokens,
-                "service_tier": "standard"}
+                "cache_creation_input_tokens": written,
+                "cache_read_input_tokens": a.cached_tokens,
+                "cache_creation": {"ephemeral_5m_input_tokens": written - a.cache_write_1h_tokens,
+                                   "ephemeral_1h_input_tokens": a.cache_write_1h_tokens},
+                "output_tokens": output_tokens, "service_tier": "standard"}
 
     @staticmethod
     def _stop_reason(a: _Answer) -> str:

@@ -11,12 +11,10 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -27,6 +25,7 @@ from botocore.exceptions import ClientError
 from finops.workers.observe import logdb
 from tests.helpers.gateway import Gateway, request_log
 from tests.helpers.logrows import insert, row
+from tests.helpers.webhooks import Receiver
 
 ADMIN = "admin-token-for-alert-tests"
 SECRET = "whsec-alerts-0123456789abcdef"
@@ -39,56 +38,6 @@ def readme_verify():
     ns: dict = {}
     exec(code, ns)
     return ns["verify"]
-
-
-class Receiver:
-    """A webhook receiver on a loopback port. Paths: /ok (200), /flaky (500 twice per idempotency
-    id, then 200), /hold (the first POST waits until `release` is set, then 200)."""
-
-    def __init__(self):
-        self.posts: list[tuple[str, dict, bytes]] = []
-        self.tries: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.first = threading.Event()
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                key = self.headers.get("X-FinOps-Idempotency-Key", "")
-                with outer.lock:
-                    outer.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    n = outer.tries[(self.path, key)] = outer.tries.get((self.path, key), 0) + 1
-                status = 200
-                if self.path == "/flaky" and n <= 2:
-                    status = 500
-                if self.path == "/hold" and not outer.first.is_set():
-                    outer.first.set()
-                    outer.release.wait(60)
-                try:
-                    self.send_response(status)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
-                except OSError:            # the sender is gone (killed)
-                    pass
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def on(self, path: str) -> list[tuple[dict, bytes]]:
-        with self.lock:
-            return [(h, b) for p, h, b in self.posts if p == path]
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def config(receiver: Receiver, hooks: str, keys: str) -> str:

@@ -1,11 +1,13 @@
 """Guardrails through boto3 against the real processes (issue 18): guardrailConfig and the guardrail
 headers reach Bedrock byte for byte (fallback targets and target models included); a guardrail
 request never goes to a target that cannot apply it; ApplyGuardrail is routed, governed, logged and
-priced per text unit."""
+priced per text unit; the guardrail units a Converse / ConverseStream / InvokeModel call's trace
+reports are charged on top of its tokens."""
 from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import boto3
 import pytest
@@ -19,6 +21,8 @@ from tests.helpers.gateway import Gateway, request_log
 
 AKID, SECRET = "AKIDPROVIDERKEY00001", "provider-secret-key"
 VK, VK_SECRET = "vk-guard", "guard-secret-0123456789abcdef"
+ADMIN = "guard-admin-token-0123456789"
+UNIT_KEYS = {op: (f"vk-units-{op}", f"units-{op}-secret-0123456789") for op in ("converse", "stream", "invoke")}
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 GUARD = {"guardrailIdentifier": "gr-abc123", "guardrailVersion": "3", "trace": "enabled"}
 MSG = [{"role": "user", "content": [{"text": "hello guarded world"}]}]
@@ -76,13 +80,20 @@ output = 15.0
 
 [governance]
 mode = "enforced"
+admin_token = "{ADMIN}"
 
 [[governance.keys]]
 id = "{VK}"
 secret = "{VK_SECRET}"
 models = ["anthropic.*", "oa-*", "fb.*", "cached.*"]
 budgets = [{{amount_usd = 100.0, period = "month"}}]
-"""
+""" + "".join(f"""
+[[governance.keys]]
+id = "{key}"
+secret = "{secret}"
+models = ["anthropic.*"]
+budgets = [{{amount_usd = 100.0, period = "month"}}]
+""" for key, secret in UNIT_KEYS.values())
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +278,77 @@ def test_apply_guardrail_is_governed(gw, fakes):
         client(gw).apply_guardrail(guardrailIdentifier="gr-abc123", guardrailVersion="1", source="INPUT",
                                    content=[])
     assert len(fb.requests_for("ApplyGuardrail")) == before
+
+
+# --- guardrail units inside a model call -----------------------------------------------------------
+
+POLICIES = ("topicPolicyUnits", "contentPolicyUnits", "wordPolicyUnits", "sensitiveInformationPolicyUnits")
+
+
+def spent_micros(gw, key: str) -> int:
+    req = urllib.request.Request(f"{gw.endpoint.rsplit('/bedrock', 1)[0]}/admin/usage?key={key}",
+                                 headers={"authorization": f"Bearer {ADMIN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        doc = json.loads(r.read())
+    return round(sum(u["spent_usd"] for u in doc["usage"] if u.get("kind") == "budget") * 1_000_000)
+
+
+def settled_micros(gw, key: str, timeout: float = 10.0) -> int:
+    """What the ledger holds for `key` (a key only one test uses), once its one request settled."""
+    end = time.monotonic() + timeout
+    while (spent := spent_micros(gw, key)) == 0 and time.monotonic() < end:
+        time.sleep(0.1)
+    return spent
+
+
+def unit_client(gw, op: str):
+    return client(gw, *UNIT_KEYS[op])
+
+
+def token_micros(usage: dict) -> int:
+    return round(usage["inputTokens"] * 3.0 + usage["outputTokens"] * 15.0)     # [pricing."*"]
+
+
+# the fake's trace: 1 unit per policy for the input's one text block, 1 for the answer's
+GUARD_MICROS = GuardrailPrices().cost_micros({k: 2 for k in POLICIES})
+
+
+def test_a_converse_trace_s_guardrail_units_are_charged_with_its_tokens(gw, fakes):
+    assert GUARD_MICROS == 2 * (150 + 150 + 0 + 100)
+    resp = unit_client(gw, "converse").converse(modelId=CLAUDE, messages=MSG, guardrailConfig=GUARD,
+                                                inferenceConfig={"maxTokens": 64})
+    assert "inputAssessment" in resp["trace"]["guardrail"]      # the client asked for the trace: it has it
+    cost = round(float(header(resp, "x-bf-cost-usd")) * 1e6)
+    assert cost == token_micros(resp["usage"]) + GUARD_MICROS
+    assert round(rows_for(gw, rid_of(resp))["cost_usd"] * 1e6) == cost
+    assert settled_micros(gw, UNIT_KEYS["converse"][0]) == cost
+
+
+def test_a_converse_stream_trace_s_guardrail_units_are_charged_with_its_tokens(gw, fakes):
+    cfg = dict(GUARD, streamProcessingMode="sync")
+    resp = unit_client(gw, "stream").converse_stream(modelId=CLAUDE, messages=MSG, guardrailConfig=cfg,
+                                      inferenceConfig={"maxTokens": 64})
+    meta = [e["metadata"] for e in resp["stream"] if "metadata" in e][0]
+    assert "guardrail" in meta["trace"]
+    cost = round(rows_for(gw, rid_of(resp))["cost_usd"] * 1e6)
+    assert cost == token_micros(meta["usage"]) + GUARD_MICROS
+    assert settled_micros(gw, UNIT_KEYS["stream"][0]) == cost
+
+
+def test_without_the_trace_bedrock_reports_no_units_and_only_tokens_are_charged(gw, fakes):
+    resp = client(gw).converse(modelId=CLAUDE, messages=MSG, guardrailConfig=dict(GUARD, trace="disabled"),
+                               inferenceConfig={"maxTokens": 64})
+    assert "trace" not in resp
+    assert round(float(header(resp, "x-bf-cost-usd")) * 1e6) == token_micros(resp["usage"])
+
+
+def test_an_invoke_model_trace_s_guardrail_units_are_charged_with_its_tokens(gw, fakes):
+    resp = unit_client(gw, "invoke").invoke_model(modelId=CLAUDE, body=INVOKE_BODY, guardrailIdentifier="gr-abc123",
+                                   guardrailVersion="1", trace="ENABLED")
+    doc = json.loads(resp["body"].read())
+    assert "guardrail" in doc["amazon-bedrock-trace"]
+    u = doc["usage"]
+    cost = round(float(header(resp, "x-bf-cost-usd")) * 1e6)
+    assert cost == round(u["input_tokens"] * 3.0 + u["output_tokens"] * 15.0) + GUARD_MICROS
+    assert round(rows_for(gw, rid_of(resp))["cost_usd"] * 1e6) == cost
+    assert settled_micros(gw, UNIT_KEYS["invoke"][0]) == cost

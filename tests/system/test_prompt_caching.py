@@ -36,6 +36,7 @@ HAIKU = "anthropic.claude-3-5-haiku-20241022-v1:0"            # anthropic provid
 SONNET = "anthropic.claude-3-5-sonnet-20240620-v1:0"           # bedrock relay
 APP_ARN = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5"
 KEY_SECRET = "claude35-secret-0123456789ab"
+ONE_HOUR_SECRET = "onehour-secret-0123456789ab"     # vk-onehour: only the 1-hour tests spend on it
 BIN = os.path.dirname(sys.executable)
 LONG = " ".join(f"word{i}" for i in range(300))                 # a long, stable system prompt
 TOOL = {"toolSpec": {"name": "lookup", "description": "Look a thing up",
@@ -54,6 +55,12 @@ secret = "{KEY_SECRET}"
 models = ["anthropic.claude-3-5*"]
 budgets = [{{amount_usd = 100.0, period = "month"}}]
 tags = {{team = "key-team", cost_center = "cc-1"}}
+
+[[governance.keys]]
+id = "vk-onehour"
+secret = "{ONE_HOUR_SECRET}"
+models = ["anthropic.claude-3-5*"]
+budgets = [{{amount_usd = 100.0, period = "month"}}]
 
 [providers.anthropic]
 kind = "anthropic"
@@ -146,9 +153,32 @@ def admin(gw, path):
         return json.loads(r.read())
 
 
-def spent_micros(gw) -> int:
-    doc = admin(gw, "/admin/usage?key=vk-claude35")
+def spent_micros(gw, key: str = "vk-claude35") -> int:
+    doc = admin(gw, f"/admin/usage?key={key}")
     return round(sum(u["spent_usd"] for u in doc["usage"] if u.get("kind") == "budget") * 1_000_000)
+
+
+def settled_micros(gw, want: int, key: str = "vk-onehour", timeout: float = 10.0) -> int:
+    """The ledger's spend for `key`, once it reaches `want` (its settles travel apart from the
+    answers) or the timeout passes: the caller asserts it."""
+    end = time.monotonic() + timeout
+    while (spent := spent_micros(gw, key)) != want and time.monotonic() < end:
+        time.sleep(0.1)
+    return spent
+
+
+def quiet_spend(gw, key: str = "vk-claude35", timeout: float = 10.0) -> int:
+    """The ledger's spend for `key` once two looks 0.3 s apart agree: the settles of requests
+    answered before have arrived (a settle reaches the ledger within milliseconds of its answer)."""
+    end = time.monotonic() + timeout
+    last = spent_micros(gw, key)
+    while time.monotonic() < end:
+        time.sleep(0.3)
+        now = spent_micros(gw, key)
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def micros(header: str) -> int:
@@ -179,7 +209,7 @@ def test_cache_points_become_cache_control_on_the_block_before_each(client, fake
 
 def test_a_cache_read_is_reported_and_costs_less_by_the_tables_rate(gw, client, fakes):
     price = PricingTable().price_for(HAIKU)
-    before = spent_micros(gw)
+    before = quiet_spend(gw)       # the earlier tests' settles (they travel apart from the answers) are in
     first = client.converse(modelId=HAIKU, **cached_request("first question", "price"))
     second = client.converse(modelId=HAIKU, **cached_request("second question", "price"))
     u1, u2 = first["usage"], second["usage"]
@@ -200,7 +230,7 @@ def test_a_cache_read_is_reported_and_costs_less_by_the_tables_rate(gw, client, 
     assert (rows[0]["cache_write_tokens"], rows[1]["cache_read_tokens"]) == (u1["cacheWriteInputTokens"],
                                                                              u2["cacheReadInputTokens"])
     assert round(rows[1]["prompt_saved_usd"] * 1e6) == uncached - c2 and rows[0]["prompt_saved_usd"] == 0
-    assert spent_micros(gw) - before == c1 + c2
+    assert settled_micros(gw, before + c1 + c2, key="vk-claude35") - before == c1 + c2
 
 
 def test_stream_metadata_carries_the_cache_tokens(client, fakes):
@@ -268,6 +298,116 @@ def test_bedrock_relay_keeps_cache_points_byte_for_byte_and_prices_bedrocks_cach
     assert (u["cacheReadInputTokens"], u["cacheWriteInputTokens"]) == (2000, 100)
     want = cost_micros(PricingTable().price_for(SONNET), u["inputTokens"], u["outputTokens"], 2000, 100)
     assert micros(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"]) == want
+
+
+# --- 1-hour cache writes: reported as the upstream did, charged at the 1-hour write price ----------
+
+CP_1H = {"cachePoint": {"type": "default", "ttl": "1h"}}
+
+
+def one_hour_request(question: str, doc: str) -> dict:
+    """Tools and system cached for an hour (Anthropic wants 1-hour breakpoints before 5-minute
+    ones), the first message for five minutes."""
+    body = cached_request(question, doc)
+    body["system"] = [{"text": LONG}, CP_1H]
+    body["toolConfig"] = {"tools": [TOOL, CP_1H]}
+    return body
+
+
+@pytest.fixture()
+def one_hour(gw, fakes):
+    """A client on vk-onehour, the key only the 1-hour tests spend on (its ledger total is theirs)."""
+    for f in fakes.values():
+        f.clear_scripts()
+    return client_for(gw, {"x-bf-vk": ONE_HOUR_SECRET})
+
+
+def test_anthropic_one_hour_cache_writes_cost_twice_the_input_price(gw, one_hour, fakes):
+    client = one_hour
+    price = PricingTable().price_for(HAIKU)
+    assert price.cache_write_1h == 2 * price.input and price.cache_write == 1.25 * price.input
+    before = settled_micros(gw, spent_micros(gw, "vk-onehour"))
+    r = client.converse(modelId=HAIKU, **one_hour_request("an hour", "1h"))
+    body = fakes["anthropic"].requests[-1].json
+    assert body["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    u = r["usage"]
+    one_hour = tokens(LONG)                                  # the prefix up to the 1-hour breakpoint
+    w = u["cacheWriteInputTokens"]
+    assert w > one_hour
+    # the client sees what the upstream reported, in Bedrock's terms: 1h before 5m
+    assert u["cacheDetails"] == [{"ttl": "1h", "inputTokens": one_hour}, {"ttl": "5m", "inputTokens": w - one_hour}]
+    c = micros(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"])
+    assert c == cost_micros(price, u["inputTokens"], u["outputTokens"], 0, w, one_hour)
+    assert c - cost_micros(price, u["inputTokens"], u["outputTokens"], 0, w) == round(one_hour * 0.75 * price.input)
+    # header = log = ledger, to the micro-dollar
+    assert round(log_row(gw, r["ResponseMetadata"]["RequestId"])["cost_usd"] * 1e6) == c
+    assert settled_micros(gw, before + c) == before + c
+    # a stream: its metadata event says the same, and the log and the ledger charge the same way
+    before += c
+    s = client.converse_stream(modelId=HAIKU, **one_hour_request("an hour, streamed", "1h-stream"))
+    usage = [e["metadata"]["usage"] for e in s["stream"] if "metadata" in e][0]
+    assert usage["cacheDetails"][0] == {"ttl": "1h", "inputTokens": one_hour}
+    want = cost_micros(price, usage["inputTokens"], usage["outputTokens"], 0, usage["cacheWriteInputTokens"], one_hour)
+    row = log_row(gw, s["ResponseMetadata"]["RequestId"])
+    assert round(row["cost_usd"] * 1e6) == want and settled_micros(gw, before + want) == before + want
+
+
+def test_anthropic_invoke_model_one_hour_writes_are_charged_as_reported(gw, client, fakes):
+    price = PricingTable().price_for(HAIKU)
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
+            "system": [{"type": "text", "text": LONG + " invoke", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            "messages": [{"role": "user", "content": "invoke with a system cached for an hour"}]}
+    r = client.invoke_model(modelId=HAIKU, body=json.dumps(body))
+    doc = json.loads(r["body"].read())
+    u = doc["usage"]                                          # passed through unchanged
+    assert u["cache_creation"] == {"ephemeral_5m_input_tokens": 0,
+                                   "ephemeral_1h_input_tokens": u["cache_creation_input_tokens"]} and u["cache_creation_input_tokens"] > 0
+    c = micros(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"])
+    w = u["cache_creation_input_tokens"]
+    assert c == cost_micros(price, u["input_tokens"], u["output_tokens"], 0, w, w)
+    assert round(log_row(gw, r["ResponseMetadata"]["RequestId"])["cost_usd"] * 1e6) == c
+
+
+def test_bedrock_one_hour_cache_writes_pass_through_and_are_charged_at_the_one_hour_price(gw, one_hour, fakes):
+    client = one_hour
+    price = PricingTable().price_for(SONNET)
+    fakes["bedrock"].script(SONNET, {"cache_write": 1000, "cache_write_1h": 600})
+    before = settled_micros(gw, spent_micros(gw, "vk-onehour"))
+    r = client.converse(modelId=SONNET, **cached_request("relay 1h"), inferenceConfig={"maxTokens": 100})
+    u = r["usage"]
+    assert u["cacheWriteInputTokens"] == 1000
+    assert u["cacheDetails"] == [{"ttl": "1h", "inputTokens": 600}, {"ttl": "5m", "inputTokens": 400}]
+    c = micros(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"])
+    assert c == cost_micros(price, u["inputTokens"], u["outputTokens"], 0, 1000, 600)
+    assert c == round(u["inputTokens"] * 3.0 + u["outputTokens"] * 15.0 + 400 * 3.75 + 600 * 6.0)
+    assert round(log_row(gw, r["ResponseMetadata"]["RequestId"])["cost_usd"] * 1e6) == c
+    assert settled_micros(gw, before + c) == before + c
+    # ConverseStream: the metadata event's cacheDetails
+    s = client.converse_stream(modelId=SONNET, **cached_request("relay 1h stream"), inferenceConfig={"maxTokens": 100})
+    usage = [e["metadata"]["usage"] for e in s["stream"] if "metadata" in e][0]
+    assert usage["cacheDetails"][0] == {"ttl": "1h", "inputTokens": 600}
+    want = cost_micros(price, usage["inputTokens"], usage["outputTokens"], 0, 1000, 600)
+    assert round(log_row(gw, s["ResponseMetadata"]["RequestId"])["cost_usd"] * 1e6) == want
+
+
+def test_bedrock_invoke_model_one_hour_writes_from_the_claude_body(gw, client, fakes):
+    price = PricingTable().price_for(SONNET)
+    fakes["bedrock"].script(SONNET, {"cache_write": 1000, "cache_write_1h": 1000})
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "relay invoke 1h"}]}
+    r = client.invoke_model(modelId=SONNET, body=json.dumps(body))
+    doc = json.loads(r["body"].read())
+    assert doc["usage"]["cache_creation"]["ephemeral_1h_input_tokens"] == 1000
+    u = doc["usage"]
+    c = micros(r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"])
+    assert c == cost_micros(price, u["input_tokens"], u["output_tokens"], 0, 1000, 1000)
+    assert round(log_row(gw, r["ResponseMetadata"]["RequestId"])["cost_usd"] * 1e6) == c
+    # the stream: the 1-hour part is in its first chunk (message_start), the total in the metrics
+    s = client.invoke_model_with_response_stream(modelId=SONNET, body=json.dumps(body))
+    chunks = [json.loads(e["chunk"]["bytes"]) for e in s["body"] if "chunk" in e]
+    metrics = chunks[-1]["amazon-bedrock-invocationMetrics"]
+    want = cost_micros(price, metrics["inputTokenCount"], metrics["outputTokenCount"], 0, 1000, 1000)
+    assert round(log_row(gw, s["ResponseMetadata"]["RequestId"])["cost_usd"] * 1e6) == want
 
 
 # --- inference profiles ---------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_the_header_the_ledger_and_the_log_charge_the_reported_usage(gw, fake):
     finally:
         fake.clear_scripts()
     assert r["usage"] == {"inputTokens": 12, "outputTokens": 34, "totalTokens": 46, "cacheReadInputTokens": 5,
-                          "cacheWriteInputTokens": 7}
+                          "cacheWriteInputTokens": 7, "cacheDetails": [{"ttl": "5m", "inputTokens": 7}]}
     rid = r["ResponseMetadata"]["RequestId"]
     assert r["ResponseMetadata"]["HTTPHeaders"]["x-bf-cost-usd"] == f"{COST:.6f}" == "0.058000"
     row = rows_of(gw, {rid})[rid]
@@ -195,7 +195,8 @@ def test_48_concurrent_streams_on_a_budget_never_overspend_and_the_ledger_equals
     assert ok and refused, results
     assert {r[0] for r in refused} == {"ServiceQuotaExceededException"}
     assert all(u == {"inputTokens": 12, "outputTokens": 34, "totalTokens": 46, "cacheReadInputTokens": 5,
-                     "cacheWriteInputTokens": 7} for _, _, u in ok)
+                     "cacheWriteInputTokens": 7, "cacheDetails": [{"ttl": "5m", "inputTokens": 7}]}
+               for _, _, u in ok)
     rows = rows_of(gw, {rid for _, rid, _ in results})
     assert len(rows) == 48
     logged = round(sum(r["cost_usd"] for r in rows.values()), 6)
@@ -311,7 +312,7 @@ def test_a_ledger_killed_between_snapshots_loses_no_settled_spend(tmp_path, fake
             finally:
                 os.kill(ledger, signal.SIGKILL)         # with the settles of A and B (a stopped process dies too)
             assert usage == [{"inputTokens": 12, "outputTokens": 34, "totalTokens": 46, "cacheReadInputTokens": 5,
-                              "cacheWriteInputTokens": 7}] * 2
+                              "cacheWriteInputTokens": 7, "cacheDetails": [{"ttl": "5m", "inputTokens": 7}]}] * 2
             costs[rid_a] = costs[rid_b] = COST          # the usage the client saw, at the price
             logged |= {rid_a, rid_b}
             wait_for("a new ledger", lambda: g.child_pids("workers.ledger.actor") not in ([], [ledger]))

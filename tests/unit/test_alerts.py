@@ -34,6 +34,13 @@ def budget(spent, limit=10.0, start="2026-12-01T00:00:00Z", level="key", owner="
 DEFAULT = lambda u: (50, 80, 100)   # noqa: E731
 
 
+def report(data_dir, limit=50, kind=None) -> dict:
+    """What /admin/alerts shows, from the SQLite outbox in `data_dir`."""
+    cfg = configmod.build({}, "test", {"FINOPS_DATA_DIR": str(data_dir)})
+    cfg.server.data_dir = str(data_dir)
+    return outbox.report(cfg, limit, kind)
+
+
 # --- crossings ---------------------------------------------------------------------------------
 
 def test_each_threshold_reached_is_one_alert_and_none_before():
@@ -171,10 +178,10 @@ def test_outbox_records_an_event_once_even_from_two_processes(tmp_path):
     results = []
 
     def fire():
-        db = outbox.open_db(str(tmp_path))          # a connection of its own, as another process has
+        box = outbox.SqliteOutbox.open(str(tmp_path))     # a connection of its own, as another process has
         for a in alerts * 5:
-            results.append(outbox.record(db, a, ["hook"], NOW))
-        db.close()
+            results.append(box.record(a, ["hook"], NOW))
+        box.close()
 
     threads = [threading.Thread(target=fire) for _ in range(4)]
     for t in threads:
@@ -182,7 +189,7 @@ def test_outbox_records_an_event_once_even_from_two_processes(tmp_path):
     for t in threads:
         t.join()
     assert results.count(True) == 2                    # 50 and 80, once each
-    doc = outbox.report(str(tmp_path))
+    doc = report(tmp_path)
     assert sorted(a["threshold"] for a in doc["alerts"]) == [50, 80]
     assert all(len(a["deliveries"]) == 1 and a["deliveries"][0]["status"] == "pending" for a in doc["alerts"])
     assert doc["counts"] == {"sent": {}, "failed": {}, "pending": 2}
@@ -246,7 +253,7 @@ def test_actor_fires_once_and_retries_with_backoff_on_a_controllable_clock(tmp_p
     actor.ledger_usage = lambda: usage
     try:
         actor.tick()                     # vk-1: 50 and 80; vk-own: 30 (its own alert_at)
-        ids = {a["id"] for a in outbox.report(str(tmp_path))["alerts"]}
+        ids = {a["id"] for a in report(tmp_path)["alerts"]}
         assert len(ids) == 3
         assert len(sent) == 6            # each alert to each webhook
         for _ in range(3):
@@ -261,7 +268,7 @@ def test_actor_fires_once_and_retries_with_backoff_on_a_controllable_clock(tmp_p
         clock.t += 1
         actor.tick()
         assert len(sent) == 12
-        doc = outbox.report(str(tmp_path))
+        doc = report(tmp_path)
         assert {a["id"] for a in doc["alerts"]} == ids
         hook = [d for a in doc["alerts"] for d in a["deliveries"] if d["webhook"] == "hook"]
         assert [(d["status"], d["attempts"]) for d in hook] == [("delivered", 3)] * 3
@@ -275,7 +282,7 @@ def test_actor_fires_once_and_retries_with_backoff_on_a_controllable_clock(tmp_p
         usage[0] = budget(9.0)          # more spend, no new threshold: nothing new
         clock.t += 10
         actor.tick()
-        assert len(outbox.report(str(tmp_path))["alerts"]) == 3 and len(sent) == 12
+        assert len(report(tmp_path)["alerts"]) == 3 and len(sent) == 12
     finally:
         actor.close()
 
@@ -301,7 +308,7 @@ def test_actor_gives_up_after_retry_seconds_and_a_new_actor_resends_the_same_id(
             clock.t += 1
             actor.tick()
         assert set(sent) == {first}
-        doc = outbox.report(str(tmp_path))
+        doc = report(tmp_path)
         hook = [d for d in doc["alerts"][0]["deliveries"] if d["webhook"] == "hook"][0]
         assert hook["status"] == "failed" and "ConnectionRefused" in hook["last_error"]
         assert doc["counts"]["failed"] == {"budget": 1}
@@ -318,10 +325,10 @@ def test_actor_anomaly_fires_once_per_episode(tmp_path):
         actor.anomalies(quiet, NOW)
         actor.anomalies(spike, NOW + 60)
         actor.anomalies(spike, NOW + 3600)       # still anomalous an hour later: quiet
-        assert [a["owner"] for a in outbox.report(str(tmp_path), kind="anomaly")["alerts"]] == ["vk-1"]
+        assert [a["owner"] for a in report(tmp_path, kind="anomaly")["alerts"]] == ["vk-1"]
         actor.anomalies(quiet, NOW + 7200)       # back to normal
         actor.anomalies(spike, NOW + 3 * 3600)   # a new episode
-        got = outbox.report(str(tmp_path), kind="anomaly")["alerts"]
+        got = report(tmp_path, kind="anomaly")["alerts"]
         assert [a["owner"] for a in got] == ["vk-1", "vk-1"] and got[0]["id"] != got[1]["id"]
     finally:
         actor.close()
@@ -340,6 +347,17 @@ def test_config_keys_are_checked():
     cfg = configmod.build({"alerts": {"webhooks": [{"url": "https://hooks.slack.com/services/T/B/x",
                                                     "format": "slack"}]}}, "t")
     assert cfg.alerts.webhooks[0].name == "hooks.slack.com" and cfg.alerts.thresholds == [50, 80, 100]
+
+
+def test_a_fleets_webhook_timeout_must_end_within_its_lease():
+    slow = {"webhooks": [{"url": "https://hooks.slack.com/services/T/B/x", "format": "slack",
+                          "timeout_seconds": 90}]}
+    pg = {"store": "postgres", "postgres_url": "postgresql://u:secret@127.0.0.1:5432/finops"}
+    with pytest.raises(configmod.ConfigError, match=r"alerts.webhooks\[0\].timeout_seconds: 90 s is not under "
+                                                     r"alerts.lease_seconds \(60 s\)"):
+        configmod.build({"alerts": slow, "governance": pg}, "t")
+    assert configmod.build({"alerts": {**slow, "lease_seconds": 120}, "governance": pg}, "t").alerts.lease_seconds == 120
+    assert configmod.build({"alerts": slow}, "t").alerts.webhooks[0].timeout_seconds == 90    # one node: no lease
 
 
 def test_budget_alert_at_survives_the_store_and_old_rows_read_as_before():

@@ -109,3 +109,15 @@ def test_allow_unguarded_and_pricing_tiers():
     with pytest.raises(ConfigError, match="tiers.flex.output"):
         build({"providers": BEDROCK, "pricing": {"m": {"input": 1, "output": 1,
                                                        "tiers": {"flex": {"input": 1, "output": -1}}}}}, "t")
+
+
+def test_pricing_cache_write_1h():
+    cfg = build({"providers": BEDROCK,
+                 "pricing": {"claude*": {"input": 3, "output": 15, "cache_write": 3.75, "cache_write_1h": 6,
+                                         "tiers": {"flex": {"input": 1.5, "output": 7.5, "cache_write_1h": 3}}}}}, "t")
+    assert cfg.pricing["claude*"]["cache_write_1h"] == 6.0
+    assert cfg.pricing["claude*"]["tiers"]["flex"]["cache_write_1h"] == 3.0
+    with pytest.raises(ConfigError, match="cache_write_1h"):
+        build({"providers": BEDROCK, "pricing": {"m": {"input": 1, "output": 1, "cache_write_1h": -1}}}, "t")
+    with pytest.raises(ConfigError, match="cache_write_2h"):
+        build({"providers": BEDROCK, "pricing": {"m": {"input": 1, "output": 1, "cache_write_2h": 1}}}, "t")

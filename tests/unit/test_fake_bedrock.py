@@ -454,6 +454,37 @@ def test_cache_tokens_are_reported_by_every_operation(fake, client):
     assert "x-amzn-bedrock-cache-read-input-token-count" not in h
 
 
+def test_one_hour_cache_writes_are_reported_where_bedrock_reports_them(fake, client):
+    fake.script(CLAUDE, {"cache_write": 12, "cache_write_1h": 8})
+    u = client.converse(modelId=CLAUDE, messages=HELLO)["usage"]
+    assert u["cacheDetails"] == [{"ttl": "1h", "inputTokens": 8}, {"ttl": "5m", "inputTokens": 4}]
+    meta = list(client.converse_stream(modelId=CLAUDE, messages=HELLO)["stream"])[-1]["metadata"]
+    assert meta["usage"]["cacheDetails"][0] == {"ttl": "1h", "inputTokens": 8}
+    doc = json.loads(client.invoke_model(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY))["body"].read())
+    assert doc["usage"]["cache_creation"] == {"ephemeral_5m_input_tokens": 4, "ephemeral_1h_input_tokens": 8}
+    r = client.invoke_model_with_response_stream(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY))
+    start = json.loads(list(r["body"])[0]["chunk"]["bytes"])
+    assert start["message"]["usage"]["cache_creation_input_tokens"] == 12
+    fake.clear_scripts()
+    assert "cacheDetails" not in client.converse(modelId=CLAUDE, messages=HELLO)["usage"]
+
+
+def test_a_guardrail_trace_only_when_the_request_enables_it(fake, client):
+    guard = {"guardrailIdentifier": "gr-1", "guardrailVersion": "1", "trace": "enabled"}
+    r = client.converse(modelId=CLAUDE, messages=HELLO, guardrailConfig=guard)
+    trace = r["trace"]["guardrail"]
+    assert set(trace["inputAssessment"]) == {"gr-1"} and len(trace["outputAssessments"]["gr-1"]) == 1
+    assert "trace" not in client.converse(modelId=CLAUDE, messages=HELLO, guardrailConfig=dict(guard, trace="disabled"))
+    meta = list(client.converse_stream(modelId=CLAUDE, messages=HELLO, guardrailConfig=guard)["stream"])[-1]
+    assert "guardrail" in meta["metadata"]["trace"]
+    raw = client.invoke_model(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY), guardrailIdentifier="gr-1",
+                              guardrailVersion="1", trace="ENABLED")
+    doc = json.loads(raw["body"].read())
+    assert doc["amazon-bedrock-guardrailAction"] == "NONE" and "gr-1" in doc["amazon-bedrock-trace"]["guardrail"]["input"]
+    plain = json.loads(client.invoke_model(modelId=CLAUDE, body=json.dumps(CLAUDE_BODY))["body"].read())
+    assert "amazon-bedrock-trace" not in plain
+
+
 @pytest.mark.parametrize("op", ["converse_stream", "invoke_model_with_response_stream"])
 def test_stream_cut_mid_frame(fake, client, op):
     fake.script(CLAUDE, {"stream_events": 2, "then": "cut"})

@@ -411,6 +411,7 @@ def test_anthropic_non_stream_shape_usage_and_cache(http):
             "stop_sequence": None}
         assert doc["content"] == [{"type": "text", "text": "fake-anthropic: hello big world"}]
         assert doc["usage"] == {"input_tokens": 5, "cache_creation_input_tokens": 4, "cache_read_input_tokens": 11,
+                                "cache_creation": {"ephemeral_5m_input_tokens": 4, "ephemeral_1h_input_tokens": 0},
                                 "output_tokens": 4, "service_tier": "standard"}
         assert r.headers["request-id"] == an.last_request.request_id
         assert an.last_request.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
@@ -961,6 +962,15 @@ def test_anthropic_prompt_cache_writes_then_reads_a_marked_prefix(an, http):
     assert (second["cache_creation_input_tokens"], second["cache_read_input_tokens"], second["input_tokens"]) == (0, 5, 2)
     plain = an_post(http, an, claude(system="one two three four five")).json()["usage"]
     assert plain["cache_read_input_tokens"] == plain["cache_creation_input_tokens"] == 0
+
+
+def test_anthropic_prompt_cache_splits_writes_by_ttl(an, http):
+    one_hour = {"type": "ephemeral", "ttl": "1h"}
+    system = [{"type": "text", "text": "alpha beta gamma", "cache_control": one_hour},
+              {"type": "text", "text": "delta epsilon", "cache_control": {"type": "ephemeral"}}]
+    u = an_post(http, an, claude(system=system, messages=[{"role": "user", "content": "q"}])).json()["usage"]
+    assert u["cache_creation_input_tokens"] == 5
+    assert u["cache_creation"] == {"ephemeral_5m_input_tokens": 2, "ephemeral_1h_input_tokens": 3}
 
 
 def test_anthropic_short_prefixes_are_silently_not_cached(http):

@@ -165,3 +165,37 @@ async def test_the_reservation_prices_every_target_and_the_charge_the_one_that_a
     assert adm.max_micros == b * 1000 + 100 * 2000                           # the dear one
     assert gov.charge(adm, {"in": 10, "out": 20}, "priced-model").micros == 10 * 1000 + 20 * 2000
     assert gov.charge(adm, {"in": 10, "out": 20}, "gpt-4o-mini").micros == round(10 * 0.15 + 20 * 0.6)
+
+
+async def test_one_hour_cache_writes_are_charged_at_the_one_hour_price(gov):
+    c = call_for(gov, model="claude-3-5-sonnet-latest")
+    adm = await gov.admit(c, REQ, [("anthropic", "claude-3-5-sonnet-latest")])
+    ch = gov.charge(adm, {"in": 0, "out": 0, "cr": 0, "cw": 1000, "cw1h": 400}, "claude-3-5-sonnet-latest")
+    assert ch.micros == round(600 * 3.75 + 400 * 6.0)          # 5-minute 1.25x, 1-hour 2x input
+    assert ch.usage == {"in": 0, "out": 0, "cr": 0, "cw": 1000, "cw1h": 400} and ch.tokens == 1000
+    # the reservation priced the input at the 1-hour write price, the dearest it could be charged
+    bound = adm.input_bound
+    assert adm.max_micros == bound * 6 + 100 * 15
+
+
+async def test_guardrail_units_of_a_call_are_charged_on_top_of_its_tokens(gov):
+    c = call_for(gov)
+    adm = await gov.admit(c, REQ, [("bedrock", "priced-model")])
+    units = {"topicPolicyUnits": 2, "contentPolicyUnits": 2, "wordPolicyUnits": 2}
+    ch = gov.charge(adm, {"in": 10, "out": 20, "cr": 0, "cw": 0, "gu": units}, "priced-model")
+    # tokens, plus 2 topic and 2 content units at 0.15 per 1,000 (word filters are free)
+    assert ch.micros == 10 * 1000 + 20 * 2000 + round(4 * 0.15 * 1000)
+    assert ch.usage["gu"] == units and ch.tokens == 30
+    # ApplyGuardrail (units, no tokens) stays priced by its units alone
+    assert gov.charge(adm, {"in": 0, "out": 0, "gu": units}).micros == 600
+
+
+async def test_a_guarded_call_reserves_its_guardrail_units(gov):
+    c = call_for(gov)
+    plain = await gov.admit(c, REQ, [("bedrock", "priced-model")])
+    guarded = await gov.admit(c, REQ, [("bedrock", "priced-model")], guard_units=(1, 0))
+    per_unit = sum(gov.guardrail_prices.per_1000[k] for k in ("contentPolicyUnits", "topicPolicyUnits",
+                   "sensitiveInformationPolicyUnits", "contextualGroundingPolicyUnits",
+                   "automatedReasoningPolicyUnits"))
+    # 1 input unit, and 100 output tokens x 8 characters = 1 unit: every priced policy, 2 units each
+    assert guarded.max_micros - plain.max_micros == round(2 * per_unit * 1000)

@@ -17,7 +17,7 @@ C = {"input": 5.0, "output": 6.0}
 
 
 def p(raw: dict) -> Price:
-    return Price(raw["input"], raw["output"], raw.get("cache_read"), raw.get("cache_write"))
+    return Price(raw["input"], raw["output"], raw.get("cache_read"), raw.get("cache_write"), raw.get("cache_write_1h"))
 
 
 # --- normalize -----------------------------------------------------------------------------------
@@ -158,20 +158,20 @@ def test_override_without_output_is_rejected():
 def test_region_qualified_names():
     table = PricingTable()
     sonnet_45 = "anthropic.claude-sonnet-4-5-20250929-v1:0"
-    assert table.price_for(sonnet_45) == Price(3.0, 15.0, 0.3, 3.75)
-    assert table.price_for("global." + sonnet_45) == Price(3.0, 15.0, 0.3, 3.75)
+    assert table.price_for(sonnet_45) == Price(3.0, 15.0, 0.3, 3.75, 6.0)
+    assert table.price_for("global." + sonnet_45) == Price(3.0, 15.0, 0.3, 3.75, 6.0)
     for geo in ("us", "eu", "apac", "jp", "au", "ca"):
-        assert table.price_for(f"{geo}.{sonnet_45}") == Price(3.3, 16.5, 0.33, 4.125)
-    assert table.price_for("us.anthropic.claude-haiku-4-5-20251001-v1:0") == Price(1.1, 5.5, 0.11, 1.375)
+        assert table.price_for(f"{geo}.{sonnet_45}") == Price(3.3, 16.5, 0.33, 4.125, 6.6)
+    assert table.price_for("us.anthropic.claude-haiku-4-5-20251001-v1:0") == Price(1.1, 5.5, 0.11, 1.375, 2.2)
     assert table.price_for("arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-opus-4-5-20251101-v1:0") \
-        == Price(5.5, 27.5, 0.55, 6.875)
+        == Price(5.5, 27.5, 0.55, 6.875, 11.0)
     # older models cost the same through every profile
-    assert table.price_for("us.anthropic.claude-3-5-sonnet-20241022-v2:0") == Price(3.0, 15.0, 0.3, 3.75)
+    assert table.price_for("us.anthropic.claude-3-5-sonnet-20241022-v2:0") == Price(3.0, 15.0, 0.3, 3.75, 6.0)
     # an override on the bare name wins over the shipped geo price; one on a profile name is honoured
     assert PricingTable({"anthropic.claude-sonnet-4-5*": A}).price_for("us." + sonnet_45) == p(A)
     table = PricingTable({"eu.anthropic.claude-3-5-sonnet-*": A})
     assert table.price_for("eu.anthropic.claude-3-5-sonnet-20240620-v1:0") == p(A)
-    assert table.price_for("us.anthropic.claude-3-5-sonnet-20240620-v1:0") == Price(3.0, 15.0, 0.3, 3.75)
+    assert table.price_for("us.anthropic.claude-3-5-sonnet-20240620-v1:0") == Price(3.0, 15.0, 0.3, 3.75, 6.0)
 
 
 def test_answers_are_memoized_and_the_memo_is_bounded(monkeypatch):
@@ -267,34 +267,34 @@ def test_common_models_are_priced(model_id):
     assert PricingTable().price_for("us." + model_id) is not None
 
 
-@pytest.mark.parametrize("model_id, inp, out, cache_read, cache_write", [
-    ("anthropic.claude-3-haiku-20240307-v1:0", 0.25, 1.25, 0.03, 0.30),
-    ("anthropic.claude-3-5-haiku-20241022-v1:0", 0.80, 4.00, 0.08, 1.00),
-    ("anthropic.claude-3-5-sonnet-20241022-v2:0", 3.00, 15.00, 0.30, 3.75),
-    ("claude-3-7-sonnet-latest", 3.00, 15.00, 0.30, 3.75),
-    ("claude-sonnet-4-20250514", 3.00, 15.00, 0.30, 3.75),
-    ("claude-opus-4-1", 15.00, 75.00, 1.50, 18.75),
-    ("anthropic.claude-opus-4-20250514-v1:0", 15.00, 75.00, 1.50, 18.75),
-    ("anthropic.claude-opus-4-5-20251101-v1:0", 5.00, 25.00, 0.50, 6.25),       # not Opus 4's price
-    ("claude-haiku-4-5-20251001", 1.00, 5.00, 0.10, 1.25),
-    ("amazon.nova-micro-v1:0", 0.035, 0.14, 0.00875, None),
-    ("amazon.nova-pro-v1:0", 0.80, 3.20, 0.20, None),
-    ("amazon.titan-embed-text-v2:0", 0.02, 0.0, None, None),
-    ("meta.llama3-3-70b-instruct-v1:0", 0.72, 0.72, None, None),
-    ("mistral.mistral-7b-instruct-v0:2", 0.15, 0.20, None, None),
-    ("cohere.command-r-plus-v1:0", 3.00, 15.00, None, None),
-    ("gpt-4o", 2.50, 10.00, 1.25, None),
-    ("gpt-4o-2024-05-13", 5.00, 15.00, None, None),
-    ("gpt-4o-mini-2024-07-18", 0.15, 0.60, 0.075, None),                         # not gpt-4o's price
-    ("gpt-4.1-mini-2025-04-14", 0.40, 1.60, 0.10, None),                         # not gpt-4.1's price
-    ("o3", 2.00, 8.00, 0.50, None),
-    ("gpt-5", 1.25, 10.00, 0.125, None),
-    ("gpt-5-nano-2025-08-07", 0.05, 0.40, 0.005, None),
-    ("text-embedding-3-small", 0.02, 0.0, None, None),
-    ("mistral-embed", 0.10, 0.0, None, None),
+@pytest.mark.parametrize("model_id, inp, out, cache_read, cache_write, cache_write_1h", [
+    ("anthropic.claude-3-haiku-20240307-v1:0", 0.25, 1.25, 0.03, 0.30, 0.5),
+    ("anthropic.claude-3-5-haiku-20241022-v1:0", 0.80, 4.00, 0.08, 1.00, 1.6),
+    ("anthropic.claude-3-5-sonnet-20241022-v2:0", 3.00, 15.00, 0.30, 3.75, 6.0),
+    ("claude-3-7-sonnet-latest", 3.00, 15.00, 0.30, 3.75, 6.0),
+    ("claude-sonnet-4-20250514", 3.00, 15.00, 0.30, 3.75, 6.0),
+    ("claude-opus-4-1", 15.00, 75.00, 1.50, 18.75, 30.0),
+    ("anthropic.claude-opus-4-20250514-v1:0", 15.00, 75.00, 1.50, 18.75, 30.0),
+    ("anthropic.claude-opus-4-5-20251101-v1:0", 5.00, 25.00, 0.50, 6.25, 10.0),       # not Opus 4's price
+    ("claude-haiku-4-5-20251001", 1.00, 5.00, 0.10, 1.25, 2.0),
+    ("amazon.nova-micro-v1:0", 0.035, 0.14, 0.00875, None, None),
+    ("amazon.nova-pro-v1:0", 0.80, 3.20, 0.20, None, None),
+    ("amazon.titan-embed-text-v2:0", 0.02, 0.0, None, None, None),
+    ("meta.llama3-3-70b-instruct-v1:0", 0.72, 0.72, None, None, None),
+    ("mistral.mistral-7b-instruct-v0:2", 0.15, 0.20, None, None, None),
+    ("cohere.command-r-plus-v1:0", 3.00, 15.00, None, None, None),
+    ("gpt-4o", 2.50, 10.00, 1.25, None, None),
+    ("gpt-4o-2024-05-13", 5.00, 15.00, None, None, None),
+    ("gpt-4o-mini-2024-07-18", 0.15, 0.60, 0.075, None, None),                         # not gpt-4o's price
+    ("gpt-4.1-mini-2025-04-14", 0.40, 1.60, 0.10, None, None),                         # not gpt-4.1's price
+    ("o3", 2.00, 8.00, 0.50, None, None),
+    ("gpt-5", 1.25, 10.00, 0.125, None, None),
+    ("gpt-5-nano-2025-08-07", 0.05, 0.40, 0.005, None, None),
+    ("text-embedding-3-small", 0.02, 0.0, None, None, None),
+    ("mistral-embed", 0.10, 0.0, None, None, None),
 ])
-def test_well_known_list_prices(model_id, inp, out, cache_read, cache_write):
-    assert PricingTable().price_for(model_id) == Price(inp, out, cache_read, cache_write)
+def test_well_known_list_prices(model_id, inp, out, cache_read, cache_write, cache_write_1h):
+    assert PricingTable().price_for(model_id) == Price(inp, out, cache_read, cache_write, cache_write_1h)
 
 
 def test_price_is_frozen():
@@ -340,9 +340,12 @@ def test_a_zero_cache_price_is_a_price():
 
 
 def test_max_cost_prices_every_input_token_at_the_dearest_input_price():
-    price = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75)            # a cache write costs 1.25x input
-    assert max_cost(price, 10_000, 4096) == pytest.approx((10_000 * 3.75 + 4096 * 15.0) / 1e6)
+    price = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75, cache_write_1h=4.5)    # a 1-hour write costs 1.5x
+    assert max_cost(price, 10_000, 4096) == pytest.approx((10_000 * 4.5 + 4096 * 15.0) / 1e6)
     assert max_cost(price, 10_000, 4096) >= cost(price, 0, 4096, cache_write=10_000)
+    named_5m_only = Price(3.0, 15.0, cache_read=0.3, cache_write=3.75)    # its 1-hour writes: 2x input
+    assert max_cost(named_5m_only, 10_000, 4096) == pytest.approx((10_000 * 6.0 + 4096 * 15.0) / 1e6)
+    assert max_cost(Price(3.0, 15.0), 10_000, 4096) == pytest.approx((10_000 * 3.0 + 4096 * 15.0) / 1e6)
     assert max_cost(price, 10_000, 4096) >= cost(price, 10_000, 100)
     plain = Price(3.0, 15.0)
     assert max_cost(plain, 10_000, 4096) == cost(plain, 10_000, 4096)
@@ -366,6 +369,52 @@ def test_no_usage_within_the_bounds_costs_more_than_the_reservation(in_bound, ou
     a, b = min(a, in_bound - b), b
     c = min(c, in_bound - a - b)
     assert cost_micros(price, a, out_cap, b, c) <= max_cost_micros(price, in_bound, out_cap)
+
+
+def test_one_hour_cache_writes_cost_the_one_hour_write_price():
+    price = PricingTable().price_for("anthropic.claude-3-5-sonnet-20241022-v2:0")
+    assert price.cache_write_1h == 2 * price.input                      # Anthropic: 2x input
+    # 1,000 writes, 400 of them 1-hour: 600 at 3.75, 400 at 6.00 per million
+    assert cost_micros(price, 0, 0, 0, 1000, 400) == round(600 * 3.75 + 400 * 6.0)
+    assert cost_micros(price, 0, 0, 0, 1000, 1000) == 6000              # all 1-hour: 2x input
+    assert cost_micros(price, 0, 0, 0, 1000) == 3750                    # none: the 5-minute price
+    assert cost_micros(price, 0, 0, 0, 1000, 5000) == 6000              # never more 1-hour than writes
+    assert cost_micros(price, 0, 0, 0, 0, 500) == 0
+
+
+def test_one_hour_writes_without_their_own_price_cost_anthropics_rule_at_least():
+    """A price naming a 5-minute write but no 1-hour one (an override): 1-hour writes at the dearer
+    of the write price and 2x input, never below what Anthropic bills them."""
+    assert cost_micros(Price(1.0, 1.0, cache_write=1.25), 0, 0, 0, 1000, 1000) == 2000
+    assert cost_micros(Price(1.0, 1.0, cache_write=2.5), 0, 0, 0, 1000, 1000) == 2500
+    assert cost_micros(Price(1.0, 1.0, cache_write=1.25), 0, 0, 0, 1000, 400) == 600 * 1.25 + 400 * 2
+    assert cost_micros(Price(2.0, 1.0), 0, 0, 0, 1000, 1000) == 2000            # no write price: input
+    assert cost_micros(Price(1.0, 1.0, cache_write_1h=3.0), 0, 0, 0, 1000, 500) == 500 + 1500
+
+
+def test_cache_write_1h_is_configurable_and_scaled_by_geo_profiles():
+    table = PricingTable({"m*": {"input": 1, "output": 2, "cache_write": 1.5, "cache_write_1h": 2.5}})
+    assert table.price_for("m1") == Price(1.0, 2.0, None, 1.5, 2.5)
+    sonnet_45 = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert PricingTable().price_for("us." + sonnet_45).cache_write_1h == 6.6
+
+
+def test_the_reservation_prices_input_at_the_one_hour_write_price():
+    price = PricingTable().price_for("claude-haiku-4-5-20251001")         # 1h write 2.0 > 5m write 1.25
+    assert max_cost_micros(price, 10_000, 100) == 10_000 * 2 + 100 * 5
+    assert max_cost_micros(price, 10_000, 100) == cost_micros(price, 0, 100, 0, 10_000, 10_000)
+    assert max_cost_micros(Price(1.0, 1.0, cache_write_1h=4.0), 10, 0) == 40
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**6), st.integers(0, 10**7), st.integers(0, 10**7),
+       st.integers(0, 10**7), st.integers(0, 10**7),
+       st.sampled_from([Price(3.0, 15.0, 0.3, 3.75, 6.0), Price(0.25, 1.25, 0.03, 0.30, 0.50),
+                        Price(1.0, 2.0, cache_write_1h=9.0), Price(2.5, 10.0)]))
+def test_no_usage_with_one_hour_writes_costs_more_than_the_reservation(in_bound, out_cap, a, b, c, h, price):
+    a, b = min(a, in_bound), min(b, in_bound)
+    a, b = min(a, in_bound - b), b
+    c = min(c, in_bound - a - b)
+    assert cost_micros(price, a, out_cap, b, c, min(h, c)) <= max_cost_micros(price, in_bound, out_cap)
 
 
 def test_real_request_cost():

@@ -24,7 +24,8 @@ def test_openai_published_priority_and_flex_prices():
 def test_bedrock_rule_on_the_standard_price():
     t = TierPricing()
     base = std(CLAUDE)
-    assert t.price("priority", base, CLAUDE) == Price(5.25, 26.25, cache_read=0.525, cache_write=6.5625)
+    assert t.price("priority", base, CLAUDE) == Price(5.25, 26.25, cache_read=0.525, cache_write=6.5625,
+                                                             cache_write_1h=10.5)
     assert t.price("flex", base, "us." + CLAUDE).output == 7.5
 
 
@@ -44,3 +45,10 @@ def test_config_tiers_win():
                                                 "tiers": {"flex": {"input": 1.0, "output": 2.0}}}})
     assert t.price("flex", std(CLAUDE), CLAUDE) == Price(1.0, 2.0)
     assert t.price("priority", std(CLAUDE), CLAUDE).input == 5.25     # not configured: the rule
+
+
+def test_tier_overrides_and_the_bedrock_rule_keep_the_one_hour_write_price():
+    t = TierPricing({"claude*": {"input": 3, "output": 15,
+                                 "tiers": {"flex": {"input": 1.5, "output": 7.5, "cache_write_1h": 3.0}}}})
+    assert t.price("flex", std(CLAUDE), "claude-x").cache_write_1h == 3.0
+    assert TierPricing().price("flex", std(CLAUDE), CLAUDE).cache_write_1h == std(CLAUDE).cache_write_1h * 0.5

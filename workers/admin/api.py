@@ -13,7 +13,8 @@ The frontend has checked the admin token (and whether /metrics needs it) and sen
     GET    /admin/report?by=key,model&since=7d&until=&key=&team=&customer=&env=&model=&provider=
                                           `finops report` as JSON
     GET    /admin/alerts[?limit=N&kind=K] the alerts fired (newest first), their deliveries, and the
-                                          counts sent / failed / pending (alerts/outbox.py)
+                                          counts sent / failed / pending (alerts/outbox.py: this
+                                          node's, or the fleet's on PostgreSQL)
     keys, teams, customers                directory.py
 
 Nothing here blocks the trio loop: the governance store's reads and writes, the request log's
@@ -169,7 +170,10 @@ class Admin:
         await self.observer.sync()        # the rows already answered are in the log
         usage = (await self.gov.ledger.usage(None))["usage"]
         doc = await self.read_log(dashboard.dashboard_data, usage, int(days), self.cfg.governance.timezone)
-        recent = await trio.to_thread.run_sync(alerts_outbox.report, self.cfg.server.data_dir, RECENT_ALERTS)
+        try:
+            recent = await trio.to_thread.run_sync(alerts_outbox.report, self.cfg, RECENT_ALERTS)
+        except StoreError:                  # the fleet's outbox, unreachable: the rest of the dashboard stands
+            recent = alerts_outbox.empty()
         doc["alerts"] = [{k: a[k] for k in ("id", "kind", "level", "owner", "created_at", "message")}
                          | {"delivered": all(d["status"] == "delivered" for d in a["deliveries"])}
                          for a in recent["alerts"]]
@@ -182,7 +186,10 @@ class Admin:
             return 400, {"message": f"limit: {limit!r} is not a whole number from 1 to 10000"}
         if kind is not None and kind not in ALERT_KINDS:
             return 400, {"message": f"kind: {kind!r} is not one of {', '.join(ALERT_KINDS)}"}
-        doc = await trio.to_thread.run_sync(alerts_outbox.report, self.cfg.server.data_dir, int(limit), kind)
+        try:
+            doc = await trio.to_thread.run_sync(alerts_outbox.report, self.cfg, int(limit), kind)
+        except StoreError as e:             # the fleet's outbox on PostgreSQL, unreachable
+            return 503, {"message": f"{e}; try again in a few seconds"}
         return 200, {"webhooks": [w.name for w in self.cfg.alerts.webhooks], **doc}
 
     async def report(self, req: Request) -> tuple[int, dict]:

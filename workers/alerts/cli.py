@@ -1,6 +1,7 @@
 """`finops alerts list [--limit N] [--kind budget|forecast|anomaly] [--format table|json]`: the
-alerts fired, newest first, with each webhook's delivery, from the outbox (<data_dir>/alerts.sqlite,
-read-only; the gateway need not run). The admin API has the same: GET /admin/alerts.
+alerts fired, newest first, with each webhook's delivery, from the outbox, read-only (the gateway
+need not run): <data_dir>/alerts.sqlite, or a fleet's on PostgreSQL (outbox.shared: the same list
+from any node). The admin API has the same: GET /admin/alerts.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import datetime, timezone
 
 from finops.shared.config import Config
 
+from ..governance.store import StoreError
 from . import outbox
 from .rules import KINDS
 
@@ -29,6 +31,7 @@ def table(doc: dict) -> str:
         scope = f"{a['level']}:{a['owner']}" + (f"@{a['env']}" if a["env"] else "")
         delivery = ", ".join(
             f"{d['webhook']} {d['status']}"
+            + (f" by {d['node']}" if d.get("node") and d["status"] != "pending" else "")
             + (f" ({d['attempts']} tries: {d['last_error']})" if d["status"] != "delivered" and d["attempts"] else "")
             for d in a["deliveries"]) or "-"
         rows.append((_when(a["created_at"]), a["id"], a["kind"], scope, delivery, a["message"]))
@@ -52,11 +55,15 @@ def main(argv: list[str], cfg: Config) -> int:
     if args.limit < 1:
         print("finops alerts: --limit must be >= 1", file=sys.stderr)
         return 2
-    doc = outbox.report(cfg.server.data_dir, args.limit, args.kind)
+    try:
+        doc = outbox.report(cfg, args.limit, args.kind)
+    except StoreError as e:                  # the fleet's outbox, PostgreSQL unreachable
+        print(f"finops alerts: {e}", file=sys.stderr)
+        return 1
     if args.format == "json":
         print(json.dumps(doc, indent=2))
     elif not doc["alerts"]:
-        print(f"no alerts (outbox: {outbox.path_in(cfg.server.data_dir)})")
+        print(f"no alerts (outbox: {outbox.describe(cfg)})")
     else:
         print(table(doc))
     return 0

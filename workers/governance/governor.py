@@ -72,9 +72,9 @@ class Charge:
     """What one request is charged: the same figure in `x-bf-cost-usd`, the ledger and the log.
 
     `micros` is integer micro-dollars (the ledger's unit), so every place that shows it agrees
-    to the micro-dollar. `usage` is the tokens charged ({"in", "out", "cr", "cw"}): what the
-    upstream reported, or, for a stream cut before its usage arrived, what governance assumed
-    (`estimated`)."""
+    to the micro-dollar. `usage` is the tokens charged ({"in", "out", "cr", "cw"}, "cw1h" the
+    1-hour part of "cw", "gu" guardrail text units per policy): what the upstream reported, or,
+    for a stream cut before its usage arrived, what governance assumed (`estimated`)."""
     micros: int = 0
     usage: dict | None = None
     estimated: bool = False
@@ -205,19 +205,22 @@ class Governor:
         return p
 
     async def admit(self, request, req, targets: list[tuple[str, str]] = (), body_len: int = 0,
-                    bound_micros: int | None = None) -> Admission:
+                    bound_micros: int | None = None, guard_units: tuple[int, int] | None = None) -> Admission:
         """Reserve an upper bound of the request's cost and its rate-limit slots before the
         upstream is called; raise the AWS error (origin "governance") when refused. Once per
         request: every retry and fallback runs on this reservation.
 
         The bound (README: How budgets stay exact): input tokens at most `bounds.input_bound`
         (UTF-8 bytes of the text, the provider's image and document formulas, framing), every
-        one of them at the dearest of the input, cache-read and cache-write prices; output at
-        most maxTokens, or `governance.default_max_tokens` for a request without one (which the
+        one of them at the dearest of the input, cache-read, cache-write and 1-hour cache-write
+        prices; output at most maxTokens, or `governance.default_max_tokens` for a request without one (which the
         gateway then sends upstream as its cap: `cap_output`). `targets`: (provider kind,
         upstream model) of every target the request may try: the largest of their bounds, at
         each one's price, is reserved. `bound_micros`: the bound itself, for a request that is not
-        priced by tokens (ApplyGuardrail: its text units, guardrail_prices.py)."""
+        priced by tokens (ApplyGuardrail: its text units, guardrail_prices.py). `guard_units`:
+        (text units, images) per policy of the input of a call that asks Bedrock for a guardrail
+        (formats/bedrock/guardrail.py `call_units`): its guardrail's bound is added
+        (`GuardrailPrices.call_max_micros`, the answer's units included)."""
         key = request.key
         adm = Admission(key.id if key else "", request.environment, request.model_id,
                         embed=isinstance(req, EmbedRequest))
@@ -250,6 +253,8 @@ class Governor:
             micros = max_cost_micros(price, tokens, out)
             worst = micros if worst is None else max(worst, micros)
             bound, strict = max(bound, tokens), (ok if strict is None else strict and ok)
+        if guard_units is not None:
+            worst += self.guardrail_prices.call_max_micros(*guard_units, out)
         adm = replace(adm, max_micros=worst, input_bound=bound, max_output=out, cap_output=cap, strict=strict)
         return await self._reserve(request, key, adm, bound + out)
 
@@ -273,7 +278,8 @@ class Governor:
     def charge(self, adm: Admission | None, usage: dict | None, upstream_model: str = "", req=None,
                produced_tokens: int = 0, started: bool = False) -> Charge:
         """What the request costs: exactly the usage the upstream reported, at the prices of the
-        model that answered (`upstream_model`).
+        model that answered (`upstream_model`): its tokens (1-hour cache writes at the 1-hour
+        write price), plus the guardrail text units it reported ("gu", guardrail_prices.py).
 
         Without reported usage (a stream cut or cancelled before its usage arrived), a request
         whose upstream had started answering is charged an estimate: its input at about 4
@@ -281,9 +287,11 @@ class Governor:
         at most its output cap; one that never started, nothing."""
         if adm is None:
             return NO_CHARGE
-        if usage and "gu" in usage:        # ApplyGuardrail: the text units each policy used
-            return Charge(self.guardrail_prices.cost_micros(usage["gu"]),
-                          {"in": 0, "out": 0, "cr": 0, "cw": 0, "gu": dict(usage["gu"])})
+        guard = usage.get("gu") if usage else None     # guardrail text units per policy
+        guard_micros = self.guardrail_prices.cost_micros(guard) if guard else 0
+        if guard is not None and not any(usage.get(k) for k in ("in", "out", "cr", "cw")):
+            # ApplyGuardrail (no model, no tokens): the text units each policy used
+            return Charge(guard_micros, {"in": 0, "out": 0, "cr": 0, "cw": 0, "gu": dict(guard)})
         names = (upstream_model, adm.model_id) if adm.embed and upstream_model else (adm.model_id, upstream_model)
         price = self.price(*names)
         if usage and usage.get("tier"):     # the tier the upstream reported serving it in (tiers.py)
@@ -291,10 +299,15 @@ class Governor:
         if usage:
             u = {"in": usage.get("in", 0), "out": usage.get("out", 0), "cr": usage.get("cr", 0),
                  "cw": usage.get("cw", 0)}
+            if usage.get("cw1h"):           # the part of the cache writes with a 1-hour TTL
+                u["cw1h"] = min(usage["cw1h"], u["cw"])
             if usage.get("tier"):
                 u["tier"] = usage["tier"]
-            return Charge(cost_micros(price, u["in"], u["out"], u["cr"], u["cw"]), u,
-                          prompt_saved_micros=prompt_cache_saved_micros(price, u["in"], u["out"], u["cr"], u["cw"]))
+            if guard:                       # a guardrail applied inside the call (its trace's units)
+                u["gu"] = dict(guard)
+            tokens = (u["in"], u["out"], u["cr"], u["cw"], u.get("cw1h", 0))
+            return Charge(cost_micros(price, *tokens) + guard_micros, u,
+                          prompt_saved_micros=prompt_cache_saved_micros(price, *tokens))
         if not started:
             return NO_CHARGE
         n_in = request_tokens(req) if req is not None and not isinstance(req, EmbedRequest) else 0

@@ -16,6 +16,14 @@ Guardrails"), on-demand, as of 2024-12 (the price reduction of December 2024), c
     automated reasoning checks        0.17                         automatedReasoningPolicyUnits
     content filters (image)           0.00075 per image            contentPolicyImageUnits
 
+A guardrail applied inside a Converse, ConverseStream or InvokeModel call is billed the same way;
+Bedrock reports its units only in the guardrail trace (`invocationMetrics.usage` of each
+assessment), which it returns when the request enabled the trace: the call is then charged those
+units on top of its tokens. `call_max_micros` is the reservation's bound for such a call: the
+input's units (formats/bedrock/guardrail.py `call_units`) plus the answer's, estimated at
+OUTPUT_CHARS_PER_TOKEN characters per output token (twice the usual 3 to 4: an estimate, since a
+token has no proven character bound), every text policy at its price.
+
 VERIFY BEFORE BILLING; `[guardrails.prices]` in the config overrides any of them (same field names).
 A unit field the table does not know is charged at the dearest text-unit price, so a budget holds.
 Money is integer micro-dollars, as everywhere: USD per 1,000 units x units x 1,000.
@@ -36,6 +44,8 @@ SHIPPED: dict[str, float] = {
     "contentPolicyImageUnits": 0.75,
 }
 TEXT_FIELDS = tuple(k for k in SHIPPED if k != "contentPolicyImageUnits")
+UNIT_CHARS = 1000               # one text unit: up to 1,000 characters of a text block
+OUTPUT_CHARS_PER_TOKEN = 8      # the reservation's estimate of an answer's characters per token
 
 
 class GuardrailPrices:
@@ -56,3 +66,10 @@ class GuardrailPrices:
         at its price for all of them (rounded up)."""
         per_unit = sum(self.per_1000[k] for k in TEXT_FIELDS)
         return math.ceil((text_units * per_unit + images * self.per_1000["contentPolicyImageUnits"]) * 1000)
+
+    def call_max_micros(self, input_units: int, images: int, max_output: int) -> int:
+        """An upper bound for the guardrail of a model call: `input_units` text units and `images`
+        (its input, per policy) plus the units of an answer of `max_output` tokens (estimated,
+        module docstring), every text policy at its price."""
+        out_units = -(-max_output * OUTPUT_CHARS_PER_TOKEN // UNIT_CHARS) if max_output > 0 else 0
+        return self.max_cost_micros(input_units + out_units, images)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import NamedTuple
 
 from finops.shared.lazy import lazy
 
@@ -112,6 +113,19 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Schema(NamedTuple):
+    """Tables migrated together (`migrate`): their steps, the table recording their version, and
+    the advisory lock their migrations take. Governance's is `GOVERNANCE`; another user of the
+    database (the alerts outbox, alerts/pg_outbox.py) keeps a schema of its own, so neither's
+    version moves with the other's."""
+    migrations: list[tuple[str, ...]]
+    version_table: str
+    lock: int
+
+
+GOVERNANCE = Schema(MIGRATIONS, "finops_schema_version", MIGRATION_LOCK)
 # What the governance store's shared logic (store.DirectoryStore) calls things here.
 NAMES = Names(p="%s", keys="finops_keys", teams="finops_teams", customers="finops_customers",
               schema_version="finops_schema_version", snapshots="finops_ledger_snapshots", snapshot_key="node")
@@ -151,31 +165,33 @@ def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def schema_version(conn: psycopg.Connection) -> int:
-    """The version recorded in the database (0: never migrated)."""
+def schema_version(conn: psycopg.Connection, schema: Schema = GOVERNANCE) -> int:
+    """The version of `schema` recorded in the database (0: never migrated)."""
     from psycopg.rows import tuple_row
     cur = conn.cursor(row_factory=tuple_row)
-    if cur.execute("SELECT to_regclass('finops_schema_version')").fetchone()[0] is None:
+    if cur.execute("SELECT to_regclass(%s)", (schema.version_table,)).fetchone()[0] is None:
         return 0
-    row = cur.execute("SELECT version FROM finops_schema_version").fetchone()
+    row = cur.execute(f"SELECT version FROM {schema.version_table}").fetchone()
     return row[0] if row else 0
 
 
-def migrate(conn: psycopg.Connection, where: str = "") -> int:
-    """Bring the schema to SCHEMA_VERSION (see the module doc); returns the version found before."""
+def migrate(conn: psycopg.Connection, where: str = "", schema: Schema = GOVERNANCE) -> int:
+    """Bring `schema` to its latest version (see the module doc); returns the version found before."""
     from psycopg.rows import tuple_row
     where = where or "governance store"
+    target = len(schema.migrations)
     try:
         conn.execute("BEGIN")
         try:
             conn.execute("SET LOCAL statement_timeout = 0")            # a migration may take long
             conn.execute("SET LOCAL lock_timeout = '60s'")             # another node's migration
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            version = schema_version(conn)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.lock,))
+            version = schema_version(conn, schema)
             if version == 0 and conn.cursor(row_factory=tuple_row).execute(
-                    "SELECT to_regclass('finops_schema_version')").fetchone()[0] is None:
-                conn.execute("CREATE TABLE finops_schema_version (version integer NOT NULL)")
-            upgrade(conn, version, MIGRATIONS, names=NAMES, where=where)
+                    "SELECT to_regclass(%s)", (schema.version_table,)).fetchone()[0] is None:
+                conn.execute(f"CREATE TABLE {schema.version_table} (version integer NOT NULL)")
+            upgrade(conn, version, schema.migrations, names=NAMES._replace(schema_version=schema.version_table),
+                    where=where)
         except BaseException:
             end(conn, "ROLLBACK")
             raise
@@ -184,8 +200,8 @@ def migrate(conn: psycopg.Connection, where: str = "") -> int:
         raise StoreUnavailable(f"{where}: schema migration failed: {first_line(e)}") from None
     except psycopg.Error as e:
         raise StoreError(f"{where}: schema migration failed: {first_line(e)}") from None
-    if version != SCHEMA_VERSION:
-        log.info("%s: schema version %d -> %d", where, version, SCHEMA_VERSION)
+    if version != target:
+        log.info("%s: schema version %d -> %d", where, version, target)
     return version
 
 
@@ -212,14 +228,17 @@ def connection_lost(conn: psycopg.Connection, e: psycopg.OperationalError) -> bo
 class Link:
     """One connection to the database for one user (not shared between threads), made on first
     use and made again when found dead (closed, or broken by a lost connection). `what` names the
-    user in messages ("governance store", "settled spend")."""
+    user in messages ("governance store", "settled spend"); `schema` is the tables `open` migrates
+    (governance's unless the user keeps its own)."""
 
-    def __init__(self, url: str, *, what: str, application_name: str, row_factory=None):
+    def __init__(self, url: str, *, what: str, application_name: str, row_factory=None,
+                 schema: Schema = GOVERNANCE):
         self.url = url
         self.path = redact(url)
         self.what = what
         self.application_name = application_name
         self.row_factory = row_factory
+        self.schema = schema
         self.conn: psycopg.Connection | None = None
 
     def open(self) -> None:
@@ -227,7 +246,7 @@ class Link:
         once); the connection is closed again if that fails."""
         conn = self.live()
         try:
-            migrate(conn, f"{self.what} {self.path}")
+            migrate(conn, f"{self.what} {self.path}", self.schema)
         except BaseException:
             self.close()
             raise

@@ -7,14 +7,22 @@ operator's negotiated prices belong in the config's [pricing."GLOB"] tables, whi
 
 What is deliberately not modelled (override per model if it matters to you):
   * long-context surcharges (e.g. Claude Sonnet 4/4.5 above 200k input tokens: 2x input, 1.5x output);
-  * batch, flex, priority and provisioned-throughput prices; other AWS regions' prices;
-  * Anthropic's 1-hour cache writes (2x input): cache_write is the 5-minute write price (1.25x input).
+  * batch, flex, priority and provisioned-throughput prices; other AWS regions' prices.
 
-Cache prices. `Price.cache_read` / `cache_write` hold the vendor's published price where there is
-one: Anthropic (read 0.1x input, 5-minute write 1.25x input), OpenAI (cached input; OpenAI charges
-nothing extra to write), Amazon Nova (cache read 0.25x input). None means "no separate price":
-those tokens are charged at the input price. That is exact for OpenAI and Nova cache writes, and
-the safe (never lower) choice for everything else.
+Cache prices. `Price.cache_read` / `cache_write` / `cache_write_1h` hold the vendor's published
+price where there is one: Anthropic (read 0.1x input, 5-minute write 1.25x input, 1-hour write 2x
+input), OpenAI (cached input; OpenAI charges nothing extra to write), Amazon Nova (cache read 0.25x
+input). None means "no separate price": cache reads and writes are then charged at the input
+price (exact for OpenAI and Nova cache writes, and never lower than a read for everything else),
+and 1-hour writes, when `cache_write` is named, at the dearer of it and 2x input
+(`Price.write_1h_price`: Anthropic's rule; only Anthropic's models report 1-hour writes), so an
+override that names its input and `cache_write` but not `cache_write_1h` never charges them below
+what Anthropic bills.
+
+Which cache writes are 1-hour ones is what the upstream reports (Bedrock's `cacheDetails`,
+Anthropic's `usage.cache_creation`; `Usage.cache_write_1h_tokens`, the usage dict's "cw1h");
+writes it does not split by TTL are 5-minute writes. Guardrail text units, which a call may be
+charged beside its tokens, are priced in guardrail_prices.py.
 
 Bedrock's geographic cross-region inference profiles (us., eu., apac., jp., au., ca.) of Claude
 Sonnet 4.5, Haiku 4.5 and Opus 4.5 cost 10% more than the global profile and are priced so
@@ -37,8 +45,8 @@ Guarantees:
     can price a profile). Answers are memoized, in a bounded memo.
   * `cost_micros` is a request's cost in integer micro-dollars, the unit the ledger, the cost
     header and the request log share; `max_cost_micros` an upper bound for a reservation (every
-    input token at the dearest of input, cache-read and cache-write prices). `cost` / `max_cost`
-    are the same in USD. 0 when the price is None.
+    input token at the dearest of the input, cache-read, cache-write and 1-hour cache-write
+    prices). `cost` / `max_cost` are the same in USD. 0 when the price is None.
 """
 from __future__ import annotations
 
@@ -51,7 +59,7 @@ from urllib.parse import unquote
 from .money import MICRO
 
 __all__ = ["Price", "SHIPPED", "PricingTable", "normalize", "MICRO", "cost_micros", "max_cost_micros", "cost",
-           "max_cost", "prompt_cache_saved_micros"]
+           "max_cost", "prompt_cache_saved_micros", "price_of", "CACHE_KEYS"]
 
 _MEMO_MAX = 4096          # price_for answers kept; the names come from clients, so it is bounded
 _REGION = re.compile(r"^(?:us-gov|us|eu|apac|global|jp|au|ca)\.(?=.)")
@@ -61,23 +69,47 @@ _WILD = frozenset("*?[")
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per 1M tokens. A None cache price means cache tokens are charged at the input price."""
+    """USD per 1M tokens. A None cache price means cache tokens are charged at the input price;
+    a None `cache_write_1h`, that 1-hour cache writes are charged as `write_1h_price` says."""
     input: float
     output: float
     cache_read: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
+
+    @property
+    def write_price(self) -> float:
+        """What a (5-minute) cache-write token costs."""
+        return self.input if self.cache_write is None else self.cache_write
+
+    @property
+    def write_1h_price(self) -> float:
+        """What a 1-hour cache-write token costs: `cache_write_1h`; else, for a price that names a
+        (5-minute) `cache_write`, the dearer of it and Anthropic's rule, 2x input (only Anthropic's
+        models report 1-hour writes: an override naming its input and 5-minute prices does not
+        undercharge them); else the input price, as every cache write without a price."""
+        if self.cache_write_1h is not None:
+            return self.cache_write_1h
+        if self.cache_write is None:
+            return self.input
+        return max(self.cache_write, round(self.input * 2, 6))
+
+    def scaled(self, k: float) -> "Price":
+        """Every price times `k` (rounded to 6 decimals); None stays None."""
+        def s(x):
+            return None if x is None else round(x * k, 6)
+        return Price(s(self.input), s(self.output), s(self.cache_read), s(self.cache_write), s(self.cache_write_1h))
 
 
 def _anthropic(inp: float, out: float) -> Price:
-    """Anthropic's published cache prices: read 0.1x input, 5-minute write 1.25x input."""
-    return Price(inp, out, cache_read=round(inp * 0.1, 6), cache_write=round(inp * 1.25, 6))
+    """Anthropic's published cache prices: read 0.1x input, 5-minute write 1.25x, 1-hour write 2x."""
+    return Price(inp, out, cache_read=round(inp * 0.1, 6), cache_write=round(inp * 1.25, 6),
+                 cache_write_1h=round(inp * 2, 6))
 
 
 def _geo_premium(price: Price) -> Price:
     """The +10% of Bedrock's geographic (non-global) inference profiles for Claude 4.5 models."""
-    def up(x):
-        return None if x is None else round(x * 1.1, 6)
-    return Price(up(price.input), up(price.output), up(price.cache_read), up(price.cache_write))
+    return price.scaled(1.1)
 
 
 def _with_geo(price: Price, *bedrock_globs: str) -> list[tuple[Price, tuple[str, ...]]]:
@@ -94,7 +126,7 @@ _OPUS_4_5 = _anthropic(5.00, 25.00)
 # (price, keys) groups; keys are exact names or fnmatch globs over normalized names.
 _GROUPS: list[tuple[Price, tuple[str, ...]]] = [
     # --- Anthropic Claude: Bedrock ids (anthropic.…), Anthropic API names and aliases, Vertex (…@date)
-    (Price(0.25, 1.25, cache_read=0.03, cache_write=0.30),    # as published (not exactly 0.1x / 1.25x)
+    (Price(0.25, 1.25, cache_read=0.03, cache_write=0.30, cache_write_1h=0.50),   # as published (not exactly 0.1x / 1.25x)
      ("anthropic.claude-3-haiku-*", "claude-3-haiku*")),
     (_SONNET, ("anthropic.claude-3-sonnet-*", "claude-3-sonnet*")),
     (_OPUS, ("anthropic.claude-3-opus-*", "claude-3-opus*")),
@@ -270,14 +302,18 @@ class _Index:
         return None
 
 
-def _price(raw: dict) -> Price:
-    """A Price from a config table {input, output, cache_read?, cache_write?}."""
+CACHE_KEYS = ("cache_read", "cache_write", "cache_write_1h")     # a price table's optional keys
+
+
+def price_of(raw: dict) -> Price:
+    """A Price from a config table {input, output, cache_read?, cache_write?, cache_write_1h?}."""
     try:
         inp, out = float(raw["input"]), float(raw["output"])
     except KeyError as e:
         raise ValueError(f"a price needs input and output, got {sorted(raw)}") from e
-    opt = {k: float(raw[k]) for k in ("cache_read", "cache_write") if raw.get(k) is not None}
+    opt = {k: float(raw[k]) for k in CACHE_KEYS if raw.get(k) is not None}
     return Price(inp, out, **opt)
+
 
 
 _SHIPPED_INDEX = _Index(SHIPPED)
@@ -288,7 +324,7 @@ class PricingTable:
     """Shipped prices, with the config's [pricing."GLOB"] overrides (and "default") on top."""
 
     def __init__(self, overrides: dict[str, dict] | None = None):
-        parsed = {key: _price(raw) for key, raw in (overrides or {}).items()}
+        parsed = {key: price_of(raw) for key, raw in (overrides or {}).items()}
         self.default: Price | None = parsed.pop("default", None)
         self._tiers = (_Index(parsed), _SHIPPED_INDEX)
         self._memo: dict[tuple[str, ...], Price | None] = {}
@@ -319,46 +355,49 @@ class PricingTable:
 
 
 def cost_micros(price: Price | None, input_tokens: int, output_tokens: int,
-                cache_read: int = 0, cache_write: int = 0) -> int:
+                cache_read: int = 0, cache_write: int = 0, cache_write_1h: int = 0) -> int:
     """What a request costs, in micro-dollars (rounded to the nearest). `input_tokens` excludes
     the cache tokens (as Bedrock's inputTokens does; for OpenAI pass prompt_tokens minus
-    cached_tokens). Cache tokens without a price of their own cost the input price. 0 when the
-    price is None."""
+    cached_tokens). `cache_write` counts every cache write, `cache_write_1h` the part of them with
+    a 1-hour TTL (at most `cache_write`): those cost the 1-hour write price, the others the write
+    price. Cache tokens without a price of their own cost the input price. 0 when the price is
+    None."""
     if price is None:
         return 0
     read = price.input if price.cache_read is None else price.cache_read
-    write = price.input if price.cache_write is None else price.cache_write
-    return round(input_tokens * price.input + output_tokens * price.output
-                 + cache_read * read + cache_write * write)
+    one_hour = min(max(0, cache_write_1h), cache_write)
+    return round(input_tokens * price.input + output_tokens * price.output + cache_read * read
+                 + (cache_write - one_hour) * price.write_price + one_hour * price.write_1h_price)
 
 
 def prompt_cache_saved_micros(price: Price | None, input_tokens: int, output_tokens: int,
-                              cache_read: int = 0, cache_write: int = 0) -> int:
+                              cache_read: int = 0, cache_write: int = 0, cache_write_1h: int = 0) -> int:
     """What the provider's prompt cache saved a request, in micro-dollars: its cost had its
     cache-read tokens been charged at the input price, minus its cost (both `cost_micros`, so the
     saving is exactly the difference of the two charges). 0 without a separate cache-read price.
     Cache writes are a cost of the request, in both figures; they are not counted against it."""
     if price is None or price.cache_read is None or not cache_read:
         return 0
-    return (cost_micros(price, input_tokens + cache_read, output_tokens, 0, cache_write)
-            - cost_micros(price, input_tokens, output_tokens, cache_read, cache_write))
+    return (cost_micros(price, input_tokens + cache_read, output_tokens, 0, cache_write, cache_write_1h)
+            - cost_micros(price, input_tokens, output_tokens, cache_read, cache_write, cache_write_1h))
 
 
 def max_cost_micros(price: Price | None, input_tokens: int, max_output_tokens: int) -> int:
     """An upper bound of a request's cost, in micro-dollars: `input_tokens` (a bound of input,
-    cache-read and cache-write tokens together) each at the dearest of the three prices, plus
+    cache-read and cache-write tokens together) each at the dearest of the input, cache-read,
+    cache-write and 1-hour cache-write prices (a cachePoint may ask for either TTL), plus
     `max_output_tokens` at the output price; rounded up, so it is never below `cost_micros` of
     any usage within those bounds."""
     if price is None:
         return 0
-    dearest = max(price.input, price.cache_read or 0.0, price.cache_write or 0.0)
+    dearest = max(price.input, price.cache_read or 0.0, price.write_price, price.write_1h_price)
     return math.ceil(input_tokens * dearest + max_output_tokens * price.output)
 
 
 def cost(price: Price | None, input_tokens: int, output_tokens: int,
-         cache_read: int = 0, cache_write: int = 0) -> float:
+         cache_read: int = 0, cache_write: int = 0, cache_write_1h: int = 0) -> float:
     """USD for a request: `cost_micros` in dollars."""
-    return cost_micros(price, input_tokens, output_tokens, cache_read, cache_write) / MICRO
+    return cost_micros(price, input_tokens, output_tokens, cache_read, cache_write, cache_write_1h) / MICRO
 
 
 def max_cost(price: Price | None, input_tokens: int, max_output_tokens: int) -> float:

@@ -4,8 +4,8 @@ Bedrock (`serviceTier.type`, X-Amzn-Bedrock-Service-Tier) and OpenAI (`service_t
 `priority` (faster, dearer) and `flex` (slower, cheaper) next to `default`. The tier the upstream
 *reported* (governance prices what was served, not what was asked) picks the price:
 
-  1. `[pricing."GLOB".tiers.TIER]` in the config ({input, output, cache_read?, cache_write?}, USD per
-     1M tokens), the first entry whose glob matches (as PricingTable matches names);
+  1. `[pricing."GLOB".tiers.TIER]` in the config ({input, output, cache_read?, cache_write?,
+     cache_write_1h?}, USD per 1M tokens), the first entry whose glob matches (as PricingTable matches names);
   2. the shipped per-model tier prices below (OpenAI's published priority and flex prices);
   3. for a Bedrock model id ("vendor.model…", or an inference profile's base model), Bedrock's
      tier rule applied to the Standard price:
@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from .pricing import Price, normalize
+from .pricing import Price, normalize, price_of
 
 TIERS = ("priority", "flex")
 BEDROCK_RULE = {"priority": 1.75, "flex": 0.5}
@@ -55,15 +55,6 @@ SHIPPED: dict[str, dict[str, Price]] = {
     for tier, table in _OPENAI.items()}
 
 
-def _scaled(price: Price, k: float) -> Price:
-    def s(x):
-        return None if x is None else round(x * k, 6)
-    return Price(s(price.input), s(price.output), s(price.cache_read), s(price.cache_write))
-
-
-def _price(raw: dict) -> Price:
-    opt = {k: float(raw[k]) for k in ("cache_read", "cache_write") if raw.get(k) is not None}
-    return Price(float(raw["input"]), float(raw["output"]), **opt)
 
 
 def _find(table: dict[str, Price], names) -> Price | None:
@@ -82,7 +73,7 @@ class TierPricing:
         self.overrides: dict[str, dict[str, Price]] = {}
         for glob, raw in (pricing or {}).items():
             for tier, p in (raw.get("tiers") or {}).items():
-                self.overrides.setdefault(tier, {})[glob.lower()] = _price(p)
+                self.overrides.setdefault(tier, {})[glob.lower()] = price_of(p)
 
     def price(self, tier: str, standard: Price, *names: str) -> Price:
         """The price of `names` (the first known wins, as in PricingTable) in `tier`; `standard`
@@ -95,5 +86,5 @@ class TierPricing:
             if found is not None:
                 return found
         if tier in BEDROCK_RULE and any(_BEDROCK_ID.match(f) for f in forms):
-            return _scaled(standard, BEDROCK_RULE[tier])
+            return standard.scaled(BEDROCK_RULE[tier])
         return standard

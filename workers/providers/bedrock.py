@@ -15,7 +15,11 @@ credentials, never the client's. All five operations and both stream kinds are r
 
 The usage charged is what Bedrock reported (workers/formats/bedrock/usage.py): the Converse body's
 `usage`, the InvokeModel token-count headers, the ConverseStream `metadata` event, the invoke
-stream's last chunk; prompt-cache read and write tokens included.
+stream's last chunk; prompt-cache read and write tokens included, with the 1-hour part of the
+writes (Converse `cacheDetails`; a Claude InvokeModel body's, or its stream's first chunk's,
+`usage.cache_creation`, read only when there were cache writes), and the guardrail text units of
+a guardrail trace (Converse `trace.guardrail`, the `metadata` event's, InvokeModel's
+`amazon-bedrock-trace`).
 
 Keys: `keys = [{access_key_id, secret_access_key, session_token?, weight}]`, chosen by weight.
 """
@@ -150,6 +154,7 @@ class BedrockProvider(Provider):
         usage = None                # ConverseStream: from the metadata event after messageStop
         stopped = False
         last = None                 # the last event relayed
+        first = None                # invoke streams: the first chunk (a Claude message_start's usage)
         async for data in resp.aiter_raw():
             try:
                 decoder.receive_data(data)
@@ -172,6 +177,8 @@ class BedrockProvider(Provider):
                 events.append((et, frame.payload))
             if events:
                 last = events[-1]
+                if first is None:
+                    first = events[0]
                 if not reply.head_sent:
                     await reply.head(200, head_headers, stream=True)
                 await reply.chunks(events)     # the frames of one read travel together
@@ -189,6 +196,8 @@ class BedrockProvider(Provider):
             usage = reported.from_invoke_chunk(last[1]) if last is not None and last[0] == "chunk" else None
             if usage is not None:
                 usage = reported.with_tier(usage, resp.headers.get("x-amzn-bedrock-service-tier"))
+                if usage.get("cw") and first[0] == "chunk":     # decoded only when there were cache writes
+                    usage = reported.with_anthropic_1h(usage, reported.chunk_doc(first[1]))
             if usage is None:
                 raise provider_errors.cut_stream(
                     self.name, "upstream Bedrock ended the InvokeModelWithResponseStream without the "
@@ -215,8 +224,11 @@ def usage_of(op: str, resp) -> dict:
             return {"in": doc.get("inputTokens", 0)}
         if op == "apply-guardrail":
             return {"in": 0, "out": 0, "gu": guardrail.reported_units(doc)}
-        return reported.with_tier(reported.from_converse(doc.get("usage")), doc.get("serviceTier"))
-    return reported.with_tier(reported.from_headers(resp.headers), resp.headers.get("x-amzn-bedrock-service-tier"))
+        return reported.from_converse_answer(doc)
+    usage = reported.with_tier(reported.from_headers(resp.headers), resp.headers.get("x-amzn-bedrock-service-tier"))
+    if usage.get("cw") or reported.TRACE_KEY.encode() in resp.content:     # the body is read only then
+        usage = reported.from_invoke_body(usage, resp.content)
+    return usage
 
 
 def pass_headers(headers) -> list:

@@ -923,3 +923,32 @@ def test_unsigned_reasoning_from_another_provider_is_dropped():
     body = am.to_anthropic_request(req, "claude", stream=False, dialect=am.AnthropicDialect(provider="p"))
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["messages"][1]["content"][0] == {"type": "thinking", "thinking": "mine", "signature": "sig"}
+
+
+# --- 1-hour cache writes (usage.cache_creation) --------------------------------------------------
+
+CC = {"cache_creation_input_tokens": 100,
+      "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 70}}
+
+
+def test_one_hour_cache_writes_are_read_from_cache_creation():
+    doc = {"content": [{"type": "text", "text": "x"}], "stop_reason": "end_turn",
+           "usage": {"input_tokens": 5, "output_tokens": 2, **CC}}
+    u = am.from_anthropic_response(doc, provider="p").usage
+    assert (u.cache_write_tokens, u.cache_write_1h_tokens) == (100, 70)
+    assert u.to_wire()["cw1h"] == 70
+    assert u.to_converse()["cacheDetails"] == [{"ttl": "1h", "inputTokens": 70}, {"ttl": "5m", "inputTokens": 30}]
+    assert am.native_usage(doc).cache_write_1h_tokens == 70
+    # no cache_creation object (older answers): every write is a 5-minute one
+    assert am.native_usage({"usage": {"input_tokens": 5, "cache_creation_input_tokens": 9}}).cache_write_1h_tokens == 0
+
+
+def test_one_hour_cache_writes_in_streams():
+    evs = decode(sse(msg_start(10, **CC), cb_start(0, {"type": "text", "text": ""}),
+                     cb_delta(0, {"type": "text_delta", "text": "hi"}), cb_stop(0), msg_delta("end_turn", 3), MSG_STOP))
+    assert evs[0] == MessageStart(Usage(10, 0, 0, 100, cache_write_1h_tokens=70))
+    assert evs[-1] == Metadata(Usage(10, 3, 0, 100, cache_write_1h_tokens=70))
+    t = am.NativeStreamTracker("anth")
+    for name, data in sse(msg_start(10, **CC), msg_delta("end_turn", 3), MSG_STOP):
+        t.feed(name, data)
+    assert t.usage == Usage(10, 3, 0, 100, cache_write_1h_tokens=70)

@@ -402,12 +402,26 @@ FULL = ChatResponse(
     stop_reason="tool_use", usage=Usage(12, 34, 5, 7), latency_ms=321, stop_sequence=None)
 
 
+def test_usage_cache_details_split_writes_by_ttl():
+    """cacheDetails (bedrock-protocol.md 1.6): the cache writes by TTL, 1h before 5m, only the TTLs
+    that wrote; none without writes."""
+    u = Usage(10, 2, 0, 100, cache_write_1h_tokens=60).to_converse()
+    assert u["cacheWriteInputTokens"] == 100
+    assert u["cacheDetails"] == [{"ttl": "1h", "inputTokens": 60}, {"ttl": "5m", "inputTokens": 40}]
+    assert Usage(1, 1, 0, 50, cache_write_1h_tokens=50).to_converse()["cacheDetails"] == [
+        {"ttl": "1h", "inputTokens": 50}]
+    assert "cacheDetails" not in Usage(1, 1, 3).to_converse()
+    assert Usage(1, 1, 0, 50, cache_write_1h_tokens=50).to_wire()["cw1h"] == 50
+    assert "cw1h" not in Usage(1, 1, 0, 50).to_wire()
+
+
 def test_render_response_documented_shape():
     out = cv.render_response(FULL)
     assert out["output"]["message"]["role"] == "assistant"
     assert out["stopReason"] == "tool_use"
     assert out["usage"] == {"inputTokens": 12, "outputTokens": 34, "totalTokens": 46,
-                            "cacheReadInputTokens": 5, "cacheWriteInputTokens": 7}
+                            "cacheReadInputTokens": 5, "cacheWriteInputTokens": 7,
+                            "cacheDetails": [{"ttl": "5m", "inputTokens": 7}]}
     assert out["metrics"] == {"latencyMs": 321}
     c = out["output"]["message"]["content"]
     assert c[0] == {"reasoningContent": {"reasoningText": {"text": "think", "signature": "sig"}}}

@@ -61,3 +61,16 @@ def test_price_overrides_and_unknown_policy():
     assert GuardrailPrices({"wordPolicyUnits": 1.0}).cost_micros({"wordPolicyUnits": 3}) == 3000
     with pytest.raises(ValueError):
         GuardrailPrices({"nope": 1.0})
+
+
+def test_call_units_count_every_text_block_and_image():
+    from finops.shared.model import ChatRequest, DocumentBlock, ImageBlock, Message, TextBlock, ToolResultBlock
+    req = ChatRequest(system=("s" * 1001,), messages=[
+        Message("user", [TextBlock("a"), TextBlock("b" * 2000), ImageBlock("png", b"x"),
+                         DocumentBlock("d", text="c" * 10)]),
+        Message("assistant", [TextBlock("ok")]),
+        Message("user", [ToolResultBlock("t", [TextBlock("r" * 1500), ImageBlock("png", b"y")])])])
+    # system 2, "a" 1, 2000 chars 2, document 1, "ok" 1, tool result text 2; two images
+    assert guardrail.call_units(req, 0) == (9, 2)
+    # a body only Bedrock reads: bounded by its size (1 unit per 1,000 bytes, 1 per 11-byte block)
+    assert guardrail.call_units(None, 2200) == (3 + 200, 0)

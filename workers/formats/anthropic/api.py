@@ -71,6 +71,7 @@ Response (Anthropic -> canonical)
                                         unknown or null -> end_turn
     stop_sequence                       ChatResponse.stop_sequence
     usage input/output/cache_read_input/cache_creation_input_tokens -> Usage input/output/cache_read/cache_write
+    usage cache_creation.ephemeral_1h_input_tokens -> Usage cache_write_1h (the 1-hour part of cache_write)
     model                               ChatResponse.model
     redacted_thinking data              base64-decoded to bytes (data that is not base64 is kept as its UTF-8 bytes)
 A document without a "content" list is not a Messages response: ModelErrorException (bad_body, HTTP 200).
@@ -403,10 +404,15 @@ def _int(v) -> int | None:
 
 
 def _usage_fields(raw) -> dict:
-    """An Anthropic usage object -> {Usage attribute: int} for the fields it carries."""
+    """An Anthropic usage object -> {Usage attribute: int} for the fields it carries; the 1-hour
+    part of the cache writes from `cache_creation.ephemeral_1h_input_tokens`."""
     if not isinstance(raw, dict):
         return {}
-    return {attr: _int(raw.get(name)) for name, attr in USAGE_FIELDS if _int(raw.get(name)) is not None}
+    out = {attr: _int(raw.get(name)) for name, attr in USAGE_FIELDS if _int(raw.get(name)) is not None}
+    cc = raw.get("cache_creation")
+    if isinstance(cc, dict) and _int(cc.get("ephemeral_1h_input_tokens")) is not None:
+        out["cache_write_1h_tokens"] = max(0, cc["ephemeral_1h_input_tokens"])
+    return out
 
 
 def stop_reason(value) -> str:
@@ -493,7 +499,8 @@ class AnthropicStreamDecoder:
         usage = Usage(input_tokens=u.get("input_tokens", self.input_tokens),
                       output_tokens=u.get("output_tokens", estimate_tokens("".join(self.pieces))),
                       cache_read_tokens=u.get("cache_read_tokens", 0),
-                      cache_write_tokens=u.get("cache_write_tokens", 0))
+                      cache_write_tokens=u.get("cache_write_tokens", 0),
+                      cache_write_1h_tokens=u.get("cache_write_1h_tokens", 0))
         return [Metadata(usage)]
 
     # --- helpers --------------------------------------------------------------------------
@@ -542,7 +549,8 @@ class AnthropicStreamDecoder:
         out = self._start()
         if out and "input_tokens" in fields:
             out[0] = MessageStart(Usage(fields["input_tokens"], 0, fields.get("cache_read_tokens", 0),
-                                        fields.get("cache_write_tokens", 0)))
+                                        fields.get("cache_write_tokens", 0),
+                                        cache_write_1h_tokens=fields.get("cache_write_1h_tokens", 0)))
         return out
 
     def on_block_start(self, data: dict) -> list[StreamEvent]:

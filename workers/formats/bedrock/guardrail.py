@@ -13,6 +13,14 @@ AWS meters guardrails in text units: one text unit is up to 1,000 characters, co
 block, and each policy the guardrail has is metered (and priced) on its own. `text_units` is what a
 body can use at most per policy (the reservation's bound); `reported_units` what Bedrock's answer
 says each policy used (the charge).
+
+A guardrail applied inside a Converse, ConverseStream or InvokeModel call (`guardrailConfig`, the
+X-Amzn-Bedrock-GuardrailIdentifier header) is metered the same way, on the call's input and on its
+answer. `call_units` is what the call's input can use at most, per policy: every text block of
+the request (system texts, texts, tool-result and document texts) ceil(characters / 1000) units,
+at least one each; images one image unit each. A body only Bedrock can read (no canonical
+request) is bounded by its size: ceil(bytes / 1000) units plus one per 11 bytes (`{"text":""}`,
+the smallest text block). The answer's units are the governor's to add (guardrail_prices.py).
 """
 from __future__ import annotations
 
@@ -20,10 +28,12 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from finops.shared import errors
+from finops.shared.model import ChatRequest, DocumentBlock, ImageBlock, TextBlock, ToolResultBlock
 
 from ..common import fail, one_member, want_dict, want_enum, want_list, want_str
 
 UNIT_CHARS = 1000
+MIN_BLOCK_BYTES = 11            # {"text":""}: the smallest text block of a JSON body
 # the usage fields that count text units (or images), in the order the docs list them
 UNIT_FIELDS = ("topicPolicyUnits", "contentPolicyUnits", "wordPolicyUnits", "sensitiveInformationPolicyUnits",
                "sensitiveInformationPolicyFreeUnits", "contextualGroundingPolicyUnits", "contentPolicyImageUnits",
@@ -90,3 +100,28 @@ def reported_units(doc: Any) -> dict[str, int]:
                                   extra={"originalStatusCode": 502})
     return {k: v for k, v in usage.items()
             if k in UNIT_FIELDS and isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
+def _units(chars: int) -> int:
+    return max(1, -(-chars // UNIT_CHARS))
+
+
+def call_units(req, body_len: int) -> tuple[int, int]:
+    """(text units, images) per policy the input of a model call with a guardrail can use at
+    most (module docstring). `req` is the canonical request, or None for a body only Bedrock
+    reads (bounded by `body_len` bytes)."""
+    if not isinstance(req, ChatRequest):
+        return -(-body_len // UNIT_CHARS) + body_len // MIN_BLOCK_BYTES, 0
+    units = sum(_units(len(t)) for t in req.system if t)
+    images = 0
+    for m in req.messages:
+        for b in m.content:
+            items = b.content if type(b) is ToolResultBlock else (b,)
+            for item in items:
+                if type(item) is TextBlock:
+                    units += _units(len(item.text))
+                elif type(item) is DocumentBlock:
+                    units += _units(len(item.text) if item.text is not None else len(item.data or b""))
+                elif type(item) is ImageBlock:
+                    images += 1
+    return units, images
