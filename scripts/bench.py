@@ -6,7 +6,7 @@
     scripts/dev bench --routes converse --connections 1,16,64 \
         --scenarios portkey,bare,production,production-redis,mock
                                                what the performance issue's goals need (Converse)
-    scripts/dev bench --profile 15             also py-spy the frontend and workers under load
+    scripts/dev bench --profile 15             also py-spy the frontend, workers and ledger under load
     scripts/dev bench --help                   every option
 
 Method (the same as docs/peers.md, so the figures compare with LiteLLM's and Portkey's):
@@ -72,8 +72,8 @@ py-spy stacks plus profile-summary.md. Everything listens on 127.0.0.1 only; eve
 script starts is stopped on exit, Ctrl-C or failure, and every wait has a deadline.
 
 Profiling (--profile SECONDS): after measuring a scenario, wrk loads `--profile-route` at
-`--profile-connections` while `py-spy record --nonblocking -f raw` samples every frontend and
-worker; with the default `--profile-mode both` it runs once counting every running sample and
+`--profile-connections` while `py-spy record --nonblocking -f raw` samples every frontend,
+worker and the ledger actor; with the default `--profile-mode both` it runs once counting every running sample and
 once with `--gil` (Python's own CPU time only), and writes profile-summary.md (self time by
 component, by function, inclusive).
 
@@ -1165,7 +1165,7 @@ def summarize(runs: list[dict]) -> dict:
 
 def profile(runner: Runner, gw: Gateway, route: str, seconds: int, conns: int, rate: int,
             gil: bool = False) -> list[dict]:
-    """py-spy every frontend and worker of `gw` while wrk loads `route`; summaries of each."""
+    """py-spy every frontend, worker and ledger actor of `gw` while wrk loads `route`; summaries of each."""
     pyspy = ensure_pyspy()
     pdir = os.path.join(runner.out, "profile")
     os.makedirs(pdir, exist_ok=True)
@@ -1185,7 +1185,7 @@ def profile(runner: Runner, gw: Gateway, route: str, seconds: int, conns: int, r
     spies = []
     counts = collections.Counter()
     for pid, role in sorted(gw.pids.items()):
-        if role not in ("frontend", "worker"):
+        if role not in ("frontend", "worker", "ledger"):
             continue
         counts[role] += 1
         name = f"{gw.scenario}-{route}-{role}{counts[role]}-{pid}" + ("-gil" if gil else "")
@@ -1500,7 +1500,7 @@ def parse_args(argv=None):
     ap.add_argument("--retries", type=int, default=2,
                     help="repeats allowed per run for foreign CPU or steal (default 2)")
     ap.add_argument("--profile", type=int, default=0, metavar="SECONDS",
-                    help="after measuring each scenario, py-spy its frontend and workers for SECONDS under load")
+                    help="after measuring each scenario, py-spy its frontend, workers and ledger actor for SECONDS under load")
     ap.add_argument("--profile-route", default="converse", help="route loaded while profiling (default converse)")
     ap.add_argument("--profile-connections", type=int, default=16, help="connections while profiling (default 16)")
     ap.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second (default 250)")
