@@ -98,6 +98,12 @@ def reported_units(doc: Any) -> dict[str, int]:
         raise errors.GatewayError("ModelErrorException", "upstream Bedrock answered ApplyGuardrail without a "
                                   "usage object; it cannot be priced, so the answer was not passed on.",
                                   extra={"originalStatusCode": 502})
+    return usage_units(usage)
+
+
+def usage_units(usage: dict) -> dict[str, int]:
+    """The per-policy text units of a GuardrailUsage object (ApplyGuardrail's `usage`, a guardrail
+    trace's `invocationMetrics.usage`): its known unit fields with a whole, non-negative count."""
     return {k: v for k, v in usage.items()
             if k in UNIT_FIELDS and isinstance(v, int) and not isinstance(v, bool) and v >= 0}
 

@@ -46,7 +46,7 @@ import base64
 import binascii
 import json
 
-from .guardrail import UNIT_FIELDS
+from .guardrail import usage_units
 from .invoke import METRICS_KEY
 
 TRACE_KEY = "amazon-bedrock-trace"      # InvokeModel bodies: the trace (guardrail assessments)
@@ -150,8 +150,8 @@ def guardrail_units(trace) -> dict[str, int]:
         usage = metrics.get("usage") if isinstance(metrics, dict) else None
         if not isinstance(usage, dict):
             continue
-        for k, v in usage.items():
-            if k in UNIT_FIELDS and isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        for k, v in usage_units(usage).items():
+            if v:
                 units[k] = units.get(k, 0) + v
     return units
 
