@@ -269,17 +269,13 @@ class AlertsActor(BlockingActor):
         return new
 
     def mark(self, c: outbox.Claim, d: rules.Delivery) -> None:
-        self.counts_stale = True
-        try:
-            if not self.box.mark(c, d):
-                log.warning("alert %s to %s: %s here, but its lease had run out and another node took the "
-                            "delivery over; that node's outcome stands", c.alert["id"], c.webhook, d.status)
-        except StoreError as e:
-            self.unmarked.append((c, d))
-            self.outbox_failed(e, f"marking alert {c.alert['id']} {d.status}")
+        """Write claim `c`'s outcome `d` (after any kept ones); kept while the outbox is unreachable."""
+        self.unmarked.append((c, d))
+        self.write_marks()
 
     def write_marks(self) -> bool:
-        """The outcomes kept while the outbox was unreachable; False while it still is."""
+        """The outcomes not written yet, in order (kept while the outbox was unreachable); False
+        while it still is."""
         while self.unmarked:
             c, d = self.unmarked[0]
             try:
@@ -290,8 +286,8 @@ class AlertsActor(BlockingActor):
             self.unmarked.pop(0)
             self.counts_stale = True
             if not ok:
-                log.warning("alert %s to %s: %s here, not recorded: another node took the delivery over "
-                            "meanwhile; that node's outcome stands", c.alert["id"], c.webhook, d.status)
+                log.warning("alert %s to %s: %s here, not recorded: its lease had run out and another node "
+                            "took the delivery over; that node's outcome stands", c.alert["id"], c.webhook, d.status)
         return True
 
     def send(self, w: configmod.WebhookConfig, alert: dict, now: float) -> tuple[int, str]:
