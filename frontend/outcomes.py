@@ -61,7 +61,7 @@ class Outcomes:
         self.days = logrow.Days(cfg.governance.timezone)
         self.rows: list[bytes] = []
         self.run_dir = cfg.run_dir
-        self.recent: deque[tuple[float, tuple]] = deque()   # (monotonic time, settle), oldest first
+        self.recent: deque[tuple[float, tuple]] = deque(maxlen=MAX_RECENT)   # (monotonic time, settle), oldest first
         self.ledger_pid: int | None = None      # the ledger process last seen announced
         self.ledger_seen: float | None = None   # monotonic time it was last seen alive
         self.replay_due = False                 # a restarted ledger has not got the recent settles yet
@@ -83,8 +83,6 @@ class Outcomes:
             seen = self.ledger_seen
             cutoff = (now if seen is None or seen > now else seen) - REPLAY_SECONDS
             while recent[0][0] < cutoff:
-                recent.popleft()
-            if len(recent) > MAX_RECENT:
                 recent.popleft()
 
     def failure(self, rid: str, started: float, op: str, model_id: str, headers: dict, status: int, error: str,

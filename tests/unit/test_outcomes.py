@@ -52,6 +52,18 @@ def test_rows_and_settles_come_from_final_envelopes_and_old_settles_are_forgotte
         o.close()
 
 
+def test_settles_kept_while_the_ledger_is_away_are_bounded_oldest_dropped_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(mod, "MAX_RECENT", 3)
+    o = Outcomes(cfg_for(tmp_path))
+    try:
+        o.ledger_seen = 100.0                     # last seen alive, then away: nothing is past the window
+        for i, rid in enumerate("abcde"):
+            o.take(envelope.End(rid=rid, n=1, settle=(rid, "vk", "", 0.1, 3)), now=100.0 + i)
+        assert [s[0] for _, s in o.recent] == ["c", "d", "e"]
+    finally:
+        o.close()
+
+
 def test_rows_wait_while_the_observer_is_away_then_go_in_one_message(tmp_path, monkeypatch):
     monkeypatch.setattr(mod, "MAX_ROWS", 3)
     cfg = cfg_for(tmp_path)
