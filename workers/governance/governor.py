@@ -110,7 +110,12 @@ class Governor:
         self.version = self.store.data_version()
         self.index = auth.KeyIndex.of(load_directory(self.store, cfg))
         self.checked = time.monotonic()
-        self.ledger = LedgerClient(cfg.run_dir, cfg.server.transport, timeout=self.g.ledger_timeout_seconds)
+        direct = None
+        if self.g.ledger == "redis":        # reserves straight to Redis (workers/ledger/direct.py)
+            from ..ledger.direct import DirectReserver
+            direct = DirectReserver(cfg, lambda: self.index.directory)
+        self.ledger = LedgerClient(cfg.run_dir, cfg.server.transport, timeout=self.g.ledger_timeout_seconds,
+                                   direct=direct)
         self._unpriced: set[str] = set()
 
     def customer_of(self, team_id: str) -> str:

@@ -34,6 +34,11 @@ the PULL endpoint `r` each asking worker named; see client.py):
     {"k": "reserve", "i": n, "r", "rid", "key", "env", "max": usd, "tok": tokens, "pid"} -> {"i": n, ...LedgerState.reserve}
     {"k": "settle", "rid", "key", "env", "cost": usd, "tok": tokens}                (no reply)
     {"k": "settles", "s": [[rid, key, env, cost, tokens(, saved)], ...]}            (no reply)
+    {"k": "release", "rids": [rid, ...]}                                          (no reply; reservations a
+        worker made straight in Redis (direct.py) whose requests never ran: settled at nothing, and
+        on Redis not written to PostgreSQL)
+    {"k": "uncounted", "n": n}                                                    (no reply; requests a worker
+        served uncounted when its own reserve got no answer: finops_ledger_uncounted_total)
     {"k": "replay", "p": [[stamp, rid, key, env, cost, tokens(, saved)], ...]}      (no reply; a frontend's
         settles sent again, each with the epoch time it got it: LedgerState.replay; on Redis, settles)
     any message may carry "s": settles riding along, applied before the message itself
@@ -121,6 +126,12 @@ class LedgerActor(BlockingActor):
                     ops.append(("settle", (msg["rid"], msg["cost"], msg["tok"], msg.get("key", ""),
                                            msg.get("env", ""), msg.get("saved", 0.0))))
                     at.append(-1)
+                elif k == "release":
+                    for rid in msg["rids"]:
+                        ops.append(("release", (rid, 0.0, 0, "", "", 0.0)))
+                        at.append(-1)
+                elif k == "uncounted":
+                    self.backend.uncounted(int(msg["n"]))
                 elif k == "replay":
                     for stamp, rid, key, env, cost, tokens, *saved in msg["p"]:
                         ops.append(("replay", (stamp, rid, cost, tokens, key, env, saved[0] if saved else 0.0)))

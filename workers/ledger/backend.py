@@ -62,7 +62,6 @@ import time
 from collections import deque
 
 from finops.shared import config as configmod
-from finops.shared.errors import AWS_ERRORS
 from finops.shared.governance import Directory
 
 from ..governance.money import micros
@@ -70,7 +69,7 @@ from ..governance.periods import bounds
 from ..governance.pg_schema import redact
 from ..governance.pg_spend import SettledCharge, SettledSpend
 from ..governance.store import StoreError
-from .state import LedgerState, usage_lines
+from .state import LedgerState, invalid, refusal, unreachable, usage_lines
 
 log = logging.getLogger("finops.ledger")
 
@@ -88,15 +87,6 @@ SPEND_BATCH = 2000          # rows per PostgreSQL write
 SPEND_RETRY_SECONDS = 1.0
 SPEND_LINGER_SECONDS = 0.2  # a write waits this long for more rows: at low load one transaction per settle
                             # cost the ledger and PostgreSQL more CPU than the settle (scripts/bench.py governed-redis)
-_UNAVAILABLE = "ServiceUnavailableException"
-
-
-def refusal(message: str) -> dict:
-    return {"ok": False, "code": _UNAVAILABLE, "status": AWS_ERRORS[_UNAVAILABLE][0], "message": message}
-
-
-def invalid(e: ValueError) -> dict:
-    return {"ok": False, "code": "ValidationException", "status": 400, "message": str(e)}
 
 
 def open_backend(cfg: configmod.Config, directory: Directory, clock=time.time):
@@ -179,6 +169,9 @@ class LocalBackend:
 
     def tick(self) -> None:
         pass
+
+    def uncounted(self, n: int) -> None:
+        pass                            # only a worker reserving in Redis serves uncounted
 
     def take_counts(self) -> dict:
         return {}
@@ -343,10 +336,6 @@ class RedisBackend:
             log.exception("ledger: first look at Redis failed")
 
     # --- messages ----------------------------------------------------------------------------
-    def unreachable(self) -> str:
-        return (f"The budget ledger ({self.where}) is unreachable, so the request was not sent upstream "
-                f"(it would not be counted against its budgets and rate limits). Retry shortly.")
-
     def run(self, ops: list) -> list:
         out: list = [None] * len(ops)
         if not ops:
@@ -358,6 +347,9 @@ class RedisBackend:
         for kind, a in ops:                  # the durable record first in the queue, whatever Redis does
             if kind == "settle":
                 self._record(a[0], a[3], a[4], a[1], a[2], a[5], now)
+        # a release frees a reservation whose request never ran (a worker's reserve that may
+        # have run, direct.py): a settle of nothing, with no row in PostgreSQL
+        ops = [("settle", a) if kind == "release" else (kind, a) for kind, a in ops]
         if self.mono() < self.down_until:
             self._down(ops, out, maybe_applied=False)
             return out
@@ -472,10 +464,16 @@ class RedisBackend:
                 self.counts["uncounted"] += 1
                 self.warn_uncounted += 1
             else:
-                out[i] = refusal(self.unreachable())
+                out[i] = unreachable(self.where)
                 self.totals["refused"] += 1
                 if maybe_applied:            # it may have been reserved: release it when Redis is back
                     self._keep((a[0], 0.0, 0, a[1], a[2], 0.0))
+        self._warn()
+
+    def uncounted(self, n: int) -> None:
+        """`n` requests a worker served uncounted on its own (direct.py): counted and warned of."""
+        self.counts["uncounted"] += n
+        self.warn_uncounted += n
         self._warn()
 
     def _trip(self, e: Exception) -> None:
@@ -546,7 +544,7 @@ class RedisBackend:
                    f"them; the request was not sent upstream. Retry shortly.")
         except LedgerUnavailable as e:
             self._trip(e)
-            msg = self.unreachable()
+            msg = unreachable(self.where)["message"]
         except (StoreError, ValueError) as e:
             self.reader.close()
             log.error("ledger: cannot rebuild the counters %s lost: settled spend in PostgreSQL: %s", self.where, e)
@@ -582,7 +580,7 @@ class RedisBackend:
     # --- the actor's other calls -------------------------------------------------------------
     def usage(self, key_id: str | None) -> dict:
         if self.mono() < self.down_until:
-            return {"error": self.unreachable().replace("the request was not sent upstream", "no usage to show")}
+            return {"error": unreachable(self.where)["message"].replace("the request was not sent upstream", "no usage to show")}
         try:
             return {"usage": self.led.usage(key_id), "savings": self.led.savings(key_id)}
         except self._unavailable as e:

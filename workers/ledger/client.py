@@ -1,6 +1,8 @@
 """The workers' side of the ledger protocol (ledger.py): reserve with a reply, settle without.
 
-Settles are batched: they ride along with the next reserve, or go together within 5 ms.
+Settles are batched: they ride along with the next reserve, or go together within 5 ms. With the
+ledger on Redis, reserves go straight to Redis (`direct`: direct.py; through the actor when that
+cannot answer) and settles through the actor, together within 5 ms.
 
 The sockets, discovery and reply matching are `finops.shared.actors.ActorClient`'s. A ledger
 that does not answer within `timeout` fails the request closed (503 ServiceUnavailableException,
@@ -26,16 +28,21 @@ SETTLE_DELAY = 0.005   # seconds a settle may wait for a reserve to ride along w
 
 
 class LedgerClient(ActorClient):
-    def __init__(self, run_dir: str, transport_kind: str = "ipc", timeout: float = 2.0):
+    def __init__(self, run_dir: str, transport_kind: str = "ipc", timeout: float = 2.0, direct=None):
+        """`direct`: a DirectReserver (direct.py) when the ledger is on Redis."""
         super().__init__(run_dir, "ledger", transport_kind, timeout)
         self.settles: list[list] = []           # settles not sent yet: [rid, key, env, cost, tokens]
         self.pid = os.getpid()                  # the ledger expires a dead worker's reservations
         self._settle_due = trio.Event()
+        self.direct = direct
+        self.releases: list[str] = []           # releases not sent yet
 
     async def run(self) -> None:
         """The receiver and the settle flusher: run it in the worker's nursery for its lifetime."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flush_settles)
+            if self.direct is not None:
+                nursery.start_soon(self.direct.run)
             await super().run()
             nursery.cancel_scope.cancel()
 
@@ -50,10 +57,17 @@ class LedgerClient(ActorClient):
             self.flush()
 
     def flush(self) -> None:
+        if self.releases and self.send({"k": "release", "rids": self.releases}):
+            self.releases = []
         if self.settles and self.send({"k": "settles", "s": self.settles}):
             self.settles = []
 
     async def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int) -> dict:
+        if self.direct is not None:
+            got = await self.direct.reserve(rid, key_id, env, max_cost_usd, est_tokens, self.pid, self.release,
+                                           self.uncounted)
+            if got is not None:
+                return got
         msg = {"k": "reserve", "rid": rid, "key": key_id, "env": env, "max": max_cost_usd, "tok": est_tokens,
                "pid": self.pid}
         riding = self.settles
@@ -73,6 +87,16 @@ class LedgerClient(ActorClient):
             self.settles.append([rid, key_id, env, 0.0, 0])
             self._settle_due.set()
             raise
+
+    def uncounted(self) -> None:
+        """A request served uncounted (direct.py, `redis_failure = "open"`): the actor counts it."""
+        self.send({"k": "uncounted", "n": 1})
+
+    def release(self, rid: str) -> None:
+        """Free a reservation made straight in Redis whose request will not run (direct.py)."""
+        self.releases.append(rid)
+        self.flush()
+        self._settle_due.set()          # tried again with the next settles if the actor is away
 
     def settle(self, rid: str, key_id: str, env: str, cost_usd: float, tokens: int, saved_usd: float = 0.0) -> list:
         """Queue the settle; it goes with the next reserve, or within SETTLE_DELAY. `saved_usd`:

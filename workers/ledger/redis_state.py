@@ -77,50 +77,31 @@ Lua script may touch them all):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import secrets
 import time
 from typing import Iterable, NamedTuple
-from urllib.parse import quote
 
-import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from finops.shared.governance import Directory
-from finops.workers.ledger import redis_lua
-from finops.workers.ledger.state import (LedgerState, to_micros, to_usd, budget_refusal, limit_refusal,
-                                         usage_entry, usage_lines)
+from finops.workers.ledger.redis_codec import (MAX_EXACT, LedgerNotReady, LedgerUnavailable, RebuildBusy,
+                                               RedisCodec, _exact)
+from finops.workers.ledger.state import to_usd, usage_entry, usage_lines
 from finops.workers.governance.periods import bounds
 
 log = logging.getLogger("finops.ledger.redis")
 
-MAX_EXACT = 2**53 - 1          # the largest integer a Lua number (a double) holds exactly
 EXPIRE_BATCH = 1000            # past-TTL reservations closed per expire script call
 REBUILD_CHUNK = 500            # settled rows per rebuild script call
 READ_CHUNK = 1000              # counters per read script call (usage)
 LOCK_MS = 60_000               # the rebuild lock's lifetime, renewed by every chunk
 REBUILT_TTL = 86_400           # what a stopped rebuild applied is remembered this long (seconds)
-RECORD_GRACE = 86_400          # how long past TTL + retention a record lives if no one expires it
 _UNAVAILABLE = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "BUSY", "OOM", "NOAUTH", "WRONGPASS",
                 "TRYAGAIN")
-
-
-class LedgerUnavailable(RuntimeError):
-    """Redis cannot be used right now (unreachable, timing out, loading, read-only, refusing the
-    password); the message says which Redis and why. The caller fails closed (503)."""
-
-
-class LedgerNotReady(LedgerUnavailable):
-    """Redis has lost the ledger's data and the counters have not been rebuilt yet."""
-
-
-class RebuildBusy(LedgerUnavailable):
-    """Another node holds the rebuild lock."""
 
 
 class SettledRow(NamedTuple):
@@ -133,78 +114,16 @@ class SettledRow(NamedTuple):
     at: float                 # when it was settled (epoch seconds): it counts in the periods containing it
 
 
-def _exact(m: int, what: str) -> int:
-    if m > MAX_EXACT:
-        raise ValueError(f"{what} must be at most ${MAX_EXACT / 1e6:,.0f} in the Redis ledger, got ${m / 1e6:,.6f}")
-    return m
-
-
-def _q(s: str) -> str:
-    """A key component: %-encoded so it holds no ':', space, brace or control character."""
-    return quote(s, safe="-_.~*@+=,")
-
-
-class _Plan:
-    """Everything a request on (key, env) touches in the periods containing `lo <= now < hi`:
-    the specs, their counter keys, and the script arguments (limit, deadline) per counter, encoded
-    once (redis-py passes bytes through as they are)."""
-    __slots__ = ("budgets", "requests", "tokens", "keys", "args", "skeys", "sargs", "lo", "hi", "ends",
-                 "counts", "scounts")
-
-    def __init__(self):
-        self.budgets = self.requests = self.tokens = ()
-        self.keys: list[bytes] = []
-        self.args: list[bytes] = []
-        self.skeys: list[bytes] = []    # budgets then tokens (what a settle may charge)
-        self.sargs: list[bytes] = []    # their deadlines
-        self.counts: list[bytes] = [b"0", b"0", b"0"]   # budgets, request limits, token limits
-        self.scounts: list[bytes] = [b"0", b"0"]        # budgets, token limits
-        self.ends: list[float] = []     # every counter's period end, in keys order
-        self.lo, self.hi = 0.0, 0.0     # not resolved yet
-
-
-_NO_PLAN = _Plan()                      # an unknown key: nothing applies, at any time
-_NO_PLAN.lo, _NO_PLAN.hi = -math.inf, math.inf
-
-
-class _Script:
-    def __init__(self, name: str, source: str):
-        self.name, self.source = name, source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-class RedisLedger:
+class RedisLedger(RedisCodec):
     """Budgets and rate limits for every key, team and customer, in Redis; see the module docstring."""
 
     def __init__(self, client: redis.Redis, directory: Directory, *, clock=time.time, tz: str = "UTC",
                  reservation_ttl: float = 900.0, settled_retention: float | None = None,
                  settled_max: int = 100_000, namespace: str = "finops", where: str = "Redis"):
-        if not namespace or any(c in namespace for c in "{}: "):
-            raise ValueError(f"namespace must be a non-empty word without braces, colons or spaces: {namespace!r}")
+        super().__init__(directory, clock=clock, tz=tz, reservation_ttl=reservation_ttl,
+                         settled_retention=settled_retention, settled_max=settled_max, namespace=namespace,
+                         where=where)
         self.r = client
-        self.where = where
-        self._dir = directory
-        self._clock = clock
-        self._tz = tz
-        self._ttl = float(reservation_ttl)
-        self._retention = float(settled_retention if settled_retention is not None else 4 * reservation_ttl)
-        self._settled_max = int(settled_max)
-        self._grace = self._ttl + self._retention + 60.0      # how long a counter outlives its period
-        self._record_ttl = int(math.ceil(self._ttl + self._retention)) + RECORD_GRACE
-        self._xrecord_ttl = int(math.ceil(self._retention)) + RECORD_GRACE
-        p = self.prefix = "{" + namespace + "}:"
-        self.k_ready, self.k_lock, self.k_rebuilt = p + "ready", p + "rebuild", p + "rebuilt"
-        self.k_open, self.k_expired, self.k_settled = p + "open", p + "expired", p + "settled"
-        self.k_pids, self.k_saved = p + "pids", p + "saved"
-        # the same, encoded once for the hot path (redis-py passes bytes through as they are)
-        self.b_prefix, self.b_ready, self.b_open, self.b_pids = p.encode(), *(k.encode() for k in (
-            self.k_ready, self.k_open, self.k_pids))
-        self.b_expired, self.b_settled, self.b_saved = (k.encode() for k in (self.k_expired, self.k_settled,
-                                                                              self.k_saved))
-        self.b_record_ttl, self.b_settled_max = str(self._record_ttl).encode(), str(self._settled_max).encode()
-        self._scripts = {n: _Script(n, s) for n, s in redis_lua.SCRIPTS.items()}
-        self._specs: dict[str, tuple[dict, object] | None] = {}
-        self._plans: dict[tuple[str, str], _Plan] = {}
         try:
             self.load_scripts()
             self._check_eviction()
@@ -285,139 +204,13 @@ class RedisLedger:
             log.warning("%s has maxmemory-policy %s: it may evict the ledger's counters under memory pressure; "
                         "set maxmemory-policy noeviction", self.where, policy)
 
-    # --- directory & plans -------------------------------------------------------------------
-    def set_directory(self, directory: Directory) -> None:
-        """Keys, teams or customers changed. Counters and reservations are kept."""
-        self._dir = directory
-        self._specs.clear()
-        self._plans.clear()
-
-    def _env_specs(self, key_id: str, env: str):
-        ks = self._specs.get(key_id, False)
-        if ks is False:
-            scopes = self._dir.scopes(key_id)
-            if not scopes:
-                return None, ""          # unknown key: nothing applies (not cached: ids are unbounded)
-            envs = {b.env for _, _, bs, _ in scopes for b in bs if b.env}
-            envs |= {r.env for _, _, _, rs in scopes for r in rs if r.env}
-            ks = self._specs[key_id] = ({e: LedgerState._build_env(scopes, e) for e in envs},
-                                        LedgerState._build_env(scopes, ""))
-        by_env, default = ks
-        sp = by_env.get(env)
-        return (sp, env) if sp is not None else (default, "")
-
-    def counter_key(self, base: tuple, start: float) -> str:
-        level, owner, kind, period, env = base
-        return f"{self.prefix}c:{level}:{_q(owner)}:{kind}:{period}:{_q(env)}:{int(start)}"
-
-    def _plan(self, key_id: str, env: str, now: float) -> _Plan:
-        p = self._plans.get((key_id, env))
-        if p is None:
-            sp, env_key = self._env_specs(key_id, env)
-            if sp is None:
-                return _NO_PLAN
-            p = self._plans.get((key_id, env_key))
-            if p is None:
-                p = _Plan()
-                p.budgets, p.requests, p.tokens = sp.budgets, sp.requests, sp.tokens
-                self._plans[(key_id, env_key)] = p
-        if not (p.lo <= now < p.hi):
-            self._resolve(p, now)
-        return p
-
-    def _resolve(self, p: _Plan, now: float) -> None:
-        lo, hi = -math.inf, math.inf
-        keys, args, ends, skeys, sargs = [], [], [], [], []
-        nb, nr, nt = len(p.budgets), len(p.requests), len(p.tokens)
-        for i, s in enumerate((*p.budgets, *p.requests, *p.tokens)):
-            start, end = bounds(s.period, now, self._tz)
-            lo, hi = max(lo, start), min(hi, end)
-            k, d = self.counter_key(s.base, start).encode(), repr(end + self._grace).encode()
-            keys.append(k)
-            args += [str(min(s.limit, MAX_EXACT)).encode(), d]
-            ends.append(end)
-            if i < nb or i >= nb + nr:
-                skeys.append(k)
-                sargs.append(d)
-        p.keys, p.args, p.ends, p.skeys, p.sargs, p.lo, p.hi = keys, args, ends, skeys, sargs, lo, hi
-        p.counts = [str(nb).encode(), str(nr).encode(), str(nt).encode()]
-        p.scounts = [p.counts[0], p.counts[2]]
-
-    @staticmethod
-    def _tightest(p: _Plan, totals: list) -> tuple[float | None, str | None]:
-        """min over the budgets of limit - used - reserved (totals: used + reserved per budget
-        counter, in p.budgets order), and its label."""
-        best, at = None, 0
-        for i, s in enumerate(p.budgets):
-            left = s.limit - totals[i]
-            if best is None or left < best:
-                best, at = left, i
-        return (None, None) if best is None else (to_usd(best), p.budgets[at].label)
-
     # --- reserve -----------------------------------------------------------------------------
-    def _reserve_call(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid=0):
-        max_m = _exact(to_micros(max_cost_usd, "max_cost_usd"), "max_cost_usd")
-        est = int(est_tokens)
-        if est < 0:
-            raise ValueError(f"est_tokens must be >= 0, got {est_tokens!r}")
-        now = self._clock()
-        p = self._plan(key_id, env, now)
-        pid_s = str(pid) if pid else ""
-        rid_b = rid.encode()
-        keys = [self.b_ready, self.b_prefix + b"r:" + rid_b, self.b_open, self.b_pids,
-                self.b_prefix + b"p:" + pid_s.encode() if pid_s else self.b_pids, *p.keys]
-        args = [repr(now).encode(), rid_b, str(max_m).encode(), str(est).encode(), pid_s.encode(), key_id.encode(),
-                env.encode(), *p.counts, self.b_record_ttl, *p.args]
-        return keys, args, (rid, p, max_m, now)
-
-    def _reserve_reply(self, out, ctx) -> dict:
-        rid, p, max_m, now = ctx
-        status = out[0]
-        if status == b"OK":
-            vals = out[1:]          # per counter: used + reserved (budgets, tokens) or requests counted
-            rem, label = self._tightest(p, vals)
-            req = None
-            nb = len(p.budgets)
-            for j, s in enumerate(p.requests):
-                left = s.limit - vals[nb + j]
-                if req is None or left < req:
-                    req = left
-            return {"ok": True, "remaining_usd": rem, "budget": label, "requests_remaining": req}
-        if status == b"DUP":
-            raise ValueError(f"reservation {rid!r} already exists")
-        if status == b"LOST":
-            raise LedgerNotReady(f"The governance ledger ({self.where}) lost its counters and has not rebuilt "
-                                 f"them yet; the request was not sent upstream. Retry shortly.")
-        i, before = int(out[1]) - 1, int(out[2])
-        specs = (*p.budgets, *p.requests, *p.tokens)
-        s = specs[i]
-        if status == b"BUDGET":
-            return budget_refusal(s.label, s.limit - before, max_m, p.ends[i])
-        return limit_refusal(s.label, p.ends[i], now)
-
     def reserve(self, rid: str, key_id: str, env: str, max_cost_usd: float, est_tokens: int, pid=0) -> dict:
         """LedgerState.reserve, atomically in Redis. Raises LedgerUnavailable / LedgerNotReady."""
-        keys, args, ctx = self._reserve_call(rid, key_id, env, max_cost_usd, est_tokens, pid)
-        return self._reserve_reply(self._eval("reserve", keys, args, idempotent=False), ctx)
+        keys, args, ctx = self.reserve_call(rid, key_id, env, max_cost_usd, est_tokens, pid)
+        return self.reserve_reply(self._eval("reserve", keys, args, idempotent=False), ctx)
 
     # --- settle ------------------------------------------------------------------------------
-    def _settle_call(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
-                     saved_usd: float = 0.0):
-        cost_m = _exact(to_micros(cost_usd, "cost_usd"), "cost_usd")
-        saved_m = _exact(to_micros(saved_usd, "saved_usd"), "saved_usd") if saved_usd else 0
-        tokens = int(tokens)
-        if tokens < 0:
-            raise ValueError(f"tokens must be >= 0, got {tokens!r}")
-        now = self._clock()
-        p = self._plan(key_id, env, now)
-        pf, rid_b = self.b_prefix, rid.encode()
-        keys = [pf + b"r:" + rid_b, pf + b"x:" + rid_b, self.b_open, self.b_expired, self.b_settled, self.b_saved,
-                *p.skeys]
-        args = [repr(now).encode(), rid_b, str(cost_m).encode(), str(tokens).encode(), str(saved_m).encode(),
-                json.dumps([key_id, env]).encode() if saved_m else b"", self.b_settled_max, *p.scounts, pf,
-                *p.sargs]
-        return keys, args, (cost_m, key_id, env, p, now)
-
     def _settle_reply(self, out, ctx) -> dict:
         cost_m, key_id, env, p, now = ctx
         status = out[0]
@@ -435,7 +228,7 @@ class RedisLedger:
     def settle(self, rid: str, cost_usd: float, tokens: int, key_id: str = "", env: str = "",
                saved_usd: float = 0.0) -> dict:
         """LedgerState.settle, atomically in Redis (idempotent by rid). Raises LedgerUnavailable."""
-        keys, args, ctx = self._settle_call(rid, cost_usd, tokens, key_id, env, saved_usd)
+        keys, args, ctx = self.settle_call(rid, cost_usd, tokens, key_id, env, saved_usd)
         return self._settle_reply(self._eval("settle", keys, args, idempotent=True), ctx)
 
     # --- batches (one round trip) ------------------------------------------------------------
@@ -446,7 +239,7 @@ class RedisLedger:
         got; a NOSCRIPT call did not run, so it is loaded and run again. Connection errors and
         timeouts are raised (the connection is dropped: replies may still be on its socket)."""
         scripts = self._scripts
-        wire = b"".join(hiredis.pack_command((b"EVALSHA", scripts[n].sha, len(k), *k, *a)) for n, k, a in calls)
+        wire = self.pack(calls)
         pool = self.r.connection_pool
         conn = pool.get_connection()    # the pool drops a connection Redis closed (a restart) first
         try:
@@ -476,21 +269,21 @@ class RedisLedger:
         """Several reserves in one round trip (a pipeline; each is still its own atomic script):
         items are reserve()'s arguments as tuples; returns reserve()'s reply for each, or the
         ValueError it would have raised."""
-        calls = [self._reserve_call(*it) for it in items]
+        calls = [self.reserve_call(*it) for it in items]
         outs = self._batch("reserve", calls, idempotent=False)
         res = []
         for o, (_, _, ctx) in zip(outs, calls):
             if isinstance(o, Exception):
                 raise self._unavailable(o) if str(o).startswith(_UNAVAILABLE) else o
             try:
-                res.append(self._reserve_reply(o, ctx))
+                res.append(self.reserve_reply(o, ctx))
             except ValueError as e:
                 res.append(e)
         return res
 
     def settle_many(self, items: Iterable[tuple]) -> list[dict]:
         """Several settles in one round trip; items are settle()'s arguments as tuples."""
-        calls = [self._settle_call(*it) for it in items]
+        calls = [self.settle_call(*it) for it in items]
         outs = self._batch("settle", calls, idempotent=True)
         for o in outs:
             if isinstance(o, Exception):
@@ -509,7 +302,7 @@ class RedisLedger:
         res: list = [None] * len(ops)
         for i, (kind, args) in enumerate(ops):
             try:
-                keys, argv, ctx = (self._reserve_call if kind == "reserve" else self._settle_call)(*args)
+                keys, argv, ctx = (self.reserve_call if kind == "reserve" else self.settle_call)(*args)
             except (ValueError, TypeError) as e:      # a malformed amount: that op's error only
                 res[i] = e if isinstance(e, ValueError) else ValueError(str(e))
                 continue
@@ -526,7 +319,7 @@ class RedisLedger:
                 res[i] = o
                 continue
             try:
-                res[i] = self._reserve_reply(o, ctx) if kind == "reserve" else self._settle_reply(o, ctx)
+                res[i] = self.reserve_reply(o, ctx) if kind == "reserve" else self._settle_reply(o, ctx)
             except (ValueError, LedgerNotReady) as e:
                 res[i] = e
         return res

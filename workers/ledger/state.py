@@ -60,6 +60,7 @@ from finops.workers.governance.periods import bounds, iso
 SNAPSHOT_VERSION = 1
 _QUOTA = "ServiceQuotaExceededException"
 _THROTTLE = "ThrottlingException"
+_UNAVAILABLE = "ServiceUnavailableException"
 
 
 def to_micros(amount: float, what: str) -> int:
@@ -104,6 +105,22 @@ def limit_refusal(label: str, end: float, now: float) -> dict:
            f"{when}. Retry after {ms} ms.")
     return {"ok": False, "code": _THROTTLE, "status": AWS_ERRORS[_THROTTLE][0],
             "retry_after_ms": ms, "message": msg, "limit": label, "resets_at": when}
+
+
+def refusal(message: str) -> dict:
+    """The reply refusing a reservation the ledger could not make (503, retryable)."""
+    return {"ok": False, "code": _UNAVAILABLE, "status": AWS_ERRORS[_UNAVAILABLE][0], "message": message}
+
+
+def unreachable(where: str) -> dict:
+    """The refusal while the Redis ledger cannot be used (redis_failure = "closed")."""
+    return refusal(f"The budget ledger ({where}) is unreachable, so the request was not sent upstream "
+                   f"(it would not be counted against its budgets and rate limits). Retry shortly.")
+
+
+def invalid(e: ValueError) -> dict:
+    """The reply refusing a reserve or settle whose figures are wrong (400)."""
+    return {"ok": False, "code": "ValidationException", "status": 400, "message": str(e)}
 
 
 class UsageLine(NamedTuple):
