@@ -6,6 +6,8 @@ spend, and redis_failure = "open" serves uncounted and counts it in /metrics.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -228,3 +230,24 @@ def test_open_policy_serves_uncounted_and_counts_it_in_metrics(node, redis_db):
         time.sleep(0.3)
     assert n == 3
     assert "served uncounted" in gw.log() or "serving requests uncounted" in gw.log()
+
+
+def test_reserves_go_straight_to_redis_so_a_stalled_ledger_actor_stops_no_request(node):
+    """Each worker reserves in Redis itself (workers/ledger/direct.py): with the node's ledger actor
+    stopped (SIGSTOP), requests are still admitted against the budget, and their settles, queued
+    meanwhile, land when it resumes: spend = the request log, nothing left reserved. Through the
+    actor, each would have waited for it and failed with a 503 after ledger_timeout_seconds."""
+    gw = node()
+    c = client(gw, VK_SECRET)
+    converse(c)
+    [ledger] = gw.child_pids("workers.ledger.actor")
+    os.kill(ledger, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            r = converse(c)
+            assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+    finally:
+        os.kill(ledger, signal.SIGCONT)
+    total = settled_spend(gw)
+    assert total > 0
+    assert logged_cost(gw) == pytest.approx(total, abs=1e-9)
