@@ -22,11 +22,13 @@ unknown reservation still charges).
 Two backends, one protocol (backend.py): `[governance] ledger = "local"` keeps the counters in
 this process (LedgerState, the snapshots above); `"redis"` keeps them in Redis, shared by every
 gateway node (RedisLedger), with settled spend written to PostgreSQL to rebuild them if Redis
-loses its data. Either way the workers talk to this actor (client.LedgerClient is unchanged),
-and the actor hands every reserve and settle queued at once to the backend in one call
-(`handle_batch`): on Redis one pipelined round trip for all of the node's workers. Redis
-failures (refuse with 503 or serve uncounted, the circuit, kept settles, the rebuild) are the
-backend's; see its docstring.
+loses its data. The actor hands every reserve and settle queued at once to the backend in one
+call (`handle_batch`): on Redis one pipelined round trip for all of the node's workers. On Redis a
+worker sends its reserves straight to Redis itself (direct.py: the reserve is the one call a
+request waits for, and that saves it the hop through this process), and sends here its settles,
+its releases and the reserves it could not make (Redis unreachable, its data lost, a script to
+load). Redis failures (refuse with 503 or serve uncounted, the circuit, kept settles, the
+rebuild) are the backend's; see its docstring.
 
 Protocol (msgpack maps; workers PUSH to the ledger's PULL socket, and the ledger PUSHes replies to
 the PULL endpoint `r` each asking worker named; see client.py):

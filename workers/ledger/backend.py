@@ -3,7 +3,8 @@
     b = open_backend(cfg, directory, clock)       # [governance] ledger = "local" | "redis"
     replies = b.run([("reserve", (rid, key, env, max_usd, est_tokens, pid)),
                      ("settle", (rid, cost_usd, tokens, key, env, saved_usd)),
-                     ("replay", (stamp, rid, cost_usd, tokens, key, env, saved_usd)), ...])
+                     ("replay", (stamp, rid, cost_usd, tokens, key, env, saved_usd)),
+                     ("release", (rid, 0.0, 0, "", "", 0.0)), ...])
     b.usage(key_id) -> {"usage": [...], "savings": [...]} (or {"error": message})
     b.owners() -> this node's worker pids holding reservations;  b.expire(dead_pids)
     b.charges                                 # [rid, key, env, usd] the ledger charged on its own
@@ -13,11 +14,13 @@
 `run` gets every reserve and settle the actor found queued at once, in the order received (a
 worker's settles riding along before its reserve), and returns one reply per reserve (None for a
 settle). A replay is a settle a frontend sent again after the ledger or a worker died
-(`LedgerState.replay`; on Redis an ordinary settle). `LocalBackend` applies them to
-`LedgerState` one by one; `RedisBackend` sends them to Redis in ONE pipelined round trip
-(`RedisLedger.apply_many`): the node's actor talks to Redis for all its workers, so a node opens
-one connection and pays one round trip per batch, not one per request
-(scripts/redis_ledger_bench.py; README "Ledger on Redis").
+(`LedgerState.replay`; on Redis an ordinary settle). A release is a settle of nothing for a
+reservation whose request never ran (a worker's own reserve in Redis that may have run: direct.py),
+not written to PostgreSQL. `LocalBackend` applies them to `LedgerState` one by one;
+`RedisBackend` sends them to Redis in ONE pipelined round trip (`RedisLedger.apply_many`): the
+settles of all the node's workers, and the reserves a worker could not make itself (with the
+ledger on Redis each worker reserves straight in Redis, direct.py, and hands the actor only what
+needs it: Redis unreachable, its data lost, a script to load). README "Ledger on Redis".
 
 Redis failures (`RedisBackend`):
 

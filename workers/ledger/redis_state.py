@@ -10,6 +10,9 @@
     led.reserve_many([...]), led.settle_many([...])   # one round trip for a batch (a pipeline)
     led.apply_many([("reserve", (...)), ("settle", (...)), ...])   # both kinds, in order, one round trip
 
+The pure half (plans, script calls, reply meanings) is `RedisCodec` (redis_codec.py), which a
+worker's own reserves share (direct.py): both paths run the same script on the same keys.
+
 Same replies as `LedgerState` (state.py: its module docstring is the contract; the
 conformance suite tests/unit/test_ledger_contract.py runs the same sequences on both), with
 these differences, all due to the state being shared:
