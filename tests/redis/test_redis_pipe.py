@@ -159,3 +159,30 @@ async def test_a_cancelled_caller_hears_of_a_broken_connection_through_orphan(tm
             await trio.sleep(0.3)
             return orphaned
         assert await with_pipe(srv.url, go, timeout=5) == [None]
+
+
+async def test_calls_made_while_a_write_is_out_go_together_in_the_next_write(redis_db):
+    """60 tasks calling at once: the first writes its command, and the 59 queued meanwhile go out
+    in the next write (one system call for many), each still getting its own reply."""
+    writes = []
+
+    async def go(pipe):
+        await pipe.call(cmd(b"PING"), 1)             # connected
+        stream = pipe._stream
+        send_all = stream.send_all
+
+        async def counting(data):
+            writes.append(data.count(b"ECHO"))
+            await send_all(data)
+        stream.send_all = counting
+        got = {}
+
+        async def one(i):
+            got[i] = await pipe.call(cmd(b"ECHO", f"t{i}"), 1)
+        async with trio.open_nursery() as n:
+            for i in range(60):
+                n.start_soon(one, i)
+        return got
+    got = await with_pipe(redis_db.url, go)
+    assert got == {i: [f"t{i}".encode()] for i in range(60)}
+    assert sum(writes) == 60 and len(writes) <= 3, writes

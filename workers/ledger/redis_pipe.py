@@ -9,8 +9,9 @@ the worker's event loop. This is the least a worker needs to send its reserves i
 one TCP (or TLS) connection, AUTH and SELECT from the URL, writes in the order calls are made,
 replies handed back in that order by one reader task, hiredis parsing them.
 
-* Each call's commands go out in one write, after those of the calls before it; while Redis
-  answers one task's commands another task's are on the wire already (a pipeline, not a pool).
+* Each call's commands go out in one write, after those of the calls before it, together with
+  those of the calls made while the previous write was on its way; while Redis answers one
+  task's commands another task's are on the wire already (a pipeline, not a pool).
 * An error reply (`-ERR ...`, `-NOSCRIPT ...`) is returned in the list as a `hiredis.ReplyError`,
   not raised: the caller decides what it means.
 * `PipeError`: no connection could be made, it broke, or the replies did not come within
@@ -70,31 +71,29 @@ class RedisPipe:
         self.ca_file = ca_file
         self.timeout = timeout
         self.where = f"Redis at {self.opts['host']}:{self.opts['port']}"
-        self._lock = trio.Lock()               # connect and write, one task at a time
+        self._lock = trio.Lock()               # one task connects
         self._stream: trio.abc.Stream | None = None
         self._sock = None                      # the stream's socket, closed synchronously on failure
-        self._pending: deque[_Call] = deque()  # written, replies not all read, in write order
+        self._pending: deque[_Call] = deque()  # queued or written, replies not all read, in order
+        self._out: list[bytes] = []            # what the pending calls have not written yet
+        self._writing = False                  # a task is writing (it writes what others queue)
         self._connected = trio.Event()         # set while a connection is up (the reader waits on it)
 
     # --- calls -----------------------------------------------------------------------------
     async def call(self, wire: bytes, n: int, orphan=None) -> list:
         """Send `wire` (n commands) and return their n replies, in order; see the module doc."""
         c = _Call(n)
-        async with self._lock:
-            if self._stream is None:
-                await self._connect()
-            stream = self._stream
-            self._pending.append(c)
-            with trio.CancelScope(shield=True):      # half a write would desynchronise the connection
-                with trio.move_on_after(self.timeout) as t:
-                    try:
-                        await stream.send_all(wire)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                        self._broken(stream, f"writing failed: {e}")
-                        raise PipeError(f"{self.where}: writing failed: {e}", written=True) from None
-            if t.cancelled_caught:
-                self._broken(stream, "writing timed out")
-                raise PipeError(f"{self.where}: writing timed out after {self.timeout:g} s", written=True)
+        if self._stream is None:
+            async with self._lock:
+                if self._stream is None:
+                    await self._connect()
+        stream = self._stream
+        if stream is None:              # broken again since it was connected
+            raise PipeError(f"{self.where}: the connection broke", written=False)
+        self._pending.append(c)
+        self._out.append(wire)
+        if not self._writing:           # else the task writing now sends it with its next write
+            await self._write(stream)
         try:
             with trio.move_on_after(self.timeout):
                 await c.done.wait()
@@ -110,6 +109,27 @@ class RedisPipe:
         if c.error is not None:
             raise PipeError(f"{self.where}: {c.error}", written=True)
         return c.replies
+
+    async def _write(self, stream) -> None:
+        """Write what the calls queued, in order, until nothing is queued: calls made while a
+        write is on its way go out together in the next one (one system call for many under
+        load). Shielded: half a write would desynchronise the connection."""
+        self._writing = True
+        try:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self.timeout) as t:
+                    while self._out and stream is self._stream:
+                        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+                        self._out.clear()
+                        try:
+                            await stream.send_all(data)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                            self._broken(stream, f"writing failed: {e}")
+                            return
+            if t.cancelled_caught:
+                self._broken(stream, f"writing timed out after {self.timeout:g} s")
+        finally:
+            self._writing = False
 
     # --- the connection ----------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -156,6 +176,7 @@ class RedisPipe:
         self._connected = trio.Event()
         self._sock.close()              # wakes the reader (trio notifies the tasks waiting on it)
         pending, self._pending = self._pending, deque()
+        self._out.clear()
         for c in pending:
             c.error = why
             if c.orphan is not None:
