@@ -1,4 +1,4 @@
-"""The bench's goals block (scripts/bench_goals.py): each goal of the performance issue is a ratio
+"""The bench's goals block (scripts/bench_goals.py): each goal of the performance issues is a ratio
 within one run with ok or MISS, and a goal the run has no data for says "not measured" and the
 flags that would measure it. Also the bare path's frame splitting and Portkey's loopback preload."""
 from __future__ import annotations
@@ -105,3 +105,21 @@ def test_portkeys_preload_binds_loopback_when_no_host_is_given():
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "127.0.0.1"
+
+
+def test_the_ledger_on_redis_is_judged_by_what_it_adds_to_the_local_ledger():
+    pts = [point("governed", "converse", 1, cpu=2.70, added=2.30), point("governed-redis", "converse", 1, cpu=2.95,
+                                                                          added=2.90),
+           point("governed", "converse", 64, cpu=1.30), point("governed-redis", "converse", 64, cpu=1.70)]
+    rows = bench_goals.evaluate(pts, [])
+    one = row(rows, "ledger on Redis adds <= 0.3 ms of node CPU per request (governed-redis vs governed, Converse, 1 ")
+    assert one["ok"] is True and one["ratio"] == "+0.250 ms (<= +0.300)"
+    many = row(rows, "ledger on Redis adds <= 0.3 ms of node CPU per request (governed-redis vs governed, Converse, 64")
+    assert many["ok"] is False and many["verdict"] == "MISS"
+    assert not [r for r in rows if r["goal"].startswith("ledger on Redis") and "16 connections" in r["goal"]]
+    p50 = row(rows, "ledger on Redis adds <= 0.5 ms to p50")
+    assert p50["ok"] is False and p50["ratio"] == "+0.600 ms (<= +0.500)"
+    none = bench_goals.evaluate([], [])
+    assert row(none, "ledger on Redis adds <= 0.3 ms")["needs"] == \
+        "--scenarios governed,governed-redis --routes converse --connections 1,16,64"
+    assert row(none, "ledger on Redis adds <= 0.5 ms")["verdict"] == "not measured"
