@@ -123,6 +123,20 @@ def test_duplicate_rid_raises(make):
     assert use(st, "key", "vk-1")["reserved_usd"] == 0.1
 
 
+def test_a_reserve_after_its_own_release_holds_nothing(make):
+    """A reserve whose reply never came is released (a settle of nothing); if the reserve itself
+    reaches the ledger after its release (a slow connection), it is refused instead of holding a
+    reservation no one will settle (charged in full at its TTL)."""
+    st, _ = make(vk("vk-1", budgets=[Budget(1, "day")], limits=[RateLimit("minute", requests=5)]))
+    st.settle("late", 0.0, 0, "vk-1", "")
+    with pytest.raises(ValueError, match="settled already"):
+        st.reserve("late", "vk-1", "", 0.4, 10)
+    u = use(st, "key", "vk-1")
+    assert (u["spent_usd"], u["reserved_usd"]) == (0.0, 0.0)
+    assert use(st, "key", "vk-1", "requests")["used"] == 0
+    assert st.owners() == set()
+
+
 def test_invalid_amounts_raise(make):
     st, _ = make(vk("vk-1", budgets=[Budget(1, "day")]))
     for bad in (-0.01, float("nan"), float("inf")):

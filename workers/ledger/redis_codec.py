@@ -201,7 +201,7 @@ class RedisCodec:
         pid_s = str(pid) if pid else ""
         rid_b = rid.encode()
         keys = [self.b_ready, self.b_prefix + b"r:" + rid_b, self.b_open, self.b_pids,
-                self.b_prefix + b"p:" + pid_s.encode() if pid_s else self.b_pids, *p.keys]
+                self.b_prefix + b"p:" + pid_s.encode() if pid_s else self.b_pids, self.b_settled, *p.keys]
         args = [repr(now).encode(), rid_b, str(max_m).encode(), str(est).encode(), pid_s.encode(), key_id.encode(),
                 env.encode(), *p.counts, self.b_record_ttl, *p.args]
         return keys, args, (rid, p, max_m, now)
@@ -221,6 +221,8 @@ class RedisCodec:
             return {"ok": True, "remaining_usd": rem, "budget": label, "requests_remaining": req}
         if status == b"DUP":
             raise ValueError(f"reservation {rid!r} already exists")
+        if status == b"SETTLED":
+            raise ValueError(f"request {rid!r} was settled already: it cannot be reserved again")
         if status == b"LOST":
             raise LedgerNotReady(f"The governance ledger ({self.where}) lost its counters and has not rebuilt "
                                  f"them yet; the request was not sent upstream. Retry shortly.")

@@ -63,17 +63,22 @@ end
 
 # reserve(rid): every counter takes the request, or none does.
 #   KEYS  1 ready marker, 2 reservation r:<rid>, 3 open zset, 4 pids set, 5 pid set p:<pid>
-#         (any key when no pid), 6.. counters: nb budgets, nr request limits, nt token limits
+#         (any key when no pid), 6 settled zset, 7.. counters: nb budgets, nr request limits,
+#         nt token limits
 #   ARGV  1 now, 2 rid, 3 max micros, 4 est tokens, 5 pid ('' none), 6 key id, 7 env,
 #         8 nb, 9 nr, 10 nt, 11 record TTL seconds, then per counter i: 10+2i limit, 11+2i deadline
 #   ->    {'LOST'}                  the ledger's data is gone (no ready marker): rebuild first
 #         {'DUP'}                   an open reservation has this rid
+#         {'SETTLED'}               this rid was settled (or released) already: a reserve that
+#                                   arrives after its own release (a reply that never came) must
+#                                   not hold a reservation no one will settle
 #         {'BUDGET'|'LIMIT', i, v}  counter i refuses (the first in order), v its t (budget,
 #                                   tokens) or u (requests) before; nothing changed
 #         {'OK', v1, v2, ...}       every counter's t (budget, tokens) or u (requests) after
 RESERVE = PRELUDE + r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'LOST'} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'DUP'} end
+if redis.call('ZSCORE', KEYS[6], ARGV[2]) then return {'SETTLED'} end
 local now = tonumber(ARGV[1])
 local nb, nr, nt = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local n = nb + nr + nt
@@ -85,12 +90,12 @@ for i = 1, n do
 end
 local out, bl, tl = {'OK'}, {}, {}
 for i = 1, n do
-  local k, d = KEYS[5 + i], ARGV[11 + 2 * i]
+  local k, d = KEYS[6 + i], ARGV[11 + 2 * i]
   local v = redis.call('HINCRBY', k, field[i], I(inc[i]))
   if v == inc[i] then touch(k, tonumber(d), now) end
   if v > tonumber(ARGV[10 + 2 * i]) then
     for j = 1, i do
-      if inc[j] ~= 0 then redis.call('HINCRBY', KEYS[5 + j], field[j], I(-inc[j])) end
+      if inc[j] ~= 0 then redis.call('HINCRBY', KEYS[6 + j], field[j], I(-inc[j])) end
     end
     if i <= nb then return {'BUDGET', i, v - inc[i]} end
     return {'LIMIT', i, v - inc[i]}

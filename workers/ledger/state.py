@@ -22,7 +22,9 @@ only through the reservations that hold it: settling charges it and nothing sees
 
 A settle for a rid the ledger does not know (restart without the reservation in the snapshot)
 charges the current periods of the key and env it names; a rid settled twice is charged once
-(recently settled rids are remembered, bounded by count and age). After a crash, the settles a
+(recently settled rids are remembered, bounded by count and age), and a reserve of a rid settled
+already is refused (ValueError): it is a reserve that arrived after its own release (a settle of
+nothing for a reserve whose reply never came), whose reservation no one would settle. After a crash, the settles a
 frontend sends again (`replay`, stamped with when it got them) put back what the ledger did
 after its last snapshot, and skip what the snapshot already counted (its docstring has the cases). A reservation older than the
 TTL is expired: charged at its maximum. If its real settle arrives later, the charge is corrected
@@ -367,6 +369,8 @@ class LedgerState:
         """
         if rid in self._open:
             raise ValueError(f"reservation {rid!r} already exists")
+        if rid in self._settled:    # a reserve arriving after its own release: no one would settle it
+            raise ValueError(f"request {rid!r} was settled already: it cannot be reserved again")
         max_m = to_micros(max_cost_usd, "max_cost_usd")
         est = int(est_tokens)
         if est < 0:
