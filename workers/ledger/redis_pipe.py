@@ -93,7 +93,7 @@ class RedisPipe:
         self._pending.append(c)
         self._out.append(wire)
         if not self._writing:           # else the task writing now sends it with its next write
-            await self._write(stream)
+            await self._write()
         try:
             with trio.move_on_after(self.timeout):
                 await c.done.wait()
@@ -110,15 +110,18 @@ class RedisPipe:
             raise PipeError(f"{self.where}: {c.error}", written=True)
         return c.replies
 
-    async def _write(self, stream) -> None:
+    async def _write(self) -> None:
         """Write what the calls queued, in order, until nothing is queued: calls made while a
         write is on its way go out together in the next one (one system call for many under
-        load). Shielded: half a write would desynchronise the connection."""
+        load). What is queued is always the current connection's (a broken one's is dropped
+        with it). Shielded: half a write would desynchronise the connection."""
         self._writing = True
+        stream = self._stream
         try:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(self.timeout) as t:
-                    while self._out and stream is self._stream:
+                    while self._out and self._stream is not None:
+                        stream = self._stream
                         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                         self._out.clear()
                         try:
