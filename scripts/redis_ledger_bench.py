@@ -16,7 +16,9 @@ Method:
   enough that nothing is refused; each run uses its own namespace.
 - Modes, each a series of pairs (reserve then settle of the same rid, as a request does):
     single         one client, one EVALSHA per reserve and per settle (2 round trips a pair);
-                   what a worker talking to Redis itself would do;
+                   a worker calling Redis itself through blocking redis-py, one call each (the
+                   gateway's workers reserve on a pipelined trio connection instead, direct.py,
+                   measured end to end by scripts/bench.py's governed-redis);
     batch N        one client, N reserves in one pipeline, then their N settles in another (what a
                    node's ledger actor batching its workers' messages would do);
     P procs        P client processes at once, each `single`, or `batch N` with --procs-batch.
