@@ -12,6 +12,7 @@ import trio
 from finops.shared.governance import Budget, Directory, RateLimit, VirtualKey
 from finops.workers.ledger.direct import DirectReserver
 from finops.workers.ledger.redis_state import RedisLedger
+from tests.helpers.beside import beside
 from tests.helpers.gateway import free_port
 from tests.helpers.redis_server import RedisServer
 
@@ -34,6 +35,11 @@ def actor_ledger(url: str) -> RedisLedger:
     return led
 
 
+def budget(led: RedisLedger) -> dict:
+    """vk-1's daily budget as the actor's ledger reports it (spent_usd, reserved_usd, ...)."""
+    return [u for u in led.usage("vk-1") if u["kind"] == "budget"][0]
+
+
 class Calls:
     def __init__(self):
         self.released: list[str] = []
@@ -47,17 +53,7 @@ class Calls:
 
 
 async def run_with(direct: DirectReserver, fn):
-    out: dict = {}
-    async with trio.open_nursery() as n:
-        n.start_soon(direct.run)
-        try:
-            out["value"] = await fn()
-        except Exception as e:
-            out["error"] = e
-        n.cancel_scope.cancel()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
+    return await beside(direct.run, fn)
 
 
 def reserver(url, **kw) -> DirectReserver:
@@ -77,8 +73,7 @@ async def test_a_direct_reserve_is_the_actor_s_reservation(redis_db):
     assert not b["ok"] and b["code"] == "ServiceQuotaExceededException" and "$0.40 left" in b["message"]
     assert led.owners() == {"node-a/4242"}          # this node's worker: its reservations expire with it
     led.settle("r1", 0.25, 50, "vk-1", "")
-    usage = [u for u in led.usage("vk-1") if u["kind"] == "budget"][0]
-    assert (usage["spent_usd"], usage["reserved_usd"]) == (0.25, 0.0)
+    assert (budget(led)["spent_usd"], budget(led)["reserved_usd"]) == (0.25, 0.0)
     assert calls.released == [] and calls.uncounted == 0
 
 
@@ -150,11 +145,11 @@ async def test_a_stall_after_the_write_is_refused_and_released_when_closed(tmp_p
         assert calls.released == ["r1"] and calls.uncounted == 0
         # the reserve did run once Redis resumed: the actor's release (a settle of nothing) frees it
         deadline = time.monotonic() + 5
-        while [u for u in led.usage("vk-1") if u["kind"] == "budget"][0]["reserved_usd"] != 0.5:
+        while budget(led)["reserved_usd"] != 0.5:
             assert time.monotonic() < deadline, "the written reserve never ran"
             time.sleep(0.02)
         led.settle("r1", 0.0, 0, "", "")
-        assert [u for u in led.usage("vk-1") if u["kind"] == "budget"][0]["reserved_usd"] == 0.0
+        assert budget(led)["reserved_usd"] == 0.0
 
 
 async def test_a_stall_after_the_write_is_served_uncounted_when_open(tmp_path):
@@ -197,4 +192,4 @@ async def test_a_caller_that_went_away_has_its_reservation_released_when_the_rep
         assert after["ok"] and after["remaining_usd"] == 0.4       # "gone" holds $0.50 until released
         assert calls.released == ["gone"]
         led.settle("gone", 0.0, 0, "", "")
-        assert [u for u in led.usage("vk-1") if u["kind"] == "budget"][0]["reserved_usd"] == 0.1
+        assert budget(led)["reserved_usd"] == 0.1

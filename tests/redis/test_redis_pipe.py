@@ -8,6 +8,7 @@ import redis
 import trio
 
 from finops.workers.ledger.redis_pipe import PipeError, RedisPipe, parse_url
+from tests.helpers.beside import beside
 from tests.helpers.gateway import free_port
 from tests.helpers.redis_server import RedisServer
 
@@ -19,17 +20,7 @@ def cmd(*parts) -> bytes:
 async def with_pipe(url, fn, **kw):
     """fn(pipe) with the pipe's reader running; its result, or its exception (not in a group)."""
     pipe = RedisPipe(url, **kw)
-    out: dict = {}
-    async with trio.open_nursery() as n:
-        n.start_soon(pipe.run)
-        try:
-            out["value"] = await fn(pipe)
-        except Exception as e:
-            out["error"] = e
-        n.cancel_scope.cancel()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
+    return await beside(pipe.run, lambda: fn(pipe))
 
 
 def test_parse_url():
