@@ -72,7 +72,7 @@ from ..governance.periods import bounds
 from ..governance.pg_schema import redact
 from ..governance.pg_spend import SettledCharge, SettledSpend
 from ..governance.store import StoreError
-from .state import LedgerState, invalid, refusal, unreachable, usage_lines
+from .state import LedgerState, invalid, refusal, served_uncounted, unreachable, usage_lines
 
 log = logging.getLogger("finops.ledger")
 
@@ -462,8 +462,7 @@ class RedisBackend:
             if kind == "settle":
                 self._keep(a)
             elif self.policy == "open":
-                out[i] = {"ok": True, "remaining_usd": None, "budget": None, "requests_remaining": None,
-                          "uncounted": True}
+                out[i] = served_uncounted()
                 self.counts["uncounted"] += 1
                 self.warn_uncounted += 1
             else:
@@ -583,7 +582,8 @@ class RedisBackend:
     # --- the actor's other calls -------------------------------------------------------------
     def usage(self, key_id: str | None) -> dict:
         if self.mono() < self.down_until:
-            return {"error": unreachable(self.where)["message"].replace("the request was not sent upstream", "no usage to show")}
+            msg = unreachable(self.where)["message"]
+            return {"error": msg.replace("the request was not sent upstream", "no usage to show")}
         try:
             return {"usage": self.led.usage(key_id), "savings": self.led.savings(key_id)}
         except self._unavailable as e:

@@ -2,7 +2,7 @@
 
     direct = DirectReserver(cfg, lambda: governor.index.directory)
     nursery.start_soon(direct.run)
-    got = await direct.reserve(rid, key_id, env, max_usd, est_tokens, pid, release)   # a reply, or None
+    got = await direct.reserve(rid, key_id, env, max_usd, est_tokens, pid, release, uncounted)   # or None
 
 Why. A reserve is the one ledger call a request waits for. Through the node's ledger actor it
 costs two hops in series (worker -> actor over ZeroMQ, actor -> Redis), and on a quiet node each
@@ -40,7 +40,7 @@ from finops.shared import config as configmod
 
 from .redis_codec import LedgerNotReady, RedisCodec
 from .redis_pipe import PipeError, RedisPipe
-from .state import unreachable
+from .state import served_uncounted, unreachable
 
 log = logging.getLogger("finops.ledger.direct")
 
@@ -110,7 +110,7 @@ class DirectReserver:
     def _maybe_applied(self, rid: str, release, uncounted) -> dict:
         if self.policy == "open":
             uncounted()
-            return {"ok": True, "remaining_usd": None, "budget": None, "requests_remaining": None, "uncounted": True}
+            return served_uncounted()
         release(rid)
         return unreachable(self.pipe.where)
 

@@ -120,6 +120,12 @@ def unreachable(where: str) -> dict:
                    f"(it would not be counted against its budgets and rate limits). Retry shortly.")
 
 
+def served_uncounted() -> dict:
+    """The admission of a request served uncounted while the Redis ledger cannot be used
+    (redis_failure = "open")."""
+    return {"ok": True, "remaining_usd": None, "budget": None, "requests_remaining": None, "uncounted": True}
+
+
 def invalid(e: ValueError) -> dict:
     """The reply refusing a reserve or settle whose figures are wrong (400)."""
     return {"ok": False, "code": "ValidationException", "status": 400, "message": str(e)}
