@@ -53,11 +53,9 @@ class DirectReserver:
         """`directory()`: the Directory the worker admits with now (a reserve is planned on it)."""
         g = cfg.governance
         self.directory = directory
-        d = directory()
-        self.codec = RedisCodec(d, tz=g.timezone, reservation_ttl=g.reservation_ttl_seconds)
-        self._dir = d
         self.pipe = RedisPipe(g.redis_url, ca_file=g.redis_ca_file or None, timeout=g.redis_timeout_seconds)
-        self.codec.where = self.pipe.where
+        self._dir = d = directory()
+        self.codec = RedisCodec(d, tz=g.timezone, reservation_ttl=g.reservation_ttl_seconds, where=self.pipe.where)
         self.owner = cfg.server.node + "/"
         self.policy = g.redis_failure
         self.down_until = -math.inf
