@@ -1,7 +1,9 @@
 """One `finops serve` node with `[governance] ledger = "redis"`, through boto3, on a real Redis and a
 real PostgreSQL: budgets refuse as with the local ledger, Redis stopped fails closed with a
 retryable 503 and traffic resumes when it is back with no restart, a FLUSHALL does not forget the
-spend, and redis_failure = "open" serves uncounted and counts it in /metrics.
+spend, and redis_failure = "open" serves uncounted and counts it in /metrics. The workers reserve
+in Redis themselves (workers/ledger/direct.py): a stalled ledger actor stops no request, and a
+reserve lost in a stalled Redis is refused and released.
 (Several nodes on one Redis: the fleet tests.)"""
 from __future__ import annotations
 
@@ -251,3 +253,35 @@ def test_reserves_go_straight_to_redis_so_a_stalled_ledger_actor_stops_no_reques
     total = settled_spend(gw)
     assert total > 0
     assert logged_cost(gw) == pytest.approx(total, abs=1e-9)
+
+
+def test_a_reserve_lost_in_a_stalled_redis_is_refused_aws_shaped_and_released(node, redis_db):
+    """Redis stalls (SIGSTOP) after a worker wrote its reserve: no answer within
+    redis_timeout_seconds, so the reserve may have run. The client gets a retryable 503
+    ServiceUnavailableException naming Redis by address (never the password); once Redis resumes
+    and runs that reserve, the release the worker asked for frees it: nothing stays reserved, and
+    the spend still equals the request log."""
+    gw = node()
+    c = client(gw, VK_SECRET)
+    converse(c)
+    redis_db.pause()
+    try:
+        with pytest.raises(ClientError) as ei:
+            converse(c)
+    finally:
+        redis_db.resume()
+    err = ei.value.response
+    assert err["Error"]["Code"] == "ServiceUnavailableException"
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert err["ResponseMetadata"]["HTTPHeaders"]["x-amzn-errortype"].startswith("ServiceUnavailableException")
+    assert "unreachable" in err["Error"]["Message"] and "127.0.0.1" in err["Error"]["Message"]
+    until_ok(c)
+    deadline = time.monotonic() + 15
+    while True:
+        status, body = get(gw, "/admin/usage?key=vk-budget")
+        u = [u for u in json.loads(body)["usage"] if u["kind"] == "budget" and u["level"] == "key"][0]
+        if u["reserved_usd"] == 0:
+            break
+        assert time.monotonic() < deadline, f"the lost reserve was never released: {u}"
+        time.sleep(0.1)
+    assert logged_cost(gw) == pytest.approx(u["spent_usd"], abs=1e-9)
