@@ -22,10 +22,11 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from finops.shared import config as configmod
+from finops.shared import exitcodes
 from finops.shared import memtrim
 from finops.shared.logs import setup_logging
 
-from . import h11_writes, h2_goaway, keepalive
+from . import connection_guard, h11_writes, h2_protocol, keepalive
 from .app import App
 from .dispatch import WorkerPool
 
@@ -56,7 +57,7 @@ def hypercorn_config(cfg: configmod.Config) -> HyperConfig:
     hc.h11_max_incomplete_size = 64 * 1024
     if cfg.server.tls_cert_file:
         hc.certfile, hc.keyfile = cfg.server.tls_cert_file, cfg.server.tls_key_file
-        hc.alpn_protocols = ["h2", "http/1.1"]     # h2 for the JS SDK (h2_goaway.py), 1.1 for boto3
+        hc.alpn_protocols = ["h2", "http/1.1"]     # h2 for the JS SDK (h2_protocol.py), 1.1 for boto3
     return hc
 
 
@@ -73,7 +74,8 @@ async def report_gauges(pool: WorkerPool) -> None:
 
 
 async def serve(cfg: configmod.Config, sock: socket.socket) -> None:
-    h2_goaway.install()
+    h2_protocol.install()
+    connection_guard.install()
     keepalive.install()
     h11_writes.install()
     pool = WorkerPool(cfg)
@@ -113,12 +115,12 @@ def main(argv=None) -> int:
         cfg = configmod.load(args.config, host=args.host, port=args.port)
     except configmod.ConfigError as e:
         print(f"finops frontend: config error: {e}", file=sys.stderr)
-        return 2
+        return exitcodes.CANNOT_START
     try:
         sock = listen_socket(cfg.server.host, cfg.server.port)
     except OSError as e:
         print(f"finops frontend: cannot listen on {cfg.server.host}:{cfg.server.port}: {e}", file=sys.stderr)
-        return 1
+        return exitcodes.CANNOT_START
     trio.run(serve, cfg, sock)
     return 0
 

@@ -10,7 +10,9 @@ Processes (each a `python -m` module, so the Procfile can start the same ones wi
     frontend ×server.frontends   python -m finops.frontend
 
 The ledger and the workers start first; frontends find them through the run directory. A process that exits is
-restarted with exponential backoff (0.1 s doubling to 5 s; reset once it has run 30 s). The
+restarted with exponential backoff (0.1 s doubling to 5 s; reset once it has run 30 s), except
+one that exits with `exitcodes.CANNOT_START` (a frontend whose port is taken, or whose config is
+refused): then the supervisor stops every process and exits with that code. The
 frontends notice a dead worker on their own (its connection drops), so requests in flight on it
 fail fast with a retryable 503 or an exception frame.
 
@@ -36,6 +38,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+from finops.shared import exitcodes
 from finops.shared.rundir import RESTARTS_FILE
 
 log = logging.getLogger("finops.supervisor")
@@ -113,6 +116,7 @@ class Supervisor:
         self.workers = actors + [Child("worker", i, [py, "-m", "finops.workers"]) for i in range(s.workers)]
         self.frontends = [Child("frontend", i, [py, "-m", "finops.frontend"]) for i in range(s.frontends)]
         self.stopping = False
+        self.exit_code = 0      # CANNOT_START once a process said it cannot start
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -130,12 +134,12 @@ class Supervisor:
             for c in self.workers + self.frontends:
                 code = c.proc.poll() if c.proc else None
                 if c.proc is not None and code is not None:
+                    if code == exitcodes.CANNOT_START:
+                        log.error("%s cannot start (exit %d); see its error above. Stopping.", c.kind, code)
+                        self.stopping, self.exit_code = True, code
+                        break
                     log.warning("%s#%d (pid %d) exited with %s; restarting in %.1fs",
                                 c.kind, c.index, c.proc.pid, code, c.backoff)
-                    if c.kind == "frontend" and code in (1, 2) and now - c.started < 2:
-                        log.error("frontend cannot start (exit %d); see its error above. Stopping.", code)
-                        self.stopping = True
-                        break
                     c.proc = None
                     c.restart_at = now + c.backoff
                     c.backoff = min(c.backoff * 2, BACKOFF_MAX)
@@ -198,7 +202,7 @@ class Supervisor:
         self._stop([c for c in self.workers if c.kind == "worker"], drain + KILL_GRACE)
         self._stop([c for c in self.workers if c.kind != "worker"], KILL_GRACE)   # the actors, after every settle
         log.info("stopped")
-        return 0
+        return self.exit_code
 
     @staticmethod
     def _stop(children: list[Child], timeout: float) -> None:

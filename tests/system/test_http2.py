@@ -1,6 +1,6 @@
 """HTTP/2 as the AWS SDK for JavaScript v3 speaks it: h2c with prior knowledge on http://, ALPN h2
 on https://, one connection per request, and a GOAWAY sent as soon as the response headers
-arrive. Streams must still complete (frontend/h2_goaway.py; bedrock-protocol.md section 5)."""
+arrive. Streams must still complete (frontend/h2_protocol.py; bedrock-protocol.md section 5)."""
 from __future__ import annotations
 
 import json
@@ -107,3 +107,49 @@ def test_invoke_stream_over_h2_with_tls(tmp_path):
         chunks = [json.loads(__import__("base64").b64decode(json.loads(f.payload)["bytes"]))
                   for f in eventstream.decode_all(data)]
         assert chunks[0]["type"] == "message_start" and chunks[-1]["type"] == "message_stop"
+
+
+def test_request_data_after_the_answer_is_dropped_and_the_connection_serves_on(gw):
+    """A client still sending a body when its stream was answered (here: an unknown operation,
+    refused before the body is read). hypercorn raised KeyError on that data (issue #365), which
+    ended the whole frontend; now the data is dropped and the same connection serves the next
+    request (frontend/h2_protocol.py)."""
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+
+    def request(sid: int, path: str, end_stream: bool) -> None:
+        conn.send_headers(sid, [(":method", "POST"), (":path", path), (":scheme", "http"),
+                                (":authority", f"127.0.0.1:{gw.port}"), ("content-type", "application/json")],
+                          end_stream=end_stream)
+
+    def answer(sid: int) -> tuple[int, bytes]:
+        status, data = None, b""
+        while True:
+            sock.sendall(conn.data_to_send())
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            for ev in conn.receive_data(chunk):
+                if getattr(ev, "stream_id", None) != sid:
+                    continue
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = int(dict(ev.headers)[":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    return status, data
+
+    try:
+        request(1, "/bedrock/model/anthropic.claude-3-haiku/no-such-operation", end_stream=False)
+        status, data = answer(1)                    # answered while its body is still to come
+        assert 400 <= status < 500, (status, data)
+        conn.send_data(1, BODY, end_stream=True)    # ... and here the body comes
+        request(3, "/bedrock/model/anthropic.claude-3-haiku/converse", end_stream=False)
+        conn.send_data(3, BODY, end_stream=True)
+        status, data = answer(3)
+        assert status == 200, data
+        assert json.loads(data)["output"]["message"]["content"][0]["text"].endswith("over http2")
+    finally:
+        sock.close()
+    assert "failed inside the HTTP server" not in gw.log()

@@ -1,7 +1,7 @@
 """The AWS SDK for JavaScript v3 (`@aws-sdk/client-bedrock-runtime`), unchanged, against the real gateway.
 
 Its default request handler is HTTP/2 (h2c with prior knowledge on http://) and it sends GOAWAY as
-soon as the response headers arrive (frontend/h2_goaway.py); these tests use that default handler,
+soon as the response headers arrive (frontend/h2_protocol.py); these tests use that default handler,
 never an HTTP/1.1 override. tests/js/bedrock.mjs runs one call per Node process and prints JSON;
 stream events carry `t`, ms since the call started, so incremental arrival can be checked.
 
@@ -85,7 +85,10 @@ def run_js(js_dir, gw, op: str, extra_env: dict | None = None, **job) -> dict:
                           input=json.dumps(job), cwd=js_dir, env=env, capture_output=True, text=True,
                           timeout=60)
     assert r.returncode == 0, f"node exited {r.returncode}\n{r.stderr}\n--- gateway log ---\n{gw.log()[-3000:]}"
-    return json.loads(r.stdout)
+    out = json.loads(r.stdout)
+    if not out["ok"]:       # so that a failed call's assertion shows what the gateway said
+        out["gateway_log"] = gw.log()[-3000:]
+    return out
 
 
 def msgs(text: str) -> list:

@@ -1,9 +1,9 @@
-"""The graceful GOAWAY state machine (frontend/h2_goaway.py)."""
+"""HTTP/2 fixes carried for h2 and hypercorn (frontend/h2_protocol.py): the graceful GOAWAY state machine."""
 import pytest
 from h2.connection import ConnectionInputs as I, ConnectionState as S
 from h2.exceptions import ProtocolError
 
-from finops.frontend.h2_goaway import GracefulConnectionStateMachine
+from finops.frontend.h2_protocol import GracefulConnectionStateMachine
 
 
 def machine(state=S.SERVER_OPEN):

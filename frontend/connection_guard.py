@@ -1,0 +1,54 @@
+"""One connection's failure inside the HTTP server closes that connection, never the frontend.
+
+Hypercorn 0.18 (trio) runs every connection as a task of one nursery (`trio.serve_listeners`'
+handler nursery, in `hypercorn.trio.run.worker_serve`), and `TCPServer.run` lets through every
+exception but `OSError`. An exception raised by the protocol code of one connection (an h11, h2
+or wsproto state error on input it did not expect; hypercorn issues #177, #197, #225, #329, #365)
+therefore ends the nursery, the server and the frontend process, with every request in flight on
+every other connection. One request from anyone who can reach the port did it: an
+`Upgrade: websocket` head followed by one more byte (tests/system/test_hostile_input.py).
+
+`install()` wraps `TCPServer.run`: such an exception is logged once with its traceback and the
+peer's address, the connection is closed (hypercorn's own `finally` has closed it already; closing
+again is harmless), and the frontend goes on serving everyone else. Cancellation (`trio.Cancelled`,
+`KeyboardInterrupt`: `BaseException`s) passes through untouched, so shutdown and drain work as
+before. Application errors never get here: hypercorn's task group turns them into a 500.
+"""
+from __future__ import annotations
+
+import logging
+
+import trio
+from hypercorn.trio import tcp_server
+
+log = logging.getLogger("finops.frontend")
+
+
+def _peer(server) -> str:
+    stream = getattr(server.stream, "transport_stream", server.stream)    # TLS wraps the socket stream
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except (OSError, AttributeError, ValueError):
+        return "an unknown peer"
+    return f"{host}:{port}"
+
+
+async def _run(self) -> None:
+    """TCPServer.run, except that an exception ends this connection only."""
+    peer = _peer(self)      # now: after a failure the socket may be closed
+    try:
+        await _run.hypercorns(self)
+    except Exception:       # an ExceptionGroup of Exceptions included; Cancelled is not one
+        log.exception("a connection from %s failed inside the HTTP server; closed it, serving on", peer)
+        with trio.CancelScope(shield=True):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+
+def install() -> None:
+    """Make hypercorn's trio TCP server contain each connection's failures (idempotent)."""
+    if tcp_server.TCPServer.run is not _run:
+        _run.hypercorns = tcp_server.TCPServer.run
+        tcp_server.TCPServer.run = _run
