@@ -54,6 +54,11 @@ class App:
                 elif msg["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        elif scope["type"] == "websocket":      # hypercorn answered a refused handshake with a bare 500
+            await send_error(send, str(uuid.uuid4()), errors.GatewayError(
+                "ValidationException", "This endpoint speaks HTTP, not WebSocket: send the request "
+                "without 'Upgrade: websocket' (the Bedrock Runtime API streams over event streams).", 400),
+                kind="websocket.http.response")
 
     # --- one request ---------------------------------------------------------------------
     async def http(self, scope, receive, send):
@@ -372,10 +377,12 @@ async def watch_disconnect(receive, cancel_scope: trio.CancelScope, answered: An
             return
 
 
-async def send_error(send, rid: str, err: errors.GatewayError, extra_headers=()) -> None:
+async def send_error(send, rid: str, err: errors.GatewayError, extra_headers=(),
+                     kind: str = "http.response") -> None:
+    """The AWS-shaped answer of `err`; `kind` "websocket.http.response" refuses a WebSocket handshake."""
     body = err.http_body()
     headers = err.http_headers(rid)
     headers.append((b"content-length", str(len(body)).encode()))
     headers.extend(extra_headers)
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.start", "status": err.status, "headers": headers})
+    await send({"type": f"{kind}.body", "body": body})
