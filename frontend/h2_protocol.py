@@ -12,8 +12,11 @@ that wrong (bedrock-protocol.md section 5), so every stream was cut after its fi
    (the peer promised not to open new streams; we never open any: no server push), so open
    streams can still send. Sending our own GOAWAY still closes it, as before.
 2. hypercorn 0.18 closes the TCP connection on h2's `ConnectionTerminated` event.
-   `FinOpsH2Protocol` closes it only once no stream is left open; until then the event just
-   marks the connection as going away.
+   `FinOpsH2Protocol` closes it only once no stream is left open and every stream's last bytes
+   (END_STREAM included) went out; until then the event just marks the connection as going
+   away. (A stream whose application has finished leaves hypercorn's stream table before its
+   sending task has written its end; a GOAWAY landing in between closed the connection under
+   that write.)
 
 **Request data that arrives after the answer is dropped, not fatal.** A client may still be
 sending a request body when the gateway has answered that stream (an error found before the
@@ -61,7 +64,7 @@ class FinOpsH2Protocol(H2Protocol):
     going_away = False
 
     async def _handle_events(self, events):
-        if any(isinstance(e, h2.events.ConnectionTerminated) for e in events) and self.streams:
+        if any(isinstance(e, h2.events.ConnectionTerminated) for e in events) and (self.streams or self.stream_buffers):
             self.going_away = True
             events = [e for e in events if not isinstance(e, h2.events.ConnectionTerminated)]
         if not any(isinstance(e, h2.events.DataReceived) for e in events):

@@ -70,3 +70,27 @@ async def test_the_wrapper_lets_cancellation_through():
         finally:
             connection_guard._run.hypercorns = original
     assert scope.cancelled_caught       # the Cancelled reached its scope: not swallowed as a failure
+
+
+async def test_a_write_that_meets_the_connections_close_is_that_close():
+    """hypercorn's close (`send_eof`) does not take the send lock, so a write in another task met
+    trio.BusyResourceError, which ended the connection as a failure (and, unguarded, the frontend)."""
+    from hypercorn.events import Closed, RawData
+    from hypercorn.trio import tcp_server
+
+    class Closing:
+        async def send_all(self, data):
+            raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
+
+    class Protocol:
+        def __init__(self):
+            self.events = []
+
+        async def handle(self, event):
+            self.events.append(event)
+
+    server = tcp_server.TCPServer.__new__(tcp_server.TCPServer)
+    server.send_lock, server.stream, server.protocol = trio.Lock(), Closing(), Protocol()
+    await server.protocol_send(RawData(data=b"the last bytes"))
+    assert [type(e) for e in server.protocol.events] == [Closed]
+    assert not server.send_lock.locked()
