@@ -11,8 +11,9 @@ Processes (each a `python -m` module, so the Procfile can start the same ones wi
 
 The ledger and the workers start first; frontends find them through the run directory. A process that exits is
 restarted with exponential backoff (0.1 s doubling to 5 s; reset once it has run 30 s), except
-one that exits with `exitcodes.CANNOT_START` (a frontend whose port is taken, or whose config is
-refused): then the supervisor stops every process and exits with that code. The
+one whose first start exits with `exitcodes.CANNOT_START` (a frontend whose port is taken, or
+whose config is refused): then the supervisor stops every process and exits with that code. (A
+restart that cannot start is retried with backoff: a gateway that has served keeps trying.) The
 frontends notice a dead worker on their own (its connection drops), so requests in flight on it
 fail fast with a retryable 503 or an exception frame.
 
@@ -134,7 +135,7 @@ class Supervisor:
             for c in self.workers + self.frontends:
                 code = c.proc.poll() if c.proc else None
                 if c.proc is not None and code is not None:
-                    if code == exitcodes.CANNOT_START:
+                    if code == exitcodes.CANNOT_START and c.restarts == 0:    # at `finops serve`: say so and stop
                         log.error("%s cannot start (exit %d); see its error above. Stopping.", c.kind, code)
                         self.stopping, self.exit_code = True, code
                         break
