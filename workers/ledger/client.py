@@ -25,6 +25,7 @@ log = logging.getLogger("finops.ledger.client")
 
 
 SETTLE_DELAY = 0.005   # seconds a settle may wait for a reserve to ride along with
+RESEND_DELAY = 0.05    # seconds between tries while the ledger cannot take settles (as `request` retries)
 
 
 class LedgerClient(ActorClient):
@@ -49,12 +50,18 @@ class LedgerClient(ActorClient):
     async def _flush_settles(self) -> None:
         """Settles ride along with the next reserve; when none comes within SETTLE_DELAY they
         go on their own. Half the messages under load, and the ledger's counters are exact
-        either way (the reservation holds the request's maximum until its settle arrives)."""
+        either way (the reservation holds the request's maximum until its settle arrives).
+        What the ledger could not take (not connected yet, stopped, its queue full) is tried
+        again every RESEND_DELAY until it goes: with reserves straight to Redis no reserve comes
+        to carry it, and a worker's last settles would otherwise wait for its next request."""
         while True:
             await self._settle_due.wait()
             await trio.sleep(SETTLE_DELAY)
             self._settle_due = trio.Event()
             self.flush()
+            if self.settles or self.releases:
+                await trio.sleep(RESEND_DELAY)
+                self._settle_due.set()
 
     def flush(self) -> None:
         if self.releases and self.send({"k": "release", "rids": self.releases}):
@@ -96,7 +103,7 @@ class LedgerClient(ActorClient):
         """Free a reservation made straight in Redis whose request will not run (direct.py)."""
         self.releases.append(rid)
         self.flush()
-        self._settle_due.set()          # tried again with the next settles if the actor is away
+        self._settle_due.set()          # tried again until the actor takes it (`_flush_settles`)
 
     def settle(self, rid: str, key_id: str, env: str, cost_usd: float, tokens: int, saved_usd: float = 0.0) -> list:
         """Queue the settle; it goes with the next reserve, or within SETTLE_DELAY. `saved_usd`:
