@@ -36,21 +36,17 @@ log = logging.getLogger("finops.frontend")
 
 
 def _peer(server) -> str:
-    stream = getattr(server.stream, "transport_stream", server.stream)    # TLS wraps the socket stream
-    try:
-        host, port = stream.socket.getpeername()[:2]
-    except (OSError, AttributeError, ValueError):
-        return "an unknown peer"
-    return f"{host}:{port}"
+    """The client's address as hypercorn read it when the connection began (no system call)."""
+    client = getattr(getattr(server, "protocol", None), "client", None)
+    return f"{client[0]}:{client[1]}" if client else "an unknown peer"
 
 
 async def _run(self) -> None:
     """TCPServer.run, except that an exception ends this connection only."""
-    peer = _peer(self)      # now: after a failure the socket may be closed
     try:
         await _run.hypercorns(self)
     except Exception:       # an ExceptionGroup of Exceptions included; Cancelled is not one
-        log.exception("a connection from %s failed inside the HTTP server; closed it, serving on", peer)
+        log.exception("a connection from %s failed inside the HTTP server; closed it, serving on", _peer(self))
         with trio.CancelScope(shield=True):
             try:
                 await self.stream.aclose()
